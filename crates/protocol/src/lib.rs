@@ -1,0 +1,19 @@
+//! qdhcp's protocol core: validates client messages, decides the RFC 2131 answer and encodes
+//! it. It never touches a socket, a clock, a file or a database: time and state are arguments.
+
+pub mod decide;
+pub mod frontdoor;
+pub mod log;
+pub mod options;
+pub mod reply;
+pub mod types;
+
+pub use decide::{decide, Context, Decision, Lease, LeaseChange, LeaseView, Policy, Reply};
+pub use frontdoor::{parse, ClientMsg, Inbound, Malformed};
+pub use log::LogLine;
+pub use options::{OptionError, OptionSet};
+pub use reply::ReplyKind;
+pub use types::{ClientId, Mac, NetworkTable, Reservation, Subnet};
+
+#[cfg(test)]
+mod tests;
