@@ -1,1 +1,11 @@
-pub fn x() {}
+//! Compatibility with the dnsmasq that Neutron's DHCP agent runs: its command line, and the
+//! host, opts and leases files the agent writes. Parsing only: turns text into validated
+//! configuration and reservation tables; no sockets and no signals here.
+
+pub mod cmdline;
+pub mod files;
+pub mod table;
+
+pub use cmdline::{parse_args, CmdlineError, DhcpRange, DnsmasqConfig};
+pub use files::{parse_hosts, parse_leases, parse_opts, FileError, HostLine, LeaseLine, OptLine};
+pub use table::{build_table, Built};

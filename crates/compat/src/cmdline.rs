@@ -1,0 +1,518 @@
+//! dnsmasq's command line (and `--conf-file`), as Neutron's DHCP agent builds it. getopt_long
+//! rules: `--opt=value`, `--opt value`, `-x value`, `-xvalue`. Flags that only matter to
+//! dnsmasq's DNS side are accepted and reported so the caller can warn once.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+use ipnet::Ipv4Net;
+
+/// A command-line or conf-file error, naming the flag.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CmdlineError {
+    /// A flag dnsmasq does not have.
+    #[error("unrecognized option '{0}'")]
+    Unknown(String),
+    /// A flag that needs a value got none.
+    #[error("option '--{0}' requires an argument")]
+    MissingValue(String),
+    /// A value that does not parse.
+    #[error("bad value for --{flag}: {why}")]
+    BadValue {
+        /// The flag.
+        flag: String,
+        /// What is wrong.
+        why: String,
+    },
+    /// `--conf-file` could not be read.
+    #[error("cannot read conf-file {path}: {why}")]
+    ConfFile {
+        /// The file.
+        path: String,
+        /// The OS error.
+        why: String,
+    },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Arity {
+    None,
+    Required,
+    Optional,
+}
+
+/// What a flag does for qdhcp.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Dhcp,
+    DnsOnly,
+}
+
+/// (long name, short letter, arity, role). The DHCP-relevant subset of `dnsmasq --help` plus
+/// every flag Neutron passes.
+const FLAGS: &[(&str, Option<char>, Arity, Role)] = &[
+    ("no-hosts", Some('h'), Arity::None, Role::DnsOnly),
+    ("no-resolv", Some('R'), Arity::None, Role::DnsOnly),
+    ("strict-order", Some('o'), Arity::None, Role::DnsOnly),
+    ("addn-hosts", Some('H'), Arity::Required, Role::DnsOnly),
+    ("server", Some('S'), Arity::Required, Role::DnsOnly),
+    ("local", None, Arity::Required, Role::DnsOnly),
+    ("log-queries", Some('q'), Arity::Optional, Role::DnsOnly),
+    ("cache-size", Some('c'), Arity::Required, Role::DnsOnly),
+    ("dns-forward-max", None, Arity::Required, Role::DnsOnly),
+    ("local-service", None, Arity::Optional, Role::DnsOnly),
+    ("filterwin2k", Some('f'), Arity::None, Role::DnsOnly),
+    ("domain-needed", None, Arity::None, Role::DnsOnly),
+    ("bogus-priv", None, Arity::None, Role::DnsOnly),
+    ("expand-hosts", None, Arity::None, Role::DnsOnly),
+    ("port", Some('p'), Arity::Required, Role::Dhcp),
+    ("pid-file", Some('x'), Arity::Optional, Role::Dhcp),
+    ("dhcp-hostsfile", None, Arity::Required, Role::Dhcp),
+    ("dhcp-hostsdir", None, Arity::Required, Role::Dhcp),
+    ("dhcp-optsfile", None, Arity::Required, Role::Dhcp),
+    ("dhcp-leasefile", Some('l'), Arity::Required, Role::Dhcp),
+    ("dhcp-range", Some('F'), Arity::Required, Role::Dhcp),
+    ("dhcp-host", Some('G'), Arity::Required, Role::Dhcp),
+    ("dhcp-option", Some('O'), Arity::Required, Role::Dhcp),
+    ("dhcp-option-force", None, Arity::Required, Role::Dhcp),
+    ("dhcp-match", None, Arity::Required, Role::Dhcp),
+    ("dhcp-userclass", Some('j'), Arity::Required, Role::Dhcp),
+    ("dhcp-vendorclass", Some('U'), Arity::Required, Role::Dhcp),
+    ("dhcp-ignore", None, Arity::Required, Role::Dhcp),
+    ("dhcp-lease-max", Some('X'), Arity::Required, Role::Dhcp),
+    ("dhcp-authoritative", Some('K'), Arity::None, Role::Dhcp),
+    ("dhcp-broadcast", None, Arity::Optional, Role::Dhcp),
+    ("dhcp-sequential-ip", None, Arity::None, Role::Dhcp),
+    ("dhcp-script", None, Arity::Required, Role::Dhcp),
+    ("dhcp-client-update", None, Arity::None, Role::Dhcp),
+    ("dhcp-fqdn", None, Arity::None, Role::Dhcp),
+    ("domain", Some('s'), Arity::Required, Role::Dhcp),
+    ("interface", Some('i'), Arity::Required, Role::Dhcp),
+    ("except-interface", Some('I'), Arity::Required, Role::Dhcp),
+    ("bridge-interface", None, Arity::Required, Role::Dhcp),
+    ("bind-interfaces", Some('z'), Arity::None, Role::Dhcp),
+    ("bind-dynamic", None, Arity::None, Role::Dhcp),
+    ("listen-address", Some('a'), Arity::Required, Role::Dhcp),
+    ("conf-file", Some('C'), Arity::Required, Role::Dhcp),
+    ("conf-dir", Some('7'), Arity::Required, Role::Dhcp),
+    ("keep-in-foreground", Some('k'), Arity::None, Role::Dhcp),
+    ("no-daemon", Some('d'), Arity::None, Role::Dhcp),
+    ("log-dhcp", None, Arity::None, Role::Dhcp),
+    ("quiet-dhcp", None, Arity::None, Role::Dhcp),
+    ("log-facility", Some('8'), Arity::Required, Role::Dhcp),
+    ("log-async", None, Arity::Optional, Role::Dhcp),
+    ("user", Some('u'), Arity::Required, Role::Dhcp),
+    ("group", Some('g'), Arity::Required, Role::Dhcp),
+    ("enable-ra", None, Arity::None, Role::Dhcp),
+    ("ra-param", None, Arity::Required, Role::Dhcp),
+    ("leasefile-ro", None, Arity::None, Role::Dhcp),
+    ("test", None, Arity::None, Role::Dhcp),
+    (
+        "qdhcp-decline-quarantine",
+        None,
+        Arity::Required,
+        Role::Dhcp,
+    ),
+];
+
+/// One `--dhcp-range`: qdhcp serves static ranges (reservations only), as Neutron uses.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DhcpRange {
+    /// The tag this range sets (`set:subnet-<id>`), used by opts-file lines.
+    pub tag: Option<String>,
+    /// The subnet.
+    pub net: Ipv4Net,
+    /// Lease seconds; `None` is infinite. dnsmasq's default is one hour.
+    pub lease_secs: Option<u32>,
+}
+
+/// Everything from the command line that matters to DHCP service.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DnsmasqConfig {
+    /// `--dhcp-hostsfile`.
+    pub hostsfiles: Vec<PathBuf>,
+    /// `--dhcp-optsfile`.
+    pub optsfiles: Vec<PathBuf>,
+    /// `--dhcp-leasefile`.
+    pub leasefile: Option<PathBuf>,
+    /// `--dhcp-range`.
+    pub ranges: Vec<DhcpRange>,
+    /// `--dhcp-host` lines given directly.
+    pub hosts: Vec<String>,
+    /// `--dhcp-option` lines given directly.
+    pub options: Vec<String>,
+    /// `--dhcp-option-force` lines: sent even when not requested.
+    pub force_options: Vec<String>,
+    /// `--domain`.
+    pub domain: Option<String>,
+    /// `--pid-file`.
+    pub pid_file: Option<PathBuf>,
+    /// `--interface`.
+    pub interfaces: Vec<String>,
+    /// `--except-interface`.
+    pub except_interfaces: Vec<String>,
+    /// `--dhcp-lease-max` (dnsmasq's default 1000).
+    pub lease_max: Option<u32>,
+    /// `--log-facility`: a file path, `-` for stderr, or a syslog facility name.
+    pub log_facility: Option<String>,
+    /// `--log-dhcp`: extra detail per packet.
+    pub log_dhcp: bool,
+    /// `--quiet-dhcp`: no per-packet lines.
+    pub quiet_dhcp: bool,
+    /// `--dhcp-broadcast`: always broadcast replies.
+    pub dhcp_broadcast: bool,
+    /// `-k`: stay in the foreground.
+    pub keep_in_foreground: bool,
+    /// `-d`: stay in the foreground, log to stderr.
+    pub no_daemon: bool,
+    /// `--port=0` disables DNS, so we do not offer ourselves as DNS server.
+    pub dns_port: Option<u16>,
+    /// `--test`: check the configuration and exit.
+    pub test_only: bool,
+    /// Seconds a declined address is withheld (qdhcp extension).
+    pub decline_quarantine: Option<u64>,
+    /// DNS-only flags that were accepted and ignored, for one warning line.
+    pub ignored: Vec<String>,
+}
+
+/// Parses dnsmasq arguments (without the program name). `read_file` loads `--conf-file`s.
+pub fn parse_args<F>(args: &[String], mut read_file: F) -> Result<DnsmasqConfig, CmdlineError>
+where
+    F: FnMut(&str) -> std::io::Result<String>,
+{
+    let mut cfg = DnsmasqConfig::default();
+    let mut pairs: Vec<(String, Option<String>)> = Vec::new();
+    let mut i = 0;
+    while i < args.len() {
+        let a = &args[i];
+        i += 1;
+        if let Some(long) = a.strip_prefix("--") {
+            let (name, inline) = match long.split_once('=') {
+                Some((n, v)) => (n, Some(v.to_string())),
+                None => (long, None),
+            };
+            let &(lname, _, arity, _) = FLAGS
+                .iter()
+                .find(|f| f.0 == name)
+                .ok_or_else(|| CmdlineError::Unknown(a.clone()))?;
+            let value = match (arity, inline) {
+                (Arity::None, Some(_)) => {
+                    return Err(CmdlineError::BadValue {
+                        flag: lname.into(),
+                        why: "takes no value".into(),
+                    })
+                }
+                (Arity::None, None) => None,
+                (_, Some(v)) => Some(v),
+                (Arity::Required, None) => {
+                    let v = args
+                        .get(i)
+                        .ok_or_else(|| CmdlineError::MissingValue(lname.into()))?;
+                    i += 1;
+                    Some(v.clone())
+                }
+                (Arity::Optional, None) => None,
+            };
+            pairs.push((lname.to_string(), value));
+        } else if let Some(shorts) = a.strip_prefix('-').filter(|s| !s.is_empty()) {
+            let chars: Vec<char> = shorts.chars().collect();
+            let mut j = 0;
+            while j < chars.len() {
+                let c = chars[j];
+                let &(lname, _, arity, _) = FLAGS
+                    .iter()
+                    .find(|f| f.1 == Some(c))
+                    .ok_or_else(|| CmdlineError::Unknown(format!("-{c}")))?;
+                j += 1;
+                if arity == Arity::None {
+                    pairs.push((lname.into(), None));
+                    continue;
+                }
+                let rest: String = chars[j..].iter().collect();
+                let value = if !rest.is_empty() {
+                    Some(rest)
+                } else if arity == Arity::Required {
+                    let v = args
+                        .get(i)
+                        .ok_or_else(|| CmdlineError::MissingValue(lname.into()))?;
+                    i += 1;
+                    Some(v.clone())
+                } else {
+                    None
+                };
+                pairs.push((lname.into(), value));
+                break;
+            }
+        } else {
+            return Err(CmdlineError::Unknown(a.clone()));
+        }
+    }
+    for (name, value) in pairs {
+        apply(&mut cfg, &name, value, &mut read_file, 0)?;
+    }
+    Ok(cfg)
+}
+
+fn apply<F>(
+    cfg: &mut DnsmasqConfig,
+    name: &str,
+    value: Option<String>,
+    read_file: &mut F,
+    depth: u32,
+) -> Result<(), CmdlineError>
+where
+    F: FnMut(&str) -> std::io::Result<String>,
+{
+    let role = FLAGS
+        .iter()
+        .find(|f| f.0 == name)
+        .map(|f| f.3)
+        .ok_or_else(|| CmdlineError::Unknown(format!("--{name}")))?;
+    if role == Role::DnsOnly {
+        cfg.ignored.push(name.to_string());
+        return Ok(());
+    }
+    let bad = |why: String| CmdlineError::BadValue {
+        flag: name.to_string(),
+        why,
+    };
+    let v = value.clone().unwrap_or_default();
+    match name {
+        "dhcp-hostsfile" => cfg.hostsfiles.push(v.into()),
+        "dhcp-optsfile" => cfg.optsfiles.push(v.into()),
+        "dhcp-leasefile" => cfg.leasefile = Some(v.into()),
+        "dhcp-range" => cfg.ranges.push(parse_range(&v).map_err(bad)?),
+        "dhcp-host" => cfg.hosts.push(v),
+        "dhcp-option" => cfg.options.push(v),
+        "dhcp-option-force" => cfg.force_options.push(v),
+        "domain" => {
+            // `--domain=example.com[,subnet]`: the subnet form is not needed by Neutron.
+            let d = v.split(',').next().unwrap_or("").trim();
+            if !d.is_empty() {
+                cfg.domain = Some(d.to_string());
+            }
+        }
+        "pid-file" => cfg.pid_file = value.filter(|v| !v.is_empty()).map(Into::into),
+        "interface" => cfg.interfaces.extend(v.split(',').map(str::to_string)),
+        "except-interface" => cfg
+            .except_interfaces
+            .extend(v.split(',').map(str::to_string)),
+        "dhcp-lease-max" => {
+            cfg.lease_max = Some(
+                v.parse()
+                    .map_err(|_| bad(format!("{v:?} is not a number")))?,
+            )
+        }
+        "log-facility" => cfg.log_facility = Some(v),
+        "log-dhcp" => cfg.log_dhcp = true,
+        "quiet-dhcp" => cfg.quiet_dhcp = true,
+        "dhcp-broadcast" => cfg.dhcp_broadcast = true,
+        "keep-in-foreground" => cfg.keep_in_foreground = true,
+        "no-daemon" => cfg.no_daemon = true,
+        "test" => cfg.test_only = true,
+        "port" => cfg.dns_port = Some(v.parse().map_err(|_| bad(format!("{v:?} is not a port")))?),
+        "qdhcp-decline-quarantine" => {
+            cfg.decline_quarantine = Some(
+                v.parse()
+                    .map_err(|_| bad(format!("{v:?} is not seconds")))?,
+            )
+        }
+        "conf-file" => {
+            if v != "/dev/null" && !v.is_empty() {
+                if depth > 4 {
+                    return Err(bad("conf-file nested too deep".into()));
+                }
+                let text = read_file(&v).map_err(|e| CmdlineError::ConfFile {
+                    path: v.clone(),
+                    why: e.to_string(),
+                })?;
+                for line in text.lines() {
+                    let line = line.trim();
+                    if line.is_empty() || line.starts_with('#') {
+                        continue;
+                    }
+                    let (n, val) = match line.split_once('=') {
+                        Some((n, val)) => (n.trim(), Some(val.trim().to_string())),
+                        None => (line, None),
+                    };
+                    apply(cfg, n, val, read_file, depth + 1)?;
+                }
+            }
+        }
+        // Accepted; no effect on a static, reservation-only server.
+        _ => {}
+    }
+    Ok(())
+}
+
+fn parse_secs(s: &str) -> Option<Option<u32>> {
+    if s == "infinite" {
+        return Some(None);
+    }
+    let (num, mult) = match s.chars().last()? {
+        's' => (&s[..s.len() - 1], 1),
+        'm' => (&s[..s.len() - 1], 60),
+        'h' => (&s[..s.len() - 1], 3600),
+        'd' => (&s[..s.len() - 1], 86400),
+        'w' => (&s[..s.len() - 1], 604800),
+        _ => (s, 1),
+    };
+    num.parse::<u32>().ok()?.checked_mul(mult).map(Some)
+}
+
+/// `[tag:T,][set:T,]START,static,MASK[,BCAST][,LEASE]`.
+fn parse_range(v: &str) -> Result<DhcpRange, String> {
+    let mut tag = None;
+    let mut addrs: Vec<Ipv4Addr> = Vec::new();
+    let mut is_static = false;
+    let mut lease: Option<Option<u32>> = None;
+    for tok in v.split(',').map(str::trim) {
+        if let Some(t) = tok.strip_prefix("set:") {
+            tag = Some(t.to_string());
+        } else if tok.starts_with("tag:")
+            || tok.starts_with("mode:")
+            || tok.starts_with("constructor:")
+        {
+            continue;
+        } else if let Ok(a) = tok.parse::<Ipv4Addr>() {
+            addrs.push(a);
+        } else if tok == "static" {
+            is_static = true;
+        } else if matches!(
+            tok,
+            "proxy" | "ra-only" | "slaac" | "ra-names" | "ra-stateless"
+        ) {
+            return Err(format!("mode {tok} is not supported"));
+        } else if tok.contains(':') {
+            return Err("IPv6 ranges are not served by qdhcp (DHCPv4 only)".into());
+        } else if let Some(l) = parse_secs(tok) {
+            lease = Some(l);
+        } else {
+            return Err(format!("cannot read {tok:?} in {v:?}"));
+        }
+    }
+    if !is_static {
+        return Err(format!(
+            "{v:?}: only static ranges are served (reservations from the hosts file), as Neutron uses"
+        ));
+    }
+    let (start, mask) = match addrs.as_slice() {
+        [start, mask, ..] => (*start, *mask),
+        _ => {
+            return Err(format!(
+                "{v:?}: a static range needs an address and a netmask"
+            ))
+        }
+    };
+    let prefix = u32::from(mask).leading_ones() as u8;
+    if u32::from(mask).count_ones() != prefix as u32 {
+        return Err(format!("{mask} is not a netmask"));
+    }
+    let net = Ipv4Net::new(start, prefix)
+        .map_err(|e| e.to_string())?
+        .trunc();
+    Ok(DhcpRange {
+        tag,
+        net,
+        lease_secs: lease.unwrap_or(Some(3600)),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(str::to_string).collect()
+    }
+
+    #[test]
+    fn neutron_command_line_parses() {
+        let line = "--no-hosts --no-resolv --pid-file=/d/pid --dhcp-hostsfile=/d/host \
+            --addn-hosts=/d/addn_hosts --dhcp-optsfile=/d/opts --dhcp-leasefile=/d/leases \
+            --dhcp-match=set:ipxe,175 --dhcp-userclass=set:ipxe6,iPXE --local-service \
+            --bind-dynamic --interface=ns-19a0ed3d-fe --except-interface=lo \
+            --dhcp-range=set:subnet-abc,172.16.1.0,static,255.255.255.0,86400s \
+            --dhcp-option-force=option:mtu,1450 --dhcp-lease-max=256 \
+            --dhcp-option-force=option:T1,43200s --conf-file=/dev/null \
+            --domain=openstacklocal --log-facility=/d/log --log-dhcp -k";
+        let c = parse_args(&args(line), |_| unreachable!()).unwrap();
+        assert_eq!(c.hostsfiles, vec![PathBuf::from("/d/host")]);
+        assert_eq!(c.optsfiles, vec![PathBuf::from("/d/opts")]);
+        assert_eq!(c.leasefile, Some(PathBuf::from("/d/leases")));
+        assert_eq!(c.pid_file, Some(PathBuf::from("/d/pid")));
+        assert_eq!(
+            c.ranges,
+            vec![DhcpRange {
+                tag: Some("subnet-abc".into()),
+                net: "172.16.1.0/24".parse().unwrap(),
+                lease_secs: Some(86400)
+            }]
+        );
+        assert_eq!(c.force_options, vec!["option:mtu,1450", "option:T1,43200s"]);
+        assert_eq!(c.interfaces, vec!["ns-19a0ed3d-fe"]);
+        assert_eq!(c.except_interfaces, vec!["lo"]);
+        assert_eq!(c.domain.as_deref(), Some("openstacklocal"));
+        assert_eq!(c.lease_max, Some(256));
+        assert!(c.keep_in_foreground && c.log_dhcp);
+        assert_eq!(c.log_facility.as_deref(), Some("/d/log"));
+        assert_eq!(
+            c.ignored,
+            vec!["no-hosts", "no-resolv", "addn-hosts", "local-service"]
+        );
+    }
+
+    #[test]
+    fn short_and_separate_value_forms_parse() {
+        let c = parse_args(
+            &args("-k -d -i ns-a -z -F set:t,10.0.0.0,static,255.0.0.0,infinite -x/p"),
+            |_| unreachable!(),
+        )
+        .unwrap();
+        assert!(c.keep_in_foreground && c.no_daemon);
+        assert_eq!(c.interfaces, vec!["ns-a"]);
+        assert_eq!(c.ranges[0].lease_secs, None);
+        assert_eq!(c.ranges[0].net.to_string(), "10.0.0.0/8");
+        assert_eq!(c.pid_file, Some(PathBuf::from("/p")));
+    }
+
+    #[test]
+    fn conf_file_lines_are_flags() {
+        let c = parse_args(&args("--conf-file=/etc/x.conf"), |p| {
+            assert_eq!(p, "/etc/x.conf");
+            Ok("# comment\ndomain=example.org\ndhcp-range=10.1.0.0,static,255.255.0.0,10m\nbind-interfaces\n".into())
+        })
+        .unwrap();
+        assert_eq!(c.domain.as_deref(), Some("example.org"));
+        assert_eq!(c.ranges[0].lease_secs, Some(600));
+    }
+
+    #[test]
+    fn bad_flags_are_named() {
+        assert_eq!(
+            parse_args(&args("--frobnicate"), |_| unreachable!()).unwrap_err(),
+            CmdlineError::Unknown("--frobnicate".into())
+        );
+        assert_eq!(
+            parse_args(&args("--dhcp-range"), |_| unreachable!()).unwrap_err(),
+            CmdlineError::MissingValue("dhcp-range".into())
+        );
+        let e = parse_args(
+            &args("--dhcp-range=10.0.0.10,10.0.0.20,12h"),
+            |_| unreachable!(),
+        )
+        .unwrap_err();
+        assert!(matches!(e, CmdlineError::BadValue { .. }), "{e:?}");
+        let e = parse_args(
+            &args("--dhcp-range=10.0.0.0,static,255.0.255.0"),
+            |_| unreachable!(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("not a netmask"), "{e}");
+        let e = parse_args(&args("--conf-file=/nope"), |_| {
+            Err(std::io::Error::other("gone"))
+        })
+        .unwrap_err();
+        assert!(matches!(e, CmdlineError::ConfFile { .. }));
+    }
+}

@@ -1,0 +1,180 @@
+//! Turns a dnsmasq configuration plus host and opts lines into the reservation table that the
+//! dataplane serves. Tags work as in dnsmasq: `set:subnet-<id>` on a range selects subnet
+//! options, `set:port-<id>` on a host selects that port's extra options.
+
+use std::collections::{HashMap, HashSet};
+
+use qdhcp_protocol::{NetworkTable, OptionSet, Reservation, Subnet};
+
+use crate::cmdline::DnsmasqConfig;
+use crate::files::{parse_host, parse_opt, HostLine, OptLine};
+
+/// A built table and what was skipped, for the log.
+#[derive(Debug)]
+pub struct Built {
+    /// The table to serve.
+    pub table: NetworkTable,
+    /// One line per configuration problem (the rest still applies).
+    pub warnings: Vec<String>,
+}
+
+/// Builds the network table from the command line, host-file lines and opts-file lines.
+pub fn build_table(cfg: &DnsmasqConfig, file_hosts: &[HostLine], file_opts: &[OptLine]) -> Built {
+    let mut warnings = Vec::new();
+
+    // Options from the command line come first; file lines override them, as on reload.
+    let mut opts: Vec<OptLine> = Vec::new();
+    for (lines, force) in [(&cfg.options, false), (&cfg.force_options, true)] {
+        for l in lines {
+            match parse_opt(l, force) {
+                Ok(Some(o)) => opts.push(o),
+                Ok(None) => {}
+                Err(e) => warnings.push(format!(
+                    "--dhcp-option{}: {e}",
+                    if force { "-force" } else { "" }
+                )),
+            }
+        }
+    }
+    opts.extend(file_opts.iter().cloned());
+
+    let range_tags: HashSet<&str> = cfg.ranges.iter().filter_map(|r| r.tag.as_deref()).collect();
+    let mut global = OptionSet::default();
+    let mut subnets: Vec<Subnet> = cfg
+        .ranges
+        .iter()
+        .map(|r| Subnet {
+            net: r.net,
+            lease_secs: r.lease_secs,
+            options: OptionSet::default(),
+        })
+        .collect();
+    let mut by_host_tag: HashMap<&str, Vec<&OptLine>> = HashMap::new();
+    let mut unmatched: HashSet<&str> = HashSet::new();
+
+    for o in &opts {
+        if o.tags.is_empty() {
+            if let Err(e) = global.set_text(o.code, &o.value, o.force) {
+                warnings.push(e.to_string());
+            }
+        } else if o.tags.iter().all(|t| range_tags.contains(t.as_str())) {
+            for (r, s) in cfg.ranges.iter().zip(subnets.iter_mut()) {
+                if r.tag.as_ref().is_some_and(|t| o.tags.contains(t)) {
+                    if let Err(e) = s.options.set_text(o.code, &o.value, o.force) {
+                        warnings.push(e.to_string());
+                    }
+                }
+            }
+        } else if let Some(t) = o.tags.iter().find(|t| !range_tags.contains(t.as_str())) {
+            by_host_tag.entry(t.as_str()).or_default().push(o);
+        }
+    }
+
+    let mut hosts: Vec<HostLine> = Vec::new();
+    for h in &cfg.hosts {
+        match parse_host(h) {
+            Ok(Some(h)) => hosts.push(h),
+            Ok(None) => {}
+            Err(e) => warnings.push(format!("--dhcp-host: {e}")),
+        }
+    }
+    hosts.extend(file_hosts.iter().cloned());
+
+    let mut reservations = Vec::with_capacity(hosts.len());
+    let mut used_tags: HashSet<&str> = HashSet::new();
+    for h in &hosts {
+        if h.ignore {
+            continue;
+        }
+        let Some(ip) = h.ip else {
+            warnings.push(format!(
+                "host {} has no IPv4 address: not served (static ranges only)",
+                h.mac.map(|m| m.to_string()).unwrap_or_else(|| "?".into())
+            ));
+            continue;
+        };
+        let subnet_idx = cfg.ranges.iter().position(|r| r.net.contains(&ip));
+        let mut host_opts = OptionSet::default();
+        for t in &h.tags {
+            used_tags.insert(t.as_str());
+            for o in by_host_tag.get(t.as_str()).into_iter().flatten() {
+                let applies = o.tags.iter().all(|ot| {
+                    h.tags.contains(ot)
+                        || subnet_idx.is_some_and(|i| cfg.ranges[i].tag.as_ref() == Some(ot))
+                });
+                if applies {
+                    if let Err(e) = host_opts.set_text(o.code, &o.value, o.force) {
+                        warnings.push(e.to_string());
+                    }
+                }
+            }
+        }
+        reservations.push(Reservation {
+            mac: h.mac,
+            client_id: h.client_id.clone(),
+            ip,
+            hostname: h.hostname.clone(),
+            options: host_opts,
+        });
+    }
+    for t in by_host_tag.keys() {
+        if !used_tags.contains(t) {
+            unmatched.insert(t);
+        }
+    }
+    if !unmatched.is_empty() {
+        let mut v: Vec<_> = unmatched.into_iter().collect();
+        v.sort_unstable();
+        warnings.push(format!(
+            "options for tags set by no host or range ignored: {}",
+            v.join(", ")
+        ));
+    }
+
+    let mut table = NetworkTable::new(subnets, reservations);
+    table.global_options = global;
+    table.domain = cfg.domain.clone();
+    Built { table, warnings }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+    use crate::cmdline::parse_args;
+    use crate::files::{parse_hosts, parse_opts};
+    use qdhcp_protocol::Mac;
+
+    #[test]
+    fn subnet_port_and_forced_options_land_where_tags_say() {
+        let args: Vec<String> = "--dhcp-range=set:subnet-a,172.16.1.0,static,255.255.255.0,86400s \
+            --dhcp-option-force=option:mtu,1450 --domain=openstacklocal"
+            .split_whitespace()
+            .map(String::from)
+            .collect();
+        let cfg = parse_args(&args, |_| unreachable!()).unwrap();
+        let (hosts, _) = parse_hosts(
+            "fa:16:3e:00:00:01,host-172-16-1-103.openstacklocal.,172.16.1.103\n\
+             fa:16:3e:00:00:02,set:port-p2,host-172-16-1-104.openstacklocal.,172.16.1.104\n",
+        );
+        let (opts, _) = parse_opts(
+            "tag:subnet-a,option:router,172.16.1.1\n\
+             tag:port-p2,option:dns-server,9.9.9.9\n\
+             tag:ipxe,option:bootfile-name,x\n",
+        );
+        let b = build_table(&cfg, &hosts, &opts);
+        assert_eq!(b.warnings.len(), 1, "{:?}", b.warnings);
+        assert!(b.warnings[0].contains("ipxe"));
+        let t = b.table;
+        assert!(t.subnets[0].options.contains(3));
+        assert!(t.global_options.get(26).unwrap().force);
+        assert_eq!(t.domain.as_deref(), Some("openstacklocal"));
+        let m2: Mac = "fa:16:3e:00:00:02".parse().unwrap();
+        let r2 = t.lookup(m2, None).unwrap();
+        assert_eq!(r2.ip, Ipv4Addr::new(172, 16, 1, 104));
+        assert!(r2.options.contains(6));
+        let m1: Mac = "fa:16:3e:00:00:01".parse().unwrap();
+        assert!(!t.lookup(m1, None).unwrap().options.contains(6));
+    }
+}
