@@ -317,26 +317,24 @@ where
                     .map_err(|_| bad(format!("{v:?} is not seconds")))?,
             )
         }
-        "conf-file" => {
-            if v != "/dev/null" && !v.is_empty() {
-                if depth > 4 {
-                    return Err(bad("conf-file nested too deep".into()));
+        "conf-file" if v != "/dev/null" && !v.is_empty() => {
+            if depth > 4 {
+                return Err(bad("conf-file nested too deep".into()));
+            }
+            let text = read_file(&v).map_err(|e| CmdlineError::ConfFile {
+                path: v.clone(),
+                why: e.to_string(),
+            })?;
+            for line in text.lines() {
+                let line = line.trim();
+                if line.is_empty() || line.starts_with('#') {
+                    continue;
                 }
-                let text = read_file(&v).map_err(|e| CmdlineError::ConfFile {
-                    path: v.clone(),
-                    why: e.to_string(),
-                })?;
-                for line in text.lines() {
-                    let line = line.trim();
-                    if line.is_empty() || line.starts_with('#') {
-                        continue;
-                    }
-                    let (n, val) = match line.split_once('=') {
-                        Some((n, val)) => (n.trim(), Some(val.trim().to_string())),
-                        None => (line, None),
-                    };
-                    apply(cfg, n, val, read_file, depth + 1)?;
-                }
+                let (n, val) = match line.split_once('=') {
+                    Some((n, val)) => (n.trim(), Some(val.trim().to_string())),
+                    None => (line, None),
+                };
+                apply(cfg, n, val, read_file, depth + 1)?;
             }
         }
         // Accepted; no effect on a static, reservation-only server.
