@@ -1,1 +1,10 @@
-pub fn x() {}
+//! qdhcp's dataplane: the I/O edge around the pure protocol core. Owns the sockets (one per
+//! interface), reply delivery (RFC 2131 §4.1), the lease table and its durable journal.
+
+pub mod delivery;
+pub mod journal;
+pub mod leases;
+pub mod listener;
+pub mod server;
+
+pub use server::{now_secs, Dataplane, Network, ReloadStats, ServeOptions};

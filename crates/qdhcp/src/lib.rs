@@ -1,1 +1,6 @@
-pub fn x() {}
+//! The `qdhcp` program's pieces: command modes, logging and daemonizing. `main` only picks
+//! the mode.
+
+pub mod daemon;
+pub mod dnsmasq_mode;
+pub mod logging;

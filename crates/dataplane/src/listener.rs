@@ -1,0 +1,104 @@
+//! Sockets: one UDP socket on port 67 per served interface, bound to that device (so the
+//! ingress interface selects the network), plus the ARP-cache injection that lets a reply
+//! reach a client that has no address yet, and interface address lookup for the server id.
+
+use std::io;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::os::fd::AsRawFd;
+
+use ipnet::Ipv4Net;
+use qdhcp_protocol::Mac;
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+
+use crate::delivery::SERVER_PORT;
+
+/// Opens the DHCP server socket for `iface` in the calling thread's network namespace.
+pub fn open_dhcp_socket(iface: &str) -> io::Result<Socket> {
+    open_socket(iface, SERVER_PORT)
+}
+
+/// Opens a UDP socket on `port` bound to `iface` (port 0 picks one; tests use that).
+pub fn open_socket(iface: &str, port: u16) -> io::Result<Socket> {
+    let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+    s.set_reuse_address(true)?;
+    s.set_broadcast(true)?;
+    s.bind_device(Some(iface.as_bytes()))
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot bind to interface {iface}: {e}")))?;
+    s.bind(&SockAddr::from(SocketAddrV4::new(
+        Ipv4Addr::UNSPECIFIED,
+        port,
+    )))
+    .map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("cannot bind UDP port {port} on {iface}: {e}"),
+        )
+    })?;
+    Ok(s)
+}
+
+const SIOCSARP: libc::c_ulong = 0x8955;
+const ATF_COM: libc::c_int = 0x02;
+
+/// Adds `ip → mac` to the ARP cache of `iface`, so a unicast to a client that cannot answer
+/// ARP yet leaves at once (what dnsmasq does; RFC 2131 §4.1).
+pub fn inject_arp(sock: &Socket, iface: &str, ip: Ipv4Addr, mac: Mac) -> io::Result<()> {
+    // SAFETY: arpreq is plain old data; every field we rely on is set below.
+    let mut req: libc::arpreq = unsafe { std::mem::zeroed() };
+    let sin = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: 0,
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(ip).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: sockaddr_in fits in sockaddr (both 16 bytes) and arp_pa is a sockaddr.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            &sin as *const libc::sockaddr_in as *const u8,
+            &mut req.arp_pa as *mut libc::sockaddr as *mut u8,
+            std::mem::size_of::<libc::sockaddr_in>(),
+        );
+    }
+    req.arp_ha.sa_family = libc::ARPHRD_ETHER;
+    for (d, s) in req.arp_ha.sa_data.iter_mut().zip(mac.0) {
+        *d = s as libc::c_char;
+    }
+    req.arp_flags = ATF_COM;
+    for (d, s) in req.arp_dev.iter_mut().zip(iface.bytes().take(15)) {
+        *d = s as libc::c_char;
+    }
+    // SAFETY: valid socket fd and a fully initialised arpreq.
+    let rc = unsafe { libc::ioctl(sock.as_raw_fd(), SIOCSARP as _, &req) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The IPv4 addresses (with prefix) of `iface` in the calling thread's namespace.
+pub fn iface_addrs(iface: &str) -> Vec<Ipv4Net> {
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
+        return Vec::new();
+    };
+    addrs
+        .filter(|a| a.interface_name == iface)
+        .filter_map(|a| {
+            let ip = a.address?.as_sockaddr_in()?.ip();
+            let mask = a.netmask?.as_sockaddr_in()?.ip();
+            Ipv4Net::with_netmask(ip, mask).ok()
+        })
+        .collect()
+}
+
+/// Names of the interfaces that are up, in the calling thread's namespace.
+pub fn iface_names() -> Vec<String> {
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
+        return Vec::new();
+    };
+    let mut v: Vec<String> = addrs.map(|a| a.interface_name).collect();
+    v.sort();
+    v.dedup();
+    v
+}

@@ -1,0 +1,582 @@
+//! The serving loop: receive a batch, let the protocol core decide each message, make the
+//! batch's lease changes durable with one journal commit, then send the replies. One thread
+//! per listening interface; reservation tables are swapped snapshots read without locks.
+
+use std::collections::HashMap;
+use std::io;
+use std::mem::MaybeUninit;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use ipnet::Ipv4Net;
+use qdhcp_protocol::{
+    decide, parse, ClientId, ClientMsg, Context, Lease, LeaseChange, LeaseView, Mac, Malformed,
+    NetworkTable, Policy, ReplyKind,
+};
+use socket2::{SockAddr, Socket};
+
+use crate::delivery::{destination, Delivery, CLIENT_PORT};
+use crate::journal::{replay, Journal, JournalError, Record};
+use crate::leases::LeaseTable;
+use crate::listener::{iface_addrs, inject_arp};
+
+/// Most packets taken from a socket before their lease changes are committed together.
+pub const BATCH: usize = 64;
+const MAX_PACKET: usize = 1500;
+
+/// Current time in epoch seconds: the one clock read of the serving path.
+pub fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Packet and lease counters, read by metrics and the SIGUSR1 dump.
+#[derive(Default)]
+pub struct Counters {
+    /// Received, by client message: DISCOVER, REQUEST, DECLINE, RELEASE, INFORM.
+    pub rx: [AtomicU64; 5],
+    /// Sent: OFFER, ACK, NAK.
+    pub tx: [AtomicU64; 3],
+    /// Dropped by the front door, by reason (see `MALFORMED_LABELS`).
+    pub malformed: [AtomicU64; 10],
+    /// Messages from clients with no reservation.
+    pub no_address: AtomicU64,
+    /// DECLINEs accepted.
+    pub declines: AtomicU64,
+    /// ACKs withheld because their lease could not be made durable.
+    pub persist_failures: AtomicU64,
+    /// Journal commits (fdatasyncs).
+    pub commits: AtomicU64,
+    /// Lease records made durable.
+    pub records: AtomicU64,
+    /// Replies the kernel refused to send.
+    pub send_errors: AtomicU64,
+}
+
+/// Counter labels for `Counters::malformed`, in index order.
+pub const MALFORMED_LABELS: [&str; 10] = [
+    "too_short",
+    "not_request",
+    "bad_hardware",
+    "bad_cookie",
+    "too_many_hops",
+    "option_overrun",
+    "bad_option_length",
+    "duplicate_option",
+    "no_message_type",
+    "unsupported_type",
+];
+
+fn malformed_index(m: &Malformed) -> usize {
+    MALFORMED_LABELS
+        .iter()
+        .position(|l| *l == m.label())
+        .unwrap_or(0)
+}
+
+fn msg_index(m: ClientMsg) -> usize {
+    match m {
+        ClientMsg::Discover => 0,
+        ClientMsg::Request => 1,
+        ClientMsg::Decline => 2,
+        ClientMsg::Release => 3,
+        ClientMsg::Inform => 4,
+    }
+}
+
+fn kind_index(k: ReplyKind) -> usize {
+    match k {
+        ReplyKind::Offer => 0,
+        ReplyKind::Ack => 1,
+        ReplyKind::Nak => 2,
+    }
+}
+
+/// How replies are sent and logged.
+#[derive(Debug, Clone, Default)]
+pub struct ServeOptions {
+    /// Broadcast every reply (dnsmasq `--dhcp-broadcast`).
+    pub always_broadcast: bool,
+    /// Prefix lines with the transaction id (dnsmasq `--log-dhcp`).
+    pub log_xid: bool,
+    /// No per-message lines (dnsmasq `--quiet-dhcp`).
+    pub quiet: bool,
+}
+
+/// One network: its reservation table (swapped whole, read lock-free) and its leases.
+pub struct Network {
+    /// Name used in the journal and logs.
+    pub name: String,
+    table: ArcSwap<NetworkTable>,
+    leases: Mutex<LeaseTable>,
+}
+
+/// What a reload changed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ReloadStats {
+    /// Reservations that are new.
+    pub added: usize,
+    /// Reservations that are gone.
+    pub removed: usize,
+    /// Reservations whose address, name or options changed.
+    pub changed: usize,
+    /// Reservations left as they were.
+    pub unchanged: usize,
+    /// Leases revoked because their reservation went away or moved.
+    pub revoked: usize,
+}
+
+impl Network {
+    /// The table being served now.
+    pub fn table(&self) -> Arc<NetworkTable> {
+        self.table.load_full()
+    }
+
+    /// Locks the lease table (poisoning is survived: the table stays consistent per change).
+    pub fn leases(&self) -> MutexGuard<'_, LeaseTable> {
+        self.leases.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Everything the serving threads share.
+pub struct Dataplane {
+    journal: Journal,
+    /// Counters for metrics.
+    pub counters: Counters,
+    policy: Policy,
+    opts: ServeOptions,
+    shutdown: AtomicBool,
+    networks: Mutex<HashMap<String, Arc<Network>>>,
+    recovered: Mutex<HashMap<String, LeaseTable>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// Rate limit for log lines about bad input: a burst, then a count of what was suppressed.
+struct RateLimit {
+    window: Instant,
+    sent: u32,
+    suppressed: u64,
+}
+
+impl RateLimit {
+    const PER_WINDOW: u32 = 10;
+    const WINDOW: Duration = Duration::from_secs(10);
+
+    fn new() -> Self {
+        RateLimit {
+            window: Instant::now(),
+            sent: 0,
+            suppressed: 0,
+        }
+    }
+
+    /// Returns whether to log now; reports suppressed lines when a new window starts.
+    fn allow(&mut self, what: &str) -> bool {
+        if self.window.elapsed() >= Self::WINDOW {
+            if self.suppressed > 0 {
+                tracing::warn!(target: "dhcp", "{} more {what} suppressed", self.suppressed);
+            }
+            self.window = Instant::now();
+            self.sent = 0;
+            self.suppressed = 0;
+        }
+        if self.sent < Self::PER_WINDOW {
+            self.sent += 1;
+            true
+        } else {
+            self.suppressed += 1;
+            false
+        }
+    }
+}
+
+impl Dataplane {
+    /// Opens the lease journal and recovers every intact lease from it.
+    pub fn open(
+        journal: &Path,
+        policy: Policy,
+        opts: ServeOptions,
+    ) -> Result<Arc<Self>, JournalError> {
+        let (j, loaded) = Journal::open(journal)?;
+        if !loaded.damaged.is_empty() {
+            tracing::warn!(
+                target: "dhcp",
+                "lease journal {}: {} damaged record(s) skipped (lines {:?}); every intact record was recovered",
+                journal.display(),
+                loaded.damaged.len(),
+                &loaded.damaged[..loaded.damaged.len().min(10)]
+            );
+        }
+        let recovered = replay(&loaded.records, now_secs());
+        Ok(Arc::new(Dataplane {
+            journal: j,
+            counters: Counters::default(),
+            policy,
+            opts,
+            shutdown: AtomicBool::new(false),
+            networks: Mutex::new(HashMap::new()),
+            recovered: Mutex::new(recovered),
+            threads: Mutex::new(Vec::new()),
+        }))
+    }
+
+    /// Adds a network to serve, with the leases recovered for it.
+    pub fn add_network(&self, name: &str, table: NetworkTable) -> Arc<Network> {
+        let leases = self
+            .recovered
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name)
+            .unwrap_or_default();
+        let n = Arc::new(Network {
+            name: name.to_string(),
+            table: ArcSwap::from_pointee(table),
+            leases: Mutex::new(leases),
+        });
+        self.networks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_string(), n.clone());
+        n
+    }
+
+    /// Adds leases known from elsewhere (dnsmasq's leases file) that the journal lacks.
+    pub fn seed_leases(&self, net: &Network, leases: Vec<Lease>) -> usize {
+        let mut t = net.leases();
+        let mut n = 0;
+        for l in leases {
+            if t.lease(l.mac).is_none() {
+                t.apply(&LeaseChange::Bind(l));
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Swaps in a new table; leases whose reservation vanished or moved are revoked at once.
+    pub fn reload(&self, net: &Network, new: NetworkTable) -> ReloadStats {
+        let old = net.table();
+        let key = |r: &qdhcp_protocol::Reservation| (r.mac, r.client_id.clone());
+        let old_by: HashMap<(Option<Mac>, Option<ClientId>), &qdhcp_protocol::Reservation> =
+            old.reservations().iter().map(|r| (key(r), r)).collect();
+        let mut stats = ReloadStats::default();
+        let mut seen = std::collections::HashSet::new();
+        let mut revoke: Vec<Mac> = Vec::new();
+        for r in new.reservations() {
+            seen.insert(key(r));
+            match old_by.get(&key(r)) {
+                None => stats.added += 1,
+                Some(o) if *o == r => stats.unchanged += 1,
+                Some(o) => {
+                    stats.changed += 1;
+                    if o.ip != r.ip {
+                        revoke.extend(o.mac);
+                    }
+                }
+            }
+        }
+        for (k, o) in &old_by {
+            if !seen.contains(k) {
+                stats.removed += 1;
+                revoke.extend(o.mac);
+            }
+        }
+        net.table.store(Arc::new(new));
+        if !revoke.is_empty() {
+            let mut records = Vec::new();
+            {
+                let mut t = net.leases();
+                for m in revoke {
+                    if let Some(l) = t.revoke(m) {
+                        records.push(Record {
+                            network: net.name.clone(),
+                            change: LeaseChange::Release { mac: m, ip: l.ip },
+                        });
+                    }
+                }
+            }
+            stats.revoked = records.len();
+            if let Err(e) = self.journal.commit(&records, || ()) {
+                tracing::error!(target: "dhcp", "{e}: revoked leases not recorded; they are revoked in memory");
+            }
+        }
+        stats
+    }
+
+    /// Serves `net` on `iface` from a socket opened by `open_dhcp_socket` (in the right
+    /// namespace); returns once the serving thread is started.
+    pub fn listen(
+        self: &Arc<Self>,
+        net: Arc<Network>,
+        iface: &str,
+        sock: Socket,
+    ) -> io::Result<()> {
+        sock.set_read_timeout(Some(Duration::from_millis(200)))?;
+        let dp = self.clone();
+        let iface = iface.to_string();
+        let h = std::thread::Builder::new()
+            .name(format!("dhcp-{iface}"))
+            .spawn(move || dp.serve(net, &iface, sock))?;
+        self.threads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(h);
+        Ok(())
+    }
+
+    /// Asks every serving thread to stop, waits for them, and compacts the journal.
+    pub fn shutdown(&self) {
+        self.shutdown.store(true, Ordering::SeqCst);
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
+        for t in threads {
+            let _ = t.join();
+        }
+        if let Err(e) = self.compact() {
+            tracing::error!(target: "dhcp", "{e}");
+        }
+    }
+
+    /// True once `shutdown` was called.
+    pub fn stopping(&self) -> bool {
+        self.shutdown.load(Ordering::SeqCst)
+    }
+
+    /// Rewrites the journal to the live leases and quarantines of every network.
+    pub fn compact(&self) -> Result<usize, JournalError> {
+        let nets: Vec<Arc<Network>> = self.networks().into_iter().collect();
+        self.journal.compact(|| {
+            let mut out = Vec::new();
+            for n in &nets {
+                let t = n.leases();
+                for l in t.leases() {
+                    out.push(Record {
+                        network: n.name.clone(),
+                        change: LeaseChange::Bind(l.clone()),
+                    });
+                }
+                for (mac, ip, until) in t.quarantines() {
+                    out.push(Record {
+                        network: n.name.clone(),
+                        change: LeaseChange::Decline { mac, ip, until },
+                    });
+                }
+            }
+            out
+        })
+    }
+
+    /// Every network served.
+    pub fn networks(&self) -> Vec<Arc<Network>> {
+        self.networks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Periodic work: reap expired leases, and compact the journal once it has grown to more
+    /// than twice the live records (and at least 10,000 lines).
+    pub fn housekeeping(&self, now: u64) {
+        let mut live = 0;
+        for n in self.networks() {
+            let mut t = n.leases();
+            t.reap(now);
+            live += t.len();
+        }
+        let count = self.journal.record_count() as usize;
+        if count > 10_000 && count > 2 * live {
+            if let Err(e) = self.compact() {
+                tracing::error!(target: "dhcp", "{e}");
+            }
+        }
+    }
+
+    fn serve(&self, net: Arc<Network>, iface: &str, sock: Socket) {
+        let mut bufs: Vec<[u8; MAX_PACKET]> = vec![[0u8; MAX_PACKET]; BATCH];
+        let mut lens = [0usize; BATCH];
+        let mut addrs_checked = Instant::now() - Duration::from_secs(60);
+        let mut addrs: Vec<Ipv4Net> = Vec::new();
+        let mut bad_input = RateLimit::new();
+        let mut persist_log = RateLimit::new();
+        let mut no_addr_log = RateLimit::new();
+        while !self.stopping() {
+            let n = recv_batch(&sock, &mut bufs, &mut lens);
+            if n == 0 {
+                continue;
+            }
+            if addrs_checked.elapsed() > Duration::from_secs(2) {
+                addrs = iface_addrs(iface);
+                addrs_checked = Instant::now();
+            }
+            let table = net.table.load();
+            let Some(server_id) = pick_server_id(&addrs, &table) else {
+                if no_addr_log.allow("no-address lines") {
+                    tracing::warn!(target: "dhcp", "no address on {iface}: cannot serve DHCP there");
+                }
+                continue;
+            };
+            let ctx = Context {
+                iface,
+                server_id,
+                table: &table,
+                policy: &self.policy,
+            };
+            let now = now_secs();
+            let mut out = Vec::with_capacity(n);
+            let mut records = Vec::new();
+            {
+                let leases = net.leases();
+                for i in 0..n {
+                    let m = match parse(&bufs[i][..lens[i]]) {
+                        Ok(m) => m,
+                        Err(e) => {
+                            self.counters.malformed[malformed_index(&e)]
+                                .fetch_add(1, Ordering::Relaxed);
+                            if bad_input.allow("malformed-packet lines") {
+                                tracing::warn!(target: "dhcp", "dropped packet on {iface}: {e} ({} bytes)", lens[i]);
+                            }
+                            continue;
+                        }
+                    };
+                    self.counters.rx[msg_index(m.msg)].fetch_add(1, Ordering::Relaxed);
+                    let d = decide(&m, &ctx, &*leases, now);
+                    if d.received.note.as_deref() == Some("no address available") {
+                        self.counters.no_address.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if let Some(c) = &d.lease {
+                        records.push(Record {
+                            network: net.name.clone(),
+                            change: c.clone(),
+                        });
+                    }
+                    out.push((m, d));
+                }
+            }
+            // Group commit: one fdatasync for the whole batch, then the ACKs may leave.
+            let durable = self.journal.commit(&records, || {
+                let mut t = net.leases();
+                for r in &records {
+                    t.apply(&r.change);
+                }
+            });
+            let durable = match durable {
+                Ok(()) => {
+                    if !records.is_empty() {
+                        self.counters.commits.fetch_add(1, Ordering::Relaxed);
+                        self.counters
+                            .records
+                            .fetch_add(records.len() as u64, Ordering::Relaxed);
+                    }
+                    true
+                }
+                Err(e) => {
+                    if persist_log.allow("lease-storage errors") {
+                        tracing::error!(target: "dhcp", "{e}: not acknowledging leases that cannot be stored");
+                    }
+                    false
+                }
+            };
+            for (m, d) in out {
+                self.log(iface, m.xid, &d.received);
+                let Some(reply) = d.reply else {
+                    if matches!(d.lease, Some(LeaseChange::Decline { .. })) {
+                        self.counters.declines.fetch_add(1, Ordering::Relaxed);
+                    }
+                    continue;
+                };
+                if d.lease.is_some() && !durable {
+                    self.counters
+                        .persist_failures
+                        .fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                let dest = destination(&m, reply.kind, reply.yiaddr, self.opts.always_broadcast);
+                if let Err(e) = send(&sock, iface, dest, &reply.bytes) {
+                    self.counters.send_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(target: "dhcp", "send on {iface} to {dest:?} failed: {e}");
+                    continue;
+                }
+                self.counters.tx[kind_index(reply.kind)].fetch_add(1, Ordering::Relaxed);
+                if let Some(s) = &d.sent {
+                    self.log(iface, m.xid, s);
+                }
+            }
+        }
+    }
+
+    fn log(&self, iface: &str, xid: u32, line: &qdhcp_protocol::LogLine) {
+        if self.opts.quiet {
+            return;
+        }
+        if self.opts.log_xid {
+            tracing::info!(target: "dhcp", mac = %line.mac, xid, "{} {}", xid, line.render(iface));
+        } else {
+            tracing::info!(target: "dhcp", mac = %line.mac, xid, "{}", line.render(iface));
+        }
+    }
+
+    /// A one-line summary of the counters (dnsmasq dumps its statistics on SIGUSR1).
+    pub fn stats_line(&self) -> String {
+        let c = &self.counters;
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let malformed: u64 = c.malformed.iter().map(g).sum();
+        format!(
+            "DHCP statistics: discover {} request {} decline {} release {} inform {}; offer {} ack {} nak {}; \
+             no-address {} malformed {} persist-failures {} journal commits {} records {}",
+            g(&c.rx[0]), g(&c.rx[1]), g(&c.rx[2]), g(&c.rx[3]), g(&c.rx[4]),
+            g(&c.tx[0]), g(&c.tx[1]), g(&c.tx[2]),
+            g(&c.no_address), malformed, g(&c.persist_failures), g(&c.commits), g(&c.records)
+        )
+    }
+}
+
+/// Our address on the interface: one inside a served subnet if there is one.
+fn pick_server_id(addrs: &[Ipv4Net], table: &NetworkTable) -> Option<Ipv4Addr> {
+    addrs
+        .iter()
+        .find(|a| table.subnets.iter().any(|s| s.net.contains(&a.addr())))
+        .or(addrs.first())
+        .map(|a| a.addr())
+}
+
+/// Waits up to the socket timeout for one packet, then takes whatever else is queued.
+fn recv_batch(sock: &Socket, bufs: &mut [[u8; MAX_PACKET]], lens: &mut [usize]) -> usize {
+    let mut n = 0;
+    while n < bufs.len() {
+        let flags = if n == 0 { 0 } else { libc::MSG_DONTWAIT };
+        // SAFETY: u8 and MaybeUninit<u8> have the same layout; recv only writes into it.
+        let buf = unsafe { &mut *(&mut bufs[n][..] as *mut [u8] as *mut [MaybeUninit<u8>]) };
+        match sock.recv_from_with_flags(buf, flags) {
+            Ok((len, _)) => {
+                lens[n] = len;
+                n += 1;
+            }
+            Err(_) => break,
+        }
+    }
+    n
+}
+
+fn send(sock: &Socket, iface: &str, dest: Delivery, bytes: &[u8]) -> io::Result<usize> {
+    let to = match dest {
+        Delivery::Relay(a) | Delivery::Unicast(a) => a,
+        Delivery::Broadcast => SocketAddrV4::new(Ipv4Addr::BROADCAST, CLIENT_PORT),
+        Delivery::UnicastNoArp(ip, mac) => {
+            if inject_arp(sock, iface, ip, mac).is_err() {
+                // Without the ARP entry the unicast would stall: broadcast instead.
+                SocketAddrV4::new(Ipv4Addr::BROADCAST, CLIENT_PORT)
+            } else {
+                SocketAddrV4::new(ip, CLIENT_PORT)
+            }
+        }
+    };
+    sock.send_to(bytes, &SockAddr::from(to))
+}

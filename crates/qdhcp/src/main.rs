@@ -1,0 +1,31 @@
+//! `qdhcp`: parse the command line, run the chosen mode.
+
+use clap::{Parser, Subcommand};
+
+/// DHCP for cloud networks, the way OpenStack Neutron does it.
+#[derive(Parser)]
+#[command(name = "qdhcp", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Drop-in for the dnsmasq that Neutron's DHCP agent runs: takes dnsmasq's command line
+    /// (`--dhcp-hostsfile`, `--dhcp-optsfile`, `--dhcp-range=…,static,…`, …) and its files.
+    #[command(disable_help_flag = true)]
+    Dnsmasq {
+        /// dnsmasq arguments, exactly as Neutron passes them.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let code = match cli.cmd {
+        Cmd::Dnsmasq { args } => qdhcp::dnsmasq_mode::run(&args),
+    };
+    std::process::exit(code);
+}
