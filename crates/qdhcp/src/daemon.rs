@@ -4,7 +4,7 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 
 use nix::unistd::{fork, pipe, setsid, ForkResult};
 
@@ -60,7 +60,7 @@ pub fn daemonize() -> anyhow::Result<Ready> {
             drop(r);
             let _ = setsid();
             let _ = std::env::set_current_dir("/");
-            Ok(Ready(Some(File::from(OwnedFd::from(w)))))
+            Ok(Ready(Some(File::from(w))))
         }
     }
 }
