@@ -22,6 +22,7 @@ pub fn open_socket(iface: &str, port: u16) -> io::Result<Socket> {
     let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
     s.set_reuse_address(true)?;
     s.set_broadcast(true)?;
+    set_rcvbuf(&s, 4 << 20);
     s.bind_device(Some(iface.as_bytes()))
         .map_err(|e| io::Error::new(e.kind(), format!("cannot bind to interface {iface}: {e}")))?;
     s.bind(&SockAddr::from(SocketAddrV4::new(
@@ -35,6 +36,25 @@ pub fn open_socket(iface: &str, port: u16) -> io::Result<Socket> {
         )
     })?;
     Ok(s)
+}
+
+/// Grows the receive buffer so a burst of clients (a rack booting) is queued, not dropped.
+/// As root SO_RCVBUFFORCE passes the `rmem_max` cap; otherwise the capped size is taken.
+fn set_rcvbuf(s: &Socket, bytes: usize) {
+    let v: libc::c_int = bytes as libc::c_int;
+    // SAFETY: valid fd, option value is a c_int of the right size.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            &v as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        let _ = s.set_recv_buffer_size(bytes);
+    }
 }
 
 const SIOCSARP: libc::c_ulong = 0x8955;

@@ -1,22 +1,22 @@
 //! The serving loop: receive a batch, let the protocol core decide each message, make the
 //! batch's lease changes durable with one journal commit, then send the replies. One thread
-//! per listening interface; reservation tables are swapped snapshots read without locks.
+//! per listening interface. A network's reservation table is updated in place (O(1) per port)
+//! under a lock that the serving threads take for reading once per batch.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::mem::MaybeUninit;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use arc_swap::ArcSwap;
 use ipnet::Ipv4Net;
 use qdhcp_protocol::{
     decide, parse, ClientId, ClientMsg, Context, Lease, LeaseChange, LeaseView, Mac, Malformed,
-    NetworkTable, Policy, ReplyKind,
+    NetworkTable, Policy, ReplyKind, Reservation,
 };
 use socket2::{SockAddr, Socket};
 
@@ -110,11 +110,11 @@ pub struct ServeOptions {
     pub quiet: bool,
 }
 
-/// One network: its reservation table (swapped whole, read lock-free) and its leases.
+/// One network: its reservation table and its leases.
 pub struct Network {
     /// Name used in the journal and logs.
     pub name: String,
-    table: ArcSwap<NetworkTable>,
+    table: RwLock<NetworkTable>,
     leases: Mutex<LeaseTable>,
 }
 
@@ -135,8 +135,12 @@ pub struct ReloadStats {
 
 impl Network {
     /// The table being served now.
-    pub fn table(&self) -> Arc<NetworkTable> {
-        self.table.load_full()
+    pub fn table(&self) -> RwLockReadGuard<'_, NetworkTable> {
+        self.table.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn table_mut(&self) -> RwLockWriteGuard<'_, NetworkTable> {
+        self.table.write().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Locks the lease table (poisoning is survived: the table stays consistent per change).
@@ -155,7 +159,20 @@ pub struct Dataplane {
     shutdown: AtomicBool,
     networks: Mutex<HashMap<String, Arc<Network>>>,
     recovered: Mutex<HashMap<String, LeaseTable>>,
-    threads: Mutex<Vec<JoinHandle<()>>>,
+    threads: Mutex<HashMap<String, Listener>>,
+}
+
+/// A serving thread and its stop flag.
+struct Listener {
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<()>,
+}
+
+impl Listener {
+    fn stop(self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = self.thread.join();
+    }
 }
 
 /// Rate limit for log lines about bad input: a burst, then a count of what was suppressed.
@@ -223,7 +240,7 @@ impl Dataplane {
             shutdown: AtomicBool::new(false),
             networks: Mutex::new(HashMap::new()),
             recovered: Mutex::new(recovered),
-            threads: Mutex::new(Vec::new()),
+            threads: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -237,7 +254,7 @@ impl Dataplane {
             .unwrap_or_default();
         let n = Arc::new(Network {
             name: name.to_string(),
-            table: ArcSwap::from_pointee(table),
+            table: RwLock::new(table),
             leases: Mutex::new(leases),
         });
         self.networks
@@ -262,81 +279,183 @@ impl Dataplane {
 
     /// Swaps in a new table; leases whose reservation vanished or moved are revoked at once.
     pub fn reload(&self, net: &Network, new: NetworkTable) -> ReloadStats {
-        let old = net.table();
-        let key = |r: &qdhcp_protocol::Reservation| (r.mac, r.client_id.clone());
-        let old_by: HashMap<(Option<Mac>, Option<ClientId>), &qdhcp_protocol::Reservation> =
-            old.reservations().iter().map(|r| (key(r), r)).collect();
         let mut stats = ReloadStats::default();
-        let mut seen = std::collections::HashSet::new();
         let mut revoke: Vec<Mac> = Vec::new();
-        for r in new.reservations() {
-            seen.insert(key(r));
-            match old_by.get(&key(r)) {
-                None => stats.added += 1,
-                Some(o) if *o == r => stats.unchanged += 1,
-                Some(o) => {
-                    stats.changed += 1;
-                    if o.ip != r.ip {
-                        revoke.extend(o.mac);
+        {
+            let old = net.table();
+            let key = |r: &Reservation| (r.mac, r.client_id.clone());
+            let old_by: HashMap<(Option<Mac>, Option<ClientId>), &Reservation> =
+                old.reservations().iter().map(|r| (key(r), r)).collect();
+            let mut seen = HashSet::new();
+            for r in new.reservations() {
+                seen.insert(key(r));
+                match old_by.get(&key(r)) {
+                    None => stats.added += 1,
+                    Some(o) if *o == r => stats.unchanged += 1,
+                    Some(o) => {
+                        stats.changed += 1;
+                        if o.ip != r.ip {
+                            revoke.extend(o.mac);
+                        }
                     }
                 }
             }
-        }
-        for (k, o) in &old_by {
-            if !seen.contains(k) {
-                stats.removed += 1;
-                revoke.extend(o.mac);
-            }
-        }
-        net.table.store(Arc::new(new));
-        if !revoke.is_empty() {
-            let mut records = Vec::new();
-            {
-                let mut t = net.leases();
-                for m in revoke {
-                    if let Some(l) = t.revoke(m) {
-                        records.push(Record {
-                            network: net.name.clone(),
-                            change: LeaseChange::Release { mac: m, ip: l.ip },
-                        });
-                    }
+            for (k, o) in &old_by {
+                if !seen.contains(k) {
+                    stats.removed += 1;
+                    revoke.extend(o.mac);
                 }
             }
-            stats.revoked = records.len();
-            if let Err(e) = self.journal.commit(&records, || ()) {
-                tracing::error!(target: "dhcp", "{e}: revoked leases not recorded; they are revoked in memory");
-            }
         }
+        *net.table_mut() = new;
+        stats.revoked = self.revoke(net, &revoke);
         stats
     }
 
-    /// Serves `net` on `iface` from a socket opened by `open_dhcp_socket` (in the right
-    /// namespace); returns once the serving thread is started.
+    /// Adds or replaces one reservation in place; a client moved to another address loses its
+    /// old lease at once (its next renewal is NAKed).
+    pub fn upsert_reservation(&self, net: &Network, r: Reservation) {
+        let moved: Vec<Mac> = {
+            let mut t = net.table_mut();
+            let old = r.mac.and_then(|m| {
+                t.lookup(m, None)
+                    .filter(|o| o.mac == Some(m))
+                    .map(|o| (m, o.ip))
+            });
+            t.upsert(r.clone());
+            old.filter(|(_, ip)| *ip != r.ip)
+                .map(|(m, _)| m)
+                .into_iter()
+                .collect()
+        };
+        self.revoke(net, &moved);
+    }
+
+    /// Removes the reservation of `mac` in place and revokes its lease.
+    pub fn remove_reservation(&self, net: &Network, mac: Mac) {
+        net.table_mut().remove_mac(mac);
+        self.revoke(net, &[mac]);
+    }
+
+    /// Replaces a network's subnets and network-wide settings, keeping its reservations.
+    pub fn set_subnets(
+        &self,
+        net: &Network,
+        subnets: Vec<qdhcp_protocol::Subnet>,
+        global: qdhcp_protocol::OptionSet,
+        domain: Option<String>,
+    ) {
+        let mut t = net.table_mut();
+        t.subnets = subnets;
+        t.global_options = global;
+        t.domain = domain;
+    }
+
+    fn revoke(&self, net: &Network, macs: &[Mac]) -> usize {
+        if macs.is_empty() {
+            return 0;
+        }
+        let mut records = Vec::new();
+        {
+            let mut t = net.leases();
+            for &m in macs {
+                if let Some(l) = t.revoke(m) {
+                    records.push(Record {
+                        network: net.name.clone(),
+                        change: LeaseChange::Release { mac: m, ip: l.ip },
+                    });
+                }
+            }
+        }
+        if let Err(e) = self.journal.commit(&records, || ()) {
+            tracing::error!(target: "dhcp", "{e}: revoked leases not recorded; they are revoked in memory");
+        }
+        records.len()
+    }
+
+    /// Stops serving a network and forgets it (its leases go with it).
+    pub fn remove_network(&self, name: &str) {
+        self.networks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
+    }
+
+    /// The network called `name`, if served.
+    pub fn network(&self, name: &str) -> Option<Arc<Network>> {
+        self.networks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    /// Serves `net` on `iface` from a socket opened by `open_dhcp_socket` in the namespace
+    /// `netns` (the serving thread enters it, to read the interface's addresses there).
+    /// `key` names the listener for `unlisten`.
     pub fn listen(
         self: &Arc<Self>,
         net: Arc<Network>,
+        key: &str,
         iface: &str,
         sock: Socket,
+        netns: Option<std::fs::File>,
     ) -> io::Result<()> {
         sock.set_read_timeout(Some(Duration::from_millis(200)))?;
         let dp = self.clone();
         let iface = iface.to_string();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = stop.clone();
         let h = std::thread::Builder::new()
             .name(format!("dhcp-{iface}"))
-            .spawn(move || dp.serve(net, &iface, sock))?;
+            .spawn(move || {
+                if let Some(ns) = netns {
+                    if let Err(e) = nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET) {
+                        tracing::error!(target: "dhcp", "cannot enter namespace of {iface}: {e}");
+                        return;
+                    }
+                }
+                dp.serve(net, &iface, sock, &stop2)
+            })?;
+        let old = self
+            .threads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.to_string(), Listener { stop, thread: h });
+        if let Some(old) = old {
+            old.stop();
+        }
+        Ok(())
+    }
+
+    /// Stops the listener called `key`, waiting for its thread.
+    pub fn unlisten(&self, key: &str) {
+        let l = self
+            .threads
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
+        if let Some(l) = l {
+            l.stop();
+        }
+    }
+
+    /// Names of the running listeners.
+    pub fn listeners(&self) -> Vec<String> {
         self.threads
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push(h);
-        Ok(())
+            .keys()
+            .cloned()
+            .collect()
     }
 
     /// Asks every serving thread to stop, waits for them, and compacts the journal.
     pub fn shutdown(&self) {
         self.shutdown.store(true, Ordering::SeqCst);
         let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
-        for t in threads {
-            let _ = t.join();
+        for (_, t) in threads {
+            t.stop();
         }
         if let Err(e) = self.compact() {
             tracing::error!(target: "dhcp", "{e}");
@@ -399,7 +518,7 @@ impl Dataplane {
         }
     }
 
-    fn serve(&self, net: Arc<Network>, iface: &str, sock: Socket) {
+    fn serve(&self, net: Arc<Network>, iface: &str, sock: Socket, stop: &AtomicBool) {
         let mut bufs: Vec<[u8; MAX_PACKET]> = vec![[0u8; MAX_PACKET]; BATCH];
         let mut lens = [0usize; BATCH];
         let mut addrs_checked = Instant::now() - Duration::from_secs(60);
@@ -407,7 +526,7 @@ impl Dataplane {
         let mut bad_input = RateLimit::new();
         let mut persist_log = RateLimit::new();
         let mut no_addr_log = RateLimit::new();
-        while !self.stopping() {
+        while !self.stopping() && !stop.load(Ordering::Relaxed) {
             let n = recv_batch(&sock, &mut bufs, &mut lens);
             if n == 0 {
                 continue;
@@ -416,23 +535,24 @@ impl Dataplane {
                 addrs = iface_addrs(iface);
                 addrs_checked = Instant::now();
             }
-            let table = net.table.load();
-            let Some(server_id) = pick_server_id(&addrs, &table) else {
-                if no_addr_log.allow("no-address lines") {
-                    tracing::warn!(target: "dhcp", "no address on {iface}: cannot serve DHCP there");
-                }
-                continue;
-            };
-            let ctx = Context {
-                iface,
-                server_id,
-                table: &table,
-                policy: &self.policy,
-            };
             let now = now_secs();
             let mut out = Vec::with_capacity(n);
             let mut records = Vec::new();
             {
+                // The table is read-locked only while deciding, never across the fsync.
+                let table = net.table();
+                let Some(server_id) = pick_server_id(&addrs, &table) else {
+                    if no_addr_log.allow("no-address lines") {
+                        tracing::warn!(target: "dhcp", "no address on {iface}: cannot serve DHCP there");
+                    }
+                    continue;
+                };
+                let ctx = Context {
+                    iface,
+                    server_id,
+                    table: &table,
+                    policy: &self.policy,
+                };
                 let leases = net.leases();
                 for i in 0..n {
                     let m = match parse(&bufs[i][..lens[i]]) {

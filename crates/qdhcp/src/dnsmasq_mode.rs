@@ -266,7 +266,7 @@ fn start_listeners(
             continue;
         }
         let sock = open_dhcp_socket(&iface)?;
-        dp.listen(net.clone(), &iface, sock)?;
+        dp.listen(net.clone(), &iface, &iface, sock, None)?;
         tracing::info!("DHCP listening on {iface}");
         serving.insert(iface);
     }
