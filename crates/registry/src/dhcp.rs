@@ -1,0 +1,123 @@
+//! What DHCP serves for a network, derived from the registry as Neutron's DHCP agent derives
+//! dnsmasq's files: subnet options (router, DNS, classless routes with the metadata route via
+//! the DHCP port, MTU, domain) and one reservation per port. Pure functions.
+
+use qdhcp_protocol::{OptionSet, Reservation, Subnet as DhcpSubnet};
+
+use crate::model::{Port, DHCP_OWNER};
+use crate::registry::Registry;
+
+/// DHCP settings that come from configuration, not from the API.
+#[derive(Debug, Clone)]
+pub struct DhcpSettings {
+    /// Lease seconds (Neutron's `dhcp_lease_duration`, default 86400; `None` = infinite).
+    pub lease_secs: Option<u32>,
+    /// Domain sent as option 15 (Neutron's `dns_domain`, default `openstacklocal`).
+    pub domain: Option<String>,
+    /// Push the 169.254.169.254/32 route via the DHCP port (isolated metadata).
+    pub metadata_route: bool,
+}
+
+impl Default for DhcpSettings {
+    fn default() -> Self {
+        DhcpSettings {
+            lease_secs: Some(86400),
+            domain: Some("openstacklocal".into()),
+            metadata_route: true,
+        }
+    }
+}
+
+/// The DHCP-enabled subnets of a network with their options, and the network-wide options.
+pub fn subnets_for(
+    reg: &Registry,
+    net_id: &str,
+    cfg: &DhcpSettings,
+) -> (Vec<DhcpSubnet>, OptionSet) {
+    let mut global = OptionSet::default();
+    if let Some(n) = reg.network(net_id) {
+        let _ = global.set_text(26, &n.mtu.to_string(), true);
+    }
+    let dhcp_port = reg.dhcp_port(net_id);
+    let mut out = Vec::new();
+    for s in reg.subnets_of(net_id).filter(|s| s.enable_dhcp) {
+        let mut o = OptionSet::default();
+        let server = dhcp_port
+            .and_then(|p| p.fixed_ips.iter().find(|f| f.subnet_id == s.id))
+            .map(|f| f.ip_address);
+        // An empty router option suppresses the default (no gateway on this subnet).
+        let _ = o.set_text(
+            3,
+            &s.gateway_ip.map(|g| g.to_string()).unwrap_or_default(),
+            false,
+        );
+        if !s.dns_nameservers.is_empty() {
+            let v: Vec<String> = s.dns_nameservers.iter().map(|d| d.to_string()).collect();
+            let _ = o.set_text(6, &v.join(","), false);
+        }
+        let mut routes: Vec<String> = Vec::new();
+        for r in &s.host_routes {
+            routes.push(format!("{},{}", r.destination, r.nexthop));
+        }
+        if cfg.metadata_route {
+            if let Some(ip) = server {
+                if !s
+                    .host_routes
+                    .iter()
+                    .any(|r| r.destination.to_string() == "169.254.169.254/32")
+                {
+                    routes.push(format!("169.254.169.254/32,{ip}"));
+                }
+            }
+        }
+        if let Some(g) = s.gateway_ip {
+            // RFC 3442: a client given 121 ignores option 3, so the default route goes in too.
+            routes.push(format!("0.0.0.0/0,{g}"));
+        }
+        if !routes.is_empty() {
+            let v = routes.join(",");
+            let _ = o.set_text(121, &v, false);
+            let _ = o.set_text(249, &v, false);
+        }
+        out.push(DhcpSubnet {
+            net: s.cidr,
+            lease_secs: cfg.lease_secs,
+            options: o,
+        });
+    }
+    (out, global)
+}
+
+/// The reservation DHCP serves for a port: its first address in a DHCP-enabled subnet.
+pub fn reservation_for(reg: &Registry, p: &Port) -> Option<Reservation> {
+    if p.device_owner == DHCP_OWNER {
+        return None;
+    }
+    let f = p
+        .fixed_ips
+        .iter()
+        .find(|f| reg.subnet(&f.subnet_id).is_some_and(|s| s.enable_dhcp))?;
+    let hostname = if p.dns_name.is_empty() {
+        format!("host-{}", f.ip_address.to_string().replace('.', "-"))
+    } else {
+        p.dns_name.clone()
+    };
+    let mut options = OptionSet::default();
+    for o in p.extra_dhcp_opts.iter().filter(|o| o.ip_version == 4) {
+        let spec = if o.opt_name.parse::<u8>().is_ok() {
+            o.opt_name.clone()
+        } else {
+            format!("option:{}", o.opt_name)
+        };
+        if let Ok(code) = qdhcp_protocol::options::code_for(&spec) {
+            let _ = options.set_text(code, &o.opt_value, false);
+        }
+    }
+    Some(Reservation {
+        mac: Some(p.mac_address),
+        client_id: None,
+        ip: f.ip_address,
+        hostname: Some(hostname),
+        options,
+    })
+}

@@ -1,0 +1,94 @@
+//! Registry errors, each mapped to the Neutron error type and HTTP status a client expects.
+
+/// Why a request was refused; `kind()` and `status()` give Neutron's type and HTTP code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegistryError {
+    /// A field is missing or invalid; the message names it.
+    #[error("{0}")]
+    BadRequest(String),
+    /// No such network.
+    #[error("Network {0} could not be found.")]
+    NetworkNotFound(String),
+    /// No such subnet.
+    #[error("Subnet {0} could not be found.")]
+    SubnetNotFound(String),
+    /// No such port.
+    #[error("Port {0} could not be found.")]
+    PortNotFound(String),
+    /// The address is taken.
+    #[error("IP address {ip} already allocated in subnet {subnet_id}")]
+    IpAddressAlreadyAllocated {
+        /// The address.
+        ip: String,
+        /// Its subnet.
+        subnet_id: String,
+    },
+    /// The MAC is taken on this network.
+    #[error("Unable to complete operation for network {net_id}. The mac address {mac} is in use.")]
+    MacAddressInUse {
+        /// The network.
+        net_id: String,
+        /// The MAC.
+        mac: String,
+    },
+    /// The pools are exhausted.
+    #[error("No more IP addresses available on network {0}.")]
+    IpAddressGenerationFailure(String),
+    /// The address is not valid for the subnet.
+    #[error("IP address {ip} is not a valid IP for the specified subnet.")]
+    InvalidIpForSubnet {
+        /// The address.
+        ip: String,
+    },
+    /// Ports still use the subnet.
+    #[error("Unable to complete operation on subnet {0}: One or more ports have an IP allocation from this subnet.")]
+    SubnetInUse(String),
+    /// Ports still use the network.
+    #[error("Unable to complete operation on network {0}. There are one or more ports still in use on the network.")]
+    NetworkInUse(String),
+    /// The subnet overlaps another one of the network.
+    #[error("Invalid input for operation: Requested subnet with cidr: {cidr} for network: {net_id} overlaps with another subnet.")]
+    Overlap {
+        /// The CIDR requested.
+        cidr: String,
+        /// The network.
+        net_id: String,
+    },
+}
+
+impl RegistryError {
+    /// Neutron's error `type`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RegistryError::BadRequest(_) => "HTTPBadRequest",
+            RegistryError::NetworkNotFound(_) => "NetworkNotFound",
+            RegistryError::SubnetNotFound(_) => "SubnetNotFound",
+            RegistryError::PortNotFound(_) => "PortNotFound",
+            RegistryError::IpAddressAlreadyAllocated { .. } => "IpAddressAlreadyAllocated",
+            RegistryError::MacAddressInUse { .. } => "MacAddressInUse",
+            RegistryError::IpAddressGenerationFailure(_) => "IpAddressGenerationFailure",
+            RegistryError::InvalidIpForSubnet { .. } => "InvalidIpForSubnet",
+            RegistryError::SubnetInUse(_) => "SubnetInUse",
+            RegistryError::NetworkInUse(_) => "NetworkInUse",
+            RegistryError::Overlap { .. } => "InvalidInput",
+        }
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> u16 {
+        match self {
+            RegistryError::BadRequest(_)
+            | RegistryError::InvalidIpForSubnet { .. }
+            | RegistryError::Overlap { .. } => 400,
+            RegistryError::NetworkNotFound(_)
+            | RegistryError::SubnetNotFound(_)
+            | RegistryError::PortNotFound(_) => 404,
+            _ => 409,
+        }
+    }
+}
+
+/// Shorthand for a 400 naming the field.
+pub fn invalid(field: &str, why: impl std::fmt::Display) -> RegistryError {
+    RegistryError::BadRequest(format!("Invalid input for {field}. Reason: {why}."))
+}

@@ -1,0 +1,16 @@
+//! qdhcp's registry: the control-plane model (networks, subnets, ports), IPAM, validation,
+//! and what DHCP serves for each network. Pure: the caller persists and applies the changes
+//! each operation returns.
+
+pub mod dhcp;
+pub mod error;
+pub mod model;
+pub mod registry;
+pub mod requests;
+
+pub use error::RegistryError;
+pub use model::*;
+pub use registry::{Caller, Change, Effect, Env, Kind, Outcome, Registry};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,170 @@
+//! The objects of the Networking API v2.0 that matter to DHCP, as validated values.
+
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+use qdhcp_protocol::Mac;
+use serde::{Deserialize, Serialize};
+
+/// A layer-2 network (Neutron `network`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Network {
+    /// UUID.
+    pub id: String,
+    /// Display name (not unique).
+    pub name: String,
+    /// Owning project.
+    pub project_id: String,
+    /// Administrative state.
+    pub admin_state_up: bool,
+    /// MTU handed to instances (DHCP option 26).
+    pub mtu: u32,
+    /// Visible to every project.
+    pub shared: bool,
+    /// `provider:network_type` (`flat`).
+    pub network_type: String,
+    /// `provider:physical_network`, mapped to a bridge by `bridge_mappings`.
+    pub physical_network: Option<String>,
+    /// `provider:segmentation_id`.
+    pub segmentation_id: Option<u32>,
+    /// Free text.
+    pub description: String,
+    /// Creation time (ISO 8601).
+    pub created_at: String,
+    /// Last change (ISO 8601).
+    pub updated_at: String,
+    /// Bumped on every change.
+    pub revision_number: u64,
+}
+
+/// A range of addresses IPAM may hand out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pool {
+    /// First address.
+    pub start: Ipv4Addr,
+    /// Last address (inclusive).
+    pub end: Ipv4Addr,
+}
+
+impl Pool {
+    /// True when `ip` is inside the pool.
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        self.start <= ip && ip <= self.end
+    }
+}
+
+/// A static route pushed to instances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostRoute {
+    /// Destination prefix.
+    pub destination: Ipv4Net,
+    /// Next hop.
+    pub nexthop: Ipv4Addr,
+}
+
+/// An IPv4 subnet of a network (Neutron `subnet`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Subnet {
+    /// UUID.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// The network it belongs to.
+    pub network_id: String,
+    /// Owning project.
+    pub project_id: String,
+    /// The prefix.
+    pub cidr: Ipv4Net,
+    /// Default router; `None` = no gateway.
+    pub gateway_ip: Option<Ipv4Addr>,
+    /// Where IPAM allocates from.
+    pub allocation_pools: Vec<Pool>,
+    /// DNS servers for instances.
+    pub dns_nameservers: Vec<Ipv4Addr>,
+    /// Extra routes for instances.
+    pub host_routes: Vec<HostRoute>,
+    /// Whether DHCP serves this subnet.
+    pub enable_dhcp: bool,
+    /// Free text.
+    pub description: String,
+    /// Creation time.
+    pub created_at: String,
+    /// Last change.
+    pub updated_at: String,
+    /// Bumped on every change.
+    pub revision_number: u64,
+}
+
+/// One address of a port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FixedIp {
+    /// Subnet the address is in.
+    pub subnet_id: String,
+    /// The address.
+    pub ip_address: Ipv4Addr,
+}
+
+/// A per-port DHCP option (Neutron `extra_dhcp_opts`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExtraDhcpOpt {
+    /// Option name (dnsmasq's) or number.
+    pub opt_name: String,
+    /// Option value as text.
+    pub opt_value: String,
+    /// 4 or 6.
+    pub ip_version: u8,
+}
+
+/// A port (Neutron `port`): a MAC and its fixed IPs on a network.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Port {
+    /// UUID.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// The network it is on.
+    pub network_id: String,
+    /// Owning project.
+    pub project_id: String,
+    /// Hardware address, unique within the network.
+    #[serde(with = "mac_serde")]
+    pub mac_address: Mac,
+    /// Allocated addresses.
+    pub fixed_ips: Vec<FixedIp>,
+    /// Administrative state.
+    pub admin_state_up: bool,
+    /// What uses the port (instance UUID, …).
+    pub device_id: String,
+    /// Kind of user (`compute:nova`, `network:dhcp`, …).
+    pub device_owner: String,
+    /// Per-port DHCP options.
+    pub extra_dhcp_opts: Vec<ExtraDhcpOpt>,
+    /// Host name for DHCP option 12; empty = `host-<ip>`.
+    pub dns_name: String,
+    /// Free text.
+    pub description: String,
+    /// `ACTIVE` or `DOWN`.
+    pub status: String,
+    /// Creation time.
+    pub created_at: String,
+    /// Last change.
+    pub updated_at: String,
+    /// Bumped on every change.
+    pub revision_number: u64,
+}
+
+/// The `device_owner` of the DHCP server's own port.
+pub const DHCP_OWNER: &str = "network:dhcp";
+
+mod mac_serde {
+    use qdhcp_protocol::Mac;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(m: &Mac, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&m.to_string())
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Mac, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}

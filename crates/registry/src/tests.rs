@@ -1,0 +1,351 @@
+//! Registry behaviour: IPAM, validation, uniqueness, DHCP port lifecycle, DHCP view.
+
+use std::collections::HashSet;
+
+use crate::dhcp::{reservation_for, subnets_for, DhcpSettings};
+use crate::requests::*;
+use crate::*;
+
+struct TestEnv(u32);
+impl Env for TestEnv {
+    fn now(&mut self) -> String {
+        "2026-11-25T15:00:00Z".into()
+    }
+    fn new_id(&mut self) -> String {
+        self.0 += 1;
+        format!("00000000-0000-4000-8000-{:012x}", self.0)
+    }
+    fn random(&mut self) -> u32 {
+        self.0 = self.0.wrapping_mul(1_103_515_245).wrapping_add(12345);
+        self.0
+    }
+}
+
+fn admin() -> Caller {
+    Caller {
+        project_id: "p1".into(),
+        is_admin: true,
+    }
+}
+
+fn setup(pool_end: &str) -> (Registry, TestEnv, String, String) {
+    let mut r = Registry::default();
+    let mut env = TestEnv(0);
+    let (n, _) = r
+        .create_network(
+            NetworkReq {
+                name: Some("flat_net".into()),
+                network_type: Some("flat".into()),
+                physical_network: Some(Some("physnet1".into())),
+                ..Default::default()
+            },
+            &admin(),
+            &mut env,
+        )
+        .unwrap();
+    let (s, out) = r
+        .create_subnet(
+            SubnetReq {
+                network_id: Some(n.id.clone()),
+                cidr: Some("172.16.1.0/24".into()),
+                gateway_ip: Some(Some("172.16.1.1".into())),
+                allocation_pools: Some(vec![PoolReq {
+                    start: "172.16.1.100".into(),
+                    end: pool_end.into(),
+                }]),
+                ..Default::default()
+            },
+            &admin(),
+            &mut env,
+        )
+        .unwrap();
+    assert!(out
+        .effects
+        .iter()
+        .any(|e| matches!(e, Effect::PortChanged(None, Some(p)) if p.device_owner == DHCP_OWNER)));
+    (r, env, n.id, s.id)
+}
+
+fn port(net: &str, ip: Option<&str>, subnet: Option<&str>) -> PortReq {
+    PortReq {
+        network_id: Some(net.into()),
+        fixed_ips: if ip.is_none() && subnet.is_none() {
+            None
+        } else {
+            Some(vec![FixedIpReq {
+                subnet_id: subnet.map(Into::into),
+                ip_address: ip.map(Into::into),
+            }])
+        },
+        ..Default::default()
+    }
+}
+
+#[test]
+fn first_dhcp_subnet_creates_dhcp_port_with_first_pool_address() {
+    let (r, _, net, sub) = setup("172.16.1.200");
+    let d = r.dhcp_port(&net).unwrap();
+    assert_eq!(d.fixed_ips[0].ip_address.to_string(), "172.16.1.100");
+    assert_eq!(d.fixed_ips[0].subnet_id, sub);
+    assert_eq!(&d.mac_address.to_string()[..8], "fa:16:3e");
+}
+
+#[test]
+fn requested_address_is_reserved_and_cannot_be_taken_twice() {
+    let (mut r, mut env, net, sub) = setup("172.16.1.200");
+    let (p, _) = r
+        .create_port(
+            port(&net, Some("172.16.1.103"), Some(&sub)),
+            &admin(),
+            &mut env,
+        )
+        .unwrap();
+    assert_eq!(p.fixed_ips[0].ip_address.to_string(), "172.16.1.103");
+    let e = r
+        .create_port(port(&net, Some("172.16.1.103"), None), &admin(), &mut env)
+        .unwrap_err();
+    assert_eq!(e.kind(), "IpAddressAlreadyAllocated");
+    assert_eq!(e.status(), 409);
+}
+
+#[test]
+fn invalid_addresses_are_refused_with_the_field_named() {
+    let (mut r, mut env, net, sub) = setup("172.16.1.200");
+    for bad in ["172.16.1.0", "172.16.1.255", "172.16.1.1", "10.0.0.5"] {
+        let e = r
+            .create_port(port(&net, Some(bad), Some(&sub)), &admin(), &mut env)
+            .unwrap_err();
+        assert_eq!(e.status(), 400, "{bad}: {e}");
+    }
+    let e = r
+        .create_port(port(&net, Some("nonsense"), None), &admin(), &mut env)
+        .unwrap_err();
+    assert!(e.to_string().contains("fixed_ips"), "{e}");
+    let e = r
+        .create_port(
+            PortReq {
+                network_id: Some(net.clone()),
+                mac_address: Some("zz".into()),
+                ..Default::default()
+            },
+            &admin(),
+            &mut env,
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("mac_address"), "{e}");
+}
+
+#[test]
+fn exhausted_pool_answers_generation_failure_and_creates_nothing() {
+    let (mut r, mut env, net, _) = setup("172.16.1.103");
+    // .100 is the DHCP port; .101-.103 remain
+    for _ in 0..3 {
+        r.create_port(port(&net, None, None), &admin(), &mut env)
+            .unwrap();
+    }
+    let before = r.ports().count();
+    let e = r
+        .create_port(port(&net, None, None), &admin(), &mut env)
+        .unwrap_err();
+    assert_eq!(e.kind(), "IpAddressGenerationFailure");
+    assert_eq!(r.ports().count(), before, "nothing half-created");
+}
+
+#[test]
+fn allocations_are_distinct_and_inside_the_pool() {
+    let (mut r, mut env, net, _) = setup("172.16.1.200");
+    let mut ips = HashSet::new();
+    let mut macs = HashSet::new();
+    for _ in 0..100 {
+        let (p, _) = r
+            .create_port(port(&net, None, None), &admin(), &mut env)
+            .unwrap();
+        let ip = p.fixed_ips[0].ip_address;
+        assert!(
+            ip >= "172.16.1.101".parse::<std::net::Ipv4Addr>().unwrap()
+                && ip <= "172.16.1.200".parse::<std::net::Ipv4Addr>().unwrap()
+        );
+        assert!(ips.insert(ip));
+        assert!(macs.insert(p.mac_address));
+    }
+}
+
+#[test]
+fn duplicate_mac_on_a_network_is_refused() {
+    let (mut r, mut env, net, _) = setup("172.16.1.200");
+    let req = PortReq {
+        network_id: Some(net.clone()),
+        mac_address: Some("fa:16:3e:00:00:01".into()),
+        ..Default::default()
+    };
+    r.create_port(req.clone(), &admin(), &mut env).unwrap();
+    assert_eq!(
+        r.create_port(req, &admin(), &mut env).unwrap_err().kind(),
+        "MacAddressInUse"
+    );
+}
+
+#[test]
+fn deleting_a_port_frees_its_address_at_once() {
+    let (mut r, mut env, net, sub) = setup("172.16.1.200");
+    let (p, _) = r
+        .create_port(
+            port(&net, Some("172.16.1.150"), Some(&sub)),
+            &admin(),
+            &mut env,
+        )
+        .unwrap();
+    r.delete_port(&p.id).unwrap();
+    r.create_port(
+        port(&net, Some("172.16.1.150"), Some(&sub)),
+        &admin(),
+        &mut env,
+    )
+    .unwrap();
+}
+
+#[test]
+fn subnet_and_network_in_use_are_protected() {
+    let (mut r, mut env, net, sub) = setup("172.16.1.200");
+    let (p, _) = r
+        .create_port(port(&net, None, None), &admin(), &mut env)
+        .unwrap();
+    assert_eq!(
+        r.delete_subnet(&sub, &mut env).unwrap_err().kind(),
+        "SubnetInUse"
+    );
+    assert_eq!(r.delete_network(&net).unwrap_err().kind(), "NetworkInUse");
+    r.delete_port(&p.id).unwrap();
+    let out = r.delete_network(&net).unwrap();
+    assert!(out.effects.contains(&Effect::NetworkDeleted(net.clone())));
+    assert_eq!(r.ports().count(), 0, "DHCP port went with the network");
+    assert_eq!(r.subnets().count(), 0);
+}
+
+#[test]
+fn overlapping_subnet_is_refused() {
+    let (mut r, mut env, net, _) = setup("172.16.1.200");
+    let e = r
+        .create_subnet(
+            SubnetReq {
+                network_id: Some(net),
+                cidr: Some("172.16.0.0/16".into()),
+                ..Default::default()
+            },
+            &admin(),
+            &mut env,
+        )
+        .unwrap_err();
+    assert_eq!(e.status(), 400);
+    assert!(e.to_string().contains("overlaps"));
+}
+
+#[test]
+fn default_pools_skip_gateway_network_and_broadcast() {
+    let mut r = Registry::default();
+    let mut env = TestEnv(0);
+    let (n, _) = r
+        .create_network(NetworkReq::default(), &admin(), &mut env)
+        .unwrap();
+    let (s, _) = r
+        .create_subnet(
+            SubnetReq {
+                network_id: Some(n.id),
+                cidr: Some("10.0.0.0/24".into()),
+                ..Default::default()
+            },
+            &admin(),
+            &mut env,
+        )
+        .unwrap();
+    assert_eq!(s.gateway_ip.unwrap().to_string(), "10.0.0.1");
+    assert_eq!(
+        s.allocation_pools,
+        vec![Pool {
+            start: "10.0.0.2".parse().unwrap(),
+            end: "10.0.0.254".parse().unwrap()
+        }]
+    );
+    let e = r
+        .create_subnet(
+            SubnetReq {
+                network_id: Some("nope".into()),
+                cidr: Some("10.1.0.0/24".into()),
+                ..Default::default()
+            },
+            &admin(),
+            &mut env,
+        )
+        .unwrap_err();
+    assert_eq!(e.kind(), "NetworkNotFound");
+    let e = r
+        .create_subnet(
+            SubnetReq {
+                network_id: s.network_id.clone().into(),
+                cidr: Some("10.1.0.5/24".into()),
+                ..Default::default()
+            },
+            &admin(),
+            &mut env,
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("cidr"), "{e}");
+}
+
+#[test]
+fn dhcp_view_has_router_dns_mtu_and_metadata_route_via_dhcp_port() {
+    let (mut r, mut env, net, sub) = setup("172.16.1.200");
+    r.update_subnet(
+        &sub,
+        SubnetReq {
+            dns_nameservers: Some(vec!["8.8.8.8".into()]),
+            ..Default::default()
+        },
+        &mut env,
+    )
+    .unwrap();
+    let (p, _) = r
+        .create_port(
+            port(&net, Some("172.16.1.103"), Some(&sub)),
+            &admin(),
+            &mut env,
+        )
+        .unwrap();
+    let (subnets, global) = subnets_for(&r, &net, &DhcpSettings::default());
+    assert_eq!(subnets.len(), 1);
+    let o = &subnets[0].options;
+    assert_eq!(o.get(3).unwrap().tlv, vec![3, 4, 172, 16, 1, 1]);
+    assert_eq!(o.get(6).unwrap().tlv, vec![6, 4, 8, 8, 8, 8]);
+    let routes = &o.get(121).unwrap().tlv;
+    assert_eq!(
+        &routes[2..11],
+        &[32, 169, 254, 169, 254, 172, 16, 1, 100],
+        "metadata via the DHCP port"
+    );
+    assert!(global.get(26).unwrap().force);
+    let res = reservation_for(&r, &p).unwrap();
+    assert_eq!(res.ip.to_string(), "172.16.1.103");
+    assert_eq!(res.hostname.as_deref(), Some("host-172-16-1-103"));
+    assert!(reservation_for(&r, r.dhcp_port(&net).unwrap()).is_none());
+}
+
+#[test]
+fn members_cannot_create_in_other_projects() {
+    let mut r = Registry::default();
+    let mut env = TestEnv(0);
+    let member = Caller {
+        project_id: "p1".into(),
+        is_admin: false,
+    };
+    let e = r
+        .create_network(
+            NetworkReq {
+                project_id: Some("p2".into()),
+                ..Default::default()
+            },
+            &member,
+            &mut env,
+        )
+        .unwrap_err();
+    assert_eq!(e.status(), 400);
+}
