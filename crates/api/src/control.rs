@@ -1,0 +1,106 @@
+//! The control plane behind the API: the registry under one lock, written through to the
+//! store in one transaction per operation, and the DHCP side told of each change before the
+//! operation is acknowledged (so a port exists for DHCP by the time its create returns).
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use qdhcp_registry::{Change, Effect, Env, Outcome, Registry, RegistryError};
+use qdhcp_store::{Store, StoreError};
+
+/// Receives DHCP-relevant changes; the serve wiring implements it.
+pub trait DhcpSink: Send + Sync {
+    /// Called with the registry as it is after the operation, under the registry lock.
+    fn apply(&self, reg: &Registry, effects: &[Effect]);
+}
+
+/// A sink that ignores everything (API-only runs and tests).
+pub struct NoDhcp;
+
+impl DhcpSink for NoDhcp {
+    fn apply(&self, _: &Registry, _: &[Effect]) {}
+}
+
+/// Why an operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// The request broke a rule.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// The change could not be stored; nothing was changed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Real time and randomness for the registry.
+pub struct SystemEnv;
+
+impl Env for SystemEnv {
+    fn now(&mut self) -> String {
+        chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string()
+    }
+    fn new_id(&mut self) -> String {
+        uuid::Uuid::new_v4().to_string()
+    }
+    fn random(&mut self) -> u32 {
+        let b = *uuid::Uuid::new_v4().as_bytes();
+        u32::from_be_bytes([b[0], b[1], b[2], b[3]])
+    }
+}
+
+/// Registry + store + DHCP sink.
+pub struct Control {
+    reg: Mutex<Registry>,
+    store: Store,
+    dhcp: Arc<dyn DhcpSink>,
+}
+
+impl Control {
+    /// Loads the registry from the store.
+    pub fn open(store: Store, dhcp: Arc<dyn DhcpSink>) -> Result<Control, StoreError> {
+        let reg = store.load()?;
+        Ok(Control {
+            reg: Mutex::new(reg),
+            store,
+            dhcp,
+        })
+    }
+
+    /// Read access.
+    pub fn read(&self) -> MutexGuard<'_, Registry> {
+        self.reg.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs one mutation: apply in memory, persist, then tell DHCP. If persisting fails the
+    /// registry is reloaded from the store, so memory never runs ahead of the database.
+    pub fn mutate<T>(
+        &self,
+        f: impl FnOnce(&mut Registry, &mut dyn Env) -> Result<(T, Outcome), RegistryError>,
+    ) -> Result<T, ControlError> {
+        let mut reg = self.read();
+        let mut env = SystemEnv;
+        let (value, out) = f(&mut reg, &mut env)?;
+        if let Err(e) = self.store.apply(&reg, &out.changes) {
+            if let Ok(fresh) = self.store.load() {
+                *reg = fresh;
+            }
+            return Err(e.into());
+        }
+        self.dhcp.apply(&reg, &out.effects);
+        Ok(value)
+    }
+
+    /// Tells the DHCP side about every network (at start).
+    pub fn sync_all(&self) {
+        let reg = self.read();
+        let effects: Vec<Effect> = reg
+            .networks()
+            .map(|n| Effect::NetworkChanged(n.id.clone()))
+            .collect();
+        self.dhcp.apply(&reg, &effects);
+    }
+}
+
+/// Changes list of an outcome, for callers that persist themselves.
+pub fn changes(o: &Outcome) -> &[Change] {
+    &o.changes
+}

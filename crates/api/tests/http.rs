@@ -1,0 +1,386 @@
+//! The API over HTTP (in process): Neutron shapes, filters, errors, auth, metrics.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use qdhcp_api::auth::{Auth, Tokens};
+use qdhcp_api::control::{Control, NoDhcp};
+use qdhcp_api::{router, ApiState};
+use qdhcp_store::Store;
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+struct Api {
+    app: axum::Router,
+    _dir: tempfile::TempDir,
+}
+
+fn api(auth: Auth) -> Api {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("db.sqlite")).unwrap();
+    let control = Arc::new(Control::open(store, Arc::new(NoDhcp)).unwrap());
+    Api {
+        app: router(ApiState::new(control, auth, None)),
+        _dir: dir,
+    }
+}
+
+impl Api {
+    async fn call(
+        &self,
+        method: &str,
+        uri: &str,
+        body: Option<Value>,
+        token: Option<&str>,
+    ) -> (StatusCode, Value) {
+        let mut b = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("host", "127.0.0.1:9696");
+        if let Some(t) = token {
+            b = b.header("x-auth-token", t);
+        }
+        let req = match body {
+            Some(v) => b
+                .header("content-type", "application/json")
+                .body(Body::from(v.to_string()))
+                .unwrap(),
+            None => b.body(Body::empty()).unwrap(),
+        };
+        let resp = self.app.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let v = serde_json::from_slice(&bytes)
+            .unwrap_or(Value::String(String::from_utf8_lossy(&bytes).into()));
+        (status, v)
+    }
+    async fn raw(&self, method: &str, uri: &str, body: &'static str) -> (StatusCode, Value) {
+        let req = Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(Body::from(body))
+            .unwrap();
+        let resp = self.app.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+}
+
+async fn walkthrough(a: &Api) -> (String, String, String) {
+    let (s, n) = a
+        .call("POST", "/v2.0/networks", Some(json!({"network": {"name": "flat_net", "provider:network_type": "flat", "provider:physical_network": "physnet1"}})), None)
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{n}");
+    let net = n["network"]["id"].as_str().unwrap().to_string();
+    assert_eq!(n["network"]["provider:physical_network"], "physnet1");
+    assert_eq!(n["network"]["revision_number"], 1);
+    let (s, sub) = a
+        .call("POST", "/v2.0/subnets", Some(json!({"subnet": {"name": "flat_subnet", "network_id": net, "ip_version": 4, "cidr": "172.16.1.0/24", "gateway_ip": "172.16.1.1",
+            "allocation_pools": [{"start": "172.16.1.100", "end": "172.16.1.200"}]}})), None)
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{sub}");
+    let subnet = sub["subnet"]["id"].as_str().unwrap().to_string();
+    let (s, p) = a
+        .call("POST", "/v2.0/ports", Some(json!({"port": {"name": "cirros-vm1-port", "network_id": net, "fixed_ips": [{"subnet_id": subnet, "ip_address": "172.16.1.103"}]}})), None)
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{p}");
+    assert_eq!(p["port"]["fixed_ips"][0]["ip_address"], "172.16.1.103");
+    assert!(p["port"]["mac_address"]
+        .as_str()
+        .unwrap()
+        .starts_with("fa:16:3e:"));
+    (net, subnet, p["port"]["id"].as_str().unwrap().to_string())
+}
+
+#[tokio::test]
+async fn version_discovery_points_at_v2() {
+    let a = api(Auth::NoAuth);
+    let (s, v) = a.call("GET", "/", None, None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["versions"][0]["id"], "v2.0");
+    assert_eq!(
+        v["versions"][0]["links"][0]["href"],
+        "http://127.0.0.1:9696/v2.0/"
+    );
+    let (s, v) = a.call("GET", "/v2.0/", None, None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["resources"].as_array().unwrap().len(), 3);
+    let (s, v) = a.call("GET", "/v2.0/extensions", None, None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(v["extensions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["alias"] == "extra_dhcp_opt"));
+}
+
+#[tokio::test]
+async fn walkthrough_then_list_filters_fields_show_update_delete() {
+    let a = api(Auth::NoAuth);
+    let (net, subnet, port) = walkthrough(&a).await;
+    // the DHCP port exists too
+    let (_, v) = a
+        .call("GET", "/v2.0/ports?device_owner=network:dhcp", None, None)
+        .await;
+    assert_eq!(v["ports"].as_array().unwrap().len(), 1);
+    assert_eq!(v["ports"][0]["fixed_ips"][0]["ip_address"], "172.16.1.100");
+    // name lookup as the CLI does: GET by name is 404, then ?name=
+    let (s, v) = a
+        .call("GET", "/v2.0/ports/cirros-vm1-port", None, None)
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_eq!(v["NeutronError"]["type"], "PortNotFound");
+    let (_, v) = a
+        .call("GET", "/v2.0/ports?name=cirros-vm1-port", None, None)
+        .await;
+    assert_eq!(v["ports"][0]["id"], port.as_str());
+    let (_, v) = a
+        .call(
+            "GET",
+            "/v2.0/ports?fixed_ips=ip_address%3D172.16.1.103",
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(v["ports"].as_array().unwrap().len(), 1);
+    let (_, v) = a
+        .call(
+            "GET",
+            &format!("/v2.0/ports?network_id={net}&fields=id&fields=mac_address"),
+            None,
+            None,
+        )
+        .await;
+    let first = v["ports"][0].as_object().unwrap();
+    assert_eq!(first.len(), 2, "{first:?}");
+    let (_, v) = a
+        .call("GET", &format!("/v2.0/subnets/{subnet}"), None, None)
+        .await;
+    assert_eq!(v["subnet"]["allocation_pools"][0]["start"], "172.16.1.100");
+    let (_, v) = a
+        .call("GET", &format!("/v2.0/networks/{net}"), None, None)
+        .await;
+    assert_eq!(v["network"]["subnets"][0], subnet.as_str());
+    let (s, v) = a
+        .call(
+            "PUT",
+            &format!("/v2.0/ports/{port}"),
+            Some(json!({"port": {"name": "renamed"}})),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["port"]["name"], "renamed");
+    assert_eq!(v["port"]["revision_number"], 2);
+    let (s, v) = a
+        .call("DELETE", &format!("/v2.0/networks/{net}"), None, None)
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    assert_eq!(v["NeutronError"]["type"], "NetworkInUse");
+    let (s, _) = a
+        .call("DELETE", &format!("/v2.0/ports/{port}"), None, None)
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, _) = a
+        .call("DELETE", &format!("/v2.0/networks/{net}"), None, None)
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (_, v) = a.call("GET", "/v2.0/ports", None, None).await;
+    assert_eq!(v["ports"].as_array().unwrap().len(), 0);
+}
+
+#[tokio::test]
+async fn conflicts_and_bad_input_get_neutron_errors() {
+    let a = api(Auth::NoAuth);
+    let (net, subnet, _) = walkthrough(&a).await;
+    let (s, v) = a
+        .call("POST", "/v2.0/ports", Some(json!({"port": {"network_id": net, "fixed_ips": [{"subnet_id": subnet, "ip_address": "172.16.1.103"}]}})), None)
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    assert_eq!(v["NeutronError"]["type"], "IpAddressAlreadyAllocated");
+    let (s, v) = a.raw("POST", "/v2.0/ports", "{not json").await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(v["NeutronError"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("Malformed request body"));
+    let (s, v) = a
+        .call(
+            "POST",
+            "/v2.0/ports",
+            Some(json!({"port": {"network_id": net, "frobnicate": 1}})),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(v["NeutronError"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("frobnicate"));
+    let (s, v) = a
+        .call(
+            "POST",
+            "/v2.0/subnets",
+            Some(json!({"subnet": {"network_id": net, "cidr": "bogus"}})),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(v["NeutronError"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("cidr"));
+    let (s, v) = a
+        .call(
+            "POST",
+            "/v2.0/ports",
+            Some(json!({"port": {"network_id": "nope"}})),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_eq!(v["NeutronError"]["type"], "NetworkNotFound");
+    let big = "x".repeat(2 << 20);
+    let big: &'static str =
+        Box::leak(format!("{{\"port\": {{\"name\": \"{big}\"}}}}").into_boxed_str());
+    let (s, v) = a.raw("POST", "/v2.0/ports", big).await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(v["NeutronError"]["type"], "HTTPRequestEntityTooLarge");
+    let (s, _) = a.call("GET", "/v2.0/routers", None, None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    // nothing was written by the rejected requests
+    let (_, v) = a.call("GET", "/v2.0/ports", None, None).await;
+    assert_eq!(v["ports"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn exhausted_pool_is_409_ip_address_generation_failure() {
+    let a = api(Auth::NoAuth);
+    let (_, n) = a
+        .call(
+            "POST",
+            "/v2.0/networks",
+            Some(json!({"network": {"name": "n"}})),
+            None,
+        )
+        .await;
+    let net = n["network"]["id"].as_str().unwrap().to_string();
+    let (s, _) = a
+        .call(
+            "POST",
+            "/v2.0/subnets",
+            Some(json!({"subnet": {"network_id": net, "cidr": "10.9.0.0/29", "ip_version": 4}})),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    // /29: .2-.6 in the pool, one taken by the DHCP port
+    for _ in 0..4 {
+        let (s, _) = a
+            .call(
+                "POST",
+                "/v2.0/ports",
+                Some(json!({"port": {"network_id": net}})),
+                None,
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED);
+    }
+    let (s, v) = a
+        .call(
+            "POST",
+            "/v2.0/ports",
+            Some(json!({"port": {"network_id": net}})),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    assert_eq!(v["NeutronError"]["type"], "IpAddressGenerationFailure");
+}
+
+#[tokio::test]
+async fn tokens_separate_projects_and_unauthenticated_gets_401() {
+    let t = Tokens::parse(
+        "tok-admin admin-proj admin\ntok-a proj-a member\ntok-b proj-b member\n",
+        "t",
+    )
+    .unwrap();
+    let a = api(Auth::Tokens(t));
+    let (s, v) = a.call("GET", "/v2.0/networks", None, None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert_eq!(v["NeutronError"]["type"], "HTTPUnauthorized");
+    let (s, _) = a.call("GET", "/v2.0/networks", None, Some("wrong")).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, n) = a
+        .call(
+            "POST",
+            "/v2.0/networks",
+            Some(json!({"network": {"name": "a-net"}})),
+            Some("tok-a"),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    assert_eq!(n["network"]["project_id"], "proj-a");
+    let id = n["network"]["id"].as_str().unwrap();
+    let (_, v) = a.call("GET", "/v2.0/networks", None, Some("tok-b")).await;
+    assert_eq!(
+        v["networks"].as_array().unwrap().len(),
+        0,
+        "b does not see a's network"
+    );
+    let (s, _) = a
+        .call("GET", &format!("/v2.0/networks/{id}"), None, Some("tok-b"))
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "404, not 403");
+    let (s, _) = a
+        .call(
+            "DELETE",
+            &format!("/v2.0/networks/{id}"),
+            None,
+            Some("tok-b"),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (_, v) = a
+        .call("GET", "/v2.0/networks", None, Some("tok-admin"))
+        .await;
+    assert_eq!(v["networks"].as_array().unwrap().len(), 1, "admin sees all");
+    let (s, _) = a
+        .call(
+            "POST",
+            "/v2.0/networks",
+            Some(json!({"network": {"name": "x", "project_id": "proj-b"}})),
+            Some("tok-a"),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn metrics_count_requests_and_pool_use() {
+    let a = api(Auth::NoAuth);
+    walkthrough(&a).await;
+    let req = Request::builder()
+        .uri("/metrics")
+        .body(Body::empty())
+        .unwrap();
+    let resp = a.app.clone().oneshot(req).await.unwrap();
+    let text = String::from_utf8(
+        resp.into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
+    .unwrap();
+    assert!(text.contains("qdhcp_api_requests_total{route=\"/v2.0/{collection}\",method=\"POST\",status=\"201\"} 3"), "{text}");
+    assert!(text.contains("qdhcp_pool_addresses_used{"), "{text}");
+    assert!(text.contains("} 2\n"), "DHCP port + VM port: {text}");
+}
