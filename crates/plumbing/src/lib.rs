@@ -1,0 +1,307 @@
+//! Namespace plumbing, as Neutron's DHCP agent and interface driver do it, over netlink from
+//! this process (no `ip` commands): named network namespaces (`/var/run/netns/<name>`), a veth
+//! pair whose `tap…` end is a port of the network's bridge and whose `ns-…` end lives in the
+//! namespace with the DHCP port's address. Every operation is idempotent, so start-up can
+//! reconcile whatever a previous run left.
+
+use std::fs::File;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+use futures_util::TryStreamExt;
+use ipnet::Ipv4Net;
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sched::{setns, unshare, CloneFlags};
+use rtnetlink::{new_connection, Handle, LinkBridge, LinkUnspec, LinkVeth};
+
+/// Where named namespaces are bound, as `ip netns` expects.
+pub const NETNS_DIR: &str = "/var/run/netns";
+const NSFS_MAGIC: i64 = 0x6e73_6673;
+
+/// A plumbing failure, naming the object.
+#[derive(Debug, thiserror::Error)]
+pub enum PlumbError {
+    /// A namespace operation failed.
+    #[error("namespace {name}: {why}")]
+    Netns {
+        /// The namespace.
+        name: String,
+        /// What went wrong.
+        why: String,
+    },
+    /// A netlink operation failed.
+    #[error("netlink: {0}")]
+    Netlink(String),
+}
+
+fn ns_err(name: &str, why: impl std::fmt::Display) -> PlumbError {
+    PlumbError::Netns {
+        name: name.into(),
+        why: why.to_string(),
+    }
+}
+
+fn nl<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> PlumbError + '_ {
+    move |e| PlumbError::Netlink(format!("{what}: {e}"))
+}
+
+/// Path of a named namespace.
+pub fn netns_path(name: &str) -> PathBuf {
+    PathBuf::from(NETNS_DIR).join(name)
+}
+
+/// True when `/var/run/netns/<name>` is a live namespace (not a stale file).
+pub fn netns_exists(name: &str) -> bool {
+    nix::sys::statfs::statfs(&netns_path(name))
+        .is_ok_and(|s| s.filesystem_type().0 == NSFS_MAGIC)
+}
+
+/// Opens a namespace handle, for `setns` or for moving a link into it.
+pub fn open_netns(name: &str) -> Result<File, PlumbError> {
+    File::open(netns_path(name)).map_err(|e| ns_err(name, e))
+}
+
+/// Runs `f` on a fresh thread inside namespace `ns` (or the current one), with a
+/// single-threaded runtime for netlink; the calling thread's namespace is untouched.
+pub fn in_netns<T, F, Fut>(ns: Option<&str>, f: F) -> Result<T, PlumbError>
+where
+    T: Send + 'static,
+    F: FnOnce(Handle) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<T, PlumbError>>,
+{
+    let file = ns.map(open_netns).transpose()?;
+    let name = ns.unwrap_or("").to_string();
+    std::thread::spawn(move || {
+        if let Some(f) = file {
+            setns(f, CloneFlags::CLONE_NEWNET).map_err(|e| ns_err(&name, format!("setns: {e}")))?;
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(nl("runtime"))?;
+        rt.block_on(async move {
+            let (conn, handle, _) = new_connection().map_err(nl("connect"))?;
+            let task = tokio::spawn(conn);
+            let r = f(handle).await;
+            task.abort();
+            r
+        })
+    })
+    .join()
+    .map_err(|_| PlumbError::Netlink("plumbing thread panicked".into()))?
+}
+
+/// Creates the named namespace (with `lo` up) unless it exists.
+pub fn create_netns(name: &str) -> Result<(), PlumbError> {
+    if netns_exists(name) {
+        return Ok(());
+    }
+    std::fs::create_dir_all(NETNS_DIR).map_err(|e| ns_err(name, e))?;
+    let path = netns_path(name);
+    File::create(&path).map_err(|e| ns_err(name, e))?;
+    let n = name.to_string();
+    std::thread::spawn(move || -> Result<(), PlumbError> {
+        unshare(CloneFlags::CLONE_NEWNET).map_err(|e| ns_err(&n, format!("unshare: {e}")))?;
+        mount(
+            Some("/proc/thread-self/ns/net"),
+            &netns_path(&n),
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(|e| ns_err(&n, format!("bind mount: {e}")))
+    })
+    .join()
+    .map_err(|_| ns_err(name, "thread panicked"))??;
+    in_netns(Some(name), |h| async move {
+        let idx = link_index(&h, "lo")
+            .await?
+            .ok_or_else(|| PlumbError::Netlink("no lo".into()))?;
+        h.link()
+            .set(LinkUnspec::new_with_index(idx).up().build())
+            .execute()
+            .await
+            .map_err(nl("lo up"))
+    })
+}
+
+/// Removes the named namespace (its links go with it).
+pub fn delete_netns(name: &str) -> Result<(), PlumbError> {
+    let path = netns_path(name);
+    if netns_exists(name) {
+        // Delete the links first: the kernel frees a namespace lazily, and a veth's outside
+        // end would linger on the bridge until it does.
+        in_netns(Some(name), |h| async move {
+            let mut links = h.link().get().execute();
+            let mut idx = Vec::new();
+            while let Some(l) = links.try_next().await.map_err(nl("list links"))? {
+                if l.header.index != 1 {
+                    idx.push(l.header.index);
+                }
+            }
+            for i in idx {
+                let _ = h.link().del(i).execute().await;
+            }
+            Ok(())
+        })?;
+        umount2(&path, MntFlags::MNT_DETACH).map_err(|e| ns_err(name, format!("umount: {e}")))?;
+    }
+    match std::fs::remove_file(&path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(ns_err(name, e)),
+    }
+}
+
+/// Index of the link called `name`, if any.
+pub async fn link_index(h: &Handle, name: &str) -> Result<Option<u32>, PlumbError> {
+    let mut links = h.link().get().match_name(name.to_string()).execute();
+    match links.try_next().await {
+        Ok(Some(l)) => Ok(Some(l.header.index)),
+        Ok(None) => Ok(None),
+        // the kernel answers ENODEV for an unknown name
+        Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -19 => Ok(None),
+        Err(e) => Err(PlumbError::Netlink(format!("get {name}: {e}"))),
+    }
+}
+
+/// Creates the bridge `name` in the current namespace unless it exists, and sets it up.
+pub fn ensure_bridge(name: &str) -> Result<(), PlumbError> {
+    let name = name.to_string();
+    in_netns(None, move |h| async move {
+        if link_index(&h, &name).await?.is_none() {
+            h.link()
+                .add(LinkBridge::new(&name).build())
+                .execute()
+                .await
+                .map_err(nl("add bridge"))?;
+        }
+        let idx = link_index(&h, &name)
+            .await?
+            .ok_or_else(|| PlumbError::Netlink(format!("bridge {name} vanished")))?;
+        h.link()
+            .set(LinkUnspec::new_with_index(idx).up().build())
+            .execute()
+            .await
+            .map_err(nl("bridge up"))
+    })
+}
+
+/// One DHCP port's plumbing.
+#[derive(Debug, Clone)]
+pub struct DhcpPlug {
+    /// Namespace (`qdhcp-<network>`).
+    pub netns: String,
+    /// Outside end, on the bridge (`tap<port[:11]>`).
+    pub tap: String,
+    /// Inside end, where the server listens (`ns-<port[:11]>`).
+    pub inner: String,
+    /// Bridge for the tap end; `None` leaves it unplugged.
+    pub bridge: Option<String>,
+    /// The DHCP port's MAC for the inside end.
+    pub mac: [u8; 6],
+    /// The DHCP port's addresses with their prefixes.
+    pub addrs: Vec<Ipv4Net>,
+}
+
+/// Creates or repairs a DHCP port's plumbing: namespace, veth pair, bridge port, addresses.
+pub fn plug(p: &DhcpPlug) -> Result<(), PlumbError> {
+    create_netns(&p.netns)?;
+    if let Some(b) = &p.bridge {
+        ensure_bridge(b)?;
+    }
+    let inner_present = {
+        let inner = p.inner.clone();
+        in_netns(Some(&p.netns), move |h| async move {
+            Ok(link_index(&h, &inner).await?.is_some())
+        })?
+    };
+    let ns_file = open_netns(&p.netns)?;
+    let q = p.clone();
+    in_netns(None, move |h| async move {
+        use std::os::fd::AsRawFd;
+        if !inner_present {
+            if let Some(old) = link_index(&h, &q.tap).await? {
+                h.link()
+                    .del(old)
+                    .execute()
+                    .await
+                    .map_err(nl("del stale tap"))?;
+            }
+            h.link()
+                .add(LinkVeth::new(&q.tap, &q.inner).build())
+                .execute()
+                .await
+                .map_err(nl("add veth"))?;
+            let inner = link_index(&h, &q.inner)
+                .await?
+                .ok_or_else(|| PlumbError::Netlink("veth peer missing".into()))?;
+            h.link()
+                .set(
+                    LinkUnspec::new_with_index(inner)
+                        .address(q.mac.to_vec())
+                        .build(),
+                )
+                .execute()
+                .await
+                .map_err(nl("set mac"))?;
+            h.link()
+                .set(
+                    LinkUnspec::new_with_index(inner)
+                        .setns_by_fd(ns_file.as_raw_fd())
+                        .build(),
+                )
+                .execute()
+                .await
+                .map_err(nl("move into namespace"))?;
+        }
+        let tap = link_index(&h, &q.tap)
+            .await?
+            .ok_or_else(|| PlumbError::Netlink(format!("{} missing", q.tap)))?;
+        let mut set = LinkUnspec::new_with_index(tap).up();
+        if let Some(b) = &q.bridge {
+            let br = link_index(&h, b)
+                .await?
+                .ok_or_else(|| PlumbError::Netlink(format!("bridge {b} missing")))?;
+            set = set.controller(br);
+        }
+        h.link()
+            .set(set.build())
+            .execute()
+            .await
+            .map_err(nl("tap up"))
+    })?;
+    let q = p.clone();
+    in_netns(Some(&p.netns), move |h| async move {
+        let idx = link_index(&h, &q.inner)
+            .await?
+            .ok_or_else(|| PlumbError::Netlink(format!("{} missing", q.inner)))?;
+        h.link()
+            .set(LinkUnspec::new_with_index(idx).up().build())
+            .execute()
+            .await
+            .map_err(nl("inner up"))?;
+        let mut have: Vec<(Ipv4Addr, u8)> = Vec::new();
+        let mut addrs = h.address().get().set_link_index_filter(idx).execute();
+        while let Some(a) = addrs.try_next().await.map_err(nl("get addresses"))? {
+            for attr in a.attributes {
+                if let rtnetlink::packet_route::address::AddressAttribute::Address(
+                    std::net::IpAddr::V4(ip),
+                ) = attr
+                {
+                    have.push((ip, a.header.prefix_len));
+                }
+            }
+        }
+        for n in &q.addrs {
+            if !have.contains(&(n.addr(), n.prefix_len())) {
+                h.address()
+                    .add(idx, std::net::IpAddr::V4(n.addr()), n.prefix_len())
+                    .execute()
+                    .await
+                    .map_err(nl("add address"))?;
+            }
+        }
+        Ok(())
+    })
+}
