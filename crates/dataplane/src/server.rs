@@ -110,10 +110,43 @@ pub struct ServeOptions {
     pub quiet: bool,
 }
 
+/// Upper bounds (seconds) of the reply-latency histogram buckets.
+pub const LATENCY_BUCKETS: [f64; 11] = [
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+];
+
+/// Per-network packet counters and the reply-latency histogram, for metrics.
+#[derive(Default)]
+pub struct NetCounters {
+    /// Received, by client message (same order as `Counters::rx`).
+    pub rx: [AtomicU64; 5],
+    /// Sent: OFFER, ACK, NAK.
+    pub tx: [AtomicU64; 3],
+    /// Replies by latency bucket (`LATENCY_BUCKETS`, then +Inf).
+    pub latency: [AtomicU64; 12],
+    /// Sum of reply latencies in microseconds.
+    pub latency_us_sum: AtomicU64,
+}
+
+impl NetCounters {
+    fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        let i = LATENCY_BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        self.latency[i].fetch_add(1, Ordering::Relaxed);
+        self.latency_us_sum
+            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+    }
+}
+
 /// One network: its reservation table and its leases.
 pub struct Network {
     /// Name used in the journal and logs.
     pub name: String,
+    /// Packet counters of this network.
+    pub counters: NetCounters,
     table: RwLock<NetworkTable>,
     leases: Mutex<LeaseTable>,
 }
@@ -255,6 +288,7 @@ impl Dataplane {
         let n = Arc::new(Network {
             name: name.to_string(),
             table: RwLock::new(table),
+            counters: NetCounters::default(),
             leases: Mutex::new(leases),
         });
         self.networks
@@ -531,6 +565,7 @@ impl Dataplane {
             if n == 0 {
                 continue;
             }
+            let received_at = Instant::now();
             if addrs_checked.elapsed() > Duration::from_secs(2) {
                 addrs = iface_addrs(iface);
                 addrs_checked = Instant::now();
@@ -567,6 +602,7 @@ impl Dataplane {
                         }
                     };
                     self.counters.rx[msg_index(m.msg)].fetch_add(1, Ordering::Relaxed);
+                    net.counters.rx[msg_index(m.msg)].fetch_add(1, Ordering::Relaxed);
                     let d = decide(&m, &ctx, &*leases, now);
                     if d.received.note.as_deref() == Some("no address available") {
                         self.counters.no_address.fetch_add(1, Ordering::Relaxed);
@@ -625,6 +661,8 @@ impl Dataplane {
                     continue;
                 }
                 self.counters.tx[kind_index(reply.kind)].fetch_add(1, Ordering::Relaxed);
+                net.counters.tx[kind_index(reply.kind)].fetch_add(1, Ordering::Relaxed);
+                net.counters.observe(received_at.elapsed());
                 if let Some(s) = &d.sent {
                     self.log(iface, m.xid, s);
                 }
@@ -641,6 +679,108 @@ impl Dataplane {
         } else {
             tracing::info!(target: "dhcp", mac = %line.mac, xid, "{}", line.render(iface));
         }
+    }
+
+    /// Counters in Prometheus text format.
+    pub fn prometheus(&self) -> String {
+        use std::fmt::Write as _;
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let msgs = ["discover", "request", "decline", "release", "inform"];
+        let replies = ["offer", "ack", "nak"];
+        let mut o = String::new();
+        let mut nets = self.networks();
+        nets.sort_by(|a, b| a.name.cmp(&b.name));
+        o.push_str("# HELP qdhcp_dhcp_packets_in_total DHCP messages received, by network and type.\n# TYPE qdhcp_dhcp_packets_in_total counter\n");
+        for n in &nets {
+            for (i, m) in msgs.iter().enumerate() {
+                let _ = writeln!(
+                    o,
+                    "qdhcp_dhcp_packets_in_total{{network=\"{}\",type=\"{m}\"}} {}",
+                    n.name,
+                    g(&n.counters.rx[i])
+                );
+            }
+        }
+        o.push_str("# HELP qdhcp_dhcp_packets_out_total DHCP replies sent, by network and type.\n# TYPE qdhcp_dhcp_packets_out_total counter\n");
+        for n in &nets {
+            for (i, m) in replies.iter().enumerate() {
+                let _ = writeln!(
+                    o,
+                    "qdhcp_dhcp_packets_out_total{{network=\"{}\",type=\"{m}\"}} {}",
+                    n.name,
+                    g(&n.counters.tx[i])
+                );
+            }
+        }
+        o.push_str("# HELP qdhcp_dhcp_dropped_total Packets dropped or not answered, by reason.\n# TYPE qdhcp_dhcp_dropped_total counter\n");
+        for (i, l) in MALFORMED_LABELS.iter().enumerate() {
+            let _ = writeln!(
+                o,
+                "qdhcp_dhcp_dropped_total{{reason=\"{l}\"}} {}",
+                g(&self.counters.malformed[i])
+            );
+        }
+        let c = &self.counters;
+        for (l, v) in [
+            ("no_address", &c.no_address),
+            ("lease_not_durable", &c.persist_failures),
+            ("send_error", &c.send_errors),
+        ] {
+            let _ = writeln!(o, "qdhcp_dhcp_dropped_total{{reason=\"{l}\"}} {}", g(v));
+        }
+        o.push_str("# HELP qdhcp_leases_active Leases held, by network and subnet.\n# TYPE qdhcp_leases_active gauge\n");
+        for n in &nets {
+            let subnets: Vec<ipnet::Ipv4Net> = n.table().subnets.iter().map(|s| s.net).collect();
+            let leases = n.leases();
+            for s in subnets {
+                let count = leases.leases().filter(|l| s.contains(&l.ip)).count();
+                let _ = writeln!(
+                    o,
+                    "qdhcp_leases_active{{network=\"{}\",subnet=\"{s}\"}} {count}",
+                    n.name
+                );
+            }
+        }
+        o.push_str("# HELP qdhcp_dhcp_reply_latency_seconds Time from receipt to reply.\n# TYPE qdhcp_dhcp_reply_latency_seconds histogram\n");
+        for n in &nets {
+            let mut cum = 0;
+            for (i, b) in LATENCY_BUCKETS.iter().enumerate() {
+                cum += g(&n.counters.latency[i]);
+                let _ = writeln!(
+                    o,
+                    "qdhcp_dhcp_reply_latency_seconds_bucket{{network=\"{}\",le=\"{b}\"}} {cum}",
+                    n.name
+                );
+            }
+            cum += g(&n.counters.latency[LATENCY_BUCKETS.len()]);
+            let _ = writeln!(
+                o,
+                "qdhcp_dhcp_reply_latency_seconds_bucket{{network=\"{}\",le=\"+Inf\"}} {cum}",
+                n.name
+            );
+            let _ = writeln!(
+                o,
+                "qdhcp_dhcp_reply_latency_seconds_sum{{network=\"{}\"}} {}",
+                n.name,
+                g(&n.counters.latency_us_sum) as f64 / 1e6
+            );
+            let _ = writeln!(
+                o,
+                "qdhcp_dhcp_reply_latency_seconds_count{{network=\"{}\"}} {cum}",
+                n.name
+            );
+        }
+        let _ = writeln!(
+            o,
+            "# TYPE qdhcp_journal_commits_total counter\nqdhcp_journal_commits_total {}",
+            g(&c.commits)
+        );
+        let _ = writeln!(
+            o,
+            "# TYPE qdhcp_journal_records_total counter\nqdhcp_journal_records_total {}",
+            g(&c.records)
+        );
+        o
     }
 
     /// A one-line summary of the counters (dnsmasq dumps its statistics on SIGUSR1).

@@ -52,8 +52,7 @@ pub fn netns_path(name: &str) -> PathBuf {
 
 /// True when `/var/run/netns/<name>` is a live namespace (not a stale file).
 pub fn netns_exists(name: &str) -> bool {
-    nix::sys::statfs::statfs(&netns_path(name))
-        .is_ok_and(|s| s.filesystem_type().0 == NSFS_MAGIC)
+    nix::sys::statfs::statfs(&netns_path(name)).is_ok_and(|s| s.filesystem_type().0 == NSFS_MAGIC)
 }
 
 /// Opens a namespace handle, for `setns` or for moving a link into it.

@@ -4,3 +4,4 @@
 pub mod daemon;
 pub mod dnsmasq_mode;
 pub mod logging;
+pub mod serve;

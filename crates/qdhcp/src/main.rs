@@ -12,6 +12,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// The whole system: Neutron-compatible API with IPAM (SQLite), namespace plumbing, and
+    /// the DHCP server for every network, all in this process.
+    Serve(Box<qdhcp::serve::ServeArgs>),
     /// Drop-in for the dnsmasq that Neutron's DHCP agent runs: takes dnsmasq's command line
     /// (`--dhcp-hostsfile`, `--dhcp-optsfile`, `--dhcp-range=…,static,…`, …) and its files.
     #[command(disable_help_flag = true)]
@@ -26,6 +29,7 @@ fn main() {
     let cli = Cli::parse();
     let code = match cli.cmd {
         Cmd::Dnsmasq { args } => qdhcp::dnsmasq_mode::run(&args),
+        Cmd::Serve(a) => qdhcp::serve::run(&a),
     };
     std::process::exit(code);
 }

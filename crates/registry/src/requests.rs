@@ -12,11 +12,38 @@ where
     Ok(Some(Option::deserialize(d)?))
 }
 
+/// A number that clients may send as a JSON string (the OpenStack CLI sends `"1450"`).
+fn num_or_str<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    match Option::<serde_json::Value>::deserialize(d)? {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::Number(n)) => n
+            .as_u64()
+            .and_then(|v| u32::try_from(v).ok())
+            .map(Some)
+            .ok_or_else(|| {
+                serde::de::Error::custom(format!("'{n}' is not a non-negative integer"))
+            }),
+        Some(serde_json::Value::String(s)) => s
+            .trim()
+            .parse::<u32>()
+            .map(Some)
+            .map_err(|_| serde::de::Error::custom(format!("'{s}' is not an integer"))),
+        Some(other) => Err(serde::de::Error::custom(format!(
+            "'{other}' is not an integer"
+        ))),
+    }
+}
+
+fn nullable_num<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<u32>>, D::Error> {
+    Ok(Some(num_or_str(d)?))
+}
+
 /// Body of `POST/PUT /v2.0/networks`.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct NetworkReq {
     pub name: Option<String>,
     pub admin_state_up: Option<bool>,
+    #[serde(default, deserialize_with = "num_or_str")]
     pub mtu: Option<u32>,
     pub shared: Option<bool>,
     #[serde(rename = "provider:network_type")]
@@ -30,7 +57,7 @@ pub struct NetworkReq {
     #[serde(
         rename = "provider:segmentation_id",
         default,
-        deserialize_with = "nullable"
+        deserialize_with = "nullable_num"
     )]
     pub segmentation_id: Option<Option<u32>>,
     pub description: Option<String>,

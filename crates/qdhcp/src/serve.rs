@@ -1,0 +1,456 @@
+//! `qdhcp serve`: the whole system in one process. The Neutron-compatible API and registry
+//! (SQLite under the state directory), and the DHCP dataplane for every network with a
+//! DHCP-enabled subnet, each in its own namespace `qdhcp-<network>` on `ns-<port>`, whose
+//! `tap<port>` peer is on the bridge that `bridge_mappings` names. A port change reaches that
+//! network's reservation table in place, before the API call returns.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use ipnet::Ipv4Net;
+use qdhcp_api::auth::{Auth, Tokens};
+use qdhcp_api::control::{Control, DhcpSink};
+use qdhcp_api::{router, ApiState};
+use qdhcp_dataplane::listener::open_dhcp_socket;
+use qdhcp_dataplane::{now_secs, Dataplane, ServeOptions};
+use qdhcp_plumbing::{delete_netns, open_netns, plug, DhcpPlug};
+use qdhcp_protocol::{NetworkTable, Policy};
+use qdhcp_registry::dhcp::{reservation_for, subnets_for, DhcpSettings};
+use qdhcp_registry::{Effect, Port, Registry, DHCP_OWNER};
+use qdhcp_store::Store;
+use serde::Deserialize;
+
+use crate::logging;
+
+/// `qdhcp serve` flags; each is also a key of the `--config` TOML file (flags win).
+#[derive(clap::Args, Debug, Default)]
+pub struct ServeArgs {
+    /// TOML file with any of the keys below (same names, `_` for `-`).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Directory for the registry database (qdhcp.sqlite) and the lease journal
+    /// [default: ./qdhcp-state].
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// Address of the Neutron API [default: 127.0.0.1:9696]. Off loopback, --tokens-file is
+    /// required.
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// Neutron's bridge_mappings: PHYSNET:BRIDGE[,PHYSNET:BRIDGE…]; a mapped bridge that does
+    /// not exist is created [default: physnet1:br-flat].
+    #[arg(long)]
+    pub bridge_mappings: Option<String>,
+    /// Prefix of the DHCP namespaces [default: qdhcp-].
+    #[arg(long)]
+    pub namespace_prefix: Option<String>,
+    /// Characters of the network id used in namespace names [default: 36, the whole id].
+    #[arg(long)]
+    pub namespace_id_chars: Option<usize>,
+    /// Tokens file: `TOKEN PROJECT_ID admin|member` per line; X-Auth-Token is then required.
+    #[arg(long)]
+    pub tokens_file: Option<PathBuf>,
+    /// DHCP lease time in seconds (Neutron's dhcp_lease_duration) [default: 86400].
+    #[arg(long)]
+    pub lease_duration: Option<u32>,
+    /// Domain sent to instances as option 15 (Neutron's dns_domain) [default: openstacklocal].
+    #[arg(long)]
+    pub dns_domain: Option<String>,
+    /// Run in this named network namespace, as `ip netns exec NAME` would (the host side of
+    /// the plumbing lives there).
+    #[arg(long)]
+    pub netns: Option<String>,
+    /// Log file [default: standard error].
+    #[arg(long)]
+    pub log_file: Option<PathBuf>,
+}
+
+#[derive(Deserialize, Default, Debug)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    state_dir: Option<PathBuf>,
+    listen: Option<String>,
+    bridge_mappings: Option<toml::Value>,
+    namespace_prefix: Option<String>,
+    namespace_id_chars: Option<usize>,
+    tokens_file: Option<PathBuf>,
+    lease_duration: Option<u32>,
+    dns_domain: Option<String>,
+    netns: Option<String>,
+    log_file: Option<PathBuf>,
+}
+
+/// The resolved configuration.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// State directory.
+    pub state_dir: PathBuf,
+    /// API address.
+    pub listen: SocketAddr,
+    /// physnet → bridge.
+    pub bridge_mappings: HashMap<String, String>,
+    /// Namespace prefix.
+    pub namespace_prefix: String,
+    /// Characters of the network id in namespace names.
+    pub namespace_id_chars: usize,
+    /// Tokens file.
+    pub tokens_file: Option<PathBuf>,
+    /// DHCP settings from configuration.
+    pub dhcp: DhcpSettings,
+    /// Namespace to run in.
+    pub netns: Option<String>,
+    /// Log file.
+    pub log_file: Option<PathBuf>,
+}
+
+fn parse_mappings(s: &str) -> anyhow::Result<HashMap<String, String>> {
+    let mut m = HashMap::new();
+    for pair in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (p, b) = pair
+            .split_once(':')
+            .ok_or_else(|| anyhow::anyhow!("bridge mapping {pair:?} is not PHYSNET:BRIDGE"))?;
+        anyhow::ensure!(
+            !b.is_empty() && b.len() <= 15,
+            "bridge name {b:?} must be 1-15 characters"
+        );
+        m.insert(p.to_string(), b.to_string());
+    }
+    Ok(m)
+}
+
+/// Merges flags over the TOML file over defaults.
+pub fn resolve(a: &ServeArgs) -> anyhow::Result<ServeConfig> {
+    let file: FileConfig = match &a.config {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read config {}", p.display()))?;
+            toml::from_str(&text).with_context(|| format!("config {}", p.display()))?
+        }
+        None => FileConfig::default(),
+    };
+    let mappings = match (&a.bridge_mappings, &file.bridge_mappings) {
+        (Some(s), _) => parse_mappings(s)?,
+        (None, Some(toml::Value::String(s))) => parse_mappings(s)?,
+        (None, Some(toml::Value::Table(t))) => t
+            .iter()
+            .map(|(k, v)| {
+                Ok((
+                    k.clone(),
+                    v.as_str()
+                        .ok_or_else(|| anyhow::anyhow!("bridge_mappings.{k} must be a string"))?
+                        .to_string(),
+                ))
+            })
+            .collect::<anyhow::Result<_>>()?,
+        (None, Some(_)) => anyhow::bail!("bridge_mappings must be \"physnet:bridge,…\" or a table"),
+        (None, None) => parse_mappings("physnet1:br-flat")?,
+    };
+    let listen = a
+        .listen
+        .clone()
+        .or(file.listen)
+        .unwrap_or_else(|| "127.0.0.1:9696".into());
+    let listen: SocketAddr = listen
+        .parse()
+        .with_context(|| format!("--listen {listen:?} is not ADDR:PORT"))?;
+    Ok(ServeConfig {
+        state_dir: a
+            .state_dir
+            .clone()
+            .or(file.state_dir)
+            .unwrap_or_else(|| PathBuf::from("qdhcp-state")),
+        listen,
+        bridge_mappings: mappings,
+        namespace_prefix: a
+            .namespace_prefix
+            .clone()
+            .or(file.namespace_prefix)
+            .unwrap_or_else(|| "qdhcp-".into()),
+        namespace_id_chars: a
+            .namespace_id_chars
+            .or(file.namespace_id_chars)
+            .unwrap_or(36),
+        tokens_file: a.tokens_file.clone().or(file.tokens_file),
+        dhcp: DhcpSettings {
+            lease_secs: Some(a.lease_duration.or(file.lease_duration).unwrap_or(86400)),
+            domain: Some(
+                a.dns_domain
+                    .clone()
+                    .or(file.dns_domain)
+                    .unwrap_or_else(|| "openstacklocal".into()),
+            ),
+            metadata_route: true,
+        },
+        netns: a.netns.clone().or(file.netns),
+        log_file: a.log_file.clone().or(file.log_file),
+    })
+}
+
+/// Names derived from a network and its DHCP port, as Neutron's agent names them.
+fn plug_for(cfg: &ServeConfig, reg: &Registry, net_id: &str, port: &Port) -> DhcpPlug {
+    let short: String = port.id.chars().take(11).collect();
+    let ns_id: String = net_id.chars().take(cfg.namespace_id_chars).collect();
+    let bridge = reg
+        .network(net_id)
+        .and_then(|n| n.physical_network.as_ref())
+        .and_then(|p| cfg.bridge_mappings.get(p))
+        .cloned();
+    let addrs = port
+        .fixed_ips
+        .iter()
+        .filter_map(|f| {
+            reg.subnet(&f.subnet_id)
+                .and_then(|s| Ipv4Net::new(f.ip_address, s.cidr.prefix_len()).ok())
+        })
+        .collect();
+    DhcpPlug {
+        netns: format!("{}{ns_id}", cfg.namespace_prefix),
+        tap: format!("tap{short}"),
+        inner: format!("ns-{short}"),
+        bridge,
+        mac: port.mac_address.0,
+        addrs,
+    }
+}
+
+/// Applies registry changes to the dataplane and the plumbing.
+pub struct DhcpSync {
+    dp: Arc<Dataplane>,
+    cfg: ServeConfig,
+    plugged: Mutex<HashMap<String, String>>,
+}
+
+impl DhcpSync {
+    fn teardown(&self, net_id: &str) {
+        self.dp.unlisten(net_id);
+        self.dp.remove_network(net_id);
+        let ns = self
+            .plugged
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(net_id);
+        if let Some(ns) = ns {
+            match delete_netns(&ns) {
+                Ok(()) => tracing::info!("network {net_id}: namespace {ns} removed"),
+                Err(e) => tracing::error!("network {net_id}: {e}"),
+            }
+        }
+    }
+
+    fn sync_network(&self, reg: &Registry, net_id: &str) {
+        let (subnets, global) = subnets_for(reg, net_id, &self.cfg.dhcp);
+        let Some(port) = reg.dhcp_port(net_id).filter(|_| !subnets.is_empty()) else {
+            self.teardown(net_id);
+            return;
+        };
+        let domain = self.cfg.dhcp.domain.clone();
+        let net = match self.dp.network(net_id) {
+            Some(n) => {
+                self.dp.set_subnets(&n, subnets, global, domain);
+                n
+            }
+            None => {
+                let res: Vec<_> = reg
+                    .ports_of(net_id)
+                    .filter_map(|p| reservation_for(reg, p))
+                    .collect();
+                let mut t = NetworkTable::new(subnets, res);
+                t.global_options = global;
+                t.domain = domain;
+                self.dp.add_network(net_id, t)
+            }
+        };
+        let spec = plug_for(&self.cfg, reg, net_id, port);
+        if let Err(e) = plug(&spec) {
+            tracing::error!("network {net_id}: plumbing failed: {e}");
+            return;
+        }
+        self.plugged
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(net_id.into(), spec.netns.clone());
+        let key = net_id.to_string();
+        if !self.dp.listeners().contains(&key) {
+            match socket_in(&spec.netns, &spec.inner) {
+                Ok(sock) => match open_netns(&spec.netns) {
+                    Ok(f) => match self.dp.listen(net, &key, &spec.inner, sock, Some(f)) {
+                        Ok(()) => tracing::info!(
+                            "network {net_id}: DHCP listening on {} in {}",
+                            spec.inner,
+                            spec.netns
+                        ),
+                        Err(e) => tracing::error!("network {net_id}: {e}"),
+                    },
+                    Err(e) => tracing::error!("network {net_id}: {e}"),
+                },
+                Err(e) => tracing::error!(
+                    "network {net_id}: cannot open DHCP socket on {}: {e:#}",
+                    spec.inner
+                ),
+            }
+        }
+    }
+}
+
+/// Opens the DHCP socket for `iface` inside namespace `ns` (a socket keeps its namespace).
+fn socket_in(ns: &str, iface: &str) -> anyhow::Result<socket2::Socket> {
+    let f = open_netns(ns)?;
+    let iface = iface.to_string();
+    std::thread::spawn(move || -> anyhow::Result<socket2::Socket> {
+        nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET)?;
+        Ok(open_dhcp_socket(&iface)?)
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("socket thread panicked"))?
+}
+
+impl DhcpSink for DhcpSync {
+    fn apply(&self, reg: &Registry, effects: &[Effect]) {
+        for e in effects {
+            match e {
+                Effect::NetworkChanged(id) => self.sync_network(reg, id),
+                Effect::NetworkDeleted(id) => self.teardown(id),
+                Effect::PortChanged(before, after) => {
+                    let any = after.as_deref().or(before.as_deref());
+                    let Some(net_id) = any.map(|p| p.network_id.clone()) else {
+                        continue;
+                    };
+                    let dhcp = [before, after]
+                        .iter()
+                        .any(|p| p.as_deref().is_some_and(|p| p.device_owner == DHCP_OWNER));
+                    if dhcp {
+                        self.sync_network(reg, &net_id);
+                        continue;
+                    }
+                    let Some(net) = self.dp.network(&net_id) else {
+                        continue;
+                    };
+                    let new = after.as_deref().and_then(|a| reservation_for(reg, a));
+                    if let Some(b) = before.as_deref() {
+                        if new.as_ref().is_none_or(|n| n.mac != Some(b.mac_address)) {
+                            self.dp.remove_reservation(&net, b.mac_address);
+                        }
+                    }
+                    if let Some(r) = new {
+                        self.dp.upsert_reservation(&net, r);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Runs `qdhcp serve`; returns the exit code.
+pub fn run(args: &ServeArgs) -> i32 {
+    let cfg = match resolve(args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("qdhcp serve: {e:#}");
+            return 2;
+        }
+    };
+    if let Some(ns) = &cfg.netns {
+        let entered = open_netns(ns).map_err(anyhow::Error::from).and_then(|f| {
+            nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).map_err(Into::into)
+        });
+        if let Err(e) = entered {
+            eprintln!("qdhcp serve: cannot enter namespace {ns}: {e:#}");
+            return 1;
+        }
+    }
+    let sink = match &cfg.log_file {
+        Some(p) => logging::sink_for(Some(&p.display().to_string()), false),
+        None => logging::sink_for(Some("-"), true),
+    };
+    match sink {
+        Ok(s) => logging::init(s, "qdhcp-dhcp", "qdhcp"),
+        Err(e) => {
+            eprintln!("qdhcp serve: {e:#}");
+            return 1;
+        }
+    }
+    match serve(cfg) {
+        Ok(()) => 0,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("qdhcp serve: {e:#}");
+            1
+        }
+    }
+}
+
+fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
+    let auth = match &cfg.tokens_file {
+        Some(p) => Auth::Tokens(Tokens::load(p)?),
+        None if cfg.listen.ip().is_loopback() => Auth::NoAuth,
+        None => anyhow::bail!(
+            "listening on {} needs --tokens-file: only loopback may run without authentication",
+            cfg.listen
+        ),
+    };
+    std::fs::create_dir_all(&cfg.state_dir)
+        .with_context(|| format!("cannot create state dir {}", cfg.state_dir.display()))?;
+    let store = Store::open(&cfg.state_dir.join("qdhcp.sqlite"))?;
+    let policy = Policy {
+        decline_quarantine_secs: 600,
+        default_router_self: false,
+        default_dns_self: false,
+    };
+    let dp = Dataplane::open(
+        &cfg.state_dir.join("leases.journal"),
+        policy,
+        ServeOptions::default(),
+    )
+    .map_err(|e| {
+        anyhow::anyhow!("{e} (fix or move the file away to start with an empty lease table)")
+    })?;
+    let sync = Arc::new(DhcpSync {
+        dp: dp.clone(),
+        cfg: cfg.clone(),
+        plugged: Mutex::new(HashMap::new()),
+    });
+    let control = Arc::new(Control::open(store, sync)?);
+    // Reconcile namespaces, tables and listeners with what the registry holds.
+    control.sync_all();
+
+    let house = dp.clone();
+    std::thread::Builder::new()
+        .name("housekeeping".into())
+        .spawn(move || loop {
+            std::thread::sleep(Duration::from_secs(1));
+            if house.stopping() {
+                break;
+            }
+            house.housekeeping(now_secs());
+        })?;
+
+    let mdp = dp.clone();
+    let metrics: qdhcp_api::MetricsSource = Arc::new(move || mdp.prometheus());
+    let state = ApiState::new(control, auth, Some(metrics));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(cfg.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", cfg.listen))?;
+        tracing::info!("started, qdhcp version {}: Neutron API on http://{}/ , state in {}", env!("CARGO_PKG_VERSION"), cfg.listen, cfg.state_dir.display());
+        axum::serve(listener, router(state))
+            .with_graceful_shutdown(async {
+                let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {},
+                    _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {},
+                }
+            })
+            .await?;
+        Ok::<(), anyhow::Error>(())
+    })?;
+    tracing::info!("exiting: stopping DHCP");
+    dp.shutdown();
+    Ok(())
+}
