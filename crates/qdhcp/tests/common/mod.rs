@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod serve;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -61,6 +63,19 @@ fn sh(args: &[&str]) {
 }
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// Makes a spawned process die with the test process, even when the test is killed before
+/// its destructors run (`ip netns exec` execs, so the setting reaches the real program).
+pub fn die_with_test(cmd: &mut Command) -> &mut Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        })
+    }
+}
 
 /// A flat network: host namespace with bridge, server namespace on it.
 pub struct Topo {
@@ -309,8 +324,12 @@ fn read_env(path: &Path) -> HashMap<String, String> {
 }
 
 fn script(t: &Topo, name: &str, body: &str) -> PathBuf {
+    script_at(t.dir.path(), name, body)
+}
+
+fn script_at(dir: &Path, name: &str, body: &str) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
-    let p = t.path(name);
+    let p = dir.join(name);
     std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
     std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
     p
@@ -358,6 +377,7 @@ pub fn udhcpc(t: &Topo, vm: &Vm, tries: u32) -> Option<HashMap<String, String>> 
 
 /// A running ISC dhclient, keeping its lease (renewing) until dropped.
 pub struct Dhclient {
+    child: Option<Child>,
     pub pidfile: PathBuf,
     pub events: PathBuf,
     pub leasefile: PathBuf,
@@ -448,7 +468,12 @@ impl Drop for Dhclient {
 
 /// Starts ISC dhclient; it returns once bound (or fails) and keeps renewing in the background.
 pub fn dhclient(t: &Topo, vm: &Vm, timeout_s: u32) -> (bool, Dhclient) {
-    let base = t.path(&format!("dhclient-{}", vm.ns));
+    dhclient_at(t.dir.path(), vm, timeout_s)
+}
+
+/// `dhclient` with its files in `dir`.
+pub fn dhclient_at(dir: &Path, vm: &Vm, timeout_s: u32) -> (bool, Dhclient) {
+    let base = dir.join(format!("dhclient-{}", vm.ns));
     let conf = base.with_extension("conf");
     std::fs::write(
         &conf,
@@ -460,7 +485,8 @@ pub fn dhclient(t: &Topo, vm: &Vm, timeout_s: u32) -> (bool, Dhclient) {
         ),
     )
     .unwrap();
-    let d = Dhclient {
+    let mut d = Dhclient {
+        child: None,
         pidfile: base.with_extension("pid"),
         events: base.with_extension("events"),
         leasefile: base.with_extension("leases"),
@@ -468,28 +494,41 @@ pub fn dhclient(t: &Topo, vm: &Vm, timeout_s: u32) -> (bool, Dhclient) {
         ns: vm.ns.clone(),
         iface: vm.iface.clone(),
     };
-    let s = script(t, &format!("dhclient-{}.sh", vm.ns), &format!(
+    let s = script_at(dir, &format!("dhclient-{}.sh", vm.ns), &format!(
         "{{ env | grep -E '^(reason|new_|old_)' | sort; echo --; }} >> {}\n\
          case $reason in BOUND|RENEW|REBIND|REBOOT) ip addr replace $new_ip_address/24 dev $interface ;; \
          RELEASE|EXPIRE|FAIL|STOP) ip addr flush dev $interface ;; esac",
         d.events.display()
     ));
-    let st = Command::new("ip")
-        .args(["netns", "exec", &vm.ns, "dhclient", "-4", "-1", "-v"])
-        .arg("-cf")
-        .arg(&d.conf)
-        .arg("-lf")
-        .arg(&d.leasefile)
-        .arg("-pf")
-        .arg(&d.pidfile)
-        .arg("-sf")
-        .arg(&s)
+    // Foreground (-d) and our child, so it dies with the test; -1: give up after `timeout`.
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &vm.ns, "dhclient", "-4", "-1", "-d", "-v"])
+        .arg("-cf").arg(&d.conf)
+        .arg("-lf").arg(&d.leasefile)
+        .arg("-pf").arg(&d.pidfile)
+        .arg("-sf").arg(&s)
         .arg(&vm.iface)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("run dhclient");
-    (st.success(), d)
+        .stderr(Stdio::null());
+    die_with_test(&mut cmd);
+    d.child = Some(cmd.spawn().expect("run dhclient"));
+    let start = Instant::now();
+    let bound = loop {
+        let r = d.reasons();
+        if r.iter().any(|r| r == "BOUND" || r == "REBOOT") {
+            break true;
+        }
+        if let Some(c) = d.child.as_mut() {
+            if c.try_wait().ok().flatten().is_some() {
+                break false;
+            }
+        }
+        if start.elapsed() > Duration::from_secs(u64::from(timeout_s) + 5) {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    (bound, d)
 }
 
 /// Runs dhcpcd once; returns its BOUND environment, or None.

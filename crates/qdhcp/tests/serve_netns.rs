@@ -1,0 +1,340 @@
+//! `qdhcp serve` as a whole: the reference walk-through driven by the real OpenStack CLI, a
+//! real DHCP client in a VM namespace on the mapped bridge, instant sync of port changes,
+//! concurrent IPAM over HTTP, and kill -9 + restart.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use common::serve::{http_call, openstack_available, Host};
+use common::*;
+use serde_json::{json, Value};
+
+fn port_mac_ip(p: &Value) -> (String, String) {
+    let mac = p["mac_address"].as_str().unwrap().to_string();
+    let ips = &p["fixed_ips"];
+    // the CLI renders fixed_ips as a list of objects
+    let ip = ips[0]["ip_address"]
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| ips.to_string());
+    (mac, ip)
+}
+
+#[test]
+fn openstack_cli_walkthrough_serves_the_vm_and_port_delete_naks_its_renewal() {
+    if !netns_available("cli walkthrough") || !openstack_available("cli walkthrough") {
+        return;
+    }
+    require_tool("dhclient");
+    let mut h = Host::new("w", 8);
+    let _srv = h.start();
+    let n = h.openstack_json(&[
+        "network",
+        "create",
+        "flat_net",
+        "--provider-network-type",
+        "flat",
+        "--provider-physical-network",
+        "physnet1",
+    ]);
+    assert_eq!(n["name"], "flat_net");
+    assert_eq!(n["provider:physical_network"], "physnet1");
+    let s = h.openstack_json(&[
+        "subnet",
+        "create",
+        "--network",
+        "flat_net",
+        "--subnet-range",
+        "172.16.1.0/24",
+        "--gateway",
+        "172.16.1.1",
+        "--allocation-pool",
+        "start=172.16.1.100,end=172.16.1.200",
+        "flat_subnet",
+    ]);
+    assert_eq!(s["cidr"], "172.16.1.0/24");
+    let p = h.openstack_json(&[
+        "port",
+        "create",
+        "--network",
+        "flat_net",
+        "--fixed-ip",
+        "subnet=flat_subnet,ip-address=172.16.1.103",
+        "cirros-vm1-port",
+    ]);
+    let (mac, ip) = port_mac_ip(&p);
+    assert_eq!(ip, "172.16.1.103");
+    assert!(mac.starts_with("fa:16:3e:"));
+
+    // list / show / set behave as on Neutron
+    let list = h.openstack_json(&["port", "list"]);
+    let names: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["Name"].as_str())
+        .collect();
+    assert!(names.contains(&"cirros-vm1-port"), "{list}");
+    let shown = h.openstack_json(&["port", "show", "cirros-vm1-port"]);
+    assert_eq!(shown["mac_address"], mac.as_str());
+    let (ok, out) = h.openstack(&[
+        "port",
+        "set",
+        "--description",
+        "the cirros VM",
+        "cirros-vm1-port",
+    ]);
+    assert!(ok, "{out}");
+    assert_eq!(
+        h.openstack_json(&["port", "show", "cirros-vm1-port"])["description"],
+        "the cirros VM"
+    );
+
+    // the VM boots on the bridge with that MAC and gets its address and every option
+    let vm = h.vm(&mac);
+    let topo_dir = tempfile::tempdir().unwrap();
+    let (ok, d) = dhclient_at(topo_dir.path(), &vm, 20);
+    assert!(
+        ok,
+        "dhclient got no lease; log:\n{}",
+        std::fs::read_to_string(h.log()).unwrap_or_default()
+    );
+    let env = d.wait_reason("BOUND", 1, Duration::from_secs(5));
+    assert_eq!(env["new_ip_address"], "172.16.1.103");
+    assert_eq!(env["new_subnet_mask"], "255.255.255.0");
+    assert_eq!(env["new_routers"], "172.16.1.1");
+    assert_eq!(env["new_domain_name"], "openstacklocal");
+    assert_eq!(env["new_interface_mtu"], "1500");
+    assert_eq!(env["new_dhcp_lease_time"], "8");
+    let server = env["new_dhcp_server_identifier"].clone();
+    assert!(
+        server.starts_with("172.16.1.1"),
+        "DHCP port address from the pool: {server}"
+    );
+    assert_eq!(
+        env["new_rfc3442_classless_static_routes"],
+        format!(
+            "32 169 254 169 254 {} 0 172 16 1 1",
+            server.replace('.', " ")
+        )
+    );
+    let log = h.wait_log("DHCPACK(ns-");
+    assert!(log.contains("DHCPDISCOVER(ns-"), "{log}");
+    assert!(
+        log.contains(&format!(") 172.16.1.103 {mac} host-172-16-1-103")),
+        "{log}"
+    );
+
+    // port delete: the binding is revoked at once, the next renewal is NAKed
+    d.wait_reason("RENEW", 1, Duration::from_secs(15));
+    let (ok, out) = h.openstack(&["port", "delete", "cirros-vm1-port"]);
+    assert!(ok, "{out}");
+    let (ok, _) = h.openstack(&["port", "show", "cirros-vm1-port"]);
+    assert!(!ok, "deleted port is gone");
+    h.wait_log("DHCPNAK(ns-");
+    let log = std::fs::read_to_string(h.log()).unwrap();
+    assert!(
+        log.contains(&format!(") 172.16.1.103 {mac} lease not found")),
+        "{log}"
+    );
+    // the recycled address is usable by a new port at once
+    let p2 = h.openstack_json(&[
+        "port",
+        "create",
+        "--network",
+        "flat_net",
+        "--fixed-ip",
+        "subnet=flat_subnet,ip-address=172.16.1.103",
+        "cirros-vm2-port",
+    ]);
+    assert_eq!(port_mac_ip(&p2).1, "172.16.1.103");
+    let (ok, out) = h.openstack(&["port", "delete", "cirros-vm2-port"]);
+    assert!(ok, "{out}");
+    let (ok, out) = h.openstack(&["network", "delete", "flat_net"]);
+    assert!(ok, "{out}");
+    // the network's namespace goes with it
+    let ns = std::process::Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&ns.stdout).contains(&h.prefix),
+        "namespace removed"
+    );
+}
+
+#[test]
+fn ipam_under_concurrency_never_double_allocates_and_exhaustion_is_409() {
+    if !netns_available("ipam concurrency") {
+        return;
+    }
+    // API only (DHCP disabled on the subnet): no plumbing, so it can listen on loopback here.
+    let dir = tempfile::tempdir().unwrap();
+    let port = 20000 + (std::process::id() % 20000) as u16;
+    let addr = format!("127.0.0.1:{port}");
+    let mut cmd = std::process::Command::new(qdhcp_bin());
+    cmd.args(["serve", "--listen", &addr, "--namespace-prefix", "qtipam"])
+        .arg("--state-dir")
+        .arg(dir.path())
+        .arg("--log-file")
+        .arg(dir.path().join("log"));
+    die_with_test(&mut cmd);
+    let _srv = Proc {
+        child: cmd.spawn().unwrap(),
+    };
+    wait_for_log(
+        &dir.path().join("log"),
+        "started, qdhcp",
+        Duration::from_secs(10),
+    );
+    let (s, n) = http_call(
+        &addr,
+        "POST",
+        "/v2.0/networks",
+        &json!({"network": {"name": "n"}}).to_string(),
+    );
+    assert_eq!(s, 201, "{n}");
+    let net = n["network"]["id"].as_str().unwrap().to_string();
+    let (s, _) = http_call(&addr, "POST", "/v2.0/subnets", &json!({"subnet": {"network_id": net, "cidr": "10.20.0.0/24", "ip_version": 4, "enable_dhcp": false,
+        "allocation_pools": [{"start": "10.20.0.10", "end": "10.20.0.109"}]}}).to_string());
+    assert_eq!(s, 201);
+    let threads: Vec<_> = (0..10)
+        .map(|_| {
+            let addr = addr.clone();
+            let net = net.clone();
+            std::thread::spawn(move || {
+                let mut got = Vec::new();
+                for _ in 0..12 {
+                    let (s, v) = http_call(
+                        &addr,
+                        "POST",
+                        "/v2.0/ports",
+                        &json!({"port": {"network_id": net}}).to_string(),
+                    );
+                    got.push((s, v));
+                }
+                got
+            })
+        })
+        .collect();
+    let results: Vec<(u16, Value)> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    let ok: Vec<&Value> = results
+        .iter()
+        .filter(|(s, _)| *s == 201)
+        .map(|(_, v)| v)
+        .collect();
+    let conflicts: Vec<&Value> = results
+        .iter()
+        .filter(|(s, _)| *s == 409)
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(ok.len(), 100, "exactly the pool size succeeds");
+    assert_eq!(conflicts.len(), 20);
+    assert!(
+        conflicts
+            .iter()
+            .all(|v| v["NeutronError"]["type"] == "IpAddressGenerationFailure"),
+        "{conflicts:?}"
+    );
+    let ips: HashSet<String> = ok
+        .iter()
+        .map(|v| {
+            v["port"]["fixed_ips"][0]["ip_address"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let macs: HashSet<String> = ok
+        .iter()
+        .map(|v| v["port"]["mac_address"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ips.len(), 100, "no address twice");
+    assert_eq!(macs.len(), 100, "no MAC twice");
+    for ip in &ips {
+        let last: u32 = ip.rsplit('.').next().unwrap().parse().unwrap();
+        assert!(
+            ip.starts_with("10.20.0.") && (10..=109).contains(&last),
+            "{ip} inside the pool"
+        );
+    }
+    let (_, list) = http_call(&addr, "GET", "/v2.0/ports", "");
+    assert_eq!(
+        list["ports"].as_array().unwrap().len(),
+        100,
+        "nothing half-created"
+    );
+}
+
+#[test]
+fn kill_9_and_restart_keep_api_objects_and_renewals_get_ack() {
+    if !netns_available("serve restart") {
+        return;
+    }
+    require_tool("dhclient");
+    let mut h = Host::new("r", 6);
+    let mut srv = h.start();
+    let (s, n) = h.http("POST", "/v2.0/networks", Some(&json!({"network": {"name": "flat_net", "provider:network_type": "flat", "provider:physical_network": "physnet1"}})));
+    assert_eq!(s, 201, "{n}");
+    let net = n["network"]["id"].as_str().unwrap().to_string();
+    let (s, _) = h.http("POST", "/v2.0/subnets", Some(&json!({"subnet": {"network_id": net, "cidr": "172.16.1.0/24", "ip_version": 4, "dns_nameservers": ["8.8.8.8"]}})));
+    assert_eq!(s, 201);
+    let (s, p) = h.http(
+        "POST",
+        "/v2.0/ports",
+        Some(&json!({"port": {"network_id": net, "name": "vm1"}})),
+    );
+    assert_eq!(s, 201);
+    let mac = p["port"]["mac_address"].as_str().unwrap().to_string();
+    let ip = p["port"]["fixed_ips"][0]["ip_address"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let vm = h.vm(&mac);
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, d) = dhclient_at(dir.path(), &vm, 20);
+    assert!(
+        ok,
+        "{}",
+        std::fs::read_to_string(h.log()).unwrap_or_default()
+    );
+    assert_eq!(
+        d.wait_reason("BOUND", 1, Duration::from_secs(5))["new_domain_name_servers"],
+        "8.8.8.8"
+    );
+    d.wait_reason("RENEW", 1, Duration::from_secs(15));
+    let (_, before) = h.http("GET", "/v2.0/ports", None);
+
+    srv.kill9();
+    let _srv2 = h.start();
+    let (_, after) = h.http("GET", "/v2.0/ports", None);
+    assert_eq!(
+        before, after,
+        "the API shows the same objects after kill -9"
+    );
+    let renews = d.reasons().iter().filter(|r| *r == "RENEW").count();
+    let env = d.wait_reason("RENEW", renews + 2, Duration::from_secs(20));
+    assert_eq!(env["new_ip_address"], ip);
+    let log = std::fs::read_to_string(h.log()).unwrap();
+    assert!(
+        !log.contains("DHCPNAK"),
+        "a valid port is never NAKed:\n{log}"
+    );
+
+    // re-addressing the port revokes the old binding at once: the next renewal is NAKed
+    let (s, v) = h.http(
+        "PUT",
+        &format!("/v2.0/ports/{}", p["port"]["id"].as_str().unwrap()),
+        Some(&json!({"port": {"fixed_ips": [{"ip_address": "172.16.1.250"}]}})),
+    );
+    assert_eq!(s, 200, "{v}");
+    h.wait_log("DHCPNAK(ns-");
+    // and the client then gets the new address
+    let env = d.wait_reason("BOUND", 2, Duration::from_secs(20));
+    assert_eq!(env["new_ip_address"], "172.16.1.250");
+}
