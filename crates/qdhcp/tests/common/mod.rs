@@ -503,10 +503,14 @@ pub fn dhclient_at(dir: &Path, vm: &Vm, timeout_s: u32) -> (bool, Dhclient) {
     // Foreground (-d) and our child, so it dies with the test; -1: give up after `timeout`.
     let mut cmd = Command::new("ip");
     cmd.args(["netns", "exec", &vm.ns, "dhclient", "-4", "-1", "-d", "-v"])
-        .arg("-cf").arg(&d.conf)
-        .arg("-lf").arg(&d.leasefile)
-        .arg("-pf").arg(&d.pidfile)
-        .arg("-sf").arg(&s)
+        .arg("-cf")
+        .arg(&d.conf)
+        .arg("-lf")
+        .arg(&d.leasefile)
+        .arg("-pf")
+        .arg(&d.pidfile)
+        .arg("-sf")
+        .arg(&s)
         .arg(&vm.iface)
         .stdout(Stdio::null())
         .stderr(Stdio::null());
