@@ -24,6 +24,9 @@ impl LeaseView for LeaseTable {
             .get(&mac)
             .is_some_and(|&(i, until)| i == ip && now < until)
     }
+    fn count(&self) -> usize {
+        self.by_mac.len()
+    }
 }
 
 impl LeaseTable {

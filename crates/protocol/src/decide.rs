@@ -22,6 +22,8 @@ pub struct Policy {
     pub default_router_self: bool,
     /// Offer ourselves as DNS server when no DNS option is configured (dnsmasq's default).
     pub default_dns_self: bool,
+    /// Most leases held at once (dnsmasq's `--dhcp-lease-max`); `None` is unlimited.
+    pub lease_max: Option<usize>,
 }
 
 impl Default for Policy {
@@ -30,6 +32,7 @@ impl Default for Policy {
             decline_quarantine_secs: 600,
             default_router_self: true,
             default_dns_self: true,
+            lease_max: None,
         }
     }
 }
@@ -67,6 +70,13 @@ pub trait LeaseView {
     fn lease(&self, mac: Mac) -> Option<&Lease>;
     /// True while `ip` is withheld from `mac` after that client declined it.
     fn declined(&self, mac: Mac, ip: Ipv4Addr, now: u64) -> bool;
+    /// Number of leases held.
+    fn count(&self) -> usize;
+}
+
+/// True when a client without a lease cannot get one because the table is full.
+fn table_full(policy: &Policy, leases: &dyn LeaseView, mac: Mac) -> bool {
+    leases.lease(mac).is_none() && policy.lease_max.is_some_and(|max| leases.count() >= max)
 }
 
 /// A lease change the dataplane must apply (and make durable, for `Bind`, before replying).
@@ -143,6 +153,11 @@ pub fn decide(m: &Inbound, ctx: &Context<'_>, leases: &dyn LeaseView, now: u64) 
             };
             if leases.declined(mac, r.ip, now) {
                 return Decision::silent(received.note("no address available"));
+            }
+            if table_full(ctx.policy, leases, mac) {
+                return Decision::silent(
+                    received.note("no address available: lease limit reached"),
+                );
             }
             answer(m, ctx, ReplyKind::Offer, r, subnet, received, None)
         }
@@ -289,6 +304,9 @@ fn ack_or_nak(
     };
     if leases.declined(m.chaddr, ip, now) {
         return nak(m, ctx, ip, received, "address declined");
+    }
+    if table_full(ctx.policy, leases, m.chaddr) {
+        return nak(m, ctx, ip, received, "no leases left");
     }
     let lease = Lease {
         mac: m.chaddr,

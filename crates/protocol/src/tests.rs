@@ -59,6 +59,9 @@ impl LeaseView for Leases {
             .iter()
             .any(|&(m, i, until)| m == mac && i == ip && now < until)
     }
+    fn count(&self) -> usize {
+        self.by_mac.len()
+    }
 }
 
 fn run(p: &[u8], leases: &Leases) -> Decision {
@@ -498,6 +501,61 @@ fn infinite_lease_has_no_expiry_and_no_t1_t2() {
         d.lease,
         Some(LeaseChange::Bind(Lease { expires: None, .. }))
     ));
+}
+
+#[test]
+fn full_lease_table_refuses_new_clients_but_keeps_serving_holders() {
+    let t = table();
+    let policy = Policy {
+        lease_max: Some(1),
+        ..Policy::default()
+    };
+    let ctx = Context {
+        iface: "i",
+        server_id: SERVER,
+        table: &t,
+        policy: &policy,
+    };
+    let other = Mac([0xfa, 0x16, 0x3e, 0, 0, 0x42]);
+    let mut leases = Leases::default();
+    leases.by_mac.insert(
+        other,
+        Lease {
+            mac: other,
+            client_id: None,
+            ip: Ipv4Addr::new(172, 16, 1, 9),
+            expires: None,
+            hostname: None,
+        },
+    );
+    let d = decide(&parse(&packet(1, VM, &[])).unwrap(), &ctx, &leases, NOW);
+    assert!(d.reply.is_none());
+    assert_eq!(
+        d.received.note.as_deref(),
+        Some("no address available: lease limit reached")
+    );
+    let p = packet(3, VM, &[(50, &ip("172.16.1.103"))]);
+    let d = decide(&parse(&p).unwrap(), &ctx, &leases, NOW);
+    assert_eq!(reply_of(&d).opts().msg_type(), Some(MessageType::Nak));
+    // the holder renews fine
+    leases.by_mac.clear();
+    leases.by_mac.insert(
+        Mac(VM),
+        Lease {
+            mac: Mac(VM),
+            client_id: None,
+            ip: Ipv4Addr::new(172, 16, 1, 103),
+            expires: None,
+            hostname: None,
+        },
+    );
+    let d = decide(
+        &parse(&with_ciaddr(packet(3, VM, &[]), "172.16.1.103")).unwrap(),
+        &ctx,
+        &leases,
+        NOW,
+    );
+    assert_eq!(reply_of(&d).opts().msg_type(), Some(MessageType::Ack));
 }
 
 #[test]

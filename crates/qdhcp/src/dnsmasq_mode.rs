@@ -164,6 +164,8 @@ fn serve(cfg: &DnsmasqConfig, ready: Ready) -> anyhow::Result<()> {
         decline_quarantine_secs: cfg.decline_quarantine.unwrap_or(600),
         default_router_self: true,
         default_dns_self: cfg.dns_port != Some(0),
+        // dnsmasq's default limit is 1000 leases
+        lease_max: Some(cfg.lease_max.unwrap_or(1000) as usize),
     };
     let opts = ServeOptions {
         always_broadcast: cfg.dhcp_broadcast,

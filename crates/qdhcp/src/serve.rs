@@ -398,6 +398,7 @@ fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         decline_quarantine_secs: 600,
         default_router_self: false,
         default_dns_self: false,
+        lease_max: None,
     };
     let dp = Dataplane::open(
         &cfg.state_dir.join("leases.journal"),

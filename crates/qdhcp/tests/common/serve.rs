@@ -118,6 +118,31 @@ impl Host {
         .unwrap()
     }
 
+    /// A GET whose body is text (metrics).
+    pub fn http_text(&self, path: &str) -> (u16, String) {
+        let ns = std::fs::File::open(format!("/var/run/netns/{}", self.ns)).unwrap();
+        let path = path.to_string();
+        std::thread::spawn(move || {
+            nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+            let mut s = TcpStream::connect("127.0.0.1:9696").unwrap();
+            s.write_all(
+                format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+            )
+            .unwrap();
+            let mut resp = Vec::new();
+            s.read_to_end(&mut resp).unwrap();
+            let text = String::from_utf8_lossy(&resp).into_owned();
+            let status = text
+                .split_whitespace()
+                .nth(1)
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(0);
+            (status, text)
+        })
+        .join()
+        .unwrap()
+    }
+
     /// Runs the real OpenStack CLI in the host namespace, as the issue prescribes.
     pub fn openstack(&self, args: &[&str]) -> (bool, String) {
         let out = Command::new("ip")
