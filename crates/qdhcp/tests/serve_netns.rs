@@ -272,6 +272,24 @@ fn ipam_under_concurrency_never_double_allocates_and_exhaustion_is_409() {
 }
 
 #[test]
+fn listening_off_loopback_without_tokens_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(qdhcp_bin())
+        .args(["serve", "--listen", "0.0.0.0:1", "--log-file"])
+        .arg(dir.path().join("log"))
+        .arg("--state-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("needs --tokens-file"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
 fn kill_9_and_restart_keep_api_objects_and_renewals_get_ack() {
     if !netns_available("serve restart") {
         return;
@@ -325,6 +343,36 @@ fn kill_9_and_restart_keep_api_objects_and_renewals_get_ack() {
         !log.contains("DHCPNAK"),
         "a valid port is never NAKed:\n{log}"
     );
+
+    // a subnet change (DNS, routes) is served on the next reply, with no reload
+    let subnet_id = p["port"]["fixed_ips"][0]["subnet_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (s, v) = h.http(
+        "PUT",
+        &format!("/v2.0/subnets/{subnet_id}"),
+        Some(&json!({"subnet": {"dns_nameservers": ["9.9.9.9"], "host_routes": [{"destination": "10.99.0.0/16", "nexthop": "172.16.1.254"}]}})),
+    );
+    assert_eq!(s, 200, "{v}");
+    let renews = d.reasons().iter().filter(|r| *r == "RENEW").count();
+    let env = d.wait_reason("RENEW", renews + 1, Duration::from_secs(15));
+    assert_eq!(env["new_domain_name_servers"], "9.9.9.9");
+    assert!(
+        env["new_rfc3442_classless_static_routes"].starts_with("16 10 99 172 16 1 254"),
+        "{env:?}"
+    );
+    let (s, metrics) = h.http_text("/metrics");
+    assert_eq!(s, 200);
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("qdhcp_dhcp_packets_out_total{")
+                && l.contains("type=\"ack\"")
+                && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+    assert!(metrics.contains("qdhcp_leases_active{"), "{metrics}");
 
     // re-addressing the port revokes the old binding at once: the next renewal is NAKed
     let (s, v) = h.http(
