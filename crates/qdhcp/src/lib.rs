@@ -3,5 +3,6 @@
 
 pub mod daemon;
 pub mod dnsmasq_mode;
+pub mod loadgen_cmd;
 pub mod logging;
 pub mod serve;

@@ -15,6 +15,9 @@ enum Cmd {
     /// The whole system: Neutron-compatible API with IPAM (SQLite), namespace plumbing, and
     /// the DHCP server for every network, all in this process.
     Serve(Box<qdhcp::serve::ServeArgs>),
+    /// Load generator: simulated clients doing DORA or renewals as a relay agent (giaddr),
+    /// batched with sendmmsg/recvmmsg; reports exchanges/s, drops and latency percentiles.
+    Loadgen(Box<qdhcp::loadgen_cmd::LoadgenArgs>),
     /// Drop-in for the dnsmasq that Neutron's DHCP agent runs: takes dnsmasq's command line
     /// (`--dhcp-hostsfile`, `--dhcp-optsfile`, `--dhcp-range=…,static,…`, …) and its files.
     #[command(disable_help_flag = true)]
@@ -30,6 +33,7 @@ fn main() {
     let code = match cli.cmd {
         Cmd::Dnsmasq { args } => qdhcp::dnsmasq_mode::run(&args),
         Cmd::Serve(a) => qdhcp::serve::run(&a),
+        Cmd::Loadgen(a) => qdhcp::loadgen_cmd::run(&a),
     };
     std::process::exit(code);
 }

@@ -1,0 +1,595 @@
+//! `qdhcp loadgen`: many simulated clients (distinct `fa:16:3e` MACs, optional client ids)
+//! doing DISCOVER→OFFER→REQUEST→ACK, or renewals, as a relay agent (giaddr) so that it runs
+//! on loopback or through a namespace at rates a real client population cannot. Sends and
+//! receives in batches (`sendmmsg`/`recvmmsg`) so the generator is not the bottleneck.
+//! Reports exchanges/s, drops (no reply within the timeout) and latency percentiles, and can
+//! record every (MAC, IP, lease end) it saw acknowledged.
+
+use std::collections::HashMap;
+use std::io::{self, Write};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+
+/// What each simulated client does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// DISCOVER, OFFER, REQUEST, ACK.
+    Dora,
+    /// DISCOVER/OFFER only (what perfdhcp's `-e` … measures with 2-way exchanges).
+    Discover,
+    /// REQUEST with ciaddr set (RENEWING) for the addresses in `renew_from`.
+    Renew,
+}
+
+/// Load parameters.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The server (port 67).
+    pub server: SocketAddrV4,
+    /// Our relay address; replies come to `giaddr:67`.
+    pub giaddr: Ipv4Addr,
+    /// Bind the socket to this device (so replies to giaddr reach us, not the server).
+    pub device: Option<String>,
+    /// Distinct clients (MACs `fa:16:3e:xx:xx:xx` from `first_client`).
+    pub clients: u32,
+    /// Index of the first client.
+    pub first_client: u32,
+    /// Exchanges started per second; 0 = as fast as the window allows.
+    pub rate: u32,
+    /// How long to start new exchanges.
+    pub duration: Duration,
+    /// Most exchanges in flight.
+    pub window: usize,
+    /// A reply later than this is a drop.
+    pub timeout: Duration,
+    /// Send option 61 (client id `01:<mac>`).
+    pub client_id: bool,
+    /// What to do.
+    pub mode: Mode,
+    /// (mac, ip) pairs to renew, for `Mode::Renew`.
+    pub renew_from: Vec<(u32, Ipv4Addr)>,
+    /// Where to append `mac ip lease_end` for every ACK.
+    pub record: Option<PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            server: SocketAddrV4::new(Ipv4Addr::LOCALHOST, 67),
+            giaddr: Ipv4Addr::new(127, 0, 0, 2),
+            device: Some("lo".into()),
+            clients: 1000,
+            first_client: 0,
+            rate: 0,
+            duration: Duration::from_secs(5),
+            window: 4096,
+            timeout: Duration::from_secs(1),
+            client_id: false,
+            mode: Mode::Dora,
+            renew_from: Vec::new(),
+            record: None,
+        }
+    }
+}
+
+/// Latency samples in microseconds.
+#[derive(Debug, Default, Clone)]
+pub struct Latencies(Vec<u32>);
+
+impl Latencies {
+    fn push(&mut self, d: Duration) {
+        self.0.push(d.as_micros().min(u32::MAX as u128) as u32);
+    }
+    /// The p-th percentile (0–100) in microseconds.
+    pub fn percentile(&self, p: f64) -> Option<u32> {
+        if self.0.is_empty() {
+            return None;
+        }
+        let mut v = self.0.clone();
+        v.sort_unstable();
+        let i = ((p / 100.0) * (v.len() - 1) as f64).round() as usize;
+        Some(v[i.min(v.len() - 1)])
+    }
+    /// Number of samples.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+    /// True with no samples.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// What a run saw.
+#[derive(Debug, Default, Clone)]
+pub struct Report {
+    /// Exchanges started (DISCOVERs, or REQUESTs in renew mode).
+    pub started: u64,
+    /// OFFERs received.
+    pub offers: u64,
+    /// ACKs received.
+    pub acks: u64,
+    /// NAKs received.
+    pub naks: u64,
+    /// Exchanges with no reply in time.
+    pub drops: u64,
+    /// Wall time of the run.
+    pub elapsed: Duration,
+    /// DISCOVER→OFFER.
+    pub offer_latency: Latencies,
+    /// REQUEST→ACK.
+    pub ack_latency: Latencies,
+    /// Datagrams sent and received (for the generator's own ceiling).
+    pub sent: u64,
+    /// Datagrams received.
+    pub received: u64,
+}
+
+impl Report {
+    /// Completed exchanges per second (ACKs, or OFFERs in discover mode).
+    pub fn rate(&self, mode: Mode) -> f64 {
+        let done = if mode == Mode::Discover {
+            self.offers
+        } else {
+            self.acks
+        };
+        done as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+    /// Share of started exchanges that got no reply, in percent.
+    pub fn drop_pct(&self) -> f64 {
+        if self.started == 0 {
+            0.0
+        } else {
+            100.0 * self.drops as f64 / self.started as f64
+        }
+    }
+    /// One JSON object, for scripts.
+    pub fn json(&self, mode: Mode, offered_rate: u32) -> String {
+        let p = |l: &Latencies, q| {
+            l.percentile(q)
+                .map(|v| v.to_string())
+                .unwrap_or_else(|| "null".into())
+        };
+        format!(
+            "{{\"offered_rate\":{offered_rate},\"started\":{},\"offers\":{},\"acks\":{},\"naks\":{},\"drops\":{},\"drop_pct\":{:.3},\"elapsed_s\":{:.3},\"rate\":{:.1},\"offer_p50_us\":{},\"offer_p99_us\":{},\"ack_p50_us\":{},\"ack_p99_us\":{},\"sent\":{},\"received\":{}}}",
+            self.started, self.offers, self.acks, self.naks, self.drops, self.drop_pct(), self.elapsed.as_secs_f64(),
+            self.rate(mode), p(&self.offer_latency, 50.0), p(&self.offer_latency, 99.0), p(&self.ack_latency, 50.0), p(&self.ack_latency, 99.0),
+            self.sent, self.received
+        )
+    }
+}
+
+/// The MAC of client `i`.
+pub fn mac_of(i: u32) -> [u8; 6] {
+    [0xfa, 0x16, 0x3e, (i >> 16) as u8, (i >> 8) as u8, i as u8]
+}
+
+/// Parses `fa:16:3e:xx:xx:xx` back to a client index.
+pub fn client_of(mac: &str) -> Option<u32> {
+    let b: Vec<u8> = mac
+        .split(':')
+        .filter_map(|p| u8::from_str_radix(p, 16).ok())
+        .collect();
+    (b.len() == 6 && b[..3] == [0xfa, 0x16, 0x3e])
+        .then(|| (u32::from(b[3]) << 16) | (u32::from(b[4]) << 8) | u32::from(b[5]))
+}
+
+/// Builds a client message as a relay would forward it.
+fn build(
+    cfg: &Config,
+    out: &mut Vec<u8>,
+    msg_type: u8,
+    xid: u32,
+    client: u32,
+    ciaddr: Ipv4Addr,
+    requested: Option<Ipv4Addr>,
+    server_id: Option<Ipv4Addr>,
+) {
+    out.clear();
+    out.resize(240, 0);
+    out[0] = 1;
+    out[1] = 1;
+    out[2] = 6;
+    out[3] = 1; // hops: relayed once
+    out[4..8].copy_from_slice(&xid.to_be_bytes());
+    out[12..16].copy_from_slice(&ciaddr.octets());
+    out[24..28].copy_from_slice(&cfg.giaddr.octets());
+    let mac = mac_of(client);
+    out[28..34].copy_from_slice(&mac);
+    out[236..240].copy_from_slice(&[99, 130, 83, 99]);
+    out.extend_from_slice(&[53, 1, msg_type]);
+    if let Some(r) = requested {
+        out.extend_from_slice(&[50, 4]);
+        out.extend_from_slice(&r.octets());
+    }
+    if let Some(s) = server_id {
+        out.extend_from_slice(&[54, 4]);
+        out.extend_from_slice(&s.octets());
+    }
+    if cfg.client_id {
+        out.extend_from_slice(&[61, 7, 1]);
+        out.extend_from_slice(&mac);
+    }
+    out.extend_from_slice(&[55, 7, 1, 3, 6, 15, 26, 51, 121]);
+    out.push(255);
+}
+
+/// A parsed reply: type, xid, yiaddr, server id, lease.
+struct ReplyInfo {
+    msg_type: u8,
+    xid: u32,
+    yiaddr: Ipv4Addr,
+    server_id: Option<Ipv4Addr>,
+    lease: Option<u32>,
+}
+
+fn parse_reply(b: &[u8]) -> Option<ReplyInfo> {
+    if b.len() < 240 || b[0] != 2 || b[236..240] != [99, 130, 83, 99] {
+        return None;
+    }
+    let xid = u32::from_be_bytes([b[4], b[5], b[6], b[7]]);
+    let yiaddr = Ipv4Addr::new(b[16], b[17], b[18], b[19]);
+    let (mut msg_type, mut server_id, mut lease) = (0, None, None);
+    let mut i = 240;
+    while i + 1 < b.len() {
+        let code = b[i];
+        if code == 0 {
+            i += 1;
+            continue;
+        }
+        if code == 255 {
+            break;
+        }
+        let len = b[i + 1] as usize;
+        let d = b.get(i + 2..i + 2 + len)?;
+        match (code, len) {
+            (53, 1) => msg_type = d[0],
+            (54, 4) => server_id = Some(Ipv4Addr::new(d[0], d[1], d[2], d[3])),
+            (51, 4) => lease = Some(u32::from_be_bytes([d[0], d[1], d[2], d[3]])),
+            _ => {}
+        }
+        i += 2 + len;
+    }
+    Some(ReplyInfo {
+        msg_type,
+        xid,
+        yiaddr,
+        server_id,
+        lease,
+    })
+}
+
+/// Why a run could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// Socket setup failed.
+    #[error("socket: {0}")]
+    Socket(#[from] io::Error),
+}
+
+const BATCH: usize = 64;
+
+struct Pending {
+    client: u32,
+    sent: Instant,
+    request: bool,
+}
+
+fn send_batch(fd: i32, to: &SockAddr, pkts: &mut [Vec<u8>]) -> usize {
+    if pkts.is_empty() {
+        return 0;
+    }
+    let mut iovs: Vec<libc::iovec> = pkts
+        .iter_mut()
+        .map(|p| libc::iovec {
+            iov_base: p.as_mut_ptr() as *mut libc::c_void,
+            iov_len: p.len(),
+        })
+        .collect();
+    let mut hdrs: Vec<libc::mmsghdr> = iovs
+        .iter_mut()
+        .map(|iov| {
+            // SAFETY: zeroed mmsghdr is a valid empty header; fields set below.
+            let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
+            h.msg_hdr.msg_name = to.as_ptr() as *mut libc::c_void;
+            h.msg_hdr.msg_namelen = to.len();
+            h.msg_hdr.msg_iov = iov as *mut libc::iovec;
+            h.msg_hdr.msg_iovlen = 1;
+            h
+        })
+        .collect();
+    let mut done = 0;
+    while done < hdrs.len() {
+        // SAFETY: hdrs points at valid iovecs and addresses that outlive the call.
+        let n =
+            unsafe { libc::sendmmsg(fd, hdrs[done..].as_mut_ptr(), (hdrs.len() - done) as u32, 0) };
+        if n <= 0 {
+            break;
+        }
+        done += n as usize;
+    }
+    done
+}
+
+fn recv_batch(fd: i32, bufs: &mut [[u8; 1500]], lens: &mut [usize]) -> usize {
+    let mut iovs: Vec<libc::iovec> = bufs
+        .iter_mut()
+        .map(|b| libc::iovec {
+            iov_base: b.as_mut_ptr() as *mut libc::c_void,
+            iov_len: b.len(),
+        })
+        .collect();
+    let mut hdrs: Vec<libc::mmsghdr> = iovs
+        .iter_mut()
+        .map(|iov| {
+            // SAFETY: as above.
+            let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
+            h.msg_hdr.msg_iov = iov as *mut libc::iovec;
+            h.msg_hdr.msg_iovlen = 1;
+            h
+        })
+        .collect();
+    // SAFETY: buffers and headers are valid for the call.
+    let n = unsafe {
+        libc::recvmmsg(
+            fd,
+            hdrs.as_mut_ptr(),
+            hdrs.len() as u32,
+            libc::MSG_DONTWAIT,
+            std::ptr::null_mut(),
+        )
+    };
+    if n <= 0 {
+        return 0;
+    }
+    for (i, h) in hdrs.iter().take(n as usize).enumerate() {
+        lens[i] = h.msg_len as usize;
+    }
+    n as usize
+}
+
+/// Opens the relay socket: `giaddr:67`, bound to the device, big buffers.
+pub fn open(cfg: &Config) -> Result<Socket, LoadError> {
+    let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+    s.set_reuse_address(true)?;
+    if let Some(d) = &cfg.device {
+        s.bind_device(Some(d.as_bytes()))?;
+    }
+    let _ = s.set_recv_buffer_size(8 << 20);
+    let _ = s.set_send_buffer_size(8 << 20);
+    s.bind(&SockAddr::from(SocketAddrV4::new(cfg.giaddr, 67)))?;
+    s.set_nonblocking(true)?;
+    Ok(s)
+}
+
+/// Runs the load and reports.
+pub fn run(cfg: &Config) -> Result<Report, LoadError> {
+    let sock = open(cfg)?;
+    let fd = sock.as_raw_fd();
+    let to = SockAddr::from(cfg.server);
+    let mut rec = match &cfg.record {
+        Some(p) => Some(io::BufWriter::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)?,
+        )),
+        None => None,
+    };
+    let mut r = Report::default();
+    let mut pending: HashMap<u32, Pending> = HashMap::with_capacity(cfg.window * 2);
+    let mut order: std::collections::VecDeque<(u32, Instant)> = std::collections::VecDeque::new();
+    let mut out: Vec<Vec<u8>> = (0..BATCH).map(|_| Vec::with_capacity(300)).collect();
+    let mut bufs = vec![[0u8; 1500]; BATCH];
+    let mut lens = [0usize; BATCH];
+    let mut requests: Vec<(u32, u32, Ipv4Addr, Option<Ipv4Addr>)> = Vec::new();
+    let mut next_xid: u32 = 1;
+    let mut seq: u64 = 0;
+    let start = Instant::now();
+    let end_start = start + cfg.duration;
+    loop {
+        let now = Instant::now();
+        let sending = now < end_start;
+        if !sending && pending.is_empty() && requests.is_empty() {
+            break;
+        }
+        if now > end_start + cfg.timeout * 2 {
+            break;
+        }
+        // New exchanges, paced by the rate and bounded by the window.
+        let mut n = 0;
+        if sending {
+            let allowed = if cfg.rate == 0 {
+                u64::MAX
+            } else {
+                (now - start)
+                    .as_secs_f64()
+                    .mul_add(f64::from(cfg.rate), 1.0) as u64
+            };
+            while n < BATCH && r.started < allowed && pending.len() + n < cfg.window {
+                let xid = next_xid;
+                next_xid = next_xid.wrapping_add(1).max(1);
+                let (client, pkt_kind) = match cfg.mode {
+                    Mode::Renew if !cfg.renew_from.is_empty() => {
+                        let (c, ip) = cfg.renew_from[(seq % cfg.renew_from.len() as u64) as usize];
+                        build(cfg, &mut out[n], 3, xid, c, ip, None, None);
+                        (c, true)
+                    }
+                    _ => {
+                        let c = cfg.first_client + (seq % u64::from(cfg.clients.max(1))) as u32;
+                        build(
+                            cfg,
+                            &mut out[n],
+                            1,
+                            xid,
+                            c,
+                            Ipv4Addr::UNSPECIFIED,
+                            None,
+                            None,
+                        );
+                        (c, false)
+                    }
+                };
+                seq += 1;
+                pending.insert(
+                    xid,
+                    Pending {
+                        client,
+                        sent: now,
+                        request: pkt_kind,
+                    },
+                );
+                order.push_back((xid, now));
+                r.started += 1;
+                n += 1;
+            }
+        }
+        // REQUESTs for the OFFERs received.
+        while n < BATCH {
+            let Some((xid, client, ip, sid)) = requests.pop() else {
+                break;
+            };
+            build(
+                cfg,
+                &mut out[n],
+                3,
+                xid,
+                client,
+                Ipv4Addr::UNSPECIFIED,
+                Some(ip),
+                sid,
+            );
+            pending.insert(
+                xid,
+                Pending {
+                    client,
+                    sent: now,
+                    request: true,
+                },
+            );
+            order.push_back((xid, now));
+            n += 1;
+        }
+        r.sent += send_batch(fd, &to, &mut out[..n]) as u64;
+
+        let got = recv_batch(fd, &mut bufs, &mut lens);
+        r.received += got as u64;
+        let now = Instant::now();
+        for i in 0..got {
+            let Some(info) = parse_reply(&bufs[i][..lens[i]]) else {
+                continue;
+            };
+            let Some(p) = pending.remove(&info.xid) else {
+                continue;
+            };
+            match info.msg_type {
+                2 if !p.request => {
+                    r.offers += 1;
+                    r.offer_latency.push(now - p.sent);
+                    if cfg.mode == Mode::Dora {
+                        let xid = next_xid;
+                        next_xid = next_xid.wrapping_add(1).max(1);
+                        requests.push((xid, p.client, info.yiaddr, info.server_id));
+                    }
+                }
+                5 if p.request => {
+                    r.acks += 1;
+                    r.ack_latency.push(now - p.sent);
+                    if let Some(w) = rec.as_mut() {
+                        let epoch = SystemTime::now()
+                            .duration_since(UNIX_EPOCH)
+                            .map(|d| d.as_secs())
+                            .unwrap_or(0);
+                        let m = mac_of(p.client);
+                        let _ = writeln!(
+                            w,
+                            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x} {} {}",
+                            m[0],
+                            m[1],
+                            m[2],
+                            m[3],
+                            m[4],
+                            m[5],
+                            info.yiaddr,
+                            epoch + u64::from(info.lease.unwrap_or(0))
+                        );
+                    }
+                }
+                6 => r.naks += 1,
+                _ => {}
+            }
+        }
+        // Expire what waited too long.
+        while let Some(&(xid, t)) = order.front() {
+            if now - t < cfg.timeout {
+                break;
+            }
+            order.pop_front();
+            if pending.remove(&xid).is_some() {
+                r.drops += 1;
+            }
+        }
+        if got == 0 && n == 0 {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+    r.drops += pending.len() as u64;
+    r.elapsed = start
+        .elapsed()
+        .min(cfg.duration + cfg.timeout)
+        .max(Duration::from_millis(1));
+    if let Some(w) = rec.as_mut() {
+        w.flush()?;
+    }
+    Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn macs_round_trip() {
+        for i in [0, 1, 255, 256, 65_535, 1_000_000] {
+            let m = mac_of(i);
+            let s = format!(
+                "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+                m[0], m[1], m[2], m[3], m[4], m[5]
+            );
+            assert_eq!(client_of(&s), Some(i));
+        }
+    }
+
+    #[test]
+    fn built_requests_are_well_formed_relayed_messages() {
+        let cfg = Config::default();
+        let mut out = Vec::new();
+        build(
+            &cfg,
+            &mut out,
+            3,
+            7,
+            5,
+            Ipv4Addr::UNSPECIFIED,
+            Some(Ipv4Addr::new(10, 0, 0, 5)),
+            Some(Ipv4Addr::new(10, 0, 0, 1)),
+        );
+        assert_eq!(out[24..28], [127, 0, 0, 2]);
+        assert_eq!(*out.last().unwrap(), 255);
+        assert!(out.windows(6).any(|w| w == [50, 4, 10, 0, 0, 5]));
+    }
+
+    #[test]
+    fn percentiles() {
+        let mut l = Latencies::default();
+        for us in 1..=100 {
+            l.push(Duration::from_micros(us));
+        }
+        assert_eq!(l.percentile(50.0), Some(51));
+        assert_eq!(l.percentile(99.0), Some(99));
+    }
+}

@@ -1,0 +1,124 @@
+//! `qdhcp loadgen`: the command line of the load generator in `qdhcp-loadgen`.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use qdhcp_loadgen::{client_of, run as run_load, Config, Mode};
+
+/// `qdhcp loadgen` flags.
+#[derive(clap::Args, Debug)]
+pub struct LoadgenArgs {
+    /// Server address (port 67).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub server: Ipv4Addr,
+    /// Our relay address (giaddr); replies come to it on port 67.
+    #[arg(long, default_value = "127.0.0.2")]
+    pub giaddr: Ipv4Addr,
+    /// Device the relay socket is bound to.
+    #[arg(long, default_value = "lo")]
+    pub device: String,
+    /// Number of distinct clients (MACs fa:16:3e:…, counting from --first-client).
+    #[arg(long, default_value_t = 1000)]
+    pub clients: u32,
+    /// Index of the first client MAC.
+    #[arg(long, default_value_t = 0)]
+    pub first_client: u32,
+    /// Exchanges started per second; 0 = as fast as the window allows.
+    #[arg(long, default_value_t = 0)]
+    pub rate: u32,
+    /// Seconds to start new exchanges.
+    #[arg(long, default_value_t = 5.0)]
+    pub duration: f64,
+    /// Most exchanges in flight.
+    #[arg(long, default_value_t = 4096)]
+    pub window: usize,
+    /// Milliseconds after which a missing reply is a drop.
+    #[arg(long, default_value_t = 1000)]
+    pub timeout_ms: u64,
+    /// Send a client identifier (01:<mac>).
+    #[arg(long)]
+    pub client_id: bool,
+    /// dora, discover, or renew (renews every `mac ip` line of --renew-from).
+    #[arg(long, default_value = "dora")]
+    pub mode: String,
+    /// File of `mac ip …` lines to renew (a --record file).
+    #[arg(long)]
+    pub renew_from: Option<PathBuf>,
+    /// Append `mac ip lease_end` for every ACK to this file.
+    #[arg(long)]
+    pub record: Option<PathBuf>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs the generator; returns the exit code.
+pub fn run(a: &LoadgenArgs) -> i32 {
+    let mode = match a.mode.as_str() {
+        "dora" => Mode::Dora,
+        "discover" => Mode::Discover,
+        "renew" => Mode::Renew,
+        m => {
+            eprintln!("qdhcp loadgen: unknown --mode {m} (dora, discover, renew)");
+            return 2;
+        }
+    };
+    let mut renew_from = Vec::new();
+    if let Some(p) = &a.renew_from {
+        let text = match std::fs::read_to_string(p) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("qdhcp loadgen: cannot read {}: {e}", p.display());
+                return 2;
+            }
+        };
+        for l in text.lines() {
+            let mut f = l.split_whitespace();
+            if let (Some(Some(c)), Some(Ok(ip))) = (
+                f.next().map(client_of),
+                f.next().map(str::parse::<Ipv4Addr>),
+            ) {
+                renew_from.push((c, ip));
+            }
+        }
+    }
+    let cfg = Config {
+        server: SocketAddrV4::new(a.server, 67),
+        giaddr: a.giaddr,
+        device: Some(a.device.clone()).filter(|d| !d.is_empty()),
+        clients: a.clients,
+        first_client: a.first_client,
+        rate: a.rate,
+        duration: Duration::from_secs_f64(a.duration),
+        window: a.window,
+        timeout: Duration::from_millis(a.timeout_ms),
+        client_id: a.client_id,
+        mode,
+        renew_from,
+        record: a.record.clone(),
+    };
+    match run_load(&cfg) {
+        Ok(r) => {
+            if a.json {
+                println!("{}", r.json(mode, a.rate));
+            } else {
+                let p = |l: &qdhcp_loadgen::Latencies, q| {
+                    l.percentile(q)
+                        .map(|v| format!("{v}us"))
+                        .unwrap_or_else(|| "-".into())
+                };
+                println!(
+                    "started {} offers {} acks {} naks {} drops {} ({:.2}%) in {:.2}s: {:.0}/s; DISCOVER->OFFER p50 {} p99 {}; REQUEST->ACK p50 {} p99 {}",
+                    r.started, r.offers, r.acks, r.naks, r.drops, r.drop_pct(), r.elapsed.as_secs_f64(), r.rate(mode),
+                    p(&r.offer_latency, 50.0), p(&r.offer_latency, 99.0), p(&r.ack_latency, 50.0), p(&r.ack_latency, 99.0)
+                );
+            }
+            0
+        }
+        Err(e) => {
+            eprintln!("qdhcp loadgen: {e}");
+            1
+        }
+    }
+}
