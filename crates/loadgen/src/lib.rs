@@ -178,17 +178,26 @@ pub fn client_of(mac: &str) -> Option<u32> {
         .then(|| (u32::from(b[3]) << 16) | (u32::from(b[4]) << 8) | u32::from(b[5]))
 }
 
-/// Builds a client message as a relay would forward it.
-fn build(
-    cfg: &Config,
-    out: &mut Vec<u8>,
+/// One client message to build.
+struct Msg {
     msg_type: u8,
     xid: u32,
     client: u32,
     ciaddr: Ipv4Addr,
     requested: Option<Ipv4Addr>,
     server_id: Option<Ipv4Addr>,
-) {
+}
+
+/// Builds a client message as a relay would forward it.
+fn build(cfg: &Config, out: &mut Vec<u8>, m: Msg) {
+    let Msg {
+        msg_type,
+        xid,
+        client,
+        ciaddr,
+        requested,
+        server_id,
+    } = m;
     out.clear();
     out.resize(240, 0);
     out[0] = 1;
@@ -416,7 +425,18 @@ pub fn run(cfg: &Config) -> Result<Report, LoadError> {
                 let (client, pkt_kind) = match cfg.mode {
                     Mode::Renew if !cfg.renew_from.is_empty() => {
                         let (c, ip) = cfg.renew_from[(seq % cfg.renew_from.len() as u64) as usize];
-                        build(cfg, &mut out[n], 3, xid, c, ip, None, None);
+                        build(
+                            cfg,
+                            &mut out[n],
+                            Msg {
+                                msg_type: 3,
+                                xid,
+                                client: c,
+                                ciaddr: ip,
+                                requested: None,
+                                server_id: None,
+                            },
+                        );
                         (c, true)
                     }
                     _ => {
@@ -424,12 +444,14 @@ pub fn run(cfg: &Config) -> Result<Report, LoadError> {
                         build(
                             cfg,
                             &mut out[n],
-                            1,
-                            xid,
-                            c,
-                            Ipv4Addr::UNSPECIFIED,
-                            None,
-                            None,
+                            Msg {
+                                msg_type: 1,
+                                xid,
+                                client: c,
+                                ciaddr: Ipv4Addr::UNSPECIFIED,
+                                requested: None,
+                                server_id: None,
+                            },
                         );
                         (c, false)
                     }
@@ -456,12 +478,14 @@ pub fn run(cfg: &Config) -> Result<Report, LoadError> {
             build(
                 cfg,
                 &mut out[n],
-                3,
-                xid,
-                client,
-                Ipv4Addr::UNSPECIFIED,
-                Some(ip),
-                sid,
+                Msg {
+                    msg_type: 3,
+                    xid,
+                    client,
+                    ciaddr: Ipv4Addr::UNSPECIFIED,
+                    requested: Some(ip),
+                    server_id: sid,
+                },
             );
             pending.insert(
                 xid,
@@ -571,12 +595,14 @@ mod tests {
         build(
             &cfg,
             &mut out,
-            3,
-            7,
-            5,
-            Ipv4Addr::UNSPECIFIED,
-            Some(Ipv4Addr::new(10, 0, 0, 5)),
-            Some(Ipv4Addr::new(10, 0, 0, 1)),
+            Msg {
+                msg_type: 3,
+                xid: 7,
+                client: 5,
+                ciaddr: Ipv4Addr::UNSPECIFIED,
+                requested: Some(Ipv4Addr::new(10, 0, 0, 5)),
+                server_id: Some(Ipv4Addr::new(10, 0, 0, 1)),
+            },
         );
         assert_eq!(out[24..28], [127, 0, 0, 2]);
         assert_eq!(*out.last().unwrap(), 255);
