@@ -42,7 +42,7 @@ pub struct Config {
     pub rate: u32,
     /// How long to start new exchanges.
     pub duration: Duration,
-    /// Most exchanges in flight.
+    /// Most exchanges in flight when no rate is set.
     pub window: usize,
     /// A reply later than this is a drop.
     pub timeout: Duration,
@@ -419,7 +419,14 @@ pub fn run(cfg: &Config) -> Result<Report, LoadError> {
                     .as_secs_f64()
                     .mul_add(f64::from(cfg.rate), 1.0) as u64
             };
-            while n < BATCH && r.started < allowed && pending.len() + n < cfg.window {
+            // Paced runs send at the offered rate whatever is outstanding (as perfdhcp does), so a
+            // saturated server shows up as drops; unpaced runs are bounded by the window.
+            let window = if cfg.rate == 0 {
+                cfg.window
+            } else {
+                usize::MAX
+            };
+            while n < BATCH && r.started < allowed && pending.len() + n < window {
                 let xid = next_xid;
                 next_xid = next_xid.wrapping_add(1).max(1);
                 let (client, pkt_kind) = match cfg.mode {
