@@ -29,13 +29,14 @@ SHM=$(mktemp -d /dev/shm/qdhcp-bench.XXXX)
 OUT=bench/results.jsonl
 : > "$OUT"
 SRV_PID=""
+del_netns() { for n in $(ip netns list | awk '{print $1}' | grep -E '^qb'); do ip netns del "$n" 2>/dev/null || true; done; }
 cleanup() {
   [ -n "$SRV_PID" ] && kill "$SRV_PID" 2>/dev/null || true
-  for n in $(ip netns list | awk '{print $1}' | grep -E '^qb'); do ip netns del "$n" 2>/dev/null || true; done
+  del_netns
   rm -rf "$SHM"
 }
 trap cleanup EXIT
-cleanup
+del_netns
 
 # --- topology: qbs (server) <-veth-> qbc (load generator)
 ip netns add qbs; ip netns add qbc

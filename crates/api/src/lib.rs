@@ -118,6 +118,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
             get(show).put(update).delete(delete),
         )
         .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi))
         .fallback(|| async {
             ApiError::new(404, "HTTPNotFound", "The resource could not be found.")
         })
@@ -136,7 +137,7 @@ async fn count_and_auth(State(st): State<Arc<ApiState>>, mut req: Request, next:
         .map(|m| m.as_str().to_string())
         .unwrap_or_else(|| "unmatched".into());
     let method = req.method().to_string();
-    let open = matches!(route.as_str(), "/" | "/metrics");
+    let open = matches!(route.as_str(), "/" | "/metrics" | "/openapi.json");
     let caller = match &st.auth {
         Auth::NoAuth => Some(Caller {
             project_id: NOAUTH_PROJECT.into(),
@@ -792,6 +793,13 @@ async fn delete(
             .mutate(|reg, _| reg.delete_port(&id).map(|o| ((), o)))?,
     }
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// The OpenAPI 3 description of this API (what schemathesis tests against).
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+async fn openapi() -> Response {
+    ([("content-type", "application/json")], OPENAPI).into_response()
 }
 
 async fn metrics(State(st): State<Arc<ApiState>>) -> Response {

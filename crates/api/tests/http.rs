@@ -384,3 +384,25 @@ async fn metrics_count_requests_and_pool_use() {
     assert!(text.contains("qdhcp_pool_addresses_used{"), "{text}");
     assert!(text.contains("} 2\n"), "DHCP port + VM port: {text}");
 }
+
+#[tokio::test]
+async fn openapi_document_is_served_and_describes_every_route() {
+    let a = api(Auth::NoAuth);
+    let (s, v) = a.call("GET", "/openapi.json", None, None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["openapi"], "3.0.3");
+    for p in [
+        "/",
+        "/v2.0/",
+        "/v2.0/extensions",
+        "/v2.0/networks",
+        "/v2.0/networks/{id}",
+        "/v2.0/subnets",
+        "/v2.0/subnets/{id}",
+        "/v2.0/ports",
+        "/v2.0/ports/{id}",
+        "/metrics",
+    ] {
+        assert!(v["paths"][p].is_object(), "{p} missing");
+    }
+}

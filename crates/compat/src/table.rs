@@ -82,6 +82,15 @@ pub fn build_table(cfg: &DnsmasqConfig, file_hosts: &[HostLine], file_opts: &[Op
 
     let mut reservations = Vec::with_capacity(hosts.len());
     let mut used_tags: HashSet<&str> = HashSet::new();
+    // An address is reserved for one client only; a later line reusing it is ignored, as
+    // dnsmasq does ("duplicate IP address"), so one address is never handed to two MACs.
+    let mut ip_owner: HashMap<
+        std::net::Ipv4Addr,
+        (
+            Option<qdhcp_protocol::Mac>,
+            Option<qdhcp_protocol::ClientId>,
+        ),
+    > = HashMap::with_capacity(hosts.len());
     for h in &hosts {
         if h.ignore {
             continue;
@@ -93,6 +102,19 @@ pub fn build_table(cfg: &DnsmasqConfig, file_hosts: &[HostLine], file_opts: &[Op
             ));
             continue;
         };
+        let who = (h.mac, h.client_id.clone());
+        match ip_owner.get(&ip) {
+            Some(owner) if *owner != who => {
+                warnings.push(format!(
+                    "duplicate IP address {ip} for {}: line ignored",
+                    h.mac.map(|m| m.to_string()).unwrap_or_else(|| "?".into())
+                ));
+                continue;
+            }
+            _ => {
+                ip_owner.insert(ip, who);
+            }
+        }
         let subnet_idx = cfg.ranges.iter().position(|r| r.net.contains(&ip));
         let mut host_opts = OptionSet::default();
         for t in &h.tags {
@@ -145,6 +167,21 @@ mod tests {
     use crate::cmdline::parse_args;
     use crate::files::{parse_hosts, parse_opts};
     use qdhcp_protocol::Mac;
+
+    #[test]
+    fn an_address_reserved_twice_goes_to_the_first_client_only() {
+        let args: Vec<String> = vec!["--dhcp-range=10.0.0.0,static,255.0.0.0".into()];
+        let cfg = parse_args(&args, |_| unreachable!()).unwrap();
+        let (hosts, _) = parse_hosts("fa:16:3e:00:00:fd,a,10.1.0.254\nfa:16:3e:00:00:fe,b,10.1.0.254\nfa:16:3e:00:00:fd,a,10.1.0.254\n");
+        let b = build_table(&cfg, &hosts, &[]);
+        assert_eq!(b.table.reservations().len(), 1);
+        assert_eq!(
+            b.table.reservations()[0].mac.unwrap().to_string(),
+            "fa:16:3e:00:00:fd"
+        );
+        assert_eq!(b.warnings.len(), 1, "{:?}", b.warnings);
+        assert!(b.warnings[0].contains("duplicate IP address 10.1.0.254"));
+    }
 
     #[test]
     fn subnet_port_and_forced_options_land_where_tags_say() {

@@ -1,0 +1,353 @@
+//! Reliability under abuse, with real processes in `qt` namespaces: kill -9 under load loses
+//! no acknowledged lease and never hands one address to two MACs; a flood of unknown clients
+//! does not starve reserved ones; lease storage that fills up stops ACKs (never unpersisted
+//! ones) and recovers by itself; a vanished hosts file on SIGHUP keeps the old tables.
+
+mod common;
+
+use std::collections::HashMap;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// A namespace with only loopback: the server on lo, the load generator as a relay on lo.
+struct LoNs {
+    ns: String,
+    dir: tempfile::TempDir,
+}
+
+impl LoNs {
+    fn new(tag: &str) -> LoNs {
+        let ns = format!("qtr{tag}{:04x}", std::process::id() & 0xffff);
+        let _ = Command::new("ip").args(["netns", "del", &ns]).output();
+        assert!(Command::new("ip")
+            .args(["netns", "add", &ns])
+            .status()
+            .unwrap()
+            .success());
+        assert!(Command::new("ip")
+            .args(["-n", &ns, "link", "set", "lo", "up"])
+            .status()
+            .unwrap()
+            .success());
+        LoNs {
+            ns,
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+    fn path(&self, n: &str) -> std::path::PathBuf {
+        self.dir.path().join(n)
+    }
+    fn hosts(&self, n: u32) {
+        let mut s = String::new();
+        for i in 0..n {
+            s.push_str(&format!(
+                "fa:16:3e:{:02x}:{:02x}:{:02x},host-{i},10.{}.{}.{}\n",
+                (i >> 16) & 255,
+                (i >> 8) & 255,
+                i & 255,
+                1 + i / 62_500,
+                (i / 250) % 250,
+                1 + i % 250
+            ));
+        }
+        std::fs::write(self.path("hosts"), s).unwrap();
+    }
+    fn start(&self, leasefile: &std::path::Path, extra: &[&str]) -> Proc {
+        let before = std::fs::read_to_string(self.path("log"))
+            .unwrap_or_default()
+            .matches("DHCP listening")
+            .count();
+        let mut cmd = Command::new("ip");
+        cmd.args([
+            "netns",
+            "exec",
+            &self.ns,
+            qdhcp_bin(),
+            "dnsmasq",
+            "-k",
+            "--interface=lo",
+            "--quiet-dhcp",
+        ])
+        .arg(format!("--dhcp-hostsfile={}", self.path("hosts").display()))
+        .arg(format!("--dhcp-leasefile={}", leasefile.display()))
+        .arg(format!("--log-facility={}", self.path("log").display()))
+        .args([
+            "--dhcp-range=set:s,10.0.0.0,static,255.0.0.0,3600s",
+            "--dhcp-lease-max=100000",
+        ])
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+        die_with_test(&mut cmd);
+        let p = Proc {
+            child: cmd.spawn().unwrap(),
+        };
+        let start = Instant::now();
+        while std::fs::read_to_string(self.path("log"))
+            .unwrap_or_default()
+            .matches("DHCP listening")
+            .count()
+            <= before
+        {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        p
+    }
+    fn loadgen(&self, args: &[&str]) -> std::process::Child {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.ns, qdhcp_bin(), "loadgen", "--json"])
+            .args(args)
+            .stdout(Stdio::piped());
+        die_with_test(&mut cmd);
+        cmd.spawn().unwrap()
+    }
+}
+
+impl Drop for LoNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).output();
+    }
+}
+
+fn json_field(out: &str, k: &str) -> f64 {
+    let v: serde_json::Value =
+        serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("loadgen output {out:?}: {e}"));
+    v[k].as_f64().unwrap_or_else(|| panic!("{k} in {out}"))
+}
+
+#[test]
+fn kill_9_under_load_twenty_times_loses_no_acked_lease_and_never_double_assigns() {
+    if !netns_available("kill -9 under load") {
+        return;
+    }
+    let n = LoNs::new("k");
+    n.hosts(3000);
+    let leases = n.path("leases");
+    let record = n.path("acked");
+    let mut srv = n.start(&leases, &[]);
+    let lg = n.loadgen(&[
+        "--clients",
+        "3000",
+        "--rate",
+        "1500",
+        "--duration",
+        "14",
+        "--timeout-ms",
+        "300",
+        "--record",
+        record.to_str().unwrap(),
+    ]);
+    let mut seed = u64::from(std::process::id()) | 1;
+    let mut kills = 0;
+    let start = Instant::now();
+    while kills < 20 && start.elapsed() < Duration::from_secs(13) {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        std::thread::sleep(Duration::from_millis(150 + seed % 300));
+        srv.kill9();
+        kills += 1;
+        srv = n.start(&leases, &[]);
+    }
+    let out = lg.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert!(kills >= 20, "only {kills} kills");
+    let text = std::fs::read_to_string(&record).unwrap();
+    let mut by_ip: HashMap<&str, &str> = HashMap::new();
+    let mut by_mac: HashMap<&str, &str> = HashMap::new();
+    for l in text.lines() {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        let (mac, ip) = (f[0], f[1]);
+        assert_eq!(
+            *by_ip.entry(ip).or_insert(mac),
+            mac,
+            "{ip} handed to two MACs"
+        );
+        assert_eq!(
+            *by_mac.entry(mac).or_insert(ip),
+            ip,
+            "{mac} got two addresses"
+        );
+    }
+    assert!(
+        by_mac.len() > 1000,
+        "enough leases acknowledged to mean something: {}",
+        by_mac.len()
+    );
+    // every acknowledged lease survived the kills: it is in the lease table after restart...
+    srv.kill9();
+    let _srv = n.start(&leases, &[]);
+    std::thread::sleep(Duration::from_millis(1500));
+    let table = std::fs::read_to_string(&leases).unwrap();
+    let missing: Vec<&&str> = by_mac.keys().filter(|m| !table.contains(**m)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged leases lost, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+    // ...and its renewal is ACKed with the same address
+    let renew = n.loadgen(&[
+        "--mode",
+        "renew",
+        "--renew-from",
+        record.to_str().unwrap(),
+        "--rate",
+        "2000",
+        "--duration",
+        "1",
+    ]);
+    let out = String::from_utf8(renew.wait_with_output().unwrap().stdout).unwrap();
+    assert_eq!(json_field(&out, "naks"), 0.0, "{out}");
+    assert_eq!(
+        json_field(&out, "acks"),
+        json_field(&out, "started"),
+        "{out}"
+    );
+}
+
+#[test]
+fn flood_of_unknown_clients_does_not_starve_reserved_ones() {
+    if !netns_available("flood") {
+        return;
+    }
+    let n = LoNs::new("f");
+    n.hosts(500);
+    let _srv = n.start(&n.path("leases"), &[]);
+    // the flood: unreserved MACs (client indexes past the hosts file) as fast as possible
+    let flood = n.loadgen(&[
+        "--giaddr",
+        "127.0.0.3",
+        "--clients",
+        "200000",
+        "--first-client",
+        "100000",
+        "--duration",
+        "6",
+        "--window",
+        "8192",
+    ]);
+    std::thread::sleep(Duration::from_millis(500));
+    let legit = n.loadgen(&["--clients", "500", "--rate", "200", "--duration", "4"]);
+    let out = String::from_utf8(legit.wait_with_output().unwrap().stdout).unwrap();
+    let f = String::from_utf8(flood.wait_with_output().unwrap().stdout).unwrap();
+    let started = json_field(&out, "started");
+    let acks = json_field(&out, "acks");
+    assert!(json_field(&f, "sent") > 20_000.0, "the flood was real: {f}");
+    assert!(
+        acks >= 0.99 * started,
+        "reserved clients completed {acks}/{started} DORA under flood {f}"
+    );
+}
+
+#[test]
+fn full_lease_storage_withholds_acks_logs_once_and_recovers() {
+    if !netns_available("storage full") {
+        return;
+    }
+    let n = LoNs::new("s");
+    n.hosts(4000);
+    let mnt = n.path("tiny");
+    std::fs::create_dir(&mnt).unwrap();
+    let ok = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64k", "qttmpfs"])
+        .arg(&mnt)
+        .status()
+        .unwrap();
+    assert!(ok.success(), "mount tmpfs");
+    struct Umount(std::path::PathBuf);
+    impl Drop for Umount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _u = Umount(mnt.clone());
+    let _srv = n.start(&mnt.join("leases"), &[]);
+    // 4000 leases at ~100 bytes each do not fit in 64 KiB
+    let lg = n.loadgen(&[
+        "--clients",
+        "4000",
+        "--rate",
+        "2000",
+        "--duration",
+        "2",
+        "--timeout-ms",
+        "300",
+    ]);
+    let out = String::from_utf8(lg.wait_with_output().unwrap().stdout).unwrap();
+    let acks = json_field(&out, "acks");
+    assert!(
+        acks > 0.0 && acks < 4000.0,
+        "some ACKs until the disk filled, none after: {out}"
+    );
+    let log = std::fs::read_to_string(n.path("log")).unwrap();
+    let errors = log
+        .lines()
+        .filter(|l| l.contains("not acknowledging leases that cannot be stored"))
+        .count();
+    assert!(
+        (1..=10).contains(&errors),
+        "rate-limited error lines: {errors}\n{log}"
+    );
+    // the journal holds exactly what was acknowledged: nothing unpersisted was ACKed
+    let journal = std::fs::read_to_string(mnt.join("leases.journal")).unwrap();
+    let records = journal.lines().filter(|l| l.starts_with("B ")).count();
+    assert!(
+        records as f64 >= acks,
+        "{records} durable records for {acks} ACKs"
+    );
+    // space returns: service recovers by itself
+    let _ = std::fs::remove_file(mnt.join("leases"));
+    Command::new("mount")
+        .args(["-o", "remount,size=8m"])
+        .arg(&mnt)
+        .status()
+        .unwrap();
+    let lg = n.loadgen(&[
+        "--clients",
+        "200",
+        "--first-client",
+        "3800",
+        "--rate",
+        "500",
+        "--duration",
+        "1",
+    ]);
+    let out = String::from_utf8(lg.wait_with_output().unwrap().stdout).unwrap();
+    assert_eq!(
+        json_field(&out, "acks"),
+        json_field(&out, "started"),
+        "recovered: {out}"
+    );
+}
+
+#[test]
+fn sighup_with_hosts_file_gone_keeps_serving_the_previous_table() {
+    if !netns_available("sighup missing file") {
+        return;
+    }
+    let n = LoNs::new("h");
+    n.hosts(100);
+    let srv = n.start(&n.path("leases"), &[]);
+    std::fs::remove_file(n.path("hosts")).unwrap();
+    srv.signal(nix::sys::signal::Signal::SIGHUP);
+    wait_for_log(
+        &n.path("log"),
+        "reload failed, keeping the previous tables",
+        Duration::from_secs(5),
+    );
+    let lg = n.loadgen(&["--clients", "100", "--rate", "200", "--duration", "1"]);
+    let out = String::from_utf8(lg.wait_with_output().unwrap().stdout).unwrap();
+    assert_eq!(
+        json_field(&out, "acks"),
+        json_field(&out, "started"),
+        "{out}"
+    );
+}
