@@ -89,7 +89,7 @@ start_server() {
         --dhcp-leasefile="$W/qdhcp.leases" --dhcp-lease-max=4000000 --quiet-dhcp --log-facility="$W/qdhcp.log" &
       SRV_PID=$!; wait_port qbs ;;
     dnsmasq)
-      ip netns exec qbs taskset -c 0 dnsmasq -k --no-hosts --no-resolv --port=0 --interface=qbs0 --bind-interfaces \
+      ip netns exec qbs taskset -c 0 dnsmasq -k -u root --no-hosts --no-resolv --port=0 --interface=qbs0 --bind-interfaces \
         --dhcp-range=set:s,10.0.0.0,static,255.0.0.0,86400s --dhcp-hostsfile="$W/hosts" \
         --dhcp-leasefile="$SHM/dnsmasq.leases" --dhcp-lease-max=4000000 --quiet-dhcp --log-facility="$W/dnsmasq.log" &
       SRV_PID=$!; wait_port qbs ;;

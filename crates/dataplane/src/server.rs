@@ -9,6 +9,7 @@ use std::mem::MaybeUninit;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -58,6 +59,8 @@ pub struct Counters {
     pub records: AtomicU64,
     /// Replies the kernel refused to send.
     pub send_errors: AtomicU64,
+    /// Messages dropped because one client sent too many.
+    pub rate_limited: AtomicU64,
 }
 
 /// Counter labels for `Counters::malformed`, in index order.
@@ -193,6 +196,65 @@ pub struct Dataplane {
     networks: Mutex<HashMap<String, Arc<Network>>>,
     recovered: Mutex<HashMap<String, LeaseTable>>,
     threads: Mutex<HashMap<String, Listener>>,
+    writer: Mutex<Option<SyncSender<Commit>>>,
+    writer_thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// Per-client message budget: a client (MAC) may send `PER_SECOND` messages a second; more
+/// are dropped before any work is done, so one misbehaving or spoofed client cannot make the
+/// server commit leases in a loop. Memory is bounded: the map is cleared each second.
+pub struct MacLimiter {
+    second: u64,
+    counts: HashMap<Mac, u16>,
+}
+
+impl MacLimiter {
+    /// Messages a client may send per second (a real client retries about once a second).
+    pub const PER_SECOND: u16 = 30;
+
+    /// An empty limiter.
+    pub fn new() -> Self {
+        MacLimiter {
+            second: 0,
+            counts: HashMap::new(),
+        }
+    }
+
+    /// Whether `mac` may send one more message in second `now`.
+    pub fn allow(&mut self, mac: Mac, now: u64) -> bool {
+        if now != self.second {
+            self.second = now;
+            self.counts.clear();
+        }
+        let c = self.counts.entry(mac).or_insert(0);
+        *c = c.saturating_add(1);
+        *c <= Self::PER_SECOND
+    }
+}
+
+impl Default for MacLimiter {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A reply waiting for its lease to be durable.
+struct Held {
+    xid: u32,
+    dest: Delivery,
+    bytes: Vec<u8>,
+    kind: ReplyKind,
+    sent: Option<qdhcp_protocol::LogLine>,
+}
+
+/// One batch handed to the journal writer: lease records, and the replies that wait for them.
+struct Commit {
+    net: Arc<Network>,
+    sock: Arc<Socket>,
+    iface: Arc<str>,
+    records: Vec<Record>,
+    held: Vec<Held>,
+    received_at: Instant,
 }
 
 /// A serving thread and its stop flag.
@@ -265,7 +327,7 @@ impl Dataplane {
             );
         }
         let recovered = replay(&loaded.records, now_secs());
-        Ok(Arc::new(Dataplane {
+        let dp = Arc::new(Dataplane {
             journal: j,
             counters: Counters::default(),
             policy,
@@ -274,7 +336,21 @@ impl Dataplane {
             networks: Mutex::new(HashMap::new()),
             recovered: Mutex::new(recovered),
             threads: Mutex::new(HashMap::new()),
-        }))
+            writer: Mutex::new(None),
+            writer_thread: Mutex::new(None),
+        });
+        let (tx, rx) = sync_channel::<Commit>(256);
+        let w = dp.clone();
+        let h = std::thread::Builder::new()
+            .name("journal".into())
+            .spawn(move || w.write_journal(rx))
+            .map_err(|source| JournalError::Io {
+                path: journal.to_path_buf(),
+                source,
+            })?;
+        *dp.writer.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
+        *dp.writer_thread.lock().unwrap_or_else(|p| p.into_inner()) = Some(h);
+        Ok(dp)
     }
 
     /// Adds a network to serve, with the leases recovered for it.
@@ -491,6 +567,16 @@ impl Dataplane {
         for (_, t) in threads {
             t.stop();
         }
+        // The listeners are gone; dropping the last sender lets the writer drain and end.
+        self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(h) = self
+            .writer_thread
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            let _ = h.join();
+        }
         if let Err(e) = self.compact() {
             tracing::error!(target: "dhcp", "{e}");
         }
@@ -553,13 +639,24 @@ impl Dataplane {
     }
 
     fn serve(&self, net: Arc<Network>, iface: &str, sock: Socket, stop: &AtomicBool) {
+        let sock = Arc::new(sock);
+        let iface_arc: Arc<str> = Arc::from(iface);
+        let Some(writer) = self
+            .writer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        else {
+            return;
+        };
         let mut bufs: Vec<[u8; MAX_PACKET]> = vec![[0u8; MAX_PACKET]; BATCH];
         let mut lens = [0usize; BATCH];
         let mut addrs_checked = Instant::now() - Duration::from_secs(60);
         let mut addrs: Vec<Ipv4Net> = Vec::new();
         let mut bad_input = RateLimit::new();
-        let mut persist_log = RateLimit::new();
         let mut no_addr_log = RateLimit::new();
+        let mut limiter = MacLimiter::new();
+        let mut limit_log = RateLimit::new();
         while !self.stopping() && !stop.load(Ordering::Relaxed) {
             let n = recv_batch(&sock, &mut bufs, &mut lens);
             if n == 0 {
@@ -571,8 +668,8 @@ impl Dataplane {
                 addrs_checked = Instant::now();
             }
             let now = now_secs();
-            let mut out = Vec::with_capacity(n);
             let mut records = Vec::new();
+            let mut held = Vec::new();
             {
                 // The table is read-locked only while deciding, never across the fsync.
                 let table = net.table();
@@ -588,7 +685,7 @@ impl Dataplane {
                     table: &table,
                     policy: &self.policy,
                 };
-                let leases = net.leases();
+                let mut leases = net.leases();
                 for i in 0..n {
                     let m = match parse(&bufs[i][..lens[i]]) {
                         Ok(m) => m,
@@ -603,68 +700,123 @@ impl Dataplane {
                     };
                     self.counters.rx[msg_index(m.msg)].fetch_add(1, Ordering::Relaxed);
                     net.counters.rx[msg_index(m.msg)].fetch_add(1, Ordering::Relaxed);
+                    if !limiter.allow(m.chaddr, now) {
+                        self.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
+                        if limit_log.allow("rate-limit lines") {
+                            tracing::warn!(target: "dhcp", "{} from {} on {iface}: over {} messages/s, dropped", m.msg.name(), m.chaddr, MacLimiter::PER_SECOND);
+                        }
+                        continue;
+                    }
                     let d = decide(&m, &ctx, &*leases, now);
                     if d.received.note.as_deref() == Some("no address available") {
                         self.counters.no_address.fetch_add(1, Ordering::Relaxed);
                     }
+                    self.log(iface, m.xid, &d.received);
                     if let Some(c) = &d.lease {
+                        // Applied now so the rest of the batch sees it; made durable below
+                        // before any reply that depends on it leaves.
+                        leases.apply(c);
+                        if matches!(c, LeaseChange::Decline { .. }) {
+                            self.counters.declines.fetch_add(1, Ordering::Relaxed);
+                        }
                         records.push(Record {
                             network: net.name.clone(),
                             change: c.clone(),
                         });
                     }
-                    out.push((m, d));
+                    let Some(reply) = d.reply else { continue };
+                    let dest =
+                        destination(&m, reply.kind, reply.yiaddr, self.opts.always_broadcast);
+                    let h = Held {
+                        xid: m.xid,
+                        dest,
+                        bytes: reply.bytes,
+                        kind: reply.kind,
+                        sent: d.sent,
+                    };
+                    if d.lease.is_some() {
+                        held.push(h);
+                    } else {
+                        // OFFERs, NAKs and INFORM ACKs promise nothing durable: send now.
+                        self.deliver(&net, &sock, iface, h, received_at);
+                    }
                 }
             }
-            // Group commit: one fdatasync for the whole batch, then the ACKs may leave.
-            let durable = self.journal.commit(&records, || {
-                let mut t = net.leases();
-                for r in &records {
-                    t.apply(&r.change);
+            if !records.is_empty() {
+                let c = Commit {
+                    net: net.clone(),
+                    sock: sock.clone(),
+                    iface: iface_arc.clone(),
+                    records,
+                    held,
+                    received_at,
+                };
+                // Bounded: when the disk is slower than the clients, receiving slows down too.
+                if writer.send(c).is_err() {
+                    break;
                 }
-            });
-            let durable = match durable {
+            }
+        }
+    }
+
+    /// Sends one reply and counts and logs it.
+    fn deliver(&self, net: &Network, sock: &Socket, iface: &str, h: Held, received_at: Instant) {
+        if let Err(e) = send(sock, iface, h.dest, &h.bytes) {
+            self.counters.send_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(target: "dhcp", "send on {iface} to {:?} failed: {e}", h.dest);
+            return;
+        }
+        self.counters.tx[kind_index(h.kind)].fetch_add(1, Ordering::Relaxed);
+        net.counters.tx[kind_index(h.kind)].fetch_add(1, Ordering::Relaxed);
+        net.counters.observe(received_at.elapsed());
+        if let Some(s) = &h.sent {
+            self.log(iface, h.xid, s);
+        }
+    }
+
+    /// The journal writer: takes every batch waiting, appends their records, makes them
+    /// durable with one fdatasync (group commit across all interfaces), then releases their
+    /// ACKs. Receiving and deciding go on meanwhile in the serving threads.
+    fn write_journal(&self, rx: Receiver<Commit>) {
+        let mut persist_log = RateLimit::new();
+        let mut records: Vec<Record> = Vec::with_capacity(4096);
+        loop {
+            let first = match rx.recv_timeout(Duration::from_millis(200)) {
+                Ok(c) => c,
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
+            let mut batch = vec![first];
+            while batch.len() < 1024 {
+                match rx.try_recv() {
+                    Ok(c) => batch.push(c),
+                    Err(_) => break,
+                }
+            }
+            records.clear();
+            for c in &mut batch {
+                records.append(&mut c.records);
+            }
+            match self.journal.commit(&records, || ()) {
                 Ok(()) => {
-                    if !records.is_empty() {
-                        self.counters.commits.fetch_add(1, Ordering::Relaxed);
-                        self.counters
-                            .records
-                            .fetch_add(records.len() as u64, Ordering::Relaxed);
+                    self.counters.commits.fetch_add(1, Ordering::Relaxed);
+                    self.counters
+                        .records
+                        .fetch_add(records.len() as u64, Ordering::Relaxed);
+                    for c in batch {
+                        for h in c.held {
+                            self.deliver(&c.net, &c.sock, &c.iface, h, c.received_at);
+                        }
                     }
-                    true
                 }
                 Err(e) => {
                     if persist_log.allow("lease-storage errors") {
                         tracing::error!(target: "dhcp", "{e}: not acknowledging leases that cannot be stored");
                     }
-                    false
-                }
-            };
-            for (m, d) in out {
-                self.log(iface, m.xid, &d.received);
-                let Some(reply) = d.reply else {
-                    if matches!(d.lease, Some(LeaseChange::Decline { .. })) {
-                        self.counters.declines.fetch_add(1, Ordering::Relaxed);
-                    }
-                    continue;
-                };
-                if d.lease.is_some() && !durable {
+                    let withheld: usize = batch.iter().map(|c| c.held.len()).sum();
                     self.counters
                         .persist_failures
-                        .fetch_add(1, Ordering::Relaxed);
-                    continue;
-                }
-                let dest = destination(&m, reply.kind, reply.yiaddr, self.opts.always_broadcast);
-                if let Err(e) = send(&sock, iface, dest, &reply.bytes) {
-                    self.counters.send_errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(target: "dhcp", "send on {iface} to {dest:?} failed: {e}");
-                    continue;
-                }
-                self.counters.tx[kind_index(reply.kind)].fetch_add(1, Ordering::Relaxed);
-                net.counters.tx[kind_index(reply.kind)].fetch_add(1, Ordering::Relaxed);
-                net.counters.observe(received_at.elapsed());
-                if let Some(s) = &d.sent {
-                    self.log(iface, m.xid, s);
+                        .fetch_add(withheld as u64, Ordering::Relaxed);
                 }
             }
         }
@@ -725,6 +877,7 @@ impl Dataplane {
             ("no_address", &c.no_address),
             ("lease_not_durable", &c.persist_failures),
             ("send_error", &c.send_errors),
+            ("rate_limited", &c.rate_limited),
         ] {
             let _ = writeln!(o, "qdhcp_dhcp_dropped_total{{reason=\"{l}\"}} {}", g(v));
         }
@@ -839,4 +992,22 @@ fn send(sock: &Socket, iface: &str, dest: Delivery, bytes: &[u8]) -> io::Result<
         }
     };
     sock.send_to(bytes, &SockAddr::from(to))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_client_over_budget_is_limited_others_are_not() {
+        let mut l = MacLimiter::new();
+        let a = Mac([0xfa, 0x16, 0x3e, 0, 0, 1]);
+        let b = Mac([0xfa, 0x16, 0x3e, 0, 0, 2]);
+        for _ in 0..MacLimiter::PER_SECOND {
+            assert!(l.allow(a, 100));
+        }
+        assert!(!l.allow(a, 100), "over budget in the same second");
+        assert!(l.allow(b, 100), "another client is unaffected");
+        assert!(l.allow(a, 101), "a new second, a new budget");
+    }
 }

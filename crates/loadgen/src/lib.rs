@@ -119,6 +119,8 @@ pub struct Report {
     pub drops: u64,
     /// Wall time of the run.
     pub elapsed: Duration,
+    /// Time spent starting exchanges (the configured duration, or less if all ended).
+    pub window: Duration,
     /// DISCOVER→OFFER.
     pub offer_latency: Latencies,
     /// REQUEST→ACK.
@@ -137,7 +139,9 @@ impl Report {
         } else {
             self.acks
         };
-        done as f64 / self.elapsed.as_secs_f64().max(1e-9)
+        // per second of sending time, as perfdhcp reports it: exchanges started in the
+        // window count however late they end
+        done as f64 / self.window.as_secs_f64().max(1e-9)
     }
     /// Share of started exchanges that got no reply, in percent.
     pub fn drop_pct(&self) -> f64 {
@@ -569,6 +573,10 @@ pub fn run(cfg: &Config) -> Result<Report, LoadError> {
         }
     }
     r.drops += pending.len() as u64;
+    r.window = cfg
+        .duration
+        .min(start.elapsed())
+        .max(Duration::from_millis(1));
     r.elapsed = start
         .elapsed()
         .min(cfg.duration + cfg.timeout)

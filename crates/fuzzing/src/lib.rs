@@ -1,0 +1,137 @@
+//! What each fuzz target does with its input. Every function must return normally for every
+//! input: a panic is a bug. `fuzz/` runs them under libFuzzer; `tests/replay.rs` replays the
+//! stored corpora (seeds from real clients, and every crash found) in the normal test run.
+
+use std::net::Ipv4Addr;
+
+use qdhcp_protocol::{
+    decide, parse, Context, Lease, LeaseView, Mac, NetworkTable, OptionSet, Policy, Reservation,
+    Subnet,
+};
+use qdhcp_registry::requests::{NetworkReq, PortReq, SubnetReq};
+use qdhcp_registry::{Caller, Env, Registry};
+
+struct Empty;
+impl LeaseView for Empty {
+    fn lease(&self, _: Mac) -> Option<&Lease> {
+        None
+    }
+    fn declined(&self, _: Mac, _: Ipv4Addr, _: u64) -> bool {
+        false
+    }
+    fn count(&self) -> usize {
+        0
+    }
+}
+
+fn table() -> NetworkTable {
+    let mut o = OptionSet::default();
+    let _ = o.set_text(3, "172.16.1.1", false);
+    let _ = o.set_text(
+        121,
+        "169.254.169.254/32,172.16.1.2,0.0.0.0/0,172.16.1.1",
+        false,
+    );
+    let s = Subnet {
+        net: "172.16.1.0/24".parse().expect("static"),
+        lease_secs: Some(86400),
+        options: o,
+    };
+    let res = (0u8..=255)
+        .map(|i| Reservation {
+            mac: Some(Mac([0xfa, 0x16, 0x3e, 0, 0, i])),
+            client_id: None,
+            ip: Ipv4Addr::new(172, 16, 1, i),
+            hostname: Some(format!("host-{i}")),
+            options: OptionSet::default(),
+        })
+        .collect();
+    NetworkTable::new(vec![s], res)
+}
+
+/// A datagram through the front door and, if it passes, the decision and reply encoding.
+pub fn packet(data: &[u8]) {
+    if let Ok(m) = parse(data) {
+        let t = table();
+        let policy = Policy::default();
+        let ctx = Context {
+            iface: "ns-fuzz",
+            server_id: Ipv4Addr::new(172, 16, 1, 2),
+            table: &t,
+            policy: &policy,
+        };
+        let d = decide(&m, &ctx, &Empty, 1_700_000_000);
+        if let Some(r) = d.reply {
+            assert!(r.bytes.len() >= 300, "reply shorter than the BOOTP minimum");
+        }
+    }
+}
+
+/// Text as a hosts file, an opts file, a leases file and a dnsmasq command line, then a table.
+pub fn dnsmasq_files(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let (hosts, _) = qdhcp_compat::parse_hosts(&text);
+    let (opts, _) = qdhcp_compat::parse_opts(&text);
+    let _ = qdhcp_compat::parse_leases(&text);
+    let args: Vec<String> = text.split_whitespace().map(str::to_string).collect();
+    let cfg = qdhcp_compat::parse_args(&args, |_| Ok(text.to_string())).unwrap_or_default();
+    let _ = qdhcp_compat::build_table(&cfg, &hosts, &opts);
+}
+
+struct FuzzEnv(u32);
+impl Env for FuzzEnv {
+    fn now(&mut self) -> String {
+        "2026-11-25T00:00:00Z".into()
+    }
+    fn new_id(&mut self) -> String {
+        self.0 += 1;
+        format!("id-{}", self.0)
+    }
+    fn random(&mut self) -> u32 {
+        self.0 = self.0.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+        self.0
+    }
+}
+
+/// Bytes as JSON bodies for network, subnet and port create and update, against a registry
+/// holding a network and a subnet.
+pub fn api_body(data: &[u8]) {
+    let caller = Caller {
+        project_id: "p".into(),
+        is_admin: false,
+    };
+    let mut env = FuzzEnv(0);
+    let mut reg = Registry::default();
+    let Ok((n, _)) = reg.create_network(NetworkReq::default(), &caller, &mut env) else {
+        return;
+    };
+    let base = SubnetReq {
+        network_id: Some(n.id.clone()),
+        cidr: Some("10.0.0.0/24".into()),
+        ..Default::default()
+    };
+    let Ok((s, _)) = reg.create_subnet(base, &caller, &mut env) else {
+        return;
+    };
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(data) else {
+        return;
+    };
+    if let Ok(mut r) = serde_json::from_value::<PortReq>(v.clone()) {
+        r.network_id = r.network_id.or(Some(n.id.clone()));
+        if let Ok((p, _)) = reg.create_port(r.clone(), &caller, &mut env) {
+            let _ = reg.update_port(&p.id, r, &mut env);
+        }
+    }
+    if let Ok(mut r) = serde_json::from_value::<SubnetReq>(v.clone()) {
+        r.network_id = r.network_id.or(Some(n.id.clone()));
+        let _ = reg.create_subnet(r.clone(), &caller, &mut env);
+        r.cidr = None;
+        r.network_id = None;
+        r.ip_version = None;
+        let _ = reg.update_subnet(&s.id, r, &mut env);
+    }
+    if let Ok(r) = serde_json::from_value::<NetworkReq>(v) {
+        let _ = reg.create_network(r.clone(), &caller, &mut env);
+        let _ = reg.update_network(&n.id, r, &mut env);
+    }
+}
