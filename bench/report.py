@@ -69,13 +69,13 @@ if api:
 lines.append("")
 lines.append("![achieved ACK/s against offered rate](chart.svg)\n")
 lines.append("## Every step (qdhcp loadgen)\n")
-lines.append("| server | offered/s | achieved ACK/s | drop % | offer p50/p99 ms | ack p50/p99 ms | CPU % |")
-lines.append("|---|---|---|---|---|---|---|")
+lines.append("| server | offered/s | achieved ACK/s | drop % | offer p50/p99 ms | ack p50/p99 ms | server CPU % | loadgen CPU % |")
+lines.append("|---|---|---|---|---|---|---|---|")
 for s in order:
     for p in load[s]:
-        lines.append("| %s | %d | %.0f | %.2f | %s / %s | %s / %s | %.0f |" % (
+        lines.append("| %s | %d | %.0f | %.2f | %s / %s | %s / %s | %.0f | %s |" % (
             s, p["offered_rate"], p["rate"], p["drop_pct"], ms(p["offer_p50_us"]), ms(p["offer_p99_us"]),
-            ms(p["ack_p50_us"]), ms(p["ack_p99_us"]), p["cpu_pct"]))
+            ms(p["ack_p50_us"]), ms(p["ack_p99_us"]), p["cpu_pct"], p.get("loadgen_cpu_pct", "-")))
 lines.append("")
 lines.append("## Cross-check with ISC perfdhcp at the same offered rates\n")
 lines.append("| server | offered/s | perfdhcp ACK/s | perfdhcp drop % | qdhcp loadgen ACK/s at that rate | agreement |")

@@ -129,6 +129,8 @@ pub struct Report {
     pub sent: u64,
     /// Datagrams received.
     pub received: u64,
+    /// CPU seconds the generator itself used (user + system), to show it is not the limit.
+    pub cpu_s: f64,
 }
 
 impl Report {
@@ -159,12 +161,21 @@ impl Report {
                 .unwrap_or_else(|| "null".into())
         };
         format!(
-            "{{\"offered_rate\":{offered_rate},\"started\":{},\"offers\":{},\"acks\":{},\"naks\":{},\"drops\":{},\"drop_pct\":{:.3},\"elapsed_s\":{:.3},\"rate\":{:.1},\"offer_p50_us\":{},\"offer_p99_us\":{},\"ack_p50_us\":{},\"ack_p99_us\":{},\"sent\":{},\"received\":{}}}",
+            "{{\"offered_rate\":{offered_rate},\"started\":{},\"offers\":{},\"acks\":{},\"naks\":{},\"drops\":{},\"drop_pct\":{:.3},\"elapsed_s\":{:.3},\"rate\":{:.1},\"offer_p50_us\":{},\"offer_p99_us\":{},\"ack_p50_us\":{},\"ack_p99_us\":{},\"sent\":{},\"received\":{},\"loadgen_cpu_pct\":{:.1}}}",
             self.started, self.offers, self.acks, self.naks, self.drops, self.drop_pct(), self.elapsed.as_secs_f64(),
             self.rate(mode), p(&self.offer_latency, 50.0), p(&self.offer_latency, 99.0), p(&self.ack_latency, 50.0), p(&self.ack_latency, 99.0),
-            self.sent, self.received
+            self.sent, self.received, 100.0 * self.cpu_s / self.elapsed.as_secs_f64().max(1e-9)
         )
     }
+}
+
+/// CPU seconds (user + system) this process has used.
+fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage fills the struct we pass.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
+    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
+    t(u.ru_utime) + t(u.ru_stime)
 }
 
 /// The MAC of client `i`.
@@ -403,6 +414,7 @@ pub fn run(cfg: &Config) -> Result<Report, LoadError> {
     let mut next_xid: u32 = 1;
     let mut seq: u64 = 0;
     let start = Instant::now();
+    let cpu0 = cpu_seconds();
     let end_start = start + cfg.duration;
     loop {
         let now = Instant::now();
@@ -577,6 +589,7 @@ pub fn run(cfg: &Config) -> Result<Report, LoadError> {
         .duration
         .min(start.elapsed())
         .max(Duration::from_millis(1));
+    r.cpu_s = cpu_seconds() - cpu0;
     r.elapsed = start
         .elapsed()
         .min(cfg.duration + cfg.timeout)
