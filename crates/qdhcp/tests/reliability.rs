@@ -351,3 +351,122 @@ fn sighup_with_hosts_file_gone_keeps_serving_the_previous_table() {
         "{out}"
     );
 }
+
+#[test]
+fn kill_9_of_qdhcp_serve_under_load_twenty_times_loses_no_acked_lease() {
+    if !netns_available("serve kill -9 under load") {
+        return;
+    }
+    use common::serve::Host;
+    use serde_json::json;
+    let mut h = Host::new("k", 3600);
+    let mut srv = h.start();
+    let (s, n) = h.http("POST", "/v2.0/networks", Some(&json!({"network": {"name": "n", "provider:network_type": "flat", "provider:physical_network": "physnet1"}})));
+    assert_eq!(s, 201, "{n}");
+    let net = n["network"]["id"].as_str().unwrap().to_string();
+    let (s, sub) = h.http("POST", "/v2.0/subnets", Some(&json!({"subnet": {"network_id": net, "cidr": "10.0.0.0/8", "ip_version": 4,
+        "gateway_ip": "10.0.0.254", "allocation_pools": [{"start": "10.0.1.1", "end": "10.0.1.250"}]}})));
+    assert_eq!(s, 201, "{sub}");
+    let subnet = sub["subnet"]["id"].as_str().unwrap().to_string();
+    let ports: Vec<serde_json::Value> = (0u32..1000)
+        .map(|i| json!({"network_id": net, "mac_address": format!("fa:16:3e:00:{:02x}:{:02x}", i >> 8, i & 255),
+            "fixed_ips": [{"subnet_id": subnet, "ip_address": format!("10.2.{}.{}", i / 250, 1 + i % 250)}]}))
+        .collect();
+    let (s, v) = h.http("POST", "/v2.0/ports", Some(&json!({"ports": ports})));
+    assert_eq!(s, 201, "{v}");
+    // the load generator is a relay on the bridge
+    let vm = h.vm("fa:16:3e:ff:ff:01");
+    assert!(Command::new("ip")
+        .args(["-n", &vm.ns, "addr", "add", "10.0.0.2/8", "dev", &vm.iface])
+        .status()
+        .unwrap()
+        .success());
+    let record = h.dir.path().join("acked");
+    let loadgen = |args: &[&str]| {
+        let mut cmd = Command::new("ip");
+        cmd.args([
+            "netns",
+            "exec",
+            &vm.ns,
+            qdhcp_bin(),
+            "loadgen",
+            "--json",
+            "--server",
+            "10.0.1.1",
+            "--giaddr",
+            "10.0.0.2",
+            "--device",
+            &vm.iface,
+        ])
+        .args(args)
+        .stdout(Stdio::piped());
+        die_with_test(&mut cmd);
+        cmd.spawn().unwrap()
+    };
+    let lg = loadgen(&[
+        "--clients",
+        "1000",
+        "--rate",
+        "800",
+        "--duration",
+        "14",
+        "--timeout-ms",
+        "300",
+        "--record",
+        record.to_str().unwrap(),
+    ]);
+    let mut seed = u64::from(std::process::id()) | 1;
+    let mut kills = 0;
+    let start = Instant::now();
+    while kills < 20 && start.elapsed() < Duration::from_secs(13) {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        std::thread::sleep(Duration::from_millis(100 + seed % 300));
+        srv.kill9();
+        kills += 1;
+        srv = h.start();
+    }
+    let out = lg.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert!(kills >= 20, "only {kills} kills");
+    let text = std::fs::read_to_string(&record).unwrap();
+    let mut by_ip: HashMap<&str, &str> = HashMap::new();
+    for l in text.lines() {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        assert_eq!(
+            *by_ip.entry(f[1]).or_insert(f[0]),
+            f[0],
+            "{} handed to two MACs",
+            f[1]
+        );
+    }
+    assert!(
+        by_ip.len() > 500,
+        "enough leases acknowledged: {}",
+        by_ip.len()
+    );
+    let renew = loadgen(&[
+        "--mode",
+        "renew",
+        "--renew-from",
+        record.to_str().unwrap(),
+        "--rate",
+        "2000",
+        "--duration",
+        "1",
+    ]);
+    let out = String::from_utf8(renew.wait_with_output().unwrap().stdout).unwrap();
+    assert_eq!(json_field(&out, "naks"), 0.0, "{out}");
+    assert_eq!(
+        json_field(&out, "acks"),
+        json_field(&out, "started"),
+        "{out}"
+    );
+    let (_, list) = h.http("GET", "/v2.0/ports?device_owner=", None);
+    assert_eq!(
+        list["ports"].as_array().unwrap().len(),
+        1000,
+        "every API object survived"
+    );
+}
