@@ -4,7 +4,7 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use qdhcp_registry::{Change, Effect, Env, Outcome, Registry, RegistryError};
+use qdhcp_registry::{Effect, Env, Outcome, Registry, RegistryError};
 use qdhcp_store::{Store, StoreError};
 
 /// Receives DHCP-relevant changes; the serve wiring implements it.
@@ -98,9 +98,4 @@ impl Control {
             .collect();
         self.dhcp.apply(&reg, &effects);
     }
-}
-
-/// Changes list of an outcome, for callers that persist themselves.
-pub fn changes(o: &Outcome) -> &[Change] {
-    &o.changes
 }

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use axum::body::{to_bytes, Body};
 use axum::extract::{MatchedPath, Path, RawQuery, Request, State};
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -835,9 +835,4 @@ async fn metrics(State(st): State<Arc<ApiState>>) -> Response {
         out.push_str(&m());
     }
     ([("content-type", "text/plain; version=0.0.4")], out).into_response()
-}
-
-/// Method names for logs.
-pub fn method_name(m: &Method) -> &str {
-    m.as_str()
 }

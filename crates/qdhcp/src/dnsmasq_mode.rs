@@ -276,6 +276,7 @@ fn start_listeners(
 }
 
 fn reload(cfg: &DnsmasqConfig, dp: &Dataplane, net: &Network) {
+    let t0 = Instant::now();
     match load_table(cfg) {
         Ok((table, warnings)) => {
             for w in &warnings {
@@ -288,8 +289,8 @@ fn reload(cfg: &DnsmasqConfig, dp: &Dataplane, net: &Network) {
             }
             tracing::info!(
                 target: "dhcp",
-                "reload: {} added, {} removed, {} changed, {} unchanged, {} lease(s) revoked",
-                s.added, s.removed, s.changed, s.unchanged, s.revoked
+                "reload: {} added, {} removed, {} changed, {} unchanged, {} lease(s) revoked, in {:.1} ms",
+                s.added, s.removed, s.changed, s.unchanged, s.revoked, t0.elapsed().as_secs_f64() * 1000.0
             );
         }
         Err(e) => tracing::error!("reload failed, keeping the previous tables: {e:#}"),
