@@ -50,7 +50,7 @@ probe_until_served() {  # CLIENT_INDEX -> seconds until one DORA for it is ACKed
 }
 start_qdhcp() {  # HOSTS
   ip netns exec qzs taskset -c 0 "$Q" dnsmasq -k --interface=qzs0 --port=0 --dhcp-range=10.0.0.0,static,255.0.0.0,86400s \
-    --dhcp-hostsfile="$1" --dhcp-leasefile="$W/leases" --dhcp-lease-max=4000000 --quiet-dhcp --log-facility="$W/qdhcp.log" &
+    --dhcp-hostsfile="$1" --dhcp-leasefile="$W/leases" --dhcp-lease-max=4000000 --quiet-dhcp --qdhcp-client-rate=0 --log-facility="$W/qdhcp.log" &
   SRV=$!
 }
 start_dnsmasq() {

@@ -171,6 +171,8 @@ pub struct DnsmasqConfig {
     pub test_only: bool,
     /// Seconds a declined address is withheld (qdhcp extension).
     pub decline_quarantine: Option<u64>,
+    /// Messages one client may send per second, 0 = unlimited (qdhcp extension).
+    pub client_rate: Option<u16>,
     /// DNS-only flags that were accepted and ignored, for one warning line.
     pub ignored: Vec<String>,
 }
@@ -311,6 +313,12 @@ where
         "no-daemon" => cfg.no_daemon = true,
         "test" => cfg.test_only = true,
         "port" => cfg.dns_port = Some(v.parse().map_err(|_| bad(format!("{v:?} is not a port")))?),
+        "qdhcp-client-rate" => {
+            cfg.client_rate = Some(
+                v.parse()
+                    .map_err(|_| bad(format!("{v:?} is not a number 0-65535")))?,
+            )
+        }
         "qdhcp-decline-quarantine" => {
             cfg.decline_quarantine = Some(
                 v.parse()

@@ -103,7 +103,7 @@ fn kind_index(k: ReplyKind) -> usize {
 }
 
 /// How replies are sent and logged.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ServeOptions {
     /// Broadcast every reply (dnsmasq `--dhcp-broadcast`).
     pub always_broadcast: bool,
@@ -111,6 +111,19 @@ pub struct ServeOptions {
     pub log_xid: bool,
     /// No per-message lines (dnsmasq `--quiet-dhcp`).
     pub quiet: bool,
+    /// Messages one client (MAC) may send per second; 0 = no limit.
+    pub client_rate: u16,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions {
+            always_broadcast: false,
+            log_xid: false,
+            quiet: false,
+            client_rate: MacLimiter::PER_SECOND,
+        }
+    }
 }
 
 /// Upper bounds (seconds) of the reply-latency histogram buckets.
@@ -205,36 +218,41 @@ pub struct Dataplane {
 /// server commit leases in a loop. Memory is bounded: the map is cleared each second.
 pub struct MacLimiter {
     second: u64,
+    per_second: u16,
     counts: HashMap<Mac, u16>,
 }
 
 impl MacLimiter {
-    /// Messages a client may send per second (a real client retries about once a second).
+    /// Default budget: a real client retries about once a second, so 30 is generous.
     pub const PER_SECOND: u16 = 30;
 
-    /// An empty limiter.
-    pub fn new() -> Self {
+    /// A limiter allowing `per_second` messages per client (0 = no limit).
+    pub fn new(per_second: u16) -> Self {
         MacLimiter {
             second: 0,
+            per_second,
             counts: HashMap::new(),
         }
     }
 
     /// Whether `mac` may send one more message in second `now`.
     pub fn allow(&mut self, mac: Mac, now: u64) -> bool {
+        if self.per_second == 0 {
+            return true;
+        }
         if now != self.second {
             self.second = now;
             self.counts.clear();
         }
         let c = self.counts.entry(mac).or_insert(0);
         *c = c.saturating_add(1);
-        *c <= Self::PER_SECOND
+        *c <= self.per_second
     }
 }
 
 impl Default for MacLimiter {
     fn default() -> Self {
-        Self::new()
+        Self::new(Self::PER_SECOND)
     }
 }
 
@@ -518,6 +536,7 @@ impl Dataplane {
         let stop2 = stop.clone();
         let h = std::thread::Builder::new()
             .name(format!("dhcp-{iface}"))
+            .stack_size(256 * 1024)
             .spawn(move || {
                 if let Some(ns) = netns {
                     if let Err(e) = nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET) {
@@ -649,18 +668,23 @@ impl Dataplane {
         else {
             return;
         };
-        let mut bufs: Vec<[u8; MAX_PACKET]> = vec![[0u8; MAX_PACKET]; BATCH];
+        // Start small: most networks are quiet. A batch that fills every buffer grows them to
+        // BATCH, so busy networks get full batches and idle ones cost a few kilobytes.
+        let mut bufs: Vec<[u8; MAX_PACKET]> = vec![[0u8; MAX_PACKET]; 4];
         let mut lens = [0usize; BATCH];
         let mut addrs_checked = Instant::now() - Duration::from_secs(60);
         let mut addrs: Vec<Ipv4Net> = Vec::new();
         let mut bad_input = RateLimit::new();
         let mut no_addr_log = RateLimit::new();
-        let mut limiter = MacLimiter::new();
+        let mut limiter = MacLimiter::new(self.opts.client_rate);
         let mut limit_log = RateLimit::new();
         while !self.stopping() && !stop.load(Ordering::Relaxed) {
             let n = recv_batch(&sock, &mut bufs, &mut lens);
             if n == 0 {
                 continue;
+            }
+            if n == bufs.len() && n < BATCH {
+                bufs.resize(BATCH, [0u8; MAX_PACKET]);
             }
             let received_at = Instant::now();
             if addrs_checked.elapsed() > Duration::from_secs(2) {
@@ -703,7 +727,7 @@ impl Dataplane {
                     if !limiter.allow(m.chaddr, now) {
                         self.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
                         if limit_log.allow("rate-limit lines") {
-                            tracing::warn!(target: "dhcp", "{} from {} on {iface}: over {} messages/s, dropped", m.msg.name(), m.chaddr, MacLimiter::PER_SECOND);
+                            tracing::warn!(target: "dhcp", "{} from {} on {iface}: over {} messages/s, dropped", m.msg.name(), m.chaddr, self.opts.client_rate);
                         }
                         continue;
                     }
@@ -1000,7 +1024,7 @@ mod tests {
 
     #[test]
     fn one_client_over_budget_is_limited_others_are_not() {
-        let mut l = MacLimiter::new();
+        let mut l = MacLimiter::default();
         let a = Mac([0xfa, 0x16, 0x3e, 0, 0, 1]);
         let b = Mac([0xfa, 0x16, 0x3e, 0, 0, 2]);
         for _ in 0..MacLimiter::PER_SECOND {

@@ -171,6 +171,9 @@ fn serve(cfg: &DnsmasqConfig, ready: Ready) -> anyhow::Result<()> {
         always_broadcast: cfg.dhcp_broadcast,
         log_xid: cfg.log_dhcp,
         quiet: cfg.quiet_dhcp,
+        client_rate: cfg
+            .client_rate
+            .unwrap_or(qdhcp_dataplane::server::MacLimiter::PER_SECOND),
     };
     let dp = match Dataplane::open(&journal_path(&leasefile), policy, opts) {
         Ok(d) => d,

@@ -66,6 +66,10 @@ pub struct ServeArgs {
     /// Log file [default: standard error].
     #[arg(long)]
     pub log_file: Option<PathBuf>,
+    /// Messages one client (MAC) may send per second; more are dropped and counted
+    /// [default: 30; 0 = no limit].
+    #[arg(long)]
+    pub client_rate: Option<u16>,
 }
 
 #[derive(Deserialize, Default, Debug)]
@@ -81,6 +85,7 @@ struct FileConfig {
     dns_domain: Option<String>,
     netns: Option<String>,
     log_file: Option<PathBuf>,
+    client_rate: Option<u16>,
 }
 
 /// The resolved configuration.
@@ -104,6 +109,8 @@ pub struct ServeConfig {
     pub netns: Option<String>,
     /// Log file.
     pub log_file: Option<PathBuf>,
+    /// Per-client message budget per second.
+    pub client_rate: u16,
 }
 
 fn parse_mappings(s: &str) -> anyhow::Result<HashMap<String, String>> {
@@ -186,6 +193,10 @@ pub fn resolve(a: &ServeArgs) -> anyhow::Result<ServeConfig> {
         },
         netns: a.netns.clone().or(file.netns),
         log_file: a.log_file.clone().or(file.log_file),
+        client_rate: a
+            .client_rate
+            .or(file.client_rate)
+            .unwrap_or(qdhcp_dataplane::server::MacLimiter::PER_SECOND),
     })
 }
 
