@@ -173,6 +173,8 @@ pub struct DnsmasqConfig {
     pub decline_quarantine: Option<u64>,
     /// Messages one client may send per second, 0 = unlimited (qdhcp extension).
     pub client_rate: Option<u16>,
+    /// Accept option 82 from clients that no relay forwarded (qdhcp extension).
+    pub trust_option82: bool,
     /// DNS-only flags that were accepted and ignored, for one warning line.
     pub ignored: Vec<String>,
 }
@@ -313,6 +315,7 @@ where
         "no-daemon" => cfg.no_daemon = true,
         "test" => cfg.test_only = true,
         "port" => cfg.dns_port = Some(v.parse().map_err(|_| bad(format!("{v:?} is not a port")))?),
+        "qdhcp-trust-option82" => cfg.trust_option82 = true,
         "qdhcp-client-rate" => {
             cfg.client_rate = Some(
                 v.parse()

@@ -24,6 +24,9 @@ pub struct Policy {
     pub default_dns_self: bool,
     /// Most leases held at once (dnsmasq's `--dhcp-lease-max`); `None` is unlimited.
     pub lease_max: Option<usize>,
+    /// Accept option 82 in a message no relay forwarded (giaddr 0). Off by default: a client
+    /// that sends relay-agent information itself is spoofing what only a relay may add.
+    pub trust_unrelayed_option82: bool,
 }
 
 impl Default for Policy {
@@ -33,6 +36,7 @@ impl Default for Policy {
             default_router_self: true,
             default_dns_self: true,
             lease_max: None,
+            trust_unrelayed_option82: false,
         }
     }
 }
@@ -142,6 +146,18 @@ pub fn decide(m: &Inbound, ctx: &Context<'_>, leases: &dyn LeaseView, now: u64) 
     let mac = m.chaddr;
     let res = ctx.table.lookup(mac, m.client_id.as_ref());
     let line = |ip: Option<Ipv4Addr>| LogLine::new(m.msg.name(), ip, mac);
+
+    // RFC 3046 §2.1: relay-agent information from a client itself is not to be trusted.
+    if m.relay_info.is_some() && m.giaddr.is_unspecified() && !ctx.policy.trust_unrelayed_option82 {
+        return Decision::silent(
+            line(
+                m.requested_ip
+                    .or(Some(m.ciaddr))
+                    .filter(|i| !i.is_unspecified()),
+            )
+            .note("option 82 without a relay, ignored"),
+        );
+    }
 
     match m.msg {
         ClientMsg::Discover => {

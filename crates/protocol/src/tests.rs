@@ -559,8 +559,34 @@ fn full_lease_table_refuses_new_clients_but_keeps_serving_holders() {
 }
 
 #[test]
-fn relay_agent_information_is_echoed_last() {
+fn option_82_from_a_client_without_relay_is_ignored_unless_trusted() {
     let p = packet(1, VM, &[(82, &[1, 3, b'a', b'b', b'c'])]);
+    let d = run(&p, &Leases::default());
+    assert!(d.reply.is_none());
+    assert_eq!(
+        d.received.note.as_deref(),
+        Some("option 82 without a relay, ignored")
+    );
+    let t = table();
+    let policy = Policy {
+        trust_unrelayed_option82: true,
+        ..Policy::default()
+    };
+    let ctx = Context {
+        iface: "i",
+        server_id: SERVER,
+        table: &t,
+        policy: &policy,
+    };
+    assert!(decide(&parse(&p).unwrap(), &ctx, &Leases::default(), NOW)
+        .reply
+        .is_some());
+}
+
+#[test]
+fn relay_agent_information_is_echoed_last() {
+    let mut p = packet(1, VM, &[(82, &[1, 3, b'a', b'b', b'c'])]);
+    p[24..28].copy_from_slice(&ip("172.16.1.1"));
     let bytes = run(&p, &Leases::default()).reply.unwrap().bytes;
     assert_eq!(*wire_order(&bytes).last().unwrap(), 82);
 }

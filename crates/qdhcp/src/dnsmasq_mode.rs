@@ -166,6 +166,7 @@ fn serve(cfg: &DnsmasqConfig, ready: Ready) -> anyhow::Result<()> {
         default_dns_self: cfg.dns_port != Some(0),
         // dnsmasq's default limit is 1000 leases
         lease_max: Some(cfg.lease_max.unwrap_or(1000) as usize),
+        trust_unrelayed_option82: cfg.trust_option82,
     };
     let opts = ServeOptions {
         always_broadcast: cfg.dhcp_broadcast,

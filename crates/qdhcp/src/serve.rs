@@ -410,6 +410,7 @@ fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         default_router_self: false,
         default_dns_self: false,
         lease_max: None,
+        trust_unrelayed_option82: false,
     };
     let dp = Dataplane::open(
         &cfg.state_dir.join("leases.journal"),
