@@ -61,7 +61,12 @@ pub struct Counters {
     pub send_errors: AtomicU64,
     /// Messages dropped because one client sent too many.
     pub rate_limited: AtomicU64,
+    /// Log lines for unanswered messages left out over the global budget.
+    pub log_suppressed: AtomicU64,
 }
+
+/// Log lines a second, per interface, for messages that get no answer (unknown clients).
+pub const UNANSWERED_LINES_PER_SECOND: u16 = 200;
 
 /// Counter labels for `Counters::malformed`, in index order.
 pub const MALFORMED_LABELS: [&str; 10] = [
@@ -677,6 +682,7 @@ impl Dataplane {
         let mut bad_input = RateLimit::new();
         let mut no_addr_log = RateLimit::new();
         let mut limiter = MacLimiter::new(self.opts.client_rate);
+        let mut unknown_budget = MacLimiter::new(UNANSWERED_LINES_PER_SECOND);
         let mut limit_log = RateLimit::new();
         while !self.stopping() && !stop.load(Ordering::Relaxed) {
             let n = recv_batch(&sock, &mut bufs, &mut lens);
@@ -735,7 +741,14 @@ impl Dataplane {
                     if d.received.note.as_deref() == Some("no address available") {
                         self.counters.no_address.fetch_add(1, Ordering::Relaxed);
                     }
-                    self.log(iface, m.xid, &d.received);
+                    // Clients we hold nothing for are the flood case: their lines share one
+                    // global budget a second, so a flood cannot flood the log as well.
+                    let unknown = d.reply.is_none() && d.lease.is_none();
+                    if !unknown || unknown_budget.allow(Mac::default(), now) {
+                        self.log(iface, m.xid, &d.received);
+                    } else {
+                        self.counters.log_suppressed.fetch_add(1, Ordering::Relaxed);
+                    }
                     if let Some(c) = &d.lease {
                         // Applied now so the rest of the batch sees it; made durable below
                         // before any reply that depends on it leaves.
@@ -905,6 +918,7 @@ impl Dataplane {
         ] {
             let _ = writeln!(o, "qdhcp_dhcp_dropped_total{{reason=\"{l}\"}} {}", g(v));
         }
+        let _ = writeln!(o, "# HELP qdhcp_log_lines_suppressed_total Lines for unanswered messages over the per-second budget.\n# TYPE qdhcp_log_lines_suppressed_total counter\nqdhcp_log_lines_suppressed_total {}", g(&c.log_suppressed));
         o.push_str("# HELP qdhcp_leases_active Leases held, by network and subnet.\n# TYPE qdhcp_leases_active gauge\n");
         for n in &nets {
             let subnets: Vec<ipnet::Ipv4Net> = n.table().subnets.iter().map(|s| s.net).collect();

@@ -55,6 +55,9 @@ impl LoNs {
         std::fs::write(self.path("hosts"), s).unwrap();
     }
     fn start(&self, leasefile: &std::path::Path, extra: &[&str]) -> Proc {
+        self.start_with(leasefile, extra, true)
+    }
+    fn start_with(&self, leasefile: &std::path::Path, extra: &[&str], quiet: bool) -> Proc {
         let before = std::fs::read_to_string(self.path("log"))
             .unwrap_or_default()
             .matches("DHCP listening")
@@ -68,8 +71,12 @@ impl LoNs {
             "dnsmasq",
             "-k",
             "--interface=lo",
-            "--quiet-dhcp",
         ])
+        .args(if quiet {
+            &["--quiet-dhcp"][..]
+        } else {
+            &[][..]
+        })
         .arg(format!("--dhcp-hostsfile={}", self.path("hosts").display()))
         .arg(format!("--dhcp-leasefile={}", leasefile.display()))
         .arg(format!("--log-facility={}", self.path("log").display()))
@@ -244,6 +251,41 @@ fn flood_of_unknown_clients_does_not_starve_reserved_ones() {
     assert!(
         acks >= 0.99 * started,
         "reserved clients completed {acks}/{started} DORA under flood {f}"
+    );
+}
+
+#[test]
+fn a_flood_of_unknown_clients_does_not_flood_the_log() {
+    if !netns_available("log flood") {
+        return;
+    }
+    let n = LoNs::new("l");
+    n.hosts(10);
+    let srv = n.start_with(&n.path("leases"), &[], false);
+    let flood = n.loadgen(&[
+        "--giaddr",
+        "127.0.0.3",
+        "--clients",
+        "100000",
+        "--first-client",
+        "100000",
+        "--duration",
+        "3",
+        "--rate",
+        "20000",
+    ]);
+    let f = String::from_utf8(flood.wait_with_output().unwrap().stdout).unwrap();
+    assert!(json_field(&f, "sent") > 40_000.0, "{f}");
+    srv.signal(nix::sys::signal::Signal::SIGUSR1);
+    let log = wait_for_log(&n.path("log"), "DHCP statistics", Duration::from_secs(5));
+    let lines = log
+        .lines()
+        .filter(|l| l.contains("no address available"))
+        .count();
+    // 200 a second per interface, over the ~3-4 s the flood lasted
+    assert!(
+        (100..=1000).contains(&lines),
+        "{lines} unanswered-message lines for a flood of {f}"
     );
 }
 
