@@ -646,7 +646,7 @@ impl Dataplane {
     }
 
     /// Periodic work: reap expired leases, and compact the journal once it has grown to more
-    /// than twice the live records (and at least 10,000 lines).
+    /// than four times the live records (and at least 100,000 lines).
     pub fn housekeeping(&self, now: u64) {
         let mut live = 0;
         for n in self.networks() {
@@ -655,7 +655,9 @@ impl Dataplane {
             live += t.len();
         }
         let count = self.journal.record_count() as usize;
-        if count > 10_000 && count > 2 * live {
+        // Compaction holds the journal while it rewrites it, delaying the ACKs of that moment:
+        // do it seldom (the journal at least 100,000 records and four times the live ones).
+        if count > 100_000 && count > 4 * live {
             if let Err(e) = self.compact() {
                 tracing::error!(target: "dhcp", "{e}");
             }
