@@ -70,6 +70,9 @@ pub struct ServeArgs {
     /// [default: 30; 0 = no limit].
     #[arg(long)]
     pub client_rate: Option<u16>,
+    /// No line per DHCP message (dnsmasq's --quiet-dhcp); errors and summaries still logged.
+    #[arg(long)]
+    pub quiet_dhcp: bool,
 }
 
 #[derive(Deserialize, Default, Debug)]
@@ -86,6 +89,7 @@ struct FileConfig {
     netns: Option<String>,
     log_file: Option<PathBuf>,
     client_rate: Option<u16>,
+    quiet_dhcp: Option<bool>,
 }
 
 /// The resolved configuration.
@@ -111,6 +115,8 @@ pub struct ServeConfig {
     pub log_file: Option<PathBuf>,
     /// Per-client message budget per second.
     pub client_rate: u16,
+    /// No per-message DHCP lines.
+    pub quiet_dhcp: bool,
 }
 
 fn parse_mappings(s: &str) -> anyhow::Result<HashMap<String, String>> {
@@ -197,7 +203,17 @@ pub fn resolve(a: &ServeArgs) -> anyhow::Result<ServeConfig> {
             .client_rate
             .or(file.client_rate)
             .unwrap_or(qdhcp_dataplane::server::MacLimiter::PER_SECOND),
+        quiet_dhcp: a.quiet_dhcp || file.quiet_dhcp.unwrap_or(false),
     })
+}
+
+/// How the dataplane serves, from the configuration.
+pub fn serve_options(cfg: &ServeConfig) -> ServeOptions {
+    ServeOptions {
+        client_rate: cfg.client_rate,
+        quiet: cfg.quiet_dhcp,
+        ..ServeOptions::default()
+    }
 }
 
 /// Names derived from a network and its DHCP port, as Neutron's agent names them.
@@ -415,7 +431,7 @@ fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     let dp = Dataplane::open(
         &cfg.state_dir.join("leases.journal"),
         policy,
-        ServeOptions::default(),
+        serve_options(&cfg),
     )
     .map_err(|e| {
         anyhow::anyhow!("{e} (fix or move the file away to start with an empty lease table)")
@@ -466,4 +482,47 @@ fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     tracing::info!("exiting: stopping DHCP");
     dp.shutdown();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_the_toml_file_and_reach_the_dataplane() {
+        let dir = tempfile::tempdir().unwrap();
+        let toml = dir.path().join("qdhcp.toml");
+        std::fs::write(&toml, "listen = \"127.0.0.1:19696\"\nclient_rate = 7\nquiet_dhcp = true\n[bridge_mappings]\nphysnet1 = \"br-x\"\n").unwrap();
+        let a = ServeArgs {
+            config: Some(toml.clone()),
+            ..Default::default()
+        };
+        let c = resolve(&a).unwrap();
+        assert_eq!(c.listen.port(), 19696);
+        assert_eq!(
+            c.bridge_mappings.get("physnet1").map(String::as_str),
+            Some("br-x")
+        );
+        let o = serve_options(&c);
+        assert_eq!(o.client_rate, 7);
+        assert!(o.quiet);
+        let a = ServeArgs {
+            config: Some(toml),
+            client_rate: Some(0),
+            bridge_mappings: Some("p:b".into()),
+            ..Default::default()
+        };
+        let c = resolve(&a).unwrap();
+        assert_eq!(serve_options(&c).client_rate, 0, "the flag wins");
+        assert_eq!(c.bridge_mappings.get("p").map(String::as_str), Some("b"));
+        let bad = ServeArgs {
+            bridge_mappings: Some("nocolon".into()),
+            ..Default::default()
+        };
+        assert!(resolve(&bad).is_err());
+        let defaults = resolve(&ServeArgs::default()).unwrap();
+        assert_eq!(defaults.listen.to_string(), "127.0.0.1:9696");
+        assert_eq!(defaults.namespace_prefix, "qdhcp-");
+        assert_eq!(serve_options(&defaults).client_rate, 30);
+    }
 }
