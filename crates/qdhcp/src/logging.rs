@@ -53,7 +53,9 @@ pub fn sink_for(facility: Option<&str>, foreground_debug: bool) -> anyhow::Resul
                 Some(f) => anyhow::bail!("unknown log facility {f}"),
             };
             let s = UnixDatagram::unbound()?;
-            match s.connect("/dev/log") {
+            // QDHCP_SYSLOG_SOCKET points tests (or unusual hosts) at another syslog socket.
+            let path = std::env::var("QDHCP_SYSLOG_SOCKET").unwrap_or_else(|_| "/dev/log".into());
+            match s.connect(path) {
                 Ok(()) => Ok(Sink::Syslog(s, facility)),
                 Err(_) => Ok(Sink::Stderr),
             }

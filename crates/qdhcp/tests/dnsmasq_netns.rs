@@ -527,3 +527,63 @@ fn send_garbage(vm: &Vm, n: usize) {
     .join()
     .unwrap();
 }
+
+#[test]
+fn logs_go_to_syslog_by_default_in_dnsmasq_format() {
+    if !netns_available("syslog") {
+        return;
+    }
+    require_tool("udhcpc");
+    let (mut t, s) = flat_net(86400);
+    let sock_path = t.path("syslog.sock");
+    let syslog = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    syslog
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let args: Vec<String> = s
+        .args
+        .iter()
+        .filter(|a| !a.starts_with("--log-facility"))
+        .cloned()
+        .collect();
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &t.srv_ns, qdhcp_bin(), "dnsmasq", "-k"])
+        .args(&args)
+        .env("QDHCP_SYSLOG_SOCKET", &sock_path)
+        .stdin(Stdio::null());
+    die_with_test(&mut cmd);
+    let _srv = Proc {
+        child: cmd.spawn().unwrap(),
+    };
+    let mut got = Vec::new();
+    let mut buf = [0u8; 2048];
+    let start = Instant::now();
+    while !got.iter().any(|l: &String| l.contains("DHCP listening"))
+        && start.elapsed() < Duration::from_secs(10)
+    {
+        if let Ok(n) = syslog.recv(&mut buf) {
+            got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+    }
+    let vm = t.vm(VM1_MAC);
+    assert!(udhcpc(&t, &vm, 5).is_some());
+    while !got.iter().any(|l| l.contains("DHCPACK(")) && start.elapsed() < Duration::from_secs(20) {
+        if let Ok(n) = syslog.recv(&mut buf) {
+            got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+    }
+    let ack = got
+        .iter()
+        .find(|l| l.contains("DHCPACK("))
+        .unwrap_or_else(|| panic!("no DHCPACK via syslog: {got:?}"));
+    // <priority>timestamp tag[pid]: message, facility daemon (3), severity info (6) -> 30
+    assert!(ack.starts_with("<30>"), "{ack}");
+    assert!(ack.contains(" dnsmasq-dhcp["), "{ack}");
+    assert!(
+        ack.contains(&format!(
+            "DHCPACK({}) {VM1_IP} {VM1_MAC} host-172-16-1-103",
+            t.srv_if
+        )),
+        "{ack}"
+    );
+}
