@@ -39,6 +39,8 @@ lines.append("Produced by `bench/run.sh -n %d -d %g` on this machine (%s, %s cor
              "(serve mode: through the bridge into the namespace qdhcp creates). %d static reservations. A step lasts %g s; "
              "a reply later than 1 s counts as a drop; the peak is the highest rate with at most 2.5%% drops (ISC's perfdhcp method).\n"
              % (n, d, platform.platform(), subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip(), n, d))
+lines.append("Logging of each message is off for every server (`--quiet-dhcp`, Kea at WARN); qdhcp's per-client budget is off "
+             "(`--qdhcp-client-rate=0`), since 10,000 simulated clients at these rates each send far more than a real client would.\n")
 lines.append("qdhcp's leases are durable (journal fdatasync'd before the ACK leaves, group commit) on the root disk; dnsmasq's lease "
              "file is on tmpfs (/dev/shm), as is Kea's memfile.\n")
 lines.append("| server | peak leases/s (≤2.5% drop) | drop % at peak | DISCOVER→OFFER p50 / p99 ms | REQUEST→ACK p50 / p99 ms | server CPU % | peak RSS MB |")

@@ -86,7 +86,7 @@ start_server() {
     qdhcp-dnsmasq)
       ip netns exec qbs taskset -c 0 "$Q" dnsmasq -k --no-hosts --no-resolv --port=0 --interface=qbs0 --bind-interfaces \
         --dhcp-range=set:s,10.0.0.0,static,255.0.0.0,86400s --dhcp-hostsfile="$W/hosts" \
-        --dhcp-leasefile="$W/qdhcp.leases" --dhcp-lease-max=4000000 --quiet-dhcp --log-facility="$W/qdhcp.log" &
+        --dhcp-leasefile="$W/qdhcp.leases" --dhcp-lease-max=4000000 --quiet-dhcp --qdhcp-client-rate=0 --log-facility="$W/qdhcp.log" &
       SRV_PID=$!; wait_port qbs ;;
     dnsmasq)
       ip netns exec qbs taskset -c 0 dnsmasq -k -u root --no-hosts --no-resolv --port=0 --interface=qbs0 --bind-interfaces \
@@ -106,7 +106,7 @@ start_server() {
       ip -n qbc addr add 10.0.0.2/8 dev qbc1 2>/dev/null || true
       ip -n qbc link set qbc0 down; ip -n qbc link set qbc1 up
       taskset -c 0 "$Q" serve --netns qbh --state-dir "$W/serve-state" --bridge-mappings physnet1:qbbr \
-        --namespace-prefix qbd --namespace-id-chars 8 --log-file "$W/serve.log" &
+        --namespace-prefix qbd --namespace-id-chars 8 --client-rate 0 --quiet-dhcp --log-file "$W/serve.log" &
       SRV_PID=$!
       for _ in $(seq 100); do ip netns exec qbh curl -s -o /dev/null 127.0.0.1:9696/ && break; sleep 0.1; done
       ip netns exec qbh python3 - "$W" <<'PY' > "$W/api.json"
