@@ -113,6 +113,8 @@ const FLAGS: &[(&str, Option<char>, Arity, Role)] = &[
         Arity::Required,
         Role::Dhcp,
     ),
+    ("qdhcp-client-rate", None, Arity::Required, Role::Dhcp),
+    ("qdhcp-trust-option82", None, Arity::None, Role::Dhcp),
 ];
 
 /// One `--dhcp-range`: qdhcp serves static ranges (reservations only), as Neutron uses.
@@ -494,6 +496,18 @@ mod tests {
         .unwrap();
         assert_eq!(c.domain.as_deref(), Some("example.org"));
         assert_eq!(c.ranges[0].lease_secs, Some(600));
+    }
+
+    #[test]
+    fn qdhcp_own_flags_parse() {
+        let c = parse_args(
+            &args("--qdhcp-client-rate=0 --qdhcp-trust-option82 --qdhcp-decline-quarantine=60"),
+            |_| unreachable!(),
+        )
+        .unwrap();
+        assert_eq!(c.client_rate, Some(0));
+        assert!(c.trust_option82);
+        assert_eq!(c.decline_quarantine, Some(60));
     }
 
     #[test]
