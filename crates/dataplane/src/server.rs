@@ -675,9 +675,9 @@ impl Dataplane {
         else {
             return;
         };
-        // Start small: most networks are quiet. A batch that fills every buffer grows them to
+        // Start with two buffers: most networks are quiet. A batch that fills them grows them to
         // BATCH, so busy networks get full batches and idle ones cost a few kilobytes.
-        let mut bufs: Vec<[u8; MAX_PACKET]> = vec![[0u8; MAX_PACKET]; 4];
+        let mut bufs: Vec<[u8; MAX_PACKET]> = vec![[0u8; MAX_PACKET]; 2];
         let mut lens = [0usize; BATCH];
         let mut addrs_checked = Instant::now() - Duration::from_secs(60);
         let mut addrs: Vec<Ipv4Net> = Vec::new();
