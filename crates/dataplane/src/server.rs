@@ -63,6 +63,8 @@ pub struct Counters {
     pub rate_limited: AtomicU64,
     /// Log lines for unanswered messages left out over the global budget.
     pub log_suppressed: AtomicU64,
+    /// Renewals answered from a still-durable lease while lease storage failed.
+    pub renewed_from_durable: AtomicU64,
 }
 
 /// Log lines a second, per interface, for messages that get no answer (unknown clients).
@@ -268,6 +270,8 @@ struct Held {
     bytes: Vec<u8>,
     kind: ReplyKind,
     sent: Option<qdhcp_protocol::LogLine>,
+    /// For a lease change: the client's MAC and the lease it held before (what is durable).
+    before: Option<(Mac, Option<Lease>)>,
 }
 
 /// One batch handed to the journal writer: lease records, and the replies that wait for them.
@@ -278,6 +282,27 @@ struct Commit {
     records: Vec<Record>,
     held: Vec<Held>,
     received_at: Instant,
+}
+
+/// The address an encoded reply hands out (yiaddr).
+fn ack_yiaddr(b: &[u8]) -> Ipv4Addr {
+    b.get(16..20).map_or(Ipv4Addr::UNSPECIFIED, |a| {
+        Ipv4Addr::new(a[0], a[1], a[2], a[3])
+    })
+}
+
+/// Rewrites options 51, 58 and 59 of a reply this server encoded (they follow 53 and 54 at
+/// fixed places) to a lease of `secs`; false if the layout is not the expected one.
+fn set_lease_time(b: &mut [u8], secs: u32) -> bool {
+    if b.len() < 255 || b[249] != 51 || b[250] != 4 {
+        return false;
+    }
+    b[251..255].copy_from_slice(&secs.to_be_bytes());
+    if secs != u32::MAX && b.len() >= 267 && b[255] == 58 && b[261] == 59 {
+        b[257..261].copy_from_slice(&(secs / 2).to_be_bytes());
+        b[263..267].copy_from_slice(&((u64::from(secs) * 7 / 8) as u32).to_be_bytes());
+    }
+    true
 }
 
 /// A serving thread and its stop flag.
@@ -751,7 +776,11 @@ impl Dataplane {
                     } else {
                         self.counters.log_suppressed.fetch_add(1, Ordering::Relaxed);
                     }
+                    let mut before = None;
                     if let Some(c) = &d.lease {
+                        if let LeaseChange::Bind(l) = c {
+                            before = Some((l.mac, leases.lease(l.mac).cloned()));
+                        }
                         // Applied now so the rest of the batch sees it; made durable below
                         // before any reply that depends on it leaves.
                         leases.apply(c);
@@ -772,6 +801,7 @@ impl Dataplane {
                         bytes: reply.bytes,
                         kind: reply.kind,
                         sent: d.sent,
+                        before,
                     };
                     if d.lease.is_some() {
                         held.push(h);
@@ -852,10 +882,51 @@ impl Dataplane {
                     if persist_log.allow("lease-storage errors") {
                         tracing::error!(target: "dhcp", "{e}: not acknowledging leases that cannot be stored");
                     }
-                    let withheld: usize = batch.iter().map(|c| c.held.len()).sum();
-                    self.counters
-                        .persist_failures
-                        .fetch_add(withheld as u64, Ordering::Relaxed);
+                    let now = now_secs();
+                    for c in batch {
+                        for mut h in c.held {
+                            // Memory goes back to what is durable.
+                            let Some((mac, prev)) = h.before.take() else {
+                                continue;
+                            };
+                            {
+                                let mut t = c.net.leases();
+                                match &prev {
+                                    Some(p) => t.apply(&LeaseChange::Bind(p.clone())),
+                                    None => {
+                                        t.revoke(mac);
+                                    }
+                                }
+                            }
+                            // A renewal of a lease that is still durable is answered with the
+                            // time that lease has left: the client keeps its address.
+                            let left = prev.as_ref().and_then(|p| match p.expires {
+                                None => Some(u32::MAX),
+                                Some(e) if e > now + 1 => {
+                                    Some((e - now).min(u64::from(u32::MAX - 1)) as u32)
+                                }
+                                Some(_) => None,
+                            });
+                            match left {
+                                Some(secs)
+                                    if prev
+                                        .as_ref()
+                                        .is_some_and(|p| p.ip == ack_yiaddr(&h.bytes))
+                                        && set_lease_time(&mut h.bytes, secs) =>
+                                {
+                                    self.counters
+                                        .renewed_from_durable
+                                        .fetch_add(1, Ordering::Relaxed);
+                                    self.deliver(&c.net, &c.sock, &c.iface, h, c.received_at);
+                                }
+                                _ => {
+                                    self.counters
+                                        .persist_failures
+                                        .fetch_add(1, Ordering::Relaxed);
+                                }
+                            }
+                        }
+                    }
                 }
             }
         }
@@ -920,6 +991,7 @@ impl Dataplane {
         ] {
             let _ = writeln!(o, "qdhcp_dhcp_dropped_total{{reason=\"{l}\"}} {}", g(v));
         }
+        let _ = writeln!(o, "# HELP qdhcp_renewals_from_durable_lease_total Renewals answered from a still-durable lease while lease storage failed.\n# TYPE qdhcp_renewals_from_durable_lease_total counter\nqdhcp_renewals_from_durable_lease_total {}", g(&c.renewed_from_durable));
         let _ = writeln!(o, "# HELP qdhcp_log_lines_suppressed_total Lines for unanswered messages over the per-second budget.\n# TYPE qdhcp_log_lines_suppressed_total counter\nqdhcp_log_lines_suppressed_total {}", g(&c.log_suppressed));
         o.push_str("# HELP qdhcp_leases_active Leases held, by network and subnet.\n# TYPE qdhcp_leases_active gauge\n");
         for n in &nets {
@@ -1037,6 +1109,50 @@ fn send(sock: &Socket, iface: &str, dest: Delivery, bytes: &[u8]) -> io::Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lease_time_of_an_encoded_ack_can_be_shortened() {
+        use qdhcp_protocol::*;
+        let mut o = OptionSet::default();
+        o.set_text(3, "10.0.0.1", false).unwrap();
+        let s = Subnet {
+            net: "10.0.0.0/24".parse().unwrap(),
+            lease_secs: Some(86400),
+            options: o,
+        };
+        let mac = Mac([0xfa, 0x16, 0x3e, 0, 0, 1]);
+        let r = Reservation {
+            mac: Some(mac),
+            client_id: None,
+            ip: Ipv4Addr::new(10, 0, 0, 5),
+            hostname: None,
+            options: OptionSet::default(),
+        };
+        let t = NetworkTable::new(vec![s], vec![r]);
+        let policy = Policy::default();
+        let ctx = Context {
+            iface: "i",
+            server_id: Ipv4Addr::new(10, 0, 0, 2),
+            table: &t,
+            policy: &policy,
+        };
+        let mut p = vec![0u8; 240];
+        p[0] = 1;
+        p[1] = 1;
+        p[2] = 6;
+        p[12..16].copy_from_slice(&[10, 0, 0, 5]);
+        p[28..34].copy_from_slice(&mac.0);
+        p[236..240].copy_from_slice(&[99, 130, 83, 99]);
+        p.extend_from_slice(&[53, 1, 3, 255]);
+        let d = decide(&parse(&p).unwrap(), &ctx, &LeaseTable::default(), 1_000);
+        let mut bytes = d.reply.unwrap().bytes;
+        assert_eq!(ack_yiaddr(&bytes), Ipv4Addr::new(10, 0, 0, 5));
+        assert!(set_lease_time(&mut bytes, 600));
+        assert_eq!(bytes[251..255], 600u32.to_be_bytes());
+        assert_eq!(bytes[257..261], 300u32.to_be_bytes());
+        assert_eq!(bytes[263..267], 525u32.to_be_bytes());
+        assert!(!set_lease_time(&mut [0u8; 100], 5));
+    }
 
     #[test]
     fn one_client_over_budget_is_limited_others_are_not() {

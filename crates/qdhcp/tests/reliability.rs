@@ -311,7 +311,23 @@ fn full_lease_storage_withholds_acks_logs_once_and_recovers() {
         }
     }
     let _u = Umount(mnt.clone());
-    let _srv = n.start(&mnt.join("leases"), &[]);
+    let srv = n.start(&mnt.join("leases"), &[]);
+    // 100 clients get durable leases while there is room
+    let early = n.path("early");
+    let lg = n.loadgen(&[
+        "--clients",
+        "100",
+        "--first-client",
+        "3900",
+        "--rate",
+        "200",
+        "--duration",
+        "0.5",
+        "--record",
+        early.to_str().unwrap(),
+    ]);
+    let out = String::from_utf8(lg.wait_with_output().unwrap().stdout).unwrap();
+    assert_eq!(json_field(&out, "acks"), 100.0, "{out}");
     // 4000 leases at ~100 bytes each do not fit in 64 KiB
     let lg = n.loadgen(&[
         "--clients",
@@ -345,6 +361,25 @@ fn full_lease_storage_withholds_acks_logs_once_and_recovers() {
         records as f64 >= acks,
         "{records} durable records for {acks} ACKs"
     );
+    // the disk is still full: clients with a durable lease keep their address when they renew
+    let lg = n.loadgen(&[
+        "--mode",
+        "renew",
+        "--renew-from",
+        early.to_str().unwrap(),
+        "--rate",
+        "200",
+        "--duration",
+        "0.5",
+    ]);
+    let out = String::from_utf8(lg.wait_with_output().unwrap().stdout).unwrap();
+    assert_eq!(
+        json_field(&out, "acks"),
+        json_field(&out, "started"),
+        "renewals served from durable leases: {out}"
+    );
+    assert_eq!(json_field(&out, "naks"), 0.0, "{out}");
+    srv.signal(nix::sys::signal::Signal::SIGUSR1);
     // space returns: service recovers by itself
     let _ = std::fs::remove_file(mnt.join("leases"));
     Command::new("mount")
