@@ -687,13 +687,7 @@ async fn create(
             }
             Res::Subnet => {
                 let r: SubnetReq = typed(o, res)?;
-                if let Some(n) = &r.network_id {
-                    let reg = st.control.read();
-                    let v = reg.network(n).map(|n| render::network(&reg, n));
-                    if !v.is_some_and(|v| visible(&reg, &caller, Res::Network, &v)) {
-                        return Err(Res::Network.not_found(n));
-                    }
-                }
+                network_visible(&st, &caller, r.network_id.as_deref())?;
                 st.control.mutate(|reg, env| {
                     reg.create_subnet(r, &caller, env)
                         .map(|(s, out)| (s.id, out))
@@ -701,13 +695,7 @@ async fn create(
             }
             Res::Port => {
                 let r: PortReq = typed(o, res)?;
-                if let Some(n) = &r.network_id {
-                    let reg = st.control.read();
-                    let v = reg.network(n).map(|n| render::network(&reg, n));
-                    if !v.is_some_and(|v| visible(&reg, &caller, Res::Network, &v)) {
-                        return Err(Res::Network.not_found(n));
-                    }
-                }
+                network_visible(&st, &caller, r.network_id.as_deref())?;
                 st.control.mutate(|reg, env| {
                     reg.create_port(r, &caller, env).map(|(p, out)| (p.id, out))
                 })?
@@ -726,6 +714,18 @@ async fn create(
         json!({ res.singular(): vals.pop().unwrap_or(Value::Null) })
     };
     Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+/// A subnet or port may only be created on a network the caller can see (404 otherwise).
+fn network_visible(st: &ApiState, caller: &Caller, net: Option<&str>) -> Result<(), ApiError> {
+    let Some(n) = net else { return Ok(()) };
+    let reg = st.control.read();
+    let v = reg.network(n).map(|x| render::network(&reg, x));
+    if v.is_some_and(|v| visible(&reg, caller, Res::Network, &v)) {
+        Ok(())
+    } else {
+        Err(Res::Network.not_found(n))
+    }
 }
 
 fn check_owner(st: &ApiState, caller: &Caller, res: Res, id: &str) -> Result<(), ApiError> {
