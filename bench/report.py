@@ -86,7 +86,11 @@ for s in order:
     for p in perf.get(s, []):
         mine = [x for x in load[s] if x["offered_rate"] == p["offered_rate"]]
         m = mine[0]["rate"] if mine else None
-        agree = "-" if not (m and p.get("ack_rate")) else "%.1f%%" % (100.0 * abs(m - p["ack_rate"]) / max(m, p["ack_rate"]))
+        saturated = (p.get("drop_pct") or 0) > 2.5 or any(x["drop_pct"] > 2.5 for x in mine)
+        if saturated:
+            agree = "server saturated: not comparable (each tool's retry and timeout rules decide)"
+        else:
+            agree = "-" if not (m and p.get("ack_rate")) else "%.1f%%" % (100.0 * abs(m - p["ack_rate"]) / max(m, p["ack_rate"]))
         lines.append("| %s | %d | %s | %s | %s | %s |" % (s, p["offered_rate"], p.get("ack_rate"), p.get("drop_pct"),
                      "%.0f" % m if m else "-", agree))
 lines.append("")
