@@ -303,6 +303,23 @@ struct Pending {
     request: bool,
 }
 
+/// One mmsghdr per buffer, with an optional destination; the iovecs must outlive the headers.
+fn mmsg_headers(iovs: &mut [libc::iovec], to: Option<&SockAddr>) -> Vec<libc::mmsghdr> {
+    iovs.iter_mut()
+        .map(|iov| {
+            // SAFETY: a zeroed mmsghdr is a valid empty header; the fields used are set below.
+            let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
+            if let Some(to) = to {
+                h.msg_hdr.msg_name = to.as_ptr() as *mut libc::c_void;
+                h.msg_hdr.msg_namelen = to.len();
+            }
+            h.msg_hdr.msg_iov = iov as *mut libc::iovec;
+            h.msg_hdr.msg_iovlen = 1;
+            h
+        })
+        .collect()
+}
+
 fn send_batch(fd: i32, to: &SockAddr, pkts: &mut [Vec<u8>]) -> usize {
     if pkts.is_empty() {
         return 0;
@@ -314,18 +331,7 @@ fn send_batch(fd: i32, to: &SockAddr, pkts: &mut [Vec<u8>]) -> usize {
             iov_len: p.len(),
         })
         .collect();
-    let mut hdrs: Vec<libc::mmsghdr> = iovs
-        .iter_mut()
-        .map(|iov| {
-            // SAFETY: zeroed mmsghdr is a valid empty header; fields set below.
-            let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
-            h.msg_hdr.msg_name = to.as_ptr() as *mut libc::c_void;
-            h.msg_hdr.msg_namelen = to.len();
-            h.msg_hdr.msg_iov = iov as *mut libc::iovec;
-            h.msg_hdr.msg_iovlen = 1;
-            h
-        })
-        .collect();
+    let mut hdrs = mmsg_headers(&mut iovs, Some(to));
     let mut done = 0;
     while done < hdrs.len() {
         // SAFETY: hdrs points at valid iovecs and addresses that outlive the call.
@@ -347,16 +353,7 @@ fn recv_batch(fd: i32, bufs: &mut [[u8; 1500]], lens: &mut [usize]) -> usize {
             iov_len: b.len(),
         })
         .collect();
-    let mut hdrs: Vec<libc::mmsghdr> = iovs
-        .iter_mut()
-        .map(|iov| {
-            // SAFETY: as above.
-            let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
-            h.msg_hdr.msg_iov = iov as *mut libc::iovec;
-            h.msg_hdr.msg_iovlen = 1;
-            h
-        })
-        .collect();
+    let mut hdrs = mmsg_headers(&mut iovs, None);
     // SAFETY: buffers and headers are valid for the call.
     let n = unsafe {
         libc::recvmmsg(

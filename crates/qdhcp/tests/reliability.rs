@@ -123,6 +123,24 @@ impl Drop for LoNs {
     }
 }
 
+/// SIGKILLs the server at random moments (`min_gap_ms` to `min_gap_ms + 300` ms apart) and
+/// restarts it, 20 times or for 13 s; returns how many kills there were.
+fn kill_repeatedly(srv: &mut Proc, min_gap_ms: u64, mut restart: impl FnMut() -> Proc) -> u32 {
+    let mut seed = u64::from(std::process::id()) | 1;
+    let mut kills = 0;
+    let start = Instant::now();
+    while kills < 20 && start.elapsed() < Duration::from_secs(13) {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        std::thread::sleep(Duration::from_millis(min_gap_ms + seed % 300));
+        srv.kill9();
+        kills += 1;
+        *srv = restart();
+    }
+    kills
+}
+
 fn json_field(out: &str, k: &str) -> f64 {
     let v: serde_json::Value =
         serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("loadgen output {out:?}: {e}"));
@@ -151,18 +169,7 @@ fn kill_9_under_load_twenty_times_loses_no_acked_lease_and_never_double_assigns(
         "--record",
         record.to_str().unwrap(),
     ]);
-    let mut seed = u64::from(std::process::id()) | 1;
-    let mut kills = 0;
-    let start = Instant::now();
-    while kills < 20 && start.elapsed() < Duration::from_secs(13) {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        std::thread::sleep(Duration::from_millis(150 + seed % 300));
-        srv.kill9();
-        kills += 1;
-        srv = n.start(&leases, &[]);
-    }
+    let kills = kill_repeatedly(&mut srv, 150, || n.start(&leases, &[]));
     let out = lg.wait_with_output().unwrap();
     assert!(out.status.success());
     assert!(kills >= 20, "only {kills} kills");
@@ -492,18 +499,7 @@ fn kill_9_of_qdhcp_serve_under_load_twenty_times_loses_no_acked_lease() {
         "--record",
         record.to_str().unwrap(),
     ]);
-    let mut seed = u64::from(std::process::id()) | 1;
-    let mut kills = 0;
-    let start = Instant::now();
-    while kills < 20 && start.elapsed() < Duration::from_secs(13) {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        std::thread::sleep(Duration::from_millis(100 + seed % 300));
-        srv.kill9();
-        kills += 1;
-        srv = h.start();
-    }
+    let kills = kill_repeatedly(&mut srv, 100, || h.start());
     let out = lg.wait_with_output().unwrap();
     assert!(out.status.success());
     assert!(kills >= 20, "only {kills} kills");
