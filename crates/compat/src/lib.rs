@@ -4,8 +4,9 @@
 
 pub mod cmdline;
 pub mod files;
+pub mod reload;
 pub mod table;
 
 pub use cmdline::{parse_args, CmdlineError, DhcpRange, DnsmasqConfig};
 pub use files::{parse_hosts, parse_leases, parse_opts, FileError, HostLine, LeaseLine, OptLine};
-pub use table::{build_table, Built};
+pub use table::{build_table, build_with_context, Built, HostContext};

@@ -2,7 +2,7 @@
 //! dataplane serves. Tags work as in dnsmasq: `set:subnet-<id>` on a range selects subnet
 //! options, `set:port-<id>` on a host selects that port's extra options.
 
-use std::collections::{HashMap, HashSet};
+use ahash::{HashMap, HashSet};
 
 use qdhcp_protocol::{NetworkTable, OptionSet, Reservation, Subnet};
 
@@ -18,8 +18,76 @@ pub struct Built {
     pub warnings: Vec<String>,
 }
 
+/// What a host line needs from the rest of the configuration to become a reservation: the
+/// ranges and the options by tag. Kept after a build so that a reload adding a few host lines
+/// can turn just those lines into reservations.
+#[derive(Debug, Clone)]
+pub struct HostContext {
+    ranges: Vec<(ipnet::Ipv4Net, Option<String>)>,
+    by_host_tag: HashMap<String, Vec<OptLine>>,
+}
+
+impl HostContext {
+    /// Whether options are configured for hosts carrying `tag`.
+    pub fn has_options_for(&self, tag: &str) -> bool {
+        self.by_host_tag.contains_key(tag)
+    }
+
+    /// The reservation for one host line, or why it is not served.
+    pub fn reservation(
+        &self,
+        h: HostLine,
+        warnings: &mut Vec<String>,
+    ) -> Result<Reservation, String> {
+        let Some(ip) = h.ip else {
+            return Err(format!(
+                "host {} has no IPv4 address: not served (static ranges only)",
+                h.mac.map(|m| m.to_string()).unwrap_or_else(|| "?".into())
+            ));
+        };
+        let mut host_opts = OptionSet::default();
+        if !h.tags.is_empty() {
+            let subnet_tag = self
+                .ranges
+                .iter()
+                .find(|(net, _)| net.contains(&ip))
+                .and_then(|(_, t)| t.as_ref());
+            for t in &h.tags {
+                for o in self.by_host_tag.get(t.as_str()).into_iter().flatten() {
+                    let applies = o
+                        .tags
+                        .iter()
+                        .all(|ot| h.tags.contains(ot) || subnet_tag == Some(ot));
+                    if applies {
+                        if let Err(e) = host_opts.set_text(o.code, &o.value, o.force) {
+                            warnings.push(e.to_string());
+                        }
+                    }
+                }
+            }
+        }
+        Ok(Reservation {
+            mac: h.mac,
+            client_id: h.client_id,
+            ip,
+            hostname: h.hostname,
+            options: host_opts,
+        })
+    }
+}
+
 /// Builds the network table from the command line, host-file lines and opts-file lines.
-pub fn build_table(cfg: &DnsmasqConfig, file_hosts: &[HostLine], file_opts: &[OptLine]) -> Built {
+pub fn build_table(cfg: &DnsmasqConfig, file_hosts: Vec<HostLine>, file_opts: &[OptLine]) -> Built {
+    build_with_context(cfg, file_hosts, file_opts).0
+}
+
+/// As [`build_table`], also returning the context for turning later host lines into
+/// reservations the same way.
+pub fn build_with_context(
+    cfg: &DnsmasqConfig,
+    file_hosts: Vec<HostLine>,
+    file_opts: &[OptLine],
+) -> (Built, HostContext) {
     let mut warnings = Vec::new();
 
     // Options from the command line come first; file lines override them, as on reload.
@@ -49,8 +117,7 @@ pub fn build_table(cfg: &DnsmasqConfig, file_hosts: &[HostLine], file_opts: &[Op
             options: OptionSet::default(),
         })
         .collect();
-    let mut by_host_tag: HashMap<&str, Vec<&OptLine>> = HashMap::new();
-    let mut unmatched: HashSet<&str> = HashSet::new();
+    let mut by_host_tag: HashMap<String, Vec<OptLine>> = HashMap::default();
 
     for o in &opts {
         if o.tags.is_empty() {
@@ -66,11 +133,15 @@ pub fn build_table(cfg: &DnsmasqConfig, file_hosts: &[HostLine], file_opts: &[Op
                 }
             }
         } else if let Some(t) = o.tags.iter().find(|t| !range_tags.contains(t.as_str())) {
-            by_host_tag.entry(t.as_str()).or_default().push(o);
+            by_host_tag.entry(t.clone()).or_default().push(o.clone());
         }
     }
+    let ctx = HostContext {
+        ranges: cfg.ranges.iter().map(|r| (r.net, r.tag.clone())).collect(),
+        by_host_tag,
+    };
 
-    let mut hosts: Vec<HostLine> = Vec::new();
+    let mut hosts: Vec<HostLine> = Vec::with_capacity(cfg.hosts.len() + file_hosts.len());
     for h in &cfg.hosts {
         match parse_host(h) {
             Ok(Some(h)) => hosts.push(h),
@@ -78,85 +149,66 @@ pub fn build_table(cfg: &DnsmasqConfig, file_hosts: &[HostLine], file_opts: &[Op
             Err(e) => warnings.push(format!("--dhcp-host: {e}")),
         }
     }
-    hosts.extend(file_hosts.iter().cloned());
+    hosts.extend(file_hosts);
 
     let mut reservations = Vec::with_capacity(hosts.len());
-    let mut used_tags: HashSet<&str> = HashSet::new();
+    let mut used_tags: HashSet<String> = HashSet::default();
     // An address is reserved for one client only; a later line reusing it is ignored, as
     // dnsmasq does ("duplicate IP address"), so one address is never handed to two MACs.
-    let mut ip_owner: HashMap<
-        std::net::Ipv4Addr,
-        (
-            Option<qdhcp_protocol::Mac>,
-            Option<qdhcp_protocol::ClientId>,
-        ),
-    > = HashMap::with_capacity(hosts.len());
-    for h in &hosts {
+    type Owner = (
+        Option<qdhcp_protocol::Mac>,
+        Option<qdhcp_protocol::ClientId>,
+    );
+    let mut ip_owner: HashMap<std::net::Ipv4Addr, Owner> = HashMap::default();
+    ip_owner.reserve(hosts.len());
+    for h in hosts {
         if h.ignore {
             continue;
         }
-        let Some(ip) = h.ip else {
-            warnings.push(format!(
-                "host {} has no IPv4 address: not served (static ranges only)",
-                h.mac.map(|m| m.to_string()).unwrap_or_else(|| "?".into())
-            ));
-            continue;
-        };
-        let who = (h.mac, h.client_id.clone());
-        match ip_owner.get(&ip) {
-            Some(owner) if *owner != who => {
-                warnings.push(format!(
-                    "duplicate IP address {ip} for {}: line ignored",
-                    h.mac.map(|m| m.to_string()).unwrap_or_else(|| "?".into())
-                ));
-                continue;
-            }
-            _ => {
-                ip_owner.insert(ip, who);
-            }
-        }
-        let subnet_idx = cfg.ranges.iter().position(|r| r.net.contains(&ip));
-        let mut host_opts = OptionSet::default();
-        for t in &h.tags {
-            used_tags.insert(t.as_str());
-            for o in by_host_tag.get(t.as_str()).into_iter().flatten() {
-                let applies = o.tags.iter().all(|ot| {
-                    h.tags.contains(ot)
-                        || subnet_idx.is_some_and(|i| cfg.ranges[i].tag.as_ref() == Some(ot))
-                });
-                if applies {
-                    if let Err(e) = host_opts.set_text(o.code, &o.value, o.force) {
-                        warnings.push(e.to_string());
-                    }
+        if let Some(ip) = h.ip {
+            let who = (h.mac, h.client_id.clone());
+            match ip_owner.get(&ip) {
+                Some(owner) if *owner != who => {
+                    warnings.push(format!(
+                        "duplicate IP address {ip} for {}: line ignored",
+                        h.mac.map(|m| m.to_string()).unwrap_or_else(|| "?".into())
+                    ));
+                    continue;
+                }
+                Some(_) => {}
+                None => {
+                    ip_owner.insert(ip, who);
                 }
             }
         }
-        reservations.push(Reservation {
-            mac: h.mac,
-            client_id: h.client_id.clone(),
-            ip,
-            hostname: h.hostname.clone(),
-            options: host_opts,
-        });
-    }
-    for t in by_host_tag.keys() {
-        if !used_tags.contains(t) {
-            unmatched.insert(t);
+        for t in &h.tags {
+            if !used_tags.contains(t) {
+                used_tags.insert(t.clone());
+            }
+        }
+        match ctx.reservation(h, &mut warnings) {
+            Ok(r) => reservations.push(r),
+            Err(w) => warnings.push(w),
         }
     }
+    let mut unmatched: Vec<&str> = ctx
+        .by_host_tag
+        .keys()
+        .filter(|t| !used_tags.contains(*t))
+        .map(String::as_str)
+        .collect();
     if !unmatched.is_empty() {
-        let mut v: Vec<_> = unmatched.into_iter().collect();
-        v.sort_unstable();
+        unmatched.sort_unstable();
         warnings.push(format!(
             "options for tags set by no host or range ignored: {}",
-            v.join(", ")
+            unmatched.join(", ")
         ));
     }
 
     let mut table = NetworkTable::new(subnets, reservations);
     table.global_options = global;
     table.domain = cfg.domain.clone();
-    Built { table, warnings }
+    (Built { table, warnings }, ctx)
 }
 
 #[cfg(test)]
@@ -173,7 +225,7 @@ mod tests {
         let args: Vec<String> = vec!["--dhcp-range=10.0.0.0,static,255.0.0.0".into()];
         let cfg = parse_args(&args, |_| unreachable!()).unwrap();
         let (hosts, _) = parse_hosts("fa:16:3e:00:00:fd,a,10.1.0.254\nfa:16:3e:00:00:fe,b,10.1.0.254\nfa:16:3e:00:00:fd,a,10.1.0.254\n");
-        let b = build_table(&cfg, &hosts, &[]);
+        let b = build_table(&cfg, hosts, &[]);
         assert_eq!(b.table.reservations().len(), 1);
         assert_eq!(
             b.table.reservations()[0].mac.unwrap().to_string(),
@@ -200,7 +252,7 @@ mod tests {
              tag:port-p2,option:dns-server,9.9.9.9\n\
              tag:ipxe,option:bootfile-name,x\n",
         );
-        let b = build_table(&cfg, &hosts, &opts);
+        let b = build_table(&cfg, hosts, &opts);
         assert_eq!(b.warnings.len(), 1, "{:?}", b.warnings);
         assert!(b.warnings[0].contains("ipxe"));
         let t = b.table;

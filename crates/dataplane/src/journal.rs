@@ -256,7 +256,6 @@ pub fn replay(records: &[Record], now: u64) -> HashMap<String, crate::leases::Le
     }
     for t in out.values_mut() {
         t.reap(now);
-        t.dirty = false;
     }
     out
 }

@@ -1,7 +1,9 @@
 //! The in-memory lease table of one network: O(1) by MAC, the declined-address quarantine,
 //! expiry reaping. Durability is the journal's job; this table is rebuilt from it at start.
 
-use std::collections::HashMap;
+use ahash::HashMap;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::net::Ipv4Addr;
 
 use qdhcp_protocol::{Lease, LeaseChange, LeaseView, Mac};
@@ -9,15 +11,21 @@ use qdhcp_protocol::{Lease, LeaseChange, LeaseView, Mac};
 /// Leases and quarantines of one network.
 #[derive(Debug, Default)]
 pub struct LeaseTable {
-    by_mac: HashMap<Mac, Lease>,
+    /// Each lease with the expiry its entry in `due` was scheduled for (none if infinite).
+    by_mac: HashMap<Mac, (Lease, Option<u64>)>,
+    /// Leases by the time they may expire, earliest first: reaping looks only at what is due,
+    /// so a table of 1,000,000 leases is not scanned every second under the serving lock.
+    /// Entries whose time no longer matches the lease's schedule are stale and skipped.
+    due: BinaryHeap<Reverse<(u64, Mac)>>,
     declined: HashMap<Mac, (Ipv4Addr, u64)>,
-    /// Set on every change; cleared by whoever exports the table (the dnsmasq leases file).
-    pub dirty: bool,
+    /// Changes not yet taken by a follower (see [`LeaseTable::follow`]); `None` when nobody
+    /// follows, so that serve mode keeps no log.
+    log: Option<Vec<LeaseChange>>,
 }
 
 impl LeaseView for LeaseTable {
     fn lease(&self, mac: Mac) -> Option<&Lease> {
-        self.by_mac.get(&mac)
+        self.by_mac.get(&mac).map(|(l, _)| l)
     }
     fn declined(&self, mac: Mac, ip: Ipv4Addr, now: u64) -> bool {
         self.declined
@@ -30,21 +38,72 @@ impl LeaseView for LeaseTable {
 }
 
 impl LeaseTable {
+    /// Sizes the table for `n` leases at once, so that no request waits on a rehash of a large
+    /// table while clients arrive (static reservations bound the number of leases).
+    pub fn reserve_for(&mut self, n: usize) {
+        self.by_mac.reserve(n.saturating_sub(self.by_mac.len()));
+    }
+
+    /// Starts logging changes for a follower and returns a copy of the table as it is now: the
+    /// follower keeps that copy up to date from [`LeaseTable::take_log`], so that exporting
+    /// 100,000 leases never holds the lock the serving threads take.
+    pub fn follow(&mut self) -> LeaseTable {
+        self.log = Some(Vec::new());
+        let mut copy = LeaseTable::default();
+        copy.reserve_for(self.by_mac.len());
+        for (l, _) in self.by_mac.values() {
+            copy.bind(l.clone());
+        }
+        copy
+    }
+
+    /// Inserts or renews a lease; schedules it for reaping unless an entry due no later is
+    /// already queued (a renewal only moves the expiry out).
+    fn bind(&mut self, l: Lease) {
+        let mac = l.mac;
+        let expires = l.expires;
+        let prev = self.by_mac.insert(mac, (l, None)).and_then(|(_, s)| s);
+        let sched = match (prev, expires) {
+            (Some(p), Some(e)) if p <= e => Some(p),
+            (_, Some(e)) => {
+                self.due.push(Reverse((e, mac)));
+                Some(e)
+            }
+            (_, None) => None,
+        };
+        if let Some(entry) = self.by_mac.get_mut(&mac) {
+            entry.1 = sched;
+        }
+    }
+
+    /// The changes since the last call, for the follower (empty if nobody follows).
+    pub fn take_log(&mut self) -> Vec<LeaseChange> {
+        match &mut self.log {
+            Some(log) => {
+                let cap = log.len();
+                std::mem::replace(log, Vec::with_capacity(cap))
+            }
+            None => Vec::new(),
+        }
+    }
+
     /// Applies a decided change.
     pub fn apply(&mut self, c: &LeaseChange) {
-        self.dirty = true;
+        if let Some(log) = &mut self.log {
+            log.push(c.clone());
+        }
         match c {
             LeaseChange::Bind(l) => {
                 self.declined.remove(&l.mac);
-                self.by_mac.insert(l.mac, l.clone());
+                self.bind(l.clone());
             }
             LeaseChange::Release { mac, ip } => {
-                if self.by_mac.get(mac).is_some_and(|l| l.ip == *ip) {
+                if self.by_mac.get(mac).is_some_and(|(l, _)| l.ip == *ip) {
                     self.by_mac.remove(mac);
                 }
             }
             LeaseChange::Decline { mac, ip, until } => {
-                if self.by_mac.get(mac).is_some_and(|l| l.ip == *ip) {
+                if self.by_mac.get(mac).is_some_and(|(l, _)| l.ip == *ip) {
                     self.by_mac.remove(mac);
                 }
                 self.declined.insert(*mac, (*ip, *until));
@@ -54,28 +113,51 @@ impl LeaseTable {
 
     /// Drops the lease of a client whose reservation was removed or re-addressed.
     pub fn revoke(&mut self, mac: Mac) -> Option<Lease> {
-        let l = self.by_mac.remove(&mac);
-        if l.is_some() {
-            self.dirty = true;
+        let l = self.by_mac.remove(&mac).map(|(l, _)| l);
+        if let Some(l) = &l {
+            if let Some(log) = &mut self.log {
+                log.push(LeaseChange::Release { mac, ip: l.ip });
+            }
         }
         l
     }
 
     /// Removes expired leases and quarantines; returns how many leases expired.
     pub fn reap(&mut self, now: u64) -> usize {
-        let before = self.by_mac.len();
-        self.by_mac.retain(|_, l| l.expires.is_none_or(|e| e > now));
-        self.declined.retain(|_, &mut (_, until)| until > now);
-        let n = before - self.by_mac.len();
-        if n > 0 {
-            self.dirty = true;
+        let mut n = 0;
+        while let Some(&Reverse((at, mac))) = self.due.peek() {
+            if at > now {
+                break;
+            }
+            self.due.pop();
+            let Some((l, sched)) = self.by_mac.get_mut(&mac) else {
+                continue; // released since
+            };
+            if *sched != Some(at) {
+                continue; // stale: rescheduled earlier
+            }
+            match l.expires {
+                Some(e) if e <= now => {
+                    self.by_mac.remove(&mac);
+                    n += 1;
+                }
+                // renewed since: due again at its new expiry
+                Some(e) => {
+                    *sched = Some(e);
+                    self.due.push(Reverse((e, mac)));
+                }
+                None => *sched = None,
+            }
+        }
+        if !self.declined.is_empty() {
+            self.declined.retain(|_, &mut (_, until)| until > now);
         }
         n
     }
 
     /// Every live lease.
     pub fn leases(&self) -> impl Iterator<Item = &Lease> {
-        self.by_mac.values()
+        self.by_mac.values().map(|(l, _)| l)
     }
 
     /// Live quarantines as (mac, ip, until).
@@ -106,6 +188,60 @@ mod tests {
             expires,
             hostname: None,
         }
+    }
+
+    #[test]
+    fn a_follower_replaying_the_log_sees_the_same_leases() {
+        let mut t = LeaseTable::default();
+        t.apply(&LeaseChange::Bind(lease(1, 1, Some(100))));
+        let mut copy = t.follow();
+        assert!(copy.log.is_none());
+        t.apply(&LeaseChange::Bind(lease(2, 2, None)));
+        t.apply(&LeaseChange::Bind(lease(3, 3, Some(50))));
+        t.revoke(Mac([0xfa, 0x16, 0x3e, 0, 0, 1]));
+        t.apply(&LeaseChange::Decline {
+            mac: Mac([0xfa, 0x16, 0x3e, 0, 0, 2]),
+            ip: Ipv4Addr::new(10, 0, 0, 2),
+            until: 500,
+        });
+        t.reap(60);
+        for c in t.take_log() {
+            copy.apply(&c);
+        }
+        copy.reap(60);
+        let ips = |t: &LeaseTable| {
+            let mut v: Vec<_> = t.leases().map(|l| (l.mac, l.ip)).collect();
+            v.sort();
+            v
+        };
+        assert_eq!(ips(&copy), ips(&t));
+        assert!(t.take_log().is_empty(), "taken once");
+    }
+
+    #[test]
+    fn a_renewed_lease_is_reaped_at_its_new_expiry_only() {
+        let mut t = LeaseTable::default();
+        t.apply(&LeaseChange::Bind(lease(1, 1, Some(100))));
+        t.apply(&LeaseChange::Bind(lease(1, 1, Some(200))));
+        t.apply(&LeaseChange::Bind(lease(2, 2, Some(150))));
+        assert_eq!(t.reap(100), 0, "renewed to 200");
+        assert_eq!(t.reap(150), 1, "lease 2 expired");
+        assert_eq!(t.len(), 1);
+        // released and bound again: the old entry must not reap the new lease early
+        t.apply(&LeaseChange::Release {
+            mac: Mac([0xfa, 0x16, 0x3e, 0, 0, 1]),
+            ip: Ipv4Addr::new(10, 0, 0, 1),
+        });
+        t.apply(&LeaseChange::Bind(lease(1, 1, Some(400))));
+        assert_eq!(t.reap(300), 0);
+        assert_eq!(t.reap(400), 1);
+        assert!(t.is_empty());
+        // shortened: rescheduled earlier, the later entry is stale
+        t.apply(&LeaseChange::Bind(lease(3, 3, Some(900))));
+        t.apply(&LeaseChange::Bind(lease(3, 3, Some(500))));
+        assert_eq!(t.reap(500), 1);
+        assert_eq!(t.reap(900), 0);
+        assert!(t.due.is_empty());
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! per listening interface. A network's reservation table is updated in place (O(1) per port)
 //! under a lock that the serving threads take for reading once per batch.
 
-use std::collections::{HashMap, HashSet};
+use ahash::{HashMap, HashSet};
 use std::io;
 use std::mem::MaybeUninit;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -238,7 +238,7 @@ impl MacLimiter {
         MacLimiter {
             second: 0,
             per_second,
-            counts: HashMap::new(),
+            counts: HashMap::default(),
         }
     }
 
@@ -381,9 +381,9 @@ impl Dataplane {
             policy,
             opts,
             shutdown: AtomicBool::new(false),
-            networks: Mutex::new(HashMap::new()),
-            recovered: Mutex::new(recovered),
-            threads: Mutex::new(HashMap::new()),
+            networks: Mutex::new(HashMap::default()),
+            recovered: Mutex::new(recovered.into_iter().collect()),
+            threads: Mutex::new(HashMap::default()),
             writer: Mutex::new(None),
             writer_thread: Mutex::new(None),
         });
@@ -409,6 +409,8 @@ impl Dataplane {
             .unwrap_or_else(|p| p.into_inner())
             .remove(name)
             .unwrap_or_default();
+        let mut leases = leases;
+        leases.reserve_for(table.reservations().len());
         let n = Arc::new(Network {
             name: name.to_string(),
             table: RwLock::new(table),
@@ -444,7 +446,7 @@ impl Dataplane {
             let key = |r: &Reservation| (r.mac, r.client_id.clone());
             let old_by: HashMap<(Option<Mac>, Option<ClientId>), &Reservation> =
                 old.reservations().iter().map(|r| (key(r), r)).collect();
-            let mut seen = HashSet::new();
+            let mut seen = HashSet::default();
             for r in new.reservations() {
                 seen.insert(key(r));
                 match old_by.get(&key(r)) {
@@ -465,7 +467,11 @@ impl Dataplane {
                 }
             }
         }
-        *net.table_mut() = new;
+        net.leases().reserve_for(new.reservations().len());
+        // the old table is dropped after the write lock is released: freeing 100,000
+        // reservations must not hold up the listeners
+        let old = std::mem::replace(&mut *net.table_mut(), new);
+        drop(old);
         stats.revoked = self.revoke(net, &revoke);
         stats
     }
@@ -487,6 +493,32 @@ impl Dataplane {
                 .collect()
         };
         self.revoke(net, &moved);
+    }
+
+    /// Applies a reload's few changes under one write lock, so that no client sees half of
+    /// them (two hosts swapping addresses); leases of removed or moved hosts are revoked.
+    /// Returns how many leases were revoked.
+    pub fn apply_changes(&self, net: &Network, upsert: Vec<Reservation>, remove: &[Mac]) -> usize {
+        let mut revoke: Vec<Mac> = Vec::new();
+        {
+            let mut t = net.table_mut();
+            for &m in remove {
+                if t.remove_mac(m).is_some() {
+                    revoke.push(m);
+                }
+            }
+            for r in upsert {
+                if let Some(m) = r.mac {
+                    if t.lookup(m, None)
+                        .is_some_and(|o| o.mac == Some(m) && o.ip != r.ip)
+                    {
+                        revoke.push(m);
+                    }
+                }
+                t.upsert(r);
+            }
+        }
+        self.revoke(net, &revoke)
     }
 
     /// Removes the reservation of `mac` in place and revokes its lease.

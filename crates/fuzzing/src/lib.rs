@@ -75,7 +75,7 @@ pub fn dnsmasq_files(data: &[u8]) {
     let _ = qdhcp_compat::parse_leases(&text);
     let args: Vec<String> = text.split_whitespace().map(str::to_string).collect();
     let cfg = qdhcp_compat::parse_args(&args, |_| Ok(text.to_string())).unwrap_or_default();
-    let _ = qdhcp_compat::build_table(&cfg, &hosts, &opts);
+    let _ = qdhcp_compat::build_table(&cfg, hosts, &opts);
 }
 
 struct FuzzEnv(u32);

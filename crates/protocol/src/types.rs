@@ -1,7 +1,7 @@
 //! Identity and configuration types shared by every layer: MACs, client ids, subnets and
 //! reservations. Values are validated once where they enter (file, API, packet) and trusted after.
 
-use std::collections::HashMap;
+use ahash::HashMap;
 use std::fmt;
 use std::net::Ipv4Addr;
 use std::str::FromStr;
@@ -146,6 +146,8 @@ impl NetworkTable {
             subnets,
             ..Default::default()
         };
+        t.reservations.reserve(reservations.len());
+        t.by_mac.reserve(reservations.len());
         for r in reservations {
             t.upsert(r);
         }

@@ -10,8 +10,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use qdhcp_compat::files::{format_leases, parse_hosts, parse_leases, parse_opts, LeaseLine};
-use qdhcp_compat::{build_table, parse_args, DnsmasqConfig};
+use qdhcp_compat::reload::{Applied, Delta};
+use qdhcp_compat::{build_with_context, parse_args, DnsmasqConfig};
 use qdhcp_dataplane::listener::{iface_addrs, iface_names, open_dhcp_socket};
+use qdhcp_dataplane::server::ReloadStats;
 use qdhcp_dataplane::{now_secs, Dataplane, Network, ServeOptions};
 use qdhcp_protocol::{Lease, NetworkTable, Policy};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
@@ -35,7 +37,7 @@ pub fn run(args: &[String]) -> i32 {
     };
     if cfg.test_only {
         return match load_table(&cfg) {
-            Ok((_, warnings)) => {
+            Ok((_, warnings, _)) => {
                 for w in warnings {
                     eprintln!("qdhcp dnsmasq: {w}");
                 }
@@ -84,25 +86,59 @@ fn read_optional(p: &Path) -> anyhow::Result<String> {
     std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))
 }
 
-/// Reads the hosts and opts files and builds the table; an unreadable file is an error (the
-/// caller keeps the previous table on reload).
-fn load_table(cfg: &DnsmasqConfig) -> anyhow::Result<(NetworkTable, Vec<String>)> {
+/// The hosts and opts files as read: the texts a table is built from and diffed against.
+struct Texts {
+    hosts: Vec<String>,
+    opts: Vec<String>,
+}
+
+/// Reads the hosts and opts files; an unreadable file is an error (the caller keeps the
+/// previous table on reload).
+fn read_texts(cfg: &DnsmasqConfig) -> anyhow::Result<Texts> {
+    Ok(Texts {
+        hosts: cfg
+            .hostsfiles
+            .iter()
+            .map(|p| read_optional(p))
+            .collect::<Result<_, _>>()?,
+        opts: cfg
+            .optsfiles
+            .iter()
+            .map(|p| read_optional(p))
+            .collect::<Result<_, _>>()?,
+    })
+}
+
+/// Builds the table from the files' texts, with the warnings and what a later reload needs to
+/// apply only what changed.
+fn build(cfg: &DnsmasqConfig, texts: Texts) -> (NetworkTable, Vec<String>, Applied) {
     let mut hosts = Vec::new();
     let mut opts = Vec::new();
     let mut warnings = Vec::new();
-    for p in &cfg.hostsfiles {
-        let (h, errs) = parse_hosts(&read_optional(p)?);
+    for (p, text) in cfg.hostsfiles.iter().zip(&texts.hosts) {
+        let (h, errs) = parse_hosts(text);
         hosts.extend(h);
         warnings.extend(errs.iter().map(|e| format!("{}: {e}", p.display())));
     }
-    for p in &cfg.optsfiles {
-        let (o, errs) = parse_opts(&read_optional(p)?);
+    for (p, text) in cfg.optsfiles.iter().zip(&texts.opts) {
+        let (o, errs) = parse_opts(text);
         opts.extend(o);
         warnings.extend(errs.iter().map(|e| format!("{}: {e}", p.display())));
     }
-    let built = build_table(cfg, &hosts, &opts);
+    let (built, ctx) = build_with_context(cfg, hosts, &opts);
     warnings.extend(built.warnings);
-    Ok((built.table, warnings))
+    let applied = Applied::new(
+        texts.hosts,
+        texts.opts,
+        ctx,
+        &built.table,
+        !warnings.is_empty(),
+    );
+    (built.table, warnings, applied)
+}
+
+fn load_table(cfg: &DnsmasqConfig) -> anyhow::Result<(NetworkTable, Vec<String>, Applied)> {
+    Ok(build(cfg, read_texts(cfg)?))
 }
 
 fn leasefile(cfg: &DnsmasqConfig) -> PathBuf {
@@ -148,7 +184,7 @@ fn serve(cfg: &DnsmasqConfig, ready: Ready) -> anyhow::Result<()> {
                 .join(" ")
         );
     }
-    let (table, warnings) = match load_table(cfg) {
+    let (table, warnings, mut applied) = match load_table(cfg) {
         Ok(t) => t,
         Err(e) => {
             let msg = format!("{e:#}");
@@ -201,6 +237,9 @@ fn serve(cfg: &DnsmasqConfig, ready: Ready) -> anyhow::Result<()> {
         tracing::info!(target: "dhcp", "read {} - {hosts} addresses", p.display());
     }
 
+    let mut export = LeaseExport::new(&net, leasefile.clone());
+    export.update(&net, now_secs(), true);
+
     let mut serving: HashSet<String> = HashSet::new();
     let started = start_listeners(cfg, &dp, &net, &mut serving);
     if let Err(e) = started {
@@ -230,31 +269,52 @@ fn serve(cfg: &DnsmasqConfig, ready: Ready) -> anyhow::Result<()> {
     }
     ready.ok();
 
-    let signals = signal_hook::iterator::Signals::new([SIGHUP, SIGTERM, SIGINT, SIGUSR1])?;
-    let mut signals = signals;
-    let mut last_house = Instant::now();
-    'main: loop {
-        for sig in signals.pending() {
-            match sig {
-                SIGHUP => reload(cfg, &dp, &net),
-                SIGUSR1 => tracing::info!(target: "dhcp", "{}", dp.stats_line()),
-                SIGTERM | SIGINT => break 'main,
-                _ => {}
+    // signals arrive on a thread of their own so that a SIGHUP is acted on at once, not at
+    // the next tick of a polling loop
+    let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGTERM, SIGINT, SIGUSR1])?;
+    let (sig_tx, sig_rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for sig in signals.forever() {
+                if sig_tx.send(sig).is_err() {
+                    break;
+                }
+            }
+        })?;
+    // Housekeeping (reaping, the leases file, new interfaces) runs on its own thread so that a
+    // SIGHUP never waits behind a 100,000-line leases file being written.
+    let (stop_house, house_stop) = std::sync::mpsc::channel::<()>();
+    let mut export = std::thread::scope(|sc| {
+        let (dp, net) = (&dp, &net);
+        let house = sc.spawn(move || {
+            let mut export = export;
+            let mut serving = serving;
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                house_stop.recv_timeout(Duration::from_secs(1))
+            {
+                dp.housekeeping(now_secs());
+                export.update(net, now_secs(), false);
+                if let Err(e) = start_listeners(cfg, dp, net, &mut serving) {
+                    tracing::warn!("{e:#}");
+                }
+            }
+            export
+        });
+        loop {
+            match sig_rx.recv() {
+                Ok(SIGHUP) => reload(cfg, dp, net, &mut applied),
+                Ok(SIGUSR1) => tracing::info!(target: "dhcp", "{}", dp.stats_line()),
+                Ok(SIGTERM | SIGINT) | Err(_) => break,
+                Ok(_) => {}
             }
         }
-        if last_house.elapsed() >= Duration::from_secs(1) {
-            last_house = Instant::now();
-            dp.housekeeping(now_secs());
-            export_leases(&net, &leasefile);
-            if let Err(e) = start_listeners(cfg, &dp, &net, &mut serving) {
-                tracing::warn!("{e:#}");
-            }
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        drop(stop_house);
+        house.join().expect("housekeeping thread")
+    });
     tracing::info!("exiting on receipt of SIGTERM");
     dp.shutdown();
-    force_export(&net, &leasefile);
+    export.update(&net, now_secs(), true);
     if let Some(p) = &cfg.pid_file {
         let _ = std::fs::remove_file(p);
     }
@@ -279,26 +339,54 @@ fn start_listeners(
     Ok(())
 }
 
-fn reload(cfg: &DnsmasqConfig, dp: &Dataplane, net: &Network) {
+/// SIGHUP: re-reads the files; a change of a few host lines is applied in place (a few
+/// microseconds of write lock), anything else rebuilds the table beside the served one and
+/// swaps it in. Serving never stops.
+fn reload(cfg: &DnsmasqConfig, dp: &Dataplane, net: &Network, applied: &mut Applied) {
     let t0 = Instant::now();
-    match load_table(cfg) {
-        Ok((table, warnings)) => {
+    let texts = match read_texts(cfg) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!("reload failed, keeping the previous tables: {e:#}");
+            return;
+        }
+    };
+    let delta = applied.delta(&texts.hosts, &texts.opts, &net.table());
+    let (s, how) = match delta {
+        Delta::Changes(c) => {
+            let removed = c.remove.len();
+            let total_before = net.table().reservations().len();
+            let revoked = dp.apply_changes(net, c.upsert.clone(), &c.remove);
+            let added = c.upsert.len() - c.changed;
+            let s = ReloadStats {
+                added,
+                removed,
+                changed: c.changed,
+                unchanged: total_before - removed - c.changed,
+                revoked,
+            };
+            applied.commit(texts.hosts, &c);
+            (s, "in place")
+        }
+        Delta::Full(why) => {
+            tracing::debug!("reload: full rebuild: {why}");
+            let (table, warnings, fresh) = build(cfg, texts);
             for w in &warnings {
                 tracing::warn!("{w}");
             }
-            let n = table.reservations().len();
-            let s = dp.reload(net, table);
-            for p in &cfg.hostsfiles {
-                tracing::info!(target: "dhcp", "read {} - {n} addresses", p.display());
-            }
-            tracing::info!(
-                target: "dhcp",
-                "reload: {} added, {} removed, {} changed, {} unchanged, {} lease(s) revoked, in {:.1} ms",
-                s.added, s.removed, s.changed, s.unchanged, s.revoked, t0.elapsed().as_secs_f64() * 1000.0
-            );
+            *applied = fresh;
+            (dp.reload(net, table), "rebuilt")
         }
-        Err(e) => tracing::error!("reload failed, keeping the previous tables: {e:#}"),
+    };
+    let n = net.table().reservations().len();
+    for p in &cfg.hostsfiles {
+        tracing::info!(target: "dhcp", "read {} - {n} addresses", p.display());
     }
+    tracing::info!(
+        target: "dhcp",
+        "reload: {} added, {} removed, {} changed, {} unchanged, {} lease(s) revoked, {how} in {:.2} ms",
+        s.added, s.removed, s.changed, s.unchanged, s.revoked, t0.elapsed().as_secs_f64() * 1000.0
+    );
 }
 
 fn lease_from_line(l: LeaseLine) -> Lease {
@@ -311,30 +399,54 @@ fn lease_from_line(l: LeaseLine) -> Lease {
     }
 }
 
-fn export_leases(net: &Network, path: &Path) {
-    let dirty = std::mem::take(&mut net.leases().dirty);
-    if dirty {
-        force_export(net, path);
-    }
+/// dnsmasq's leases file, written from a copy of the lease table that follows the served one
+/// through its change log: the serving lock is held only to take the log, never for the
+/// 100,000-lease copy and write.
+struct LeaseExport {
+    copy: qdhcp_dataplane::leases::LeaseTable,
+    path: PathBuf,
 }
 
-/// Writes dnsmasq's leases file (a view for Neutron; the journal is what is durable).
-fn force_export(net: &Network, path: &Path) {
-    let mut lines: Vec<LeaseLine> = net
-        .leases()
-        .leases()
-        .map(|l| LeaseLine {
-            expiry: l.expires.unwrap_or(0),
-            mac: l.mac,
-            ip: l.ip,
-            hostname: l.hostname.clone(),
-            client_id: l.client_id.clone(),
-        })
-        .collect();
-    lines.sort_by_key(|l| l.ip);
-    let tmp = path.with_extension("qdhcp-tmp");
-    let res = std::fs::write(&tmp, format_leases(&lines)).and_then(|_| std::fs::rename(&tmp, path));
-    if let Err(e) = res {
-        tracing::warn!("cannot write leases file {}: {e}", path.display());
+impl LeaseExport {
+    fn new(net: &Network, path: PathBuf) -> Self {
+        LeaseExport {
+            copy: net.leases().follow(),
+            path,
+        }
+    }
+
+    /// Catches up with the served table and rewrites the file if anything changed.
+    fn update(&mut self, net: &Network, now: u64, force: bool) {
+        let log = net.leases().take_log();
+        let changed = !log.is_empty();
+        for c in &log {
+            self.copy.apply(c);
+        }
+        let reaped = self.copy.reap(now) > 0;
+        if changed || reaped || force {
+            self.write();
+        }
+    }
+
+    /// Writes dnsmasq's leases file (a view for Neutron; the journal is what is durable).
+    fn write(&self) {
+        let mut lines: Vec<LeaseLine> = self
+            .copy
+            .leases()
+            .map(|l| LeaseLine {
+                expiry: l.expires.unwrap_or(0),
+                mac: l.mac,
+                ip: l.ip,
+                hostname: l.hostname.clone(),
+                client_id: l.client_id.clone(),
+            })
+            .collect();
+        lines.sort_by_key(|l| l.ip);
+        let tmp = self.path.with_extension("qdhcp-tmp");
+        let res = std::fs::write(&tmp, format_leases(&lines))
+            .and_then(|_| std::fs::rename(&tmp, &self.path));
+        if let Err(e) = res {
+            tracing::warn!("cannot write leases file {}: {e}", self.path.display());
+        }
     }
 }
