@@ -38,19 +38,13 @@ impl LeaseView for LeaseTable {
 }
 
 impl LeaseTable {
-    /// Sizes the table for `n` leases at once, so that no request waits on a rehash of a large
-    /// table while clients arrive (static reservations bound the number of leases).
-    pub fn reserve_for(&mut self, n: usize) {
-        self.by_mac.reserve(n.saturating_sub(self.by_mac.len()));
-    }
-
     /// Starts logging changes for a follower and returns a copy of the table as it is now: the
     /// follower keeps that copy up to date from [`LeaseTable::take_log`], so that exporting
     /// 100,000 leases never holds the lock the serving threads take.
     pub fn follow(&mut self) -> LeaseTable {
         self.log = Some(Vec::new());
         let mut copy = LeaseTable::default();
-        copy.reserve_for(self.by_mac.len());
+        copy.by_mac.reserve(self.by_mac.len());
         for (l, _) in self.by_mac.values() {
             copy.bind(l.clone());
         }

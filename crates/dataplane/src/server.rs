@@ -409,8 +409,6 @@ impl Dataplane {
             .unwrap_or_else(|p| p.into_inner())
             .remove(name)
             .unwrap_or_default();
-        let mut leases = leases;
-        leases.reserve_for(table.reservations().len());
         let n = Arc::new(Network {
             name: name.to_string(),
             table: RwLock::new(table),
@@ -467,7 +465,6 @@ impl Dataplane {
                 }
             }
         }
-        net.leases().reserve_for(new.reservations().len());
         // the old table is dropped after the write lock is released: freeing 100,000
         // reservations must not hold up the listeners
         let old = std::mem::replace(&mut *net.table_mut(), new);
