@@ -21,6 +21,18 @@ pub struct LeaseTable {
     /// Changes not yet taken by a follower (see [`LeaseTable::follow`]); `None` when nobody
     /// follows, so that serve mode keeps no log.
     log: Option<Vec<LeaseChange>>,
+    /// The log outgrew [`LeaseTable::log_cap`] before the follower took it (a follower starved
+    /// under overload): the log is dropped and the follower gets a fresh copy instead.
+    overflowed: bool,
+}
+
+/// What a follower needs to catch up with the table.
+#[derive(Debug)]
+pub enum Catchup {
+    /// The changes since the last catch-up, in order.
+    Changes(Vec<LeaseChange>),
+    /// The log overflowed: a fresh copy of the whole table.
+    Copy(LeaseTable),
 }
 
 impl LeaseView for LeaseTable {
@@ -43,6 +55,11 @@ impl LeaseTable {
     /// 100,000 leases never holds the lock the serving threads take.
     pub fn follow(&mut self) -> LeaseTable {
         self.log = Some(Vec::new());
+        self.overflowed = false;
+        self.copy()
+    }
+
+    fn copy(&self) -> LeaseTable {
         let mut copy = LeaseTable::default();
         copy.by_mac.reserve(self.by_mac.len());
         for (l, _) in self.by_mac.values() {
@@ -70,21 +87,46 @@ impl LeaseTable {
         }
     }
 
-    /// The changes since the last call, for the follower (empty if nobody follows).
-    pub fn take_log(&mut self) -> Vec<LeaseChange> {
+    /// What the follower needs to catch up since its last call (no change if nobody follows).
+    pub fn take_log(&mut self) -> Catchup {
+        if std::mem::take(&mut self.overflowed) {
+            self.log = Some(Vec::new());
+            return Catchup::Copy(self.copy());
+        }
         match &mut self.log {
             Some(log) => {
                 let cap = log.len();
-                std::mem::replace(log, Vec::with_capacity(cap))
+                Catchup::Changes(std::mem::replace(log, Vec::with_capacity(cap)))
             }
-            None => Vec::new(),
+            None => Catchup::Changes(Vec::new()),
+        }
+    }
+
+    /// The longest log kept: replaying more than the table holds costs more than a copy, and
+    /// memory stays within twice the table however long the follower is kept from running.
+    fn log_cap(&self) -> usize {
+        self.by_mac.len().max(65_536)
+    }
+
+    fn record(&mut self, c: LeaseChange) {
+        let cap = self.log_cap();
+        if let Some(log) = &mut self.log {
+            if self.overflowed {
+                return;
+            }
+            if log.len() >= cap {
+                self.overflowed = true;
+                *log = Vec::new();
+                return;
+            }
+            log.push(c);
         }
     }
 
     /// Applies a decided change.
     pub fn apply(&mut self, c: &LeaseChange) {
-        if let Some(log) = &mut self.log {
-            log.push(c.clone());
+        if self.log.is_some() {
+            self.record(c.clone());
         }
         match c {
             LeaseChange::Bind(l) => {
@@ -109,9 +151,8 @@ impl LeaseTable {
     pub fn revoke(&mut self, mac: Mac) -> Option<Lease> {
         let l = self.by_mac.remove(&mac).map(|(l, _)| l);
         if let Some(l) = &l {
-            if let Some(log) = &mut self.log {
-                log.push(LeaseChange::Release { mac, ip: l.ip });
-            }
+            let ip = l.ip;
+            self.record(LeaseChange::Release { mac, ip });
         }
         l
     }
@@ -199,7 +240,10 @@ mod tests {
             until: 500,
         });
         t.reap(60);
-        for c in t.take_log() {
+        let Catchup::Changes(log) = t.take_log() else {
+            panic!("no overflow here")
+        };
+        for c in log {
             copy.apply(&c);
         }
         copy.reap(60);
@@ -209,7 +253,22 @@ mod tests {
             v
         };
         assert_eq!(ips(&copy), ips(&t));
-        assert!(t.take_log().is_empty(), "taken once");
+        assert!(
+            matches!(t.take_log(), Catchup::Changes(l) if l.is_empty()),
+            "taken once"
+        );
+        // a follower kept away long enough gets a copy instead of an endless log
+        for i in 0..70_000u32 {
+            let mut l = lease(1, 1, None);
+            l.mac = Mac([0xfa, 0x16, 0x3e, 1, (i >> 8) as u8, i as u8]);
+            t.apply(&LeaseChange::Bind(l));
+        }
+        assert!(t.log.as_ref().is_some_and(|l| l.len() <= 65_536));
+        let Catchup::Copy(fresh) = t.take_log() else {
+            panic!("expected a copy after the overflow")
+        };
+        assert_eq!(ips(&fresh), ips(&t));
+        assert!(matches!(t.take_log(), Catchup::Changes(l) if l.is_empty()));
     }
 
     #[test]

@@ -12,6 +12,7 @@ use anyhow::Context as _;
 use qdhcp_compat::files::{format_leases, parse_hosts, parse_leases, parse_opts, LeaseLine};
 use qdhcp_compat::reload::{Applied, Delta};
 use qdhcp_compat::{build_with_context, parse_args, DnsmasqConfig};
+use qdhcp_dataplane::leases::Catchup;
 use qdhcp_dataplane::listener::{iface_addrs, iface_names, open_dhcp_socket};
 use qdhcp_dataplane::server::ReloadStats;
 use qdhcp_dataplane::{now_secs, Dataplane, Network, ServeOptions};
@@ -441,11 +442,19 @@ impl LeaseExport {
 
     /// Catches up with the served table and rewrites the file if anything changed.
     fn update(&mut self, net: &Network, now: u64, force: bool) {
-        let log = net.leases().take_log();
-        let changed = !log.is_empty();
-        for c in &log {
-            self.copy.apply(c);
-        }
+        let caught_up = net.leases().take_log();
+        let changed = match caught_up {
+            Catchup::Changes(log) => {
+                for c in &log {
+                    self.copy.apply(c);
+                }
+                !log.is_empty()
+            }
+            Catchup::Copy(fresh) => {
+                self.copy = fresh;
+                true
+            }
+        };
         let reaped = self.copy.reap(now) > 0;
         if changed || reaped || force {
             self.write();
