@@ -70,6 +70,7 @@ if api:
         api["api_bulk_ports_per_s"], api["api_single_port_creates_per_s"]))
 lines.append("")
 lines.append("![achieved ACK/s against offered rate](chart.svg)\n")
+lines.append("Where each target of the performance issue stands, with the measured cause of each gap: [TARGETS.md](TARGETS.md).\n")
 lines.append("## Every step (qdhcp loadgen)\n")
 lines.append("| server | offered/s | achieved ACK/s | drop % | offer p50/p99 ms | ack p50/p99 ms | server CPU % | loadgen CPU % |")
 lines.append("|---|---|---|---|---|---|---|---|")
