@@ -132,6 +132,7 @@ impl Applied {
         if removed_macs.len() != removed.len() {
             return Delta::Full("two removed lines name one MAC");
         }
+        let freed_ips: HashSet<Ipv4Addr> = removed_macs.values().copied().collect();
         let mut changes = Changes::default();
         let mut added_macs: HashSet<Mac> = HashSet::default();
         let mut added_ips: HashSet<Ipv4Addr> = HashSet::default();
@@ -146,8 +147,7 @@ impl Applied {
             if !replaces && table.lookup(mac, None).is_some() {
                 return Delta::Full("a new line repeats the MAC of another host");
             }
-            let freed = removed_macs.values().any(|&i| i == ip);
-            if self.ips.contains(&ip) && !freed {
+            if self.ips.contains(&ip) && !freed_ips.contains(&ip) {
                 return Delta::Full("a new line reuses a reserved address");
             }
             let mut warnings = Vec::new();
@@ -164,8 +164,8 @@ impl Applied {
             }
             changes.upsert.push(r);
         }
-        changes.freed = removed_macs
-            .values()
+        changes.freed = freed_ips
+            .iter()
             .filter(|ip| !added_ips.contains(ip))
             .copied()
             .collect();

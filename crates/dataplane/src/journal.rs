@@ -3,7 +3,7 @@
 //! the ACKs of that batch sent. Compaction rewrites the live records to a new file and renames
 //! it into place, so a crash at any moment leaves either the old or the new journal.
 
-use std::collections::HashMap;
+use ahash::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Write};
 use std::net::Ipv4Addr;
@@ -250,7 +250,7 @@ impl Journal {
 
 /// Replays records into per-network lease tables, dropping what has expired by `now`.
 pub fn replay(records: &[Record], now: u64) -> HashMap<String, crate::leases::LeaseTable> {
-    let mut out: HashMap<String, crate::leases::LeaseTable> = HashMap::new();
+    let mut out: HashMap<String, crate::leases::LeaseTable> = HashMap::default();
     for r in records {
         out.entry(r.network.clone()).or_default().apply(&r.change);
     }

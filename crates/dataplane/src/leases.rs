@@ -71,19 +71,29 @@ impl LeaseTable {
     /// Inserts or renews a lease; schedules it for reaping unless an entry due no later is
     /// already queued (a renewal only moves the expiry out).
     fn bind(&mut self, l: Lease) {
+        use std::collections::hash_map::Entry;
         let mac = l.mac;
         let expires = l.expires;
-        let prev = self.by_mac.insert(mac, (l, None)).and_then(|(_, s)| s);
-        let sched = match (prev, expires) {
-            (Some(p), Some(e)) if p <= e => Some(p),
-            (_, Some(e)) => {
-                self.due.push(Reverse((e, mac)));
-                Some(e)
+        // one hash lookup: this runs for every ACK
+        let push = match self.by_mac.entry(mac) {
+            Entry::Vacant(v) => {
+                v.insert((l, expires));
+                expires
             }
-            (_, None) => None,
+            Entry::Occupied(mut o) => {
+                let (lease, sched) = o.get_mut();
+                *lease = l;
+                match (*sched, expires) {
+                    (Some(p), Some(e)) if p <= e => None,
+                    (_, e) => {
+                        *sched = e;
+                        e
+                    }
+                }
+            }
         };
-        if let Some(entry) = self.by_mac.get_mut(&mac) {
-            entry.1 = sched;
+        if let Some(e) = push {
+            self.due.push(Reverse((e, mac)));
         }
     }
 

@@ -382,7 +382,7 @@ impl Dataplane {
             opts,
             shutdown: AtomicBool::new(false),
             networks: Mutex::new(HashMap::default()),
-            recovered: Mutex::new(recovered.into_iter().collect()),
+            recovered: Mutex::new(recovered),
             threads: Mutex::new(HashMap::default()),
             writer: Mutex::new(None),
             writer_thread: Mutex::new(None),
@@ -476,33 +476,19 @@ impl Dataplane {
     /// Adds or replaces one reservation in place; a client moved to another address loses its
     /// old lease at once (its next renewal is NAKed).
     pub fn upsert_reservation(&self, net: &Network, r: Reservation) {
-        let moved: Vec<Mac> = {
-            let mut t = net.table_mut();
-            let old = r.mac.and_then(|m| {
-                t.lookup(m, None)
-                    .filter(|o| o.mac == Some(m))
-                    .map(|o| (m, o.ip))
-            });
-            t.upsert(r.clone());
-            old.filter(|(_, ip)| *ip != r.ip)
-                .map(|(m, _)| m)
-                .into_iter()
-                .collect()
-        };
-        self.revoke(net, &moved);
+        self.apply_changes(net, vec![r], &[]);
     }
 
-    /// Applies a reload's few changes under one write lock, so that no client sees half of
-    /// them (two hosts swapping addresses); leases of removed or moved hosts are revoked.
+    /// Applies changes in place under one write lock, so that no client sees half of them (two
+    /// hosts swapping addresses); leases of removed or moved hosts are revoked.
     /// Returns how many leases were revoked.
     pub fn apply_changes(&self, net: &Network, upsert: Vec<Reservation>, remove: &[Mac]) -> usize {
         let mut revoke: Vec<Mac> = Vec::new();
         {
             let mut t = net.table_mut();
             for &m in remove {
-                if t.remove_mac(m).is_some() {
-                    revoke.push(m);
-                }
+                t.remove_mac(m);
+                revoke.push(m);
             }
             for r in upsert {
                 if let Some(m) = r.mac {
@@ -520,8 +506,7 @@ impl Dataplane {
 
     /// Removes the reservation of `mac` in place and revokes its lease.
     pub fn remove_reservation(&self, net: &Network, mac: Mac) {
-        net.table_mut().remove_mac(mac);
-        self.revoke(net, &[mac]);
+        self.apply_changes(net, Vec::new(), &[mac]);
     }
 
     /// Replaces a network's subnets and network-wide settings, keeping its reservations.

@@ -365,19 +365,17 @@ fn reload(cfg: &DnsmasqConfig, dp: &Dataplane, net: &Network, applied: &mut Appl
     let delta = applied.delta(&texts.hosts, &texts.opts, &net.table());
     let (s, how) = match delta {
         Delta::Changes(c) => {
-            let removed = c.remove.len();
             let total_before = net.table().reservations().len();
-            let revoked = dp.apply_changes(net, c.upsert.clone(), &c.remove);
-            let added = c.upsert.len() - c.changed;
-            let s = ReloadStats {
-                added,
-                removed,
-                changed: c.changed,
-                unchanged: total_before - removed - c.changed,
-                revoked,
-            };
             applied.commit(texts.hosts, &c);
-            (s, "in place")
+            let s = ReloadStats {
+                added: c.upsert.len() - c.changed,
+                removed: c.remove.len(),
+                changed: c.changed,
+                unchanged: total_before - c.remove.len() - c.changed,
+                revoked: 0,
+            };
+            let revoked = dp.apply_changes(net, c.upsert, &c.remove);
+            (ReloadStats { revoked, ..s }, "in place")
         }
         Delta::Full(why) => {
             tracing::debug!("reload: full rebuild: {why}");

@@ -208,23 +208,8 @@ fn kill_9_under_load_twenty_times_loses_no_acked_lease_and_never_double_assigns(
         &missing[..missing.len().min(5)]
     );
     // ...and its renewal is ACKed with the same address
-    let renew = n.loadgen(&[
-        "--mode",
-        "renew",
-        "--renew-from",
-        record.to_str().unwrap(),
-        "--rate",
-        "2000",
-        "--duration",
-        "1",
-    ]);
-    let out = String::from_utf8(renew.wait_with_output().unwrap().stdout).unwrap();
-    assert_eq!(json_field(&out, "naks"), 0.0, "{out}");
-    assert_eq!(
-        json_field(&out, "acks"),
-        json_field(&out, "started"),
-        "{out}"
-    );
+    let renew = n.loadgen(&renew_args(&record));
+    assert_every_renewal_acked(renew);
 }
 
 #[test]
@@ -519,7 +504,19 @@ fn kill_9_of_qdhcp_serve_under_load_twenty_times_loses_no_acked_lease() {
         "enough leases acknowledged: {}",
         by_ip.len()
     );
-    let renew = loadgen(&[
+    let renew = loadgen(&renew_args(&record));
+    assert_every_renewal_acked(renew);
+    let (_, list) = h.http("GET", "/v2.0/ports?device_owner=", None);
+    assert_eq!(
+        list["ports"].as_array().unwrap().len(),
+        1000,
+        "every API object survived"
+    );
+}
+
+/// Load generator arguments that renew every lease recorded in `record` once.
+fn renew_args(record: &std::path::Path) -> [&str; 8] {
+    [
         "--mode",
         "renew",
         "--renew-from",
@@ -528,18 +525,16 @@ fn kill_9_of_qdhcp_serve_under_load_twenty_times_loses_no_acked_lease() {
         "2000",
         "--duration",
         "1",
-    ]);
+    ]
+}
+
+/// Every renewal the load generator sent was ACKed (none NAKed, none unanswered).
+fn assert_every_renewal_acked(renew: std::process::Child) {
     let out = String::from_utf8(renew.wait_with_output().unwrap().stdout).unwrap();
     assert_eq!(json_field(&out, "naks"), 0.0, "{out}");
     assert_eq!(
         json_field(&out, "acks"),
         json_field(&out, "started"),
         "{out}"
-    );
-    let (_, list) = h.http("GET", "/v2.0/ports?device_owner=", None);
-    assert_eq!(
-        list["ports"].as_array().unwrap().len(),
-        1000,
-        "every API object survived"
     );
 }
