@@ -37,22 +37,35 @@ pub struct HostLine {
     pub ignore: bool,
 }
 
-/// Parses a hosts file; returns the usable lines and the errors.
-pub fn parse_hosts(text: &str) -> (Vec<HostLine>, Vec<FileError>) {
+/// The lines of a hosts or opts file that say something: trimmed, neither blank nor a comment,
+/// with their 1-based numbers.
+pub fn content_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
+    text.lines()
+        .enumerate()
+        .map(|(n, raw)| (n + 1, raw.trim()))
+        .filter(|(_, l)| !l.is_empty() && !l.starts_with('#'))
+}
+
+/// Parses every content line with `f`, keeping the entries and the errors with line numbers.
+fn parse_each<T>(
+    text: &str,
+    f: impl Fn(&str) -> Result<Option<T>, String>,
+) -> (Vec<T>, Vec<FileError>) {
     let mut out = Vec::new();
     let mut errs = Vec::new();
-    for (n, raw) in text.lines().enumerate() {
-        let line = raw.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        match parse_host(line) {
-            Ok(Some(h)) => out.push(h),
+    for (line, l) in content_lines(text) {
+        match f(l) {
+            Ok(Some(v)) => out.push(v),
             Ok(None) => {}
-            Err(why) => errs.push(FileError { line: n + 1, why }),
+            Err(why) => errs.push(FileError { line, why }),
         }
     }
     (out, errs)
+}
+
+/// Parses a hosts file; returns the usable lines and the errors.
+pub fn parse_hosts(text: &str) -> (Vec<HostLine>, Vec<FileError>) {
+    parse_each(text, parse_host)
 }
 
 /// Parses one `dhcp-host` value. `Ok(None)` for an entry with nothing for DHCPv4 (IPv6 only).
@@ -146,20 +159,7 @@ pub struct OptLine {
 
 /// Parses an opts file; returns the usable lines and the errors.
 pub fn parse_opts(text: &str) -> (Vec<OptLine>, Vec<FileError>) {
-    let mut out = Vec::new();
-    let mut errs = Vec::new();
-    for (n, raw) in text.lines().enumerate() {
-        let line = raw.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        match parse_opt(line, false) {
-            Ok(Some(o)) => out.push(o),
-            Ok(None) => {}
-            Err(why) => errs.push(FileError { line: n + 1, why }),
-        }
-    }
-    (out, errs)
+    parse_each(text, |line| parse_opt(line, false))
 }
 
 /// Parses one `dhcp-option` value. `Ok(None)` for DHCPv6 options, which qdhcp does not serve.

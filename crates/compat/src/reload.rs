@@ -11,7 +11,7 @@ use std::net::Ipv4Addr;
 use ahash::{HashMap, HashSet};
 use qdhcp_protocol::{Mac, NetworkTable, Reservation};
 
-use crate::files::{parse_host, HostLine};
+use crate::files::{content_lines, parse_host, HostLine};
 use crate::table::HostContext;
 
 /// What the served table was built from.
@@ -92,10 +92,10 @@ impl Applied {
         let mut gone: HashMap<&str, i32> = HashMap::default();
         for (old, new) in self.hosts_texts.iter().zip(hosts) {
             let (o, n) = differing_lines(old, new);
-            for l in o.lines().map(str::trim).filter(|l| counts(l)) {
+            for (_, l) in content_lines(o) {
                 *gone.entry(l).or_default() += 1;
             }
-            for l in n.lines().map(str::trim).filter(|l| counts(l)) {
+            for (_, l) in content_lines(n) {
                 *gone.entry(l).or_default() -= 1;
             }
         }
@@ -187,11 +187,6 @@ impl Applied {
         }
         self.hosts_texts = hosts;
     }
-}
-
-/// A line that can make a reservation (not blank, not a comment).
-fn counts(l: &str) -> bool {
-    !l.is_empty() && !l.starts_with('#')
 }
 
 /// The whole lines in which `old` and `new` differ, after cutting their common leading and
