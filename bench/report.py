@@ -12,6 +12,7 @@ rows = [json.loads(l) for l in open(src) if l.strip()]
 load = defaultdict(list)
 perf = defaultdict(list)
 api = {}
+headroom = None
 for r in rows:
     if "api_bulk_ports_per_s" in r:
         api = r
@@ -19,6 +20,8 @@ for r in rows:
         load[r["server"]].append(r)
     elif r.get("tool") == "perfdhcp":
         perf[r["server"]].append(r)
+    elif r.get("tool") == "qdhcp-loadgen-headroom":
+        headroom = r
 
 def best(points):
     ok = [p for p in points if p["drop_pct"] <= 2.5]
@@ -35,7 +38,7 @@ def ms(us):
 lines = []
 lines.append("# qdhcp benchmark results\n")
 lines.append("Produced by `bench/run.sh -n %d -d %g` on this machine (%s, %s cores); every server pinned to CPU 0, "
-             "the load generator (`qdhcp loadgen`, relay mode, batched sendmmsg/recvmmsg) to CPU 1, joined by a veth pair "
+             "the load generator (`qdhcp loadgen`, relay mode, batches of 64 sent as one UDP_SEGMENT sendmsg, received with recvmmsg) to CPU 1, joined by a veth pair "
              "(serve mode: through the bridge into the namespace qdhcp creates). %d static reservations. A step lasts %g s; "
              "a reply later than 1 s counts as a drop; the peak is the highest rate with at most 2.5%% drops (ISC's perfdhcp method).\n"
              % (n, d, platform.platform(), subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip(), n, d))
@@ -65,6 +68,11 @@ for s in ["qdhcp-dnsmasq", "qdhcp-serve"]:
         near = min(load[s], key=lambda p: abs(p["offered_rate"] - half))
         lines.append("- %s at about half its peak (%d/s offered): p99 DISCOVER→OFFER %s ms, REQUEST→ACK %s ms." % (
             s, near["offered_rate"], ms(near["offer_p99_us"]), ms(near["ack_p99_us"])))
+if headroom:
+    lines.append("- Load generator headroom: offered %d/s (twice qdhcp-dnsmasq's peak) for %g s, it started %.0f exchanges/s and sent %.0f packets/s "
+                 "using %.1f%% of its core (the server, saturated, completed %.0f/s)." % (
+        headroom["offered_rate"], d, headroom["started"] / d, headroom["sent"] / headroom["elapsed_s"],
+        headroom["loadgen_cpu_pct"], headroom["rate"]))
 if api:
     lines.append("- API (serve mode, SQLite durable): %.0f ports/s created in bulk requests of 500, %.0f ports/s one POST per port (single client, sequential)." % (
         api["api_bulk_ports_per_s"], api["api_single_port_creates_per_s"]))

@@ -151,7 +151,7 @@ for s in $SERVERS; do
   echo "== $s"
   start_server "$s"
   if [ "$s" = qdhcp-serve ]; then LOADDEV=qbc1; TARGET=10.0.1.1; else LOADDEV=qbc0; TARGET=10.0.0.1; fi
-  fails=0
+  fails=0; ok_rate=0
   for r in $RATES; do
     c0=$(cpu_ticks "$SRV_PID")
     res=$(ip netns exec $LOADNS taskset -c 1 "$Q" loadgen --server $TARGET --giaddr 10.0.0.2 --device $LOADDEV \
@@ -161,8 +161,14 @@ for s in $SERVERS; do
     line=$(python3 -c "import json,sys; d=json.loads(sys.argv[1]); d.update(server='$s', tool='qdhcp-loadgen', reservations=$N, cpu_pct=$cpu, rss_kb=$(hwm_kb "$SRV_PID")); print(json.dumps(d))" "$res")
     echo "$line" | tee -a "$OUT"
     drop=$(python3 -c "import json,sys; print(json.loads(sys.argv[1])['drop_pct'])" "$line")
-    if python3 -c "import sys; sys.exit(0 if float('$drop') > 2.5 else 1)"; then fails=$((fails+1)); [ $fails -ge 2 ] && break; fi
+    if python3 -c "import sys; sys.exit(0 if float('$drop') > 2.5 else 1)"; then fails=$((fails+1)); [ $fails -ge 2 ] && break; else ok_rate=$r; fi
   done
+  # the load generator at twice qdhcp's peak: it must keep offering that rate (not be the limit)
+  if [ "$s" = qdhcp-dnsmasq ]; then
+    res=$(ip netns exec $LOADNS taskset -c 1 "$Q" loadgen --server $TARGET --giaddr 10.0.0.2 --device $LOADDEV \
+          --clients "$N" --rate $((2 * ok_rate)) --duration "$D" --json)
+    python3 -c "import json,sys; d=json.loads(sys.argv[1]); d.update(server='$s', tool='qdhcp-loadgen-headroom'); print(json.dumps(d))" "$res" | tee -a "$OUT"
+  fi
   # perfdhcp at a rate every server sustains, for the cross-check
   if [ "$s" != qdhcp-serve ]; then
     for pr in 1000 5000; do

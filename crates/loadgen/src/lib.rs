@@ -54,6 +54,8 @@ pub struct Config {
     pub renew_from: Vec<(u32, Ipv4Addr)>,
     /// Where to append `mac ip lease_end` for every ACK.
     pub record: Option<PathBuf>,
+    /// Send each batch with UDP segmentation offload when the kernel allows it.
+    pub gso: bool,
 }
 
 impl Default for Config {
@@ -72,6 +74,7 @@ impl Default for Config {
             mode: Mode::Dora,
             renew_from: Vec::new(),
             record: None,
+            gso: true,
         }
     }
 }
@@ -131,6 +134,8 @@ pub struct Report {
     pub received: u64,
     /// CPU seconds the generator itself used (user + system), to show it is not the limit.
     pub cpu_s: f64,
+    /// Whether the batches went out with UDP segmentation offload to the end.
+    pub gso: bool,
 }
 
 impl Report {
@@ -161,10 +166,11 @@ impl Report {
                 .unwrap_or_else(|| "null".into())
         };
         format!(
-            "{{\"offered_rate\":{offered_rate},\"started\":{},\"offers\":{},\"acks\":{},\"naks\":{},\"drops\":{},\"drop_pct\":{:.3},\"elapsed_s\":{:.3},\"rate\":{:.1},\"offer_p50_us\":{},\"offer_p99_us\":{},\"ack_p50_us\":{},\"ack_p99_us\":{},\"sent\":{},\"received\":{},\"loadgen_cpu_pct\":{:.1}}}",
+            "{{\"offered_rate\":{offered_rate},\"started\":{},\"offers\":{},\"acks\":{},\"naks\":{},\"drops\":{},\"drop_pct\":{:.3},\"elapsed_s\":{:.3},\"rate\":{:.1},\"offer_p50_us\":{},\"offer_p99_us\":{},\"ack_p50_us\":{},\"ack_p99_us\":{},\"sent\":{},\"received\":{},\"loadgen_cpu_pct\":{:.1},\"gso\":{}}}",
             self.started, self.offers, self.acks, self.naks, self.drops, self.drop_pct(), self.elapsed.as_secs_f64(),
             self.rate(mode), p(&self.offer_latency, 50.0), p(&self.offer_latency, 99.0), p(&self.ack_latency, 50.0), p(&self.ack_latency, 99.0),
-            self.sent, self.received, 100.0 * self.cpu_s / self.elapsed.as_secs_f64().max(1e-9)
+            self.sent, self.received, 100.0 * self.cpu_s / self.elapsed.as_secs_f64().max(1e-9),
+            self.gso
         )
     }
 }
@@ -240,7 +246,15 @@ fn build(cfg: &Config, out: &mut Vec<u8>, m: Msg) {
     }
     out.extend_from_slice(&[55, 7, 1, 3, 6, 15, 26, 51, 121]);
     out.push(255);
+    // padded to BOOTP's 300 bytes as real clients send, which also makes every packet of a
+    // batch the same size for segmentation offload
+    if out.len() < PACKET_LEN {
+        out.resize(PACKET_LEN, 0);
+    }
 }
+
+/// Size of every message sent (BOOTP's minimum, what dhclient sends).
+const PACKET_LEN: usize = 300;
 
 /// A parsed reply: type, xid, yiaddr, server id, lease.
 struct ReplyInfo {
@@ -320,9 +334,34 @@ fn mmsg_headers(iovs: &mut [libc::iovec], to: Option<&SockAddr>) -> Vec<libc::mm
         .collect()
 }
 
-fn send_batch(fd: i32, to: &SockAddr, pkts: &mut [Vec<u8>]) -> usize {
+/// Sends a batch to one address. Equal-sized packets go out in one `sendmsg` with UDP
+/// segmentation offload (`UDP_SEGMENT`): the kernel's UDP/IP send and receive paths run once
+/// per batch instead of once per packet, so the load generator's core (which on a veth pair
+/// also runs the receiver's stack) is not what limits the rate. `gso` is cleared when the
+/// kernel refuses it, and `sendmmsg` is used from then on.
+fn send_batch(
+    fd: i32,
+    to: &SockAddr,
+    pkts: &mut [Vec<u8>],
+    gso: &mut bool,
+    joined: &mut Vec<u8>,
+) -> usize {
     if pkts.is_empty() {
         return 0;
+    }
+    if *gso && pkts.len() > 1 && pkts.iter().all(|p| p.len() == pkts[0].len()) {
+        match send_segmented(fd, to, pkts, joined) {
+            Ok(n) => return n,
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EINTR | libc::EAGAIN | libc::ENOBUFS)
+                ) =>
+            {
+                return 0
+            }
+            Err(_) => *gso = false,
+        }
     }
     let mut iovs: Vec<libc::iovec> = pkts
         .iter_mut()
@@ -343,6 +382,48 @@ fn send_batch(fd: i32, to: &SockAddr, pkts: &mut [Vec<u8>]) -> usize {
         done += n as usize;
     }
     done
+}
+
+/// One `sendmsg` of all `pkts` joined, cut back into packets of the first one's size by the
+/// kernel; returns how many packets left.
+fn send_segmented(
+    fd: i32,
+    to: &SockAddr,
+    pkts: &[Vec<u8>],
+    joined: &mut Vec<u8>,
+) -> io::Result<usize> {
+    let seg = pkts[0].len();
+    joined.clear();
+    for p in pkts {
+        joined.extend_from_slice(p);
+    }
+    let mut iov = libc::iovec {
+        iov_base: joined.as_mut_ptr() as *mut libc::c_void,
+        iov_len: joined.len(),
+    };
+    // u64 words keep the control buffer aligned for cmsghdr
+    let mut control = [0u64; 4];
+    // SAFETY: a zeroed msghdr is valid; every pointer set below outlives the sendmsg call, and
+    // the control buffer (32 bytes) holds CMSG_SPACE(2) = 24 bytes.
+    unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_name = to.as_ptr() as *mut libc::c_void;
+        msg.msg_namelen = to.len();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
+        msg.msg_controllen = libc::CMSG_SPACE(2) as usize;
+        let c = libc::CMSG_FIRSTHDR(&msg);
+        (*c).cmsg_level = libc::SOL_UDP;
+        (*c).cmsg_type = libc::UDP_SEGMENT;
+        (*c).cmsg_len = libc::CMSG_LEN(2) as usize;
+        std::ptr::write_unaligned(libc::CMSG_DATA(c) as *mut u16, seg as u16);
+        let n = libc::sendmsg(fd, &msg, 0);
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(n as usize / seg)
+    }
 }
 
 fn recv_batch(fd: i32, bufs: &mut [[u8; 1500]], lens: &mut [usize]) -> usize {
@@ -407,6 +488,8 @@ pub fn run(cfg: &Config) -> Result<Report, LoadError> {
     let mut out: Vec<Vec<u8>> = (0..BATCH).map(|_| Vec::with_capacity(300)).collect();
     let mut bufs = vec![[0u8; 1500]; BATCH];
     let mut lens = [0usize; BATCH];
+    let mut gso = cfg.gso;
+    let mut joined: Vec<u8> = Vec::with_capacity(BATCH * PACKET_LEN);
     let mut requests: Vec<(u32, u32, Ipv4Addr, Option<Ipv4Addr>)> = Vec::new();
     let mut next_xid: u32 = 1;
     let mut seq: u64 = 0;
@@ -518,7 +601,7 @@ pub fn run(cfg: &Config) -> Result<Report, LoadError> {
             order.push_back((xid, now));
             n += 1;
         }
-        r.sent += send_batch(fd, &to, &mut out[..n]) as u64;
+        r.sent += send_batch(fd, &to, &mut out[..n], &mut gso, &mut joined) as u64;
 
         let got = recv_batch(fd, &mut bufs, &mut lens);
         r.received += got as u64;
@@ -587,6 +670,7 @@ pub fn run(cfg: &Config) -> Result<Report, LoadError> {
         .min(start.elapsed())
         .max(Duration::from_millis(1));
     r.cpu_s = cpu_seconds() - cpu0;
+    r.gso = gso;
     r.elapsed = start
         .elapsed()
         .min(cfg.duration + cfg.timeout)
@@ -630,7 +714,10 @@ mod tests {
             },
         );
         assert_eq!(out[24..28], [127, 0, 0, 2]);
-        assert_eq!(*out.last().unwrap(), 255);
+        // options end with END, then pad up to BOOTP's 300 bytes
+        assert_eq!(out.len(), PACKET_LEN);
+        let end = out.iter().rposition(|&b| b != 0).unwrap();
+        assert_eq!(out[end], 255);
         assert!(out.windows(6).any(|w| w == [50, 4, 10, 0, 0, 5]));
     }
 

@@ -51,6 +51,9 @@ pub struct LoadgenArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+    /// One `sendmmsg` per batch instead of one segmented `sendmsg` (UDP_SEGMENT).
+    #[arg(long)]
+    pub no_gso: bool,
 }
 
 /// Runs the generator; returns the exit code.
@@ -97,6 +100,7 @@ pub fn run(a: &LoadgenArgs) -> i32 {
         mode,
         renew_from,
         record: a.record.clone(),
+        gso: !a.no_gso,
     };
     match run_load(&cfg) {
         Ok(r) => {
