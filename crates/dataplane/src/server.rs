@@ -5,8 +5,8 @@
 
 use ahash::{HashMap, HashSet};
 use std::io;
-use std::mem::MaybeUninit;
 use std::net::{Ipv4Addr, SocketAddrV4};
+use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
@@ -15,11 +15,12 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ipnet::Ipv4Net;
+use qdhcp_batchio::{recv_batch, Outbox};
 use qdhcp_protocol::{
     decide, parse, ClientId, ClientMsg, Context, Lease, LeaseChange, LeaseView, Mac, Malformed,
     NetworkTable, Policy, ReplyKind, Reservation,
 };
-use socket2::{SockAddr, Socket};
+use socket2::Socket;
 
 use crate::delivery::{destination, Delivery, CLIENT_PORT};
 use crate::journal::{replay, Journal, JournalError, Record};
@@ -725,8 +726,22 @@ impl Dataplane {
         let mut limiter = MacLimiter::new(self.opts.client_rate);
         let mut unknown_budget = MacLimiter::new(UNANSWERED_LINES_PER_SECOND);
         let mut limit_log = RateLimit::new();
+        let mut recv_log = RateLimit::new();
+        let mut outbox = Outbox::default();
+        let mut replies: Vec<Held> = Vec::new();
         while !self.stopping() && !stop.load(Ordering::Relaxed) {
-            let n = recv_batch(&sock, &mut bufs, &mut lens);
+            // Waits up to the socket's timeout for one packet, then takes what else is queued.
+            let n = match recv_batch(sock.as_raw_fd(), &mut bufs, &mut lens, true) {
+                Ok(n) => n,
+                Err(e) => {
+                    if recv_log.allow("receive-error lines") {
+                        tracing::warn!(target: "dhcp", "receive on {iface} failed: {e}");
+                    }
+                    // An interface going away fails every call: do not spin on it.
+                    std::thread::sleep(Duration::from_millis(50));
+                    continue;
+                }
+            };
             if n == 0 {
                 continue;
             }
@@ -820,8 +835,9 @@ impl Dataplane {
                     if d.lease.is_some() {
                         held.push(h);
                     } else {
-                        // OFFERs, NAKs and INFORM ACKs promise nothing durable: send now.
-                        self.deliver(&net, &sock, iface, h, received_at);
+                        // OFFERs, NAKs and INFORM ACKs promise nothing durable: they leave
+                        // with this batch, once the locks are released.
+                        replies.push(h);
                     }
                 }
             }
@@ -839,22 +855,42 @@ impl Dataplane {
                     break;
                 }
             }
+            self.deliver(&net, &sock, iface, &mut outbox, &mut replies, received_at);
         }
     }
 
-    /// Sends one reply and counts and logs it.
-    fn deliver(&self, net: &Network, sock: &Socket, iface: &str, h: Held, received_at: Instant) {
-        if let Err(e) = send(sock, iface, h.dest, &h.bytes) {
-            self.counters.send_errors.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!(target: "dhcp", "send on {iface} to {:?} failed: {e}", h.dest);
+    /// Sends a batch of replies with as few syscalls as the kernel allows (replies to one
+    /// relay leave as one segmented send), then counts and logs each; `replies` ends empty.
+    fn deliver(
+        &self,
+        net: &Network,
+        sock: &Socket,
+        iface: &str,
+        outbox: &mut Outbox,
+        replies: &mut Vec<Held>,
+        received_at: Instant,
+    ) {
+        if replies.is_empty() {
             return;
         }
-        self.counters.tx[kind_index(h.kind)].fetch_add(1, Ordering::Relaxed);
-        net.counters.tx[kind_index(h.kind)].fetch_add(1, Ordering::Relaxed);
-        net.counters.observe(received_at.elapsed());
-        if let Some(s) = &h.sent {
-            self.log(iface, h.xid, s);
+        for h in replies.iter() {
+            outbox.push(address(sock, iface, h.dest), &h.bytes);
         }
+        outbox.flush(sock.as_raw_fd(), |i, sent| {
+            let h = &replies[i];
+            if let Err(e) = sent {
+                self.counters.send_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(target: "dhcp", "send on {iface} to {:?} failed: {e}", h.dest);
+                return;
+            }
+            self.counters.tx[kind_index(h.kind)].fetch_add(1, Ordering::Relaxed);
+            net.counters.tx[kind_index(h.kind)].fetch_add(1, Ordering::Relaxed);
+            net.counters.observe(received_at.elapsed());
+            if let Some(s) = &h.sent {
+                self.log(iface, h.xid, s);
+            }
+        });
+        replies.clear();
     }
 
     /// The journal writer: takes every batch waiting, appends their records, makes them
@@ -863,6 +899,8 @@ impl Dataplane {
     fn write_journal(&self, rx: Receiver<Commit>) {
         let mut persist_log = RateLimit::new();
         let mut records: Vec<Record> = Vec::with_capacity(4096);
+        let mut outbox = Outbox::default();
+        let mut renewed: Vec<Held> = Vec::new();
         loop {
             let first = match rx.recv_timeout(Duration::from_millis(200)) {
                 Ok(c) => c,
@@ -886,10 +924,15 @@ impl Dataplane {
                     self.counters
                         .records
                         .fetch_add(records.len() as u64, Ordering::Relaxed);
-                    for c in batch {
-                        for h in c.held {
-                            self.deliver(&c.net, &c.sock, &c.iface, h, c.received_at);
-                        }
+                    for mut c in batch {
+                        self.deliver(
+                            &c.net,
+                            &c.sock,
+                            &c.iface,
+                            &mut outbox,
+                            &mut c.held,
+                            c.received_at,
+                        );
                     }
                 }
                 Err(e) => {
@@ -931,7 +974,7 @@ impl Dataplane {
                                     self.counters
                                         .renewed_from_durable
                                         .fetch_add(1, Ordering::Relaxed);
-                                    self.deliver(&c.net, &c.sock, &c.iface, h, c.received_at);
+                                    renewed.push(h);
                                 }
                                 _ => {
                                     self.counters
@@ -940,6 +983,14 @@ impl Dataplane {
                                 }
                             }
                         }
+                        self.deliver(
+                            &c.net,
+                            &c.sock,
+                            &c.iface,
+                            &mut outbox,
+                            &mut renewed,
+                            c.received_at,
+                        );
                     }
                 }
             }
@@ -1086,26 +1137,10 @@ fn pick_server_id(addrs: &[Ipv4Net], table: &NetworkTable) -> Option<Ipv4Addr> {
         .map(|a| a.addr())
 }
 
-/// Waits up to the socket timeout for one packet, then takes whatever else is queued.
-fn recv_batch(sock: &Socket, bufs: &mut [[u8; MAX_PACKET]], lens: &mut [usize]) -> usize {
-    let mut n = 0;
-    while n < bufs.len() {
-        let flags = if n == 0 { 0 } else { libc::MSG_DONTWAIT };
-        // SAFETY: u8 and MaybeUninit<u8> have the same layout; recv only writes into it.
-        let buf = unsafe { &mut *(&mut bufs[n][..] as *mut [u8] as *mut [MaybeUninit<u8>]) };
-        match sock.recv_from_with_flags(buf, flags) {
-            Ok((len, _)) => {
-                lens[n] = len;
-                n += 1;
-            }
-            Err(_) => break,
-        }
-    }
-    n
-}
-
-fn send(sock: &Socket, iface: &str, dest: Delivery, bytes: &[u8]) -> io::Result<usize> {
-    let to = match dest {
+/// Where a reply's datagram goes. A client without an address gets it unicast to yiaddr after
+/// its MAC is put in the ARP cache, or broadcast if that cannot be done.
+fn address(sock: &Socket, iface: &str, dest: Delivery) -> SocketAddrV4 {
+    match dest {
         Delivery::Relay(a) | Delivery::Unicast(a) => a,
         Delivery::Broadcast => SocketAddrV4::new(Ipv4Addr::BROADCAST, CLIENT_PORT),
         Delivery::UnicastNoArp(ip, mac) => {
@@ -1116,8 +1151,7 @@ fn send(sock: &Socket, iface: &str, dest: Delivery, bytes: &[u8]) -> io::Result<
                 SocketAddrV4::new(ip, CLIENT_PORT)
             }
         }
-    };
-    sock.send_to(bytes, &SockAddr::from(to))
+    }
 }
 
 #[cfg(test)]

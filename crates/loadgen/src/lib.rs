@@ -12,6 +12,7 @@ use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use qdhcp_batchio::{recv_batch, Outbox};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 /// What each simulated client does.
@@ -317,143 +318,6 @@ struct Pending {
     request: bool,
 }
 
-/// One mmsghdr per buffer, with an optional destination; the iovecs must outlive the headers.
-fn mmsg_headers(iovs: &mut [libc::iovec], to: Option<&SockAddr>) -> Vec<libc::mmsghdr> {
-    iovs.iter_mut()
-        .map(|iov| {
-            // SAFETY: a zeroed mmsghdr is a valid empty header; the fields used are set below.
-            let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
-            if let Some(to) = to {
-                h.msg_hdr.msg_name = to.as_ptr() as *mut libc::c_void;
-                h.msg_hdr.msg_namelen = to.len();
-            }
-            h.msg_hdr.msg_iov = iov as *mut libc::iovec;
-            h.msg_hdr.msg_iovlen = 1;
-            h
-        })
-        .collect()
-}
-
-/// Sends a batch to one address. Equal-sized packets go out in one `sendmsg` with UDP
-/// segmentation offload (`UDP_SEGMENT`): the kernel's UDP/IP send and receive paths run once
-/// per batch instead of once per packet, so the load generator's core (which on a veth pair
-/// also runs the receiver's stack) is not what limits the rate. `gso` is cleared when the
-/// kernel refuses it, and `sendmmsg` is used from then on.
-fn send_batch(
-    fd: i32,
-    to: &SockAddr,
-    pkts: &mut [Vec<u8>],
-    gso: &mut bool,
-    joined: &mut Vec<u8>,
-) -> usize {
-    if pkts.is_empty() {
-        return 0;
-    }
-    if *gso && pkts.len() > 1 && pkts.iter().all(|p| p.len() == pkts[0].len()) {
-        match send_segmented(fd, to, pkts, joined) {
-            Ok(n) => return n,
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::EINTR | libc::EAGAIN | libc::ENOBUFS)
-                ) =>
-            {
-                return 0
-            }
-            Err(_) => *gso = false,
-        }
-    }
-    let mut iovs: Vec<libc::iovec> = pkts
-        .iter_mut()
-        .map(|p| libc::iovec {
-            iov_base: p.as_mut_ptr() as *mut libc::c_void,
-            iov_len: p.len(),
-        })
-        .collect();
-    let mut hdrs = mmsg_headers(&mut iovs, Some(to));
-    let mut done = 0;
-    while done < hdrs.len() {
-        // SAFETY: hdrs points at valid iovecs and addresses that outlive the call.
-        let n =
-            unsafe { libc::sendmmsg(fd, hdrs[done..].as_mut_ptr(), (hdrs.len() - done) as u32, 0) };
-        if n <= 0 {
-            break;
-        }
-        done += n as usize;
-    }
-    done
-}
-
-/// One `sendmsg` of all `pkts` joined, cut back into packets of the first one's size by the
-/// kernel; returns how many packets left.
-fn send_segmented(
-    fd: i32,
-    to: &SockAddr,
-    pkts: &[Vec<u8>],
-    joined: &mut Vec<u8>,
-) -> io::Result<usize> {
-    let seg = pkts[0].len();
-    joined.clear();
-    for p in pkts {
-        joined.extend_from_slice(p);
-    }
-    let mut iov = libc::iovec {
-        iov_base: joined.as_mut_ptr() as *mut libc::c_void,
-        iov_len: joined.len(),
-    };
-    // u64 words keep the control buffer aligned for cmsghdr
-    let mut control = [0u64; 4];
-    // SAFETY: a zeroed msghdr is valid; every pointer set below outlives the sendmsg call, and
-    // the control buffer (32 bytes) holds CMSG_SPACE(2) = 24 bytes.
-    unsafe {
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_name = to.as_ptr() as *mut libc::c_void;
-        msg.msg_namelen = to.len();
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
-        msg.msg_controllen = libc::CMSG_SPACE(2) as usize;
-        let c = libc::CMSG_FIRSTHDR(&msg);
-        (*c).cmsg_level = libc::SOL_UDP;
-        (*c).cmsg_type = libc::UDP_SEGMENT;
-        (*c).cmsg_len = libc::CMSG_LEN(2) as usize;
-        std::ptr::write_unaligned(libc::CMSG_DATA(c) as *mut u16, seg as u16);
-        let n = libc::sendmsg(fd, &msg, 0);
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(n as usize / seg)
-    }
-}
-
-fn recv_batch(fd: i32, bufs: &mut [[u8; 1500]], lens: &mut [usize]) -> usize {
-    let mut iovs: Vec<libc::iovec> = bufs
-        .iter_mut()
-        .map(|b| libc::iovec {
-            iov_base: b.as_mut_ptr() as *mut libc::c_void,
-            iov_len: b.len(),
-        })
-        .collect();
-    let mut hdrs = mmsg_headers(&mut iovs, None);
-    // SAFETY: buffers and headers are valid for the call.
-    let n = unsafe {
-        libc::recvmmsg(
-            fd,
-            hdrs.as_mut_ptr(),
-            hdrs.len() as u32,
-            libc::MSG_DONTWAIT,
-            std::ptr::null_mut(),
-        )
-    };
-    if n <= 0 {
-        return 0;
-    }
-    for (i, h) in hdrs.iter().take(n as usize).enumerate() {
-        lens[i] = h.msg_len as usize;
-    }
-    n as usize
-}
-
 /// Opens the relay socket: `giaddr:67`, bound to the device, big buffers.
 pub fn open(cfg: &Config) -> Result<Socket, LoadError> {
     let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
@@ -472,7 +336,7 @@ pub fn open(cfg: &Config) -> Result<Socket, LoadError> {
 pub fn run(cfg: &Config) -> Result<Report, LoadError> {
     let sock = open(cfg)?;
     let fd = sock.as_raw_fd();
-    let to = SockAddr::from(cfg.server);
+    let to = cfg.server;
     let mut rec = match &cfg.record {
         Some(p) => Some(io::BufWriter::new(
             std::fs::OpenOptions::new()
@@ -488,8 +352,10 @@ pub fn run(cfg: &Config) -> Result<Report, LoadError> {
     let mut out: Vec<Vec<u8>> = (0..BATCH).map(|_| Vec::with_capacity(300)).collect();
     let mut bufs = vec![[0u8; 1500]; BATCH];
     let mut lens = [0usize; BATCH];
-    let mut gso = cfg.gso;
-    let mut joined: Vec<u8> = Vec::with_capacity(BATCH * PACKET_LEN);
+    // Each batch goes to the server as one segmented send (UDP_SEGMENT): the kernel's UDP/IP
+    // path, and on a veth pair the receiver's too, runs on our core once per batch, not once
+    // per message, so the load generator is not what limits the rate.
+    let mut outbox = Outbox::new(cfg.gso);
     let mut requests: Vec<(u32, u32, Ipv4Addr, Option<Ipv4Addr>)> = Vec::new();
     let mut next_xid: u32 = 1;
     let mut seq: u64 = 0;
@@ -601,9 +467,10 @@ pub fn run(cfg: &Config) -> Result<Report, LoadError> {
             order.push_back((xid, now));
             n += 1;
         }
-        r.sent += send_batch(fd, &to, &mut out[..n], &mut gso, &mut joined) as u64;
+        out[..n].iter().for_each(|m| outbox.push(to, m));
+        outbox.flush(fd, |_, sent| r.sent += u64::from(sent.is_ok()));
 
-        let got = recv_batch(fd, &mut bufs, &mut lens);
+        let got = recv_batch(fd, &mut bufs, &mut lens, false).unwrap_or(0);
         r.received += got as u64;
         let now = Instant::now();
         for i in 0..got {
@@ -670,7 +537,7 @@ pub fn run(cfg: &Config) -> Result<Report, LoadError> {
         .min(start.elapsed())
         .max(Duration::from_millis(1));
     r.cpu_s = cpu_seconds() - cpu0;
-    r.gso = gso;
+    r.gso = outbox.segmenting();
     r.elapsed = start
         .elapsed()
         .min(cfg.duration + cfg.timeout)

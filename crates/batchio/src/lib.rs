@@ -1,0 +1,447 @@
+//! Batched UDP I/O: a batch of datagrams in with one `recvmmsg`, a batch out with as few
+//! syscalls as the kernel allows. Datagrams of one size to one unicast address leave as one
+//! `sendmsg` with UDP segmentation offload (`UDP_SEGMENT`), so the kernel's UDP/IP path (and on
+//! a veth pair, the receiver's too) runs once per run instead of once per datagram; the rest
+//! leave in `sendmmsg` calls. No DHCP here: bytes, addresses and file descriptors only.
+
+use std::io;
+use std::net::SocketAddrV4;
+use std::os::fd::RawFd;
+
+/// Most datagrams one call moves: also the kernel's limit of segments in one UDP GSO send.
+pub const MAX_BATCH: usize = 64;
+/// Largest UDP payload one segmented send may carry (65,535 less the IPv4 and UDP headers).
+const MAX_GSO_BYTES: usize = 65_507;
+
+/// Receives up to `bufs.len()` datagrams (at most `MAX_BATCH`) in one `recvmmsg`; their lengths
+/// go to `lens`. With `wait` it blocks for the first (up to the socket's receive timeout) and
+/// takes whatever else is queued without waiting; without it, it never blocks. `Ok(0)` means
+/// nothing was queued (or the timeout passed).
+pub fn recv_batch<B: AsMut<[u8]>>(
+    fd: RawFd,
+    bufs: &mut [B],
+    lens: &mut [usize],
+    wait: bool,
+) -> io::Result<usize> {
+    let n = bufs.len().min(lens.len()).min(MAX_BATCH);
+    if n == 0 {
+        return Ok(0);
+    }
+    // SAFETY: zeroed iovec and mmsghdr are valid empty values; every pointer set below points
+    // into `bufs` or these arrays, which outlive the call.
+    let mut iovs: [libc::iovec; MAX_BATCH] = unsafe { std::mem::zeroed() };
+    let mut hdrs: [libc::mmsghdr; MAX_BATCH] = unsafe { std::mem::zeroed() };
+    for i in 0..n {
+        let b = bufs[i].as_mut();
+        iovs[i] = libc::iovec {
+            iov_base: b.as_mut_ptr() as *mut libc::c_void,
+            iov_len: b.len(),
+        };
+        hdrs[i].msg_hdr.msg_iov = &mut iovs[i];
+        hdrs[i].msg_hdr.msg_iovlen = 1;
+    }
+    let flags = if wait {
+        libc::MSG_WAITFORONE
+    } else {
+        libc::MSG_DONTWAIT
+    };
+    // SAFETY: the headers point at valid buffers for the duration of the call.
+    let got = unsafe {
+        libc::recvmmsg(
+            fd,
+            hdrs.as_mut_ptr(),
+            n as libc::c_uint,
+            flags,
+            std::ptr::null_mut(),
+        )
+    };
+    if got < 0 {
+        let e = io::Error::last_os_error();
+        return match e.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted => {
+                Ok(0)
+            }
+            _ => Err(e),
+        };
+    }
+    for (len, h) in lens.iter_mut().zip(&hdrs[..got as usize]) {
+        *len = h.msg_len as usize;
+    }
+    Ok(got as usize)
+}
+
+/// One queued datagram: where to, and where its bytes sit in the outbox.
+#[derive(Debug, Clone, Copy)]
+struct Item {
+    to: SocketAddrV4,
+    start: usize,
+    len: usize,
+}
+
+/// Datagrams gathered during a batch and sent together by `flush`, in the order pushed.
+/// Buffers are kept between batches, so a steady load does not allocate.
+#[derive(Debug)]
+pub struct Outbox {
+    bytes: Vec<u8>,
+    items: Vec<Item>,
+    segmenting: bool,
+}
+
+impl Default for Outbox {
+    fn default() -> Self {
+        Self::new(true)
+    }
+}
+
+impl Outbox {
+    /// An empty outbox; `segmenting` allows UDP segmentation offload (turned off for good the
+    /// first time the kernel refuses it).
+    pub fn new(segmenting: bool) -> Self {
+        Self {
+            bytes: Vec::with_capacity(MAX_BATCH * 576),
+            items: Vec::with_capacity(MAX_BATCH),
+            segmenting,
+        }
+    }
+
+    /// Queues `bytes` for `to`; its index (for `flush`'s report) is the number queued before it.
+    pub fn push(&mut self, to: SocketAddrV4, bytes: &[u8]) {
+        self.items.push(Item {
+            to,
+            start: self.bytes.len(),
+            len: bytes.len(),
+        });
+        self.bytes.extend_from_slice(bytes);
+    }
+
+    /// How many datagrams are queued.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Whether nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Whether segmented sends are still in use (false after the kernel refused one).
+    pub fn segmenting(&self) -> bool {
+        self.segmenting
+    }
+
+    /// Sends everything queued on `fd`, in order, and reports each datagram's outcome by index
+    /// to `done`; the outbox is empty afterwards. A datagram that fails does not stop the rest,
+    /// except a full send buffer (`EAGAIN`/`ENOBUFS`), which fails the rest of its group.
+    pub fn flush(&mut self, fd: RawFd, mut done: impl FnMut(usize, io::Result<()>)) {
+        let n = self.items.len();
+        let mut i = 0;
+        let mut singles_from = 0;
+        while i < n {
+            let run = if self.segmenting { self.run_at(i) } else { 1 };
+            if run < 2 {
+                i += 1;
+                continue;
+            }
+            self.send_each(fd, singles_from..i, &mut done);
+            match self.send_segmented(fd, i, run) {
+                Ok(()) => (i..i + run).for_each(|k| done(k, Ok(()))),
+                Err(e) if refuses_segmentation(&e) => {
+                    self.segmenting = false;
+                    self.send_each(fd, i..i + run, &mut done);
+                }
+                Err(e) => {
+                    let code = e.raw_os_error().unwrap_or(libc::EIO);
+                    (i..i + run).for_each(|k| done(k, Err(io::Error::from_raw_os_error(code))));
+                }
+            }
+            i += run;
+            singles_from = i;
+        }
+        self.send_each(fd, singles_from..n, &mut done);
+        self.items.clear();
+        self.bytes.clear();
+    }
+
+    /// How many datagrams from `i` on can leave as one segmented send: same unicast address,
+    /// same size as the first (the last may be shorter), within the kernel's limits.
+    fn run_at(&self, i: usize) -> usize {
+        let first = self.items[i];
+        if first.to.ip().is_broadcast() || first.to.ip().is_multicast() || first.len == 0 {
+            return 1;
+        }
+        let mut total = first.len;
+        let mut k = i + 1;
+        while k < self.items.len() && k - i < MAX_BATCH {
+            let it = self.items[k];
+            if it.to != first.to || it.len > first.len || it.len == 0 {
+                break;
+            }
+            if total + it.len > MAX_GSO_BYTES {
+                break;
+            }
+            total += it.len;
+            k += 1;
+            if it.len < first.len {
+                break;
+            }
+        }
+        k - i
+    }
+
+    /// One `sendmsg` carrying items `i..i + run` joined, cut by the kernel into datagrams of
+    /// the first one's size.
+    fn send_segmented(&mut self, fd: RawFd, i: usize, run: usize) -> io::Result<()> {
+        let first = self.items[i];
+        let last = self.items[i + run - 1];
+        let seg = first.len as u16;
+        let to = sockaddr(first.to);
+        let data = &mut self.bytes[first.start..last.start + last.len];
+        let mut iov = libc::iovec {
+            iov_base: data.as_mut_ptr() as *mut libc::c_void,
+            iov_len: data.len(),
+        };
+        // u64 words keep the control buffer aligned for cmsghdr.
+        let mut control = [0u64; 4];
+        // SAFETY: a zeroed msghdr is valid; every pointer set below outlives the sendmsg call,
+        // and the control buffer (32 bytes) holds CMSG_SPACE(2) = 24 bytes.
+        unsafe {
+            let mut msg: libc::msghdr = std::mem::zeroed();
+            msg.msg_name = &to as *const libc::sockaddr_in as *mut libc::c_void;
+            msg.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            msg.msg_iov = &mut iov;
+            msg.msg_iovlen = 1;
+            msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
+            msg.msg_controllen = libc::CMSG_SPACE(2) as usize;
+            let c = libc::CMSG_FIRSTHDR(&msg);
+            (*c).cmsg_level = libc::SOL_UDP;
+            (*c).cmsg_type = libc::UDP_SEGMENT;
+            (*c).cmsg_len = libc::CMSG_LEN(2) as usize;
+            std::ptr::write_unaligned(libc::CMSG_DATA(c) as *mut u16, seg);
+            loop {
+                if libc::sendmsg(fd, &msg, 0) >= 0 {
+                    return Ok(());
+                }
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// Sends items in `range` one datagram each, up to `MAX_BATCH` per `sendmmsg`.
+    fn send_each(
+        &mut self,
+        fd: RawFd,
+        range: std::ops::Range<usize>,
+        done: &mut impl FnMut(usize, io::Result<()>),
+    ) {
+        let mut k = range.start;
+        while k < range.end {
+            let count = (range.end - k).min(MAX_BATCH);
+            // SAFETY: zeroed values are valid; every pointer set below points into these arrays
+            // or `self.bytes`, which outlive the sendmmsg calls.
+            let mut addrs: [libc::sockaddr_in; MAX_BATCH] = unsafe { std::mem::zeroed() };
+            let mut iovs: [libc::iovec; MAX_BATCH] = unsafe { std::mem::zeroed() };
+            let mut hdrs: [libc::mmsghdr; MAX_BATCH] = unsafe { std::mem::zeroed() };
+            for j in 0..count {
+                let it = self.items[k + j];
+                addrs[j] = sockaddr(it.to);
+                iovs[j] = libc::iovec {
+                    iov_base: self.bytes[it.start..].as_mut_ptr() as *mut libc::c_void,
+                    iov_len: it.len,
+                };
+                hdrs[j].msg_hdr.msg_name = &mut addrs[j] as *mut libc::sockaddr_in as *mut _;
+                hdrs[j].msg_hdr.msg_namelen =
+                    std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+                hdrs[j].msg_hdr.msg_iov = &mut iovs[j];
+                hdrs[j].msg_hdr.msg_iovlen = 1;
+            }
+            let mut j = 0;
+            while j < count {
+                // SAFETY: the headers from j on are initialised above and valid for the call.
+                let sent = unsafe {
+                    libc::sendmmsg(fd, hdrs[j..].as_mut_ptr(), (count - j) as libc::c_uint, 0)
+                };
+                if sent > 0 {
+                    (j..j + sent as usize).for_each(|x| done(k + x, Ok(())));
+                    j += sent as usize;
+                    continue;
+                }
+                let e = io::Error::last_os_error();
+                match e.raw_os_error() {
+                    Some(libc::EINTR) => {}
+                    Some(code @ (libc::EAGAIN | libc::ENOBUFS)) => {
+                        (j..count)
+                            .for_each(|x| done(k + x, Err(io::Error::from_raw_os_error(code))));
+                        j = count;
+                    }
+                    _ => {
+                        done(k + j, Err(e));
+                        j += 1;
+                    }
+                }
+            }
+            k += count;
+        }
+    }
+}
+
+/// Errors that mean this socket, route or device cannot take segmented sends at all.
+fn refuses_segmentation(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EINVAL | libc::EIO | libc::EOPNOTSUPP | libc::ENOPROTOOPT)
+    )
+}
+
+fn sockaddr(a: SocketAddrV4) -> libc::sockaddr_in {
+    libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: a.port().to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(*a.ip()).to_be(),
+        },
+        sin_zero: [0; 8],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use socket2::{Domain, Protocol, Socket, Type};
+    use std::net::Ipv4Addr;
+    use std::os::fd::AsRawFd;
+    use std::time::Duration;
+
+    fn bound() -> (Socket, SocketAddrV4) {
+        let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).unwrap();
+        s.bind(&SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0).into())
+            .unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let a = s.local_addr().unwrap().as_socket_ipv4().unwrap();
+        (s, a)
+    }
+
+    /// Everything `rx` has queued, as separate datagrams, in arrival order.
+    fn drain(rx: &Socket) -> Vec<Vec<u8>> {
+        let mut bufs = vec![[0u8; 2048]; MAX_BATCH];
+        let mut lens = [0usize; MAX_BATCH];
+        let mut out = Vec::new();
+        let mut wait = true;
+        loop {
+            let n = recv_batch(rx.as_raw_fd(), &mut bufs, &mut lens, wait).unwrap();
+            if n == 0 {
+                return out;
+            }
+            wait = false;
+            out.extend((0..n).map(|i| bufs[i][..lens[i]].to_vec()));
+        }
+    }
+
+    fn datagram(tag: u8, len: usize) -> Vec<u8> {
+        (0..len).map(|i| tag.wrapping_add(i as u8)).collect()
+    }
+
+    fn send_all(out: &mut Outbox, tx: &Socket) -> Vec<(usize, bool)> {
+        let mut report = Vec::new();
+        out.flush(tx.as_raw_fd(), |i, r| report.push((i, r.is_ok())));
+        report
+    }
+
+    #[test]
+    fn a_run_to_one_address_arrives_as_separate_datagrams_in_order() {
+        for segmenting in [true, false] {
+            let (tx, _) = bound();
+            let (rx, to) = bound();
+            let mut out = Outbox::new(segmenting);
+            let sent: Vec<Vec<u8>> = (0..MAX_BATCH as u8 + 6).map(|t| datagram(t, 300)).collect();
+            sent.iter().for_each(|d| out.push(to, d));
+            let report = send_all(&mut out, &tx);
+            assert_eq!(
+                report,
+                (0..sent.len()).map(|i| (i, true)).collect::<Vec<_>>()
+            );
+            assert_eq!(drain(&rx), sent, "segmenting={segmenting}");
+            assert!(out.is_empty());
+            assert_eq!(out.segmenting(), segmenting);
+        }
+    }
+
+    #[test]
+    fn mixed_sizes_and_addresses_keep_their_order_and_boundaries() {
+        let (tx, _) = bound();
+        let (rx1, a) = bound();
+        let (rx2, b) = bound();
+        let mut out = Outbox::default();
+        let plan: Vec<(SocketAddrV4, Vec<u8>)> = vec![
+            (a, datagram(1, 300)),
+            (a, datagram(2, 300)),
+            (a, datagram(3, 120)), // a shorter last segment closes the run
+            (a, datagram(4, 300)),
+            (b, datagram(5, 300)),
+            (a, datagram(6, 340)), // larger than the run before it: a new run
+            (a, datagram(7, 340)),
+            (b, datagram(8, 1)),
+        ];
+        plan.iter().for_each(|(to, d)| out.push(*to, d));
+        let report = send_all(&mut out, &tx);
+        assert_eq!(report.len(), plan.len());
+        assert!(report.iter().enumerate().all(|(i, r)| *r == (i, true)));
+        let for_a: Vec<_> = plan
+            .iter()
+            .filter(|p| p.0 == a)
+            .map(|p| p.1.clone())
+            .collect();
+        let for_b: Vec<_> = plan
+            .iter()
+            .filter(|p| p.0 == b)
+            .map(|p| p.1.clone())
+            .collect();
+        assert_eq!(drain(&rx1), for_a);
+        assert_eq!(drain(&rx2), for_b);
+    }
+
+    #[test]
+    fn runs_are_cut_at_the_kernel_limits() {
+        let mut out = Outbox::default();
+        let to = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9);
+        (0..MAX_BATCH + 3).for_each(|t| out.push(to, &datagram(t as u8, 10)));
+        assert_eq!(out.run_at(0), MAX_BATCH);
+        assert_eq!(out.run_at(MAX_BATCH), 3);
+        let mut big = Outbox::default();
+        (0..50).for_each(|t| big.push(to, &datagram(t, 1472)));
+        assert_eq!(big.run_at(0), MAX_GSO_BYTES / 1472);
+        let mut bcast = Outbox::default();
+        (0..4).for_each(|t| bcast.push(SocketAddrV4::new(Ipv4Addr::BROADCAST, 68), &[t; 300]));
+        assert_eq!(bcast.run_at(0), 1, "broadcasts are never segmented");
+    }
+
+    #[test]
+    fn a_failed_datagram_does_not_stop_the_rest() {
+        let (tx, _) = bound();
+        let (rx, to) = bound();
+        let mut out = Outbox::default();
+        out.push(to, &datagram(1, 100));
+        // Port 0 cannot be sent to: EINVAL for this one only.
+        out.push(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0), &datagram(2, 100));
+        out.push(to, &datagram(3, 100));
+        let report = send_all(&mut out, &tx);
+        assert_eq!(report, vec![(0, true), (1, false), (2, true)]);
+        assert_eq!(drain(&rx), vec![datagram(1, 100), datagram(3, 100)]);
+    }
+
+    #[test]
+    fn recv_without_waiting_returns_at_once_when_nothing_is_queued() {
+        let (rx, _) = bound();
+        // No receive timeout: a call that waited would never return.
+        rx.set_read_timeout(None).unwrap();
+        let mut bufs = vec![[0u8; 64]; 4];
+        let mut lens = [0usize; 4];
+        assert_eq!(
+            recv_batch(rx.as_raw_fd(), &mut bufs, &mut lens, false).unwrap(),
+            0
+        );
+    }
+}
