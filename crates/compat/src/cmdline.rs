@@ -114,7 +114,6 @@ const FLAGS: &[(&str, Option<char>, Arity, Role)] = &[
         Role::Dhcp,
     ),
     ("qdhcp-client-rate", None, Arity::Required, Role::Dhcp),
-    ("qdhcp-journal-priority", None, Arity::Required, Role::Dhcp),
     ("qdhcp-trust-option82", None, Arity::None, Role::Dhcp),
 ];
 
@@ -178,8 +177,6 @@ pub struct DnsmasqConfig {
     pub client_rate: Option<u16>,
     /// Accept option 82 from clients that no relay forwarded (qdhcp extension).
     pub trust_option82: bool,
-    /// Real-time priority of the lease journal writer, 0 = normal scheduling (qdhcp extension).
-    pub journal_priority: Option<u8>,
     /// DNS-only flags that were accepted and ignored, for one warning line.
     pub ignored: Vec<String>,
 }
@@ -325,14 +322,6 @@ where
             cfg.client_rate = Some(
                 v.parse()
                     .map_err(|_| bad(format!("{v:?} is not a number 0-65535")))?,
-            )
-        }
-        "qdhcp-journal-priority" => {
-            cfg.journal_priority = Some(
-                v.parse()
-                    .ok()
-                    .filter(|p| *p <= 99)
-                    .ok_or_else(|| bad(format!("{v:?} is not a priority 0-99")))?,
             )
         }
         "qdhcp-decline-quarantine" => {
@@ -512,13 +501,11 @@ mod tests {
     #[test]
     fn qdhcp_own_flags_parse() {
         let c = parse_args(
-            &args("--qdhcp-client-rate=0 --qdhcp-trust-option82 --qdhcp-decline-quarantine=60 --qdhcp-journal-priority=0"),
+            &args("--qdhcp-client-rate=0 --qdhcp-trust-option82 --qdhcp-decline-quarantine=60"),
             |_| unreachable!(),
         )
         .unwrap();
         assert_eq!(c.client_rate, Some(0));
-        assert_eq!(c.journal_priority, Some(0));
-        assert!(parse_args(&args("--qdhcp-journal-priority=100"), |_| unreachable!()).is_err());
         assert!(c.trust_option82);
         assert_eq!(c.decline_quarantine, Some(60));
     }

@@ -121,9 +121,6 @@ pub struct ServeOptions {
     pub quiet: bool,
     /// Messages one client (MAC) may send per second; 0 = no limit.
     pub client_rate: u16,
-    /// SCHED_FIFO priority of the journal writer (0 = normal scheduling): it shares a core
-    /// with the serving threads, and every ACK of a group commit waits until it runs again.
-    pub journal_priority: u8,
 }
 
 impl Default for ServeOptions {
@@ -133,7 +130,6 @@ impl Default for ServeOptions {
             log_xid: false,
             quiet: false,
             client_rate: MacLimiter::PER_SECOND,
-            journal_priority: 1,
         }
     }
 }
@@ -396,10 +392,7 @@ impl Dataplane {
         let w = dp.clone();
         let h = std::thread::Builder::new()
             .name("journal".into())
-            .spawn(move || {
-                real_time(w.opts.journal_priority);
-                w.write_journal(rx)
-            })
+            .spawn(move || w.write_journal(rx))
             .map_err(|source| JournalError::Io {
                 path: journal.to_path_buf(),
                 source,
@@ -1142,23 +1135,6 @@ fn pick_server_id(addrs: &[Ipv4Net], table: &NetworkTable) -> Option<Ipv4Addr> {
         .find(|a| table.subnets.iter().any(|s| s.net.contains(&a.addr())))
         .or(addrs.first())
         .map(|a| a.addr())
-}
-
-/// Puts the calling thread in SCHED_FIFO at `priority` (0 leaves it alone), so that it runs as
-/// soon as it wakes instead of after the time slice of a busy thread on its core. Without the
-/// privilege (CAP_SYS_NICE) it stays as it was, and says so once.
-fn real_time(priority: u8) {
-    if priority == 0 {
-        return;
-    }
-    let p = libc::sched_param {
-        sched_priority: i32::from(priority),
-    };
-    // SAFETY: changes the scheduling policy of the calling thread only; `p` is valid.
-    let rc = unsafe { libc::pthread_setschedparam(libc::pthread_self(), libc::SCHED_FIFO, &p) };
-    if rc != 0 {
-        tracing::info!(target: "dhcp", "journal writer stays at normal priority ({}): ACKs may wait longer under load", io::Error::from_raw_os_error(rc));
-    }
 }
 
 /// Where a reply's datagram goes. A client without an address gets it unicast to yiaddr after

@@ -212,9 +212,6 @@ fn serve(cfg: &DnsmasqConfig, ready: Ready) -> anyhow::Result<()> {
         client_rate: cfg
             .client_rate
             .unwrap_or(qdhcp_dataplane::server::MacLimiter::PER_SECOND),
-        journal_priority: cfg
-            .journal_priority
-            .unwrap_or(ServeOptions::default().journal_priority),
     };
     let dp = match Dataplane::open(&journal_path(&leasefile), policy, opts) {
         Ok(d) => d,
