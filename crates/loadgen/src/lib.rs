@@ -318,6 +318,25 @@ struct Pending {
     request: bool,
 }
 
+/// How often a paced run starts the exchanges that have come due.
+const TICK: Duration = Duration::from_micros(200);
+
+/// Blocks until `fd` has something to read or `timeout` passes (at most 1 ms).
+fn wait_readable(fd: i32, timeout: Duration) {
+    let t = timeout.min(Duration::from_millis(1));
+    let ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: t.subsec_nanos() as libc::c_long,
+    };
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd and a valid timespec for the duration of the call.
+    unsafe { libc::ppoll(&mut p, 1, &ts, std::ptr::null()) };
+}
+
 /// Opens the relay socket: `giaddr:67`, bound to the device, big buffers.
 pub fn open(cfg: &Config) -> Result<Socket, LoadError> {
     let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
@@ -362,6 +381,9 @@ pub fn run(cfg: &Config) -> Result<Report, LoadError> {
     let start = Instant::now();
     let cpu0 = cpu_seconds();
     let end_start = start + cfg.duration;
+    // New exchanges start in bursts every TICK (as perfdhcp's rate timer does); replies are
+    // waited for in poll, so their latency is taken when they arrive.
+    let mut next_tick = start;
     loop {
         let now = Instant::now();
         let sending = now < end_start;
@@ -373,7 +395,7 @@ pub fn run(cfg: &Config) -> Result<Report, LoadError> {
         }
         // New exchanges, paced by the rate and bounded by the window.
         let mut n = 0;
-        if sending {
+        if sending && (cfg.rate == 0 || now >= next_tick) {
             let allowed = if cfg.rate == 0 {
                 u64::MAX
             } else {
@@ -438,6 +460,9 @@ pub fn run(cfg: &Config) -> Result<Report, LoadError> {
                 r.started += 1;
                 n += 1;
             }
+        }
+        if cfg.rate > 0 && n < BATCH {
+            next_tick = now + TICK;
         }
         // REQUESTs for the OFFERs received.
         while n < BATCH {
@@ -528,7 +553,14 @@ pub fn run(cfg: &Config) -> Result<Report, LoadError> {
             }
         }
         if got == 0 && n == 0 {
-            std::thread::sleep(Duration::from_micros(200));
+            // Nothing to do until a reply comes or the next exchange is due: wait in poll, so a
+            // reply's latency is taken when it arrives, not after a fixed sleep.
+            let due = if sending && cfg.rate > 0 {
+                next_tick
+            } else {
+                now + Duration::from_millis(1)
+            };
+            wait_readable(fd, due.saturating_duration_since(Instant::now()));
         }
     }
     r.drops += pending.len() as u64;
