@@ -154,7 +154,7 @@ for s in $SERVERS; do
   fails=0; ok_rate=0
   for r in $RATES; do
     c0=$(cpu_ticks "$SRV_PID")
-    res=$(ip netns exec $LOADNS taskset -c 1 "$Q" loadgen --server $TARGET --giaddr 10.0.0.2 --device $LOADDEV \
+    res=$(ip netns exec $LOADNS taskset -c 1 "$Q" loadgen --spin --server $TARGET --giaddr 10.0.0.2 --device $LOADDEV \
           --clients "$N" --rate "$r" --duration "$D" --json)
     c1=$(cpu_ticks "$SRV_PID")
     cpu=$(python3 -c "print(round(100*($c1-$c0)/($(getconf CLK_TCK)*$D),1))")
@@ -165,7 +165,7 @@ for s in $SERVERS; do
   done
   # the load generator at twice qdhcp's peak: it must keep offering that rate (not be the limit)
   if [ "$s" = qdhcp-dnsmasq ]; then
-    res=$(ip netns exec $LOADNS taskset -c 1 "$Q" loadgen --server $TARGET --giaddr 10.0.0.2 --device $LOADDEV \
+    res=$(ip netns exec $LOADNS taskset -c 1 "$Q" loadgen --spin --server $TARGET --giaddr 10.0.0.2 --device $LOADDEV \
           --clients "$N" --rate $((2 * ok_rate)) --duration "$D" --json)
     python3 -c "import json,sys; d=json.loads(sys.argv[1]); d.update(server='$s', tool='qdhcp-loadgen-headroom'); print(json.dumps(d))" "$res" | tee -a "$OUT"
   fi

@@ -57,6 +57,10 @@ pub struct Config {
     pub record: Option<PathBuf>,
     /// Send each batch with UDP segmentation offload when the kernel allows it.
     pub gso: bool,
+    /// Busy-poll instead of waiting in poll: replies are timed the moment they arrive, and a
+    /// server on a veth pair never pays to wake the generator (which, waiting, costs the
+    /// server's core a wakeup per reply). Takes a whole core.
+    pub spin: bool,
 }
 
 impl Default for Config {
@@ -76,6 +80,7 @@ impl Default for Config {
             renew_from: Vec::new(),
             record: None,
             gso: true,
+            spin: false,
         }
     }
 }
@@ -137,6 +142,9 @@ pub struct Report {
     pub cpu_s: f64,
     /// Whether the batches went out with UDP segmentation offload to the end.
     pub gso: bool,
+    /// Time spent waiting for something to do (in poll, or spinning), to show how much of its
+    /// core the generator needed when it busy-polls.
+    pub idle_s: f64,
 }
 
 impl Report {
@@ -167,10 +175,11 @@ impl Report {
                 .unwrap_or_else(|| "null".into())
         };
         format!(
-            "{{\"offered_rate\":{offered_rate},\"started\":{},\"offers\":{},\"acks\":{},\"naks\":{},\"drops\":{},\"drop_pct\":{:.3},\"elapsed_s\":{:.3},\"rate\":{:.1},\"offer_p50_us\":{},\"offer_p99_us\":{},\"ack_p50_us\":{},\"ack_p99_us\":{},\"sent\":{},\"received\":{},\"loadgen_cpu_pct\":{:.1},\"gso\":{}}}",
+            "{{\"offered_rate\":{offered_rate},\"started\":{},\"offers\":{},\"acks\":{},\"naks\":{},\"drops\":{},\"drop_pct\":{:.3},\"elapsed_s\":{:.3},\"rate\":{:.1},\"offer_p50_us\":{},\"offer_p99_us\":{},\"ack_p50_us\":{},\"ack_p99_us\":{},\"sent\":{},\"received\":{},\"loadgen_cpu_pct\":{:.1},\"loadgen_busy_pct\":{:.1},\"gso\":{}}}",
             self.started, self.offers, self.acks, self.naks, self.drops, self.drop_pct(), self.elapsed.as_secs_f64(),
             self.rate(mode), p(&self.offer_latency, 50.0), p(&self.offer_latency, 99.0), p(&self.ack_latency, 50.0), p(&self.ack_latency, 99.0),
             self.sent, self.received, 100.0 * self.cpu_s / self.elapsed.as_secs_f64().max(1e-9),
+            100.0 * (1.0 - self.idle_s / self.elapsed.as_secs_f64().max(1e-9)).max(0.0),
             self.gso
         )
     }
@@ -381,11 +390,13 @@ pub fn run(cfg: &Config) -> Result<Report, LoadError> {
     let start = Instant::now();
     let cpu0 = cpu_seconds();
     let end_start = start + cfg.duration;
-    // New exchanges start in bursts every TICK (as perfdhcp's rate timer does); replies are
-    // waited for in poll, so their latency is taken when they arrive.
+    // Paced runs start new exchanges in bursts every TICK (as perfdhcp's rate timer does); a
+    // REQUEST leaves as soon as its OFFER is in, as a client sends it. Replies are waited for
+    // in poll (or spinning), so their latency is taken when they arrive.
     let mut next_tick = start;
     loop {
         let now = Instant::now();
+        let iteration = now;
         let sending = now < end_start;
         if !sending && pending.is_empty() && requests.is_empty() {
             break;
@@ -395,7 +406,8 @@ pub fn run(cfg: &Config) -> Result<Report, LoadError> {
         }
         // New exchanges, paced by the rate and bounded by the window.
         let mut n = 0;
-        if sending && (cfg.rate == 0 || now >= next_tick) {
+        let tick = cfg.rate == 0 || now >= next_tick;
+        if sending && tick {
             let allowed = if cfg.rate == 0 {
                 u64::MAX
             } else {
@@ -461,9 +473,6 @@ pub fn run(cfg: &Config) -> Result<Report, LoadError> {
                 n += 1;
             }
         }
-        if cfg.rate > 0 && n < BATCH {
-            next_tick = now + TICK;
-        }
         // REQUESTs for the OFFERs received.
         while n < BATCH {
             let Some((xid, client, ip, sid)) = requests.pop() else {
@@ -491,6 +500,10 @@ pub fn run(cfg: &Config) -> Result<Report, LoadError> {
             );
             order.push_back((xid, now));
             n += 1;
+        }
+        if cfg.rate > 0 && tick {
+            // A burst cut short at BATCH goes on at once.
+            next_tick = if n == BATCH { now } else { now + TICK };
         }
         out[..n].iter().for_each(|m| outbox.push(to, m));
         outbox.flush(fd, |_, sent| r.sent += u64::from(sent.is_ok()));
@@ -553,14 +566,20 @@ pub fn run(cfg: &Config) -> Result<Report, LoadError> {
             }
         }
         if got == 0 && n == 0 {
-            // Nothing to do until a reply comes or the next exchange is due: wait in poll, so a
-            // reply's latency is taken when it arrives, not after a fixed sleep.
-            let due = if sending && cfg.rate > 0 {
-                next_tick
+            // Nothing to do until a reply comes or the next exchange is due: wait in poll (or
+            // spin), so a reply's latency is taken when it arrives, not after a fixed sleep.
+            if cfg.spin {
+                std::hint::spin_loop();
             } else {
-                now + Duration::from_millis(1)
-            };
-            wait_readable(fd, due.saturating_duration_since(Instant::now()));
+                let due = if sending && cfg.rate > 0 {
+                    next_tick
+                } else {
+                    now + Duration::from_millis(1)
+                };
+                wait_readable(fd, due.saturating_duration_since(Instant::now()));
+            }
+            // An iteration that sent and received nothing was spent waiting for work.
+            r.idle_s += iteration.elapsed().as_secs_f64();
         }
     }
     r.drops += pending.len() as u64;

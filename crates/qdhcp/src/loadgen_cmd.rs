@@ -54,6 +54,10 @@ pub struct LoadgenArgs {
     /// One `sendmmsg` per batch instead of one segmented `sendmsg` (UDP_SEGMENT).
     #[arg(long)]
     pub no_gso: bool,
+    /// Busy-poll for replies instead of waiting in poll: exact reply times, and the server
+    /// never pays to wake us; takes a whole core (benchmarks pin it to its own).
+    #[arg(long)]
+    pub spin: bool,
 }
 
 /// Runs the generator; returns the exit code.
@@ -101,6 +105,7 @@ pub fn run(a: &LoadgenArgs) -> i32 {
         renew_from,
         record: a.record.clone(),
         gso: !a.no_gso,
+        spin: a.spin,
     };
     match run_load(&cfg) {
         Ok(r) => {
