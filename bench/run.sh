@@ -161,7 +161,7 @@ for s in $SERVERS; do
     line=$(python3 -c "import json,sys; d=json.loads(sys.argv[1]); d.update(server='$s', tool='qdhcp-loadgen', reservations=$N, cpu_pct=$cpu, rss_kb=$(hwm_kb "$SRV_PID")); print(json.dumps(d))" "$res")
     echo "$line" | tee -a "$OUT"
     drop=$(python3 -c "import json,sys; print(json.loads(sys.argv[1])['drop_pct'])" "$line")
-    if python3 -c "import sys; sys.exit(0 if float('$drop') > 2.5 else 1)"; then fails=$((fails+1)); [ $fails -ge 2 ] && break; else ok_rate=$r; fi
+    if python3 -c "import sys; sys.exit(0 if float('$drop') > 2.5 else 1)"; then fails=$((fails+1)); [ $fails -ge 2 ] && break; elif [ $fails -eq 0 ]; then ok_rate=$r; fi
   done
   # the load generator at twice qdhcp's peak: it must keep offering that rate (not be the limit)
   if [ "$s" = qdhcp-dnsmasq ]; then
