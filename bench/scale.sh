@@ -6,7 +6,8 @@
 #  3. a reservation added while serving 20,000 DORA/s with 100,000 reservations: SIGHUP reload time
 #     (qdhcp dnsmasq mode, and dnsmasq), and API port-create latency in serve mode (the port is in
 #     the table when the POST returns);
-#  4. RSS of one `qdhcp serve` with 1,000 networks (one namespace each, 20 ports each).
+#  4. RSS of one `qdhcp serve` with 1,000 networks (one namespace each, 20 ports each), started
+#     fresh for it.
 # Writes bench/SCALE.md. Usage (as root): bench/scale.sh [FIXED_RATE]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -144,6 +145,12 @@ print("serve, 100,000 ports + 20,000 DORA/s: port create -> in the DHCP table: p
 PY
 wait $LG
 echo "load during those creates: $(cat "$W/load-serve.json")" | tee -a "$OUT"
+stop
+# 4: a fresh serve with nothing but the 1,000 networks
+taskset -c 0 "$Q" serve --netns qzh --state-dir "$W/serve4" --bridge-mappings physnet1:qzbr4 --namespace-prefix qzf \
+  --namespace-id-chars 10 --quiet-dhcp --log-file "$W/serve4.log" &
+SRV=$!
+for _ in $(seq 100); do ip netns exec qzh curl -s -o /dev/null 127.0.0.1:9696/ && break; sleep 0.1; done
 ip netns exec qzh python3 - <<'PY' | tee -a "$OUT"
 import json, time, urllib.request
 def call(method, path, body=None):
@@ -161,8 +168,8 @@ lat.sort()
 print("1000 networks x (subnet + 20 ports) created in %.1f s; 20-port bulk create p50 %.1f ms p99 %.1f ms" % (time.time() - t0, 1000 * lat[500], 1000 * lat[990]))
 PY
 rss=$(awk '/VmRSS/{print $2}' /proc/$SRV/status)
-nsn=$(ip netns list | grep -c '^qzd' || true)
-echo "serve with 1000 networks: RSS ${rss} kB, $nsn namespaces, $(ls /proc/$SRV/task | wc -l) threads" | tee -a "$OUT"
+nsn=$(ip netns list | grep -c '^qzf' || true)
+echo "a fresh serve with 1000 networks only: RSS ${rss} kB, $nsn namespaces, $(ls /proc/$SRV/task | wc -l) threads" | tee -a "$OUT"
 stop
 ip netns add qzd-probe >/dev/null 2>&1 && ip netns del qzd-probe
 echo "dnsmasq for comparison: one process per network, RSS of one serving 20 hosts:" | tee -a "$OUT"

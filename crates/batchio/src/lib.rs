@@ -5,6 +5,7 @@
 //! leave in `sendmmsg` calls. No DHCP here: bytes, addresses and file descriptors only.
 
 use std::io;
+use std::mem::MaybeUninit;
 use std::net::SocketAddrV4;
 use std::os::fd::RawFd;
 
@@ -13,10 +14,14 @@ pub const MAX_BATCH: usize = 64;
 /// Largest UDP payload one segmented send may carry (65,535 less the IPv4 and UDP headers).
 const MAX_GSO_BYTES: usize = 65_507;
 
-/// Receives up to `bufs.len()` datagrams (at most `MAX_BATCH`) in one `recvmmsg`; their lengths
-/// go to `lens`. With `wait` it blocks for the first (up to the socket's receive timeout) and
-/// takes whatever else is queued without waiting; without it, it never blocks. `Ok(0)` means
-/// nothing was queued (or the timeout passed).
+/// Headers filled per `recvmmsg` call: small enough that the call's frame stays within one
+/// page of stack, so a thousand idle listeners do not each keep an extra page resident.
+const RECV_CHUNK: usize = 16;
+
+/// Receives up to `bufs.len()` datagrams (at most `MAX_BATCH`) with `recvmmsg`, one call per 16;
+/// their lengths go to `lens`. With `wait` it blocks for the first (up to the socket's receive
+/// timeout) and takes whatever else is queued without waiting; without it, it never blocks.
+/// `Ok(0)` means nothing was queued (or the timeout passed).
 pub fn recv_batch<B: AsMut<[u8]>>(
     fd: RawFd,
     bufs: &mut [B],
@@ -24,32 +29,61 @@ pub fn recv_batch<B: AsMut<[u8]>>(
     wait: bool,
 ) -> io::Result<usize> {
     let n = bufs.len().min(lens.len()).min(MAX_BATCH);
-    if n == 0 {
-        return Ok(0);
+    let mut got = 0;
+    while got < n {
+        let want = (n - got).min(RECV_CHUNK);
+        let flags = if wait && got == 0 {
+            libc::MSG_WAITFORONE
+        } else {
+            libc::MSG_DONTWAIT
+        };
+        match recv_chunk(
+            fd,
+            &mut bufs[got..got + want],
+            &mut lens[got..got + want],
+            flags,
+        ) {
+            Ok(k) => {
+                got += k;
+                if k < want {
+                    break;
+                }
+            }
+            // What was received is returned; a lasting error shows on the next call.
+            Err(_) if got > 0 => break,
+            Err(e) => return Err(e),
+        }
     }
-    // SAFETY: zeroed iovec and mmsghdr are valid empty values; every pointer set below points
-    // into `bufs` or these arrays, which outlive the call.
-    let mut iovs: [libc::iovec; MAX_BATCH] = unsafe { std::mem::zeroed() };
-    let mut hdrs: [libc::mmsghdr; MAX_BATCH] = unsafe { std::mem::zeroed() };
+    Ok(got)
+}
+
+/// One `recvmmsg` into at most `RECV_CHUNK` buffers.
+fn recv_chunk<B: AsMut<[u8]>>(
+    fd: RawFd,
+    bufs: &mut [B],
+    lens: &mut [usize],
+    flags: libc::c_int,
+) -> io::Result<usize> {
+    let n = bufs.len().min(RECV_CHUNK);
+    let mut iovs = [MaybeUninit::<libc::iovec>::uninit(); RECV_CHUNK];
+    let mut hdrs = [MaybeUninit::<libc::mmsghdr>::uninit(); RECV_CHUNK];
     for i in 0..n {
         let b = bufs[i].as_mut();
-        iovs[i] = libc::iovec {
+        let iov = iovs[i].write(libc::iovec {
             iov_base: b.as_mut_ptr() as *mut libc::c_void,
             iov_len: b.len(),
-        };
-        hdrs[i].msg_hdr.msg_iov = &mut iovs[i];
-        hdrs[i].msg_hdr.msg_iovlen = 1;
+        });
+        // SAFETY: a zeroed mmsghdr is a valid empty header.
+        let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
+        h.msg_hdr.msg_iov = iov;
+        h.msg_hdr.msg_iovlen = 1;
+        hdrs[i].write(h);
     }
-    let flags = if wait {
-        libc::MSG_WAITFORONE
-    } else {
-        libc::MSG_DONTWAIT
-    };
-    // SAFETY: the headers point at valid buffers for the duration of the call.
+    // SAFETY: the first `n` headers are initialised and point at buffers that outlive the call.
     let got = unsafe {
         libc::recvmmsg(
             fd,
-            hdrs.as_mut_ptr(),
+            hdrs.as_mut_ptr() as *mut libc::mmsghdr,
             n as libc::c_uint,
             flags,
             std::ptr::null_mut(),
@@ -65,7 +99,8 @@ pub fn recv_batch<B: AsMut<[u8]>>(
         };
     }
     for (len, h) in lens.iter_mut().zip(&hdrs[..got as usize]) {
-        *len = h.msg_len as usize;
+        // SAFETY: the first `n` headers were initialised above, and got <= n.
+        *len = unsafe { h.assume_init_ref() }.msg_len as usize;
     }
     Ok(got as usize)
 }
@@ -97,9 +132,10 @@ impl Outbox {
     /// An empty outbox; `segmenting` allows UDP segmentation offload (turned off for good the
     /// first time the kernel refuses it).
     pub fn new(segmenting: bool) -> Self {
+        // Empty until first used: a quiet network's listener never allocates.
         Self {
-            bytes: Vec::with_capacity(MAX_BATCH * 576),
-            items: Vec::with_capacity(MAX_BATCH),
+            bytes: Vec::new(),
+            items: Vec::new(),
             segmenting,
         }
     }
@@ -239,29 +275,36 @@ impl Outbox {
         let mut k = range.start;
         while k < range.end {
             let count = (range.end - k).min(MAX_BATCH);
-            // SAFETY: zeroed values are valid; every pointer set below points into these arrays
-            // or `self.bytes`, which outlive the sendmmsg calls.
-            let mut addrs: [libc::sockaddr_in; MAX_BATCH] = unsafe { std::mem::zeroed() };
-            let mut iovs: [libc::iovec; MAX_BATCH] = unsafe { std::mem::zeroed() };
-            let mut hdrs: [libc::mmsghdr; MAX_BATCH] = unsafe { std::mem::zeroed() };
+            // Only the first `count` entries are written; every pointer set below points into
+            // these arrays or `self.bytes`, which outlive the sendmmsg calls.
+            let mut addrs = [MaybeUninit::<libc::sockaddr_in>::uninit(); MAX_BATCH];
+            let mut iovs = [MaybeUninit::<libc::iovec>::uninit(); MAX_BATCH];
+            let mut hdrs = [MaybeUninit::<libc::mmsghdr>::uninit(); MAX_BATCH];
             for j in 0..count {
                 let it = self.items[k + j];
-                addrs[j] = sockaddr(it.to);
-                iovs[j] = libc::iovec {
+                let addr = addrs[j].write(sockaddr(it.to));
+                let iov = iovs[j].write(libc::iovec {
                     iov_base: self.bytes[it.start..].as_mut_ptr() as *mut libc::c_void,
                     iov_len: it.len,
-                };
-                hdrs[j].msg_hdr.msg_name = &mut addrs[j] as *mut libc::sockaddr_in as *mut _;
-                hdrs[j].msg_hdr.msg_namelen =
-                    std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-                hdrs[j].msg_hdr.msg_iov = &mut iovs[j];
-                hdrs[j].msg_hdr.msg_iovlen = 1;
+                });
+                // SAFETY: a zeroed mmsghdr is a valid empty header.
+                let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
+                h.msg_hdr.msg_name = addr as *mut libc::sockaddr_in as *mut _;
+                h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+                h.msg_hdr.msg_iov = iov;
+                h.msg_hdr.msg_iovlen = 1;
+                hdrs[j].write(h);
             }
             let mut j = 0;
             while j < count {
-                // SAFETY: the headers from j on are initialised above and valid for the call.
+                // SAFETY: the headers j..count are initialised above and valid for the call.
                 let sent = unsafe {
-                    libc::sendmmsg(fd, hdrs[j..].as_mut_ptr(), (count - j) as libc::c_uint, 0)
+                    libc::sendmmsg(
+                        fd,
+                        hdrs[j..].as_mut_ptr() as *mut libc::mmsghdr,
+                        (count - j) as libc::c_uint,
+                        0,
+                    )
                 };
                 if sent > 0 {
                     (j..j + sent as usize).for_each(|x| done(k + x, Ok(())));
@@ -430,6 +473,32 @@ mod tests {
         let report = send_all(&mut out, &tx);
         assert_eq!(report, vec![(0, true), (1, false), (2, true)]);
         assert_eq!(drain(&rx), vec![datagram(1, 100), datagram(3, 100)]);
+    }
+
+    #[test]
+    fn one_call_takes_every_queued_datagram_up_to_the_buffers() {
+        let (tx, _) = bound();
+        let (rx, to) = bound();
+        let mut out = Outbox::new(false);
+        (0..40u8).for_each(|t| out.push(to, &datagram(t, 50)));
+        send_all(&mut out, &tx);
+        let mut bufs = vec![[0u8; 128]; MAX_BATCH];
+        let mut lens = [0usize; MAX_BATCH];
+        assert_eq!(
+            recv_batch(rx.as_raw_fd(), &mut bufs, &mut lens, true).unwrap(),
+            40
+        );
+        assert!((0..40).all(|i| bufs[i][..lens[i]] == datagram(i as u8, 50)[..]));
+        (0..70u8).for_each(|t| out.push(to, &datagram(t, 50)));
+        send_all(&mut out, &tx);
+        assert_eq!(
+            recv_batch(rx.as_raw_fd(), &mut bufs, &mut lens, true).unwrap(),
+            MAX_BATCH
+        );
+        assert_eq!(
+            recv_batch(rx.as_raw_fd(), &mut bufs, &mut lens, false).unwrap(),
+            6
+        );
     }
 
     #[test]
