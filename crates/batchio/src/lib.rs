@@ -73,11 +73,7 @@ fn recv_chunk<B: AsMut<[u8]>>(
             iov_base: b.as_mut_ptr() as *mut libc::c_void,
             iov_len: b.len(),
         });
-        // SAFETY: a zeroed mmsghdr is a valid empty header.
-        let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
-        h.msg_hdr.msg_iov = iov;
-        h.msg_hdr.msg_iovlen = 1;
-        hdrs[i].write(h);
+        hdrs[i].write(mmsghdr(iov, None));
     }
     // SAFETY: the first `n` headers are initialised and point at buffers that outlive the call.
     let got = unsafe {
@@ -287,13 +283,7 @@ impl Outbox {
                     iov_base: self.bytes[it.start..].as_mut_ptr() as *mut libc::c_void,
                     iov_len: it.len,
                 });
-                // SAFETY: a zeroed mmsghdr is a valid empty header.
-                let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
-                h.msg_hdr.msg_name = addr as *mut libc::sockaddr_in as *mut _;
-                h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-                h.msg_hdr.msg_iov = iov;
-                h.msg_hdr.msg_iovlen = 1;
-                hdrs[j].write(h);
+                hdrs[j].write(mmsghdr(iov, Some(addr)));
             }
             let mut j = 0;
             while j < count {
@@ -328,6 +318,20 @@ impl Outbox {
             k += count;
         }
     }
+}
+
+/// One mmsghdr for one buffer, with the destination when sending; `iov` and `to` must outlive
+/// the call that uses it.
+fn mmsghdr(iov: &mut libc::iovec, to: Option<&mut libc::sockaddr_in>) -> libc::mmsghdr {
+    // SAFETY: a zeroed mmsghdr is a valid empty header; the fields used are set below.
+    let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
+    if let Some(to) = to {
+        h.msg_hdr.msg_name = to as *mut libc::sockaddr_in as *mut libc::c_void;
+        h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    }
+    h.msg_hdr.msg_iov = iov;
+    h.msg_hdr.msg_iovlen = 1;
+    h
 }
 
 /// Errors that mean this socket, route or device cannot take segmented sends at all.
