@@ -876,6 +876,8 @@ impl Dataplane {
         for h in replies.iter() {
             outbox.push(address(sock, iface, h.dest), &h.bytes);
         }
+        // The replies of a batch leave together: one clock read gives their latency.
+        let mut latency = None;
         outbox.flush(sock.as_raw_fd(), |i, sent| {
             let h = &replies[i];
             if let Err(e) = sent {
@@ -885,7 +887,8 @@ impl Dataplane {
             }
             self.counters.tx[kind_index(h.kind)].fetch_add(1, Ordering::Relaxed);
             net.counters.tx[kind_index(h.kind)].fetch_add(1, Ordering::Relaxed);
-            net.counters.observe(received_at.elapsed());
+            net.counters
+                .observe(*latency.get_or_insert_with(|| received_at.elapsed()));
             if let Some(s) = &h.sent {
                 self.log(iface, h.xid, s);
             }
