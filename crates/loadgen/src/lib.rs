@@ -377,7 +377,7 @@ pub fn run(cfg: &Config) -> Result<Report, LoadError> {
     let mut r = Report::default();
     let mut pending: HashMap<u32, Pending> = HashMap::with_capacity(cfg.window * 2);
     let mut order: std::collections::VecDeque<(u32, Instant)> = std::collections::VecDeque::new();
-    let mut out: Vec<Vec<u8>> = (0..BATCH).map(|_| Vec::with_capacity(300)).collect();
+    let mut msg: Vec<u8> = Vec::with_capacity(PACKET_LEN);
     let mut bufs = vec![[0u8; 1500]; BATCH];
     let mut lens = [0usize; BATCH];
     // Each batch goes to the server as one segmented send (UDP_SEGMENT): the kernel's UDP/IP
@@ -430,7 +430,7 @@ pub fn run(cfg: &Config) -> Result<Report, LoadError> {
                         let (c, ip) = cfg.renew_from[(seq % cfg.renew_from.len() as u64) as usize];
                         build(
                             cfg,
-                            &mut out[n],
+                            &mut msg,
                             Msg {
                                 msg_type: 3,
                                 xid,
@@ -446,7 +446,7 @@ pub fn run(cfg: &Config) -> Result<Report, LoadError> {
                         let c = cfg.first_client + (seq % u64::from(cfg.clients.max(1))) as u32;
                         build(
                             cfg,
-                            &mut out[n],
+                            &mut msg,
                             Msg {
                                 msg_type: 1,
                                 xid,
@@ -459,6 +459,7 @@ pub fn run(cfg: &Config) -> Result<Report, LoadError> {
                         (c, false)
                     }
                 };
+                outbox.push(to, &msg);
                 seq += 1;
                 pending.insert(
                     xid,
@@ -480,7 +481,7 @@ pub fn run(cfg: &Config) -> Result<Report, LoadError> {
             };
             build(
                 cfg,
-                &mut out[n],
+                &mut msg,
                 Msg {
                     msg_type: 3,
                     xid,
@@ -490,6 +491,7 @@ pub fn run(cfg: &Config) -> Result<Report, LoadError> {
                     server_id: sid,
                 },
             );
+            outbox.push(to, &msg);
             pending.insert(
                 xid,
                 Pending {
@@ -505,7 +507,6 @@ pub fn run(cfg: &Config) -> Result<Report, LoadError> {
             // A burst cut short at BATCH goes on at once.
             next_tick = if n == BATCH { now } else { now + TICK };
         }
-        out[..n].iter().for_each(|m| outbox.push(to, m));
         outbox.flush(fd, |_, sent| r.sent += u64::from(sent.is_ok()));
 
         let got = recv_batch(fd, &mut bufs, &mut lens, false).unwrap_or(0);
