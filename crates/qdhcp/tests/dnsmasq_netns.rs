@@ -271,25 +271,20 @@ fn sighup_adds_host_without_restart_while_another_client_keeps_renewing() {
     assert!(ok);
     d.wait_reason("RENEW", 1, Duration::from_secs(15));
     assert!(udhcpc(&t, &vm2, 1).is_none(), "vm2 not reserved yet");
+    // SIGHUP, then the reload line that says how the change was applied
+    let reload = |line: &str| {
+        srv.signal(Signal::SIGHUP);
+        wait_for_log(&s.log, line, Duration::from_secs(5));
+    };
     let mut hosts = std::fs::read_to_string(&s.host).unwrap();
     hosts.push_str(&host_line(VM2_MAC, VM2_IP));
     std::fs::write(&s.host, hosts).unwrap();
-    srv.signal(Signal::SIGHUP);
-    wait_for_log(
-        &s.log,
-        "reload: 1 added, 0 removed, 0 changed, 1 unchanged, 0 lease(s) revoked, in place",
-        Duration::from_secs(5),
-    );
+    reload("reload: 1 added, 0 removed, 0 changed, 1 unchanged, 0 lease(s) revoked, in place");
     let env = udhcpc(&t, &vm2, 5).expect("new VM served after SIGHUP, no restart");
     assert_eq!(env.get("ip").map(String::as_str), Some(VM2_IP));
     // a changed subnet option cannot be applied line by line: the table is rebuilt
     std::fs::write(&s.opts, OPTS.replace("8.8.8.8", "9.9.9.9")).unwrap();
-    srv.signal(Signal::SIGHUP);
-    wait_for_log(
-        &s.log,
-        "reload: 0 added, 0 removed, 0 changed, 2 unchanged, 0 lease(s) revoked, rebuilt",
-        Duration::from_secs(5),
-    );
+    reload("reload: 0 added, 0 removed, 0 changed, 2 unchanged, 0 lease(s) revoked, rebuilt");
     let env = udhcpc(&t, &vm2, 5).expect("served after the rebuild");
     assert_eq!(env.get("dns").map(String::as_str), Some("9.9.9.9"));
     let renews = d.reasons().iter().filter(|r| *r == "RENEW").count();

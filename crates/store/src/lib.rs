@@ -211,16 +211,21 @@ mod tests {
         }
     }
 
-    #[test]
-    fn objects_survive_reopen_and_deletes_stick() {
+    /// A database path in a fresh directory (kept alive by the returned guard), an admin
+    /// caller, a deterministic environment and an empty registry.
+    fn fixture() -> (tempfile::TempDir, std::path::PathBuf, Caller, E, Registry) {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("qdhcp.sqlite");
         let caller = Caller {
             project_id: "p".into(),
             is_admin: true,
         };
-        let mut env = E(0);
-        let mut reg = Registry::default();
+        (dir, db, caller, E(0), Registry::default())
+    }
+
+    #[test]
+    fn objects_survive_reopen_and_deletes_stick() {
+        let (_dir, db, caller, mut env, mut reg) = fixture();
         let port_id;
         {
             let st = Store::open(&db).unwrap();
@@ -276,14 +281,7 @@ mod tests {
 
     #[test]
     fn committed_objects_reach_the_database_file_without_a_request_checkpointing() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("qdhcp.sqlite");
-        let caller = Caller {
-            project_id: "p".into(),
-            is_admin: true,
-        };
-        let mut env = E(0);
-        let mut reg = Registry::default();
+        let (_dir, db, caller, mut env, mut reg) = fixture();
         let st = Store::open(&db).unwrap();
         let auto: i64 = st
             .conn
