@@ -115,6 +115,7 @@ const FLAGS: &[(&str, Option<char>, Arity, Role)] = &[
     ),
     ("qdhcp-client-rate", None, Arity::Required, Role::Dhcp),
     ("qdhcp-trust-option82", None, Arity::None, Role::Dhcp),
+    ("qdhcp-realtime", None, Arity::None, Role::Dhcp),
 ];
 
 /// One `--dhcp-range`: qdhcp serves static ranges (reservations only), as Neutron uses.
@@ -177,6 +178,8 @@ pub struct DnsmasqConfig {
     pub client_rate: Option<u16>,
     /// Accept option 82 from clients that no relay forwarded (qdhcp extension).
     pub trust_option82: bool,
+    /// Serving threads at real-time priority, SCHED_FIFO (qdhcp extension).
+    pub realtime: bool,
     /// DNS-only flags that were accepted and ignored, for one warning line.
     pub ignored: Vec<String>,
 }
@@ -318,6 +321,7 @@ where
         "test" => cfg.test_only = true,
         "port" => cfg.dns_port = Some(v.parse().map_err(|_| bad(format!("{v:?} is not a port")))?),
         "qdhcp-trust-option82" => cfg.trust_option82 = true,
+        "qdhcp-realtime" => cfg.realtime = true,
         "qdhcp-client-rate" => {
             cfg.client_rate = Some(
                 v.parse()
@@ -501,12 +505,13 @@ mod tests {
     #[test]
     fn qdhcp_own_flags_parse() {
         let c = parse_args(
-            &args("--qdhcp-client-rate=0 --qdhcp-trust-option82 --qdhcp-decline-quarantine=60"),
+            &args("--qdhcp-client-rate=0 --qdhcp-trust-option82 --qdhcp-decline-quarantine=60 --qdhcp-realtime"),
             |_| unreachable!(),
         )
         .unwrap();
         assert_eq!(c.client_rate, Some(0));
         assert!(c.trust_option82);
+        assert!(c.realtime);
         assert_eq!(c.decline_quarantine, Some(60));
     }
 

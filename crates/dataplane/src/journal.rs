@@ -19,6 +19,8 @@ use std::sync::Mutex;
 
 use qdhcp_protocol::{ClientId, Lease, LeaseChange, Mac};
 
+use crate::priority;
+
 /// A journal failure, naming the file.
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
@@ -306,10 +308,12 @@ impl Journal {
     /// meanwhile are copied over with the journal held, before the swap. ACKs wait for that
     /// short tail, not for the whole rewrite.
     pub fn compact(&self, live: impl FnOnce() -> Vec<Record>) -> Result<usize, JournalError> {
-        let (records, mark, count_at_mark) = {
+        // The sections holding the journal run at normal priority even when the encoding and
+        // writing between them run at idle priority: ACKs wait for the journal.
+        let (records, mark, count_at_mark) = priority::at_normal_priority(|| {
             let g = self.lock();
             (live(), g.pos, g.records)
-        };
+        });
         let tmp = self.path.with_extension("compact");
         let mut buf = Vec::with_capacity(records.len() * 80);
         for r in &records {
@@ -328,24 +332,27 @@ impl Journal {
         let content = buf.len() as u64;
         zero_fill(&f, content, reserve_for(content));
 
-        let mut g = self.lock();
-        let mut tail = vec![0u8; (g.pos - mark) as usize];
-        g.file
-            .read_exact_at(&mut tail, mark)
-            .map_err(io_err(&self.path))?;
-        f.write_all_at(&tail, content)
-            .and_then(|_| f.sync_all())
-            .map_err(io_err(&tmp))?;
-        std::fs::rename(&tmp, &self.path).map_err(io_err(&self.path))?;
-        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            if let Ok(d) = File::open(dir) {
-                let _ = d.sync_all();
+        priority::at_normal_priority(|| {
+            let mut g = self.lock();
+            let mut tail = vec![0u8; (g.pos - mark) as usize];
+            g.file
+                .read_exact_at(&mut tail, mark)
+                .map_err(io_err(&self.path))?;
+            f.write_all_at(&tail, content)
+                .and_then(|_| f.sync_all())
+                .map_err(io_err(&tmp))?;
+            std::fs::rename(&tmp, &self.path).map_err(io_err(&self.path))?;
+            if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                if let Ok(d) = File::open(dir) {
+                    let _ = d.sync_all();
+                }
             }
-        }
-        g.file = f;
-        g.pos = content + tail.len() as u64;
-        g.scrub = 0;
-        g.records = records.len() as u64 + (g.records - count_at_mark);
+            g.file = f;
+            g.pos = content + tail.len() as u64;
+            g.scrub = 0;
+            g.records = records.len() as u64 + (g.records - count_at_mark);
+            Ok(())
+        })?;
         Ok(records.len())
     }
 }

@@ -5,6 +5,7 @@ pub mod delivery;
 pub mod journal;
 pub mod leases;
 pub mod listener;
+pub mod priority;
 pub mod server;
 
 pub use server::{now_secs, Dataplane, Network, ReloadStats, ServeOptions};

@@ -4,13 +4,13 @@
 //! under a lock that the serving threads take for reading once per batch.
 
 use ahash::{HashMap, HashSet};
+use std::collections::VecDeque;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -121,6 +121,9 @@ pub struct ServeOptions {
     pub quiet: bool,
     /// Messages one client (MAC) may send per second; 0 = no limit.
     pub client_rate: u16,
+    /// Listeners and the journal writer at real-time priority (SCHED_FIFO), so that no other
+    /// thread on their core delays a reply (see [`crate::priority`]).
+    pub realtime: bool,
 }
 
 impl Default for ServeOptions {
@@ -130,6 +133,7 @@ impl Default for ServeOptions {
             log_xid: false,
             quiet: false,
             client_rate: MacLimiter::PER_SECOND,
+            realtime: false,
         }
     }
 }
@@ -217,7 +221,7 @@ pub struct Dataplane {
     networks: Mutex<HashMap<String, Arc<Network>>>,
     recovered: Mutex<HashMap<String, LeaseTable>>,
     threads: Mutex<HashMap<String, Listener>>,
-    writer: Mutex<Option<SyncSender<Commit>>>,
+    queue: Arc<CommitQueue>,
     writer_thread: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -283,6 +287,76 @@ struct Commit {
     records: Vec<Record>,
     held: Vec<Held>,
     received_at: Instant,
+}
+
+/// Batches waiting for the journal writer at most: when the disk is slower than the clients,
+/// receiving slows down too.
+const QUEUE_CAP: usize = 256;
+
+/// The bounded queue from the serving threads to the journal writer: a mutex and two condition
+/// variables. Not std's channel: its receiver spins while a sender that claimed a slot finishes
+/// writing it, and with the writer at real-time priority on the sender's core the sender never
+/// ran again (a livelock, seen with both at SCHED_FIFO). Here a waiter sleeps.
+#[derive(Default)]
+struct CommitQueue {
+    state: Mutex<QueueState>,
+    not_empty: Condvar,
+    not_full: Condvar,
+}
+
+#[derive(Default)]
+struct QueueState {
+    items: VecDeque<Commit>,
+    closed: bool,
+}
+
+impl CommitQueue {
+    fn state(&self) -> std::sync::MutexGuard<'_, QueueState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues `c`, waiting while the queue is full; gives it back once the queue is closed.
+    fn send(&self, c: Commit) -> Result<(), Commit> {
+        let mut s = self.state();
+        while s.items.len() >= QUEUE_CAP && !s.closed {
+            s = self.not_full.wait(s).unwrap_or_else(|p| p.into_inner());
+        }
+        if s.closed {
+            return Err(c);
+        }
+        s.items.push_back(c);
+        drop(s);
+        self.not_empty.notify_one();
+        Ok(())
+    }
+
+    /// Waits up to `wait` for batches and moves up to `max` of them into `out`; false once the
+    /// queue is closed and drained.
+    fn recv(&self, out: &mut Vec<Commit>, max: usize, wait: Duration) -> bool {
+        let mut s = self.state();
+        if s.items.is_empty() && !s.closed {
+            s = self
+                .not_empty
+                .wait_timeout(s, wait)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        if s.items.is_empty() {
+            return !s.closed;
+        }
+        let n = s.items.len().min(max);
+        out.extend(s.items.drain(..n));
+        drop(s);
+        self.not_full.notify_all();
+        true
+    }
+
+    /// No more batches: senders get theirs back, the writer ends once the queue is drained.
+    fn close(&self) {
+        self.state().closed = true;
+        self.not_empty.notify_all();
+        self.not_full.notify_all();
+    }
 }
 
 /// The address an encoded reply hands out (yiaddr).
@@ -385,19 +459,20 @@ impl Dataplane {
             networks: Mutex::new(HashMap::default()),
             recovered: Mutex::new(recovered),
             threads: Mutex::new(HashMap::default()),
-            writer: Mutex::new(None),
+            queue: Arc::new(CommitQueue::default()),
             writer_thread: Mutex::new(None),
         });
-        let (tx, rx) = sync_channel::<Commit>(256);
         let w = dp.clone();
         let h = std::thread::Builder::new()
             .name("journal".into())
-            .spawn(move || w.write_journal(rx))
+            .spawn(move || {
+                w.take_serving_priority("journal");
+                w.write_journal();
+            })
             .map_err(|source| JournalError::Io {
                 path: journal.to_path_buf(),
                 source,
             })?;
-        *dp.writer.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
         *dp.writer_thread.lock().unwrap_or_else(|p| p.into_inner()) = Some(h);
         Ok(dp)
     }
@@ -583,6 +658,7 @@ impl Dataplane {
             .name(format!("dhcp-{iface}"))
             .stack_size(256 * 1024)
             .spawn(move || {
+                dp.take_serving_priority(&format!("dhcp-{iface}"));
                 if let Some(ns) = netns {
                     if let Err(e) = nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET) {
                         tracing::error!(target: "dhcp", "cannot enter namespace of {iface}: {e}");
@@ -600,6 +676,17 @@ impl Dataplane {
             old.stop();
         }
         Ok(())
+    }
+
+    /// Puts the calling serving thread at its priority (see [`crate::priority::serving`]);
+    /// a refusal of real-time priority is logged once and the thread runs at normal priority.
+    fn take_serving_priority(&self, thread: &str) {
+        static WARNED: AtomicBool = AtomicBool::new(false);
+        if let Err(e) = crate::priority::serving(self.opts.realtime) {
+            if !WARNED.swap(true, Ordering::Relaxed) {
+                tracing::warn!(target: "dhcp", "{thread}: no real-time priority ({e}); serving at normal priority");
+            }
+        }
     }
 
     /// Stops the listener called `key`, waiting for its thread.
@@ -631,8 +718,8 @@ impl Dataplane {
         for (_, t) in threads {
             t.stop();
         }
-        // The listeners are gone; dropping the last sender lets the writer drain and end.
-        self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
+        // The listeners are gone; the writer drains what they queued and ends.
+        self.queue.close();
         if let Some(h) = self
             .writer_thread
             .lock()
@@ -686,14 +773,18 @@ impl Dataplane {
     }
 
     /// Periodic work: reap expired leases, and compact the journal once it has grown to more
-    /// than four times the live records (and at least 100,000 lines).
+    /// than four times the live records (and at least 100,000 lines). Meant for a thread at
+    /// idle priority (see [`crate::priority`]): the sections that hold the serving locks raise
+    /// it to normal.
     pub fn housekeeping(&self, now: u64) {
         let mut live = 0;
-        for n in self.networks() {
-            let mut t = n.leases();
-            t.reap(now);
-            live += t.len();
-        }
+        crate::priority::at_normal_priority(|| {
+            for n in self.networks() {
+                let mut t = n.leases();
+                t.reap(now);
+                live += t.len();
+            }
+        });
         let count = self.journal.record_count() as usize;
         // Compaction holds the journal while it rewrites it, delaying the ACKs of that moment:
         // do it seldom (the journal at least 100,000 records and four times the live ones).
@@ -707,14 +798,7 @@ impl Dataplane {
     fn serve(&self, net: Arc<Network>, iface: &str, sock: Socket, stop: &AtomicBool) {
         let sock = Arc::new(sock);
         let iface_arc: Arc<str> = Arc::from(iface);
-        let Some(writer) = self
-            .writer
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-        else {
-            return;
-        };
+        let queue = self.queue.clone();
         // Start with two buffers: most networks are quiet. A batch that fills them grows them to
         // BATCH, so busy networks get full batches and idle ones cost a few kilobytes.
         let mut bufs: Vec<[u8; MAX_PACKET]> = vec![[0u8; MAX_PACKET]; 2];
@@ -850,8 +934,7 @@ impl Dataplane {
                     held,
                     received_at,
                 };
-                // Bounded: when the disk is slower than the clients, receiving slows down too.
-                if writer.send(c).is_err() {
+                if queue.send(c).is_err() {
                     break;
                 }
             }
@@ -899,23 +982,22 @@ impl Dataplane {
     /// The journal writer: takes every batch waiting, appends their records, makes them
     /// durable with one fdatasync (group commit across all interfaces), then releases their
     /// ACKs. Receiving and deciding go on meanwhile in the serving threads.
-    fn write_journal(&self, rx: Receiver<Commit>) {
+    fn write_journal(&self) {
         let mut persist_log = RateLimit::new();
         let mut records: Vec<Record> = Vec::with_capacity(4096);
         let mut outbox = Outbox::default();
         let mut renewed: Vec<Held> = Vec::new();
+        let mut batch: Vec<Commit> = Vec::with_capacity(QUEUE_CAP);
         loop {
-            let first = match rx.recv_timeout(Duration::from_millis(200)) {
-                Ok(c) => c,
-                Err(RecvTimeoutError::Timeout) => continue,
-                Err(RecvTimeoutError::Disconnected) => break,
-            };
-            let mut batch = vec![first];
-            while batch.len() < 1024 {
-                match rx.try_recv() {
-                    Ok(c) => batch.push(c),
-                    Err(_) => break,
-                }
+            batch.clear();
+            if !self
+                .queue
+                .recv(&mut batch, QUEUE_CAP, Duration::from_millis(200))
+            {
+                break;
+            }
+            if batch.is_empty() {
+                continue;
             }
             records.clear();
             for c in &mut batch {
@@ -927,7 +1009,7 @@ impl Dataplane {
                     self.counters
                         .records
                         .fetch_add(records.len() as u64, Ordering::Relaxed);
-                    for mut c in batch {
+                    for mut c in batch.drain(..) {
                         self.deliver(
                             &c.net,
                             &c.sock,
@@ -943,7 +1025,7 @@ impl Dataplane {
                         tracing::error!(target: "dhcp", "{e}: not acknowledging leases that cannot be stored");
                     }
                     let now = now_secs();
-                    for c in batch {
+                    for c in batch.drain(..) {
                         for mut h in c.held {
                             // Memory goes back to what is durable.
                             let Some((mac, prev)) = h.before.take() else {

@@ -14,6 +14,7 @@ use qdhcp_compat::reload::{Applied, Delta};
 use qdhcp_compat::{build_with_context, parse_args, DnsmasqConfig};
 use qdhcp_dataplane::leases::Catchup;
 use qdhcp_dataplane::listener::{iface_addrs, iface_names, open_dhcp_socket};
+use qdhcp_dataplane::priority;
 use qdhcp_dataplane::server::ReloadStats;
 use qdhcp_dataplane::{now_secs, Dataplane, Network, ServeOptions};
 use qdhcp_protocol::{Lease, NetworkTable, Policy};
@@ -212,6 +213,7 @@ fn serve(cfg: &DnsmasqConfig, ready: Ready) -> anyhow::Result<()> {
         client_rate: cfg
             .client_rate
             .unwrap_or(qdhcp_dataplane::server::MacLimiter::PER_SECOND),
+        realtime: cfg.realtime,
     };
     let dp = match Dataplane::open(&journal_path(&leasefile), policy, opts) {
         Ok(d) => d,
@@ -283,34 +285,43 @@ fn serve(cfg: &DnsmasqConfig, ready: Ready) -> anyhow::Result<()> {
                 }
             }
         })?;
-    // Housekeeping (reaping, new interfaces) and the leases file run on threads of their own so
-    // that a SIGHUP never waits behind them. The leases file (a view for Neutron: 100,000 lines
-    // formatted every second) runs at idle priority, so that it never delays a reply.
+    // Housekeeping (reaping, compaction, new interfaces) and the leases file run on threads of
+    // their own so that a SIGHUP never waits behind them, and at idle priority so that their
+    // work (compaction encodes and writes megabytes; the leases file formats 100,000 lines every
+    // second) yields to the serving threads. Where they hold a serving lock they run at normal
+    // priority (see `priority`).
     let (stop_house, house_stop) = std::sync::mpsc::channel::<()>();
     let (stop_export, export_stop) = std::sync::mpsc::channel::<()>();
     let mut export = std::thread::scope(|sc| {
         let (dp, net) = (&dp, &net);
-        sc.spawn(move || {
-            let mut serving = serving;
-            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
-                house_stop.recv_timeout(Duration::from_secs(1))
-            {
-                dp.housekeeping(now_secs());
-                if let Err(e) = start_listeners(cfg, dp, net, &mut serving) {
-                    tracing::warn!("{e:#}");
+        std::thread::Builder::new()
+            .name("housekeeping".into())
+            .spawn_scoped(sc, move || {
+                priority::lower_to_idle();
+                let mut serving = serving;
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    house_stop.recv_timeout(Duration::from_secs(1))
+                {
+                    dp.housekeeping(now_secs());
+                    if let Err(e) = start_listeners(cfg, dp, net, &mut serving) {
+                        tracing::warn!("{e:#}");
+                    }
                 }
-            }
-        });
-        let exporter = sc.spawn(move || {
-            lower_to_idle_priority();
-            let mut export = export;
-            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
-                export_stop.recv_timeout(Duration::from_secs(1))
-            {
-                export.update(net, now_secs(), false);
-            }
-            export
-        });
+            })
+            .expect("cannot start the housekeeping thread");
+        let exporter = std::thread::Builder::new()
+            .name("leases-file".into())
+            .spawn_scoped(sc, move || {
+                priority::lower_to_idle();
+                let mut export = export;
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    export_stop.recv_timeout(Duration::from_secs(1))
+                {
+                    export.update(net, now_secs(), false);
+                }
+                export
+            })
+            .expect("cannot start the leases-file thread");
         loop {
             match sig_rx.recv() {
                 Ok(SIGHUP) => reload(cfg, dp, net, &mut applied),
@@ -408,23 +419,9 @@ fn lease_from_line(l: LeaseLine) -> Lease {
     }
 }
 
-/// Puts the calling thread in SCHED_IDLE: it runs only when the serving threads leave the core
-/// free. Failing that (no permission), it stays as it is.
-fn lower_to_idle_priority() {
-    let param = libc::sched_param { sched_priority: 0 };
-    // SAFETY: pid 0 is the calling thread; param is a valid sched_param.
-    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
-    if rc != 0 {
-        tracing::debug!(
-            "leases file thread keeps normal priority: {}",
-            std::io::Error::last_os_error()
-        );
-    }
-}
-
 /// dnsmasq's leases file, written from a copy of the lease table that follows the served one
-/// through its change log: the serving lock is held only to take the log, never for the
-/// 100,000-lease copy and write.
+/// through its change log: the serving lock is held only to take the log (or, when the log
+/// outgrew the table, to copy the table), never for the 100,000-lease write.
 struct LeaseExport {
     copy: qdhcp_dataplane::leases::LeaseTable,
     path: PathBuf,
@@ -440,7 +437,8 @@ impl LeaseExport {
 
     /// Catches up with the served table and rewrites the file if anything changed.
     fn update(&mut self, net: &Network, now: u64, force: bool) {
-        let caught_up = net.leases().take_log();
+        // This thread runs at idle priority: it holds the serving lock at normal priority.
+        let caught_up = priority::at_normal_priority(|| net.leases().take_log());
         let changed = match caught_up {
             Catchup::Changes(log) => {
                 for c in &log {

@@ -73,6 +73,10 @@ pub struct ServeArgs {
     /// No line per DHCP message (dnsmasq's --quiet-dhcp); errors and summaries still logged.
     #[arg(long)]
     pub quiet_dhcp: bool,
+    /// Serve at real-time priority (SCHED_FIFO; needs CAP_SYS_NICE): no other thread on the
+    /// core delays a reply.
+    #[arg(long)]
+    pub realtime: bool,
 }
 
 #[derive(Deserialize, Default, Debug)]
@@ -90,6 +94,7 @@ struct FileConfig {
     log_file: Option<PathBuf>,
     client_rate: Option<u16>,
     quiet_dhcp: Option<bool>,
+    realtime: Option<bool>,
 }
 
 /// The resolved configuration.
@@ -117,6 +122,8 @@ pub struct ServeConfig {
     pub client_rate: u16,
     /// No per-message DHCP lines.
     pub quiet_dhcp: bool,
+    /// Serving threads at real-time priority.
+    pub realtime: bool,
 }
 
 fn parse_mappings(s: &str) -> anyhow::Result<HashMap<String, String>> {
@@ -204,6 +211,7 @@ pub fn resolve(a: &ServeArgs) -> anyhow::Result<ServeConfig> {
             .or(file.client_rate)
             .unwrap_or(qdhcp_dataplane::server::MacLimiter::PER_SECOND),
         quiet_dhcp: a.quiet_dhcp || file.quiet_dhcp.unwrap_or(false),
+        realtime: a.realtime || file.realtime.unwrap_or(false),
     })
 }
 
@@ -212,6 +220,7 @@ pub fn serve_options(cfg: &ServeConfig) -> ServeOptions {
     ServeOptions {
         client_rate: cfg.client_rate,
         quiet: cfg.quiet_dhcp,
+        realtime: cfg.realtime,
         ..ServeOptions::default()
     }
 }
@@ -448,12 +457,16 @@ fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     let house = dp.clone();
     std::thread::Builder::new()
         .name("housekeeping".into())
-        .spawn(move || loop {
-            std::thread::sleep(Duration::from_secs(1));
-            if house.stopping() {
-                break;
+        .spawn(move || {
+            // Compaction's encoding and writing never delay a reply (see `priority`).
+            qdhcp_dataplane::priority::lower_to_idle();
+            loop {
+                std::thread::sleep(Duration::from_secs(1));
+                if house.stopping() {
+                    break;
+                }
+                house.housekeeping(now_secs());
             }
-            house.housekeeping(now_secs());
         })?;
 
     let mdp = dp.clone();

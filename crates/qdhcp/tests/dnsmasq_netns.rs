@@ -151,6 +151,52 @@ fn udhcpc_without_broadcast_flag_gets_unicast_reply_with_every_option() {
     );
 }
 
+/// Scheduling policy of every thread of `pid`, by thread name (`/proc/PID/task/*/stat`, field
+/// 41).
+fn thread_policies(pid: u32) -> Vec<(String, i32)> {
+    let mut out = Vec::new();
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let dir = t.unwrap().path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        let stat = std::fs::read_to_string(dir.join("stat")).unwrap_or_default();
+        // fields after "(comm)" start at field 3
+        let Some((_, rest)) = stat.rsplit_once(") ") else {
+            continue;
+        };
+        let policy = rest.split(' ').nth(41 - 3).unwrap().parse().unwrap();
+        out.push((comm.trim().to_string(), policy));
+    }
+    out
+}
+
+#[test]
+fn realtime_flag_serves_from_fifo_threads_and_keeps_background_idle() {
+    if !netns_available("realtime") {
+        return;
+    }
+    require_tool("udhcpc");
+    let (mut t, mut s) = flat_net(86400);
+    s.args.push("--qdhcp-realtime".into());
+    let srv = start_dnsmasq(&t, &s);
+    let vm = t.vm(VM1_MAC);
+    let env = udhcpc(&t, &vm, 5).expect("udhcpc got a lease from the real-time listener");
+    assert_eq!(env.get("ip").map(String::as_str), Some(VM1_IP));
+    let threads = thread_policies(srv.pid());
+    // the kernel keeps 15 bytes of a thread's name
+    let policy = |name: &str| {
+        threads
+            .iter()
+            .find(|(n, _)| n.as_str() == &name[..name.len().min(15)])
+            .unwrap_or_else(|| panic!("no thread {name} in {threads:?}"))
+            .1
+    };
+    assert_eq!(policy(&format!("dhcp-{}", t.srv_if)), libc::SCHED_FIFO);
+    assert_eq!(policy("journal"), libc::SCHED_FIFO);
+    assert_eq!(policy("housekeeping"), libc::SCHED_IDLE);
+    assert_eq!(policy("leases-file"), libc::SCHED_IDLE);
+    assert_eq!(count_in(&s.log, "no real-time priority"), 0);
+}
+
 #[test]
 fn dhcpcd_gets_reserved_ip_and_every_option() {
     if !netns_available("dhcpcd") {
