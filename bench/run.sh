@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 N=10000
 D=5
-SERVERS="qdhcp-dnsmasq qdhcp-serve dnsmasq kea"
+SERVERS="qdhcp-dnsmasq qdhcp-dnsmasq-rt qdhcp-serve dnsmasq kea"
 while getopts "n:d:s:" o; do case $o in n) N=$OPTARG ;; d) D=$OPTARG ;; s) SERVERS=$OPTARG ;; *) exit 2 ;; esac; done
 
 need=()
@@ -83,10 +83,13 @@ LOADNS=qbc
 LOADDEV=qbc0
 start_server() {
   case $1 in
-    qdhcp-dnsmasq)
+    qdhcp-dnsmasq|qdhcp-dnsmasq-rt)
+      # -rt: the same server with its listener and journal writer at SCHED_FIFO (--qdhcp-realtime)
+      rm -f "$W"/qdhcp.leases*
       ip netns exec qbs taskset -c 0 "$Q" dnsmasq -k --no-hosts --no-resolv --port=0 --interface=qbs0 --bind-interfaces \
         --dhcp-range=set:s,10.0.0.0,static,255.0.0.0,86400s --dhcp-hostsfile="$W/hosts" \
-        --dhcp-leasefile="$W/qdhcp.leases" --dhcp-lease-max=4000000 --quiet-dhcp --qdhcp-client-rate=0 --log-facility="$W/qdhcp.log" &
+        --dhcp-leasefile="$W/qdhcp.leases" --dhcp-lease-max=4000000 --quiet-dhcp --qdhcp-client-rate=0 --log-facility="$W/qdhcp.log" \
+        $([ "$1" = qdhcp-dnsmasq-rt ] && echo --qdhcp-realtime) &
       SRV_PID=$!; wait_port qbs ;;
     dnsmasq)
       ip netns exec qbs taskset -c 0 dnsmasq -k -u root --no-hosts --no-resolv --port=0 --interface=qbs0 --bind-interfaces \
@@ -146,7 +149,8 @@ stop_server() {
   fi
 }
 
-RATES="250 500 1000 2000 4000 5000 8000 12000 16000 20000 22500 25000 27500 30000 35000 40000 45000 50000 55000 60000 65000 70000 75000 80000 90000 100000 110000 120000 130000 140000 150000 160000 180000 200000"
+best_ok=0
+RATES="250 500 1000 2000 4000 5000 8000 12000 16000 20000 22500 25000 27500 30000 35000 40000 45000 50000 55000 60000 65000 70000 75000 80000 90000 100000 110000 120000 130000 140000 150000 160000 180000 200000 220000 240000"
 for s in $SERVERS; do
   echo "== $s"
   start_server "$s"
@@ -163,10 +167,22 @@ for s in $SERVERS; do
     drop=$(python3 -c "import json,sys; print(json.loads(sys.argv[1])['drop_pct'])" "$line")
     if python3 -c "import sys; sys.exit(0 if float('$drop') > 2.5 else 1)"; then fails=$((fails+1)); [ $fails -ge 2 ] && break; elif [ $fails -eq 0 ]; then ok_rate=$r; fi
   done
-  # the load generator at twice qdhcp's peak: it must keep offering that rate (not be the limit)
-  if [ "$s" = qdhcp-dnsmasq ]; then
+  # p99 at half the peak, measured three more times at the ramp step nearest to it: one 5 s
+  # step's p99 moves with what else the machine does, so the target is judged on all four
+  case $s in qdhcp-*)
+    half=$(python3 -c "r=[int(x) for x in '$RATES'.split()]; print(min(r, key=lambda x: abs(x - $ok_rate / 2)))")
+    for _ in 1 2 3; do
+      res=$(ip netns exec $LOADNS taskset -c 1 "$Q" loadgen --spin --server $TARGET --giaddr 10.0.0.2 --device $LOADDEV \
+            --clients "$N" --rate "$half" --duration "$D" --json)
+      python3 -c "import json,sys; d=json.loads(sys.argv[1]); d.update(server='$s', tool='qdhcp-loadgen-half'); print(json.dumps(d))" "$res" | tee -a "$OUT"
+    done ;;
+  esac
+  # the load generator at twice the best qdhcp peak so far: it must keep offering that rate
+  # (not be the limit); measured in each dnsmasq-mode run, the report keeps the last
+  case $s in qdhcp-*) [ "$ok_rate" -gt "$best_ok" ] && best_ok=$ok_rate ;; esac
+  if [ "$s" = qdhcp-dnsmasq ] || [ "$s" = qdhcp-dnsmasq-rt ]; then
     res=$(ip netns exec $LOADNS taskset -c 1 "$Q" loadgen --spin --server $TARGET --giaddr 10.0.0.2 --device $LOADDEV \
-          --clients "$N" --rate $((2 * ok_rate)) --duration "$D" --json)
+          --clients "$N" --rate $((2 * best_ok)) --duration "$D" --json)
     python3 -c "import json,sys; d=json.loads(sys.argv[1]); d.update(server='$s', tool='qdhcp-loadgen-headroom'); print(json.dumps(d))" "$res" | tee -a "$OUT"
   fi
   # perfdhcp at a rate every server sustains, for the cross-check
