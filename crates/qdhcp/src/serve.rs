@@ -505,7 +505,7 @@ mod tests {
     fn flags_override_the_toml_file_and_reach_the_dataplane() {
         let dir = tempfile::tempdir().unwrap();
         let toml = dir.path().join("qdhcp.toml");
-        std::fs::write(&toml, "listen = \"127.0.0.1:19696\"\nclient_rate = 7\nquiet_dhcp = true\n[bridge_mappings]\nphysnet1 = \"br-x\"\n").unwrap();
+        std::fs::write(&toml, "listen = \"127.0.0.1:19696\"\nclient_rate = 7\nquiet_dhcp = true\nrealtime = true\n[bridge_mappings]\nphysnet1 = \"br-x\"\n").unwrap();
         let a = ServeArgs {
             config: Some(toml.clone()),
             ..Default::default()
@@ -519,6 +519,7 @@ mod tests {
         let o = serve_options(&c);
         assert_eq!(o.client_rate, 7);
         assert!(o.quiet);
+        assert!(o.realtime, "realtime from the file reaches the dataplane");
         let a = ServeArgs {
             config: Some(toml),
             client_rate: Some(0),
@@ -537,5 +538,11 @@ mod tests {
         assert_eq!(defaults.listen.to_string(), "127.0.0.1:9696");
         assert_eq!(defaults.namespace_prefix, "qdhcp-");
         assert_eq!(serve_options(&defaults).client_rate, 30);
+        assert!(!serve_options(&defaults).realtime, "off unless asked for");
+        let flag = ServeArgs {
+            realtime: true,
+            ..Default::default()
+        };
+        assert!(serve_options(&resolve(&flag).unwrap()).realtime);
     }
 }
