@@ -83,13 +83,14 @@ fn zero_fill(file: &File, at: u64, len: u64) -> u64 {
     if nix::sys::statfs::fstatfs(file).is_ok_and(|s| s.filesystem_type() == TMPFS) {
         return 0;
     }
-    let zeros = vec![0u8; 1 << 20];
+    let zeros = vec![0u8; 256 << 10];
     let mut done = 0;
     let res = (|| {
         while done < len {
             let n = (len - done).min(zeros.len() as u64) as usize;
             file.write_all_at(&zeros[..n], at + done)?;
             done += n as u64;
+            priority::yield_to_serving();
         }
         file.sync_data()
     })();
@@ -329,8 +330,11 @@ impl Journal {
         })?;
         let tmp = self.path.with_extension("compact");
         let mut buf = Vec::with_capacity(records.len() * 80);
-        for r in &records {
+        for (i, r) in records.iter().enumerate() {
             encode(r, &mut buf);
+            if i % 1024 == 1023 {
+                priority::yield_to_serving();
+            }
         }
         let f = OpenOptions::new()
             .create(true)
@@ -362,6 +366,7 @@ impl Journal {
             old.read_exact_at(&mut chunk, from)
                 .map_err(io_err(&self.path))?;
             f.write_all_at(&chunk, to).map_err(io_err(&tmp))?;
+            priority::yield_to_serving();
             from = end;
             to += chunk.len() as u64;
         }

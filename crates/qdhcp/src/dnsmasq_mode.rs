@@ -441,8 +441,11 @@ impl LeaseExport {
         let caught_up = priority::at_normal_priority(|| net.leases().take_log());
         let changed = match caught_up {
             Catchup::Changes(log) => {
-                for c in &log {
+                for (i, c) in log.iter().enumerate() {
                     self.copy.apply(c);
+                    if i % 1024 == 1023 {
+                        priority::yield_to_serving();
+                    }
                 }
                 !log.is_empty()
             }
@@ -470,10 +473,13 @@ impl LeaseExport {
                 client_id: l.client_id.clone(),
             })
             .collect();
+        priority::yield_to_serving();
         lines.sort_by_key(|l| l.ip);
+        priority::yield_to_serving();
+        let text = format_leases(&lines);
+        priority::yield_to_serving();
         let tmp = self.path.with_extension("qdhcp-tmp");
-        let res = std::fs::write(&tmp, format_leases(&lines))
-            .and_then(|_| std::fs::rename(&tmp, &self.path));
+        let res = std::fs::write(&tmp, text).and_then(|_| std::fs::rename(&tmp, &self.path));
         if let Err(e) = res {
             tracing::warn!("cannot write leases file {}: {e}", self.path.display());
         }
