@@ -308,6 +308,11 @@ struct CommitQueue {
 struct QueueState {
     items: VecDeque<Commit>,
     closed: bool,
+    /// The writer waits for a batch: a send wakes it. Otherwise no wake-up is made, since each
+    /// costs a futex syscall and a send happens once per received batch.
+    writer_waiting: bool,
+    /// Senders waiting for room.
+    senders_waiting: usize,
 }
 
 impl CommitQueue {
@@ -319,35 +324,44 @@ impl CommitQueue {
     fn send(&self, c: Commit) -> Result<(), Commit> {
         let mut s = self.state();
         while s.items.len() >= QUEUE_CAP && !s.closed {
+            s.senders_waiting += 1;
             s = self.not_full.wait(s).unwrap_or_else(|p| p.into_inner());
+            s.senders_waiting -= 1;
         }
         if s.closed {
             return Err(c);
         }
         s.items.push_back(c);
+        let wake = std::mem::take(&mut s.writer_waiting);
         drop(s);
-        self.not_empty.notify_one();
+        if wake {
+            self.not_empty.notify_one();
+        }
         Ok(())
     }
 
-    /// Waits up to `wait` for batches and moves up to `max` of them into `out`; false once the
+    /// Waits up to `wait` for batches and moves all that are queued into `out`; false once the
     /// queue is closed and drained.
-    fn recv(&self, out: &mut Vec<Commit>, max: usize, wait: Duration) -> bool {
+    fn recv(&self, out: &mut Vec<Commit>, wait: Duration) -> bool {
         let mut s = self.state();
         if s.items.is_empty() && !s.closed {
+            s.writer_waiting = true;
             s = self
                 .not_empty
                 .wait_timeout(s, wait)
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
+            s.writer_waiting = false;
         }
         if s.items.is_empty() {
             return !s.closed;
         }
-        let n = s.items.len().min(max);
-        out.extend(s.items.drain(..n));
+        out.extend(s.items.drain(..));
+        let wake = s.senders_waiting > 0;
         drop(s);
-        self.not_full.notify_all();
+        if wake {
+            self.not_full.notify_all();
+        }
         true
     }
 
@@ -466,7 +480,7 @@ impl Dataplane {
         let h = std::thread::Builder::new()
             .name("journal".into())
             .spawn(move || {
-                w.take_serving_priority("journal");
+                w.take_serving_priority();
                 w.write_journal();
             })
             .map_err(|source| JournalError::Io {
@@ -658,7 +672,7 @@ impl Dataplane {
             .name(format!("dhcp-{iface}"))
             .stack_size(256 * 1024)
             .spawn(move || {
-                dp.take_serving_priority(&format!("dhcp-{iface}"));
+                dp.take_serving_priority();
                 if let Some(ns) = netns {
                     if let Err(e) = nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET) {
                         tracing::error!(target: "dhcp", "cannot enter namespace of {iface}: {e}");
@@ -680,10 +694,12 @@ impl Dataplane {
 
     /// Puts the calling serving thread at its priority (see [`crate::priority::serving`]);
     /// a refusal of real-time priority is logged once and the thread runs at normal priority.
-    fn take_serving_priority(&self, thread: &str) {
+    fn take_serving_priority(&self) {
         static WARNED: AtomicBool = AtomicBool::new(false);
         if let Err(e) = crate::priority::serving(self.opts.realtime) {
             if !WARNED.swap(true, Ordering::Relaxed) {
+                let me = std::thread::current();
+                let thread = me.name().unwrap_or("serving thread");
                 tracing::warn!(target: "dhcp", "{thread}: no real-time priority ({e}); serving at normal priority");
             }
         }
@@ -990,10 +1006,7 @@ impl Dataplane {
         let mut batch: Vec<Commit> = Vec::with_capacity(QUEUE_CAP);
         loop {
             batch.clear();
-            if !self
-                .queue
-                .recv(&mut batch, QUEUE_CAP, Duration::from_millis(200))
-            {
+            if !self.queue.recv(&mut batch, Duration::from_millis(200)) {
                 break;
             }
             if batch.is_empty() {
