@@ -356,32 +356,24 @@ impl Journal {
         // can be read while commits go on. At idle priority under load the snapshot took up
         // to a second, and copying all that arrived meanwhile with the journal held stalled
         // the ACKs for ~30 ms.
+        let src = (&old, self.path.as_path());
         let (mut from, mut to) = (mark, content);
         for _ in 0..8 {
             let end = priority::at_normal_priority(|| self.lock().pos);
             if end - from <= CATCH_UP_LEFT {
                 break;
             }
-            let mut chunk = vec![0u8; (end - from) as usize];
-            old.read_exact_at(&mut chunk, from)
-                .map_err(io_err(&self.path))?;
-            f.write_all_at(&chunk, to).map_err(io_err(&tmp))?;
-            priority::yield_to_serving();
+            to += copy_range(src, (&f, &tmp), from..end, to)?;
             from = end;
-            to += chunk.len() as u64;
+            priority::yield_to_serving();
         }
         f.sync_data().map_err(io_err(&tmp))?;
         let caught_up = to - content;
 
         let locked_tail = priority::at_normal_priority(|| {
             let mut g = self.lock();
-            let mut tail = vec![0u8; (g.pos - from) as usize];
-            g.file
-                .read_exact_at(&mut tail, from)
-                .map_err(io_err(&self.path))?;
-            f.write_all_at(&tail, to)
-                .and_then(|_| f.sync_data())
-                .map_err(io_err(&tmp))?;
+            let tail = copy_range(src, (&f, &tmp), from..g.pos, to)?;
+            f.sync_data().map_err(io_err(&tmp))?;
             std::fs::rename(&tmp, &self.path).map_err(io_err(&self.path))?;
             if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 if let Ok(d) = File::open(dir) {
@@ -389,10 +381,10 @@ impl Journal {
                 }
             }
             g.file = f;
-            g.pos = to + tail.len() as u64;
+            g.pos = to + tail;
             g.scrub = 0;
             g.records = records.len() as u64 + (g.records - count_at_mark);
-            Ok::<_, JournalError>(tail.len() as u64)
+            Ok::<_, JournalError>(tail)
         })?;
         Ok(Compacted {
             records: records.len(),
@@ -400,6 +392,21 @@ impl Journal {
             locked_tail,
         })
     }
+}
+
+/// Copies the bytes `range` of `src` into `dst` at `at`; returns how many (each file is given
+/// with its path, for the error).
+fn copy_range(
+    (src, src_path): (&File, &Path),
+    (dst, dst_path): (&File, &Path),
+    range: std::ops::Range<u64>,
+    at: u64,
+) -> Result<u64, JournalError> {
+    let mut chunk = vec![0u8; (range.end - range.start) as usize];
+    src.read_exact_at(&mut chunk, range.start)
+        .map_err(io_err(src_path))?;
+    dst.write_all_at(&chunk, at).map_err(io_err(dst_path))?;
+    Ok(chunk.len() as u64)
 }
 
 /// Bytes of records appended during a compaction that may be left for the copy made with the
