@@ -80,6 +80,7 @@ mod tests {
         std::thread::spawn(f).join().unwrap();
     }
 
+    /// True as root; elsewhere says the test is skipped (never under CI, which runs as root).
     fn privileged() -> bool {
         // SAFETY: geteuid has no preconditions.
         let root = unsafe { libc::geteuid() } == 0;
@@ -87,13 +88,15 @@ mod tests {
             root || std::env::var_os("CI").is_none(),
             "CI runs as root: these priorities must be settable"
         );
+        if !root {
+            eprintln!("SKIPPED: not root, idle priority cannot be left");
+        }
         root
     }
 
     #[test]
     fn an_idle_thread_is_raised_for_a_locked_section_and_lowered_after() {
         if !privileged() {
-            eprintln!("SKIPPED: not root, idle priority cannot be left");
             return;
         }
         on_thread(|| {
@@ -112,7 +115,6 @@ mod tests {
     #[test]
     fn a_serving_thread_started_from_an_idle_one_leaves_idle_priority() {
         if !privileged() {
-            eprintln!("SKIPPED: not root, idle priority cannot be left");
             return;
         }
         on_thread(|| {
