@@ -159,7 +159,7 @@ def call(method, path, body=None):
 t0 = time.time()
 lat = []
 for k in range(1000):
-    net = call("POST", "/v2.0/networks", {"network": {"name": "n%d" % k, "provider:network_type": "flat", "provider:physical_network": "physnet1"}})["network"]["id"]
+    net = call("POST", "/v2.0/networks", {"network": {"name": "n%d" % k, "provider:network_type": "local"}})["network"]["id"]
     call("POST", "/v2.0/subnets", {"subnet": {"network_id": net, "cidr": "10.%d.%d.0/24" % (k // 250, k % 250), "ip_version": 4}})
     t = time.time()
     call("POST", "/v2.0/ports", {"ports": [{"network_id": net} for _ in range(20)]})

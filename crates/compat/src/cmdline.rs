@@ -65,6 +65,9 @@ const FLAGS: &[(&str, Option<char>, Arity, Role)] = &[
     ("domain-needed", None, Arity::None, Role::DnsOnly),
     ("bogus-priv", None, Arity::None, Role::DnsOnly),
     ("expand-hosts", None, Arity::None, Role::DnsOnly),
+    ("txt-record", Some('Y'), Arity::Required, Role::DnsOnly),
+    ("version", Some('v'), Arity::None, Role::Dhcp),
+    ("help", Some('w'), Arity::Optional, Role::Dhcp),
     ("port", Some('p'), Arity::Required, Role::Dhcp),
     ("pid-file", Some('x'), Arity::Optional, Role::Dhcp),
     ("dhcp-hostsfile", None, Arity::Required, Role::Dhcp),
@@ -117,6 +120,11 @@ const FLAGS: &[(&str, Option<char>, Arity, Role)] = &[
     ("qdhcp-trust-option82", None, Arity::None, Role::Dhcp),
     ("qdhcp-realtime", None, Arity::None, Role::Dhcp),
 ];
+
+/// Every long flag accepted, for `--help`.
+pub fn flag_names() -> Vec<String> {
+    FLAGS.iter().map(|f| format!("--{}", f.0)).collect()
+}
 
 /// One `--dhcp-range`: qdhcp serves static ranges (reservations only), as Neutron uses.
 #[derive(Debug, Clone, PartialEq)]
@@ -180,6 +188,14 @@ pub struct DnsmasqConfig {
     pub trust_option82: bool,
     /// Serving threads at real-time priority, SCHED_FIFO (qdhcp extension).
     pub realtime: bool,
+    /// `--user`: whom to run as once the sockets are open (dnsmasq's default is `nobody`).
+    pub user: Option<String>,
+    /// `--group`: the group to run as (default: the user's primary group).
+    pub group: Option<String>,
+    /// `-v`/`--version`: print the version banner and exit.
+    pub version: bool,
+    /// `-w`/`--help`: print the accepted flags and exit.
+    pub help: bool,
     /// DNS-only flags that were accepted and ignored, for one warning line.
     pub ignored: Vec<String>,
 }
@@ -195,6 +211,11 @@ where
     while i < args.len() {
         let a = &args[i];
         i += 1;
+        // getopt leaves an empty argument unparsed and dnsmasq never looks at it; Neutron puts
+        // one in its command line where `--no-resolv` would go.
+        if a.is_empty() {
+            continue;
+        }
         if let Some(long) = a.strip_prefix("--") {
             let (name, inline) = match long.split_once('=') {
                 Some((n, v)) => (n, Some(v.to_string())),
@@ -319,6 +340,10 @@ where
         "keep-in-foreground" => cfg.keep_in_foreground = true,
         "no-daemon" => cfg.no_daemon = true,
         "test" => cfg.test_only = true,
+        "version" => cfg.version = true,
+        "help" => cfg.help = true,
+        "user" => cfg.user = Some(v),
+        "group" => cfg.group = Some(v),
         "port" => cfg.dns_port = Some(v.parse().map_err(|_| bad(format!("{v:?} is not a port")))?),
         "qdhcp-trust-option82" => cfg.trust_option82 = true,
         "qdhcp-realtime" => cfg.realtime = true,
@@ -513,6 +538,31 @@ mod tests {
         assert!(c.trust_option82);
         assert!(c.realtime);
         assert_eq!(c.decline_quarantine, Some(60));
+    }
+
+    #[test]
+    fn empty_argument_is_skipped_as_dnsmasq_does() {
+        // Neutron with dnsmasq_local_resolv=True and no dnsmasq_dns_servers
+        let a: Vec<String> = ["--no-hosts", "", "--pid-file=/d/pid", "--txt-record=a,b"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let c = parse_args(&a, |_| unreachable!()).unwrap();
+        assert_eq!(c.pid_file, Some(PathBuf::from("/d/pid")));
+        assert_eq!(c.ignored, vec!["no-hosts", "txt-record"]);
+    }
+
+    #[test]
+    fn version_and_user_flags_parse() {
+        assert!(
+            parse_args(&args("--version"), |_| unreachable!())
+                .unwrap()
+                .version
+        );
+        assert!(parse_args(&args("-v"), |_| unreachable!()).unwrap().version);
+        let c = parse_args(&args("--user=dnsmasq -g nogroup"), |_| unreachable!()).unwrap();
+        assert_eq!(c.user.as_deref(), Some("dnsmasq"));
+        assert_eq!(c.group.as_deref(), Some("nogroup"));
     }
 
     #[test]

@@ -13,9 +13,11 @@ use ahash::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader};
 use std::net::Ipv4Addr;
-use std::os::unix::fs::FileExt;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use qdhcp_protocol::{ClientId, Lease, LeaseChange, Mac};
 
@@ -31,6 +33,14 @@ pub enum JournalError {
         path: PathBuf,
         /// The OS error.
         source: io::Error,
+    },
+    /// Another process kept the journal locked for longer than an exiting instance takes.
+    #[error("lease journal {path}: still locked by another process after {waited:?} (another instance serving the same leases file?)")]
+    Locked {
+        /// The journal file.
+        path: PathBuf,
+        /// How long was waited.
+        waited: Duration,
     },
 }
 
@@ -176,63 +186,56 @@ pub fn decode(line: &str) -> Option<Record> {
 }
 
 impl Journal {
-    /// Opens (creating if needed) the journal at `path` and reads every intact record.
+    /// Opens (creating if needed) the journal at `path` and reads every intact record. The
+    /// journal is held with an exclusive `flock` while open, so a second process on the same
+    /// file (a restarted dnsmasq-mode instance while the old one still exits) waits until the
+    /// first has written its last record, instead of appending to a file about to be replaced.
     pub fn open(path: &Path) -> Result<(Journal, Loaded), JournalError> {
         let mut loaded = Loaded::default();
         let mut pos = 0u64;
         let mut torn = false;
-        match File::open(path) {
-            Ok(f) => {
-                let mut reader = BufReader::with_capacity(1 << 20, f);
-                let mut line = Vec::new();
-                let mut n = 0;
-                loop {
-                    let chunk = reader.fill_buf().map_err(io_err(path))?;
-                    if chunk.is_empty() {
-                        break;
-                    }
-                    let Some(i) = chunk.iter().position(|&b| b == b'\n' || b == 0) else {
-                        let len = chunk.len();
-                        line.extend_from_slice(chunk);
-                        reader.consume(len);
-                        pos += len as u64;
-                        continue;
-                    };
-                    let end_of_journal = chunk[i] == 0;
-                    line.extend_from_slice(&chunk[..i]);
-                    if end_of_journal {
-                        pos += i as u64;
-                        break;
-                    }
-                    reader.consume(i + 1);
-                    pos += i as u64 + 1;
-                    n += 1;
-                    if line.iter().all(u8::is_ascii_whitespace) {
-                        line.clear();
-                        continue;
-                    }
-                    match std::str::from_utf8(&line).ok().and_then(decode) {
-                        Some(r) => loaded.records.push(r),
-                        None => loaded.damaged.push(n),
-                    }
+        let file = open_locked(path)?;
+        {
+            let mut reader = BufReader::with_capacity(1 << 20, &file);
+            let mut line = Vec::new();
+            let mut n = 0;
+            loop {
+                let chunk = reader.fill_buf().map_err(io_err(path))?;
+                if chunk.is_empty() {
+                    break;
+                }
+                let Some(i) = chunk.iter().position(|&b| b == b'\n' || b == 0) else {
+                    let len = chunk.len();
+                    line.extend_from_slice(chunk);
+                    reader.consume(len);
+                    pos += len as u64;
+                    continue;
+                };
+                let end_of_journal = chunk[i] == 0;
+                line.extend_from_slice(&chunk[..i]);
+                if end_of_journal {
+                    pos += i as u64;
+                    break;
+                }
+                reader.consume(i + 1);
+                pos += i as u64 + 1;
+                n += 1;
+                if line.iter().all(u8::is_ascii_whitespace) {
                     line.clear();
+                    continue;
                 }
-                if !line.is_empty() {
-                    // Cut short by a crash in the middle of a commit: never acknowledged.
-                    loaded.damaged.push(n + 1);
-                    torn = true;
+                match std::str::from_utf8(&line).ok().and_then(decode) {
+                    Some(r) => loaded.records.push(r),
+                    None => loaded.damaged.push(n),
                 }
+                line.clear();
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io_err(path)(e)),
+            if !line.is_empty() {
+                // Cut short by a crash in the middle of a commit: never acknowledged.
+                loaded.damaged.push(n + 1);
+                torn = true;
+            }
         }
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(path)
-            .map_err(io_err(path))?;
         // Whatever follows the end (zeros, or a failed commit's leftovers) goes.
         file.set_len(pos).map_err(io_err(path))?;
         if torn {
@@ -343,6 +346,9 @@ impl Journal {
             .write(true)
             .open(&tmp)
             .map_err(io_err(&tmp))?;
+        // Held before it replaces the journal, so that a process waiting for the journal's lock
+        // never takes the file that is about to be unlinked and then keeps it.
+        try_lock(&f).map_err(io_err(&tmp))?;
         f.write_all_at(&buf, 0).map_err(io_err(&tmp))?;
         let content = buf.len() as u64;
         zero_fill(&f, content, reserve_for(content));
@@ -391,6 +397,55 @@ impl Journal {
             caught_up,
             locked_tail,
         })
+    }
+}
+
+/// How long [`Journal::open`] waits for another process to let go of the journal: an
+/// instance told to stop finishes its last commit and exits well within it.
+const LOCK_WAIT: Duration = Duration::from_secs(10);
+
+/// Takes the journal's `flock` without waiting; false when another open file holds it.
+fn try_lock(f: &File) -> io::Result<bool> {
+    // SAFETY: flock on a descriptor this `File` owns; no memory is passed.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        return Ok(true);
+    }
+    let e = io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        Ok(false)
+    } else {
+        Err(e)
+    }
+}
+
+/// Opens the journal file and holds its lock, waiting for a holder to let go; a holder that
+/// replaced the file meanwhile (its last compaction) is followed to the new file.
+fn open_locked(path: &Path) -> Result<File, JournalError> {
+    let deadline = Instant::now() + LOCK_WAIT;
+    loop {
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(io_err(path))?;
+        while !try_lock(&file).map_err(io_err(path))? {
+            if Instant::now() >= deadline {
+                return Err(JournalError::Locked {
+                    path: path.to_path_buf(),
+                    waited: LOCK_WAIT,
+                });
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let held = file.metadata().map_err(io_err(path))?;
+        match std::fs::metadata(path) {
+            Ok(now) if now.ino() == held.ino() && now.dev() == held.dev() => return Ok(file),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(path)(e)),
+        }
     }
 }
 
@@ -510,6 +565,34 @@ mod tests {
         let t = &tables["net1"];
         assert_eq!(t.len(), 3, "the lease that expired at 50 is gone");
         assert!(t.lease(Mac([0xfa, 0x16, 0x3e, 0, 0, 5])).is_some());
+    }
+
+    #[test]
+    fn a_second_opener_waits_for_the_holder_and_follows_its_last_compaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("leases.journal");
+        let (j, _) = Journal::open(&p).unwrap();
+        j.commit(&[bind(1, None)], || ()).unwrap();
+        let p2 = p.clone();
+        let waiter = std::thread::spawn(move || {
+            let t0 = Instant::now();
+            let (j2, l) = Journal::open(&p2).unwrap();
+            (t0.elapsed(), l.records, j2)
+        });
+        std::thread::sleep(Duration::from_millis(150));
+        // the holder goes on as an exiting instance does: a commit, a compaction that replaces
+        // the file, one more commit, then it lets go
+        j.commit(&[bind(2, None)], || ()).unwrap();
+        j.compact(|| vec![bind(1, None), bind(2, None)]).unwrap();
+        j.commit(&[bind(3, None)], || ()).unwrap();
+        drop(j);
+        let (waited, records, j2) = waiter.join().unwrap();
+        assert!(waited >= Duration::from_millis(150), "{waited:?}");
+        assert_eq!(records, vec![bind(1, None), bind(2, None), bind(3, None)]);
+        // and it appends to the file that is at the path now
+        j2.commit(&[bind(4, None)], || ()).unwrap();
+        drop(j2);
+        assert_eq!(Journal::open(&p).unwrap().1.records.len(), 4);
     }
 
     #[test]

@@ -24,6 +24,8 @@ pub struct LeaseTable {
     /// The log outgrew [`LeaseTable::log_cap`] before the follower took it (a follower starved
     /// under overload): the log is dropped and the follower gets a fresh copy instead.
     overflowed: bool,
+    /// Told at once when a lease goes away (see [`LeaseTable::follow_waking`]).
+    removal_wake: Option<std::sync::mpsc::SyncSender<()>>,
 }
 
 /// What a follower needs to catch up with the table.
@@ -112,6 +114,15 @@ impl LeaseTable {
         }
     }
 
+    /// [`LeaseTable::follow`], and `wake` is sent to (without blocking) whenever a lease is
+    /// released, declined or revoked: a reader of the exported view (Neutron re-reads the
+    /// leases file 0.3 s after its `dhcp_release`) must see it gone without waiting for the
+    /// next periodic export. Grants wait for the periodic export.
+    pub fn follow_waking(&mut self, wake: std::sync::mpsc::SyncSender<()>) -> LeaseTable {
+        self.removal_wake = Some(wake);
+        self.follow()
+    }
+
     /// The longest log kept: replaying more than the table holds costs more than a copy, and
     /// memory stays within about twice the table however long the follower is kept from
     /// running (a floor keeps small tables from being copied at every catch-up).
@@ -120,6 +131,12 @@ impl LeaseTable {
     }
 
     fn record(&mut self, c: LeaseChange) {
+        if let (Some(w), LeaseChange::Release { .. } | LeaseChange::Decline { .. }) =
+            (&self.removal_wake, &c)
+        {
+            // full means a wake-up is pending already
+            let _ = w.try_send(());
+        }
         let cap = self.log_cap();
         if let Some(log) = &mut self.log {
             if self.overflowed {
@@ -234,6 +251,26 @@ mod tests {
             expires,
             hostname: None,
         }
+    }
+
+    #[test]
+    fn a_waking_follower_is_woken_by_removals_only() {
+        let mut t = LeaseTable::default();
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let _copy = t.follow_waking(tx);
+        t.apply(&LeaseChange::Bind(lease(1, 1, None)));
+        t.apply(&LeaseChange::Bind(lease(2, 2, None)));
+        assert!(
+            rx.try_recv().is_err(),
+            "a grant waits for the periodic export"
+        );
+        t.apply(&LeaseChange::Release {
+            mac: Mac([0xfa, 0x16, 0x3e, 0, 0, 1]),
+            ip: Ipv4Addr::new(10, 0, 0, 1),
+        });
+        t.revoke(Mac([0xfa, 0x16, 0x3e, 0, 0, 2]));
+        assert!(rx.try_recv().is_ok(), "woken by the release");
+        assert!(rx.try_recv().is_err(), "wake-ups coalesce, nothing blocks");
     }
 
     #[test]

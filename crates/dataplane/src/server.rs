@@ -744,6 +744,12 @@ impl Dataplane {
         {
             let _ = h.join();
         }
+    }
+
+    /// [`Dataplane::shutdown`], then the journal rewritten to the live leases, so that the next
+    /// start reads no more than it must. Only for an instance that still owns its files.
+    pub fn shutdown_and_compact(&self) {
+        self.shutdown();
         if let Err(e) = self.compact() {
             tracing::error!(target: "dhcp", "{e}");
         }

@@ -37,6 +37,18 @@ pub fn run(args: &[String]) -> i32 {
             return 1;
         }
     };
+    if cfg.version {
+        print!("{}", version_banner());
+        return 0;
+    }
+    if cfg.help {
+        println!("Usage: qdhcp dnsmasq [options]: dnsmasq's DHCP command line, as Neutron's DHCP agent passes it.");
+        println!(
+            "Accepted flags: {}",
+            qdhcp_compat::cmdline::flag_names().join(" ")
+        );
+        return 0;
+    }
     if cfg.test_only {
         return match load_table(&cfg) {
             Ok((_, warnings, _)) => {
@@ -82,6 +94,20 @@ pub fn run(args: &[String]) -> i32 {
             1
         }
     }
+}
+
+/// The dnsmasq release whose command line, files and behaviour qdhcp's dnsmasq mode follows.
+pub const DNSMASQ_COMPAT_VERSION: &str = "2.90";
+
+/// `--version`: dnsmasq's banner shape, so that version checks that parse it (Neutron's
+/// `dnsmasq_version_supported` looks for `version N.N`) accept it, then qdhcp's own version.
+pub fn version_banner() -> String {
+    format!(
+        "Dnsmasq version {DNSMASQ_COMPAT_VERSION} compatible: qdhcp version {}\n\
+         Compile time options: IPv4 DHCP no-DHCPv6 no-TFTP no-DNSSEC no-scripts\n\
+         qdhcp serves DHCPv4 from dnsmasq's command line and files; it is not dnsmasq.\n",
+        env!("CARGO_PKG_VERSION")
+    )
 }
 
 fn read_optional(p: &Path) -> anyhow::Result<String> {
@@ -240,7 +266,8 @@ fn serve(cfg: &DnsmasqConfig, ready: Ready) -> anyhow::Result<()> {
         tracing::info!(target: "dhcp", "read {} - {hosts} addresses", p.display());
     }
 
-    let mut export = LeaseExport::new(&net, leasefile.clone());
+    let (stop_wake, export_wake) = std::sync::mpsc::sync_channel(1);
+    let mut export = LeaseExport::new(&net, leasefile.clone(), stop_wake.clone());
     export.update(&net, now_secs(), true);
 
     let mut serving: HashSet<String> = HashSet::new();
@@ -291,7 +318,8 @@ fn serve(cfg: &DnsmasqConfig, ready: Ready) -> anyhow::Result<()> {
     // second) yields to the serving threads. Where they hold a serving lock they run at normal
     // priority (see `priority`).
     let (stop_house, house_stop) = std::sync::mpsc::channel::<()>();
-    let (stop_export, export_stop) = std::sync::mpsc::channel::<()>();
+    let export_stop = std::sync::atomic::AtomicBool::new(false);
+    let (export_stop, wake_rx) = (&export_stop, export_wake);
     let mut export = std::thread::scope(|sc| {
         let (dp, net) = (&dp, &net);
         std::thread::Builder::new()
@@ -314,9 +342,12 @@ fn serve(cfg: &DnsmasqConfig, ready: Ready) -> anyhow::Result<()> {
             .spawn_scoped(sc, move || {
                 priority::lower_to_idle();
                 let mut export = export;
-                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
-                    export_stop.recv_timeout(Duration::from_secs(1))
-                {
+                // once a second, and at once when a lease goes away (see LeaseExport::new)
+                loop {
+                    let _ = wake_rx.recv_timeout(Duration::from_secs(1));
+                    if export_stop.load(std::sync::atomic::Ordering::SeqCst) {
+                        break;
+                    }
                     export.update(net, now_secs(), false);
                 }
                 export
@@ -331,16 +362,47 @@ fn serve(cfg: &DnsmasqConfig, ready: Ready) -> anyhow::Result<()> {
             }
         }
         drop(stop_house);
-        drop(stop_export);
+        export_stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = stop_wake.try_send(());
         exporter.join().expect("leases file thread")
     });
     tracing::info!("exiting on receipt of SIGTERM");
-    dp.shutdown();
-    export.update(&net, now_secs(), true);
-    if let Some(p) = &cfg.pid_file {
-        let _ = std::fs::remove_file(p);
+    // Neutron's restart() and disable() remove the pid file right after the signal, then
+    // start a new instance (which writes its own pid file once it holds the journal this one
+    // still holds) or remove the whole directory. An instance whose pid file is gone or names
+    // another process has been replaced: it writes, renames and removes nothing, so that it
+    // neither deletes the new instance's pid file nor recreates files in a directory being
+    // removed. Every ACKed lease is in the journal already.
+    if owns_its_files(cfg.pid_file.as_deref(), &leasefile) {
+        dp.shutdown_and_compact();
+        export.update(&net, now_secs(), true);
+        if let Some(p) = &cfg.pid_file {
+            let _ = std::fs::remove_file(p);
+        }
+    } else {
+        dp.shutdown();
+        tracing::info!("replaced: pid file or directory gone, leaving the files as they are");
     }
     Ok(())
+}
+
+/// True while this process is still the one its pid file names (or there is no pid file) and
+/// the directory of its leases file still exists.
+fn owns_its_files(pid_file: Option<&Path>, leasefile: &Path) -> bool {
+    let dir_present = match leasefile.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(d) => d.is_dir(),
+        None => true,
+    };
+    let pid_is_ours = match pid_file {
+        None => true,
+        Some(p) => {
+            std::fs::read_to_string(p)
+                .ok()
+                .and_then(|t| t.trim().parse::<u32>().ok())
+                == Some(std::process::id())
+        }
+    };
+    dir_present && pid_is_ours
 }
 
 fn start_listeners(
@@ -428,9 +490,12 @@ struct LeaseExport {
 }
 
 impl LeaseExport {
-    fn new(net: &Network, path: PathBuf) -> Self {
+    /// Follows `net`'s leases; `wake` is sent to when a lease is released, declined or
+    /// revoked, so that the file shows it gone before Neutron re-reads it after a
+    /// `dhcp_release` (0.3 s later) instead of at the next once-a-second export.
+    fn new(net: &Network, path: PathBuf, wake: std::sync::mpsc::SyncSender<()>) -> Self {
         LeaseExport {
-            copy: net.leases().follow(),
+            copy: net.leases().follow_waking(wake),
             path,
         }
     }

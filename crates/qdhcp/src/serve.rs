@@ -493,7 +493,7 @@ fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         Ok::<(), anyhow::Error>(())
     })?;
     tracing::info!("exiting: stopping DHCP");
-    dp.shutdown();
+    dp.shutdown_and_compact();
     Ok(())
 }
 

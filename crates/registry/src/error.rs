@@ -46,6 +46,17 @@ pub enum RegistryError {
     /// Ports still use the network.
     #[error("Unable to complete operation on network {0}. There are one or more ports still in use on the network.")]
     NetworkInUse(String),
+    /// A flat network already uses this physical network (both would be one L2 segment).
+    #[error("Unable to create the flat network. Physical network {0} is in use.")]
+    FlatNetworkInUse(String),
+    /// The gateway lies inside an allocation pool, where IPAM could hand it to a port.
+    #[error("Gateway ip {ip} conflicts with allocation pool {pool}.")]
+    GatewayConflictWithAllocationPools {
+        /// The gateway.
+        ip: String,
+        /// The pool, `start-end`.
+        pool: String,
+    },
     /// The subnet overlaps another one of the network.
     #[error("Invalid input for operation: Requested subnet with cidr: {cidr} for network: {net_id} overlaps with another subnet.")]
     Overlap {
@@ -70,6 +81,10 @@ impl RegistryError {
             RegistryError::InvalidIpForSubnet { .. } => "InvalidIpForSubnet",
             RegistryError::SubnetInUse(_) => "SubnetInUse",
             RegistryError::NetworkInUse(_) => "NetworkInUse",
+            RegistryError::FlatNetworkInUse(_) => "FlatNetworkInUse",
+            RegistryError::GatewayConflictWithAllocationPools { .. } => {
+                "GatewayConflictWithAllocationPools"
+            }
             RegistryError::Overlap { .. } => "InvalidInput",
         }
     }

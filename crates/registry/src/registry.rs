@@ -208,6 +208,16 @@ impl Registry {
                 "a flat provider network needs a physical network",
             ));
         }
+        if let Some(pn) = physical_network.as_ref().filter(|_| network_type == "flat") {
+            // ML2's flat type driver: one flat network per physical network
+            if self
+                .networks
+                .values()
+                .any(|o| o.network_type == "flat" && o.physical_network.as_ref() == Some(pn))
+            {
+                return Err(RegistryError::FlatNetworkInUse(pn.clone()));
+            }
+        }
         let mtu = req.mtu.unwrap_or(1500);
         if !(68..=65535).contains(&mtu) {
             return Err(invalid("mtu", format!("{mtu} is not in range 68-65535")));
@@ -337,16 +347,11 @@ impl Registry {
                     ));
                 }
             }
-            if gw.is_some_and(|g| p.contains(g)) {
-                return Err(invalid(
-                    "allocation_pools",
-                    format!(
-                        "the gateway {} is inside pool {}-{}",
-                        gw.unwrap_or(p.start),
-                        p.start,
-                        p.end
-                    ),
-                ));
+            if let Some(g) = gw.filter(|g| p.contains(*g)) {
+                return Err(RegistryError::GatewayConflictWithAllocationPools {
+                    ip: g.to_string(),
+                    pool: format!("{}-{}", p.start, p.end),
+                });
             }
             for q in &pools[i + 1..] {
                 if p.start <= q.end && q.start <= p.end {

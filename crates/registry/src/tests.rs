@@ -349,3 +349,74 @@ fn members_cannot_create_in_other_projects() {
         .unwrap_err();
     assert_eq!(e.status(), 400);
 }
+
+#[test]
+fn second_flat_network_on_a_physical_network_is_flat_network_in_use() {
+    let (mut r, mut env, _, _) = setup("172.16.1.200");
+    let flat_on = |pn: &str| NetworkReq {
+        network_type: Some("flat".into()),
+        physical_network: Some(Some(pn.into())),
+        ..Default::default()
+    };
+    let e = r
+        .create_network(flat_on("physnet1"), &admin(), &mut env)
+        .unwrap_err();
+    assert_eq!((e.status(), e.kind()), (409, "FlatNetworkInUse"));
+    assert_eq!(
+        e.to_string(),
+        "Unable to create the flat network. Physical network physnet1 is in use."
+    );
+    // another physical network, or a local network, is fine
+    r.create_network(flat_on("physnet2"), &admin(), &mut env)
+        .unwrap();
+    r.create_network(
+        NetworkReq {
+            network_type: Some("local".into()),
+            ..Default::default()
+        },
+        &admin(),
+        &mut env,
+    )
+    .unwrap();
+}
+
+#[test]
+fn gateway_inside_a_pool_is_gateway_conflict_with_allocation_pools() {
+    let (mut r, mut env, net, sub) = setup("172.16.1.200");
+    let e = r
+        .create_subnet(
+            SubnetReq {
+                network_id: Some(net.clone()),
+                cidr: Some("172.16.2.0/24".into()),
+                gateway_ip: Some(Some("172.16.2.10".into())),
+                allocation_pools: Some(vec![PoolReq {
+                    start: "172.16.2.2".into(),
+                    end: "172.16.2.100".into(),
+                }]),
+                ..Default::default()
+            },
+            &admin(),
+            &mut env,
+        )
+        .unwrap_err();
+    assert_eq!(
+        (e.status(), e.kind()),
+        (409, "GatewayConflictWithAllocationPools")
+    );
+    assert_eq!(
+        e.to_string(),
+        "Gateway ip 172.16.2.10 conflicts with allocation pool 172.16.2.2-172.16.2.100."
+    );
+    // and moving an existing subnet's gateway into its pool, likewise
+    let e = r
+        .update_subnet(
+            &sub,
+            SubnetReq {
+                gateway_ip: Some(Some("172.16.1.150".into())),
+                ..Default::default()
+            },
+            &mut env,
+        )
+        .unwrap_err();
+    assert_eq!(e.kind(), "GatewayConflictWithAllocationPools");
+}
