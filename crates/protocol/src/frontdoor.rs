@@ -1,7 +1,7 @@
 //! The front door: every byte that arrives is checked here before anything trusts it.
 //!
 //! dhcproto 0.15 panics on `hlen` > 16 and on bad lengths of some options, silently drops all
-//! options after a malformed one and accepts a bad magic cookie (DESIGN.md). So the header and
+//! options after a malformed one and accepts a bad magic cookie (docs/ARCHITECTURE.md, "Wire format"). So the header and
 //! every option TLV are validated on the raw bytes first; only a packet that passes is decoded,
 //! and the options the server acts on are read from the validated TLVs. No I/O here.
 

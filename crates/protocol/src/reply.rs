@@ -1,6 +1,6 @@
 //! Reply encoding: header through dhcproto, then options in the client's parameter-request-list
 //! order, End, and padding to the 300-byte BOOTP minimum. dhcproto alone would write options in
-//! code order and never pad (DESIGN.md), which some clients mishandle.
+//! code order and never pad (docs/ARCHITECTURE.md, "Wire format"), which some clients mishandle.
 
 use std::net::Ipv4Addr;
 

@@ -1,6 +1,6 @@
 //! `qdhcp dnsmasq` served to real DHCP clients (ISC dhclient, busybox udhcpc, dhcpcd) in
 //! network namespaces, with the command line and files Neutron's DHCP agent uses.
-//! The flat_net walk-through of DESIGN.md: 172.16.1.0/24, cirros-vm1 → 172.16.1.103.
+//! The flat_net walk-through of the README: 172.16.1.0/24, cirros-vm1 → 172.16.1.103.
 
 mod common;
 

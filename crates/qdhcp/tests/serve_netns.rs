@@ -55,6 +55,63 @@ fn openstack_cli_walkthrough_serves_the_vm_and_port_delete_naks_its_renewal() {
         "flat_subnet",
     ]);
     assert_eq!(s["cidr"], "172.16.1.0/24");
+    // Neutron's refusals, with its status codes and error types, as the CLI shows them
+    let (ok, text) = h.openstack(&[
+        "network",
+        "create",
+        "flat_net2",
+        "--provider-network-type",
+        "flat",
+        "--provider-physical-network",
+        "physnet1",
+    ]);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("409")
+            && text.contains(
+                "Unable to create the flat network. Physical network physnet1 is in use."
+            ),
+        "{text}"
+    );
+    let (s_code, body) = h.http(
+        "POST",
+        "/v2.0/networks",
+        Some(&json!({"network": {"provider:network_type": "flat", "provider:physical_network": "physnet1"}})),
+    );
+    assert_eq!(
+        (s_code, body["NeutronError"]["type"].as_str()),
+        (409, Some("FlatNetworkInUse"))
+    );
+    let (ok, text) = h.openstack(&[
+        "subnet",
+        "create",
+        "--network",
+        "flat_net",
+        "--subnet-range",
+        "172.16.9.0/24",
+        "--gateway",
+        "172.16.9.50",
+        "--allocation-pool",
+        "start=172.16.9.10,end=172.16.9.100",
+        "gw_in_pool",
+    ]);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("409")
+            && text.contains(
+                "Gateway ip 172.16.9.50 conflicts with allocation pool 172.16.9.10-172.16.9.100."
+            ),
+        "{text}"
+    );
+    let (s_code, body) = h.http(
+        "POST",
+        "/v2.0/subnets",
+        Some(&json!({"subnet": {"network_id": n["id"], "ip_version": 4, "cidr": "172.16.9.0/24", "gateway_ip": "172.16.9.50", "allocation_pools": [{"start": "172.16.9.10", "end": "172.16.9.100"}]}})),
+    );
+    assert_eq!(
+        (s_code, body["NeutronError"]["type"].as_str()),
+        (409, Some("GatewayConflictWithAllocationPools"))
+    );
     let p = h.openstack_json(&[
         "port",
         "create",
