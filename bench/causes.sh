@@ -18,7 +18,7 @@ T=/sys/kernel/tracing
 [ -w "$T/tracing_on" ] || { echo "tracefs not writable at $T (need root)" >&2; exit 1; }
 cargo build --release --bin qdhcp
 Q=$PWD/target/release/qdhcp
-W=$(mktemp -d /tmp/qdhcp-causes.XXXX)
+W=$(mktemp -d /tmp/qdhcp-causes.XXXX); chmod 755 "$W"  # qdhcp dnsmasq reads its files as nobody, as dnsmasq does
 OUT=$W/causes.jsonl
 SRV_PID=""
 del_netns() { for n in qbs qbc; do ip netns del "$n" 2>/dev/null || true; done; }

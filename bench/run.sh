@@ -24,7 +24,7 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 cargo build --release --bin qdhcp
 Q=$PWD/target/release/qdhcp
-W=$(mktemp -d /tmp/qdhcp-bench.XXXX)
+W=$(mktemp -d /tmp/qdhcp-bench.XXXX); chmod 755 "$W"  # qdhcp dnsmasq reads its files as nobody, as dnsmasq does
 SHM=$(mktemp -d /dev/shm/qdhcp-bench.XXXX)
 OUT=bench/results.jsonl
 : > "$OUT"

@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 RATE=${1:-40000}
 cargo build --release --bin qdhcp
 Q=$PWD/target/release/qdhcp
-W=$(mktemp -d /tmp/qdhcp-scale.XXXX)
+W=$(mktemp -d /tmp/qdhcp-scale.XXXX); chmod 755 "$W"  # qdhcp dnsmasq reads its files as nobody, as dnsmasq does
 chmod 755 "$W"
 SRV=""
 cleanup() {

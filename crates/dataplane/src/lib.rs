@@ -6,6 +6,7 @@ pub mod journal;
 pub mod leases;
 pub mod listener;
 pub mod priority;
+pub mod privileges;
 pub mod server;
 
 pub use server::{now_secs, Dataplane, Network, ReloadStats, ServeOptions};

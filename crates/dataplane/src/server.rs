@@ -218,6 +218,8 @@ pub struct Dataplane {
     policy: Policy,
     opts: ServeOptions,
     shutdown: AtomicBool,
+    /// A compaction was refused for want of write access (after a privilege drop).
+    compaction_denied: AtomicBool,
     networks: Mutex<HashMap<String, Arc<Network>>>,
     recovered: Mutex<HashMap<String, LeaseTable>>,
     threads: Mutex<HashMap<String, Listener>>,
@@ -453,6 +455,22 @@ impl Dataplane {
         policy: Policy,
         opts: ServeOptions,
     ) -> Result<Arc<Self>, JournalError> {
+        let dp = Self::open_unstarted(journal, policy, opts)?;
+        dp.start().map_err(|source| JournalError::Io {
+            path: journal.to_path_buf(),
+            source,
+        })?;
+        Ok(dp)
+    }
+
+    /// [`Dataplane::open`] without starting the journal writer thread: the process stays
+    /// single-threaded until [`Dataplane::start`], so that privileges can be dropped between
+    /// the two (see [`crate::privileges`]).
+    pub fn open_unstarted(
+        journal: &Path,
+        policy: Policy,
+        opts: ServeOptions,
+    ) -> Result<Arc<Self>, JournalError> {
         let (j, loaded) = Journal::open(journal)?;
         if !loaded.damaged.is_empty() {
             tracing::warn!(
@@ -475,20 +493,22 @@ impl Dataplane {
             threads: Mutex::new(HashMap::default()),
             queue: Arc::new(CommitQueue::default()),
             writer_thread: Mutex::new(None),
+            compaction_denied: AtomicBool::new(false),
         });
-        let w = dp.clone();
+        Ok(dp)
+    }
+
+    /// Starts the journal writer thread; ACKs wait for it.
+    pub fn start(self: &Arc<Self>) -> io::Result<()> {
+        let w = self.clone();
         let h = std::thread::Builder::new()
             .name("journal".into())
             .spawn(move || {
                 w.take_serving_priority();
                 w.write_journal();
-            })
-            .map_err(|source| JournalError::Io {
-                path: journal.to_path_buf(),
-                source,
             })?;
-        *dp.writer_thread.lock().unwrap_or_else(|p| p.into_inner()) = Some(h);
-        Ok(dp)
+        *self.writer_thread.lock().unwrap_or_else(|p| p.into_inner()) = Some(h);
+        Ok(())
     }
 
     /// Adds a network to serve, with the leases recovered for it.
@@ -750,9 +770,7 @@ impl Dataplane {
     /// start reads no more than it must. Only for an instance that still owns its files.
     pub fn shutdown_and_compact(&self) {
         self.shutdown();
-        if let Err(e) = self.compact() {
-            tracing::error!(target: "dhcp", "{e}");
-        }
+        self.compact_if_allowed();
     }
 
     /// True once `shutdown` was called.
@@ -807,13 +825,35 @@ impl Dataplane {
                 live += t.len();
             }
         });
-        let count = self.journal.record_count() as usize;
         // Compaction holds the journal while it rewrites it, delaying the ACKs of that moment:
         // do it seldom (the journal at least 100,000 records and four times the live ones).
-        if count > 100_000 && count > 4 * live {
-            if let Err(e) = self.compact() {
-                tracing::error!(target: "dhcp", "{e}");
+        self.compact_if_grown(live, 100_000);
+    }
+
+    /// Compacts the journal when it holds more than `min_records` records and four times the
+    /// `live` ones. A process that gave up root may not create files beside the journal: then
+    /// it says so once and leaves compaction to the next start.
+    pub fn compact_if_grown(&self, live: usize, min_records: usize) {
+        let count = self.journal.record_count() as usize;
+        if count > min_records && count > 4 * live {
+            self.compact_if_allowed();
+        }
+    }
+
+    /// [`Dataplane::compact`], unless the journal's directory is not writable to this process.
+    fn compact_if_allowed(&self) {
+        if self.compaction_denied.load(Ordering::Relaxed) {
+            return;
+        }
+        match self.compact() {
+            Ok(_) => {}
+            Err(JournalError::Io { path, source })
+                if source.kind() == io::ErrorKind::PermissionDenied =>
+            {
+                self.compaction_denied.store(true, Ordering::Relaxed);
+                tracing::info!(target: "dhcp", "lease journal {}: no write access to its directory after dropping privileges; it is compacted at the next start", path.display());
             }
+            Err(e) => tracing::error!(target: "dhcp", "{e}"),
         }
     }
 

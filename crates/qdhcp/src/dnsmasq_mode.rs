@@ -14,9 +14,9 @@ use qdhcp_compat::reload::{Applied, Delta};
 use qdhcp_compat::{build_with_context, parse_args, DnsmasqConfig};
 use qdhcp_dataplane::leases::Catchup;
 use qdhcp_dataplane::listener::{iface_addrs, iface_names, open_dhcp_socket};
-use qdhcp_dataplane::priority;
 use qdhcp_dataplane::server::ReloadStats;
 use qdhcp_dataplane::{now_secs, Dataplane, Network, ServeOptions};
+use qdhcp_dataplane::{priority, privileges};
 use qdhcp_protocol::{Lease, NetworkTable, Policy};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 
@@ -241,7 +241,9 @@ fn serve(cfg: &DnsmasqConfig, ready: Ready) -> anyhow::Result<()> {
             .unwrap_or(qdhcp_dataplane::server::MacLimiter::PER_SECOND),
         realtime: cfg.realtime,
     };
-    let dp = match Dataplane::open(&journal_path(&leasefile), policy, opts) {
+    // Until the privilege drop below the process has one thread: the journal writer and the
+    // listeners start after it (credentials are per thread).
+    let dp = match Dataplane::open_unstarted(&journal_path(&leasefile), policy, opts) {
         Ok(d) => d,
         Err(e) => {
             let msg = format!("{e} (fix or move the file away to start with an empty lease table)");
@@ -265,24 +267,53 @@ fn serve(cfg: &DnsmasqConfig, ready: Ready) -> anyhow::Result<()> {
     for p in &cfg.hostsfiles {
         tracing::info!(target: "dhcp", "read {} - {hosts} addresses", p.display());
     }
+    // Compacted now, while files beside the journal can still be created: after the drop the
+    // directory (Neutron's, owned by root) is not writable.
+    let live = net.leases().len();
+    dp.compact_if_grown(live, 1_000);
 
     let (stop_wake, export_wake) = std::sync::mpsc::sync_channel(1);
     let mut export = LeaseExport::new(&net, leasefile.clone(), stop_wake.clone());
-    export.update(&net, now_secs(), true);
 
     let mut serving: HashSet<String> = HashSet::new();
-    let started = start_listeners(cfg, &dp, &net, &mut serving);
-    if let Err(e) = started {
-        let msg = format!("{e:#}");
-        ready.fail(&msg);
-        anyhow::bail!(msg);
-    }
+    let sockets = match open_sockets(cfg, &serving) {
+        Ok(s) => s,
+        Err(e) => {
+            let msg = format!("{e:#}");
+            ready.fail(&msg);
+            anyhow::bail!(msg);
+        }
+    };
     if let Some(p) = &cfg.pid_file {
         if let Err(e) = std::fs::write(p, format!("{}\n", std::process::id())) {
             let msg = format!("cannot write pid file {}: {e}", p.display());
             ready.fail(&msg);
             anyhow::bail!(msg);
         }
+    }
+    let dropped = match drop_privileges(cfg, &mut export) {
+        Ok(d) => d,
+        Err(e) => {
+            let msg = format!("{e:#}");
+            ready.fail(&msg);
+            anyhow::bail!(msg);
+        }
+    };
+    export.update(&net, now_secs(), true);
+    let started = dp
+        .start()
+        .map_err(anyhow::Error::from)
+        .and_then(|_| listen_on(&dp, &net, sockets, &mut serving));
+    if let Err(e) = started {
+        let msg = format!("{e:#}");
+        ready.fail(&msg);
+        anyhow::bail!(msg);
+    }
+    if let Some(t) = &dropped {
+        tracing::info!(
+            "running as user {} (uid {}, gid {}), keeping only CAP_NET_ADMIN, CAP_NET_RAW, CAP_NET_BIND_SERVICE, CAP_SYS_NICE",
+            t.user, t.uid, t.gid
+        );
     }
     tracing::info!(
         "started, qdhcp version {} (dnsmasq compatible), DHCP on {}",
@@ -405,22 +436,70 @@ fn owns_its_files(pid_file: Option<&Path>, leasefile: &Path) -> bool {
     dir_present && pid_is_ours
 }
 
+/// Opens the DHCP sockets of the wanted interfaces not served yet (before the privilege drop,
+/// as dnsmasq opens its sockets as root).
+fn open_sockets(
+    cfg: &DnsmasqConfig,
+    serving: &HashSet<String>,
+) -> anyhow::Result<Vec<(String, socket2::Socket)>> {
+    let mut out = Vec::new();
+    for iface in wanted_ifaces(cfg) {
+        if !serving.contains(&iface) {
+            let sock = open_dhcp_socket(&iface)?;
+            out.push((iface, sock));
+        }
+    }
+    Ok(out)
+}
+
+/// Serves `net` on each opened socket.
+fn listen_on(
+    dp: &Arc<Dataplane>,
+    net: &Arc<Network>,
+    sockets: Vec<(String, socket2::Socket)>,
+    serving: &mut HashSet<String>,
+) -> anyhow::Result<()> {
+    for (iface, sock) in sockets {
+        dp.listen(net.clone(), &iface, &iface, sock, None)?;
+        tracing::info!("DHCP listening on {iface}");
+        serving.insert(iface);
+    }
+    Ok(())
+}
+
+/// Starts serving interfaces that appeared since the last look (`--bind-dynamic`).
 fn start_listeners(
     cfg: &DnsmasqConfig,
     dp: &Arc<Dataplane>,
     net: &Arc<Network>,
     serving: &mut HashSet<String>,
 ) -> anyhow::Result<()> {
-    for iface in wanted_ifaces(cfg) {
-        if serving.contains(&iface) {
-            continue;
-        }
-        let sock = open_dhcp_socket(&iface)?;
-        dp.listen(net.clone(), &iface, &iface, sock, None)?;
-        tracing::info!("DHCP listening on {iface}");
-        serving.insert(iface);
+    let sockets = open_sockets(cfg, serving)?;
+    listen_on(dp, net, sockets, serving)
+}
+
+/// Gives up root as dnsmasq does (`--user`, default `nobody`; `--group`, default the user's
+/// primary group) once sockets and files are open, keeping only the capabilities the packet
+/// path needs (see `qdhcp_dataplane::privileges`). Not root, or `--user=root`: nothing to drop.
+fn drop_privileges(
+    cfg: &DnsmasqConfig,
+    export: &mut LeaseExport,
+) -> anyhow::Result<Option<privileges::Target>> {
+    if !nix::unistd::geteuid().is_root() {
+        return Ok(None);
     }
-    Ok(())
+    let target = privileges::resolve(
+        cfg.user.as_deref().unwrap_or("nobody"),
+        cfg.group.as_deref(),
+    )?;
+    if target.uid == 0 {
+        return Ok(None);
+    }
+    // The leases file's directory is not writable after the drop: it is rewritten in place
+    // through a descriptor opened now, as dnsmasq does.
+    export.keep_open()?;
+    privileges::drop_to(&target, &privileges::packet_path_caps())?;
+    Ok(Some(target))
 }
 
 /// SIGHUP: re-reads the files; a change of a few host lines is applied in place (a few
@@ -487,6 +566,9 @@ fn lease_from_line(l: LeaseLine) -> Lease {
 struct LeaseExport {
     copy: qdhcp_dataplane::leases::LeaseTable,
     path: PathBuf,
+    /// The file, kept open to be rewritten in place once the process may no longer create
+    /// files in its directory (after the privilege drop); `None`: replaced atomically.
+    in_place: Option<std::fs::File>,
 }
 
 impl LeaseExport {
@@ -497,7 +579,20 @@ impl LeaseExport {
         LeaseExport {
             copy: net.leases().follow_waking(wake),
             path,
+            in_place: None,
         }
+    }
+
+    /// Opens the file to be rewritten in place from now on.
+    fn keep_open(&mut self) -> anyhow::Result<()> {
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&self.path)
+            .with_context(|| format!("cannot open leases file {}", self.path.display()))?;
+        self.in_place = Some(f);
+        Ok(())
     }
 
     /// Catches up with the served table and rewrites the file if anything changed.
@@ -543,8 +638,19 @@ impl LeaseExport {
         priority::yield_to_serving();
         let text = format_leases(&lines);
         priority::yield_to_serving();
-        let tmp = self.path.with_extension("qdhcp-tmp");
-        let res = std::fs::write(&tmp, text).and_then(|_| std::fs::rename(&tmp, &self.path));
+        let res = match &self.in_place {
+            // as dnsmasq does: over the old text, then cut to length (a reader never sees an
+            // empty file, which Neutron would take for "no leases")
+            Some(f) => {
+                use std::os::unix::fs::FileExt;
+                f.write_all_at(text.as_bytes(), 0)
+                    .and_then(|_| f.set_len(text.len() as u64))
+            }
+            None => {
+                let tmp = self.path.with_extension("qdhcp-tmp");
+                std::fs::write(&tmp, text).and_then(|_| std::fs::rename(&tmp, &self.path))
+            }
+        };
         if let Err(e) = res {
             tracing::warn!("cannot write leases file {}: {e}", self.path.display());
         }

@@ -452,8 +452,34 @@ fn daemonizes_like_dnsmasq_and_tracks_by_pid_file() {
     assert!(nix::sys::signal::kill(pid, None).is_ok(), "daemon alive");
     let vm = t.vm(VM1_MAC);
     assert!(udhcpc(&t, &vm, 5).is_some());
+    // it runs as `nobody` with only the packet path's capabilities, as dnsmasq does
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |k: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(k))
+            .map(|v| v.split_whitespace().collect::<Vec<_>>())
+            .unwrap()
+    };
+    assert_eq!(field("Uid:"), ["65534"; 4], "{status}");
+    // CAP_NET_BIND_SERVICE (10), NET_ADMIN (12), NET_RAW (13), SYS_NICE (23)
+    let want = (1u64 << 10) | (1 << 12) | (1 << 13) | (1 << 23);
+    for set in ["CapEff:", "CapPrm:", "CapBnd:"] {
+        assert_eq!(
+            u64::from_str_radix(field(set)[0], 16).unwrap(),
+            want,
+            "{set} {status}"
+        );
+    }
+    assert_eq!(field("NoNewPrivs:"), ["1"]);
     nix::sys::signal::kill(pid, Signal::SIGTERM).unwrap();
-    wait_until(Duration::from_secs(5), || !s.pid.exists());
+    // gone; as nobody it cannot remove its pid file from a root-owned directory (neither can
+    // dnsmasq): Neutron removes it, and checks /proc/<pid>/cmdline anyway
+    wait_until(Duration::from_secs(5), || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|st| st.contains(") Z "))
+            .unwrap_or(true)
+    });
 
     // a bad command line fails at once with the reason, as dnsmasq does
     let out = Command::new(qdhcp_bin())

@@ -212,13 +212,15 @@ fn an_instance_whose_pid_file_was_removed_exits_without_touching_its_directory()
 }
 
 /// The same instance, stopped by an operator with its pid file in place, still leaves its
-/// files tidy: pid file removed, leases file current.
+/// files tidy: leases file current, and (running as root, `--user=root`) pid file removed; as
+/// `nobody` it cannot remove a file from Neutron's root-owned directory, nor can dnsmasq.
 #[test]
 fn an_instance_stopped_with_its_pid_file_in_place_cleans_up() {
     if !netns_available("sigterm-owner") {
         return;
     }
-    let (t, s) = flat_net();
+    let (t, mut s) = flat_net();
+    s.args.push("--user=root".into());
     let mut daemons = Daemons(Vec::new());
     spawn_daemon(&t, &s);
     let pid = read_pid(&s.pid).expect("pid file");

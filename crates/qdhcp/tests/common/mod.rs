@@ -108,6 +108,11 @@ impl Topo {
             vms: Vec::new(),
             dir: tempfile::tempdir().expect("tempdir"),
         };
+        // as Neutron's conf dirs (0755): `qdhcp dnsmasq` re-reads its files on SIGHUP after
+        // dropping to `nobody`, as dnsmasq does
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(t.dir.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod test dir");
         for ns in [&t.host_ns, &t.srv_ns] {
             let _ = Command::new("ip").args(["netns", "del", ns]).output();
             sh(&["ip", "netns", "add", ns]);

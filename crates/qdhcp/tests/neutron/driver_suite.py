@@ -220,6 +220,7 @@ def delete_netns(ns):
 
 DHCP_TYPES = {1: 'DISCOVER', 2: 'OFFER', 3: 'REQUEST', 4: 'DECLINE', 5: 'ACK', 6: 'NAK',
               7: 'RELEASE', 8: 'INFORM'}
+IP_PKTINFO = getattr(socket, 'IP_PKTINFO', 8)  # not exported by Python 3.11
 PRL = [1, 3, 6, 12, 15, 26, 28, 42, 51, 54, 58, 59, 66, 67, 119, 121, 249]
 
 
@@ -270,7 +271,7 @@ def probe_main(spec):
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, spec['iface'].encode())
-    s.setsockopt(socket.IPPROTO_IP, socket.IP_PKTINFO, 1)
+    s.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
     s.bind(('0.0.0.0', 68))
     xid = random.getrandbits(32)
     mt = {'discover': 1, 'request': 3}[spec['kind']]
@@ -291,7 +292,7 @@ def probe_main(spec):
             continue
         dst = None
         for lvl, typ, val in anc:
-            if lvl == socket.IPPROTO_IP and typ == socket.IP_PKTINFO:
+            if lvl == socket.IPPROTO_IP and typ == IP_PKTINFO:
                 dst = socket.inet_ntoa(val[8:12])  # struct in_pktinfo: ifindex, spec_dst, addr
         r['src'] = src[0]
         r['dst'] = dst
@@ -659,7 +660,10 @@ def load_neutron(tmp, topo):
     cfg.CONF.set_override('dhcp_confs', os.path.join(tmp, 'dhcp'))
     cfg.CONF.set_override('external_pids', os.path.join(tmp, 'external', 'pids'))
     cfg.CONF.set_override('interface_driver', '__main__.QtVethDriver')
-    cfg.CONF.set_override('root_helper', '', 'AGENT')  # we are root: commands run directly
+    cfg.CONF.set_override('lock_path', os.path.join(tmp, 'lock'), 'oslo_concurrency')
+    # We are root: the root helper is a no-op. It must be a non-empty command, since oslo.privsep
+    # falls back to "sudo" for an empty one; env keeps PATH (our wrappers) for the privsep daemon.
+    cfg.CONF.set_override('root_helper', 'env', 'AGENT')
     agent_config.setup_privsep()
 
     class QtVethDriver(interface.LinuxInterfaceDriver):
@@ -1067,6 +1071,8 @@ def case_enable(s):
     R.check('enable.cmdline_no_interface_flag', not any(a.startswith('--interface') for a in args),
             'info: Neutron 29 passes no --interface')  # documents Neutron's line
     routes = base_routes()
+    if os.environ.get('QT_DEBUG_PAUSE'):
+        R.info(f'pausing {os.environ["QT_DEBUG_PAUSE"]} s'); time.sleep(int(os.environ['QT_DEBUG_PAUSE']))
     lease = vm1.dhclient()
     check_lease('enable.vm1.dhclient', lease, p1, net, routes=routes,
                 hostname=host_name('172.16.1.103'))
@@ -1517,11 +1523,16 @@ def main():
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, lambda *_: sys.exit(130))
 
+    saved_stderr = None
     try:
         R.info(f'dnsmasq under test: {dnsmasq}; temp dir {tmp}; run tag {topo.tag}')
         v = sh(dnsmasq, '--version', check=False, timeout=10)
         R.info(f'{dnsmasq} --version: {(v.stdout or v.stderr).splitlines()[:1]}')
         topo.up()
+        # the privsep daemons Neutron starts write start-up lines to stderr: send fd 2 to a file
+        saved_stderr = os.dup(2)
+        errlog = os.open(os.path.join(tmp, 'stderr.log'), os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        os.dup2(errlog, 2)
         load_neutron(tmp, topo)
         from importlib.metadata import version
         R.info(f'neutron {version("neutron")}, driver {N.dhcp.Dnsmasq.__module__}.Dnsmasq')
@@ -1547,6 +1558,8 @@ def main():
         respawns = [r for r in CAPTURE.records if 'respawn' in r[2].lower()]
         R.check('process_monitor.no_respawn', not respawns, f'{respawns[:3]}')
     finally:
+        if saved_stderr is not None:
+            os.dup2(saved_stderr, 2)
         if args.keep or R.failed:
             R.info(f'kept {tmp} (neutron.log, dnsmasq-argv.log, dhcp_release.log, VM logs)')
         cleanup()
