@@ -18,7 +18,7 @@ T=/sys/kernel/tracing
 [ -w "$T/tracing_on" ] || { echo "tracefs not writable at $T (need root)" >&2; exit 1; }
 cargo build --release --bin qdhcp
 Q=$PWD/target/release/qdhcp
-W=$(mktemp -d /tmp/qdhcp-causes.XXXX); chmod 755 "$W"  # qdhcp dnsmasq reads its files as nobody, as dnsmasq does
+W=$(mktemp -d /tmp/qdhcp-causes.XXXX)
 OUT=$W/causes.jsonl
 SRV_PID=""
 del_netns() { for n in qbs qbc; do ip netns del "$n" 2>/dev/null || true; done; }
@@ -64,7 +64,7 @@ echo mono > "$T/trace_clock"
 echo 'sched:sched_switch sched:sched_wakeup' > "$T/set_event"
 for mode in default realtime; do
   rm -f "$W"/qdhcp.leases*
-  ip netns exec qbs taskset -c 0 "$Q" dnsmasq -k --no-hosts --no-resolv --port=0 --interface=qbs0 --bind-interfaces \
+  ip netns exec qbs taskset -c 0 "$Q" dnsmasq -k -u root --no-hosts --no-resolv --port=0 --interface=qbs0 --bind-interfaces \
     --dhcp-range=set:s,10.0.0.0,static,255.0.0.0,86400s --dhcp-hostsfile="$W/hosts" \
     --dhcp-leasefile="$W/qdhcp.leases" --dhcp-lease-max=4000000 --quiet-dhcp --qdhcp-client-rate=0 \
     --log-facility="$W/qdhcp.log" $([ $mode = realtime ] && echo --qdhcp-realtime) &

@@ -24,7 +24,7 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 cargo build --release --bin qdhcp
 Q=$PWD/target/release/qdhcp
-W=$(mktemp -d /tmp/qdhcp-bench.XXXX); chmod 755 "$W"  # qdhcp dnsmasq reads its files as nobody, as dnsmasq does
+W=$(mktemp -d /tmp/qdhcp-bench.XXXX)
 SHM=$(mktemp -d /dev/shm/qdhcp-bench.XXXX)
 OUT=bench/results.jsonl
 : > "$OUT"
@@ -86,7 +86,7 @@ start_server() {
     qdhcp-dnsmasq|qdhcp-dnsmasq-rt)
       # -rt: the same server with its listener and journal writer at SCHED_FIFO (--qdhcp-realtime)
       rm -f "$W"/qdhcp.leases*
-      ip netns exec qbs taskset -c 0 "$Q" dnsmasq -k --no-hosts --no-resolv --port=0 --interface=qbs0 --bind-interfaces \
+      ip netns exec qbs taskset -c 0 "$Q" dnsmasq -k -u root --no-hosts --no-resolv --port=0 --interface=qbs0 --bind-interfaces \
         --dhcp-range=set:s,10.0.0.0,static,255.0.0.0,86400s --dhcp-hostsfile="$W/hosts" \
         --dhcp-leasefile="$W/qdhcp.leases" --dhcp-lease-max=4000000 --quiet-dhcp --qdhcp-client-rate=0 --log-facility="$W/qdhcp.log" \
         $([ "$1" = qdhcp-dnsmasq-rt ] && echo --qdhcp-realtime) &

@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 RATE=${1:-40000}
 cargo build --release --bin qdhcp
 Q=$PWD/target/release/qdhcp
-W=$(mktemp -d /tmp/qdhcp-scale.XXXX); chmod 755 "$W"  # qdhcp dnsmasq reads its files as nobody, as dnsmasq does
+W=$(mktemp -d /tmp/qdhcp-scale.XXXX)
 chmod 755 "$W"
 SRV=""
 cleanup() {
@@ -50,7 +50,7 @@ probe_until_served() {  # CLIENT_INDEX -> seconds until one DORA for it is ACKed
   echo timeout
 }
 start_qdhcp() {  # HOSTS
-  ip netns exec qzs taskset -c 0 "$Q" dnsmasq -k --interface=qzs0 --port=0 --dhcp-range=10.0.0.0,static,255.0.0.0,86400s \
+  ip netns exec qzs taskset -c 0 "$Q" dnsmasq -k -u root --interface=qzs0 --port=0 --dhcp-range=10.0.0.0,static,255.0.0.0,86400s \
     --dhcp-hostsfile="$1" --dhcp-leasefile="$W/leases" --dhcp-lease-max=4000000 --quiet-dhcp --qdhcp-client-rate=0 --log-facility="$W/qdhcp.log" &
   SRV=$!
 }

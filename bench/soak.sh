@@ -12,7 +12,7 @@ MIN=${1:-30}
 RATE=${2:-5000}
 cargo build --release --bin qdhcp
 Q=$PWD/target/release/qdhcp
-W=$(mktemp -d /tmp/qdhcp-soak.XXXX); chmod 755 "$W"  # qdhcp dnsmasq reads its files as nobody, as dnsmasq does
+W=$(mktemp -d /tmp/qdhcp-soak.XXXX)
 SRV=""
 CHURN=""
 cleanup() {

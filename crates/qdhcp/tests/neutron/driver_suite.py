@@ -372,12 +372,13 @@ class VM:
 
     def __init__(self, topo, index, mac):
         self.topo, self.index, self.mac = topo, index, mac
-        self.ns = f'qtv{topo.tag}{index}'
+        self.ns = f'qtnv{topo.tag}{index}'
         self.host_end = f'qtvm{index}'
         self.dir = os.path.join(topo.tmp, self.ns)
         os.makedirs(self.dir, exist_ok=True)
         self.daemon = None
-        delete_netns(self.ns)
+        if netns_exists(self.ns):
+            raise RuntimeError(f'namespace {self.ns} already exists')
         sh('ip', 'netns', 'add', self.ns)
         topo.owned_ns.append(self.ns)
         sh('ip', '-n', self.ns, 'link', 'set', 'lo', 'up')
@@ -582,10 +583,16 @@ class VM:
 class Topology:
     def __init__(self, tmp):
         self.tmp = tmp
-        self.tag = '%04x' % random.getrandbits(16)
-        self.host_ns = f'qth{self.tag}'
+        existing = sh('ip', 'netns', 'list', check=False).stdout
+        while True:  # a tag no existing namespace uses
+            self.tag = '%04x' % random.getrandbits(16)
+            if f'qtn' not in existing or all(f'qtn{k}{self.tag}' not in existing
+                                             for k in 'hdv'):
+                break
+        self.host_ns = f'qtnh{self.tag}'
         self.bridge = 'qtbr0'
         self.owned_ns = []
+        self.dhcp_namespaces = []
 
     def up(self):
         sh('ip', 'netns', 'add', self.host_ns)
@@ -598,17 +605,16 @@ class Topology:
         sh('ip', '-n', self.host_ns, 'link', 'set', self.bridge, 'up')
 
     def dhcp_ns(self, case_index):
-        return f'qtd{self.tag}{case_index:02d}'
+        name = f'qtnd{self.tag}{case_index:02d}'
+        if name not in self.dhcp_namespaces:
+            self.dhcp_namespaces.append(name)
+        return name
 
     def teardown(self):
-        for ns in reversed(list(self.owned_ns)):
+        """Remove exactly the namespaces this run made (VMs, host) or had Neutron make."""
+        for ns in reversed(self.dhcp_namespaces + self.owned_ns):
             delete_netns(ns)
         self.owned_ns = []
-        # anything else of this run (a DHCP namespace Neutron failed to delete)
-        for line in sh('ip', 'netns', 'list', check=False).stdout.splitlines():
-            name = line.split()[0] if line.split() else ''
-            if name.startswith(f'qtd{self.tag}') or name.startswith(f'qtv{self.tag}'):
-                delete_netns(name)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1498,6 +1504,7 @@ def main():
 
     t_start = time.time()
     tmp = tempfile.mkdtemp(prefix='qt-neutron-')
+    os.chmod(tmp, 0o755)  # dnsmasq drops to "nobody" and must read Neutron's files
     topo = Topology(tmp)
     wrappers = Wrappers(tmp, dnsmasq)
     venv_bin = os.path.dirname(sys.executable)
@@ -1529,10 +1536,15 @@ def main():
         v = sh(dnsmasq, '--version', check=False, timeout=10)
         R.info(f'{dnsmasq} --version: {(v.stdout or v.stderr).splitlines()[:1]}')
         topo.up()
-        # the privsep daemons Neutron starts write start-up lines to stderr: send fd 2 to a file
+        # the privsep daemons Neutron starts write start-up lines to stdout/stderr: point fds
+        # 1 and 2 at a file and keep printing our lines on a copy of the real stdout
         saved_stderr = os.dup(2)
+        sys.stdout.flush()
+        real_stdout = os.dup(1)
         errlog = os.open(os.path.join(tmp, 'stderr.log'), os.O_WRONLY | os.O_CREAT | os.O_APPEND)
         os.dup2(errlog, 2)
+        os.dup2(errlog, 1)
+        sys.stdout = os.fdopen(real_stdout, 'w', buffering=1)
         load_neutron(tmp, topo)
         from importlib.metadata import version
         R.info(f'neutron {version("neutron")}, driver {N.dhcp.Dnsmasq.__module__}.Dnsmasq')
@@ -1550,10 +1562,9 @@ def main():
                     traceback.print_exc(file=f)
                 # leave nothing of this case behind
                 delete_netns(topo.dhcp_ns(i))
-                for line in sh('ip', 'netns', 'list', check=False).stdout.splitlines():
-                    nm = line.split()[0] if line.split() else ''
-                    if nm.startswith(f'qtv{topo.tag}'):
-                        delete_netns(nm)
+                for nm in [n for n in topo.owned_ns if n.startswith('qtnv')]:
+                    delete_netns(nm)
+                    topo.owned_ns.remove(nm)
             R.info(f'case {name} took {time.time() - t0:.1f} s')
         respawns = [r for r in CAPTURE.records if 'respawn' in r[2].lower()]
         R.check('process_monitor.no_respawn', not respawns, f'{respawns[:3]}')
