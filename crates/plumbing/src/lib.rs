@@ -90,12 +90,48 @@ where
     .map_err(|_| PlumbError::Netlink("plumbing thread panicked".into()))?
 }
 
+/// Makes [`NETNS_DIR`] a shared mount point, bind-mounting it onto itself first when it is not
+/// a mount point, as iproute2's `ip netns add` does: a namespace bound under it then propagates
+/// to every mount namespace that is its peer (a container with `/run/netns` shared, as kolla
+/// runs Neutron's agents) or was cloned from it after this (`ip netns exec`, an agent's
+/// helpers), instead of staying in this process's mount namespace alone.
+///
+/// A mount namespace that is a *slave* of the host's (what `ip netns exec` gives the command it
+/// runs) never propagates back to the host, for iproute2 either: start `qdhcp serve` with
+/// `--netns HOST`, which enters only the network namespace, rather than under `ip netns exec`.
+pub fn share_netns_dir() -> nix::Result<()> {
+    let shared = || {
+        mount(
+            None::<&str>,
+            NETNS_DIR,
+            None::<&str>,
+            MsFlags::MS_SHARED | MsFlags::MS_REC,
+            None::<&str>,
+        )
+    };
+    match shared() {
+        Err(nix::errno::Errno::EINVAL) => {
+            // not a mount point yet: make it one, then share it
+            mount(
+                Some(NETNS_DIR),
+                NETNS_DIR,
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None::<&str>,
+            )?;
+            shared()
+        }
+        r => r,
+    }
+}
+
 /// Creates the named namespace (with `lo` up) unless it exists.
 pub fn create_netns(name: &str) -> Result<(), PlumbError> {
     if netns_exists(name) {
         return Ok(());
     }
     std::fs::create_dir_all(NETNS_DIR).map_err(|e| ns_err(name, e))?;
+    share_netns_dir().map_err(|e| ns_err(name, e))?;
     let path = netns_path(name);
     File::create(&path).map_err(|e| ns_err(name, e))?;
     let n = name.to_string();

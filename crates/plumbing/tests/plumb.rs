@@ -76,3 +76,79 @@ fn plug_creates_namespace_veth_bridge_port_and_address_idempotently() {
         "deleting the namespace removes the pair: {tap_after}"
     );
 }
+
+/// iproute2's rule (`ip netns add`): `/var/run/netns` is made a shared mount point first, so a
+/// namespace created later reaches the mount namespaces cloned from this one in between (a
+/// container or an `ip netns exec` started before the network was). Played in a mount
+/// namespace of the test's own where `/var/run/netns` is a plain directory, as on a fresh host.
+#[test]
+fn namespaces_created_later_reach_mount_namespaces_cloned_before() {
+    if !can_run() {
+        return;
+    }
+    use nix::mount::{mount, umount2, MntFlags, MsFlags};
+    use nix::sched::{unshare, CloneFlags};
+    let id = std::process::id() % 100_000;
+    let (first, later) = (format!("qtmsa{id}"), format!("qtmsb{id}"));
+    std::thread::spawn(move || {
+        // this thread's own mount namespace: nothing here reaches the test host's
+        unshare(CloneFlags::CLONE_NEWNS).unwrap();
+        mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+            None::<&str>,
+        )
+        .unwrap();
+        while umount2(NETNS_DIR, MntFlags::MNT_DETACH).is_ok() {}
+        create_netns(&first).unwrap();
+        // a mount namespace cloned from this one, keeping its propagation (a container with
+        // /run/netns shared, or `ip netns exec`)
+        let mut watcher = Command::new("unshare")
+            .args(["--mount", "--propagation", "unchanged", "sleep", "30"])
+            .spawn()
+            .unwrap();
+        let pid = watcher.id();
+        let own = std::fs::read_link("/proc/thread-self/ns/mnt").unwrap();
+        let t0 = std::time::Instant::now();
+        while std::fs::read_link(format!("/proc/{pid}/ns/mnt"))
+            .ok()
+            .as_ref()
+            == Some(&own)
+            || std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default() != "sleep\n"
+        {
+            assert!(t0.elapsed().as_secs() < 5, "unshare did not start");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        create_netns(&later).unwrap();
+        let enters = |ns: &str| {
+            Command::new("nsenter")
+                .args([
+                    "-t",
+                    &pid.to_string(),
+                    "-m",
+                    "ip",
+                    "netns",
+                    "exec",
+                    ns,
+                    "true",
+                ])
+                .output()
+                .unwrap()
+        };
+        let (seen_first, seen_later) = (enters(&first), enters(&later));
+        let _ = delete_netns(&first);
+        let _ = delete_netns(&later);
+        let _ = watcher.kill();
+        let _ = watcher.wait();
+        assert!(seen_first.status.success(), "{seen_first:?}");
+        assert!(
+            seen_later.status.success(),
+            "a namespace created after the clone is not there: {}",
+            String::from_utf8_lossy(&seen_later.stderr)
+        );
+    })
+    .join()
+    .unwrap();
+}
