@@ -125,6 +125,41 @@ pub fn share_netns_dir() -> nix::Result<()> {
     }
 }
 
+/// True when this process's mount of [`NETNS_DIR`] receives mounts from another mount
+/// namespace but cannot send any back (`master:` in mountinfo): what `ip netns exec` gives the
+/// command it runs. Namespaces created from such a process are invisible outside it.
+pub fn netns_dir_is_slave() -> bool {
+    let dir = std::fs::canonicalize(NETNS_DIR).unwrap_or_else(|_| PathBuf::from("/run/netns"));
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .map(|t| {
+            mount_of(&t, &dir.to_string_lossy()).is_some_and(|fields| fields.contains("master:"))
+        })
+        .unwrap_or(false)
+}
+
+/// The optional fields (`shared:N`, `master:N`, …) of the mount holding `path`: the last entry
+/// (the one on top) with the longest mount point that contains it.
+fn mount_of<'a>(mountinfo: &'a str, path: &str) -> Option<&'a str> {
+    let mut best: Option<(usize, &str)> = None;
+    for line in mountinfo.lines() {
+        let f: Vec<&str> = line.splitn(7, ' ').collect();
+        let (Some(point), Some(rest)) = (f.get(4), f.get(6)) else {
+            continue;
+        };
+        let inside = path == *point
+            || *point == "/"
+            || path.strip_prefix(point).is_some_and(|r| r.starts_with('/'));
+        if inside && best.is_none_or(|(len, _)| point.len() >= len) {
+            let optional = match rest.strip_prefix("- ") {
+                Some(_) => "",
+                None => rest.split(" - ").next().unwrap_or(""),
+            };
+            best = Some((point.len(), optional));
+        }
+    }
+    best.map(|(_, o)| o)
+}
+
 /// Creates the named namespace (with `lo` up) unless it exists.
 pub fn create_netns(name: &str) -> Result<(), PlumbError> {
     if netns_exists(name) {
@@ -339,4 +374,25 @@ pub fn plug(p: &DhcpPlug) -> Result<(), PlumbError> {
         }
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_mount_holding_the_netns_dir_is_found_with_its_propagation() {
+        let host = "22 1 0:21 / / rw,relatime shared:1 - ext4 /dev/vda rw\n\
+                    40 22 0:25 / /run rw shared:5 - tmpfs tmpfs rw\n\
+                    51 40 0:25 /netns /run/netns rw shared:9 - tmpfs tmpfs rw\n";
+        assert_eq!(mount_of(host, "/run/netns"), Some("shared:9"));
+        let exec = "60 59 0:21 / / rw,relatime master:1 - ext4 /dev/vda rw\n\
+                    61 60 0:25 / /run rw master:5 - tmpfs tmpfs rw\n\
+                    62 61 0:25 /netns /run/netns rw master:9 - tmpfs tmpfs rw\n";
+        assert_eq!(mount_of(exec, "/run/netns"), Some("master:9"));
+        // no mount on the directory itself: the one holding it
+        assert_eq!(mount_of(exec, "/run/netnsx"), Some("master:5"));
+        let plain = "22 1 0:21 / / rw - ext4 /dev/vda rw\n";
+        assert_eq!(mount_of(plain, "/run/netns"), Some(""));
+    }
 }

@@ -408,6 +408,12 @@ pub fn run(args: &ServeArgs) -> i32 {
             return 1;
         }
     }
+    if qdhcp_plumbing::netns_dir_is_slave() {
+        tracing::warn!(
+            "{} in this process is a slave mount (started under `ip netns exec`?): the DHCP namespaces it creates cannot be entered from outside this process, as with `ip netns add` there; use --netns NAME, which enters only the network namespace",
+            qdhcp_plumbing::NETNS_DIR
+        );
+    }
     match serve(cfg) {
         Ok(()) => 0,
         Err(e) => {
