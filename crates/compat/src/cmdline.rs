@@ -196,7 +196,21 @@ pub struct DnsmasqConfig {
     pub version: bool,
     /// `-w`/`--help`: print the accepted flags and exit.
     pub help: bool,
-    /// DNS-only flags that were accepted and ignored, for one warning line.
+    /// `--addn-hosts`: more hosts files (Neutron's: `<ip> <fqdn> <name>` per port).
+    pub addn_hosts: Vec<PathBuf>,
+    /// `--no-hosts`: do not read /etc/hosts.
+    pub no_hosts: bool,
+    /// `--no-resolv`: do not take upstream servers from /etc/resolv.conf.
+    pub no_resolv: bool,
+    /// `--server=IP[#PORT]`: upstream servers (`None`: an empty `--server=`, which names none).
+    pub servers: Vec<Option<std::net::SocketAddr>>,
+    /// `--cache-size`: forwarded answers kept (dnsmasq's default 150).
+    pub cache_size: Option<usize>,
+    /// `--log-queries`: a line per DNS query and answer.
+    pub log_queries: bool,
+    /// `--local-service`: DNS answers only for clients of the local subnets.
+    pub local_service: bool,
+    /// DNS flags that were accepted and have no effect, for one warning line.
     pub ignored: Vec<String>,
 }
 
@@ -298,15 +312,30 @@ where
         .find(|f| f.0 == name)
         .map(|f| f.3)
         .ok_or_else(|| CmdlineError::Unknown(format!("--{name}")))?;
-    if role == Role::DnsOnly {
-        cfg.ignored.push(name.to_string());
-        return Ok(());
-    }
     let bad = |why: String| CmdlineError::BadValue {
         flag: name.to_string(),
         why,
     };
     let v = value.clone().unwrap_or_default();
+    if role == Role::DnsOnly {
+        // the DNS side qdhcp serves; the rest is accepted and named in one warning
+        match name {
+            "addn-hosts" => cfg.addn_hosts.push(v.into()),
+            "no-hosts" => cfg.no_hosts = true,
+            "no-resolv" => cfg.no_resolv = true,
+            "server" => cfg.servers.push(parse_server(&v).map_err(bad)?),
+            "cache-size" => {
+                cfg.cache_size = Some(
+                    v.parse()
+                        .map_err(|_| bad(format!("{v:?} is not a number")))?,
+                )
+            }
+            "log-queries" => cfg.log_queries = true,
+            "local-service" => cfg.local_service = true,
+            _ => cfg.ignored.push(name.to_string()),
+        }
+        return Ok(());
+    }
     match name {
         "dhcp-hostsfile" => cfg.hostsfiles.push(v.into()),
         "dhcp-optsfile" => cfg.optsfiles.push(v.into()),
@@ -383,6 +412,31 @@ where
         _ => {}
     }
     Ok(())
+}
+
+/// `IP[#PORT]` (dnsmasq's `--server` without domains); empty names no server.
+fn parse_server(v: &str) -> Result<Option<std::net::SocketAddr>, String> {
+    if v.is_empty() {
+        return Ok(None);
+    }
+    if v.starts_with('/') {
+        return Err(format!("{v:?}: per-domain servers are not supported"));
+    }
+    let (ip, port) = match v.split_once('#') {
+        Some((ip, port)) => (
+            ip,
+            port.parse::<u16>()
+                .map_err(|_| format!("{port:?} is not a port"))?,
+        ),
+        None => (v, 53),
+    };
+    let ip: std::net::IpAddr = ip
+        .split('@')
+        .next()
+        .unwrap_or(ip)
+        .parse()
+        .map_err(|_| format!("{ip:?} is not an address"))?;
+    Ok(Some(std::net::SocketAddr::new(ip, port)))
 }
 
 fn parse_secs(s: &str) -> Option<Option<u32>> {
@@ -496,10 +550,9 @@ mod tests {
         assert_eq!(c.lease_max, Some(256));
         assert!(c.keep_in_foreground && c.log_dhcp);
         assert_eq!(c.log_facility.as_deref(), Some("/d/log"));
-        assert_eq!(
-            c.ignored,
-            vec!["no-hosts", "no-resolv", "addn-hosts", "local-service"]
-        );
+        assert!(c.ignored.is_empty(), "{:?}", c.ignored);
+        assert!(c.no_hosts && c.no_resolv && c.local_service);
+        assert_eq!(c.addn_hosts, vec![PathBuf::from("/d/addn_hosts")]);
     }
 
     #[test]
@@ -549,7 +602,31 @@ mod tests {
             .collect();
         let c = parse_args(&a, |_| unreachable!()).unwrap();
         assert_eq!(c.pid_file, Some(PathBuf::from("/d/pid")));
-        assert_eq!(c.ignored, vec!["no-hosts", "txt-record"]);
+        assert_eq!(c.ignored, vec!["txt-record"]);
+        assert!(c.no_hosts);
+    }
+
+    #[test]
+    fn dns_flags_neutron_passes_are_kept() {
+        let c = parse_args(
+            &args(
+                "--server=10.0.0.1 --server=10.0.0.2#5353 --cache-size=0 --log-queries --port=5300",
+            ),
+            |_| unreachable!(),
+        )
+        .unwrap();
+        assert_eq!(
+            c.servers,
+            vec![
+                Some("10.0.0.1:53".parse().unwrap()),
+                Some("10.0.0.2:5353".parse().unwrap())
+            ]
+        );
+        assert_eq!(
+            (c.cache_size, c.log_queries, c.dns_port),
+            (Some(0), true, Some(5300))
+        );
+        assert!(parse_args(&args("--server=/corp/10.0.0.1"), |_| unreachable!()).is_err());
     }
 
     #[test]

@@ -21,6 +21,7 @@ use qdhcp_protocol::{Lease, NetworkTable, Policy};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 
 use crate::daemon::{daemonize, Ready};
+use crate::dnsmasq_dns;
 use crate::logging;
 
 /// dnsmasq's default leases file.
@@ -204,7 +205,7 @@ fn wanted_ifaces(cfg: &DnsmasqConfig) -> Vec<String> {
 fn serve(cfg: &DnsmasqConfig, ready: Ready) -> anyhow::Result<()> {
     if !cfg.ignored.is_empty() {
         tracing::warn!(
-            "DNS options ignored (qdhcp serves DHCP only): {}",
+            "DNS options accepted without effect in qdhcp: {}",
             cfg.ignored
                 .iter()
                 .map(|f| format!("--{f}"))
@@ -284,6 +285,21 @@ fn serve(cfg: &DnsmasqConfig, ready: Ready) -> anyhow::Result<()> {
             anyhow::bail!(msg);
         }
     };
+    let dns_ifaces = wanted_ifaces(cfg);
+    let own: Vec<std::net::IpAddr> = dns_ifaces
+        .iter()
+        .flat_map(|i| iface_addrs(i))
+        .map(|n| std::net::IpAddr::V4(n.addr()))
+        .collect();
+    let (dns, dns_sockets) = match dnsmasq_dns::open(cfg, &dns_ifaces, &own) {
+        Ok(Some((side, opened))) => (Some(std::sync::Mutex::new(side)), opened),
+        Ok(None) => (None, Vec::new()),
+        Err(e) => {
+            let msg = format!("{e:#}");
+            ready.fail(&msg);
+            anyhow::bail!(msg);
+        }
+    };
     if let Some(p) = &cfg.pid_file {
         if let Err(e) = std::fs::write(p, format!("{}\n", std::process::id())) {
             let msg = format!("cannot write pid file {}: {e}", p.display());
@@ -303,7 +319,11 @@ fn serve(cfg: &DnsmasqConfig, ready: Ready) -> anyhow::Result<()> {
     let started = dp
         .start()
         .map_err(anyhow::Error::from)
-        .and_then(|_| listen_on(&dp, &net, sockets, &mut serving));
+        .and_then(|_| listen_on(&dp, &net, sockets, &mut serving))
+        .and_then(|_| match &dns {
+            Some(d) => lock(d).serve(dns_sockets),
+            None => Ok(()),
+        });
     if let Err(e) = started {
         let msg = format!("{e:#}");
         ready.fail(&msg);
@@ -352,7 +372,7 @@ fn serve(cfg: &DnsmasqConfig, ready: Ready) -> anyhow::Result<()> {
     let export_stop = std::sync::atomic::AtomicBool::new(false);
     let (export_stop, wake_rx) = (&export_stop, export_wake);
     let mut export = std::thread::scope(|sc| {
-        let (dp, net) = (&dp, &net);
+        let (dp, net, dns) = (&dp, &net, &dns);
         std::thread::Builder::new()
             .name("housekeeping".into())
             .spawn_scoped(sc, move || {
@@ -364,6 +384,13 @@ fn serve(cfg: &DnsmasqConfig, ready: Ready) -> anyhow::Result<()> {
                     dp.housekeeping(now_secs());
                     if let Err(e) = start_listeners(cfg, dp, net, &mut serving) {
                         tracing::warn!("{e:#}");
+                    }
+                    if let Some(d) = dns {
+                        let mut d = lock(d);
+                        let opened = d.open_new(&wanted_ifaces(cfg));
+                        if let Err(e) = opened.and_then(|o| d.serve(o)) {
+                            tracing::warn!("{e:#}");
+                        }
                     }
                 }
             })
@@ -386,8 +413,18 @@ fn serve(cfg: &DnsmasqConfig, ready: Ready) -> anyhow::Result<()> {
             .expect("cannot start the leases-file thread");
         loop {
             match sig_rx.recv() {
-                Ok(SIGHUP) => reload(cfg, dp, net, &mut applied),
-                Ok(SIGUSR1) => tracing::info!(target: "dhcp", "{}", dp.stats_line()),
+                Ok(SIGHUP) => {
+                    reload(cfg, dp, net, &mut applied);
+                    if let Some(d) = dns {
+                        lock(d).reload(cfg);
+                    }
+                }
+                Ok(SIGUSR1) => {
+                    tracing::info!(target: "dhcp", "{}", dp.stats_line());
+                    if let Some(d) = dns {
+                        tracing::info!(target: "dns", "{}", lock(d).server.stats_line());
+                    }
+                }
                 Ok(SIGTERM | SIGINT) | Err(_) => break,
                 Ok(_) => {}
             }
@@ -398,6 +435,9 @@ fn serve(cfg: &DnsmasqConfig, ready: Ready) -> anyhow::Result<()> {
         exporter.join().expect("leases file thread")
     });
     tracing::info!("exiting on receipt of SIGTERM");
+    if let Some(d) = &dns {
+        lock(d).server.stop();
+    }
     // Neutron's restart() and disable() remove the pid file right after the signal, then
     // start a new instance (which writes its own pid file once it holds the journal this one
     // still holds) or remove the whole directory. An instance whose pid file is gone or names
@@ -415,6 +455,10 @@ fn serve(cfg: &DnsmasqConfig, ready: Ready) -> anyhow::Result<()> {
         tracing::info!("replaced: pid file or directory gone, leaving the files as they are");
     }
     Ok(())
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// True while this process is still the one its pid file names (or there is no pid file) and

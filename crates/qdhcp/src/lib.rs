@@ -2,6 +2,7 @@
 //! the mode.
 
 pub mod daemon;
+pub mod dnsmasq_dns;
 pub mod dnsmasq_mode;
 pub mod loadgen_cmd;
 pub mod logging;

@@ -1,0 +1,653 @@
+//! The DNS server's I/O edge: UDP and TCP sockets on port 53 of each served interface, the
+//! forwarder that relays other names upstream (a fresh query id each time, the next server
+//! when one does not answer, SERVFAIL when none does), the cache in front of it, per-source
+//! rate limiting, counters and dnsmasq's `--log-queries` lines. What to answer is decided in
+//! [`crate::answer::decide`].
+
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use ahash::HashMap;
+use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::rr::{Name, RData, RecordType};
+use ipnet::Ipv4Net;
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+
+use crate::answer::{decide, Answered, Context, Dropped, Outcome, Question, EDNS_PAYLOAD};
+use crate::cache::Cache;
+use crate::zone::Zone;
+
+/// How long one upstream server is given before the next is asked.
+const UPSTREAM_TIMEOUT: Duration = Duration::from_millis(1500);
+/// Queries one source may send per second before the rest are dropped (and counted).
+pub const PER_SOURCE_PER_SECOND: u32 = 200;
+/// TCP connections served at once.
+const TCP_CONNECTIONS: usize = 32;
+
+/// How a network's DNS server is set up (from dnsmasq's flags or `qdhcp serve`'s).
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    /// The network's domain (`--domain`).
+    pub domain: Option<Name>,
+    /// Where other names go (`--server`, or resolv.conf's nameservers).
+    pub upstreams: Vec<SocketAddr>,
+    /// Forwarded answers kept (`--cache-size`, dnsmasq's default 150).
+    pub cache_size: usize,
+    /// dnsmasq's `--log-queries` lines.
+    pub log_queries: bool,
+    /// Answer only clients of the network's subnets (`--local-service`).
+    pub local_only: bool,
+}
+
+/// What the DNS server did, for the stats line and `/metrics`.
+#[derive(Default, Debug)]
+pub struct DnsCounters {
+    /// Answered from the local names.
+    pub local: AtomicU64,
+    /// NXDOMAIN for names under the domain or the network's reverse space.
+    pub nxdomain: AtomicU64,
+    /// A local name without records of the type asked.
+    pub nodata: AtomicU64,
+    /// Refused: nowhere to forward.
+    pub refused: AtomicU64,
+    /// Malformed queries answered FORMERR.
+    pub formerr: AtomicU64,
+    /// Opcodes, classes or types not served (ANY among them).
+    pub notimp: AtomicU64,
+    /// Sent upstream.
+    pub forwarded: AtomicU64,
+    /// Answered from the cache.
+    pub cache_hits: AtomicU64,
+    /// Upstream answers relayed.
+    pub upstream_answers: AtomicU64,
+    /// SERVFAIL: no upstream answered.
+    pub servfail: AtomicU64,
+    /// Dropped: from outside the network's subnets.
+    pub dropped_not_local: AtomicU64,
+    /// Dropped: not a DNS message.
+    pub dropped_malformed: AtomicU64,
+    /// Dropped: a response sent to us.
+    pub dropped_not_query: AtomicU64,
+    /// Dropped: over the per-source rate.
+    pub dropped_rate: AtomicU64,
+    /// Sum of forward round trips, microseconds (with `upstream_answers`, the mean).
+    pub forward_us: AtomicU64,
+}
+
+impl DnsCounters {
+    fn answered(&self, how: Answered) {
+        let c = match how {
+            Answered::Local => &self.local,
+            Answered::NoData => &self.nodata,
+            Answered::NxDomain => &self.nxdomain,
+            Answered::Refused => &self.refused,
+            Answered::FormErr => &self.formerr,
+            Answered::NotImp => &self.notimp,
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn dropped(&self, why: Dropped) {
+        let c = match why {
+            Dropped::NotLocal => &self.dropped_not_local,
+            Dropped::Unparseable => &self.dropped_malformed,
+            Dropped::NotAQuery => &self.dropped_not_query,
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A query sent upstream and not answered yet.
+struct Pending {
+    client: SocketAddr,
+    reply_via: Arc<UdpSocket>,
+    client_id: u16,
+    client_limit: usize,
+    question: Question,
+    query: Message,
+    server: usize,
+    tries: usize,
+    sent: Instant,
+    started: Instant,
+}
+
+/// One network's DNS server (dnsmasq mode serves one).
+pub struct DnsServer {
+    settings: Settings,
+    zone: RwLock<Arc<Zone>>,
+    nets: RwLock<Arc<Vec<Ipv4Net>>>,
+    cache: Mutex<Cache>,
+    upstream: UdpSocket,
+    pending: Mutex<HashMap<u16, Pending>>,
+    per_source: Mutex<(u64, HashMap<IpAddr, u32>)>,
+    tcp_open: AtomicUsize,
+    stop: AtomicBool,
+    ids: ahash::RandomState,
+    id_seq: AtomicU64,
+    /// What it did.
+    pub counters: DnsCounters,
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Opens a UDP and a TCP socket on port `port` of `iface` (in the calling thread's network
+/// namespace), bound to the device as dnsmasq's `--bind-dynamic` does.
+pub fn open_sockets(iface: &str, port: u16) -> io::Result<(UdpSocket, TcpListener)> {
+    let bind = |s: &Socket| -> io::Result<()> {
+        s.set_reuse_address(true)?;
+        s.bind_device(Some(iface.as_bytes()))?;
+        s.bind(&SockAddr::from(SocketAddrV4::new(
+            Ipv4Addr::UNSPECIFIED,
+            port,
+        )))
+        .map_err(|e| io::Error::new(e.kind(), format!("DNS port {port} on {iface}: {e}")))
+    };
+    let u = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+    bind(&u)?;
+    let t = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
+    bind(&t)?;
+    t.listen(64)?;
+    Ok((u.into(), t.into()))
+}
+
+fn rdata_text(r: &RData) -> String {
+    match r {
+        RData::A(a) => a.0.to_string(),
+        RData::AAAA(a) => a.0.to_string(),
+        RData::PTR(p) => p.0.to_ascii(),
+        RData::CNAME(c) => format!("<CNAME> {}", c.0.to_ascii()),
+        other => format!("<{}>", other.record_type()),
+    }
+}
+
+/// Encodes `m` within `limit` bytes: an answer too large for it is sent truncated (TC), with
+/// no records, so that the client asks again over TCP.
+pub fn encode_within(m: &Message, limit: usize) -> Option<Vec<u8>> {
+    let bytes = m.to_vec().ok()?;
+    if bytes.len() <= limit {
+        return Some(bytes);
+    }
+    let mut t = m.clone();
+    t.metadata.truncation = true;
+    t.answers.clear();
+    t.authorities.clear();
+    t.additionals.clear();
+    t.to_vec().ok()
+}
+
+impl DnsServer {
+    /// A server with `settings`; its upstream socket is opened now (before any privilege drop).
+    pub fn new(settings: Settings) -> io::Result<Arc<Self>> {
+        let upstream = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
+        upstream.set_read_timeout(Some(Duration::from_millis(100)))?;
+        let cache = Mutex::new(Cache::new(settings.cache_size));
+        Ok(Arc::new(DnsServer {
+            settings,
+            zone: RwLock::new(Arc::new(Zone::default())),
+            nets: RwLock::new(Arc::new(Vec::new())),
+            cache,
+            upstream,
+            pending: Mutex::new(HashMap::default()),
+            per_source: Mutex::new((0, HashMap::default())),
+            tcp_open: AtomicUsize::new(0),
+            stop: AtomicBool::new(false),
+            ids: ahash::RandomState::new(),
+            id_seq: AtomicU64::new(0),
+            counters: DnsCounters::default(),
+        }))
+    }
+
+    /// Replaces the local names (a SIGHUP, a port change): the next query sees them.
+    pub fn set_zone(&self, z: Zone) {
+        *self.zone.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(z);
+    }
+
+    /// Replaces the network's subnets.
+    pub fn set_nets(&self, nets: Vec<Ipv4Net>) {
+        *self.nets.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(nets);
+    }
+
+    /// Local names held.
+    pub fn names(&self) -> usize {
+        self.zone.read().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Stops every thread of this server within their next timeout.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+
+    fn log(&self, f: impl FnOnce() -> String) {
+        if self.settings.log_queries {
+            tracing::info!(target: "dns", "{}", f());
+        }
+    }
+
+    /// False when `src` sent more than its share this second.
+    fn within_rate(&self, src: IpAddr) -> bool {
+        let now = now_secs();
+        let mut g = self.per_source.lock().unwrap_or_else(|p| p.into_inner());
+        if g.0 != now {
+            g.0 = now;
+            g.1.clear();
+        }
+        let n = g.1.entry(src).or_insert(0);
+        *n += 1;
+        *n <= PER_SOURCE_PER_SECOND
+    }
+
+    fn fresh_id(&self) -> u16 {
+        let seq = self.id_seq.fetch_add(1, Ordering::Relaxed);
+        self.ids.hash_one(seq) as u16
+    }
+
+    /// Decides on one query; the reply to send now, or `None` (forwarded, dropped).
+    fn handle(
+        &self,
+        bytes: &[u8],
+        from: SocketAddr,
+        via: Option<&Arc<UdpSocket>>,
+    ) -> Option<(Message, usize)> {
+        let zone = self.zone.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let nets = self.nets.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let ctx = Context {
+            zone: &zone,
+            domain: self.settings.domain.as_ref(),
+            local_nets: &nets,
+            local_only: self.settings.local_only,
+            can_forward: !self.settings.upstreams.is_empty(),
+            local_ttl: 0,
+        };
+        let limit_for = |m: &Message| match (&m.edns, via) {
+            (_, None) => usize::from(u16::MAX),
+            (Some(e), _) => usize::from(e.max_payload().clamp(512, EDNS_PAYLOAD)),
+            (None, _) => 512,
+        };
+        match decide(bytes, from.ip(), &ctx) {
+            Outcome::Drop(why) => {
+                self.counters.dropped(why);
+                None
+            }
+            Outcome::Reply { msg, how, question } => {
+                self.counters.answered(how);
+                if let Some(q) = &question {
+                    self.log(|| format!("query[{}] {} from {}", q.qtype, q.name, from.ip()));
+                    self.log(|| match how {
+                        Answered::Local => format!(
+                            "config {} is {}",
+                            q.name,
+                            msg.answers
+                                .iter()
+                                .map(|r| rdata_text(&r.data))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                        Answered::NoData => format!("config {} is NODATA", q.name),
+                        Answered::NxDomain => format!("config {} is NXDOMAIN", q.name),
+                        other => format!("{} {:?}", q.name, other).to_lowercase(),
+                    });
+                }
+                let limit = limit_for(&msg);
+                Some((msg, limit))
+            }
+            Outcome::Forward { msg, question } => {
+                self.log(|| {
+                    format!(
+                        "query[{}] {} from {}",
+                        question.qtype,
+                        question.name,
+                        from.ip()
+                    )
+                });
+                let limit = limit_for(&msg);
+                let cached = self
+                    .cache
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(&question, now_secs());
+                if let Some(mut c) = cached {
+                    self.counters.cache_hits.fetch_add(1, Ordering::Relaxed);
+                    c.metadata.id = msg.metadata.id;
+                    c.metadata.recursion_desired = msg.metadata.recursion_desired;
+                    self.log(|| format!("cached {} is {}", question.name, summary(&c)));
+                    return Some((c, limit));
+                }
+                self.counters.forwarded.fetch_add(1, Ordering::Relaxed);
+                match via {
+                    Some(sock) => {
+                        self.forward_udp(msg, question, from, sock.clone(), limit);
+                        None
+                    }
+                    None => Some((self.forward_tcp(&msg, &question), limit)),
+                }
+            }
+        }
+    }
+
+    fn forward_udp(
+        &self,
+        msg: Message,
+        question: Question,
+        client: SocketAddr,
+        via: Arc<UdpSocket>,
+        client_limit: usize,
+    ) {
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let mut id = self.fresh_id();
+        while pending.contains_key(&id) {
+            id = self.fresh_id();
+        }
+        let mut query = msg.clone();
+        query.metadata.id = id;
+        let now = Instant::now();
+        let p = Pending {
+            client,
+            reply_via: via,
+            client_id: msg.metadata.id,
+            client_limit,
+            question,
+            query,
+            server: 0,
+            tries: 0,
+            sent: now,
+            started: now,
+        };
+        self.send_upstream(&p);
+        pending.insert(id, p);
+    }
+
+    fn send_upstream(&self, p: &Pending) {
+        let Some(server) = self.settings.upstreams.get(p.server) else {
+            return;
+        };
+        self.log(|| format!("forwarded {} to {}", p.question.name, server.ip()));
+        if let Ok(b) = p.query.to_vec() {
+            let _ = self.upstream.send_to(&b, server);
+        }
+    }
+
+    /// A forwarded query over TCP (the client came over TCP, most likely after a truncated
+    /// answer): each upstream in turn, SERVFAIL when none answers.
+    fn forward_tcp(&self, msg: &Message, question: &Question) -> Message {
+        let t0 = Instant::now();
+        for server in &self.settings.upstreams {
+            self.log(|| format!("forwarded {} to {}", question.name, server.ip()));
+            let Ok(mut s) = TcpStream::connect_timeout(server, UPSTREAM_TIMEOUT) else {
+                continue;
+            };
+            let _ = s.set_read_timeout(Some(UPSTREAM_TIMEOUT * 2));
+            let Ok(b) = msg.to_vec() else { break };
+            let mut framed = (b.len() as u16).to_be_bytes().to_vec();
+            framed.extend_from_slice(&b);
+            if s.write_all(&framed).is_err() {
+                continue;
+            }
+            if let Some(answer) = read_framed(&mut s).and_then(|b| Message::from_vec(&b).ok()) {
+                if answer.queries == msg.queries {
+                    self.counters
+                        .upstream_answers
+                        .fetch_add(1, Ordering::Relaxed);
+                    self.counters
+                        .forward_us
+                        .fetch_add(t0.elapsed().as_micros() as u64, Ordering::Relaxed);
+                    self.cache.lock().unwrap_or_else(|p| p.into_inner()).put(
+                        question,
+                        &answer,
+                        now_secs(),
+                    );
+                    self.log(|| format!("reply {} is {}", question.name, summary(&answer)));
+                    return answer;
+                }
+            }
+        }
+        self.counters.servfail.fetch_add(1, Ordering::Relaxed);
+        let mut r = msg.clone();
+        r.metadata.message_type = hickory_proto::op::MessageType::Response;
+        r.metadata.response_code = ResponseCode::ServFail;
+        r.metadata.recursion_available = true;
+        r.answers.clear();
+        r.authorities.clear();
+        r.additionals.clear();
+        r
+    }
+
+    /// Serves queries arriving on `sock` until [`DnsServer::stop`].
+    pub fn serve_udp(self: &Arc<Self>, sock: UdpSocket, name: &str) -> io::Result<()> {
+        sock.set_read_timeout(Some(Duration::from_millis(200)))?;
+        let sock = Arc::new(sock);
+        let me = self.clone();
+        std::thread::Builder::new()
+            .name(format!("dns-{name}"))
+            .spawn(move || {
+                let mut buf = [0u8; 4096];
+                while !me.stop.load(Ordering::Relaxed) {
+                    let (n, from) = match sock.recv_from(&mut buf) {
+                        Ok(x) => x,
+                        Err(_) => continue,
+                    };
+                    if !me.within_rate(from.ip()) {
+                        me.counters.dropped_rate.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    if let Some((reply, limit)) = me.handle(&buf[..n], from, Some(&sock)) {
+                        if let Some(b) = encode_within(&reply, limit) {
+                            let _ = sock.send_to(&b, from);
+                        }
+                    }
+                }
+            })?;
+        Ok(())
+    }
+
+    /// Serves DNS over TCP on `l` until [`DnsServer::stop`].
+    pub fn serve_tcp(self: &Arc<Self>, l: TcpListener, name: &str) -> io::Result<()> {
+        l.set_nonblocking(true)?;
+        let me = self.clone();
+        std::thread::Builder::new()
+            .name(format!("dns-tcp-{name}"))
+            .spawn(move || {
+                while !me.stop.load(Ordering::Relaxed) {
+                    let (s, from) = match l.accept() {
+                        Ok(x) => x,
+                        Err(_) => {
+                            std::thread::sleep(Duration::from_millis(50));
+                            continue;
+                        }
+                    };
+                    if me.tcp_open.fetch_add(1, Ordering::SeqCst) >= TCP_CONNECTIONS {
+                        me.tcp_open.fetch_sub(1, Ordering::SeqCst);
+                        continue;
+                    }
+                    let me2 = me.clone();
+                    let spawned = std::thread::Builder::new()
+                        .name("dns-tcp-conn".into())
+                        .stack_size(128 * 1024)
+                        .spawn(move || {
+                            me2.serve_connection(s, from);
+                            me2.tcp_open.fetch_sub(1, Ordering::SeqCst);
+                        });
+                    if spawned.is_err() {
+                        me.tcp_open.fetch_sub(1, Ordering::SeqCst);
+                    }
+                }
+            })?;
+        Ok(())
+    }
+
+    fn serve_connection(&self, mut s: TcpStream, from: SocketAddr) {
+        let _ = s.set_nonblocking(false);
+        let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+        while let Some(q) = read_framed(&mut s) {
+            if !self.within_rate(from.ip()) {
+                self.counters.dropped_rate.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            let Some((reply, _)) = self.handle(&q, from, None) else {
+                return;
+            };
+            let Some(b) = reply
+                .to_vec()
+                .ok()
+                .filter(|b| b.len() <= usize::from(u16::MAX))
+            else {
+                return;
+            };
+            let mut framed = (b.len() as u16).to_be_bytes().to_vec();
+            framed.extend_from_slice(&b);
+            if s.write_all(&framed).is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Relays upstream answers to their clients and retries or fails the ones that timed out,
+    /// until [`DnsServer::stop`].
+    pub fn start_forwarder(self: &Arc<Self>) -> io::Result<()> {
+        let me = self.clone();
+        std::thread::Builder::new()
+            .name("dns-forwarder".into())
+            .spawn(move || {
+                let mut buf = [0u8; 65535];
+                while !me.stop.load(Ordering::Relaxed) {
+                    if let Ok((n, from)) = me.upstream.recv_from(&mut buf) {
+                        me.relay(&buf[..n], from);
+                    }
+                    me.retry_or_fail();
+                }
+            })?;
+        Ok(())
+    }
+
+    fn relay(&self, bytes: &[u8], from: SocketAddr) {
+        let Ok(mut answer) = Message::from_vec(bytes) else {
+            return;
+        };
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        // only the server asked, with the id and the question sent, is believed
+        let matches = pending.get(&answer.metadata.id).is_some_and(|p| {
+            self.settings.upstreams.get(p.server) == Some(&from)
+                && answer.queries == p.query.queries
+        });
+        if !matches {
+            return;
+        }
+        let Some(p) = pending.remove(&answer.metadata.id) else {
+            return;
+        };
+        drop(pending);
+        self.counters
+            .upstream_answers
+            .fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .forward_us
+            .fetch_add(p.started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        self.cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .put(&p.question, &answer, now_secs());
+        self.log(|| format!("reply {} is {}", p.question.name, summary(&answer)));
+        answer.metadata.id = p.client_id;
+        if let Some(b) = encode_within(&answer, p.client_limit) {
+            let _ = p.reply_via.send_to(&b, p.client);
+        }
+    }
+
+    fn retry_or_fail(&self) {
+        let now = Instant::now();
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let mut failed = Vec::new();
+        for (id, p) in pending.iter_mut() {
+            if now.duration_since(p.sent) < UPSTREAM_TIMEOUT {
+                continue;
+            }
+            p.tries += 1;
+            if p.tries >= self.settings.upstreams.len().max(1) * 2 {
+                failed.push(*id);
+                continue;
+            }
+            p.server = (p.server + 1) % self.settings.upstreams.len().max(1);
+            p.sent = now;
+            self.send_upstream(p);
+        }
+        for id in failed {
+            if let Some(p) = pending.remove(&id) {
+                self.counters.servfail.fetch_add(1, Ordering::Relaxed);
+                self.log(|| {
+                    format!(
+                        "reply {} is SERVFAIL (no upstream answered)",
+                        p.question.name
+                    )
+                });
+                let mut r = p.query.clone();
+                r.metadata.id = p.client_id;
+                r.metadata.message_type = hickory_proto::op::MessageType::Response;
+                r.metadata.response_code = ResponseCode::ServFail;
+                r.metadata.recursion_available = true;
+                r.answers.clear();
+                r.authorities.clear();
+                r.additionals.clear();
+                if let Ok(b) = r.to_vec() {
+                    let _ = p.reply_via.send_to(&b, p.client);
+                }
+            }
+        }
+    }
+
+    /// One line of counters (SIGUSR1), as dnsmasq logs its cache statistics.
+    pub fn stats_line(&self) -> String {
+        let c = &self.counters;
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        format!(
+            "DNS: {} names; queries answered locally {}, nxdomain {}, nodata {}, forwarded {}, cache hits {} ({} cached), upstream answers {}, servfail {}, refused {}, formerr {}, notimp {}; dropped: not local {}, malformed {}, not a query {}, over rate {}",
+            self.names(),
+            l(&c.local),
+            l(&c.nxdomain),
+            l(&c.nodata),
+            l(&c.forwarded),
+            l(&c.cache_hits),
+            self.cache.lock().unwrap_or_else(|p| p.into_inner()).len(),
+            l(&c.upstream_answers),
+            l(&c.servfail),
+            l(&c.refused),
+            l(&c.formerr),
+            l(&c.notimp),
+            l(&c.dropped_not_local),
+            l(&c.dropped_malformed),
+            l(&c.dropped_not_query),
+            l(&c.dropped_rate),
+        )
+    }
+}
+
+/// What an answer says, for the log.
+fn summary(m: &Message) -> String {
+    match m.metadata.response_code {
+        ResponseCode::NoError if m.answers.is_empty() => "NODATA".into(),
+        ResponseCode::NoError => m
+            .answers
+            .iter()
+            .filter(|r| r.record_type() != RecordType::RRSIG)
+            .map(|r| rdata_text(&r.data))
+            .collect::<Vec<_>>()
+            .join(", "),
+        ResponseCode::NXDomain => "NXDOMAIN".into(),
+        other => other.to_string(),
+    }
+}
+
+/// Reads one length-prefixed DNS message (RFC 1035 §4.2.2).
+fn read_framed(s: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut len = [0u8; 2];
+    s.read_exact(&mut len).ok()?;
+    let mut b = vec![0u8; usize::from(u16::from_be_bytes(len))];
+    s.read_exact(&mut b).ok()?;
+    Some(b)
+}

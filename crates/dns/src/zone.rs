@@ -1,0 +1,151 @@
+//! The names a network's DNS server answers itself: each port's `host-<ip with dashes>` (or its
+//! `dns_name`) under the network's domain and bare, as Neutron writes them into dnsmasq's
+//! `--addn-hosts` file (`<ip> <fqdn> <name>`). Pure data: no I/O here.
+
+use std::net::Ipv4Addr;
+
+use ahash::HashMap;
+use hickory_proto::rr::{LowerName, Name};
+
+/// A line of an addn-hosts file that could not be read, with its line number.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}: {why}")]
+pub struct ZoneError {
+    /// 1-based line number.
+    pub line: usize,
+    /// What is wrong.
+    pub why: String,
+}
+
+/// Local names and addresses of one network.
+#[derive(Debug, Default, Clone)]
+pub struct Zone {
+    by_name: HashMap<LowerName, Vec<Ipv4Addr>>,
+    /// The first name given for an address: the answer to its PTR query.
+    by_ip: HashMap<Ipv4Addr, Name>,
+}
+
+fn fqdn(s: &str) -> Option<Name> {
+    let mut n = Name::from_ascii(s).ok()?;
+    n.set_fqdn(true);
+    Some(n)
+}
+
+impl Zone {
+    /// Adds `names` for `ip`; the first becomes the address's PTR target.
+    pub fn insert(&mut self, ip: Ipv4Addr, names: &[Name]) {
+        for n in names {
+            let ips = self.by_name.entry(LowerName::new(n)).or_default();
+            if !ips.contains(&ip) {
+                ips.push(ip);
+            }
+        }
+        if let Some(first) = names.first() {
+            self.by_ip.entry(ip).or_insert_with(|| first.clone());
+        }
+    }
+
+    /// Reads dnsmasq's hosts-file format (`IP NAME [NAME…]`, `#` comments). IPv6 lines are
+    /// skipped (qdhcp serves IPv4); unreadable lines are reported and skipped.
+    pub fn parse_hosts(text: &str) -> (Zone, Vec<ZoneError>) {
+        let mut z = Zone::default();
+        let errs = z.add_hosts(text);
+        (z, errs)
+    }
+
+    /// [`Zone::parse_hosts`] into this zone (dnsmasq reads /etc/hosts and every
+    /// `--addn-hosts` file into one set of names).
+    pub fn add_hosts(&mut self, text: &str) -> Vec<ZoneError> {
+        let z = self;
+        let mut errs = Vec::new();
+        for (i, raw) in text.lines().enumerate() {
+            let line = raw.split('#').next().unwrap_or("").trim();
+            if line.is_empty() {
+                continue;
+            }
+            let mut words = line.split_whitespace();
+            let Some(addr) = words.next() else { continue };
+            if addr.contains(':') {
+                continue;
+            }
+            let Ok(ip) = addr.parse::<Ipv4Addr>() else {
+                errs.push(ZoneError {
+                    line: i + 1,
+                    why: format!("{addr:?} is not an address"),
+                });
+                continue;
+            };
+            let mut names = Vec::new();
+            for w in words {
+                match fqdn(w) {
+                    Some(n) => names.push(n),
+                    None => errs.push(ZoneError {
+                        line: i + 1,
+                        why: format!("{w:?} is not a name"),
+                    }),
+                }
+            }
+            if names.is_empty() {
+                errs.push(ZoneError {
+                    line: i + 1,
+                    why: "an address without a name".into(),
+                });
+                continue;
+            }
+            z.insert(ip, &names);
+        }
+        errs
+    }
+
+    /// The addresses of `name`, if it is a local name.
+    pub fn addresses(&self, name: &LowerName) -> Option<&[Ipv4Addr]> {
+        self.by_name.get(name).map(Vec::as_slice)
+    }
+
+    /// The name of `ip`, if it is a local address.
+    pub fn name_of(&self, ip: Ipv4Addr) -> Option<&Name> {
+        self.by_ip.get(&ip)
+    }
+
+    /// How many names are known.
+    pub fn len(&self) -> usize {
+        self.by_name.len()
+    }
+
+    /// True when no name is known.
+    pub fn is_empty(&self) -> bool {
+        self.by_name.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn neutrons_addn_hosts_lines_give_fqdn_bare_name_and_ptr() {
+        let (z, errs) = Zone::parse_hosts(
+            "172.16.1.103\thost-172-16-1-103.openstacklocal. host-172-16-1-103\n\
+             # comment\n\
+             fd00::5 host-fd00--5.openstacklocal. host-fd00--5\n\
+             172.16.1.104 vm2.example.org vm2\n\
+             bad line\n",
+        );
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].line, 5);
+        let a = |s: &str| z.addresses(&LowerName::new(&fqdn(s).unwrap()));
+        assert_eq!(
+            a("HOST-172-16-1-103.openstacklocal"),
+            Some(&[Ipv4Addr::new(172, 16, 1, 103)][..])
+        );
+        assert_eq!(a("host-172-16-1-103").map(<[_]>::len), Some(1));
+        assert_eq!(a("vm2"), Some(&[Ipv4Addr::new(172, 16, 1, 104)][..]));
+        assert_eq!(
+            z.name_of(Ipv4Addr::new(172, 16, 1, 103))
+                .unwrap()
+                .to_ascii(),
+            "host-172-16-1-103.openstacklocal."
+        );
+        assert!(a("host-fd00--5").is_none(), "IPv6 lines are skipped");
+    }
+}
