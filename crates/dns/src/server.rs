@@ -155,6 +155,8 @@ pub fn open_sockets(iface: &str, port: u16) -> io::Result<(UdpSocket, TcpListene
     let t = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
     bind(&t)?;
     t.listen(64)?;
+    // accept() gives up after this, so that the thread sees a stop without polling
+    t.set_read_timeout(Some(Duration::from_millis(500)))?;
     Ok((u.into(), t.into()))
 }
 
@@ -187,7 +189,7 @@ impl DnsServer {
     /// A server with `settings`; its upstream socket is opened now (before any privilege drop).
     pub fn new(settings: Settings) -> io::Result<Arc<Self>> {
         let upstream = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
-        upstream.set_read_timeout(Some(Duration::from_millis(100)))?;
+        upstream.set_read_timeout(Some(Duration::from_millis(250)))?;
         let cache = Mutex::new(Cache::new(settings.cache_size));
         Ok(Arc::new(DnsServer {
             settings,
@@ -449,18 +451,14 @@ impl DnsServer {
 
     /// Serves DNS over TCP on `l` until [`DnsServer::stop`].
     pub fn serve_tcp(self: &Arc<Self>, l: TcpListener, name: &str) -> io::Result<()> {
-        l.set_nonblocking(true)?;
         let me = self.clone();
         std::thread::Builder::new()
             .name(format!("dns-tcp-{name}"))
             .spawn(move || {
                 while !me.stop.load(Ordering::Relaxed) {
-                    let (s, from) = match l.accept() {
-                        Ok(x) => x,
-                        Err(_) => {
-                            std::thread::sleep(Duration::from_millis(50));
-                            continue;
-                        }
+                    // times out (see open_sockets) so that a stop is seen
+                    let Ok((s, from)) = l.accept() else {
+                        continue;
                     };
                     if me.tcp_open.fetch_add(1, Ordering::SeqCst) >= TCP_CONNECTIONS {
                         me.tcp_open.fetch_sub(1, Ordering::SeqCst);
@@ -509,8 +507,12 @@ impl DnsServer {
     }
 
     /// Relays upstream answers to their clients and retries or fails the ones that timed out,
-    /// until [`DnsServer::stop`].
+    /// until [`DnsServer::stop`]. Without upstream servers there is nothing to relay and no
+    /// thread is started.
     pub fn start_forwarder(self: &Arc<Self>) -> io::Result<()> {
+        if self.settings.upstreams.is_empty() {
+            return Ok(());
+        }
         let me = self.clone();
         std::thread::Builder::new()
             .name("dns-forwarder".into())

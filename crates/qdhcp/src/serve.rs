@@ -11,15 +11,18 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use hickory_proto::rr::Name;
 use ipnet::Ipv4Net;
 use qdhcp_api::auth::{Auth, Tokens};
 use qdhcp_api::control::{Control, DhcpSink};
 use qdhcp_api::{router, ApiState};
 use qdhcp_dataplane::listener::open_dhcp_socket;
 use qdhcp_dataplane::{now_secs, Dataplane, ServeOptions};
+use qdhcp_dns::server::{open_sockets as open_dns_sockets, DnsServer, Settings};
+use qdhcp_dns::Zone;
 use qdhcp_plumbing::{delete_netns, open_netns, plug, DhcpPlug};
 use qdhcp_protocol::{NetworkTable, Policy};
-use qdhcp_registry::dhcp::{reservation_for, subnets_for, DhcpSettings};
+use qdhcp_registry::dhcp::{names_for, reservation_for, subnets_for, DhcpSettings};
 use qdhcp_registry::{Effect, Port, Registry, DHCP_OWNER};
 use qdhcp_store::Store;
 use serde::Deserialize;
@@ -77,6 +80,17 @@ pub struct ServeArgs {
     /// core delays a reply.
     #[arg(long)]
     pub realtime: bool,
+    /// Upstream DNS servers for names that are not the network's own, `IP[,IP…]` (Neutron's
+    /// `dnsmasq_dns_servers`).
+    #[arg(long)]
+    pub dns_servers: Option<String>,
+    /// Also forward to the nameservers of this host's /etc/resolv.conf (Neutron's
+    /// `dnsmasq_local_resolv`).
+    #[arg(long)]
+    pub dns_local_resolv: bool,
+    /// No DNS service on the DHCP ports (then a subnet without `dns_nameservers` announces none).
+    #[arg(long)]
+    pub no_dns: bool,
 }
 
 #[derive(Deserialize, Default, Debug)]
@@ -95,6 +109,9 @@ struct FileConfig {
     client_rate: Option<u16>,
     quiet_dhcp: Option<bool>,
     realtime: Option<bool>,
+    dns_servers: Option<toml::Value>,
+    dns_local_resolv: Option<bool>,
+    dns: Option<bool>,
 }
 
 /// The resolved configuration.
@@ -124,6 +141,28 @@ pub struct ServeConfig {
     pub quiet_dhcp: bool,
     /// Serving threads at real-time priority.
     pub realtime: bool,
+    /// The DNS service of the DHCP ports; `None` when off.
+    pub dns: Option<DnsConfig>,
+}
+
+/// How the DHCP ports answer DNS.
+#[derive(Debug, Clone, Default)]
+pub struct DnsConfig {
+    /// Where names that are not the network's own go.
+    pub upstreams: Vec<SocketAddr>,
+}
+
+fn parse_dns_servers(list: &[&str]) -> anyhow::Result<Vec<SocketAddr>> {
+    list.iter()
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<std::net::IpAddr>()
+                .map(|ip| SocketAddr::new(ip, 53))
+                .or_else(|_| s.parse::<SocketAddr>())
+                .with_context(|| format!("DNS server {s:?} is not IP or IP:PORT"))
+        })
+        .collect()
 }
 
 fn parse_mappings(s: &str) -> anyhow::Result<HashMap<String, String>> {
@@ -168,6 +207,31 @@ pub fn resolve(a: &ServeArgs) -> anyhow::Result<ServeConfig> {
         (None, Some(_)) => anyhow::bail!("bridge_mappings must be \"physnet:bridge,…\" or a table"),
         (None, None) => parse_mappings("physnet1:br-flat")?,
     };
+    let dns_on = !a.no_dns && file.dns.unwrap_or(true);
+    let mut upstreams = match (&a.dns_servers, &file.dns_servers) {
+        (Some(s), _) => parse_dns_servers(&s.split(',').collect::<Vec<_>>())?,
+        (None, Some(toml::Value::String(s))) => {
+            parse_dns_servers(&s.split(',').collect::<Vec<_>>())?
+        }
+        (None, Some(toml::Value::Array(v))) => parse_dns_servers(
+            &v.iter()
+                .map(|x| {
+                    x.as_str()
+                        .ok_or_else(|| anyhow::anyhow!("dns_servers must be strings"))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?,
+        )?,
+        (None, Some(_)) => anyhow::bail!("dns_servers must be \"IP,…\" or a list"),
+        (None, None) => Vec::new(),
+    };
+    if a.dns_local_resolv || file.dns_local_resolv.unwrap_or(false) {
+        let text = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        let found: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("nameserver"))
+            .collect();
+        upstreams.extend(parse_dns_servers(&found)?);
+    }
     let listen = a
         .listen
         .clone()
@@ -203,6 +267,7 @@ pub fn resolve(a: &ServeArgs) -> anyhow::Result<ServeConfig> {
                     .unwrap_or_else(|| "openstacklocal".into()),
             ),
             metadata_route: true,
+            dns_self: dns_on,
         },
         netns: a.netns.clone().or(file.netns),
         log_file: a.log_file.clone().or(file.log_file),
@@ -212,6 +277,7 @@ pub fn resolve(a: &ServeArgs) -> anyhow::Result<ServeConfig> {
             .unwrap_or(qdhcp_dataplane::server::MacLimiter::PER_SECOND),
         quiet_dhcp: a.quiet_dhcp || file.quiet_dhcp.unwrap_or(false),
         realtime: a.realtime || file.realtime.unwrap_or(false),
+        dns: dns_on.then_some(DnsConfig { upstreams }),
     })
 }
 
@@ -257,10 +323,20 @@ pub struct DhcpSync {
     dp: Arc<Dataplane>,
     cfg: ServeConfig,
     plugged: Mutex<HashMap<String, String>>,
+    /// Each network's DNS server, on its DHCP port.
+    dns: Mutex<HashMap<String, Arc<DnsServer>>>,
 }
 
 impl DhcpSync {
     fn teardown(&self, net_id: &str) {
+        if let Some(d) = self
+            .dns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(net_id)
+        {
+            d.stop();
+        }
         self.dp.unlisten(net_id);
         self.dp.remove_network(net_id);
         let ns = self
@@ -328,7 +404,101 @@ impl DhcpSync {
                 ),
             }
         }
+        self.sync_dns(reg, net_id, &spec);
     }
+
+    /// Starts the network's DNS server on its DHCP port if it has none, and gives it the
+    /// network's subnets and names.
+    fn sync_dns(&self, reg: &Registry, net_id: &str, spec: &DhcpPlug) {
+        let Some(dns) = &self.cfg.dns else { return };
+        let existing = self
+            .dns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(net_id)
+            .cloned();
+        let server = match existing {
+            Some(s) => s,
+            None => {
+                let settings = Settings {
+                    domain: self.cfg.dhcp.domain.as_deref().and_then(|d| {
+                        let mut n = Name::from_ascii(d).ok()?;
+                        n.set_fqdn(true);
+                        Some(n)
+                    }),
+                    upstreams: dns.upstreams.clone(),
+                    cache_size: 150,
+                    log_queries: false,
+                    local_only: true,
+                };
+                let started = dns_in(&spec.netns, &spec.inner, settings).and_then(|(srv, u, t)| {
+                    srv.serve_udp(u, &spec.inner)?;
+                    srv.serve_tcp(t, &spec.inner)?;
+                    srv.start_forwarder()?;
+                    Ok(srv)
+                });
+                match started {
+                    Ok(srv) => {
+                        tracing::info!(
+                            "network {net_id}: DNS listening on {} in {}",
+                            spec.inner,
+                            spec.netns
+                        );
+                        self.dns
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert(net_id.into(), srv.clone());
+                        srv
+                    }
+                    Err(e) => {
+                        tracing::error!("network {net_id}: DNS not served: {e:#}");
+                        return;
+                    }
+                }
+            }
+        };
+        server.set_nets(reg.subnets_of(net_id).map(|s| s.cidr).collect());
+        self.refresh_names(reg, net_id);
+    }
+
+    /// Gives the network's DNS server the names of its ports as they are now.
+    fn refresh_names(&self, reg: &Registry, net_id: &str) {
+        let server = self
+            .dns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(net_id)
+            .cloned();
+        let Some(server) = server else { return };
+        let mut zone = Zone::default();
+        for (ip, fqdn, name) in names_for(reg, net_id, self.cfg.dhcp.domain.as_deref()) {
+            let names: Vec<Name> = [fqdn, format!("{name}.")]
+                .iter()
+                .filter_map(|n| Name::from_ascii(n).ok())
+                .collect();
+            zone.insert(ip, &names);
+        }
+        server.set_zone(zone);
+    }
+}
+
+/// A DNS server whose sockets (port 53 on `iface`, and the one it forwards from) live in
+/// namespace `ns`.
+fn dns_in(
+    ns: &str,
+    iface: &str,
+    settings: Settings,
+) -> anyhow::Result<(Arc<DnsServer>, std::net::UdpSocket, std::net::TcpListener)> {
+    let f = open_netns(ns)?;
+    let iface = iface.to_string();
+    std::thread::spawn(move || -> anyhow::Result<_> {
+        nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET)?;
+        let srv = DnsServer::new(settings)?;
+        let (u, t) = open_dns_sockets(&iface, 53)?;
+        Ok((srv, u, t))
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("DNS socket thread panicked"))?
 }
 
 /// Opens the DHCP socket for `iface` inside namespace `ns` (a socket keeps its namespace).
@@ -373,6 +543,7 @@ impl DhcpSink for DhcpSync {
                     if let Some(r) = new {
                         self.dp.upsert_reservation(&net, r);
                     }
+                    self.refresh_names(reg, &net_id);
                 }
             }
         }
@@ -455,6 +626,7 @@ fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         dp: dp.clone(),
         cfg: cfg.clone(),
         plugged: Mutex::new(HashMap::new()),
+        dns: Mutex::new(HashMap::new()),
     });
     let control = Arc::new(Control::open(store, sync)?);
     // Reconcile namespaces, tables and listeners with what the registry holds.

@@ -443,3 +443,103 @@ fn kill_9_and_restart_keep_api_objects_and_renewals_get_ack() {
     let env = d.wait_reason("BOUND", 2, Duration::from_secs(20));
     assert_eq!(env["new_ip_address"], "172.16.1.250");
 }
+
+/// The DHCP port answers DNS for the network, as Neutron's dnsmasq does: a subnet without
+/// `dns_nameservers` announces the DHCP port's address; names come from the registry and
+/// change with the next query after a port is renamed (`dns_name`) or deleted; `0.0.0.0`
+/// announces no server.
+#[test]
+fn dhcp_port_serves_dns_names_from_the_registry_and_follows_port_changes() {
+    if !netns_available("serve dns") {
+        return;
+    }
+    require_tool("dhclient");
+    require_tool("dig");
+    let mut h = Host::new("n", 60);
+    let _srv = h.start();
+    let (s, n) = h.http("POST", "/v2.0/networks", Some(&json!({"network": {"name": "flat_net", "provider:network_type": "flat", "provider:physical_network": "physnet1"}})));
+    assert_eq!(s, 201, "{n}");
+    let net = n["network"]["id"].as_str().unwrap().to_string();
+    let (s, sub) = h.http("POST", "/v2.0/subnets", Some(&json!({"subnet": {"network_id": net, "cidr": "172.16.1.0/24", "ip_version": 4, "allocation_pools": [{"start": "172.16.1.100", "end": "172.16.1.200"}]}})));
+    assert_eq!(s, 201, "{sub}");
+    let port = |name: &str, ip: &str| {
+        let (s, p) = h.http(
+            "POST",
+            "/v2.0/ports",
+            Some(&json!({"port": {"network_id": net, "name": name, "fixed_ips": [{"ip_address": ip}]}})),
+        );
+        assert_eq!(s, 201, "{p}");
+        (
+            p["port"]["id"].as_str().unwrap().to_string(),
+            p["port"]["mac_address"].as_str().unwrap().to_string(),
+        )
+    };
+    let (_, mac1) = port("vm1", "172.16.1.103");
+    let (id2, _) = port("vm2", "172.16.1.104");
+    let vm = h.vm(&mac1);
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, d) = dhclient_at(dir.path(), &vm, 20);
+    assert!(
+        ok,
+        "{}",
+        std::fs::read_to_string(h.log()).unwrap_or_default()
+    );
+    let bound = d.wait_reason("BOUND", 1, Duration::from_secs(5));
+    // the DHCP port (first pool address) is the network's DNS server
+    assert_eq!(
+        bound["new_domain_name_servers"], "172.16.1.100",
+        "{bound:?}"
+    );
+    let dig = |args: &[&str]| {
+        let o = std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &vm.ns,
+                "dig",
+                "+tries=2",
+                "+time=1",
+                "@172.16.1.100",
+            ])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let short = |name: &str| dig(&["+short", name]).trim().to_string();
+    assert_eq!(short("host-172-16-1-104.openstacklocal"), "172.16.1.104");
+    assert_eq!(short("host-172-16-1-104"), "172.16.1.104");
+    assert_eq!(
+        dig(&["+short", "-x", "172.16.1.104"]).trim(),
+        "host-172-16-1-104.openstacklocal."
+    );
+    // a rename (dns_name) and a delete are seen by the next query
+    let (s, _) = h.http(
+        "PUT",
+        &format!("/v2.0/ports/{id2}"),
+        Some(&json!({"port": {"dns_name": "web"}})),
+    );
+    assert_eq!(s, 200);
+    assert_eq!(short("web.openstacklocal"), "172.16.1.104");
+    assert!(dig(&["host-172-16-1-104.openstacklocal"]).contains("status: NXDOMAIN"));
+    let (s, _) = h.http("DELETE", &format!("/v2.0/ports/{id2}"), None);
+    assert_eq!(s, 204);
+    assert!(dig(&["web.openstacklocal"]).contains("status: NXDOMAIN"));
+    // no upstream configured: other names are refused, not hung
+    assert!(dig(&["www.example.test"]).contains("status: REFUSED"));
+
+    // dns_nameservers = 0.0.0.0: no server announced at the next lease
+    let sub_id = sub["subnet"]["id"].as_str().unwrap();
+    let (s, _) = h.http(
+        "PUT",
+        &format!("/v2.0/subnets/{sub_id}"),
+        Some(&json!({"subnet": {"dns_nameservers": ["0.0.0.0"]}})),
+    );
+    assert_eq!(s, 200);
+    d.release();
+    let dir2 = tempfile::tempdir().unwrap();
+    let (ok, d2) = dhclient_at(dir2.path(), &vm, 20);
+    assert!(ok);
+    let bound = d2.wait_reason("BOUND", 1, Duration::from_secs(5));
+    assert_eq!(bound.get("new_domain_name_servers"), None, "{bound:?}");
+}

@@ -16,6 +16,8 @@ pub struct DhcpSettings {
     pub domain: Option<String>,
     /// Push the 169.254.169.254/32 route via the DHCP port (isolated metadata).
     pub metadata_route: bool,
+    /// The DHCP port answers DNS: a subnet without `dns_nameservers` announces its address.
+    pub dns_self: bool,
 }
 
 impl Default for DhcpSettings {
@@ -24,6 +26,7 @@ impl Default for DhcpSettings {
             lease_secs: Some(86400),
             domain: Some("openstacklocal".into()),
             metadata_route: true,
+            dns_self: true,
         }
     }
 }
@@ -51,9 +54,16 @@ pub fn subnets_for(
             &s.gateway_ip.map(|g| g.to_string()).unwrap_or_default(),
             false,
         );
-        if !s.dns_nameservers.is_empty() {
+        // Option 6 as Neutron's agent writes it: the subnet's servers; `0.0.0.0` alone means
+        // "announce none"; none given, the DHCP port itself when it answers DNS.
+        let unspecified = [std::net::Ipv4Addr::UNSPECIFIED];
+        if s.dns_nameservers == unspecified {
+            let _ = o.set_text(6, "", false);
+        } else if !s.dns_nameservers.is_empty() {
             let v: Vec<String> = s.dns_nameservers.iter().map(|d| d.to_string()).collect();
             let _ = o.set_text(6, &v.join(","), false);
+        } else if let Some(ip) = server.filter(|_| cfg.dns_self) {
+            let _ = o.set_text(6, &ip.to_string(), false);
         }
         let mut routes: Vec<String> = Vec::new();
         for r in &s.host_routes {
@@ -86,6 +96,32 @@ pub fn subnets_for(
         });
     }
     (out, global)
+}
+
+/// The names the network's DNS server answers, as Neutron's agent writes its addn_hosts file:
+/// for each address of each port (the DHCP port's too), `(ip, fqdn, name)` with the name
+/// `host-<ip with dashes>`, or the port's `dns_name`, under `domain`.
+pub fn names_for(
+    reg: &Registry,
+    net_id: &str,
+    domain: Option<&str>,
+) -> Vec<(std::net::Ipv4Addr, String, String)> {
+    let mut out = Vec::new();
+    for p in reg.ports_of(net_id) {
+        for f in &p.fixed_ips {
+            let name = if p.dns_name.is_empty() {
+                format!("host-{}", f.ip_address.to_string().replace('.', "-"))
+            } else {
+                p.dns_name.clone()
+            };
+            let fqdn = match domain {
+                Some(d) => format!("{name}.{}.", d.trim_end_matches('.')),
+                None => format!("{name}."),
+            };
+            out.push((f.ip_address, fqdn, name));
+        }
+    }
+    out
 }
 
 /// The reservation DHCP serves for a port: its first address in a DHCP-enabled subnet.
