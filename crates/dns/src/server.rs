@@ -75,6 +75,93 @@ pub struct DnsCounters {
     pub dropped_rate: AtomicU64,
     /// Sum of forward round trips, microseconds (with `upstream_answers`, the mean).
     pub forward_us: AtomicU64,
+    /// Questions by type: A, AAAA, PTR, anything else.
+    pub by_type: [AtomicU64; 4],
+}
+
+/// The label of a question type in [`DnsCounters::by_type`].
+const TYPE_LABELS: [&str; 4] = ["A", "AAAA", "PTR", "other"];
+
+fn type_index(t: RecordType) -> usize {
+    match t {
+        RecordType::A => 0,
+        RecordType::AAAA => 1,
+        RecordType::PTR => 2,
+        _ => 3,
+    }
+}
+
+/// Prometheus text for the DNS servers of several networks (`qdhcp serve`'s `/metrics`).
+pub fn prometheus(servers: &[(String, Arc<DnsServer>)]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    let _ = writeln!(out, "# HELP qdhcp_dns_queries_total DNS questions by type.\n# TYPE qdhcp_dns_queries_total counter");
+    for (net, srv) in servers {
+        for (i, t) in TYPE_LABELS.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "qdhcp_dns_queries_total{{network=\"{net}\",qtype=\"{t}\"}} {}",
+                l(&srv.counters.by_type[i])
+            );
+        }
+    }
+    let _ = writeln!(out, "# HELP qdhcp_dns_answers_total DNS answers by how they were made.\n# TYPE qdhcp_dns_answers_total counter");
+    for (net, srv) in servers {
+        let c = &srv.counters;
+        for (how, v) in [
+            ("local", &c.local),
+            ("nodata", &c.nodata),
+            ("nxdomain", &c.nxdomain),
+            ("refused", &c.refused),
+            ("formerr", &c.formerr),
+            ("notimp", &c.notimp),
+            ("cached", &c.cache_hits),
+            ("upstream", &c.upstream_answers),
+            ("servfail", &c.servfail),
+        ] {
+            let _ = writeln!(
+                out,
+                "qdhcp_dns_answers_total{{network=\"{net}\",answer=\"{how}\"}} {}",
+                l(v)
+            );
+        }
+    }
+    let _ = writeln!(out, "# HELP qdhcp_dns_dropped_total DNS datagrams not answered, by reason.\n# TYPE qdhcp_dns_dropped_total counter");
+    for (net, srv) in servers {
+        let c = &srv.counters;
+        for (why, v) in [
+            ("not_local", &c.dropped_not_local),
+            ("malformed", &c.dropped_malformed),
+            ("not_query", &c.dropped_not_query),
+            ("rate", &c.dropped_rate),
+        ] {
+            let _ = writeln!(
+                out,
+                "qdhcp_dns_dropped_total{{network=\"{net}\",reason=\"{why}\"}} {}",
+                l(v)
+            );
+        }
+    }
+    let _ = writeln!(out, "# HELP qdhcp_dns_forward_seconds Round trips of forwarded queries.\n# TYPE qdhcp_dns_forward_seconds summary");
+    for (net, srv) in servers {
+        let c = &srv.counters;
+        let _ = writeln!(
+            out,
+            "qdhcp_dns_forward_seconds_sum{{network=\"{net}\"}} {}",
+            l(&c.forward_us) as f64 / 1e6
+        );
+        let _ = writeln!(
+            out,
+            "qdhcp_dns_forward_seconds_count{{network=\"{net}\"}} {}",
+            l(&c.upstream_answers)
+        );
+    }
+    let _ = writeln!(out, "# HELP qdhcp_dns_names Local names a network's DNS server answers.\n# TYPE qdhcp_dns_names gauge");
+    for (net, srv) in servers {
+        let _ = writeln!(out, "qdhcp_dns_names{{network=\"{net}\"}} {}", srv.names());
+    }
+    out
 }
 
 impl DnsCounters {
@@ -281,6 +368,9 @@ impl DnsServer {
             Outcome::Reply { msg, how, question } => {
                 self.counters.answered(how);
                 if let Some(q) = &question {
+                    self.counters.by_type[type_index(q.qtype)].fetch_add(1, Ordering::Relaxed);
+                }
+                if let Some(q) = &question {
                     self.log(|| format!("query[{}] {} from {}", q.qtype, q.name, from.ip()));
                     self.log(|| match how {
                         Answered::Local => format!(
@@ -301,6 +391,7 @@ impl DnsServer {
                 Some((msg, limit))
             }
             Outcome::Forward { msg, question } => {
+                self.counters.by_type[type_index(question.qtype)].fetch_add(1, Ordering::Relaxed);
                 self.log(|| {
                     format!(
                         "query[{}] {} from {}",

@@ -628,7 +628,7 @@ fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         plugged: Mutex::new(HashMap::new()),
         dns: Mutex::new(HashMap::new()),
     });
-    let control = Arc::new(Control::open(store, sync)?);
+    let control = Arc::new(Control::open(store, sync.clone())?);
     // Reconcile namespaces, tables and listeners with what the registry holds.
     control.sync_all();
 
@@ -648,7 +648,18 @@ fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         })?;
 
     let mdp = dp.clone();
-    let metrics: qdhcp_api::MetricsSource = Arc::new(move || mdp.prometheus());
+    let msync = sync.clone();
+    let metrics: qdhcp_api::MetricsSource = Arc::new(move || {
+        let mut servers: Vec<(String, Arc<DnsServer>)> = msync
+            .dns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        servers.sort_by(|a, b| a.0.cmp(&b.0));
+        mdp.prometheus() + &qdhcp_dns::server::prometheus(&servers)
+    });
     let state = ApiState::new(control, auth, Some(metrics));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

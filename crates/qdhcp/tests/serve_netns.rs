@@ -527,6 +527,41 @@ fn dhcp_port_serves_dns_names_from_the_registry_and_follows_port_changes() {
     assert!(dig(&["web.openstacklocal"]).contains("status: NXDOMAIN"));
     // no upstream configured: other names are refused, not hung
     assert!(dig(&["www.example.test"]).contains("status: REFUSED"));
+    // counted in /metrics, per network, by type and by answer
+    let (s, metrics) = h.http_text("/metrics");
+    assert_eq!(s, 200);
+    let value = |series: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(series))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{series} missing in\n{metrics}"))
+    };
+    assert!(
+        value(&format!(
+            "qdhcp_dns_answers_total{{network=\"{net}\",answer=\"local\"}}"
+        )) >= 4
+    );
+    assert!(
+        value(&format!(
+            "qdhcp_dns_answers_total{{network=\"{net}\",answer=\"nxdomain\"}}"
+        )) >= 2
+    );
+    assert!(
+        value(&format!(
+            "qdhcp_dns_answers_total{{network=\"{net}\",answer=\"refused\"}}"
+        )) >= 1
+    );
+    assert!(
+        value(&format!(
+            "qdhcp_dns_queries_total{{network=\"{net}\",qtype=\"PTR\"}}"
+        )) >= 1
+    );
+    assert_eq!(
+        value(&format!("qdhcp_dns_names{{network=\"{net}\"}}")),
+        4,
+        "DHCP port and vm1, each FQDN and bare"
+    );
 
     // dns_nameservers = 0.0.0.0: no server announced at the next lease
     let sub_id = sub["subnet"]["id"].as_str().unwrap();
