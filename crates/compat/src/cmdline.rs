@@ -188,6 +188,8 @@ pub struct DnsmasqConfig {
     pub trust_option82: bool,
     /// Serving threads at real-time priority, SCHED_FIFO (qdhcp extension).
     pub realtime: bool,
+    /// `--dhcp-match` and `--dhcp-userclass`: tags set by what the client's message shows.
+    pub client_matches: Vec<(String, qdhcp_protocol::ClientMatch)>,
     /// `--user`: whom to run as once the sockets are open (dnsmasq's default is `nobody`).
     pub user: Option<String>,
     /// `--group`: the group to run as (default: the user's primary group).
@@ -369,6 +371,14 @@ where
         "keep-in-foreground" => cfg.keep_in_foreground = true,
         "no-daemon" => cfg.no_daemon = true,
         "test" => cfg.test_only = true,
+        "dhcp-match" => cfg.client_matches.push(parse_match(&v).map_err(bad)?),
+        "dhcp-userclass" => {
+            let (tag, class) = set_tag(&v)?;
+            cfg.client_matches.push((
+                tag,
+                qdhcp_protocol::ClientMatch::UserClass(class.as_bytes().to_vec()),
+            ));
+        }
         "version" => cfg.version = true,
         "help" => cfg.help = true,
         "user" => cfg.user = Some(v),
@@ -412,6 +422,30 @@ where
         _ => {}
     }
     Ok(())
+}
+
+/// `set:TAG,REST` of `--dhcp-match` and `--dhcp-userclass`.
+fn set_tag(v: &str) -> Result<(String, &str), CmdlineError> {
+    v.strip_prefix("set:")
+        .and_then(|r| r.split_once(','))
+        .filter(|(t, r)| !t.is_empty() && !r.is_empty())
+        .map(|(t, r)| (t.to_string(), r))
+        .ok_or_else(|| CmdlineError::BadValue {
+            flag: "dhcp-match".into(),
+            why: format!("{v:?} is not set:TAG,VALUE"),
+        })
+}
+
+/// `set:TAG,CODE` or `set:TAG,option:NAME`: the tag is set when the client sent that option.
+fn parse_match(v: &str) -> Result<(String, qdhcp_protocol::ClientMatch), String> {
+    let (tag, rest) = set_tag(v).map_err(|e| e.to_string())?;
+    if rest.contains(',') || rest.starts_with("vi-encap:") || rest.starts_with("option6:") {
+        return Err(format!(
+            "{v:?}: only set:TAG,CODE and set:TAG,option:NAME are supported (no value, no vi-encap, no option6)"
+        ));
+    }
+    let code = qdhcp_protocol::options::code_for(rest).map_err(|e| e.to_string())?;
+    Ok((tag, qdhcp_protocol::ClientMatch::SentOption(code)))
 }
 
 /// `IP[#PORT]` (dnsmasq's `--server` without domains); empty names no server.

@@ -4,7 +4,7 @@
 
 use ahash::{HashMap, HashSet};
 
-use qdhcp_protocol::{NetworkTable, OptionSet, Reservation, Subnet};
+use qdhcp_protocol::{ClientMatch, Conditional, NetworkTable, OptionSet, Reservation, Subnet};
 
 use crate::cmdline::DnsmasqConfig;
 use crate::files::{parse_host, parse_opt, HostLine, OptLine};
@@ -25,6 +25,8 @@ pub struct Built {
 pub struct HostContext {
     ranges: Vec<(ipnet::Ipv4Net, Option<String>)>,
     by_host_tag: HashMap<String, Vec<OptLine>>,
+    /// Tags set by what a client's message shows (`--dhcp-match`, `--dhcp-userclass`).
+    matches: HashMap<String, Vec<ClientMatch>>,
 }
 
 impl HostContext {
@@ -46,6 +48,9 @@ impl HostContext {
             ));
         };
         let mut host_opts = OptionSet::default();
+        // options that also name a client-match tag (Neutron's `tag:port-…,tag:ipxe,…`),
+        // grouped by their conditions
+        let mut conditional: Vec<Conditional> = Vec::new();
         if !h.tags.is_empty() {
             let subnet_tag = self
                 .ranges
@@ -54,14 +59,39 @@ impl HostContext {
                 .and_then(|(_, t)| t.as_ref());
             for t in &h.tags {
                 for o in self.by_host_tag.get(t.as_str()).into_iter().flatten() {
-                    let applies = o
-                        .tags
-                        .iter()
-                        .all(|ot| h.tags.contains(ot) || subnet_tag == Some(ot));
-                    if applies {
-                        if let Err(e) = host_opts.set_text(o.code, &o.value, o.force) {
-                            warnings.push(e.to_string());
+                    let mut when: Vec<ClientMatch> = Vec::new();
+                    let applies = o.tags.iter().all(|ot| {
+                        if h.tags.contains(ot) || subnet_tag == Some(ot) {
+                            return true;
                         }
+                        match self.matches.get(ot) {
+                            Some(m) => {
+                                when.extend(m.iter().cloned());
+                                true
+                            }
+                            None => false,
+                        }
+                    });
+                    if !applies {
+                        continue;
+                    }
+                    let target = if when.is_empty() {
+                        &mut host_opts
+                    } else {
+                        let i = match conditional.iter().position(|c| c.when == when) {
+                            Some(i) => i,
+                            None => {
+                                conditional.push(Conditional {
+                                    when,
+                                    options: OptionSet::default(),
+                                });
+                                conditional.len() - 1
+                            }
+                        };
+                        &mut conditional[i].options
+                    };
+                    if let Err(e) = target.set_text(o.code, &o.value, o.force) {
+                        warnings.push(e.to_string());
                     }
                 }
             }
@@ -72,6 +102,7 @@ impl HostContext {
             ip,
             hostname: h.hostname,
             options: host_opts,
+            conditional,
         })
     }
 }
@@ -107,6 +138,10 @@ pub fn build_with_context(
     opts.extend(file_opts.iter().cloned());
 
     let range_tags: HashSet<&str> = cfg.ranges.iter().filter_map(|r| r.tag.as_deref()).collect();
+    let mut matches: HashMap<String, Vec<ClientMatch>> = HashMap::default();
+    for (tag, m) in &cfg.client_matches {
+        matches.entry(tag.clone()).or_default().push(m.clone());
+    }
     let mut global = OptionSet::default();
     let mut subnets: Vec<Subnet> = cfg
         .ranges
@@ -132,13 +167,19 @@ pub fn build_with_context(
                     }
                 }
             }
-        } else if let Some(t) = o.tags.iter().find(|t| !range_tags.contains(t.as_str())) {
+        } else if let Some(t) = o
+            .tags
+            .iter()
+            .find(|t| !range_tags.contains(t.as_str()) && !matches.contains_key(t.as_str()))
+            .or_else(|| o.tags.iter().find(|t| !range_tags.contains(t.as_str())))
+        {
             by_host_tag.entry(t.clone()).or_default().push(o.clone());
         }
     }
     let ctx = HostContext {
         ranges: cfg.ranges.iter().map(|r| (r.net, r.tag.clone())).collect(),
         by_host_tag,
+        matches,
     };
 
     let mut hosts: Vec<HostLine> = Vec::with_capacity(cfg.hosts.len() + file_hosts.len());
@@ -265,5 +306,32 @@ mod tests {
         assert!(r2.options.contains(6));
         let m1: Mac = "fa:16:3e:00:00:01".parse().unwrap();
         assert!(!t.lookup(m1, None).unwrap().options.contains(6));
+    }
+
+    #[test]
+    fn dhcp_match_tags_make_conditional_host_options() {
+        let args: Vec<String> = "--dhcp-range=set:subnet-a,172.16.1.0,static,255.255.255.0,86400s \
+            --dhcp-match=set:ipxe,175 --dhcp-userclass=set:ipxe6,iPXE"
+            .split_whitespace()
+            .map(String::from)
+            .collect();
+        let cfg = parse_args(&args, |_| unreachable!()).unwrap();
+        let (hosts, _) = parse_hosts(
+            "fa:16:3e:00:00:02,host-172-16-1-104.openstacklocal.,172.16.1.104,set:port-p2\n",
+        );
+        let (opts, _) = parse_opts(
+            "tag:port-p2,option:bootfile-name,pxelinux.0\n\
+             tag:port-p2,tag:ipxe,option:bootfile-name,http://172.16.1.9/boot.ipxe\n",
+        );
+        let b = build_table(&cfg, hosts, &opts);
+        assert!(b.warnings.is_empty(), "{:?}", b.warnings);
+        let r = b
+            .table
+            .lookup("fa:16:3e:00:00:02".parse().unwrap(), None)
+            .unwrap();
+        assert!(r.options.contains(67));
+        assert_eq!(r.conditional.len(), 1);
+        assert_eq!(r.conditional[0].when, vec![ClientMatch::SentOption(175)]);
+        assert!(r.conditional[0].options.contains(67));
     }
 }

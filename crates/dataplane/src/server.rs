@@ -1319,6 +1319,7 @@ mod tests {
             ip: Ipv4Addr::new(10, 0, 0, 5),
             hostname: None,
             options: OptionSet::default(),
+            conditional: Vec::new(),
         };
         let t = NetworkTable::new(vec![s], vec![r]);
         let policy = Policy::default();

@@ -44,6 +44,7 @@ fn table() -> NetworkTable {
             ip: Ipv4Addr::new(172, 16, 1, i),
             hostname: Some(format!("host-{i}")),
             options: OptionSet::default(),
+            conditional: Vec::new(),
         })
         .collect();
     NetworkTable::new(vec![s], res)
@@ -133,5 +134,48 @@ pub fn api_body(data: &[u8]) {
     if let Ok(r) = serde_json::from_value::<NetworkReq>(v) {
         let _ = reg.create_network(r.clone(), &caller, &mut env);
         let _ = reg.update_network(&n.id, r, &mut env);
+    }
+}
+
+/// A datagram as a DNS query to a network's DNS server (from a client of the network, or a
+/// stranger, by the first byte's low bit), through the decision and the encoding of what it
+/// answers; then the same bytes as an upstream's answer, through the cache.
+pub fn dns_query(data: &[u8]) {
+    use qdhcp_dns::server::encode_within;
+    use qdhcp_dns::{decide, Context, Outcome, Zone};
+    let (zone, _) = Zone::parse_hosts(
+        "172.16.1.103 host-172-16-1-103.openstacklocal. host-172-16-1-103\n\
+         172.16.1.104 vm2.openstacklocal. vm2\n",
+    );
+    let domain = hickory_proto::rr::Name::from_ascii("openstacklocal.").expect("static");
+    let nets = ["172.16.1.0/24".parse().expect("static")];
+    let client = if data.first().is_some_and(|b| b & 1 == 1) {
+        "10.9.9.9"
+    } else {
+        "172.16.1.50"
+    };
+    let ctx = Context {
+        zone: &zone,
+        domain: Some(&domain),
+        local_nets: &nets,
+        local_only: true,
+        can_forward: true,
+        local_ttl: 0,
+    };
+    let mut cache = qdhcp_dns::cache::Cache::new(4);
+    match decide(data, client.parse().expect("static"), &ctx) {
+        Outcome::Reply { msg, .. } => {
+            let _ = encode_within(&msg, 512);
+        }
+        Outcome::Forward { msg, question } => {
+            let _ = encode_within(&msg, 512);
+            if let Ok(answer) = hickory_proto::op::Message::from_vec(data) {
+                cache.put(&question, &answer, 100);
+                if let Some(m) = cache.get(&question, 101) {
+                    let _ = encode_within(&m, 512);
+                }
+            }
+        }
+        Outcome::Drop(_) => {}
     }
 }

@@ -30,3 +30,8 @@ fn dnsmasq_files_corpus_replays_cleanly() {
 fn api_body_corpus_replays_cleanly() {
     replay("api_body", qdhcp_fuzzing::api_body);
 }
+
+#[test]
+fn dns_query_corpus_replays_cleanly() {
+    replay("dns_query", qdhcp_fuzzing::dns_query);
+}

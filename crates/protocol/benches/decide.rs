@@ -58,6 +58,7 @@ fn table(n: u32) -> NetworkTable {
             ip: Ipv4Addr::from(0x0a00_0000 + 256 + i),
             hostname: Some(format!("host-{i}")),
             options: OptionSet::default(),
+            conditional: Vec::new(),
         })
         .collect();
     let mut t = NetworkTable::new(vec![s], res);

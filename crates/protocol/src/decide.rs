@@ -344,9 +344,10 @@ fn answer(
     lease: Option<Lease>,
 ) -> Decision {
     let computed = computed_options(ctx, subnet, Some(r));
+    let host = r.options_for(m);
     let layers = OptionLayers {
         computed: &computed,
-        host: Some(&r.options),
+        host: Some(&host),
         subnet: Some(&subnet.options),
         global: &ctx.table.global_options,
     };

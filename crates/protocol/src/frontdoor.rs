@@ -162,6 +162,24 @@ pub struct Inbound {
     pub hostname: Option<String>,
     /// Option 82 payload, echoed to the relay (RFC 3046 §2.2).
     pub relay_info: Option<Vec<u8>>,
+    /// Which option codes the client sent (dnsmasq's `--dhcp-match` tests them).
+    pub sent: SentOptions,
+    /// Option 77, the user class (dnsmasq's `--dhcp-userclass` tests it).
+    pub user_class: Option<Vec<u8>>,
+}
+
+/// The set of option codes present in a client message.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SentOptions([u64; 4]);
+
+impl SentOptions {
+    /// True when the client sent option `code`.
+    pub fn contains(&self, code: u8) -> bool {
+        self.0[usize::from(code / 64)] & (1u64 << (code % 64)) != 0
+    }
+    fn insert(&mut self, code: u8) {
+        self.0[usize::from(code / 64)] |= 1u64 << (code % 64);
+    }
 }
 
 impl Inbound {
@@ -215,6 +233,8 @@ pub fn parse(buf: &[u8]) -> Result<Inbound, Malformed> {
     let mut max_size = None;
     let mut hostname = None;
     let mut relay_info = None;
+    let mut user_class = None;
+    let mut sent = SentOptions::default();
     let mut i = HEADER_LEN;
     while i < buf.len() {
         let code = buf[i];
@@ -239,6 +259,7 @@ pub fn parse(buf: &[u8]) -> Result<Inbound, Malformed> {
             return Err(Malformed::DuplicateOption(code));
         }
         seen[code as usize] = true;
+        sent.insert(code);
         match code {
             53 => msg_type = Some(data[0]),
             50 => requested_ip = Some(ip4(data)),
@@ -256,6 +277,7 @@ pub fn parse(buf: &[u8]) -> Result<Inbound, Malformed> {
             }
             12 => hostname = Some(String::from_utf8_lossy(data).into_owned()),
             82 => relay_info = Some(data.to_vec()),
+            77 => user_class = Some(data.to_vec()),
             _ => {}
         }
         i += 2 + len;
@@ -296,6 +318,8 @@ pub fn parse(buf: &[u8]) -> Result<Inbound, Malformed> {
         max_size,
         hostname,
         relay_info,
+        sent,
+        user_class,
     })
 }
 

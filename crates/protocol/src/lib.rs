@@ -9,11 +9,12 @@ pub mod reply;
 pub mod types;
 
 pub use decide::{decide, Context, Decision, Lease, LeaseChange, LeaseView, Policy, Reply};
+pub use frontdoor::SentOptions;
 pub use frontdoor::{parse, ClientMsg, Inbound, Malformed};
 pub use log::LogLine;
 pub use options::{OptionError, OptionSet};
 pub use reply::ReplyKind;
-pub use types::{ClientId, Mac, NetworkTable, Reservation, Subnet};
+pub use types::{ClientId, ClientMatch, Conditional, Mac, NetworkTable, Reservation, Subnet};
 
 #[cfg(test)]
 mod tests;

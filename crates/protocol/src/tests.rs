@@ -38,6 +38,7 @@ fn table() -> NetworkTable {
         ip: Ipv4Addr::new(172, 16, 1, 103),
         hostname: Some("host-172-16-1-103".into()),
         options: OptionSet::default(),
+        conditional: Vec::new(),
     };
     let mut t = NetworkTable::new(vec![subnet], vec![r]);
     t.domain = Some("openstacklocal".into());
@@ -234,6 +235,7 @@ fn discover_by_reserved_client_id_gets_offer_and_id_is_echoed() {
         ip: Ipv4Addr::new(172, 16, 1, 150),
         hostname: None,
         options: OptionSet::default(),
+        conditional: Vec::new(),
     });
     let policy = Policy::default();
     let ctx = Context {
@@ -624,4 +626,43 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn conditional_host_options_go_only_to_clients_that_match() {
+    // Neutron's `tag:port-…,tag:ipxe,option:bootfile-name,…` with `--dhcp-match=set:ipxe,175`
+    let mut t = table();
+    let mut r = t.lookup(Mac(VM), None).unwrap().clone();
+    r.options.set_text(67, "pxelinux.0", false).unwrap();
+    let mut ipxe = OptionSet::default();
+    ipxe.set_text(67, "http://172.16.1.9/boot.ipxe", false)
+        .unwrap();
+    r.conditional = vec![Conditional {
+        when: vec![ClientMatch::SentOption(175)],
+        options: ipxe,
+    }];
+    t.upsert(r);
+    let policy = Policy::default();
+    let ctx = Context {
+        iface: "ns-test",
+        server_id: SERVER,
+        table: &t,
+        policy: &policy,
+    };
+    let bootfile = |p: &[u8]| {
+        let d = decide(&parse(p).unwrap(), &ctx, &Leases::default(), NOW);
+        match reply_of(&d).opts().get(OptionCode::BootfileName) {
+            Some(DhcpOption::BootfileName(b)) => String::from_utf8_lossy(b).into_owned(),
+            other => panic!("no bootfile: {other:?}"),
+        }
+    };
+    let plain = packet(1, VM, &[(55, &[1, 3, 67])]);
+    let from_ipxe = packet(1, VM, &[(55, &[1, 3, 67]), (175, &[1, 1, 1])]);
+    assert_eq!(bootfile(&plain), "pxelinux.0");
+    assert_eq!(bootfile(&from_ipxe), "http://172.16.1.9/boot.ipxe");
+    // user class matches look inside option 77
+    let m = parse(&packet(1, VM, &[(77, b"\x04iPXE")])).unwrap();
+    assert!(ClientMatch::UserClass(b"iPXE".to_vec()).matches(&m));
+    assert!(!ClientMatch::UserClass(b"gPXE".to_vec()).matches(&m));
+    assert!(!ClientMatch::SentOption(175).matches(&m));
 }

@@ -121,6 +121,61 @@ pub struct Reservation {
     pub hostname: Option<String>,
     /// Per-host options (Neutron's `extra_dhcp_opts`), overriding the subnet's.
     pub options: OptionSet,
+    /// Per-host options given only to clients that match (Neutron's `tag:ipxe,…` options).
+    pub conditional: Vec<Conditional>,
+}
+
+/// What a client's message must show for [`Conditional`] options to apply: dnsmasq's
+/// `--dhcp-match` and `--dhcp-userclass` tags (Neutron sets `ipxe` for option 175).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClientMatch {
+    /// The client sent this option (`--dhcp-match=set:ipxe,175`).
+    SentOption(u8),
+    /// The client's user class (option 77) contains these bytes (`--dhcp-userclass`).
+    UserClass(Vec<u8>),
+}
+
+impl ClientMatch {
+    /// True when `m` shows what this match looks for.
+    pub fn matches(&self, m: &crate::Inbound) -> bool {
+        match self {
+            ClientMatch::SentOption(code) => m.sent.contains(*code),
+            ClientMatch::UserClass(text) => m.user_class.as_ref().is_some_and(|uc| {
+                !text.is_empty() && uc.windows(text.len()).any(|w| w == text.as_slice())
+            }),
+        }
+    }
+}
+
+/// Options for the clients that match every condition.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Conditional {
+    /// All must hold.
+    pub when: Vec<ClientMatch>,
+    /// Given over the host's other options.
+    pub options: OptionSet,
+}
+
+impl Reservation {
+    /// The host's options for client message `m`: its own, with those of every conditional
+    /// whose conditions `m` meets laid over them. Borrowed when none applies (the usual case).
+    pub fn options_for(&self, m: &crate::Inbound) -> std::borrow::Cow<'_, OptionSet> {
+        let mut applying = self
+            .conditional
+            .iter()
+            .filter(|c| c.when.iter().all(|w| w.matches(m)))
+            .peekable();
+        if applying.peek().is_none() {
+            return std::borrow::Cow::Borrowed(&self.options);
+        }
+        let mut o = self.options.clone();
+        for c in applying {
+            for (code, v) in &c.options.0 {
+                o.0.insert(*code, v.clone());
+            }
+        }
+        std::borrow::Cow::Owned(o)
+    }
 }
 
 /// Everything one network serves: subnets and the reservation index, rebuilt or updated as a
@@ -243,6 +298,7 @@ mod tests {
             ip: ip.parse().unwrap(),
             hostname: None,
             options: OptionSet::default(),
+            conditional: Vec::new(),
         }
     }
 

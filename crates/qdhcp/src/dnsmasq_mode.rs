@@ -444,8 +444,10 @@ fn serve(cfg: &DnsmasqConfig, ready: Ready) -> anyhow::Result<()> {
     // another process has been replaced: it writes, renames and removes nothing, so that it
     // neither deletes the new instance's pid file nor recreates files in a directory being
     // removed. Every ACKed lease is in the journal already.
+    // No compaction on the way out: the next start compacts before it serves, and nothing
+    // is created here while Neutron may be removing the directory.
     if owns_its_files(cfg.pid_file.as_deref(), &leasefile) {
-        dp.shutdown_and_compact();
+        dp.shutdown();
         export.update(&net, now_secs(), true);
         if let Some(p) = &cfg.pid_file {
             let _ = std::fs::remove_file(p);

@@ -2,7 +2,7 @@
 //! dnsmasq's files: subnet options (router, DNS, classless routes with the metadata route via
 //! the DHCP port, MTU, domain) and one reservation per port. Pure functions.
 
-use qdhcp_protocol::{OptionSet, Reservation, Subnet as DhcpSubnet};
+use qdhcp_protocol::{ClientMatch, Conditional, OptionSet, Reservation, Subnet as DhcpSubnet};
 
 use crate::model::{Port, DHCP_OWNER};
 use crate::registry::Registry;
@@ -139,15 +139,40 @@ pub fn reservation_for(reg: &Registry, p: &Port) -> Option<Reservation> {
         p.dns_name.clone()
     };
     let mut options = OptionSet::default();
+    let mut conditional: Vec<Conditional> = Vec::new();
     for o in p.extra_dhcp_opts.iter().filter(|o| o.ip_version == 4) {
-        let spec = if o.opt_name.parse::<u8>().is_ok() {
-            o.opt_name.clone()
-        } else {
-            format!("option:{}", o.opt_name)
+        // `tag:ipxe,bootfile-name`: only for clients that sent option 175 (iPXE), as Neutron's
+        // `--dhcp-match=set:ipxe,175` makes dnsmasq do
+        let (when, name) = match o
+            .opt_name
+            .strip_prefix("tag:")
+            .and_then(|r| r.split_once(','))
+        {
+            Some(("ipxe", name)) => (Some(ClientMatch::SentOption(175)), name),
+            Some(_) => continue,
+            None => (None, o.opt_name.as_str()),
         };
-        if let Ok(code) = qdhcp_protocol::options::code_for(&spec) {
-            let _ = options.set_text(code, &o.opt_value, false);
-        }
+        let spec = if name.parse::<u8>().is_ok() {
+            name.to_string()
+        } else {
+            format!("option:{name}")
+        };
+        let Ok(code) = qdhcp_protocol::options::code_for(&spec) else {
+            continue;
+        };
+        let target = match when {
+            None => &mut options,
+            Some(w) => {
+                if conditional.is_empty() {
+                    conditional.push(Conditional {
+                        when: vec![w],
+                        options: OptionSet::default(),
+                    });
+                }
+                &mut conditional[0].options
+            }
+        };
+        let _ = target.set_text(code, &o.opt_value, false);
     }
     Some(Reservation {
         mac: Some(p.mac_address),
@@ -155,5 +180,6 @@ pub fn reservation_for(reg: &Registry, p: &Port) -> Option<Reservation> {
         ip: f.ip_address,
         hostname: Some(hostname),
         options,
+        conditional,
     })
 }

@@ -874,10 +874,21 @@ impl Registry {
                 continue;
             };
             if ip_version == 4 {
-                let spec = if o.opt_name.parse::<u8>().is_ok() {
-                    o.opt_name.clone()
+                // `tag:ipxe,NAME`: for iPXE clients only (see dhcp::reservation_for)
+                let name = match o.opt_name.strip_prefix("tag:").map(|r| r.split_once(',')) {
+                    None => o.opt_name.as_str(),
+                    Some(Some(("ipxe", name))) => name,
+                    Some(_) => {
+                        return Err(invalid(
+                            "extra_dhcp_opts",
+                            format!("{:?}: the only tag served is ipxe", o.opt_name),
+                        ))
+                    }
+                };
+                let spec = if name.parse::<u8>().is_ok() {
+                    name.to_string()
                 } else {
-                    format!("option:{}", o.opt_name)
+                    format!("option:{name}")
                 };
                 let code = qdhcp_protocol::options::code_for(&spec)
                     .map_err(|e| invalid("extra_dhcp_opts", e))?;

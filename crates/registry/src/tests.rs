@@ -420,3 +420,34 @@ fn gateway_inside_a_pool_is_gateway_conflict_with_allocation_pools() {
         .unwrap_err();
     assert_eq!(e.kind(), "GatewayConflictWithAllocationPools");
 }
+
+#[test]
+fn tagged_ipxe_extra_dhcp_opt_is_served_only_to_ipxe_clients() {
+    let (mut r, mut env, net, _) = setup("172.16.1.200");
+    let opt = |name: &str, value: &str| ExtraDhcpOptReq {
+        opt_name: name.into(),
+        opt_value: Some(value.into()),
+        ip_version: None,
+    };
+    let (p, _) = r
+        .create_port(
+            PortReq {
+                extra_dhcp_opts: Some(vec![
+                    opt("bootfile-name", "pxelinux.0"),
+                    opt("tag:ipxe,bootfile-name", "http://172.16.1.9/boot.ipxe"),
+                ]),
+                ..port(&net, None, None)
+            },
+            &admin(),
+            &mut env,
+        )
+        .unwrap();
+    let res = reservation_for(&r, &p).unwrap();
+    assert!(res.options.contains(67));
+    assert_eq!(res.conditional.len(), 1);
+    assert_eq!(
+        res.conditional[0].when,
+        vec![qdhcp_protocol::ClientMatch::SentOption(175)]
+    );
+    assert!(res.conditional[0].options.contains(67));
+}
