@@ -14,22 +14,33 @@ that records each call and execs /usr/bin/dhcp_release.
     ... --only enable,reload   ... --list   ... --restarts 3   ... --keep (leave the temp dir)
 
 Topology (every name starts with "qt", at most 15 chars, all removed at exit):
-  qth<tag>            "host" namespace holding the Linux bridge qtbr0
-  qtd<tag><NN>        the DHCP namespace of case NN (Neutron would say qdhcp-<network id>; the
+  qtnh<tag>           "host" namespace holding the Linux bridge qtbr0
+  qtnd<tag><NN>       the DHCP namespace of case NN (Neutron would say qdhcp-<network id>; the
                       harness sets network._ns_name, the attribute NetModel derives from
                       NS_PREFIX, because a 36-char id cannot fit in 15 chars)
   qtns<port[:10]>     the DHCP port's device in that namespace, plugged by QtVethDriver, a test
                       interface driver (Neutron 29 ships only OVS/Null drivers): a veth pair
-                      whose other end qttp<port[:10]> is on qtbr0 in qth<tag>
-  qtv<tag><i>         VM namespaces, device qteth0 with the port's fa:16:3e MAC; the other end
+                      whose other end qttp<port[:10]> is on qtbr0 in qtnh<tag>
+  qtnv<tag><i>        VM namespaces, device qteth0 with the port's fa:16:3e MAC; the other end
                       qtvm<i> is on qtbr0
 
 Output: one line per check, "PASS name" or "FAIL name: reason", INFO lines for what is recorded
-but not asserted, and "N passed, M failed" last. Exit status 1 if anything failed.
+but not asserted, and "N passed, M failed" last. Exit status 1 if anything failed. A check that
+hits a known defect of the real dnsmasq (KNOWN_DEFECTS; today one: dnsmasq 2.90 segfaults on
+SIGHUP after leasing to a tagged host line) prints "XFAIL name: ..." and counts in neither total
+when the binary under test reports that dnsmasq version; for any other binary it is a normal check.
+
+Needs root and: iproute2 isc-dhcp-client udhcpc dnsmasq-utils iptables (dnsutils for the DNS
+INFO lines; dnsmasq-base for the control run). The agent's root helper is set to "env" (we are
+root; oslo.privsep would otherwise prefix "sudo"), its process monitor checks every 5 s.
+
+--server-log sets Neutron's dnsmasq_base_log_dir for every case, so the server logs each DHCP
+exchange (--log-dhcp) under the kept temp dir: the first thing to read when a check fails.
 """
 
 import argparse
 import atexit
+import copy
 import ipaddress
 import json
 import logging
@@ -55,21 +66,45 @@ SELF = os.path.abspath(__file__)
 # --------------------------------------------------------------------------------------------
 
 
+# Defects of the real dnsmasq that a check can hit. When the binary under test is that dnsmasq
+# (its --version says so), such a check failing prints XFAIL, counted in neither total; for
+# any other binary (qdhcp) it is an ordinary check.
+KNOWN_DEFECTS = {
+    'dnsmasq-2.90-hup-tag': (
+        r'^Dnsmasq version 2\.90\s+Copyright',
+        'dnsmasq 2.90 (Debian 12) segfaults on SIGHUP once it has leased an address to a '
+        'dhcp-hostsfile line with a set: tag and a name (Neutron writes "mac,fqdn.,ip,'
+        'set:port-ID" for every port with extra_dhcp_opts); the agent\'s process monitor '
+        'respawns it. Reproduced without Neutron: --domain=openstacklocal, host line '
+        '"fa:16:3e:00:00:04,host-172-16-1-104.openstacklocal.,172.16.1.104,set:port-abc", '
+        'one DORA, kill -HUP -> SIGSEGV in libc'),
+}
+
+
 class Results:
     def __init__(self):
         self.passed = 0
         self.failed = 0
+        self.xfailed = 0
         self.failures = []
+        self.version_text = ''
 
-    def check(self, name, ok, reason=''):
+    def defect_applies(self, known):
+        import re
+        return bool(known) and bool(re.search(KNOWN_DEFECTS[known][0], self.version_text))
+
+    def check(self, name, ok, reason='', known=None):
+        reason = ' '.join(str(reason).split()) or 'failed'
+        if len(reason) > 600:
+            reason = reason[:600] + '...'
         if ok:
             self.passed += 1
             print(f'PASS {name}', flush=True)
+        elif self.defect_applies(known):
+            self.xfailed += 1
+            print(f'XFAIL {name}: {reason} [known defect {known}]', flush=True)
         else:
             self.failed += 1
-            reason = ' '.join(str(reason).split()) or 'failed'
-            if len(reason) > 600:
-                reason = reason[:600] + '...'
             self.failures.append((name, reason))
             print(f'FAIL {name}: {reason}', flush=True)
         return ok
@@ -310,7 +345,7 @@ option ms-classless-static-routes code 249 = array of unsigned integer 8;
 timeout {timeout};
 retry 1;
 request subnet-mask, broadcast-address, routers, domain-name, domain-name-servers, host-name,
-        interface-mtu, rfc3442-classless-static-routes, ms-classless-static-routes,
+        ntp-servers, interface-mtu, rfc3442-classless-static-routes, ms-classless-static-routes,
         dhcp-lease-time, dhcp-renewal-time, dhcp-rebinding-time, bootfile-name, tftp-server-name;
 """
 
@@ -366,7 +401,7 @@ def decode_udhcpc_routes(text):
 
 
 class VM:
-    """A 'VM': namespace qtv<tag><i> with device qteth0 (the port's MAC) bridged to qtbr0."""
+    """A 'VM': namespace qtnv<tag><i> with device qteth0 (the port's MAC) bridged to qtbr0."""
 
     IFACE = 'qteth0'
 
@@ -392,6 +427,7 @@ class VM:
 
     def destroy(self):
         self.stop_udhcpc_daemon()
+        sh('ip', '-n', self.topo.host_ns, 'link', 'del', self.host_end, check=False)
         delete_netns(self.ns)
         if self.ns in self.topo.owned_ns:
             self.topo.owned_ns.remove(self.ns)
@@ -477,7 +513,7 @@ class VM:
                    '-O', 'dns', '-O', 'lease', '-O', 'bootfile', '-O', 'tftp', '-O', '58',
                    '-O', '59']
 
-    def udhcpc(self, tries=4, configure=False, client_id_hex=None, requested=None):
+    def udhcpc(self, tries=4, configure=False, client_id_hex=None, requested=None, extra=()):
         """One-shot udhcpc (-q): DORA, quit; returns the normalized lease or None."""
         out, script = self._udhcpc_script('udhcpc')
         cmd = ['udhcpc', '-i', self.IFACE, '-f', '-q', '-n', '-t', str(tries), '-T', '1',
@@ -486,11 +522,23 @@ class VM:
             cmd += ['-C', '-x', f'0x3d:{client_id_hex}']
         if requested:
             cmd += ['-r', requested]
+        cmd += list(extra)
         env = dict(os.environ, CONFIGURE='1' if configure else '')
-        p = subprocess.run(['ip', 'netns', 'exec', self.ns] + cmd, env=env, capture_output=True,
-                           text=True, timeout=tries * 3 + 10)
-        with open(os.path.join(self.dir, 'udhcpc.log'), 'a') as f:
-            f.write(p.stdout + p.stderr)
+        with open(os.path.join(self.dir, 'udhcpc.log'), 'a') as log:
+            p = subprocess.Popen(['ip', 'netns', 'exec', self.ns] + cmd, env=env, stdout=log,
+                                 stderr=subprocess.STDOUT)
+            try:
+                p.wait(tries * 2 + 6)
+            except subprocess.TimeoutExpired:
+                # e.g. OFFER then NAK forever: udhcpc -n never gives up; count it as no lease
+                p.kill()
+                p.wait()
+                log.write('qt harness: udhcpc killed after timeout\n')
+                self.last_events = open(out + '.events').read().split() \
+                    if os.path.exists(out + '.events') else []
+                return None
+        self.last_events = open(out + '.events').read().split() \
+            if os.path.exists(out + '.events') else []
         return self._read_udhcpc(out)
 
     @staticmethod
@@ -567,10 +615,10 @@ class VM:
                timeout=wait + 20)
         return json.loads(p.stdout.strip().splitlines()[-1])
 
-    def dig(self, server, name):
+    def dig(self, server, *query):
         if not shutil.which('dig'):
             return None
-        p = sh('dig', '+short', '+time=1', '+tries=1', f'@{server}', name, ns=self.ns,
+        p = sh('dig', '+short', '+time=1', '+tries=2', f'@{server}', *query, ns=self.ns,
                check=False, timeout=10)
         return (p.stdout.strip() or p.stderr.strip() or f'rc={p.returncode}').replace('\n', ' ')
 
@@ -586,13 +634,17 @@ class Topology:
         existing = sh('ip', 'netns', 'list', check=False).stdout
         while True:  # a tag no existing namespace uses
             self.tag = '%04x' % random.getrandbits(16)
-            if f'qtn' not in existing or all(f'qtn{k}{self.tag}' not in existing
-                                             for k in 'hdv'):
+            if not any(f'qtn{k}{self.tag}' in existing for k in 'hdv'):
                 break
         self.host_ns = f'qtnh{self.tag}'
         self.bridge = 'qtbr0'
         self.owned_ns = []
         self.dhcp_namespaces = []
+        self.vm_count = 0
+
+    def next_vm_index(self):
+        self.vm_count += 1
+        return self.vm_count
 
     def up(self):
         sh('ip', 'netns', 'add', self.host_ns)
@@ -670,6 +722,9 @@ def load_neutron(tmp, topo):
     # We are root: the root helper is a no-op. It must be a non-empty command, since oslo.privsep
     # falls back to "sudo" for an empty one; env keeps PATH (our wrappers) for the privsep daemon.
     cfg.CONF.set_override('root_helper', 'env', 'AGENT')
+    # the agent's process monitor, checking every 5 s instead of 60 (its thread sleeps a whole
+    # interval before it notices stop(), which would hold the exit)
+    cfg.CONF.set_override('check_child_processes_interval', 5, 'AGENT')
     agent_config.setup_privsep()
 
     class QtVethDriver(interface.LinuxInterfaceDriver):
@@ -838,31 +893,52 @@ class Net:
         return m
 
     # -- ports, kept in the NetModel in place as the agent's NetworkCache does -------------
-    def add_port(self, ip, subnet_index=0, extra_dhcp_opts=None, mac=None):
+    def add_port(self, ip, subnet_index=0, extra_dhcp_opts=None, mac=None, dns_name=''):
         p = {'id': str(uuid.uuid4()), 'name': '', 'network_id': self.id,
              'mac_address': mac or random_mac(), 'admin_state_up': True,
              'device_owner': 'compute:nova', 'device_id': str(uuid.uuid4()),
              'fixed_ips': [{'subnet_id': self.net['subnets'][subnet_index]['id'],
                             'ip_address': ip}],
              'extra_dhcp_opts': [dict(o) for o in (extra_dhcp_opts or [])],
-             'binding:host_id': 'qt-compute'}
+             'dns_name': dns_name, 'binding:host_id': 'qt-compute'}
+        self._dns_assignment(p)
         self.net['ports'].append(p)
-        self.model.ports.append(N.dhcp.DictModel(p))
+        self.model.ports.append(N.dhcp.DictModel(copy.deepcopy(p)))
         return p
 
+    @staticmethod
+    def _dns_assignment(p):
+        """What the Neutron server's dns extension puts on a port (FQDN with the final dot)."""
+        dom = N.cfg.CONF.dns_domain
+        p['dns_assignment'] = []
+        for f in p['fixed_ips']:
+            h = p['dns_name'] or host_name(f['ip_address'])
+            p['dns_assignment'].append({'hostname': h, 'ip_address': f['ip_address'],
+                                        'fqdn': f'{h}.{dom}.' if dom else h})
+
+    def update_port(self, port, ip=None, extra_dhcp_opts=None):
+        """A port update as the agent's NetworkCache applies it: the port object is replaced."""
+        if ip is not None:
+            port['fixed_ips'][0]['ip_address'] = ip
+            self._dns_assignment(port)
+        if extra_dhcp_opts is not None:
+            port['extra_dhcp_opts'] = [dict(o) for o in extra_dhcp_opts]
+        self.model.ports[:] = [N.dhcp.DictModel(copy.deepcopy(port)) if m.id == port['id']
+                               else m for m in self.model.ports]
+
+    def update_subnet(self, index, **changes):
+        self.net['subnets'][index].update(changes)
+        self.model.subnets[index] = N.dhcp.DictModel(copy.deepcopy(self.net['subnets'][index]))
+
     def set_port_ip(self, port, ip):
-        port['fixed_ips'][0]['ip_address'] = ip
-        for m in self.model.ports:
-            if m.id == port['id']:
-                m.fixed_ips[0].ip_address = ip
+        self.update_port(port, ip=ip)
 
     def remove_port(self, port):
         self.net['ports'].remove(port)
         self.model.ports[:] = [m for m in self.model.ports if m.id != port['id']]
 
     def vm(self, port):
-        idx = len(self.vms) + 1
-        v = VM(self.topo, idx, port['mac_address'])
+        v = VM(self.topo, self.topo.next_vm_index(), port['mac_address'])
         v.port = port
         self.vms[port['id']] = v
         return v
@@ -1024,12 +1100,14 @@ def base_routes(sub=NET1, extra=()):
     return routes + [('0.0.0.0/0', sub['gateway_ip'])]
 
 
-def leases_file_has(net, mac, ip):
+def leases_file_has(net, mac, ip, written=False):
+    """The lease line for mac/ip; written=True skips Neutron's pre-seeded '0 mac ip * *'."""
     try:
         with open(net.conf_file('leases')) as f:
             for line in f:
                 t = line.split()
-                if len(t) >= 3 and t[1].lower() == mac.lower() and t[2] == ip:
+                if len(t) >= 3 and t[1].lower() == mac.lower() and t[2] == ip and \
+                        not (written and t[0] == '0'):
                     return t
     except OSError:
         pass
@@ -1040,6 +1118,17 @@ def cmdline_args(net, mark):
     """The argv the dnsmasq wrapper recorded for the (last) spawn since mark."""
     lines = net.suite.wrappers.argv_since(mark)
     return shlex.split(lines[-1]) if lines else []
+
+
+def normalize_args(args, net):
+    out = []
+    for a in args:
+        a = a.replace(net.conf_dir, '$CONF').replace(net.suite.tmp, '$TMP')
+        a = a.replace(net.id, '$NET')
+        for i, sub in enumerate(net.net['subnets']):
+            a = a.replace(sub['id'], f'$SUBNET{i}')
+        out.append(a)
+    return out
 
 
 def check_args(name, args, *expected):
@@ -1067,25 +1156,27 @@ def case_enable(s):
     args = cmdline_args(net, mark)
     R.check('enable.spawned_once', len(s.wrappers.argv_since(mark)) == 1,
             f'dnsmasq executed {len(s.wrappers.argv_since(mark))} times by enable()')
-    R.info('Neutron 29 dnsmasq command line: ip netns exec ' + net.ns + ' '
-           + shlex.join(args))
-    s.base_args = args
+    R.info('Neutron 29 dnsmasq command line (run with the root helper, here "env"): '
+           f'ip netns exec {net.ns} env PROCESS_TAG=dnsmasq-{net.id} {shlex.join(args)}')
+    s.base_args, s.base_net = args, net
     check_running('enable', net)
     for kind in ('host', 'addn_hosts', 'opts', 'leases', 'interface'):
         R.check(f'enable.conf_file[{kind}]', os.path.exists(net.conf_file(kind)),
                 f'{net.conf_file(kind)} missing')
-    R.check('enable.cmdline_no_interface_flag', not any(a.startswith('--interface') for a in args),
-            'info: Neutron 29 passes no --interface')  # documents Neutron's line
+    if not any(a.startswith('--interface') for a in args):
+        R.info('enable: Neutron 29 passes no --interface: the server must serve every '
+               'interface of the namespace but lo')
     routes = base_routes()
-    if os.environ.get('QT_DEBUG_PAUSE'):
-        R.info(f'pausing {os.environ["QT_DEBUG_PAUSE"]} s'); time.sleep(int(os.environ['QT_DEBUG_PAUSE']))
     lease = vm1.dhclient()
     check_lease('enable.vm1.dhclient', lease, p1, net, routes=routes,
                 hostname=host_name('172.16.1.103'))
     if lease:
         R.eq('enable.vm1.dhclient.server_id', lease['server_id'], net.dhcp_ip)
-    R.check('enable.leases_file_has_vm1',
-            wait_for(lambda: leases_file_has(net, p1['mac_address'], '172.16.1.103'), 3),
+    t0 = time.time()
+    seen = wait_for(lambda: leases_file_has(net, p1['mac_address'], '172.16.1.103', True), 3)
+    R.info(f'enable: the ACKed lease was in the leases file {time.time() - t0:.2f} s after '
+           'dhclient got the ACK')
+    R.check('enable.leases_file_has_vm1', seen,
             f'{net.conf_file("leases")} has no lease line for {p1["mac_address"]} after the ACK'
             f' (Neutron reads it to release leases): {open(net.conf_file("leases")).read()!r}')
     lease = vm1.udhcpc(configure=True)
@@ -1094,14 +1185,14 @@ def case_enable(s):
     offers = vm1.probe('discover')
     R.check('enable.one_offer', len([r for r in offers if r['type'] == 'OFFER']) == 1,
             f'replies to one DISCOVER: {offers}')
-    # DNS at the DHCP port: recorded only (DNS is later work for qdhcp)
-    ans = vm1.dig(net.dhcp_ip, host_name('172.16.1.103') + '.openstacklocal')
-    R.info(f'enable: DNS {host_name("172.16.1.103")}.openstacklocal @ {net.dhcp_ip} -> {ans!r}'
-           f' (want 172.16.1.103)')
-    ans = vm1.dig(net.dhcp_ip, host_name('172.16.1.103'))
-    R.info(f'enable: DNS {host_name("172.16.1.103")} (short) @ {net.dhcp_ip} -> {ans!r}')
+    # DNS at the DHCP port, from the addn_hosts file Neutron wrote: FQDN, bare name, PTR
+    R.eq('enable.dns.fqdn', vm1.dig(net.dhcp_ip, host_name('172.16.1.103') + '.openstacklocal'),
+         '172.16.1.103')
+    R.eq('enable.dns.bare_name', vm1.dig(net.dhcp_ip, host_name('172.16.1.103')), '172.16.1.103')
+    R.eq('enable.dns.ptr', vm1.dig(net.dhcp_ip, '-x', '172.16.1.103'),
+         host_name('172.16.1.103') + '.openstacklocal.')
     # an unknown MAC gets nothing (static ranges only)
-    stranger = VM(s.topo, 9, random_mac())
+    stranger = VM(s.topo, s.topo.next_vm_index(), random_mac())
     try:
         R.check('enable.unknown_mac_ignored', not [r for r in stranger.probe('discover')
                                                    if r['type'] == 'OFFER'],
@@ -1109,6 +1200,23 @@ def case_enable(s):
     finally:
         stranger.destroy()
     net.destroy()
+
+
+def reload_and_check_survival(s, net, name):
+    """reload_allocations(); the server must take the SIGHUP and keep its pid. If it died, wait
+    (as the agent does) for the process monitor to respawn it before going on."""
+    pid = net.pid()
+    mark = net.call('reload_allocations')
+    time.sleep(0.5)
+    ok = pid_alive(pid) and net.pid() == pid and not s.wrappers.argv_since(mark)
+    R.check(f'{name}.survives_sighup', ok,
+            f'pid {pid} alive={pid_alive(pid)}, pid file now {net.pid()}',
+            known='dnsmasq-2.90-hup-tag')
+    if not ok:
+        s.expected_respawns.add(net.id)
+        back = wait_for(lambda: net.pid() != pid and pid_alive(net.pid()), 15, 0.2)
+        R.info(f'{name}: server died on SIGHUP; process monitor respawned it: {bool(back)} '
+               f'(pid {net.pid()})')
 
 
 def releases_for(s, before, ip):
@@ -1132,9 +1240,26 @@ def case_reload(s):
     check_running('reload.add', net)
     check_lease('reload.add.vm2', vm2.udhcpc(), p2, net)
 
+    # change a port's extra_dhcp_opts, then a subnet's DNS servers (both only in the opts file)
+    # (a port with extra_dhcp_opts gets "set:port-ID" on its host line: dnsmasq 2.90 crashes
+    # on the SIGHUP after such a host got a lease, see KNOWN_DEFECTS)
+    net.update_port(p2, extra_dhcp_opts=[{'opt_name': 'mtu', 'opt_value': '1300',
+                                          'ip_version': 4}])
+    reload_and_check_survival(s, net, 'reload.port_opts')
+    check_lease('reload.port_opts.vm2', vm2.udhcpc(), p2, net, mtu=1300)
+    net.update_subnet(0, dns_nameservers=['192.0.2.99', '192.0.2.98'])
+    reload_and_check_survival(s, net, 'reload.subnet_dns')
+    check_lease('reload.subnet_dns.vm2', vm2.udhcpc(), p2, net, mtu=1300)
+    net.update_port(p2, extra_dhcp_opts=[])
+    reload_and_check_survival(s, net, 'reload.port_opts_removed')
+    check_lease('reload.port_opts_removed.vm2', vm2.udhcpc(), p2, net)
+
     # change a port's address; VM2 holds its lease with a running client
     held = vm2.start_udhcpc_daemon()
     R.eq('reload.change.vm2_bound_before', held and held['ip'], '172.16.1.104')
+    R.info('reload.change: old lease in the leases file when Neutron reloads: '
+           f'{leases_file_has(net, p2["mac_address"], "172.16.1.104", True)} '
+           '(Neutron only dhcp_releases leases it finds there)')
     rel0 = len(s.wrappers.release_lines())
     m0 = CAPTURE.mark()
     net.set_port_ip(p2, '172.16.1.114')
@@ -1156,7 +1281,7 @@ def case_reload(s):
 
     # remove a port whose VM holds a lease
     R.check('reload.remove.vm1_lease_in_file',
-            leases_file_has(net, p1['mac_address'], '172.16.1.103'),
+            wait_for(lambda: leases_file_has(net, p1['mac_address'], '172.16.1.103', True), 3),
             'vm1 has no lease in the leases file before its port is removed')
     rel0 = len(s.wrappers.release_lines())
     m0 = CAPTURE.mark()
@@ -1171,6 +1296,11 @@ def case_reload(s):
            f'logged: {bool(warned)}{" " + warned[0][2] if warned else ""}')
     R.check('reload.remove.dhcp_release_called', len(calls) >= 1,
             'Neutron did not call dhcp_release for the removed port')
+    # the released lease leaves the leases file before Neutron re-reads it 0.3 s later: one
+    # round of dhcp_release, no "Could not release" (each further round costs 0.3 s)
+    R.check('reload.remove.no_release_warning', not warned, f'{warned}')
+    R.check('reload.remove.one_release_round', took < 0.6,
+            f'reload_allocations took {took:.2f} s: more than one 0.3 s release round')
     R.check('reload.remove.lease_gone_from_file',
             wait_for(lambda: not leases_file_has(net, p1['mac_address'], '172.16.1.103'), 2),
             'the removed port\'s lease is still in the leases file 2 s after reload')
@@ -1227,11 +1357,11 @@ def case_disable(s):
     pid = net.pid()
     conf_dir = net.conf_dir
     net.call('disable')
-    R.check('disable.process_gone', wait_for(lambda: not pid_alive(pid), 5),
-            f'pid {pid} still alive after disable()')
-    R.check('disable.not_active', not net.driver.active, 'Dnsmasq.active still True')
+    # (no Dnsmasq.active here: building its ProcessManager re-creates the conf dir)
     R.check('disable.conf_dir_removed', not os.path.exists(conf_dir),
             f'{conf_dir} still there: {os.listdir(conf_dir) if os.path.exists(conf_dir) else ""}')
+    R.check('disable.process_gone', wait_for(lambda: not pid_alive(pid), 5),
+            f'pid {pid} still alive after disable()')
     R.check('disable.namespace_removed', not netns_exists(net.ns),
             f'namespace {net.ns} still exists')
     R.check('disable.dhcp_port_released',
@@ -1248,7 +1378,7 @@ def case_disable(s):
 
 
 def option_case(s, name, overrides, expect_args, check, net_kw=None, ports=('172.16.1.103',),
-                extra_opts=None):
+                extra_opts=None, dns_names=None):
     """Enable with agent options set; check the command line, that the server stays up, and
     what a VM gets."""
     for k, v in overrides.items():
@@ -1259,14 +1389,17 @@ def option_case(s, name, overrides, expect_args, check, net_kw=None, ports=('172
         for spec in ports:  # 'ip' or ('ip', subnet_index)
             ip, sub = (spec, 0) if isinstance(spec, str) else spec
             plist.append(net.add_port(ip, subnet_index=sub,
-                                      extra_dhcp_opts=(extra_opts or {}).get(ip)))
+                                      extra_dhcp_opts=(extra_opts or {}).get(ip),
+                                      dns_name=(dns_names or {}).get(ip, '')))
         vms = [net.vm(p) for p in plist]
         mark = net.call('enable')
         args = cmdline_args(net, mark)
         if s.base_args:
-            base = {a.split('=')[0] for a in s.base_args}
-            new = [a for a in args if a.split('=')[0] not in base or a.startswith('--dhcp-opt')]
-            R.info(f'{name}: args beyond the default line: {new}')
+            base = set(normalize_args(s.base_args, s.base_net))
+            mine = normalize_args(args, net)
+            R.info(f'{name}: command line vs the default one: '
+                   f'+{[a for a in mine if a not in base]} '
+                   f'-{[a for a in base if a not in mine]}')
         check_args(name, args, *expect_args)
         check_running(name, net)
         if check_alive_after(name, net):
@@ -1291,10 +1424,10 @@ def case_dns_servers(s):
         lease = vms[0].udhcpc(configure=True)
         # subnet without dns_nameservers: dnsmasq names itself (the DHCP port) as DNS server
         check_lease(f'{name}.vm1', lease, ports[0], net, dns=(lease or {}).get('dns'))
-        R.info(f'{name}: subnet without dns_nameservers -> VM got DNS {lease and lease["dns"]}'
-               f' (dnsmasq names the DHCP port {net.dhcp_ip})')
-        ans = vms[0].dig(net.dhcp_ip, host_name('172.16.1.103') + '.openstacklocal')
-        R.info(f'{name}: DNS @ {net.dhcp_ip} -> {ans!r}')
+        # subnet without dns_nameservers: the DHCP port is the VM's DNS server, and answers
+        R.eq(f'{name}.dns_server_is_dhcp_port', (lease or {}).get('dns'), [net.dhcp_ip])
+        R.eq(f'{name}.dns.answers', vms[0].dig(net.dhcp_ip, host_name('172.16.1.103') +
+                                              '.openstacklocal'), '172.16.1.103')
     option_case(s, 'dns_servers', {'dnsmasq_dns_servers': ['192.0.2.10', '192.0.2.11']},
                 ['--server=192.0.2.10', '--server=192.0.2.11'], check,
                 net_kw={'subnet_over': {'dns_nameservers': []}})
@@ -1305,11 +1438,19 @@ def case_dns_domain(s):
         lease = vms[0].dhclient()
         check_lease(f'{name}.vm1', lease, ports[0], net, domain='qtexample.org',
                     hostname=host_name('172.16.1.103'))
+        lease = vms[1].dhclient()
+        check_lease(f'{name}.vm2_dns_name', lease, ports[1], net, domain='qtexample.org',
+                    hostname='qtvm-two')
         with open(net.conf_file('host')) as f:
-            R.check(f'{name}.hosts_file_fqdn', 'host-172-16-1-103.qtexample.org' in f.read(),
-                    'hosts file lacks the FQDN')
+            hosts = f.read()
+        R.check(f'{name}.hosts_file_fqdn', 'host-172-16-1-103.qtexample.org.' in hosts and
+                'qtvm-two.qtexample.org.' in hosts, f'host file: {hosts!r}')
+        ans = vms[1].dig(net.dhcp_ip, 'qtvm-two.qtexample.org') if vms[1].udhcpc(
+            configure=True) else None
+        R.eq(f'{name}.dns.dns_name', ans, '172.16.1.104')
     option_case(s, 'dns_domain', {'dns_domain': 'qtexample.org'}, ['--domain=qtexample.org'],
-                check)
+                check, ports=('172.16.1.103', '172.16.1.104'),
+                dns_names={'172.16.1.104': 'qtvm-two'})
 
 
 def case_isolated_metadata(s):
@@ -1377,9 +1518,12 @@ def case_lease_max(s):
         p3 = net.add_port('172.16.1.105')
         vm3 = net.vm(p3)
         net.call('reload_allocations')
+        rep = vm3.probe('discover')
+        R.info(f'{name}: 3rd client DISCOVER -> {[(r["type"], r["yiaddr"]) for r in rep]}')
         lease = vm3.udhcpc(tries=3)
         R.check(f'{name}.vm3_refused', lease is None,
                 f'a 3rd client got {lease and lease["ip"]} with --dhcp-lease-max=2')
+        R.info(f'{name}: 3rd client udhcpc events {vm3.last_events}')
         check_lease(f'{name}.vm1_renews', vms[0].udhcpc(), ports[0], net)
     option_case(s, 'lease_max', {'dnsmasq_lease_max': 2}, ['--dhcp-lease-max=2'], check,
                 ports=('172.16.1.103', '172.16.1.104'))
@@ -1391,8 +1535,12 @@ def case_extra_dhcp_opts(s):
         '172.16.1.103': [{'opt_name': 'mtu', 'opt_value': '1400', 'ip_version': 4},
                          {'opt_name': 'bootfile-name', 'opt_value': 'pxelinux.0',
                           'ip_version': 4},
+                         # Ironic's form: a second tag, set by --dhcp-match=set:ipxe,175
+                         {'opt_name': 'tag:ipxe,bootfile-name',
+                          'opt_value': 'http://172.16.1.9/boot.ipxe', 'ip_version': 4},
                          {'opt_name': 'tftp-server', 'opt_value': '172.16.1.9',
-                          'ip_version': 4}],
+                          'ip_version': 4},
+                         {'opt_name': '42', 'opt_value': '172.16.1.9', 'ip_version': 4}],
         '172.16.1.105': [{'opt_name': 'client-id', 'opt_value': cid, 'ip_version': 4}],
     }
 
@@ -1409,6 +1557,12 @@ def case_extra_dhcp_opts(s):
             R.eq(f'{name}.vm1.bootfile', lease['bootfile'], 'pxelinux.0')
             R.eq(f'{name}.vm1.tftp_server', lease['raw'].get('new_tftp_server_name'),
                  '172.16.1.9')
+            R.eq(f'{name}.vm1.ntp_option42', lease['raw'].get('new_ntp_servers'), '172.16.1.9')
+        # an iPXE client (sends option 175) gets the tag:ipxe bootfile
+        lease = vms[0].udhcpc(extra=['-x', '0xaf:0101'])
+        check_lease(f'{name}.vm1_ipxe', lease, ports[0], net, mtu=1400)
+        if lease:
+            R.eq(f'{name}.vm1_ipxe.bootfile', lease['bootfile'], 'http://172.16.1.9/boot.ipxe')
         check_lease(f'{name}.vm2_no_extra', vms[1].dhclient(), ports[1], net)
         # the client-id port: host line "mac,id:qt-client-3,name,ip"
         lease = vms[2].udhcpc(client_id_hex=cid.encode().hex())
@@ -1459,7 +1613,8 @@ class Suite:
     def __init__(self, args, tmp, topo, wrappers):
         self.args, self.tmp, self.topo, self.wrappers = args, tmp, topo, wrappers
         self.case, self.case_index = None, 0
-        self.base_args = None
+        self.base_args = self.base_net = None
+        self.expected_respawns = set()  # networks whose server died of a known defect
 
 
 def preflight():
@@ -1481,6 +1636,10 @@ def main():
     ap.add_argument('--list', action='store_true')
     ap.add_argument('--restarts', type=int, default=10)
     ap.add_argument('--keep', action='store_true', help='keep the temp dir (logs, conf dirs)')
+    ap.add_argument('--server-log', action='store_true',
+                    help='debug aid: set dnsmasq_base_log_dir for every case (adds --log-dhcp '
+                    '--log-queries --log-facility to every command line); logs under the '
+                    'temp dir, kept')
     ap.add_argument('--probe', help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.probe:
@@ -1528,13 +1687,14 @@ def main():
                 shutil.rmtree(tmp, ignore_errors=True)
     atexit.register(cleanup)
     for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, lambda *_: sys.exit(130))
+        signal.signal(sig, lambda *_: sys.exit(130))  # -> FAIL run.completed, cleanup
 
     saved_stderr = None
     try:
         R.info(f'dnsmasq under test: {dnsmasq}; temp dir {tmp}; run tag {topo.tag}')
         v = sh(dnsmasq, '--version', check=False, timeout=10)
-        R.info(f'{dnsmasq} --version: {(v.stdout or v.stderr).splitlines()[:1]}')
+        R.version_text = (v.stdout or v.stderr or '').strip()
+        R.info(f'{dnsmasq} --version: {R.version_text.splitlines()[:1]}')
         topo.up()
         # the privsep daemons Neutron starts write start-up lines to stdout/stderr: point fds
         # 1 and 2 at a file and keep printing our lines on a copy of the real stdout
@@ -1546,6 +1706,9 @@ def main():
         os.dup2(errlog, 1)
         sys.stdout = os.fdopen(real_stdout, 'w', buffering=1)
         load_neutron(tmp, topo)
+        if args.server_log:
+            args.keep = True
+            N.cfg.CONF.set_override('dnsmasq_base_log_dir', os.path.join(tmp, 'server-logs'))
         from importlib.metadata import version
         R.info(f'neutron {version("neutron")}, driver {N.dhcp.Dnsmasq.__module__}.Dnsmasq')
         suite = Suite(args, tmp, topo, wrappers)
@@ -1566,8 +1729,13 @@ def main():
                     delete_netns(nm)
                     topo.owned_ns.remove(nm)
             R.info(f'case {name} took {time.time() - t0:.1f} s')
-        respawns = [r for r in CAPTURE.records if 'respawn' in r[2].lower()]
+        respawns = [r for r in CAPTURE.records if ('respawn' in r[2].lower() or
+                    'should not have died' in r[2]) and
+                    not any(n in r[2] for n in suite.expected_respawns)]
         R.check('process_monitor.no_respawn', not respawns, f'{respawns[:3]}')
+    except (KeyboardInterrupt, SystemExit) as e:
+        signal.alarm(0)
+        R.check('run.completed', False, f'interrupted ({type(e).__name__})')
     finally:
         if saved_stderr is not None:
             os.dup2(saved_stderr, 2)
@@ -1575,6 +1743,9 @@ def main():
             R.info(f'kept {tmp} (neutron.log, dnsmasq-argv.log, dhcp_release.log, VM logs)')
         cleanup()
         R.info(f'total {time.time() - t_start:.1f} s')
+        if R.xfailed:
+            R.info(f'{R.xfailed} expected failure(s) (XFAIL) of known defects of the binary '
+                   'under test, counted in neither total')
         print(f'{R.passed} passed, {R.failed} failed', flush=True)
     return 1 if R.failed else 0
 
