@@ -212,6 +212,8 @@ pub struct DnsmasqConfig {
     pub log_queries: bool,
     /// `--local-service`: DNS answers only for clients of the local subnets.
     pub local_service: bool,
+    /// What was accepted but is not served (IPv6 ranges), for one warning line.
+    pub not_served: Vec<String>,
     /// DNS flags that were accepted and have no effect, for one warning line.
     pub ignored: Vec<String>,
 }
@@ -342,7 +344,14 @@ where
         "dhcp-hostsfile" => cfg.hostsfiles.push(v.into()),
         "dhcp-optsfile" => cfg.optsfiles.push(v.into()),
         "dhcp-leasefile" => cfg.leasefile = Some(v.into()),
-        "dhcp-range" => cfg.ranges.push(parse_range(&v).map_err(bad)?),
+        "dhcp-range" => {
+            if is_ipv6_range(&v) {
+                // a dual-stack network: its IPv6 subnet is not ours to serve, the IPv4 one is
+                cfg.not_served.push(format!("--dhcp-range={v} (DHCPv6)"));
+            } else {
+                cfg.ranges.push(parse_range(&v).map_err(bad)?);
+            }
+        }
         "dhcp-host" => cfg.hosts.push(v),
         "dhcp-option" => cfg.options.push(v),
         "dhcp-option-force" => cfg.force_options.push(v),
@@ -486,6 +495,17 @@ fn parse_secs(s: &str) -> Option<Option<u32>> {
         _ => (s, 1),
     };
     num.parse::<u32>().ok()?.checked_mul(mult).map(Some)
+}
+
+/// True for a DHCPv6 range (`set:T,fd00::,static,64,LEASE` from Neutron's IPv6 subnets).
+fn is_ipv6_range(v: &str) -> bool {
+    v.split(',').map(str::trim).any(|t| {
+        !t.starts_with("set:")
+            && !t.starts_with("tag:")
+            && !t.starts_with("mode:")
+            && !t.starts_with("constructor:")
+            && t.parse::<std::net::Ipv6Addr>().is_ok()
+    })
 }
 
 /// `[tag:T,][set:T,]START,static,MASK[,BCAST][,LEASE]`.
@@ -661,6 +681,21 @@ mod tests {
             (Some(0), true, Some(5300))
         );
         assert!(parse_args(&args("--server=/corp/10.0.0.1"), |_| unreachable!()).is_err());
+    }
+
+    #[test]
+    fn a_dual_stack_networks_ipv6_range_is_set_aside_not_refused() {
+        let c = parse_args(
+            &args(
+                "--dhcp-range=set:subnet-4,172.16.1.0,static,255.255.255.0,86400s \
+                   --dhcp-range=set:subnet-6,fd00:1::,static,64,86400s",
+            ),
+            |_| unreachable!(),
+        )
+        .unwrap();
+        assert_eq!(c.ranges.len(), 1);
+        assert_eq!(c.not_served.len(), 1);
+        assert!(c.not_served[0].contains("fd00:1::"));
     }
 
     #[test]

@@ -213,6 +213,12 @@ fn serve(cfg: &DnsmasqConfig, ready: Ready) -> anyhow::Result<()> {
                 .join(" ")
         );
     }
+    if !cfg.not_served.is_empty() {
+        tracing::warn!(
+            "not served (qdhcp serves DHCPv4): {}",
+            cfg.not_served.join(" ")
+        );
+    }
     let (table, warnings, mut applied) = match load_table(cfg) {
         Ok(t) => t,
         Err(e) => {

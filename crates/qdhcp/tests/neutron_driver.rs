@@ -65,7 +65,14 @@ fn neutrons_dnsmasq_driver_runs_every_step_against_qdhcp_and_the_real_dnsmasq() 
     if !netns_available("neutron driver suite") {
         return;
     }
-    for tool in ["dhclient", "udhcpc", "dhcp_release", "dnsmasq", "dig", "iptables"] {
+    for tool in [
+        "dhclient",
+        "udhcpc",
+        "dhcp_release",
+        "dnsmasq",
+        "dig",
+        "iptables",
+    ] {
         require_tool(tool);
     }
     let Some(py) = neutron_python() else { return };
