@@ -160,29 +160,67 @@ fn mount_of<'a>(mountinfo: &'a str, path: &str) -> Option<&'a str> {
     best.map(|(_, o)| o)
 }
 
+/// The mount namespace named namespaces are bound in when it is not this process's own (see
+/// [`bind_in_parent_mount_namespace`]).
+static BIND_MOUNT_NS: std::sync::OnceLock<File> = std::sync::OnceLock::new();
+
+/// For a process started under `ip netns exec`, whose mount namespace is a slave of the one it
+/// was started from: from now on namespaces are bound (and unbound) in the mount namespace of
+/// the process that started it, the one `ip netns exec` left, so that everyone there can enter
+/// them, as with `qdhcp serve --netns`; this process sees them too, its `/var/run/netns`
+/// following that one's. True when it took effect; false when there is nothing to do (the same
+/// mount namespace).
+pub fn bind_in_parent_mount_namespace() -> std::io::Result<bool> {
+    let parent = format!("/proc/{}/ns/mnt", nix::unistd::getppid());
+    if std::fs::read_link("/proc/self/ns/mnt")? == std::fs::read_link(&parent)? {
+        return Ok(false);
+    }
+    let f = File::open(&parent)?;
+    Ok(BIND_MOUNT_NS.set(f).is_ok())
+}
+
+/// Runs `f` on a thread of its own in the mount namespace namespaces are bound in.
+fn in_bind_mount_ns<T: Send>(
+    name: &str,
+    f: impl FnOnce() -> Result<T, PlumbError> + Send,
+) -> Result<T, PlumbError> {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            if let Some(m) = BIND_MOUNT_NS.get() {
+                // a thread may enter another mount namespace once its fs data is its own
+                unshare(CloneFlags::CLONE_FS).map_err(|e| ns_err(name, format!("unshare: {e}")))?;
+                setns(m, CloneFlags::CLONE_NEWNS)
+                    .map_err(|e| ns_err(name, format!("enter the mount namespace: {e}")))?;
+            }
+            f()
+        })
+        .join()
+        .map_err(|_| ns_err(name, "thread panicked"))?
+    })
+}
+
 /// Creates the named namespace (with `lo` up) unless it exists.
 pub fn create_netns(name: &str) -> Result<(), PlumbError> {
     if netns_exists(name) {
         return Ok(());
     }
-    std::fs::create_dir_all(NETNS_DIR).map_err(|e| ns_err(name, e))?;
-    share_netns_dir().map_err(|e| ns_err(name, e))?;
-    let path = netns_path(name);
-    File::create(&path).map_err(|e| ns_err(name, e))?;
     let n = name.to_string();
-    std::thread::spawn(move || -> Result<(), PlumbError> {
+    in_bind_mount_ns(name, move || {
+        std::fs::create_dir_all(NETNS_DIR).map_err(|e| ns_err(&n, e))?;
+        share_netns_dir().map_err(|e| ns_err(&n, e))?;
+        let path = netns_path(&n);
+        File::create(&path).map_err(|e| ns_err(&n, e))?;
+        // this thread's own network namespace becomes the named one
         unshare(CloneFlags::CLONE_NEWNET).map_err(|e| ns_err(&n, format!("unshare: {e}")))?;
         mount(
             Some("/proc/thread-self/ns/net"),
-            &netns_path(&n),
+            &path,
             None::<&str>,
             MsFlags::MS_BIND,
             None::<&str>,
         )
         .map_err(|e| ns_err(&n, format!("bind mount: {e}")))
-    })
-    .join()
-    .map_err(|_| ns_err(name, "thread panicked"))??;
+    })?;
     in_netns(Some(name), |h| async move {
         let idx = link_index(&h, "lo")
             .await?
@@ -214,13 +252,19 @@ pub fn delete_netns(name: &str) -> Result<(), PlumbError> {
             }
             Ok(())
         })?;
-        umount2(&path, MntFlags::MNT_DETACH).map_err(|e| ns_err(name, format!("umount: {e}")))?;
     }
-    match std::fs::remove_file(&path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(ns_err(name, e)),
-    }
+    let exists = netns_exists(name);
+    in_bind_mount_ns(name, || {
+        if exists {
+            umount2(&path, MntFlags::MNT_DETACH)
+                .map_err(|e| ns_err(name, format!("umount: {e}")))?;
+        }
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(ns_err(name, e)),
+        }
+    })
 }
 
 /// Index of the link called `name`, if any.

@@ -580,10 +580,19 @@ pub fn run(args: &ServeArgs) -> i32 {
         }
     }
     if qdhcp_plumbing::netns_dir_is_slave() {
-        tracing::warn!(
-            "{} in this process is a slave mount (started under `ip netns exec`?): the DHCP namespaces it creates cannot be entered from outside this process, as with `ip netns add` there; use --netns NAME, which enters only the network namespace",
-            qdhcp_plumbing::NETNS_DIR
-        );
+        // started under `ip netns exec`: its private mount namespace would keep the DHCP
+        // namespaces from everyone else (as it does for `ip netns add` run there)
+        match qdhcp_plumbing::bind_in_parent_mount_namespace() {
+            Ok(true) => tracing::info!(
+                "started in a mount namespace of its own (ip netns exec?): DHCP namespaces are bound in the mount namespace of the process that started qdhcp (pid {}), where `ip netns` sees them",
+                nix::unistd::getppid()
+            ),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(
+                "{} in this process is a slave mount (started under `ip netns exec`?) and the starting process's mount namespace cannot be entered ({e}): the DHCP namespaces cannot be entered from outside this process; use --netns NAME, which enters only the network namespace",
+                qdhcp_plumbing::NETNS_DIR
+            ),
+        }
     }
     match serve(cfg) {
         Ok(()) => 0,

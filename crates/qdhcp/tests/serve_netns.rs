@@ -578,3 +578,52 @@ fn dhcp_port_serves_dns_names_from_the_registry_and_follows_port_changes() {
     let bound = d2.wait_reason("BOUND", 1, Duration::from_secs(5));
     assert_eq!(bound.get("new_domain_name_servers"), None, "{bound:?}");
 }
+
+/// `ip netns exec HOST qdhcp serve` runs qdhcp in a private mount namespace (a slave of the
+/// host's): namespaces bound there alone cannot be entered from outside ("Invalid argument").
+/// qdhcp binds them in the mount namespace it was started from instead.
+#[test]
+fn serve_under_ip_netns_exec_leaves_namespaces_others_can_enter() {
+    if !netns_available("serve under ip netns exec") {
+        return;
+    }
+    let h = Host::new("x", 60);
+    let _srv = h.start_under_ip_netns_exec();
+    let (s, n) = h.http("POST", "/v2.0/networks", Some(&json!({"network": {"name": "n", "provider:network_type": "flat", "provider:physical_network": "physnet1"}})));
+    assert_eq!(s, 201, "{n}");
+    let net = n["network"]["id"].as_str().unwrap().to_string();
+    let (s, _) = h.http(
+        "POST",
+        "/v2.0/subnets",
+        Some(&json!({"subnet": {"network_id": net, "cidr": "172.16.7.0/24", "ip_version": 4}})),
+    );
+    assert_eq!(s, 201);
+    let ns = format!("{}{}", h.prefix, &net[..15 - h.prefix.len()]);
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &ns, "ip", "-4", "addr"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        std::fs::read_to_string(h.log()).unwrap_or_default()
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("172.16.7.2/24"),
+        "the DHCP port's address: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // and the network's delete removes it for everyone
+    let (s, _) = h.http("DELETE", &format!("/v2.0/networks/{net}"), None);
+    assert_eq!(s, 204);
+    let list = std::process::Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&list.stdout).contains(&ns),
+        "{}",
+        String::from_utf8_lossy(&list.stdout)
+    );
+}

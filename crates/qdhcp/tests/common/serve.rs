@@ -55,10 +55,20 @@ impl Host {
     /// Starts `qdhcp serve` in the host namespace and waits for the API.
     pub fn start(&self) -> Proc {
         let mut cmd = Command::new(qdhcp_bin());
+        cmd.args(["serve", "--netns", &self.ns]);
+        self.start_cmd(cmd)
+    }
+
+    /// Starts `qdhcp serve` under `ip netns exec HOST` (a mount namespace of its own, as
+    /// operators and containers start it) instead of `--netns`.
+    pub fn start_under_ip_netns_exec(&self) -> Proc {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.ns, qdhcp_bin(), "serve"]);
+        self.start_cmd(cmd)
+    }
+
+    fn start_cmd(&self, mut cmd: Command) -> Proc {
         cmd.args([
-            "serve",
-            "--netns",
-            &self.ns,
             "--listen",
             "127.0.0.1:9696",
             "--bridge-mappings",
