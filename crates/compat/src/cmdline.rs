@@ -212,6 +212,8 @@ pub struct DnsmasqConfig {
     pub log_queries: bool,
     /// `--local-service`: DNS answers only for clients of the local subnets.
     pub local_service: bool,
+    /// `--txt-record=NAME[,TEXT…]`: TXT records answered locally.
+    pub txt_records: Vec<String>,
     /// What was accepted but is not served (IPv6 ranges), for one warning line.
     pub not_served: Vec<String>,
     /// DNS flags that were accepted and have no effect, for one warning line.
@@ -336,6 +338,7 @@ where
             }
             "log-queries" => cfg.log_queries = true,
             "local-service" => cfg.local_service = true,
+            "txt-record" => cfg.txt_records.push(v),
             _ => cfg.ignored.push(name.to_string()),
         }
         return Ok(());
@@ -656,7 +659,8 @@ mod tests {
             .collect();
         let c = parse_args(&a, |_| unreachable!()).unwrap();
         assert_eq!(c.pid_file, Some(PathBuf::from("/d/pid")));
-        assert_eq!(c.ignored, vec!["txt-record"]);
+        assert!(c.ignored.is_empty(), "{:?}", c.ignored);
+        assert_eq!(c.txt_records, vec!["a,b"]);
         assert!(c.no_hosts);
     }
 

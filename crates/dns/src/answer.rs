@@ -5,7 +5,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
-use hickory_proto::rr::rdata::{A, PTR, SOA};
+use hickory_proto::rr::rdata::{A, PTR, SOA, TXT};
 use hickory_proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
 use ipnet::Ipv4Net;
 
@@ -175,7 +175,32 @@ pub fn decide(bytes: &[u8], client: IpAddr, ctx: &Context<'_>) -> Outcome {
     }
     let name = query.name();
 
-    // 1. A local name: its addresses, or no data of the type asked.
+    // 1. A local TXT record (`--txt-record`); a name with only TXT has no other data.
+    if let Some(texts) = ctx.zone.txt(&question.name) {
+        let is_txt = question.qtype == RecordType::TXT;
+        if is_txt || ctx.zone.addresses(&question.name).is_none() {
+            let mut r = reply_to(&q, ResponseCode::NoError, ctx);
+            r.metadata.authoritative = true;
+            if is_txt {
+                r.answers.push(Record::from_rdata(
+                    name.clone(),
+                    ctx.local_ttl,
+                    RData::TXT(TXT::new(texts.to_vec())),
+                ));
+            }
+            return Outcome::Reply {
+                msg: r,
+                how: if is_txt {
+                    Answered::Local
+                } else {
+                    Answered::NoData
+                },
+                question: Some(question),
+            };
+        }
+    }
+
+    // 2. A local name: its addresses, or no data of the type asked.
     if let Some(ips) = ctx.zone.addresses(&question.name) {
         let mut r = reply_to(&q, ResponseCode::NoError, ctx);
         r.metadata.authoritative = true;
@@ -203,7 +228,7 @@ pub fn decide(bytes: &[u8], client: IpAddr, ctx: &Context<'_>) -> Outcome {
         };
     }
 
-    // 2. The reverse name of an address of the network's subnets: answered here.
+    // 3. The reverse name of an address of the network's subnets: answered here.
     if question.qtype == RecordType::PTR {
         if let Ok(ipnet::IpNet::V4(n)) = name.parse_arpa_name() {
             if n.prefix_len() == 32 {
@@ -235,7 +260,7 @@ pub fn decide(bytes: &[u8], client: IpAddr, ctx: &Context<'_>) -> Outcome {
         }
     }
 
-    // 3. Under the network's domain, or a bare name: it would be local if it existed.
+    // 4. Under the network's domain, or a bare name: it would be local if it existed.
     let under_domain = ctx.domain.is_some_and(|d| d.zone_of(name));
     if under_domain || name.num_labels() <= 1 {
         let mut r = reply_to(&q, ResponseCode::NXDomain, ctx);
@@ -250,7 +275,7 @@ pub fn decide(bytes: &[u8], client: IpAddr, ctx: &Context<'_>) -> Outcome {
         };
     }
 
-    // 4. Everything else belongs to the upstream servers.
+    // 5. Everything else belongs to the upstream servers.
     if ctx.can_forward {
         return Outcome::Forward { msg: q, question };
     }
@@ -363,6 +388,75 @@ mod tests {
             (Answered::NoData, ResponseCode::NoError)
         );
         assert!(m.answers.is_empty());
+    }
+
+    #[test]
+    fn txt_records_are_answered_locally() {
+        let mut z = zone();
+        z.add_txt("info.openstacklocal,cloud one,\"zone b\"")
+            .unwrap();
+        let d = Name::from_ascii("openstacklocal.").unwrap();
+        let nets = ["172.16.1.0/24".parse().unwrap()];
+        let ctx = Context {
+            zone: &z,
+            domain: Some(&d),
+            local_nets: &nets,
+            local_only: true,
+            can_forward: true,
+            local_ttl: 0,
+        };
+        let (m, how) = reply(decide(
+            &query("info.openstacklocal.", RecordType::TXT),
+            VM.parse().unwrap(),
+            &ctx,
+        ));
+        assert_eq!(how, Answered::Local);
+        assert_eq!(
+            m.answers[0].data,
+            RData::TXT(TXT::new(vec!["cloud one".into(), "zone b".into()]))
+        );
+        let (_, how) = reply(decide(
+            &query("info.openstacklocal.", RecordType::A),
+            VM.parse().unwrap(),
+            &ctx,
+        ));
+        assert_eq!(how, Answered::NoData);
+    }
+
+    #[test]
+    fn hostile_queries_get_formerr_or_nothing_never_a_hang() {
+        let header = |qd: u16| {
+            let mut b = vec![0x12, 0x34, 0x01, 0x00];
+            b.extend_from_slice(&qd.to_be_bytes());
+            b.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+            b
+        };
+        // a name that points at itself (compression loop)
+        let mut lp = header(1);
+        lp.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1]);
+        // a count of 65,535 questions and one present
+        let mut many = header(u16::MAX);
+        many.extend_from_slice(&[3, b'f', b'o', b'o', 0, 0, 1, 0, 1]);
+        // truncated inside the question
+        let mut cut = header(1);
+        cut.extend_from_slice(&[7, b'e', b'x']);
+        // a header and 4 KiB of junk
+        let mut big = header(1);
+        big.extend(std::iter::repeat_n(0xffu8, 4096));
+        for (what, b) in [("loop", lp), ("many", many), ("cut", cut), ("big", big)] {
+            let (m, how) = reply(run(&b, VM, true));
+            assert_eq!((how, m.metadata.id), (Answered::FormErr, 0x1234), "{what}");
+            let bytes = crate::server::encode_within(&m, 512).unwrap();
+            assert!(
+                bytes.len() <= 512,
+                "{what}: no answer larger than the limit"
+            );
+        }
+        // a lone byte or a response-flagged header: nothing at all
+        assert!(matches!(run(&[0], VM, true), Outcome::Drop(_)));
+        let mut resp = header(0);
+        resp[2] |= 0x80;
+        assert!(matches!(run(&resp, VM, true), Outcome::Drop(_)));
     }
 
     #[test]

@@ -21,6 +21,8 @@ pub struct ZoneError {
 #[derive(Debug, Default, Clone)]
 pub struct Zone {
     by_name: HashMap<LowerName, Vec<Ipv4Addr>>,
+    /// TXT records (dnsmasq's `--txt-record`, Neutron's `dnsmasq_txt_record`).
+    txt: HashMap<LowerName, Vec<String>>,
     /// The first name given for an address: the answer to its PTR query.
     by_ip: HashMap<Ipv4Addr, Name>,
 }
@@ -95,6 +97,27 @@ impl Zone {
             z.insert(ip, &names);
         }
         errs
+    }
+
+    /// Adds dnsmasq's `--txt-record=NAME[,TEXT[,TEXT…]]`.
+    pub fn add_txt(&mut self, spec: &str) -> Result<(), ZoneError> {
+        let mut parts = spec.split(',');
+        let name = parts.next().unwrap_or("").trim();
+        let n = fqdn(name).ok_or_else(|| ZoneError {
+            line: 0,
+            why: format!("--txt-record={spec}: {name:?} is not a name"),
+        })?;
+        let texts: Vec<String> = parts.map(|t| t.trim_matches('"').to_string()).collect();
+        self.txt
+            .entry(LowerName::new(&n))
+            .or_default()
+            .extend(texts);
+        Ok(())
+    }
+
+    /// The TXT strings of `name`, if it has any.
+    pub fn txt(&self, name: &LowerName) -> Option<&[String]> {
+        self.txt.get(name).map(Vec::as_slice)
     }
 
     /// The addresses of `name`, if it is a local name.

@@ -44,6 +44,11 @@ pub fn load_zone(cfg: &DnsmasqConfig) -> (Zone, Vec<String>) {
         files.push("/etc/hosts".into());
     }
     files.extend(cfg.addn_hosts.iter().cloned());
+    for t in &cfg.txt_records {
+        if let Err(e) = z.add_txt(t) {
+            warnings.push(e.why);
+        }
+    }
     for f in files {
         match std::fs::read_to_string(&f) {
             Ok(text) => {

@@ -299,3 +299,56 @@ fn port_zero_turns_dns_off_and_the_server_announces_none() {
     );
     assert!(!o.status.success());
 }
+
+/// A flood of queries from one VM is cut to its share (counted), and its neighbour's queries
+/// are still answered meanwhile.
+#[test]
+fn a_flooding_vm_does_not_starve_its_neighbour() {
+    if !netns_available("dns flood") {
+        return;
+    }
+    require_tool("udhcpc");
+    require_tool("dig");
+    let (mut t, s) = flat_net(&[]);
+    let srv = start_dnsmasq(&t, &s);
+    let (vm1, _) = vm_with_lease(&mut t, VM1_MAC);
+    let (vm2, _) = vm_with_lease(&mut t, VM2_MAC);
+    // A query for host-172-16-1-103.openstacklocal, built by hand
+    let mut q = vec![0, 1, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+    for label in ["host-172-16-1-103", "openstacklocal"] {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    let ns = std::fs::File::open(format!("/var/run/netns/{}", vm2.ns)).unwrap();
+    let flood = std::thread::spawn(move || {
+        nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        let sock = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        let t0 = std::time::Instant::now();
+        let mut sent = 0u32;
+        while t0.elapsed() < Duration::from_secs(3) && sent < 300_000 {
+            let _ = sock.send_to(&q, (SERVER, 53));
+            sent += 1;
+        }
+        sent
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let at = format!("@{SERVER}");
+    for _ in 0..5 {
+        assert_eq!(
+            short(&vm1, &[&at, "host-172-16-1-104.openstacklocal"]),
+            VM2_IP
+        );
+    }
+    let sent = flood.join().unwrap();
+    assert!(sent > 1000, "the flood sent {sent}");
+    srv.signal(nix::sys::signal::Signal::SIGUSR1);
+    let log = wait_for_log(&s.log, "over rate", Duration::from_secs(5));
+    let line = log.lines().rev().find(|l| l.contains("over rate")).unwrap();
+    let over: u64 = line
+        .split("over rate ")
+        .nth(1)
+        .and_then(|r| r.trim().parse().ok())
+        .unwrap();
+    assert!(over > 0, "{line}");
+}
