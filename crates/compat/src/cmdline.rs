@@ -119,6 +119,7 @@ const FLAGS: &[(&str, Option<char>, Arity, Role)] = &[
     ("qdhcp-client-rate", None, Arity::Required, Role::Dhcp),
     ("qdhcp-trust-option82", None, Arity::None, Role::Dhcp),
     ("qdhcp-realtime", None, Arity::None, Role::Dhcp),
+    ("qdhcp-dns-rate", None, Arity::Required, Role::Dhcp),
 ];
 
 /// Every long flag accepted, for `--help`.
@@ -188,6 +189,8 @@ pub struct DnsmasqConfig {
     pub trust_option82: bool,
     /// Serving threads at real-time priority, SCHED_FIFO (qdhcp extension).
     pub realtime: bool,
+    /// DNS queries one client may send per second, 0 = unlimited (qdhcp extension).
+    pub dns_rate: Option<u32>,
     /// `--dhcp-match` and `--dhcp-userclass`: tags set by what the client's message shows.
     pub client_matches: Vec<(String, qdhcp_protocol::ClientMatch)>,
     /// `--user`: whom to run as once the sockets are open (dnsmasq's default is `nobody`).
@@ -398,6 +401,12 @@ where
         "port" => cfg.dns_port = Some(v.parse().map_err(|_| bad(format!("{v:?} is not a port")))?),
         "qdhcp-trust-option82" => cfg.trust_option82 = true,
         "qdhcp-realtime" => cfg.realtime = true,
+        "qdhcp-dns-rate" => {
+            cfg.dns_rate = Some(
+                v.parse()
+                    .map_err(|_| bad(format!("{v:?} is not a number")))?,
+            )
+        }
         "qdhcp-client-rate" => {
             cfg.client_rate = Some(
                 v.parse()

@@ -22,8 +22,9 @@ use crate::zone::Zone;
 
 /// How long one upstream server is given before the next is asked.
 const UPSTREAM_TIMEOUT: Duration = Duration::from_millis(1500);
-/// Queries one source may send per second before the rest are dropped (and counted).
-pub const PER_SOURCE_PER_SECOND: u32 = 200;
+/// Queries one source may send per second before the rest are dropped (and counted), unless
+/// configured otherwise: a flood from one VM cannot take the server from its neighbours.
+pub const PER_SOURCE_PER_SECOND: u32 = 1000;
 /// TCP connections served at once.
 const TCP_CONNECTIONS: usize = 32;
 
@@ -40,6 +41,8 @@ pub struct Settings {
     pub log_queries: bool,
     /// Answer only clients of the network's subnets (`--local-service`).
     pub local_only: bool,
+    /// Queries one source may send per second (0: no limit).
+    pub per_source_rate: u32,
 }
 
 /// What the DNS server did, for the stats line and `/metrics`.
@@ -239,6 +242,9 @@ pub fn open_sockets(iface: &str, port: u16) -> io::Result<(UdpSocket, TcpListene
     };
     let u = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
     bind(&u)?;
+    // room for a burst (a flood is dropped after it is read; queries behind it must not be
+    // dropped by the kernel before)
+    let _ = u.set_recv_buffer_size(4 << 20);
     let t = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
     bind(&t)?;
     t.listen(64)?;
@@ -322,6 +328,9 @@ impl DnsServer {
 
     /// False when `src` sent more than its share this second.
     fn within_rate(&self, src: IpAddr) -> bool {
+        if self.settings.per_source_rate == 0 {
+            return true;
+        }
         let now = now_secs();
         let mut g = self.per_source.lock().unwrap_or_else(|p| p.into_inner());
         if g.0 != now {
@@ -330,7 +339,7 @@ impl DnsServer {
         }
         let n = g.1.entry(src).or_insert(0);
         *n += 1;
-        *n <= PER_SOURCE_PER_SECOND
+        self.settings.per_source_rate == 0 || *n <= self.settings.per_source_rate
     }
 
     fn fresh_id(&self) -> u16 {

@@ -93,6 +93,9 @@ pub fn open(
         cache_size: cfg.cache_size.unwrap_or(150),
         log_queries: cfg.log_queries,
         local_only: cfg.local_service,
+        per_source_rate: cfg
+            .dns_rate
+            .unwrap_or(qdhcp_dns::server::PER_SOURCE_PER_SECOND),
     };
     let server = DnsServer::new(settings)?;
     let (zone, warnings) = load_zone(cfg);

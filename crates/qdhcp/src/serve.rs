@@ -430,6 +430,7 @@ impl DhcpSync {
                     cache_size: 150,
                     log_queries: false,
                     local_only: true,
+                    per_source_rate: qdhcp_dns::server::PER_SOURCE_PER_SECOND,
                 };
                 let started = dns_in(&spec.netns, &spec.inner, settings).and_then(|(srv, u, t)| {
                     srv.serve_udp(u, &spec.inner)?;
