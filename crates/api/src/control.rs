@@ -4,6 +4,7 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use qdhcp_registry::segments::SegmentConfig;
 use qdhcp_registry::{Effect, Env, Outcome, Registry, RegistryError};
 use qdhcp_store::{Store, StoreError};
 
@@ -52,16 +53,28 @@ pub struct Control {
     reg: Mutex<Registry>,
     store: Store,
     dhcp: Arc<dyn DhcpSink>,
+    segments: SegmentConfig,
 }
 
 impl Control {
     /// Loads the registry from the store.
     pub fn open(store: Store, dhcp: Arc<dyn DhcpSink>) -> Result<Control, StoreError> {
-        let reg = store.load()?;
+        Self::open_with(store, dhcp, SegmentConfig::default())
+    }
+
+    /// [`Control::open`] with ML2's segment settings (VLAN and VNI ranges, tenant types).
+    pub fn open_with(
+        store: Store,
+        dhcp: Arc<dyn DhcpSink>,
+        segments: SegmentConfig,
+    ) -> Result<Control, StoreError> {
+        let mut reg = store.load()?;
+        reg.set_segments(segments.clone());
         Ok(Control {
             reg: Mutex::new(reg),
             store,
             dhcp,
+            segments,
         })
     }
 
@@ -80,7 +93,8 @@ impl Control {
         let mut env = SystemEnv;
         let (value, out) = f(&mut reg, &mut env)?;
         if let Err(e) = self.store.apply(&reg, &out.changes) {
-            if let Ok(fresh) = self.store.load() {
+            if let Ok(mut fresh) = self.store.load() {
+                fresh.set_segments(self.segments.clone());
                 *reg = fresh;
             }
             return Err(e.into());

@@ -406,3 +406,72 @@ async fn openapi_document_is_served_and_describes_every_route() {
         assert!(v["paths"][p].is_object(), "{p} missing");
     }
 }
+
+#[tokio::test]
+async fn tenant_networks_get_vxlan_segments_and_exhaustion_is_503_no_network_available() {
+    use qdhcp_registry::segments::SegmentConfig;
+    let dir = tempfile::tempdir().unwrap();
+    let segments = SegmentConfig {
+        vlan_ranges: SegmentConfig::parse_vlan_ranges("physnet1:100:199").unwrap(),
+        vni_ranges: SegmentConfig::parse_vni_ranges("7:8").unwrap(),
+        tenant_types: vec!["vxlan".into()],
+    };
+    let open = || {
+        let store = Store::open(&dir.path().join("db.sqlite")).unwrap();
+        let control =
+            Arc::new(Control::open_with(store, Arc::new(NoDhcp), segments.clone()).unwrap());
+        router(ApiState::new(control, Auth::NoAuth, None))
+    };
+    let a = Api {
+        app: open(),
+        _dir: tempfile::tempdir().unwrap(),
+    };
+    for vni in [7, 8] {
+        let (s, n) = a
+            .call(
+                "POST",
+                "/v2.0/networks",
+                Some(json!({"network": {"name": "t"}})),
+                None,
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{n}");
+        assert_eq!(n["network"]["provider:network_type"], "vxlan");
+        assert_eq!(n["network"]["provider:segmentation_id"], vni);
+    }
+    let (s, e) = a
+        .call(
+            "POST",
+            "/v2.0/networks",
+            Some(json!({"network": {"name": "t"}})),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(e["NeutronError"]["type"], "NoNetworkAvailable");
+    let (s, e) = a
+        .call("POST", "/v2.0/networks", Some(json!({"network": {"provider:network_type": "vlan", "provider:physical_network": "physnet1", "provider:segmentation_id": 150}})), None)
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{e}");
+    let (s, e) = a
+        .call("POST", "/v2.0/networks", Some(json!({"network": {"provider:network_type": "vlan", "provider:physical_network": "physnet1", "provider:segmentation_id": 150}})), None)
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    assert_eq!(e["NeutronError"]["type"], "VlanIdInUse");
+    // segments survive a restart: a fresh control plane on the same database
+    let b = Api {
+        app: open(),
+        _dir: tempfile::tempdir().unwrap(),
+    };
+    let (s, e) = b
+        .call(
+            "POST",
+            "/v2.0/networks",
+            Some(json!({"network": {"name": "t"}})),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{e}");
+    let (_, list) = b.call("GET", "/v2.0/networks", None, None).await;
+    assert_eq!(list["networks"].as_array().unwrap().len(), 3);
+}

@@ -23,6 +23,7 @@ use qdhcp_dns::Zone;
 use qdhcp_plumbing::{delete_netns, open_netns, plug, DhcpPlug};
 use qdhcp_protocol::{NetworkTable, Policy};
 use qdhcp_registry::dhcp::{names_for, reservation_for, subnets_for, DhcpSettings};
+use qdhcp_registry::segments::SegmentConfig;
 use qdhcp_registry::{Effect, Port, Registry, DHCP_OWNER};
 use qdhcp_store::Store;
 use serde::Deserialize;
@@ -91,6 +92,17 @@ pub struct ServeArgs {
     /// No DNS service on the DHCP ports (then a subnet without `dns_nameservers` announces none).
     #[arg(long)]
     pub no_dns: bool,
+    /// Physical networks for VLAN networks with the ranges tenant networks get ids from,
+    /// `PHYSNET[:MIN:MAX][,…]` (Neutron's `network_vlan_ranges`).
+    #[arg(long)]
+    pub network_vlan_ranges: Option<String>,
+    /// VNI ranges tenant VXLAN networks get ids from, `MIN:MAX[,…]` (Neutron's `vni_ranges`).
+    #[arg(long)]
+    pub vni_ranges: Option<String>,
+    /// Types a network created without provider attributes gets, in order (Neutron's
+    /// `tenant_network_types`) [default: vxlan when --vni-ranges is set].
+    #[arg(long)]
+    pub tenant_network_types: Option<String>,
 }
 
 #[derive(Deserialize, Default, Debug)]
@@ -112,6 +124,9 @@ struct FileConfig {
     dns_servers: Option<toml::Value>,
     dns_local_resolv: Option<bool>,
     dns: Option<bool>,
+    network_vlan_ranges: Option<String>,
+    vni_ranges: Option<String>,
+    tenant_network_types: Option<String>,
 }
 
 /// The resolved configuration.
@@ -143,6 +158,8 @@ pub struct ServeConfig {
     pub realtime: bool,
     /// The DNS service of the DHCP ports; `None` when off.
     pub dns: Option<DnsConfig>,
+    /// ML2's segment settings.
+    pub segments: SegmentConfig,
 }
 
 /// How the DHCP ports answer DNS.
@@ -232,6 +249,20 @@ pub fn resolve(a: &ServeArgs) -> anyhow::Result<ServeConfig> {
             .collect();
         upstreams.extend(parse_dns_servers(&found)?);
     }
+    let vlan = a.network_vlan_ranges.clone().or(file.network_vlan_ranges);
+    let vni = a.vni_ranges.clone().or(file.vni_ranges);
+    let tenant = a.tenant_network_types.clone().or(file.tenant_network_types);
+    let mut segments = SegmentConfig {
+        vlan_ranges: SegmentConfig::parse_vlan_ranges(vlan.as_deref().unwrap_or(""))
+            .map_err(|e| anyhow::anyhow!("--network-vlan-ranges: {e}"))?,
+        vni_ranges: SegmentConfig::parse_vni_ranges(vni.as_deref().unwrap_or(""))
+            .map_err(|e| anyhow::anyhow!("--vni-ranges: {e}"))?,
+        tenant_types: SegmentConfig::parse_tenant_types(tenant.as_deref().unwrap_or(""))
+            .map_err(|e| anyhow::anyhow!("--tenant-network-types: {e}"))?,
+    };
+    if tenant.is_none() && !segments.vni_ranges.is_empty() {
+        segments.tenant_types = vec!["vxlan".into()];
+    }
     let listen = a
         .listen
         .clone()
@@ -278,6 +309,7 @@ pub fn resolve(a: &ServeArgs) -> anyhow::Result<ServeConfig> {
         quiet_dhcp: a.quiet_dhcp || file.quiet_dhcp.unwrap_or(false),
         realtime: a.realtime || file.realtime.unwrap_or(false),
         dns: dns_on.then_some(DnsConfig { upstreams }),
+        segments,
     })
 }
 
@@ -375,6 +407,16 @@ impl DhcpSync {
                 self.dp.add_network(net_id, t)
             }
         };
+        if let Some(n) = reg
+            .network(net_id)
+            .filter(|n| n.network_type == "vlan" || n.network_type == "vxlan")
+        {
+            tracing::warn!(
+                "network {net_id}: {} segment {}: this version allocates the segment but does not plumb it yet (no brq bridge, VLAN sub-interface or VXLAN device); its DHCP port is not reachable from the segment",
+                n.network_type,
+                n.segmentation_id.map(|i| i.to_string()).unwrap_or_default()
+            );
+        }
         let spec = plug_for(&self.cfg, reg, net_id, port);
         if let Err(e) = plug(&spec) {
             tracing::error!("network {net_id}: plumbing failed: {e}");
@@ -638,7 +680,11 @@ fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         plugged: Mutex::new(HashMap::new()),
         dns: Mutex::new(HashMap::new()),
     });
-    let control = Arc::new(Control::open(store, sync.clone())?);
+    let control = Arc::new(Control::open_with(
+        store,
+        sync.clone(),
+        cfg.segments.clone(),
+    )?);
     // Reconcile namespaces, tables and listeners with what the registry holds.
     control.sync_all();
 

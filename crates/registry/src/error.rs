@@ -46,6 +46,23 @@ pub enum RegistryError {
     /// Ports still use the network.
     #[error("Unable to complete operation on network {0}. There are one or more ports still in use on the network.")]
     NetworkInUse(String),
+    /// The VLAN is taken on that physical network.
+    #[error("Unable to create the network. The VLAN {vlan_id} on physical network {physical_network} is in use.")]
+    VlanIdInUse {
+        /// The VLAN id.
+        vlan_id: u32,
+        /// Its physical network.
+        physical_network: String,
+    },
+    /// The VNI is taken.
+    #[error("Unable to create the network. The tunnel ID {tunnel_id} is in use.")]
+    TunnelIdInUse {
+        /// The VNI.
+        tunnel_id: u32,
+    },
+    /// Every segment of the tenant network types is taken.
+    #[error("Unable to create the network. No tenant network is available for allocation.")]
+    NoNetworkAvailable,
     /// A flat network already uses this physical network (both would be one L2 segment).
     #[error("Unable to create the flat network. Physical network {0} is in use.")]
     FlatNetworkInUse(String),
@@ -82,6 +99,9 @@ impl RegistryError {
             RegistryError::SubnetInUse(_) => "SubnetInUse",
             RegistryError::NetworkInUse(_) => "NetworkInUse",
             RegistryError::FlatNetworkInUse(_) => "FlatNetworkInUse",
+            RegistryError::VlanIdInUse { .. } => "VlanIdInUse",
+            RegistryError::TunnelIdInUse { .. } => "TunnelIdInUse",
+            RegistryError::NoNetworkAvailable => "NoNetworkAvailable",
             RegistryError::GatewayConflictWithAllocationPools { .. } => {
                 "GatewayConflictWithAllocationPools"
             }
@@ -98,6 +118,7 @@ impl RegistryError {
             RegistryError::NetworkNotFound(_)
             | RegistryError::SubnetNotFound(_)
             | RegistryError::PortNotFound(_) => 404,
+            RegistryError::NoNetworkAvailable => 503,
             _ => 409,
         }
     }

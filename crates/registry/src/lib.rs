@@ -7,6 +7,7 @@ pub mod error;
 pub mod model;
 pub mod registry;
 pub mod requests;
+pub mod segments;
 
 pub use error::RegistryError;
 pub use model::*;

@@ -11,6 +11,7 @@ use qdhcp_protocol::Mac;
 use crate::error::{invalid, RegistryError};
 use crate::model::*;
 use crate::requests::*;
+use crate::segments::{Requested, SegmentConfig};
 
 /// What the registry needs from the outside world.
 pub trait Env {
@@ -81,6 +82,8 @@ pub struct Registry {
     ips: HashMap<String, HashMap<Ipv4Addr, String>>,
     /// (network, MAC) → port.
     macs: HashMap<(String, Mac), String>,
+    /// ML2's segment settings (ranges, tenant network types).
+    segments: SegmentConfig,
 }
 
 fn parse_ip(field: &str, s: &str) -> Result<Ipv4Addr, RegistryError> {
@@ -94,6 +97,11 @@ fn ip_add(ip: Ipv4Addr, n: u32) -> Ipv4Addr {
 }
 
 impl Registry {
+    /// Takes ML2's segment settings (kept across reloads by the caller).
+    pub fn set_segments(&mut self, cfg: SegmentConfig) {
+        self.segments = cfg;
+    }
+
     /// Rebuilds a registry from stored objects (at start).
     pub fn from_parts(networks: Vec<Network>, subnets: Vec<Subnet>, ports: Vec<Port>) -> Self {
         let mut r = Registry::default();
@@ -194,20 +202,19 @@ impl Registry {
         env: &mut dyn Env,
     ) -> Result<(Network, Outcome), RegistryError> {
         let project_id = Self::project_for(caller, &req.project_id, &req.tenant_id)?;
-        let network_type = req.network_type.clone().unwrap_or_else(|| "flat".into());
-        if network_type != "flat" && network_type != "local" {
-            return Err(invalid(
-                "provider:network_type",
-                format!("network type {network_type} is not supported (flat, local)"),
-            ));
-        }
-        let physical_network = req.physical_network.clone().flatten();
-        if network_type == "flat" && physical_network.is_none() && req.network_type.is_some() {
-            return Err(invalid(
-                "provider:physical_network",
-                "a flat provider network needs a physical network",
-            ));
-        }
+        let requested_physnet = req.physical_network.clone().flatten();
+        let segment = crate::segments::decide(
+            &self.segments,
+            &Requested {
+                network_type: req.network_type.as_deref(),
+                physical_network: requested_physnet.as_deref(),
+                segmentation_id: req.segmentation_id.flatten(),
+                is_admin: caller.is_admin,
+            },
+            self.networks.values(),
+        )?;
+        let network_type = segment.network_type;
+        let physical_network = segment.physical_network;
         if let Some(pn) = physical_network.as_ref().filter(|_| network_type == "flat") {
             // ML2's flat type driver: one flat network per physical network
             if self
@@ -232,7 +239,7 @@ impl Registry {
             shared: req.shared.unwrap_or(false),
             network_type,
             physical_network,
-            segmentation_id: req.segmentation_id.flatten(),
+            segmentation_id: segment.segmentation_id,
             description: req.description.unwrap_or_default(),
             created_at: now.clone(),
             updated_at: now,

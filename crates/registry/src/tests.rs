@@ -451,3 +451,165 @@ fn tagged_ipxe_extra_dhcp_opt_is_served_only_to_ipxe_clients() {
     );
     assert!(res.conditional[0].options.contains(67));
 }
+
+fn ml2() -> crate::segments::SegmentConfig {
+    crate::segments::SegmentConfig {
+        vlan_ranges: crate::segments::SegmentConfig::parse_vlan_ranges("physnet1:100:101,physnet2")
+            .unwrap(),
+        vni_ranges: crate::segments::SegmentConfig::parse_vni_ranges("1000:1001").unwrap(),
+        tenant_types: crate::segments::SegmentConfig::parse_tenant_types("vxlan,vlan").unwrap(),
+    }
+}
+
+fn member() -> Caller {
+    Caller {
+        project_id: "p2".into(),
+        is_admin: false,
+    }
+}
+
+fn net_req(t: Option<&str>, physnet: Option<&str>, seg: Option<u32>) -> NetworkReq {
+    NetworkReq {
+        network_type: t.map(Into::into),
+        physical_network: physnet.map(|p| Some(p.to_string())),
+        segmentation_id: seg.map(Some),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn tenant_networks_get_free_segments_in_type_order_until_exhausted() {
+    let mut r = Registry::default();
+    r.set_segments(ml2());
+    let mut env = TestEnv(0);
+    let mut got = Vec::new();
+    for _ in 0..4 {
+        let (n, _) = r
+            .create_network(NetworkReq::default(), &member(), &mut env)
+            .unwrap();
+        got.push((n.network_type, n.physical_network, n.segmentation_id));
+    }
+    assert_eq!(
+        got,
+        vec![
+            ("vxlan".into(), None, Some(1000)),
+            ("vxlan".into(), None, Some(1001)),
+            ("vlan".into(), Some("physnet1".into()), Some(100)),
+            ("vlan".into(), Some("physnet1".into()), Some(101)),
+        ]
+    );
+    let e = r
+        .create_network(NetworkReq::default(), &member(), &mut env)
+        .unwrap_err();
+    assert_eq!((e.status(), e.kind()), (503, "NoNetworkAvailable"));
+    // a delete releases its segment
+    let first = r
+        .networks()
+        .find(|n| n.segmentation_id == Some(1000))
+        .unwrap()
+        .id
+        .clone();
+    r.delete_network(&first).unwrap();
+    let (n, _) = r
+        .create_network(NetworkReq::default(), &member(), &mut env)
+        .unwrap();
+    assert_eq!(n.segmentation_id, Some(1000));
+}
+
+#[test]
+fn provider_segments_are_validated_as_ml2_type_drivers_do() {
+    let mut r = Registry::default();
+    r.set_segments(ml2());
+    let mut env = TestEnv(0);
+    // an admin may take any VLAN of a known physical network, once
+    let (n, _) = r
+        .create_network(
+            net_req(Some("vlan"), Some("physnet2"), Some(42)),
+            &admin(),
+            &mut env,
+        )
+        .unwrap();
+    assert_eq!(n.segmentation_id, Some(42));
+    let e = r
+        .create_network(
+            net_req(Some("vlan"), Some("physnet2"), Some(42)),
+            &admin(),
+            &mut env,
+        )
+        .unwrap_err();
+    assert_eq!((e.status(), e.kind()), (409, "VlanIdInUse"));
+    assert_eq!(
+        e.to_string(),
+        "Unable to create the network. The VLAN 42 on physical network physnet2 is in use."
+    );
+    // the same VLAN on another physical network is another segment
+    r.create_network(
+        net_req(Some("vlan"), Some("physnet1"), Some(42)),
+        &admin(),
+        &mut env,
+    )
+    .unwrap();
+    let (v, _) = r
+        .create_network(net_req(Some("vxlan"), None, Some(5000)), &admin(), &mut env)
+        .unwrap();
+    assert_eq!(v.segmentation_id, Some(5000));
+    let e = r
+        .create_network(net_req(Some("vxlan"), None, Some(5000)), &admin(), &mut env)
+        .unwrap_err();
+    assert_eq!((e.status(), e.kind()), (409, "TunnelIdInUse"));
+    // a member may name only a segment inside the ranges
+    let e = r
+        .create_network(
+            net_req(Some("vxlan"), None, Some(5001)),
+            &member(),
+            &mut env,
+        )
+        .unwrap_err();
+    assert_eq!(e.status(), 400, "{e}");
+    r.create_network(
+        net_req(Some("vxlan"), None, Some(1001)),
+        &member(),
+        &mut env,
+    )
+    .unwrap();
+    for (bad, field) in [
+        (
+            net_req(Some("vlan"), Some("physnet1"), Some(4095)),
+            "segmentation_id",
+        ),
+        (
+            net_req(Some("vlan"), Some("nope"), Some(7)),
+            "physical_network",
+        ),
+        (
+            net_req(Some("vxlan"), Some("physnet1"), None),
+            "physical_network",
+        ),
+        (
+            net_req(Some("vxlan"), None, Some(1 << 24)),
+            "segmentation_id",
+        ),
+        (
+            net_req(Some("flat"), Some("physnet9"), Some(3)),
+            "segmentation_id",
+        ),
+        (
+            net_req(Some("local"), Some("physnet1"), None),
+            "physical_network",
+        ),
+        (net_req(Some("gre"), None, None), "network_type"),
+    ] {
+        let e = r.create_network(bad, &admin(), &mut env).unwrap_err();
+        assert_eq!(e.status(), 400, "{e}");
+        assert!(e.to_string().contains(field), "{e}");
+    }
+    // a VLAN network without an id gets a free one of its physical network's ranges
+    let (a, _) = r
+        .create_network(
+            net_req(Some("vlan"), Some("physnet1"), None),
+            &admin(),
+            &mut env,
+        )
+        .unwrap();
+    assert_eq!(a.segmentation_id, Some(100));
+}

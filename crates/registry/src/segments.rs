@@ -1,0 +1,316 @@
+//! ML2's type drivers: which segment (`provider:network_type`, `provider:physical_network`,
+//! `provider:segmentation_id`) a network may have, and a free one for a tenant network, from
+//! `network_vlan_ranges`, `vni_ranges` and `tenant_network_types`. The segments in use are those
+//! of the networks that exist, so a delete releases its segment and a restart keeps them.
+//! Pure: no I/O here.
+
+use std::collections::BTreeMap;
+
+use crate::error::{invalid, RegistryError};
+use crate::model::Network;
+
+/// Highest VLAN id (802.1Q).
+pub const MAX_VLAN: u32 = 4094;
+/// Highest VXLAN network identifier (24 bits).
+pub const MAX_VNI: u32 = (1 << 24) - 1;
+
+/// The ML2 settings that decide segments.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SegmentConfig {
+    /// Physical networks for VLAN networks, each with the ranges tenant networks are given ids
+    /// from (none: provider networks only), as `network_vlan_ranges`.
+    pub vlan_ranges: BTreeMap<String, Vec<(u32, u32)>>,
+    /// VNI ranges tenant VXLAN networks are given ids from, as `vni_ranges`.
+    pub vni_ranges: Vec<(u32, u32)>,
+    /// Types a network created without provider attributes gets, first with room first, as
+    /// `tenant_network_types`; empty: such a network is `flat` without a physical network.
+    pub tenant_types: Vec<String>,
+}
+
+fn range(s: &str, max: u32, what: &str) -> Result<(u32, u32), String> {
+    let (a, b) = s
+        .split_once(':')
+        .ok_or_else(|| format!("{what} range {s:?} is not MIN:MAX"))?;
+    let (a, b): (u32, u32) = (
+        a.trim()
+            .parse()
+            .map_err(|_| format!("{a:?} is not a number"))?,
+        b.trim()
+            .parse()
+            .map_err(|_| format!("{b:?} is not a number"))?,
+    );
+    if a == 0 || a > b || b > max {
+        return Err(format!(
+            "{what} range {s:?} must be within 1:{max}, lowest first"
+        ));
+    }
+    Ok((a, b))
+}
+
+impl SegmentConfig {
+    /// Parses `network_vlan_ranges`: `PHYSNET[:MIN:MAX][,…]`.
+    pub fn parse_vlan_ranges(s: &str) -> Result<BTreeMap<String, Vec<(u32, u32)>>, String> {
+        let mut out: BTreeMap<String, Vec<(u32, u32)>> = BTreeMap::new();
+        for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            let (physnet, r) = match item.split_once(':') {
+                Some((p, r)) => (p, Some(range(r, MAX_VLAN, "VLAN")?)),
+                None => (item, None),
+            };
+            let e = out.entry(physnet.to_string()).or_default();
+            e.extend(r);
+        }
+        Ok(out)
+    }
+
+    /// Parses `vni_ranges`: `MIN:MAX[,…]`.
+    pub fn parse_vni_ranges(s: &str) -> Result<Vec<(u32, u32)>, String> {
+        s.split(',')
+            .map(str::trim)
+            .filter(|i| !i.is_empty())
+            .map(|r| range(r, MAX_VNI, "VNI"))
+            .collect()
+    }
+
+    /// Parses `tenant_network_types`, checking each is a type this server can allocate.
+    pub fn parse_tenant_types(s: &str) -> Result<Vec<String>, String> {
+        s.split(',')
+            .map(str::trim)
+            .filter(|i| !i.is_empty())
+            .map(|t| match t {
+                "vxlan" | "vlan" | "local" => Ok(t.to_string()),
+                other => Err(format!(
+                    "tenant network type {other:?} (vxlan, vlan, local)"
+                )),
+            })
+            .collect()
+    }
+}
+
+/// The segment a network gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Segment {
+    /// `flat`, `local`, `vlan` or `vxlan`.
+    pub network_type: String,
+    /// The physical network (flat, vlan).
+    pub physical_network: Option<String>,
+    /// VLAN id or VNI.
+    pub segmentation_id: Option<u32>,
+}
+
+/// What a create request asked for.
+pub struct Requested<'a> {
+    /// `provider:network_type`.
+    pub network_type: Option<&'a str>,
+    /// `provider:physical_network`.
+    pub physical_network: Option<&'a str>,
+    /// `provider:segmentation_id`.
+    pub segmentation_id: Option<u32>,
+    /// Admins may name any segment; others only one inside the ranges.
+    pub is_admin: bool,
+}
+
+fn in_ranges(ranges: &[(u32, u32)], id: u32) -> bool {
+    ranges.iter().any(|&(a, b)| (a..=b).contains(&id))
+}
+
+/// The lowest id of `ranges` that `used` does not hold.
+fn first_free(ranges: &[(u32, u32)], used: &dyn Fn(u32) -> bool) -> Option<u32> {
+    ranges
+        .iter()
+        .flat_map(|&(a, b)| a..=b)
+        .find(|id| !used(*id))
+}
+
+/// Decides the segment of a new network, as ML2's type drivers do, given the networks that
+/// exist.
+pub fn decide<'a>(
+    cfg: &SegmentConfig,
+    req: &Requested<'_>,
+    existing: impl Iterator<Item = &'a Network> + Clone,
+) -> Result<Segment, RegistryError> {
+    let vlan_used = |physnet: &str, id: u32| {
+        existing.clone().any(|n| {
+            n.network_type == "vlan"
+                && n.physical_network.as_deref() == Some(physnet)
+                && n.segmentation_id == Some(id)
+        })
+    };
+    let vni_used = |id: u32| {
+        existing
+            .clone()
+            .any(|n| n.network_type == "vxlan" && n.segmentation_id == Some(id))
+    };
+    let provider = req.network_type.is_some()
+        || req.physical_network.is_some()
+        || req.segmentation_id.is_some();
+
+    // A tenant network: the first tenant type with a free segment.
+    if !provider && !cfg.tenant_types.is_empty() {
+        for t in &cfg.tenant_types {
+            match t.as_str() {
+                "vxlan" => {
+                    if let Some(id) = first_free(&cfg.vni_ranges, &vni_used) {
+                        return Ok(Segment {
+                            network_type: "vxlan".into(),
+                            physical_network: None,
+                            segmentation_id: Some(id),
+                        });
+                    }
+                }
+                "vlan" => {
+                    for (physnet, ranges) in &cfg.vlan_ranges {
+                        if let Some(id) = first_free(ranges, &|id| vlan_used(physnet, id)) {
+                            return Ok(Segment {
+                                network_type: "vlan".into(),
+                                physical_network: Some(physnet.clone()),
+                                segmentation_id: Some(id),
+                            });
+                        }
+                    }
+                }
+                _ => {
+                    return Ok(Segment {
+                        network_type: "local".into(),
+                        physical_network: None,
+                        segmentation_id: None,
+                    })
+                }
+            }
+        }
+        return Err(RegistryError::NoNetworkAvailable);
+    }
+
+    let network_type = req.network_type.unwrap_or("flat");
+    let seg_field = "provider:segmentation_id";
+    let phys_field = "provider:physical_network";
+    match network_type {
+        "flat" | "local" => {
+            if req.segmentation_id.is_some() {
+                return Err(invalid(
+                    seg_field,
+                    format!("segmentation_id not allowed for {network_type} provider network"),
+                ));
+            }
+            if network_type == "local" && req.physical_network.is_some() {
+                return Err(invalid(
+                    phys_field,
+                    "physical_network not allowed for local provider network",
+                ));
+            }
+            if network_type == "flat"
+                && req.network_type.is_some()
+                && req.physical_network.is_none()
+            {
+                return Err(invalid(
+                    phys_field,
+                    "a flat provider network needs a physical network",
+                ));
+            }
+            Ok(Segment {
+                network_type: network_type.into(),
+                physical_network: req.physical_network.map(str::to_string),
+                segmentation_id: None,
+            })
+        }
+        "vlan" => {
+            let physnet = match req.physical_network {
+                Some(p) => p.to_string(),
+                // none named: any physical network with room, as ML2 allocates one
+                None => {
+                    return decide(
+                        &SegmentConfig {
+                            tenant_types: vec!["vlan".into()],
+                            ..cfg.clone()
+                        },
+                        &Requested {
+                            network_type: None,
+                            physical_network: None,
+                            segmentation_id: None,
+                            is_admin: req.is_admin,
+                        },
+                        existing,
+                    )
+                    .and_then(|s| match req.segmentation_id {
+                        Some(_) => Err(invalid(phys_field, "a VLAN id needs its physical network")),
+                        None => Ok(s),
+                    });
+                }
+            };
+            let Some(ranges) = cfg.vlan_ranges.get(&physnet) else {
+                return Err(invalid(
+                    phys_field,
+                    format!("physical_network '{physnet}' unknown for VLAN provider network"),
+                ));
+            };
+            let id = match req.segmentation_id {
+                Some(id) => {
+                    if !(1..=MAX_VLAN).contains(&id) {
+                        return Err(invalid(
+                            seg_field,
+                            format!("segmentation_id out of range (1 through {MAX_VLAN})"),
+                        ));
+                    }
+                    if !req.is_admin && !in_ranges(ranges, id) {
+                        return Err(invalid(
+                            seg_field,
+                            format!("VLAN {id} is outside the ranges of {physnet}"),
+                        ));
+                    }
+                    if vlan_used(&physnet, id) {
+                        return Err(RegistryError::VlanIdInUse {
+                            vlan_id: id,
+                            physical_network: physnet,
+                        });
+                    }
+                    id
+                }
+                None => first_free(ranges, &|id| vlan_used(&physnet, id))
+                    .ok_or(RegistryError::NoNetworkAvailable)?,
+            };
+            Ok(Segment {
+                network_type: "vlan".into(),
+                physical_network: Some(physnet),
+                segmentation_id: Some(id),
+            })
+        }
+        "vxlan" => {
+            if req.physical_network.is_some() {
+                return Err(invalid(
+                    phys_field,
+                    "provider:physical_network specified for VXLAN network",
+                ));
+            }
+            let id = match req.segmentation_id {
+                Some(id) => {
+                    if !(1..=MAX_VNI).contains(&id) {
+                        return Err(invalid(
+                            seg_field,
+                            format!("segmentation_id out of range (1 through {MAX_VNI})"),
+                        ));
+                    }
+                    if !req.is_admin && !in_ranges(&cfg.vni_ranges, id) {
+                        return Err(invalid(
+                            seg_field,
+                            format!("VNI {id} is outside the configured vni_ranges"),
+                        ));
+                    }
+                    if vni_used(id) {
+                        return Err(RegistryError::TunnelIdInUse { tunnel_id: id });
+                    }
+                    id
+                }
+                None => first_free(&cfg.vni_ranges, &vni_used)
+                    .ok_or(RegistryError::NoNetworkAvailable)?,
+            };
+            Ok(Segment {
+                network_type: "vxlan".into(),
+                physical_network: None,
+                segmentation_id: Some(id),
+            })
+        }
+        other => Err(invalid(
+            "provider:network_type",
+            format!("network type {other} is not supported (flat, local, vlan, vxlan)"),
+        )),
+    }
+}
