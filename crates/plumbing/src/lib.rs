@@ -12,7 +12,7 @@ use futures_util::TryStreamExt;
 use ipnet::Ipv4Net;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{setns, unshare, CloneFlags};
-use rtnetlink::{new_connection, Handle, LinkBridge, LinkUnspec, LinkVeth};
+use rtnetlink::{new_connection, Handle, LinkBridge, LinkUnspec, LinkVeth, LinkVxlan};
 
 /// Where named namespaces are bound, as `ip netns` expects.
 pub const NETNS_DIR: &str = "/var/run/netns";
@@ -298,6 +298,93 @@ pub fn ensure_bridge(name: &str) -> Result<(), PlumbError> {
             .execute()
             .await
             .map_err(nl("bridge up"))
+    })
+}
+
+/// A VXLAN segment, plumbed as Neutron's linuxbridge agent does: a device `vxlan-<vni>` over
+/// the interface that holds `local`, flooding to a multicast `group`, in the network's bridge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VxlanSegment {
+    /// The VNI.
+    pub vni: u32,
+    /// This host's tunnel endpoint address (`local_ip`).
+    pub local: Ipv4Addr,
+    /// Multicast group for broadcast and unknown destinations (`vxlan_group`).
+    pub group: Ipv4Addr,
+    /// UDP port; 0 is the kernel's default (8472, what the linuxbridge agent uses).
+    pub port: u16,
+    /// The network's bridge (`brq<network-id[:11]>`).
+    pub bridge: String,
+}
+
+impl VxlanSegment {
+    /// The device's name, `vxlan-<vni>`.
+    pub fn device(&self) -> String {
+        format!("vxlan-{}", self.vni)
+    }
+}
+
+/// The index of the interface holding `addr`, in the current namespace.
+fn iface_with(addr: Ipv4Addr) -> Option<u32> {
+    let addrs = nix::ifaddrs::getifaddrs().ok()?;
+    for a in addrs {
+        let Some(sin) = a.address.as_ref().and_then(|s| s.as_sockaddr_in()) else {
+            continue;
+        };
+        if sin.ip() == addr {
+            return nix::net::if_::if_nametoindex(a.interface_name.as_str()).ok();
+        }
+    }
+    None
+}
+
+/// Creates (unless it exists) the segment's bridge and its `vxlan-<vni>` device in it, up.
+pub fn ensure_vxlan(v: &VxlanSegment) -> Result<(), PlumbError> {
+    ensure_bridge(&v.bridge)?;
+    let dev = iface_with(v.local).ok_or_else(|| {
+        PlumbError::Netlink(format!("no interface holds the tunnel address {}", v.local))
+    })?;
+    let v = v.clone();
+    in_netns(None, move |h| async move {
+        let name = v.device();
+        if link_index(&h, &name).await?.is_none() {
+            h.link()
+                .add(
+                    LinkVxlan::new(&name, v.vni)
+                        .dev(dev)
+                        .local(v.local)
+                        .group(v.group)
+                        .port(v.port)
+                        .learning(true)
+                        .build(),
+                )
+                .execute()
+                .await
+                .map_err(nl("add vxlan"))?;
+        }
+        let idx = link_index(&h, &name)
+            .await?
+            .ok_or_else(|| PlumbError::Netlink(format!("{name} vanished")))?;
+        let br = link_index(&h, &v.bridge)
+            .await?
+            .ok_or_else(|| PlumbError::Netlink(format!("bridge {} missing", v.bridge)))?;
+        h.link()
+            .set(LinkUnspec::new_with_index(idx).controller(br).up().build())
+            .execute()
+            .await
+            .map_err(nl("vxlan up"))
+    })
+}
+
+/// Removes the link `name` from the current namespace if it exists (a segment's device or
+/// bridge when its network goes).
+pub fn delete_link(name: &str) -> Result<(), PlumbError> {
+    let name = name.to_string();
+    in_netns(None, move |h| async move {
+        if let Some(i) = link_index(&h, &name).await? {
+            h.link().del(i).execute().await.map_err(nl("delete link"))?;
+        }
+        Ok(())
     })
 }
 

@@ -20,7 +20,9 @@ use qdhcp_dataplane::listener::open_dhcp_socket;
 use qdhcp_dataplane::{now_secs, Dataplane, ServeOptions};
 use qdhcp_dns::server::{open_sockets as open_dns_sockets, DnsServer, Settings};
 use qdhcp_dns::Zone;
-use qdhcp_plumbing::{delete_netns, open_netns, plug, DhcpPlug};
+use qdhcp_plumbing::{
+    delete_link, delete_netns, ensure_vxlan, open_netns, plug, DhcpPlug, VxlanSegment,
+};
 use qdhcp_protocol::{NetworkTable, Policy};
 use qdhcp_registry::dhcp::{names_for, reservation_for, subnets_for, DhcpSettings};
 use qdhcp_registry::segments::SegmentConfig;
@@ -103,6 +105,16 @@ pub struct ServeArgs {
     /// `tenant_network_types`) [default: vxlan when --vni-ranges is set].
     #[arg(long)]
     pub tenant_network_types: Option<String>,
+    /// This host's VXLAN tunnel endpoint address (Neutron's `local_ip`); VXLAN networks are
+    /// plumbed over the interface that holds it.
+    #[arg(long)]
+    pub local_ip: Option<std::net::Ipv4Addr>,
+    /// Multicast group of VXLAN segments [default: 224.0.0.1, Neutron's `vxlan_group`].
+    #[arg(long)]
+    pub vxlan_group: Option<std::net::Ipv4Addr>,
+    /// VXLAN UDP port [default: 0, the kernel's 8472, as the linuxbridge agent].
+    #[arg(long)]
+    pub vxlan_port: Option<u16>,
 }
 
 #[derive(Deserialize, Default, Debug)]
@@ -127,6 +139,9 @@ struct FileConfig {
     network_vlan_ranges: Option<String>,
     vni_ranges: Option<String>,
     tenant_network_types: Option<String>,
+    local_ip: Option<std::net::Ipv4Addr>,
+    vxlan_group: Option<std::net::Ipv4Addr>,
+    vxlan_port: Option<u16>,
 }
 
 /// The resolved configuration.
@@ -160,6 +175,19 @@ pub struct ServeConfig {
     pub dns: Option<DnsConfig>,
     /// ML2's segment settings.
     pub segments: SegmentConfig,
+    /// VXLAN tunnel endpoint, group and port.
+    pub vxlan: VxlanConfig,
+}
+
+/// How VXLAN segments are plumbed on this host.
+#[derive(Debug, Clone)]
+pub struct VxlanConfig {
+    /// Tunnel endpoint address; `None`: VXLAN networks are not plumbed (said in the log).
+    pub local_ip: Option<std::net::Ipv4Addr>,
+    /// Multicast group.
+    pub group: std::net::Ipv4Addr,
+    /// UDP port (0: the kernel's default).
+    pub port: u16,
 }
 
 /// How the DHCP ports answer DNS.
@@ -310,6 +338,14 @@ pub fn resolve(a: &ServeArgs) -> anyhow::Result<ServeConfig> {
         realtime: a.realtime || file.realtime.unwrap_or(false),
         dns: dns_on.then_some(DnsConfig { upstreams }),
         segments,
+        vxlan: VxlanConfig {
+            local_ip: a.local_ip.or(file.local_ip),
+            group: a
+                .vxlan_group
+                .or(file.vxlan_group)
+                .unwrap_or(std::net::Ipv4Addr::new(224, 0, 0, 1)),
+            port: a.vxlan_port.or(file.vxlan_port).unwrap_or(0),
+        },
     })
 }
 
@@ -323,15 +359,24 @@ pub fn serve_options(cfg: &ServeConfig) -> ServeOptions {
     }
 }
 
+/// The bridge of a network's segment, `brq<network-id[:11]>` (Neutron's linuxbridge agent).
+fn segment_bridge(net_id: &str) -> String {
+    format!("brq{}", net_id.chars().take(11).collect::<String>())
+}
+
 /// Names derived from a network and its DHCP port, as Neutron's agent names them.
 fn plug_for(cfg: &ServeConfig, reg: &Registry, net_id: &str, port: &Port) -> DhcpPlug {
     let short: String = port.id.chars().take(11).collect();
     let ns_id: String = net_id.chars().take(cfg.namespace_id_chars).collect();
-    let bridge = reg
-        .network(net_id)
-        .and_then(|n| n.physical_network.as_ref())
-        .and_then(|p| cfg.bridge_mappings.get(p))
-        .cloned();
+    let net = reg.network(net_id);
+    let bridge = match net.map(|n| n.network_type.as_str()) {
+        // a segment's own bridge, as the linuxbridge agent names it
+        Some("vxlan") => Some(segment_bridge(net_id)),
+        _ => net
+            .and_then(|n| n.physical_network.as_ref())
+            .and_then(|p| cfg.bridge_mappings.get(p))
+            .cloned(),
+    };
     let addrs = port
         .fixed_ips
         .iter()
@@ -355,6 +400,8 @@ pub struct DhcpSync {
     dp: Arc<Dataplane>,
     cfg: ServeConfig,
     plugged: Mutex<HashMap<String, String>>,
+    /// VXLAN segments plumbed, by network, to remove with it.
+    segments: Mutex<HashMap<String, VxlanSegment>>,
     /// Each network's DNS server, on its DHCP port.
     dns: Mutex<HashMap<String, Arc<DnsServer>>>,
 }
@@ -382,6 +429,64 @@ impl DhcpSync {
                 Err(e) => tracing::error!("network {net_id}: {e}"),
             }
         }
+        let seg = self
+            .segments
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(net_id);
+        if let Some(seg) = seg {
+            for link in [seg.device(), seg.bridge.clone()] {
+                if let Err(e) = delete_link(&link) {
+                    tracing::error!("network {net_id}: {e}");
+                }
+            }
+            tracing::info!(
+                "network {net_id}: {} and {} removed",
+                seg.device(),
+                seg.bridge
+            );
+        }
+    }
+
+    /// Plumbs a VXLAN network's segment (bridge and `vxlan-<vni>`), as the linuxbridge agent.
+    fn plumb_segment(&self, reg: &Registry, net_id: &str) {
+        let Some(n) = reg.network(net_id) else { return };
+        if n.network_type == "vlan" {
+            tracing::warn!(
+                "network {net_id}: VLAN {} is allocated but not plumbed by this version (no VLAN sub-interface); its DHCP port is not reachable from the segment",
+                n.segmentation_id.map(|i| i.to_string()).unwrap_or_default()
+            );
+            return;
+        }
+        let (Some(vni), "vxlan") = (n.segmentation_id, n.network_type.as_str()) else {
+            return;
+        };
+        let Some(local) = self.cfg.vxlan.local_ip else {
+            tracing::warn!("network {net_id}: VXLAN {vni} is not plumbed: no --local-ip");
+            return;
+        };
+        let seg = VxlanSegment {
+            vni,
+            local,
+            group: self.cfg.vxlan.group,
+            port: self.cfg.vxlan.port,
+            bridge: segment_bridge(net_id),
+        };
+        match ensure_vxlan(&seg) {
+            Ok(()) => {
+                tracing::info!(
+                    "network {net_id}: {} in {} (local {local}, group {})",
+                    seg.device(),
+                    seg.bridge,
+                    seg.group
+                );
+                self.segments
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(net_id.into(), seg);
+            }
+            Err(e) => tracing::error!("network {net_id}: VXLAN {vni}: {e}"),
+        }
     }
 
     fn sync_network(&self, reg: &Registry, net_id: &str) {
@@ -407,16 +512,7 @@ impl DhcpSync {
                 self.dp.add_network(net_id, t)
             }
         };
-        if let Some(n) = reg
-            .network(net_id)
-            .filter(|n| n.network_type == "vlan" || n.network_type == "vxlan")
-        {
-            tracing::warn!(
-                "network {net_id}: {} segment {}: this version allocates the segment but does not plumb it yet (no brq bridge, VLAN sub-interface or VXLAN device); its DHCP port is not reachable from the segment",
-                n.network_type,
-                n.segmentation_id.map(|i| i.to_string()).unwrap_or_default()
-            );
-        }
+        self.plumb_segment(reg, net_id);
         let spec = plug_for(&self.cfg, reg, net_id, port);
         if let Err(e) = plug(&spec) {
             tracing::error!("network {net_id}: plumbing failed: {e}");
@@ -678,6 +774,7 @@ fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         dp: dp.clone(),
         cfg: cfg.clone(),
         plugged: Mutex::new(HashMap::new()),
+        segments: Mutex::new(HashMap::new()),
         dns: Mutex::new(HashMap::new()),
     });
     let control = Arc::new(Control::open_with(

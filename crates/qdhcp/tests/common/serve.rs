@@ -54,8 +54,13 @@ impl Host {
 
     /// Starts `qdhcp serve` in the host namespace and waits for the API.
     pub fn start(&self) -> Proc {
+        self.start_with(&[])
+    }
+
+    /// `start` with more `qdhcp serve` flags.
+    pub fn start_with(&self, extra: &[&str]) -> Proc {
         let mut cmd = Command::new(qdhcp_bin());
-        cmd.args(["serve", "--netns", &self.ns]);
+        cmd.args(["serve", "--netns", &self.ns]).args(extra);
         self.start_cmd(cmd)
     }
 
