@@ -105,6 +105,10 @@ pub struct ServeArgs {
     /// `tenant_network_types`) [default: vxlan when --vni-ranges is set].
     #[arg(long)]
     pub tenant_network_types: Option<String>,
+    /// The registry database: a path or `sqlite://PATH` (default: qdhcp.sqlite in the state
+    /// directory), or `postgresql://USER[:PASSWORD]@HOST[:PORT]/DB[?host=SOCKETDIR]`.
+    #[arg(long)]
+    pub database: Option<String>,
     /// This host's VXLAN tunnel endpoint address (Neutron's `local_ip`); VXLAN networks are
     /// plumbed over the interface that holds it.
     #[arg(long)]
@@ -142,6 +146,7 @@ struct FileConfig {
     local_ip: Option<std::net::Ipv4Addr>,
     vxlan_group: Option<std::net::Ipv4Addr>,
     vxlan_port: Option<u16>,
+    database: Option<String>,
 }
 
 /// The resolved configuration.
@@ -177,6 +182,8 @@ pub struct ServeConfig {
     pub segments: SegmentConfig,
     /// VXLAN tunnel endpoint, group and port.
     pub vxlan: VxlanConfig,
+    /// The registry database URL; `None`: SQLite in the state directory.
+    pub database: Option<String>,
 }
 
 /// How VXLAN segments are plumbed on this host.
@@ -338,6 +345,7 @@ pub fn resolve(a: &ServeArgs) -> anyhow::Result<ServeConfig> {
         realtime: a.realtime || file.realtime.unwrap_or(false),
         dns: dns_on.then_some(DnsConfig { upstreams }),
         segments,
+        database: a.database.clone().or(file.database),
         vxlan: VxlanConfig {
             local_ip: a.local_ip.or(file.local_ip),
             group: a
@@ -754,7 +762,10 @@ fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     };
     std::fs::create_dir_all(&cfg.state_dir)
         .with_context(|| format!("cannot create state dir {}", cfg.state_dir.display()))?;
-    let store = Store::open(&cfg.state_dir.join("qdhcp.sqlite"))?;
+    let store = match &cfg.database {
+        Some(url) => Store::open_url(url)?,
+        None => Store::open(&cfg.state_dir.join("qdhcp.sqlite"))?,
+    };
     let policy = Policy {
         decline_quarantine_secs: 600,
         default_router_self: false,

@@ -627,3 +627,37 @@ fn serve_under_ip_netns_exec_leaves_namespaces_others_can_enter() {
         String::from_utf8_lossy(&list.stdout)
     );
 }
+
+#[test]
+fn an_unreachable_postgresql_database_stops_serve_at_start_with_its_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!(
+        "postgresql://qdhcp:s3cret@localhost/neutron?host={}&connect_timeout=2",
+        dir.path().display()
+    );
+    let out = std::process::Command::new(qdhcp_bin())
+        .args([
+            "serve",
+            "--database",
+            &url,
+            "--listen",
+            "127.0.0.1:19696",
+            "--log-file",
+        ])
+        .arg(dir.path().join("log"))
+        .arg("--state-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stderr),
+        std::fs::read_to_string(dir.path().join("log")).unwrap_or_default()
+    );
+    assert!(
+        err.contains("postgresql://qdhcp:***@localhost/neutron"),
+        "{err}"
+    );
+    assert!(!err.contains("s3cret"), "{err}");
+}

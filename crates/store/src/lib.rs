@@ -1,6 +1,10 @@
-//! Persistence of the registry in embedded SQLite (WAL): one row per object, written in one
-//! transaction per API operation before the operation is acknowledged, read back whole at
-//! start. No rules here: what may exist is the registry's business.
+//! Persistence of the registry: one row per object, written in one transaction per API
+//! operation before the operation is acknowledged, read back whole at start. Embedded SQLite
+//! (WAL) by default, or PostgreSQL (`pg`) for several nodes; the schema of either is brought
+//! up to date at open by forward-only, numbered migrations. No rules here: what may exist is
+//! the registry's business.
+
+mod pg;
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -19,6 +23,14 @@ pub enum StoreError {
         /// The SQLite error.
         source: rusqlite::Error,
     },
+    /// PostgreSQL refused, or could not be reached.
+    #[error("database {url}: {source}")]
+    Pg {
+        /// The database URL, without its password.
+        url: String,
+        /// The client's error.
+        source: postgres::Error,
+    },
     /// A stored row does not decode.
     #[error("database {path}: {kind} {id} is damaged ({why}); restore the file from a backup or remove the row")]
     Damaged {
@@ -36,9 +48,74 @@ pub enum StoreError {
 /// The registry database.
 pub struct Store {
     path: PathBuf,
-    conn: Mutex<Connection>,
-    /// Dropped with the store, which ends the checkpoint thread.
-    _checkpoints: Option<std::sync::mpsc::Sender<()>>,
+    backend: Backend,
+}
+
+enum Backend {
+    Sqlite {
+        conn: Mutex<Connection>,
+        /// Dropped with the store, which ends the checkpoint thread.
+        _checkpoints: Option<std::sync::mpsc::Sender<()>>,
+    },
+    Postgres(Box<pg::PgStore>),
+}
+
+/// The schema, as forward-only migrations: (version, SQLite statements, PostgreSQL statements).
+/// A database is brought to the last version at open; a version is never changed once
+/// released, only followed by a new one.
+const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "CREATE TABLE IF NOT EXISTS objects (
+        kind TEXT NOT NULL,
+        id   TEXT NOT NULL,
+        body TEXT NOT NULL,
+        PRIMARY KEY (kind, id)
+    );",
+    "CREATE TABLE IF NOT EXISTS objects (
+        kind TEXT NOT NULL,
+        id   TEXT NOT NULL,
+        body TEXT NOT NULL,
+        seq  BIGSERIAL,
+        PRIMARY KEY (kind, id)
+    );",
+)];
+
+/// The object rows, in the order they were first written, back into a registry.
+fn decode(
+    rows: impl IntoIterator<Item = (String, String, String)>,
+    path: &Path,
+) -> Result<Registry, StoreError> {
+    let (mut nets, mut subs, mut ports) = (Vec::new(), Vec::new(), Vec::new());
+    for (kind, id, body) in rows {
+        let damaged = |kind: &'static str, e: serde_json::Error| StoreError::Damaged {
+            path: path.to_path_buf(),
+            kind,
+            id: id.clone(),
+            why: e.to_string(),
+        };
+        match kind.as_str() {
+            "network" => nets
+                .push(serde_json::from_str::<Network>(&body).map_err(|e| damaged("network", e))?),
+            "subnet" => {
+                subs.push(serde_json::from_str::<Subnet>(&body).map_err(|e| damaged("subnet", e))?)
+            }
+            "port" => {
+                ports.push(serde_json::from_str::<Port>(&body).map_err(|e| damaged("port", e))?)
+            }
+            _ => {}
+        }
+    }
+    Ok(Registry::from_parts(nets, subs, ports))
+}
+
+/// The body to store for a put, if the object still exists.
+fn body_of(reg: &Registry, k: Kind, id: &str) -> Option<String> {
+    match k {
+        Kind::Network => reg.network(id).map(serde_json::to_string),
+        Kind::Subnet => reg.subnet(id).map(serde_json::to_string),
+        Kind::Port => reg.port(id).map(serde_json::to_string),
+    }
+    .and_then(Result::ok)
 }
 
 /// How often the WAL is copied into the database, off the request path.
@@ -94,20 +171,46 @@ impl Store {
             conn.pragma_update(None, "wal_autocheckpoint", 0)
                 .map_err(err)?;
         }
-        conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS objects (
-                kind TEXT NOT NULL,
-                id   TEXT NOT NULL,
-                body TEXT NOT NULL,
-                PRIMARY KEY (kind, id)
-            );",
-        )
-        .map_err(err)?;
+        // forward-only migrations; the database's version is its user_version
+        let at: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(err)?;
+        for (v, sql, _) in MIGRATIONS.iter().filter(|m| m.0 > at) {
+            conn.execute_batch(&format!("BEGIN; {sql} PRAGMA user_version = {v}; COMMIT;"))
+                .map_err(err)?;
+        }
         Ok(Store {
             path: path.to_path_buf(),
-            conn: Mutex::new(conn),
-            _checkpoints: checkpoints,
+            backend: Backend::Sqlite {
+                conn: Mutex::new(conn),
+                _checkpoints: checkpoints,
+            },
         })
+    }
+
+    /// Opens the database `url` names: `postgresql://…` (or `postgres://…`), `sqlite://PATH`,
+    /// or a plain path (SQLite). An unreachable server is an error naming it.
+    pub fn open_url(url: &str) -> Result<Store, StoreError> {
+        if url.starts_with("postgresql://") || url.starts_with("postgres://") {
+            let pg = pg::PgStore::open(url)?;
+            return Ok(Store {
+                path: PathBuf::from(pg.display()),
+                backend: Backend::Postgres(Box::new(pg)),
+            });
+        }
+        Store::open(Path::new(url.strip_prefix("sqlite://").unwrap_or(url)))
+    }
+
+    /// The schema version the database is at.
+    pub fn schema_version(&self) -> Result<i64, StoreError> {
+        match &self.backend {
+            Backend::Sqlite { conn, .. } => conn
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .query_row("PRAGMA user_version", [], |r| r.get(0))
+                .map_err(|e| self.err(e)),
+            Backend::Postgres(pg) => pg.schema_version(),
+        }
     }
 
     fn err(&self, source: rusqlite::Error) -> StoreError {
@@ -119,7 +222,10 @@ impl Store {
 
     /// Reads every object back.
     pub fn load(&self) -> Result<Registry, StoreError> {
-        let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let conn = match &self.backend {
+            Backend::Sqlite { conn, .. } => conn.lock().unwrap_or_else(|p| p.into_inner()),
+            Backend::Postgres(pg) => return decode(pg.rows()?, &self.path),
+        };
         let mut stmt = conn
             .prepare("SELECT kind, id, body FROM objects ORDER BY rowid")
             .map_err(|e| self.err(e))?;
@@ -132,43 +238,22 @@ impl Store {
                 ))
             })
             .map_err(|e| self.err(e))?;
-        let (mut nets, mut subs, mut ports) = (Vec::new(), Vec::new(), Vec::new());
-        for row in rows {
-            let (kind, id, body) = row.map_err(|e| self.err(e))?;
-            let damaged = |kind: &'static str, e: serde_json::Error| StoreError::Damaged {
-                path: self.path.clone(),
-                kind,
-                id: id.clone(),
-                why: e.to_string(),
-            };
-            match kind.as_str() {
-                "network" => nets.push(
-                    serde_json::from_str::<Network>(&body).map_err(|e| damaged("network", e))?,
-                ),
-                "subnet" => subs
-                    .push(serde_json::from_str::<Subnet>(&body).map_err(|e| damaged("subnet", e))?),
-                "port" => {
-                    ports.push(serde_json::from_str::<Port>(&body).map_err(|e| damaged("port", e))?)
-                }
-                _ => {}
-            }
-        }
-        Ok(Registry::from_parts(nets, subs, ports))
+        let rows: Vec<(String, String, String)> =
+            rows.collect::<Result<_, _>>().map_err(|e| self.err(e))?;
+        decode(rows, &self.path)
     }
 
     /// Persists the changes of one operation in one transaction.
     pub fn apply(&self, reg: &Registry, changes: &[Change]) -> Result<(), StoreError> {
-        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        let mut conn = match &self.backend {
+            Backend::Sqlite { conn, .. } => conn.lock().unwrap_or_else(|p| p.into_inner()),
+            Backend::Postgres(pg) => return pg.apply(reg, changes),
+        };
         let tx = conn.transaction().map_err(|e| self.err(e))?;
         for c in changes {
             match c {
                 Change::Put(k, id) => {
-                    let body = match k {
-                        Kind::Network => reg.network(id).map(serde_json::to_string),
-                        Kind::Subnet => reg.subnet(id).map(serde_json::to_string),
-                        Kind::Port => reg.port(id).map(serde_json::to_string),
-                    };
-                    if let Some(Ok(body)) = body {
+                    if let Some(body) = body_of(reg, *k, id) {
                         tx.execute(
                             "INSERT INTO objects (kind, id, body) VALUES (?1, ?2, ?3)
                              ON CONFLICT(kind, id) DO UPDATE SET body = excluded.body",
@@ -283,8 +368,10 @@ mod tests {
     fn committed_objects_reach_the_database_file_without_a_request_checkpointing() {
         let (_dir, db, caller, mut env, mut reg) = fixture();
         let st = Store::open(&db).unwrap();
-        let auto: i64 = st
-            .conn
+        let Backend::Sqlite { conn, .. } = &st.backend else {
+            unreachable!("a path opens SQLite")
+        };
+        let auto: i64 = conn
             .lock()
             .unwrap()
             .query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0))

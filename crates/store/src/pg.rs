@@ -1,0 +1,152 @@
+//! The registry in PostgreSQL (13 or newer), for several qdhcp nodes on one database: the
+//! same rows as the SQLite store, in one transaction per operation, the schema brought up to
+//! date at open under a lock so that two nodes starting together migrate once.
+
+use std::sync::Mutex;
+
+use postgres::{Client, NoTls};
+use qdhcp_registry::{Change, Registry};
+
+use crate::{body_of, kind_name, StoreError, MIGRATIONS};
+
+/// A connection to the database.
+pub struct PgStore {
+    client: Mutex<Client>,
+    /// The URL without its password, for errors.
+    shown: String,
+}
+
+/// `url` with any password replaced, for messages.
+fn without_password(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let userinfo = &url[s + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+impl PgStore {
+    /// Connects and migrates; an unreachable server or a refused login is an error naming the
+    /// database.
+    pub fn open(url: &str) -> Result<PgStore, StoreError> {
+        let shown = without_password(url);
+        let err = |source| StoreError::Pg {
+            url: shown.clone(),
+            source,
+        };
+        let mut client = Client::connect(url, NoTls).map_err(err)?;
+        let mut tx = client.transaction().map_err(err)?;
+        tx.batch_execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (
+                version    BIGINT PRIMARY KEY,
+                applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+            );
+            LOCK TABLE schema_migrations IN EXCLUSIVE MODE;",
+        )
+        .map_err(err)?;
+        let at: i64 = tx
+            .query_one(
+                "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+                &[],
+            )
+            .map_err(err)?
+            .get(0);
+        for (v, _, sql) in MIGRATIONS.iter().filter(|m| m.0 > at) {
+            tx.batch_execute(sql).map_err(err)?;
+            tx.execute("INSERT INTO schema_migrations (version) VALUES ($1)", &[v])
+                .map_err(err)?;
+        }
+        tx.commit().map_err(err)?;
+        Ok(PgStore {
+            client: Mutex::new(client),
+            shown,
+        })
+    }
+
+    /// The database, for messages.
+    pub fn display(&self) -> &str {
+        &self.shown
+    }
+
+    fn err(&self, source: postgres::Error) -> StoreError {
+        StoreError::Pg {
+            url: self.shown.clone(),
+            source,
+        }
+    }
+
+    fn client(&self) -> std::sync::MutexGuard<'_, Client> {
+        self.client.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The schema version the database is at.
+    pub fn schema_version(&self) -> Result<i64, StoreError> {
+        Ok(self
+            .client()
+            .query_one(
+                "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+                &[],
+            )
+            .map_err(|e| self.err(e))?
+            .get(0))
+    }
+
+    /// Every object row, in the order first written.
+    pub fn rows(&self) -> Result<Vec<(String, String, String)>, StoreError> {
+        Ok(self
+            .client()
+            .query("SELECT kind, id, body FROM objects ORDER BY seq", &[])
+            .map_err(|e| self.err(e))?
+            .into_iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect())
+    }
+
+    /// Persists the changes of one operation in one transaction.
+    pub fn apply(&self, reg: &Registry, changes: &[Change]) -> Result<(), StoreError> {
+        let mut client = self.client();
+        let mut tx = client.transaction().map_err(|e| self.err(e))?;
+        for c in changes {
+            match c {
+                Change::Put(k, id) => {
+                    if let Some(body) = body_of(reg, *k, id) {
+                        tx.execute(
+                            "INSERT INTO objects (kind, id, body) VALUES ($1, $2, $3)
+                             ON CONFLICT (kind, id) DO UPDATE SET body = excluded.body",
+                            &[&kind_name(*k), id, &body],
+                        )
+                        .map_err(|e| self.err(e))?;
+                    }
+                }
+                Change::Delete(k, id) => {
+                    tx.execute(
+                        "DELETE FROM objects WHERE kind = $1 AND id = $2",
+                        &[&kind_name(*k), id],
+                    )
+                    .map_err(|e| self.err(e))?;
+                }
+            }
+        }
+        tx.commit().map_err(|e| self.err(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passwords_are_never_shown() {
+        assert_eq!(
+            super::without_password("postgresql://qdhcp:s3cret@db:5432/neutron?sslmode=require"),
+            "postgresql://qdhcp:***@db:5432/neutron?sslmode=require"
+        );
+        assert_eq!(
+            super::without_password("postgresql://qdhcp@db/neutron"),
+            "postgresql://qdhcp@db/neutron"
+        );
+    }
+}
