@@ -418,6 +418,16 @@ fn visible(reg: &Registry, caller: &Caller, res: Res, v: &Value) -> bool {
     res != Res::Port && reg.network(net_id).is_some_and(|n| n.shared)
 }
 
+/// Neutron's policy: a network's `provider:*` attributes are for admins only.
+fn for_caller(mut v: Value, caller: &Caller) -> Value {
+    if !caller.is_admin {
+        if let Some(o) = v.as_object_mut() {
+            o.retain(|k, _| !k.starts_with("provider:"));
+        }
+    }
+    v
+}
+
 fn render_one(reg: &Registry, res: Res, id: &str) -> Option<Value> {
     match res {
         Res::Network => reg.network(id).map(|n| render::network(reg, n)),
@@ -542,6 +552,7 @@ async fn list(
         render_all(&reg, res)
             .into_iter()
             .filter(|v| visible(&reg, &caller, res, v))
+            .map(|v| for_caller(v, &caller))
             .filter(|v| matches_filters(v, &filters))
             .collect()
     };
@@ -613,6 +624,7 @@ async fn show(
     let reg = st.control.read();
     let v = render_one(&reg, res, &id)
         .filter(|v| visible(&reg, &caller, res, v))
+        .map(|v| for_caller(v, &caller))
         .ok_or_else(|| res.not_found(&id))?;
     Ok(Json(json!({ res.singular(): keep_fields(v, &fields) })).into_response())
 }
@@ -707,6 +719,7 @@ async fn create(
     let mut vals: Vec<Value> = created
         .iter()
         .filter_map(|id| render_one(&reg, res, id))
+        .map(|v| for_caller(v, &caller))
         .collect();
     let body = if bulk {
         json!({ res.plural(): vals })
@@ -770,7 +783,7 @@ async fn update(
     }
     let reg = st.control.read();
     let v = render_one(&reg, res, &id).ok_or_else(|| res.not_found(&id))?;
-    Ok(Json(json!({ res.singular(): v })).into_response())
+    Ok(Json(json!({ res.singular(): for_caller(v, &caller) })).into_response())
 }
 
 async fn delete(

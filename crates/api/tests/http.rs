@@ -475,3 +475,41 @@ async fn tenant_networks_get_vxlan_segments_and_exhaustion_is_503_no_network_ava
     let (_, list) = b.call("GET", "/v2.0/networks", None, None).await;
     assert_eq!(list["networks"].as_array().unwrap().len(), 3);
 }
+
+#[tokio::test]
+async fn provider_attributes_are_shown_to_admins_only() {
+    let t = Tokens::parse("tok-admin admin-proj admin\ntok-a proj-a member\n", "t").unwrap();
+    let a = api(Auth::Tokens(t));
+    let (s, n) = a
+        .call(
+            "POST",
+            "/v2.0/networks",
+            Some(json!({"network": {"name": "a-net"}})),
+            Some("tok-a"),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    assert!(n["network"].get("provider:network_type").is_none(), "{n}");
+    let id = n["network"]["id"].as_str().unwrap().to_string();
+    let (_, v) = a
+        .call("GET", &format!("/v2.0/networks/{id}"), None, Some("tok-a"))
+        .await;
+    assert!(
+        v["network"].get("provider:segmentation_id").is_none(),
+        "{v}"
+    );
+    let (_, v) = a.call("GET", "/v2.0/networks", None, Some("tok-a")).await;
+    assert!(
+        v["networks"][0].get("provider:physical_network").is_none(),
+        "{v}"
+    );
+    let (_, v) = a
+        .call(
+            "GET",
+            &format!("/v2.0/networks/{id}"),
+            None,
+            Some("tok-admin"),
+        )
+        .await;
+    assert_eq!(v["network"]["provider:network_type"], "flat", "{v}");
+}
