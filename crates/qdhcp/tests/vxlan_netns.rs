@@ -130,7 +130,8 @@ fn vms_on_another_host_get_their_addresses_over_vxlan_and_same_cidr_networks_sta
     ip(&["-n", &h.ns, "link", "set", &uh, "up"]);
     ip(&["-n", &c.ns, "addr", "add", "10.77.0.2/24", "dev", &uc]);
     ip(&["-n", &c.ns, "link", "set", &uc, "up"]);
-    let _srv = h.start_with(&["--local-ip", "10.77.0.1", "--vni-ranges", "100:199"]);
+    let args = ["--local-ip", "10.77.0.1", "--vni-ranges", "100:199"];
+    let mut srv = h.start_with(&args);
 
     // two tenant networks, the same CIDR and the same address for one port each
     let mut nets: Vec<(String, u64, String)> = Vec::new();
@@ -183,6 +184,31 @@ fn vms_on_another_host_get_their_addresses_over_vxlan_and_same_cidr_networks_sta
         assert_eq!(bound["new_ip_address"], "172.16.5.50", "{bound:?}");
         d.release();
     }
+    // kill -9 and restart: the segments are reconciled, nothing duplicated, still served
+    srv.kill9();
+    let _srv = h.start_with(&args);
+    let after = links(&h.ns);
+    for (net, vni, _) in &nets {
+        assert_eq!(
+            after.matches(&format!("vxlan-{vni}:")).count(),
+            1,
+            "{after}"
+        );
+        assert_eq!(
+            after.matches(&format!("brq{}:", &net[..11])).count(),
+            1,
+            "{after}"
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, d) = dhclient_at(dir.path(), &vm_a, 20);
+    assert!(
+        ok,
+        "after the restart: {}",
+        std::fs::read_to_string(h.log()).unwrap_or_default()
+    );
+    d.release();
+
     // network b's port plugged into network a's segment: a's server does not know it
     let stray = c.vm("s", 100, &nets[1].2);
     let _s = VmNs(stray.ns.clone());
