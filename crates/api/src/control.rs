@@ -50,6 +50,9 @@ impl Env for SystemEnv {
 
 /// Registry + store + DHCP sink.
 pub struct Control {
+    /// Set when a commit failed and the registry could not be read back: memory may hold a
+    /// change the database lacks, so no write goes on until it is read back.
+    stale: std::sync::atomic::AtomicBool,
     reg: Mutex<Registry>,
     store: Store,
     dhcp: Arc<dyn DhcpSink>,
@@ -71,6 +74,7 @@ impl Control {
         let mut reg = store.load()?;
         reg.set_segments(segments.clone());
         Ok(Control {
+            stale: std::sync::atomic::AtomicBool::new(false),
             reg: Mutex::new(reg),
             store,
             dhcp,
@@ -89,13 +93,29 @@ impl Control {
         &self,
         f: impl FnOnce(&mut Registry, &mut dyn Env) -> Result<(T, Outcome), RegistryError>,
     ) -> Result<T, ControlError> {
+        use std::sync::atomic::Ordering;
         let mut reg = self.read();
+        if self.stale.load(Ordering::SeqCst) {
+            // the database again (it may be back): what it holds is the truth
+            let mut fresh = self.store.load()?;
+            fresh.set_segments(self.segments.clone());
+            *reg = fresh;
+            self.stale.store(false, Ordering::SeqCst);
+            let all: Vec<Effect> = reg
+                .networks()
+                .map(|n| Effect::NetworkChanged(n.id.clone()))
+                .collect();
+            self.dhcp.apply(&reg, &all);
+        }
         let mut env = SystemEnv;
         let (value, out) = f(&mut reg, &mut env)?;
         if let Err(e) = self.store.apply(&reg, &out.changes) {
-            if let Ok(mut fresh) = self.store.load() {
-                fresh.set_segments(self.segments.clone());
-                *reg = fresh;
+            match self.store.load() {
+                Ok(mut fresh) => {
+                    fresh.set_segments(self.segments.clone());
+                    *reg = fresh;
+                }
+                Err(_) => self.stale.store(true, Ordering::SeqCst),
             }
             return Err(e.into());
         }

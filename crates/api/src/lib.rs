@@ -92,6 +92,14 @@ impl From<ControlError> for ApiError {
     fn from(e: ControlError) -> Self {
         match e {
             ControlError::Registry(r) => r.into(),
+            ControlError::Store(s) if s.is_unavailable() => {
+                tracing::error!("{s}");
+                ApiError::new(
+                    503,
+                    "ServiceUnavailable",
+                    "The database is unavailable; nothing was changed. Try again.",
+                )
+            }
             ControlError::Store(s) => {
                 tracing::error!("{s}");
                 ApiError::new(

@@ -148,6 +148,14 @@ fn kind_name(k: Kind) -> &'static str {
     }
 }
 
+impl StoreError {
+    /// True when the database could not be reached (a server down or restarting): the
+    /// operation may succeed later, so the API answers 503, not 500.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Pg { .. })
+    }
+}
+
 impl Store {
     /// Opens (creating) the database; a file that is not a database is a clear error.
     pub fn open(path: &Path) -> Result<Store, StoreError> {

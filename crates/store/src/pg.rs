@@ -11,7 +11,10 @@ use crate::{body_of, kind_name, StoreError, MIGRATIONS};
 
 /// A connection to the database.
 pub struct PgStore {
-    client: Mutex<Client>,
+    /// Always `Some` but while dropping (see `Drop`).
+    client: Mutex<Option<Client>>,
+    /// The URL, to connect again after the server went away.
+    url: String,
     /// The URL without its password, for errors.
     shown: String,
 }
@@ -30,10 +33,57 @@ fn without_password(url: &str) -> String {
     }
 }
 
+/// The connection, checked to be there (see [`PgStore::client`]).
+struct Conn<'a>(std::sync::MutexGuard<'a, Option<Client>>);
+
+impl std::ops::Deref for Conn<'_> {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        self.0
+            .as_ref()
+            .expect("PgStore::client leaves a connection")
+    }
+}
+
+impl std::ops::DerefMut for Conn<'_> {
+    fn deref_mut(&mut self) -> &mut Client {
+        self.0
+            .as_mut()
+            .expect("PgStore::client leaves a connection")
+    }
+}
+
+impl Drop for PgStore {
+    /// The client's own drop blocks on its runtime: never on an async worker thread.
+    fn drop(&mut self) {
+        let client = self
+            .client
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(c) = client {
+            let _ = std::thread::spawn(move || drop(c)).join();
+        }
+    }
+}
+
+/// Runs `f` on a thread of its own. The `postgres` client drives a runtime of its own and must
+/// not run on an async worker thread (the API's); nor should any blocking commit.
+fn off_runtime<T: Send>(f: impl FnOnce() -> Result<T, StoreError> + Send) -> Result<T, StoreError> {
+    std::thread::scope(|s| match s.spawn(f).join() {
+        Ok(r) => r,
+        Err(p) => std::panic::resume_unwind(p),
+    })
+}
+
 impl PgStore {
     /// Connects and migrates; an unreachable server or a refused login is an error naming the
     /// database.
     pub fn open(url: &str) -> Result<PgStore, StoreError> {
+        off_runtime(|| Self::open_here(url))
+    }
+
+    fn open_here(url: &str) -> Result<PgStore, StoreError> {
         let shown = without_password(url);
         let err = |source| StoreError::Pg {
             url: shown.clone(),
@@ -63,7 +113,8 @@ impl PgStore {
         }
         tx.commit().map_err(err)?;
         Ok(PgStore {
-            client: Mutex::new(client),
+            client: Mutex::new(Some(client)),
+            url: url.to_string(),
             shown,
         })
     }
@@ -80,14 +131,25 @@ impl PgStore {
         }
     }
 
-    fn client(&self) -> std::sync::MutexGuard<'_, Client> {
-        self.client.lock().unwrap_or_else(|p| p.into_inner())
+    /// The connection, made again first if the server closed it (a restart, a failover): the
+    /// operation that finds it gone fails (503 at the API), the next one connects again.
+    fn client(&self) -> Result<Conn<'_>, StoreError> {
+        let mut g = self.client.lock().unwrap_or_else(|p| p.into_inner());
+        if g.as_ref().is_none_or(Client::is_closed) {
+            *g = Some(Client::connect(&self.url, NoTls).map_err(|e| self.err(e))?);
+            tracing::info!("database {}: connected again", self.shown);
+        }
+        Ok(Conn(g))
     }
 
     /// The schema version the database is at.
     pub fn schema_version(&self) -> Result<i64, StoreError> {
+        off_runtime(|| self.schema_version_here())
+    }
+
+    fn schema_version_here(&self) -> Result<i64, StoreError> {
         Ok(self
-            .client()
+            .client()?
             .query_one(
                 "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
                 &[],
@@ -98,8 +160,12 @@ impl PgStore {
 
     /// Every object row, in the order first written.
     pub fn rows(&self) -> Result<Vec<(String, String, String)>, StoreError> {
+        off_runtime(|| self.rows_here())
+    }
+
+    fn rows_here(&self) -> Result<Vec<(String, String, String)>, StoreError> {
         Ok(self
-            .client()
+            .client()?
             .query("SELECT kind, id, body FROM objects ORDER BY seq", &[])
             .map_err(|e| self.err(e))?
             .into_iter()
@@ -109,7 +175,11 @@ impl PgStore {
 
     /// Persists the changes of one operation in one transaction.
     pub fn apply(&self, reg: &Registry, changes: &[Change]) -> Result<(), StoreError> {
-        let mut client = self.client();
+        off_runtime(|| self.apply_here(reg, changes))
+    }
+
+    fn apply_here(&self, reg: &Registry, changes: &[Change]) -> Result<(), StoreError> {
+        let mut client = self.client()?;
         let mut tx = client.transaction().map_err(|e| self.err(e))?;
         for c in changes {
             match c {

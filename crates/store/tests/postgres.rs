@@ -3,100 +3,13 @@
 //! migrations at open, objects round-tripped, a restart of the control plane reading them
 //! back, and an unreachable server named in the error.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+#[path = "support/pg_server.rs"]
+mod pg_server;
 
+use pg_server::Pg;
 use qdhcp_registry::requests::{NetworkReq, PortReq, SubnetReq};
 use qdhcp_registry::{Caller, Env, Registry};
 use qdhcp_store::Store;
-
-/// A throwaway PostgreSQL server, stopped (and its files removed) on drop.
-struct Pg {
-    dir: tempfile::TempDir,
-    bin: PathBuf,
-}
-
-fn pg_bin() -> Option<PathBuf> {
-    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .ok()?
-        .flatten()
-        .map(|e| e.path().join("bin"))
-        .filter(|b| b.join("initdb").exists())
-        .collect();
-    found.sort();
-    found.pop()
-}
-
-fn as_postgres(cmd: &Path, args: &[&str]) -> std::process::Output {
-    Command::new("runuser")
-        .args(["-u", "postgres", "--"])
-        .arg(cmd)
-        .args(args)
-        .output()
-        .expect("runuser")
-}
-
-impl Pg {
-    /// Starts a server, or says why it cannot (a failure in CI, a skip elsewhere).
-    fn start() -> Option<Pg> {
-        let why = if !nix::unistd::geteuid().is_root() {
-            "needs root (to run the server as postgres)"
-        } else if pg_bin().is_none() {
-            "PostgreSQL is not installed (scripts/test-all installs it)"
-        } else {
-            ""
-        };
-        if !why.is_empty() {
-            assert!(std::env::var_os("CI").is_none(), "PostgreSQL test: {why}");
-            eprintln!("SKIPPED PostgreSQL test: {why}; runs in CI");
-            return None;
-        }
-        let bin = pg_bin()?;
-        let dir = tempfile::tempdir().unwrap();
-        let d = dir.path().to_str().unwrap().to_string();
-        assert!(Command::new("chown")
-            .args(["postgres", &d])
-            .status()
-            .unwrap()
-            .success());
-        let data = format!("{d}/data");
-        let o = as_postgres(
-            &bin.join("initdb"),
-            &["-D", &data, "-A", "trust", "-U", "postgres"],
-        );
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        let opts = format!("-k {d} -c listen_addresses='' -c fsync=on -c synchronous_commit=on");
-        let log = format!("{d}/log");
-        let o = as_postgres(
-            &bin.join("pg_ctl"),
-            &["-D", &data, "-l", &log, "-o", &opts, "-w", "start"],
-        );
-        assert!(
-            o.status.success(),
-            "{}{}",
-            String::from_utf8_lossy(&o.stderr),
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        Some(Pg { dir, bin })
-    }
-
-    fn url(&self) -> String {
-        format!(
-            "postgresql://postgres@localhost/postgres?host={}",
-            self.dir.path().display()
-        )
-    }
-}
-
-impl Drop for Pg {
-    fn drop(&mut self) {
-        let data = format!("{}/data", self.dir.path().display());
-        let _ = as_postgres(
-            &self.bin.join("pg_ctl"),
-            &["-D", &data, "-m", "immediate", "stop"],
-        );
-    }
-}
 
 struct E(u32);
 impl Env for E {

@@ -1,0 +1,76 @@
+//! The API on PostgreSQL through an outage: while the server is down, writes fail with 503 and
+//! a Neutron error body and nothing is half-applied; once it is back, the next write succeeds
+//! and what was refused does not exist.
+
+#[path = "../../store/tests/support/pg_server.rs"]
+mod pg_server;
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use pg_server::Pg;
+use qdhcp_api::auth::Auth;
+use qdhcp_api::control::{Control, NoDhcp};
+use qdhcp_api::{router, ApiState};
+use qdhcp_store::Store;
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+async fn call(
+    app: &axum::Router,
+    method: &str,
+    uri: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let b = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("host", "127.0.0.1:9696");
+    let req = match body {
+        Some(v) => b
+            .header("content-type", "application/json")
+            .body(Body::from(v.to_string()))
+            .unwrap(),
+        None => b.body(Body::empty()).unwrap(),
+    };
+    let resp = app.clone().oneshot(req).await.unwrap();
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn writes_get_503_while_the_database_is_down_and_succeed_once_it_is_back() {
+    let Some(pg) = Pg::start() else { return };
+    let store = Store::open_url(&pg.url()).unwrap();
+    let control = Arc::new(Control::open(store, Arc::new(NoDhcp)).unwrap());
+    let app = router(ApiState::new(control, Auth::NoAuth, None));
+    let net = |name: &str| Some(json!({"network": {"name": name}}));
+    let (s, _) = call(&app, "POST", "/v2.0/networks", net("before")).await;
+    assert_eq!(s, StatusCode::CREATED);
+
+    pg.stop();
+    let (s, e) = call(&app, "POST", "/v2.0/networks", net("during")).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{e}");
+    assert_eq!(e["NeutronError"]["type"], "ServiceUnavailable");
+    let (s, _) = call(&app, "POST", "/v2.0/networks", net("during-2")).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+
+    pg.restart();
+    let (s, e) = call(&app, "POST", "/v2.0/networks", net("after")).await;
+    assert_eq!(s, StatusCode::CREATED, "{e}");
+    let (_, list) = call(&app, "GET", "/v2.0/networks", None).await;
+    let mut names: Vec<&str> = list["networks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|n| n["name"].as_str())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["after", "before"], "nothing refused was kept");
+}
