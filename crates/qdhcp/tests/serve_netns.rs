@@ -3,6 +3,8 @@
 //! concurrent IPAM over HTTP, and kill -9 + restart.
 
 mod common;
+#[path = "../../store/tests/support/pg_server.rs"]
+mod pg_server;
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -660,4 +662,52 @@ fn an_unreachable_postgresql_database_stops_serve_at_start_with_its_name() {
         "{err}"
     );
     assert!(!err.contains("s3cret"), "{err}");
+}
+
+/// `qdhcp serve` on PostgreSQL: the API writes through it, DHCP serves from it, and after a
+/// kill -9 the registry comes back from the database.
+#[test]
+fn serve_on_postgresql_keeps_the_registry_across_kill_9() {
+    if !netns_available("serve on postgresql") {
+        return;
+    }
+    require_tool("dhclient");
+    let Some(pg) = pg_server::Pg::start() else {
+        return;
+    };
+    let url = pg.url();
+    let mut h = Host::new("p", 60);
+    let mut srv = h.start_with(&["--database", &url]);
+    let (s, n) = h.http("POST", "/v2.0/networks", Some(&json!({"network": {"name": "flat_net", "provider:network_type": "flat", "provider:physical_network": "physnet1"}})));
+    assert_eq!(s, 201, "{n}");
+    let net = n["network"]["id"].as_str().unwrap().to_string();
+    let (s, _) = h.http(
+        "POST",
+        "/v2.0/subnets",
+        Some(&json!({"subnet": {"network_id": net, "cidr": "172.16.1.0/24", "ip_version": 4}})),
+    );
+    assert_eq!(s, 201);
+    let (s, p) = h.http(
+        "POST",
+        "/v2.0/ports",
+        Some(&json!({"port": {"network_id": net, "name": "vm1"}})),
+    );
+    assert_eq!(s, 201, "{p}");
+    let mac = p["port"]["mac_address"].as_str().unwrap().to_string();
+    let vm = h.vm(&mac);
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, d) = dhclient_at(dir.path(), &vm, 20);
+    assert!(
+        ok,
+        "{}",
+        std::fs::read_to_string(h.log()).unwrap_or_default()
+    );
+    d.release();
+    srv.kill9();
+    let _srv = h.start_with(&["--database", &url]);
+    let (_, ports) = h.http("GET", "/v2.0/ports?name=vm1", None);
+    assert_eq!(ports["ports"][0]["mac_address"], mac.as_str(), "{ports}");
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, _d) = dhclient_at(dir.path(), &vm, 20);
+    assert!(ok, "served again from the database");
 }
