@@ -6,4 +6,5 @@ pub mod dnsmasq_dns;
 pub mod dnsmasq_mode;
 pub mod loadgen_cmd;
 pub mod logging;
+pub mod netsync;
 pub mod serve;

@@ -7,30 +7,23 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use hickory_proto::rr::Name;
-use ipnet::Ipv4Net;
 use qdhcp_api::auth::{Auth, Tokens};
-use qdhcp_api::control::{Control, DhcpSink};
+use qdhcp_api::control::Control;
 use qdhcp_api::{router, ApiState};
-use qdhcp_dataplane::listener::open_dhcp_socket;
 use qdhcp_dataplane::{now_secs, Dataplane, ServeOptions};
-use qdhcp_dns::server::{open_sockets as open_dns_sockets, DnsServer, Settings};
-use qdhcp_dns::Zone;
-use qdhcp_plumbing::{
-    delete_link, delete_netns, ensure_vxlan, open_netns, plug, DhcpPlug, VxlanSegment,
-};
-use qdhcp_protocol::{NetworkTable, Policy};
-use qdhcp_registry::dhcp::{names_for, reservation_for, subnets_for, DhcpSettings};
+use qdhcp_plumbing::open_netns;
+use qdhcp_protocol::Policy;
+use qdhcp_registry::dhcp::DhcpSettings;
 use qdhcp_registry::segments::SegmentConfig;
-use qdhcp_registry::{Effect, Port, Registry, DHCP_OWNER};
 use qdhcp_store::Store;
 use serde::Deserialize;
 
 use crate::logging;
+use crate::netsync::DhcpSync;
 
 /// `qdhcp serve` flags; each is also a key of the `--config` TOML file (flags win).
 #[derive(clap::Args, Debug, Default)]
@@ -367,336 +360,6 @@ pub fn serve_options(cfg: &ServeConfig) -> ServeOptions {
     }
 }
 
-/// The bridge of a network's segment, `brq<network-id[:11]>` (Neutron's linuxbridge agent).
-fn segment_bridge(net_id: &str) -> String {
-    format!("brq{}", net_id.chars().take(11).collect::<String>())
-}
-
-/// Names derived from a network and its DHCP port, as Neutron's agent names them.
-fn plug_for(cfg: &ServeConfig, reg: &Registry, net_id: &str, port: &Port) -> DhcpPlug {
-    let short: String = port.id.chars().take(11).collect();
-    let ns_id: String = net_id.chars().take(cfg.namespace_id_chars).collect();
-    let net = reg.network(net_id);
-    let bridge = match net.map(|n| n.network_type.as_str()) {
-        // a segment's own bridge, as the linuxbridge agent names it
-        Some("vxlan") => Some(segment_bridge(net_id)),
-        _ => net
-            .and_then(|n| n.physical_network.as_ref())
-            .and_then(|p| cfg.bridge_mappings.get(p))
-            .cloned(),
-    };
-    let addrs = port
-        .fixed_ips
-        .iter()
-        .filter_map(|f| {
-            reg.subnet(&f.subnet_id)
-                .and_then(|s| Ipv4Net::new(f.ip_address, s.cidr.prefix_len()).ok())
-        })
-        .collect();
-    DhcpPlug {
-        netns: format!("{}{ns_id}", cfg.namespace_prefix),
-        tap: format!("tap{short}"),
-        inner: format!("ns-{short}"),
-        bridge,
-        mac: port.mac_address.0,
-        addrs,
-    }
-}
-
-/// Applies registry changes to the dataplane and the plumbing.
-pub struct DhcpSync {
-    dp: Arc<Dataplane>,
-    cfg: ServeConfig,
-    plugged: Mutex<HashMap<String, String>>,
-    /// VXLAN segments plumbed, by network, to remove with it.
-    segments: Mutex<HashMap<String, VxlanSegment>>,
-    /// Each network's DNS server, on its DHCP port.
-    dns: Mutex<HashMap<String, Arc<DnsServer>>>,
-}
-
-impl DhcpSync {
-    fn teardown(&self, net_id: &str) {
-        if let Some(d) = self
-            .dns
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(net_id)
-        {
-            d.stop();
-        }
-        self.dp.unlisten(net_id);
-        self.dp.remove_network(net_id);
-        let ns = self
-            .plugged
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(net_id);
-        if let Some(ns) = ns {
-            match delete_netns(&ns) {
-                Ok(()) => tracing::info!("network {net_id}: namespace {ns} removed"),
-                Err(e) => tracing::error!("network {net_id}: {e}"),
-            }
-        }
-        let seg = self
-            .segments
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(net_id);
-        if let Some(seg) = seg {
-            for link in [seg.device(), seg.bridge.clone()] {
-                if let Err(e) = delete_link(&link) {
-                    tracing::error!("network {net_id}: {e}");
-                }
-            }
-            tracing::info!(
-                "network {net_id}: {} and {} removed",
-                seg.device(),
-                seg.bridge
-            );
-        }
-    }
-
-    /// Plumbs a VXLAN network's segment (bridge and `vxlan-<vni>`), as the linuxbridge agent.
-    fn plumb_segment(&self, reg: &Registry, net_id: &str) {
-        let Some(n) = reg.network(net_id) else { return };
-        if n.network_type == "vlan" {
-            tracing::warn!(
-                "network {net_id}: VLAN {} is allocated but not plumbed by this version (no VLAN sub-interface); its DHCP port is not reachable from the segment",
-                n.segmentation_id.map(|i| i.to_string()).unwrap_or_default()
-            );
-            return;
-        }
-        let (Some(vni), "vxlan") = (n.segmentation_id, n.network_type.as_str()) else {
-            return;
-        };
-        let Some(local) = self.cfg.vxlan.local_ip else {
-            tracing::warn!("network {net_id}: VXLAN {vni} is not plumbed: no --local-ip");
-            return;
-        };
-        let seg = VxlanSegment {
-            vni,
-            local,
-            group: self.cfg.vxlan.group,
-            port: self.cfg.vxlan.port,
-            bridge: segment_bridge(net_id),
-        };
-        match ensure_vxlan(&seg) {
-            Ok(()) => {
-                tracing::info!(
-                    "network {net_id}: {} in {} (local {local}, group {})",
-                    seg.device(),
-                    seg.bridge,
-                    seg.group
-                );
-                self.segments
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(net_id.into(), seg);
-            }
-            Err(e) => tracing::error!("network {net_id}: VXLAN {vni}: {e}"),
-        }
-    }
-
-    fn sync_network(&self, reg: &Registry, net_id: &str) {
-        let (subnets, global) = subnets_for(reg, net_id, &self.cfg.dhcp);
-        let Some(port) = reg.dhcp_port(net_id).filter(|_| !subnets.is_empty()) else {
-            self.teardown(net_id);
-            return;
-        };
-        let domain = self.cfg.dhcp.domain.clone();
-        let net = match self.dp.network(net_id) {
-            Some(n) => {
-                self.dp.set_subnets(&n, subnets, global, domain);
-                n
-            }
-            None => {
-                let res: Vec<_> = reg
-                    .ports_of(net_id)
-                    .filter_map(|p| reservation_for(reg, p))
-                    .collect();
-                let mut t = NetworkTable::new(subnets, res);
-                t.global_options = global;
-                t.domain = domain;
-                self.dp.add_network(net_id, t)
-            }
-        };
-        self.plumb_segment(reg, net_id);
-        let spec = plug_for(&self.cfg, reg, net_id, port);
-        if let Err(e) = plug(&spec) {
-            tracing::error!("network {net_id}: plumbing failed: {e}");
-            return;
-        }
-        self.plugged
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(net_id.into(), spec.netns.clone());
-        let key = net_id.to_string();
-        if !self.dp.listeners().contains(&key) {
-            match socket_in(&spec.netns, &spec.inner) {
-                Ok(sock) => match open_netns(&spec.netns) {
-                    Ok(f) => match self.dp.listen(net, &key, &spec.inner, sock, Some(f)) {
-                        Ok(()) => tracing::info!(
-                            "network {net_id}: DHCP listening on {} in {}",
-                            spec.inner,
-                            spec.netns
-                        ),
-                        Err(e) => tracing::error!("network {net_id}: {e}"),
-                    },
-                    Err(e) => tracing::error!("network {net_id}: {e}"),
-                },
-                Err(e) => tracing::error!(
-                    "network {net_id}: cannot open DHCP socket on {}: {e:#}",
-                    spec.inner
-                ),
-            }
-        }
-        self.sync_dns(reg, net_id, &spec);
-    }
-
-    /// Starts the network's DNS server on its DHCP port if it has none, and gives it the
-    /// network's subnets and names.
-    fn sync_dns(&self, reg: &Registry, net_id: &str, spec: &DhcpPlug) {
-        let Some(dns) = &self.cfg.dns else { return };
-        let existing = self
-            .dns
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(net_id)
-            .cloned();
-        let server = match existing {
-            Some(s) => s,
-            None => {
-                let settings = Settings {
-                    domain: self.cfg.dhcp.domain.as_deref().and_then(|d| {
-                        let mut n = Name::from_ascii(d).ok()?;
-                        n.set_fqdn(true);
-                        Some(n)
-                    }),
-                    upstreams: dns.upstreams.clone(),
-                    cache_size: 150,
-                    log_queries: false,
-                    local_only: true,
-                    per_source_rate: qdhcp_dns::server::PER_SOURCE_PER_SECOND,
-                };
-                let started = dns_in(&spec.netns, &spec.inner, settings).and_then(|(srv, u, t)| {
-                    srv.serve_udp(u, &spec.inner)?;
-                    srv.serve_tcp(t, &spec.inner)?;
-                    srv.start_forwarder()?;
-                    Ok(srv)
-                });
-                match started {
-                    Ok(srv) => {
-                        tracing::info!(
-                            "network {net_id}: DNS listening on {} in {}",
-                            spec.inner,
-                            spec.netns
-                        );
-                        self.dns
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .insert(net_id.into(), srv.clone());
-                        srv
-                    }
-                    Err(e) => {
-                        tracing::error!("network {net_id}: DNS not served: {e:#}");
-                        return;
-                    }
-                }
-            }
-        };
-        server.set_nets(reg.subnets_of(net_id).map(|s| s.cidr).collect());
-        self.refresh_names(reg, net_id);
-    }
-
-    /// Gives the network's DNS server the names of its ports as they are now.
-    fn refresh_names(&self, reg: &Registry, net_id: &str) {
-        let server = self
-            .dns
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(net_id)
-            .cloned();
-        let Some(server) = server else { return };
-        let mut zone = Zone::default();
-        for (ip, fqdn, name) in names_for(reg, net_id, self.cfg.dhcp.domain.as_deref()) {
-            let names: Vec<Name> = [fqdn, format!("{name}.")]
-                .iter()
-                .filter_map(|n| Name::from_ascii(n).ok())
-                .collect();
-            zone.insert(ip, &names);
-        }
-        server.set_zone(zone);
-    }
-}
-
-/// A DNS server whose sockets (port 53 on `iface`, and the one it forwards from) live in
-/// namespace `ns`.
-fn dns_in(
-    ns: &str,
-    iface: &str,
-    settings: Settings,
-) -> anyhow::Result<(Arc<DnsServer>, std::net::UdpSocket, std::net::TcpListener)> {
-    let f = open_netns(ns)?;
-    let iface = iface.to_string();
-    std::thread::spawn(move || -> anyhow::Result<_> {
-        nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET)?;
-        let srv = DnsServer::new(settings)?;
-        let (u, t) = open_dns_sockets(&iface, 53)?;
-        Ok((srv, u, t))
-    })
-    .join()
-    .map_err(|_| anyhow::anyhow!("DNS socket thread panicked"))?
-}
-
-/// Opens the DHCP socket for `iface` inside namespace `ns` (a socket keeps its namespace).
-fn socket_in(ns: &str, iface: &str) -> anyhow::Result<socket2::Socket> {
-    let f = open_netns(ns)?;
-    let iface = iface.to_string();
-    std::thread::spawn(move || -> anyhow::Result<socket2::Socket> {
-        nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET)?;
-        Ok(open_dhcp_socket(&iface)?)
-    })
-    .join()
-    .map_err(|_| anyhow::anyhow!("socket thread panicked"))?
-}
-
-impl DhcpSink for DhcpSync {
-    fn apply(&self, reg: &Registry, effects: &[Effect]) {
-        for e in effects {
-            match e {
-                Effect::NetworkChanged(id) => self.sync_network(reg, id),
-                Effect::NetworkDeleted(id) => self.teardown(id),
-                Effect::PortChanged(before, after) => {
-                    let any = after.as_deref().or(before.as_deref());
-                    let Some(net_id) = any.map(|p| p.network_id.clone()) else {
-                        continue;
-                    };
-                    let dhcp = [before, after]
-                        .iter()
-                        .any(|p| p.as_deref().is_some_and(|p| p.device_owner == DHCP_OWNER));
-                    if dhcp {
-                        self.sync_network(reg, &net_id);
-                        continue;
-                    }
-                    let Some(net) = self.dp.network(&net_id) else {
-                        continue;
-                    };
-                    let new = after.as_deref().and_then(|a| reservation_for(reg, a));
-                    if let Some(b) = before.as_deref() {
-                        if new.as_ref().is_none_or(|n| n.mac != Some(b.mac_address)) {
-                            self.dp.remove_reservation(&net, b.mac_address);
-                        }
-                    }
-                    if let Some(r) = new {
-                        self.dp.upsert_reservation(&net, r);
-                    }
-                    self.refresh_names(reg, &net_id);
-                }
-            }
-        }
-    }
-}
-
 /// Runs `qdhcp serve`; returns the exit code.
 pub fn run(args: &ServeArgs) -> i32 {
     let cfg = match resolve(args) {
@@ -781,13 +444,7 @@ fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     .map_err(|e| {
         anyhow::anyhow!("{e} (fix or move the file away to start with an empty lease table)")
     })?;
-    let sync = Arc::new(DhcpSync {
-        dp: dp.clone(),
-        cfg: cfg.clone(),
-        plugged: Mutex::new(HashMap::new()),
-        segments: Mutex::new(HashMap::new()),
-        dns: Mutex::new(HashMap::new()),
-    });
+    let sync = Arc::new(DhcpSync::new(dp.clone(), cfg.clone()));
     let control = Arc::new(Control::open_with(
         store,
         sync.clone(),
@@ -813,17 +470,8 @@ fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
 
     let mdp = dp.clone();
     let msync = sync.clone();
-    let metrics: qdhcp_api::MetricsSource = Arc::new(move || {
-        let mut servers: Vec<(String, Arc<DnsServer>)> = msync
-            .dns
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        servers.sort_by(|a, b| a.0.cmp(&b.0));
-        mdp.prometheus() + &qdhcp_dns::server::prometheus(&servers)
-    });
+    let metrics: qdhcp_api::MetricsSource =
+        Arc::new(move || mdp.prometheus() + &qdhcp_dns::server::prometheus(&msync.dns_servers()));
     let state = ApiState::new(control, auth, Some(metrics));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
