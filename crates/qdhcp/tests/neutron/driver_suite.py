@@ -1299,8 +1299,10 @@ def case_reload(s):
     # the released lease leaves the leases file before Neutron re-reads it 0.3 s later: one
     # round of dhcp_release, no "Could not release" (each further round costs 0.3 s)
     R.check('reload.remove.no_release_warning', not warned, f'{warned}')
-    R.check('reload.remove.one_release_round', took < 0.6,
-            f'reload_allocations took {took:.2f} s: more than one 0.3 s release round')
+    # one round releases each lease entry once (with and without the client id: 2 calls);
+    # each further round repeats them after another 0.3 s
+    R.check('reload.remove.one_release_round', len(calls) <= 2,
+            f'{len(calls)} dhcp_release calls ({calls}): more than one release round')
     R.check('reload.remove.lease_gone_from_file',
             wait_for(lambda: not leases_file_has(net, p1['mac_address'], '172.16.1.103'), 2),
             'the removed port\'s lease is still in the leases file 2 s after reload')
