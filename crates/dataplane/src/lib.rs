@@ -1,6 +1,7 @@
 //! qdhcp's dataplane: the I/O edge around the pure protocol core. Owns the sockets (one per
 //! interface), reply delivery (RFC 2131 §4.1), the lease table and its durable journal.
 
+mod commit;
 pub mod delivery;
 pub mod journal;
 pub mod leases;
@@ -8,5 +9,6 @@ pub mod listener;
 pub mod priority;
 pub mod privileges;
 pub mod server;
+mod serving;
 
 pub use server::{now_secs, Dataplane, Network, ReloadStats, ServeOptions};

@@ -1,35 +1,38 @@
-//! The serving loop: receive a batch, let the protocol core decide each message, make the
-//! batch's lease changes durable with one journal commit, then send the replies. One thread
-//! per listening interface. A network's reservation table is updated in place (O(1) per port)
-//! under a lock that the serving threads take for reading once per batch.
+//! The dataplane: networks (reservation tables updated in place, O(1) per port, under a lock
+//! the event loops take for reading once per batch), their leases, the listeners the event
+//! loops serve (see [`crate::serving`]), and the journal writer that makes a batch's lease
+//! changes durable with one commit before its ACKs leave.
 
 use ahash::{HashMap, HashSet};
-use std::collections::VecDeque;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ipnet::Ipv4Net;
-use qdhcp_batchio::{recv_batch, Outbox};
+use qdhcp_batchio::Outbox;
 use qdhcp_protocol::{
-    decide, parse, ClientId, ClientMsg, Context, Lease, LeaseChange, LeaseView, Mac, Malformed,
-    NetworkTable, Policy, ReplyKind, Reservation,
+    ClientId, ClientMsg, Lease, LeaseChange, LeaseView, Mac, Malformed, NetworkTable, Policy,
+    ReplyKind, Reservation,
 };
 use socket2::Socket;
 
-use crate::delivery::{destination, Delivery, CLIENT_PORT};
+use crate::commit::{Commit, CommitQueue, Held, QUEUE_CAP};
+use crate::delivery::{Delivery, CLIENT_PORT};
 use crate::journal::{replay, Journal, JournalError, Record};
 use crate::leases::LeaseTable;
-use crate::listener::{iface_addrs, inject_arp};
+use crate::listener::inject_arp;
+use crate::serving::DhcpSource;
+use crate::serving::RateLimit;
+use qdhcp_reactor::{Reactor, SourceId};
 
 /// Most packets taken from a socket before their lease changes are committed together.
 pub const BATCH: usize = 64;
-const MAX_PACKET: usize = 1500;
+pub(crate) const MAX_PACKET: usize = 1500;
 
 /// Current time in epoch seconds: the one clock read of the serving path.
 pub fn now_secs() -> u64 {
@@ -85,14 +88,14 @@ pub const MALFORMED_LABELS: [&str; 10] = [
     "unsupported_type",
 ];
 
-fn malformed_index(m: &Malformed) -> usize {
+pub(crate) fn malformed_index(m: &Malformed) -> usize {
     MALFORMED_LABELS
         .iter()
         .position(|l| *l == m.label())
         .unwrap_or(0)
 }
 
-fn msg_index(m: ClientMsg) -> usize {
+pub(crate) fn msg_index(m: ClientMsg) -> usize {
     match m {
         ClientMsg::Discover => 0,
         ClientMsg::Request => 1,
@@ -102,7 +105,7 @@ fn msg_index(m: ClientMsg) -> usize {
     }
 }
 
-fn kind_index(k: ReplyKind) -> usize {
+pub(crate) fn kind_index(k: ReplyKind) -> usize {
     match k {
         ReplyKind::Offer => 0,
         ReplyKind::Ack => 1,
@@ -124,6 +127,8 @@ pub struct ServeOptions {
     /// Listeners and the journal writer at real-time priority (SCHED_FIFO), so that no other
     /// thread on their core delays a reply (see [`crate::priority`]).
     pub realtime: bool,
+    /// Event-loop threads that serve every listener (default: one per core).
+    pub loops: usize,
 }
 
 impl Default for ServeOptions {
@@ -134,6 +139,7 @@ impl Default for ServeOptions {
             quiet: false,
             client_rate: MacLimiter::PER_SECOND,
             realtime: false,
+            loops: std::thread::available_parallelism().map_or(2, |n| n.get()),
         }
     }
 }
@@ -215,15 +221,17 @@ pub struct Dataplane {
     journal: Journal,
     /// Counters for metrics.
     pub counters: Counters,
-    policy: Policy,
-    opts: ServeOptions,
+    pub(crate) policy: Policy,
+    pub(crate) opts: ServeOptions,
     shutdown: AtomicBool,
     /// A compaction was refused for want of write access (after a privilege drop).
     compaction_denied: AtomicBool,
     networks: Mutex<HashMap<String, Arc<Network>>>,
     recovered: Mutex<HashMap<String, LeaseTable>>,
-    threads: Mutex<HashMap<String, Listener>>,
-    queue: Arc<CommitQueue>,
+    /// The event loops serving every listener (from [`Dataplane::start`] on).
+    reactor: OnceLock<Reactor>,
+    listeners: Mutex<HashMap<String, SourceId>>,
+    pub(crate) queue: Arc<CommitQueue>,
     writer_thread: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -270,111 +278,6 @@ impl Default for MacLimiter {
     }
 }
 
-/// A reply waiting for its lease to be durable.
-struct Held {
-    xid: u32,
-    dest: Delivery,
-    bytes: Vec<u8>,
-    kind: ReplyKind,
-    sent: Option<qdhcp_protocol::LogLine>,
-    /// For a lease change: the client's MAC and the lease it held before (what is durable).
-    before: Option<(Mac, Option<Lease>)>,
-}
-
-/// One batch handed to the journal writer: lease records, and the replies that wait for them.
-struct Commit {
-    net: Arc<Network>,
-    sock: Arc<Socket>,
-    iface: Arc<str>,
-    records: Vec<Record>,
-    held: Vec<Held>,
-    received_at: Instant,
-}
-
-/// Batches waiting for the journal writer at most: when the disk is slower than the clients,
-/// receiving slows down too.
-const QUEUE_CAP: usize = 256;
-
-/// The bounded queue from the serving threads to the journal writer: a mutex and two condition
-/// variables. Not std's channel: its receiver spins while a sender that claimed a slot finishes
-/// writing it, and with the writer at real-time priority on the sender's core the sender never
-/// ran again (a livelock, seen with both at SCHED_FIFO). Here a waiter sleeps.
-#[derive(Default)]
-struct CommitQueue {
-    state: Mutex<QueueState>,
-    not_empty: Condvar,
-    not_full: Condvar,
-}
-
-#[derive(Default)]
-struct QueueState {
-    items: VecDeque<Commit>,
-    closed: bool,
-    /// The writer waits for a batch: a send wakes it. Otherwise no wake-up is made, since each
-    /// costs a futex syscall and a send happens once per received batch.
-    writer_waiting: bool,
-    /// Senders waiting for room.
-    senders_waiting: usize,
-}
-
-impl CommitQueue {
-    fn state(&self) -> std::sync::MutexGuard<'_, QueueState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Queues `c`, waiting while the queue is full; gives it back once the queue is closed.
-    fn send(&self, c: Commit) -> Result<(), Commit> {
-        let mut s = self.state();
-        while s.items.len() >= QUEUE_CAP && !s.closed {
-            s.senders_waiting += 1;
-            s = self.not_full.wait(s).unwrap_or_else(|p| p.into_inner());
-            s.senders_waiting -= 1;
-        }
-        if s.closed {
-            return Err(c);
-        }
-        s.items.push_back(c);
-        let wake = std::mem::take(&mut s.writer_waiting);
-        drop(s);
-        if wake {
-            self.not_empty.notify_one();
-        }
-        Ok(())
-    }
-
-    /// Waits up to `wait` for batches and moves all that are queued into `out`; false once the
-    /// queue is closed and drained.
-    fn recv(&self, out: &mut Vec<Commit>, wait: Duration) -> bool {
-        let mut s = self.state();
-        if s.items.is_empty() && !s.closed {
-            s.writer_waiting = true;
-            s = self
-                .not_empty
-                .wait_timeout(s, wait)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-            s.writer_waiting = false;
-        }
-        if s.items.is_empty() {
-            return !s.closed;
-        }
-        out.extend(s.items.drain(..));
-        let wake = s.senders_waiting > 0;
-        drop(s);
-        if wake {
-            self.not_full.notify_all();
-        }
-        true
-    }
-
-    /// No more batches: senders get theirs back, the writer ends once the queue is drained.
-    fn close(&self) {
-        self.state().closed = true;
-        self.not_empty.notify_all();
-        self.not_full.notify_all();
-    }
-}
-
 /// The address an encoded reply hands out (yiaddr).
 fn ack_yiaddr(b: &[u8]) -> Ipv4Addr {
     b.get(16..20).map_or(Ipv4Addr::UNSPECIFIED, |a| {
@@ -394,58 +297,6 @@ fn set_lease_time(b: &mut [u8], secs: u32) -> bool {
         b[263..267].copy_from_slice(&((u64::from(secs) * 7 / 8) as u32).to_be_bytes());
     }
     true
-}
-
-/// A serving thread and its stop flag.
-struct Listener {
-    stop: Arc<AtomicBool>,
-    thread: JoinHandle<()>,
-}
-
-impl Listener {
-    fn stop(self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = self.thread.join();
-    }
-}
-
-/// Rate limit for log lines about bad input: a burst, then a count of what was suppressed.
-struct RateLimit {
-    window: Instant,
-    sent: u32,
-    suppressed: u64,
-}
-
-impl RateLimit {
-    const PER_WINDOW: u32 = 10;
-    const WINDOW: Duration = Duration::from_secs(10);
-
-    fn new() -> Self {
-        RateLimit {
-            window: Instant::now(),
-            sent: 0,
-            suppressed: 0,
-        }
-    }
-
-    /// Returns whether to log now; reports suppressed lines when a new window starts.
-    fn allow(&mut self, what: &str) -> bool {
-        if self.window.elapsed() >= Self::WINDOW {
-            if self.suppressed > 0 {
-                tracing::warn!(target: "dhcp", "{} more {what} suppressed", self.suppressed);
-            }
-            self.window = Instant::now();
-            self.sent = 0;
-            self.suppressed = 0;
-        }
-        if self.sent < Self::PER_WINDOW {
-            self.sent += 1;
-            true
-        } else {
-            self.suppressed += 1;
-            false
-        }
-    }
 }
 
 impl Dataplane {
@@ -490,7 +341,8 @@ impl Dataplane {
             shutdown: AtomicBool::new(false),
             networks: Mutex::new(HashMap::default()),
             recovered: Mutex::new(recovered),
-            threads: Mutex::new(HashMap::default()),
+            reactor: OnceLock::new(),
+            listeners: Mutex::new(HashMap::default()),
             queue: Arc::new(CommitQueue::default()),
             writer_thread: Mutex::new(None),
             compaction_denied: AtomicBool::new(false),
@@ -498,7 +350,7 @@ impl Dataplane {
         Ok(dp)
     }
 
-    /// Starts the journal writer thread; ACKs wait for it.
+    /// Starts the journal writer thread (ACKs wait for it) and the event loops.
     pub fn start(self: &Arc<Self>) -> io::Result<()> {
         let w = self.clone();
         let h = std::thread::Builder::new()
@@ -508,6 +360,17 @@ impl Dataplane {
                 w.write_journal();
             })?;
         *self.writer_thread.lock().unwrap_or_else(|p| p.into_inner()) = Some(h);
+        let me = Arc::downgrade(self);
+        let r = Reactor::new(
+            "dhcp",
+            self.opts.loops,
+            Arc::new(move || {
+                if let Some(dp) = me.upgrade() {
+                    dp.take_serving_priority();
+                }
+            }),
+        )?;
+        let _ = self.reactor.set(r);
         Ok(())
     }
 
@@ -673,8 +536,8 @@ impl Dataplane {
     }
 
     /// Serves `net` on `iface` from a socket opened by `open_dhcp_socket` in the namespace
-    /// `netns` (the serving thread enters it, to read the interface's addresses there).
-    /// `key` names the listener for `unlisten`.
+    /// `netns` (whose addresses are read there). `key` names the listener for `unlisten`; a
+    /// listener already under that key is replaced.
     pub fn listen(
         self: &Arc<Self>,
         net: Arc<Network>,
@@ -683,33 +546,26 @@ impl Dataplane {
         sock: Socket,
         netns: Option<std::fs::File>,
     ) -> io::Result<()> {
-        sock.set_read_timeout(Some(Duration::from_millis(200)))?;
-        let dp = self.clone();
-        let iface = iface.to_string();
-        let stop = Arc::new(AtomicBool::new(false));
-        let stop2 = stop.clone();
-        let h = std::thread::Builder::new()
-            .name(format!("dhcp-{iface}"))
-            .stack_size(256 * 1024)
-            .spawn(move || {
-                dp.take_serving_priority();
-                if let Some(ns) = netns {
-                    if let Err(e) = nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET) {
-                        tracing::error!(target: "dhcp", "cannot enter namespace of {iface}: {e}");
-                        return;
-                    }
-                }
-                dp.serve(net, &iface, sock, &stop2)
-            })?;
+        let Some(reactor) = self.reactor.get() else {
+            return Err(io::Error::other("the dataplane is not started"));
+        };
+        sock.set_nonblocking(false)?;
+        let src = DhcpSource::new(self.clone(), net, iface, sock, netns);
+        let id = reactor.add(Box::new(src));
         let old = self
-            .threads
+            .listeners
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(key.to_string(), Listener { stop, thread: h });
+            .insert(key.to_string(), id);
         if let Some(old) = old {
-            old.stop();
+            reactor.remove(old);
         }
         Ok(())
+    }
+
+    /// Event-loop threads serving the listeners.
+    pub fn loop_threads(&self) -> usize {
+        self.reactor.get().map_or(0, |r| r.threads())
     }
 
     /// Puts the calling serving thread at its priority (see [`crate::priority::serving`]);
@@ -725,21 +581,21 @@ impl Dataplane {
         }
     }
 
-    /// Stops the listener called `key`, waiting for its thread.
+    /// Stops the listener called `key`; once this returns its socket is closed.
     pub fn unlisten(&self, key: &str) {
-        let l = self
-            .threads
+        let id = self
+            .listeners
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(key);
-        if let Some(l) = l {
-            l.stop();
+        if let (Some(id), Some(r)) = (id, self.reactor.get()) {
+            r.remove(id);
         }
     }
 
     /// Names of the running listeners.
     pub fn listeners(&self) -> Vec<String> {
-        self.threads
+        self.listeners
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .keys()
@@ -750,9 +606,12 @@ impl Dataplane {
     /// Asks every serving thread to stop, waits for them, and compacts the journal.
     pub fn shutdown(&self) {
         self.shutdown.store(true, Ordering::SeqCst);
-        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
-        for (_, t) in threads {
-            t.stop();
+        self.listeners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        if let Some(r) = self.reactor.get() {
+            r.shutdown();
         }
         // The listeners are gone; the writer drains what they queued and ends.
         self.queue.close();
@@ -857,156 +716,9 @@ impl Dataplane {
         }
     }
 
-    fn serve(&self, net: Arc<Network>, iface: &str, sock: Socket, stop: &AtomicBool) {
-        let sock = Arc::new(sock);
-        let iface_arc: Arc<str> = Arc::from(iface);
-        let queue = self.queue.clone();
-        // Start with two buffers: most networks are quiet. A batch that fills them grows them to
-        // BATCH, so busy networks get full batches and idle ones cost a few kilobytes.
-        let mut bufs: Vec<[u8; MAX_PACKET]> = vec![[0u8; MAX_PACKET]; 2];
-        let mut lens = [0usize; BATCH];
-        let mut addrs_checked = Instant::now() - Duration::from_secs(60);
-        let mut addrs: Vec<Ipv4Net> = Vec::new();
-        let mut bad_input = RateLimit::new();
-        let mut no_addr_log = RateLimit::new();
-        let mut limiter = MacLimiter::new(self.opts.client_rate);
-        let mut unknown_budget = MacLimiter::new(UNANSWERED_LINES_PER_SECOND);
-        let mut limit_log = RateLimit::new();
-        let mut recv_log = RateLimit::new();
-        let mut outbox = Outbox::default();
-        let mut replies: Vec<Held> = Vec::new();
-        while !self.stopping() && !stop.load(Ordering::Relaxed) {
-            // Waits up to the socket's timeout for one packet, then takes what else is queued.
-            let n = match recv_batch(sock.as_raw_fd(), &mut bufs, &mut lens, true) {
-                Ok(n) => n,
-                Err(e) => {
-                    if recv_log.allow("receive-error lines") {
-                        tracing::warn!(target: "dhcp", "receive on {iface} failed: {e}");
-                    }
-                    // An interface going away fails every call: do not spin on it.
-                    std::thread::sleep(Duration::from_millis(50));
-                    continue;
-                }
-            };
-            if n == 0 {
-                continue;
-            }
-            if n == bufs.len() && n < BATCH {
-                bufs.resize(BATCH, [0u8; MAX_PACKET]);
-            }
-            let received_at = Instant::now();
-            if addrs_checked.elapsed() > Duration::from_secs(2) {
-                addrs = iface_addrs(iface);
-                addrs_checked = Instant::now();
-            }
-            let now = now_secs();
-            let mut records = Vec::new();
-            let mut held = Vec::new();
-            {
-                // The table is read-locked only while deciding, never across the fsync.
-                let table = net.table();
-                let Some(server_id) = pick_server_id(&addrs, &table) else {
-                    if no_addr_log.allow("no-address lines") {
-                        tracing::warn!(target: "dhcp", "no address on {iface}: cannot serve DHCP there");
-                    }
-                    continue;
-                };
-                let ctx = Context {
-                    iface,
-                    server_id,
-                    table: &table,
-                    policy: &self.policy,
-                };
-                let mut leases = net.leases();
-                for i in 0..n {
-                    let m = match parse(&bufs[i][..lens[i]]) {
-                        Ok(m) => m,
-                        Err(e) => {
-                            self.counters.malformed[malformed_index(&e)]
-                                .fetch_add(1, Ordering::Relaxed);
-                            if bad_input.allow("malformed-packet lines") {
-                                tracing::warn!(target: "dhcp", "dropped packet on {iface}: {e} ({} bytes)", lens[i]);
-                            }
-                            continue;
-                        }
-                    };
-                    self.counters.rx[msg_index(m.msg)].fetch_add(1, Ordering::Relaxed);
-                    net.counters.rx[msg_index(m.msg)].fetch_add(1, Ordering::Relaxed);
-                    if !limiter.allow(m.chaddr, now) {
-                        self.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
-                        if limit_log.allow("rate-limit lines") {
-                            tracing::warn!(target: "dhcp", "{} from {} on {iface}: over {} messages/s, dropped", m.msg.name(), m.chaddr, self.opts.client_rate);
-                        }
-                        continue;
-                    }
-                    let d = decide(&m, &ctx, &*leases, now);
-                    if d.received.note.as_deref() == Some("no address available") {
-                        self.counters.no_address.fetch_add(1, Ordering::Relaxed);
-                    }
-                    // Clients we hold nothing for are the flood case: their lines share one
-                    // global budget a second, so a flood cannot flood the log as well.
-                    let unknown = d.reply.is_none() && d.lease.is_none();
-                    if !unknown || unknown_budget.allow(Mac::default(), now) {
-                        self.log(iface, m.xid, &d.received);
-                    } else {
-                        self.counters.log_suppressed.fetch_add(1, Ordering::Relaxed);
-                    }
-                    let mut before = None;
-                    if let Some(c) = &d.lease {
-                        if let LeaseChange::Bind(l) = c {
-                            before = Some((l.mac, leases.lease(l.mac).cloned()));
-                        }
-                        // Applied now so the rest of the batch sees it; made durable below
-                        // before any reply that depends on it leaves.
-                        leases.apply(c);
-                        if matches!(c, LeaseChange::Decline { .. }) {
-                            self.counters.declines.fetch_add(1, Ordering::Relaxed);
-                        }
-                        records.push(Record {
-                            network: net.name.clone(),
-                            change: c.clone(),
-                        });
-                    }
-                    let Some(reply) = d.reply else { continue };
-                    let dest =
-                        destination(&m, reply.kind, reply.yiaddr, self.opts.always_broadcast);
-                    let h = Held {
-                        xid: m.xid,
-                        dest,
-                        bytes: reply.bytes,
-                        kind: reply.kind,
-                        sent: d.sent,
-                        before,
-                    };
-                    if d.lease.is_some() {
-                        held.push(h);
-                    } else {
-                        // OFFERs, NAKs and INFORM ACKs promise nothing durable: they leave
-                        // with this batch, once the locks are released.
-                        replies.push(h);
-                    }
-                }
-            }
-            if !records.is_empty() {
-                let c = Commit {
-                    net: net.clone(),
-                    sock: sock.clone(),
-                    iface: iface_arc.clone(),
-                    records,
-                    held,
-                    received_at,
-                };
-                if queue.send(c).is_err() {
-                    break;
-                }
-            }
-            self.deliver(&net, &sock, iface, &mut outbox, &mut replies, received_at);
-        }
-    }
-
     /// Sends a batch of replies with as few syscalls as the kernel allows (replies to one
     /// relay leave as one segmented send), then counts and logs each; `replies` ends empty.
-    fn deliver(
+    pub(crate) fn deliver(
         &self,
         net: &Network,
         sock: &Socket,
@@ -1141,7 +853,7 @@ impl Dataplane {
         }
     }
 
-    fn log(&self, iface: &str, xid: u32, line: &qdhcp_protocol::LogLine) {
+    pub(crate) fn log(&self, iface: &str, xid: u32, line: &qdhcp_protocol::LogLine) {
         if self.opts.quiet {
             return;
         }
@@ -1273,7 +985,7 @@ impl Dataplane {
 }
 
 /// Our address on the interface: one inside a served subnet if there is one.
-fn pick_server_id(addrs: &[Ipv4Net], table: &NetworkTable) -> Option<Ipv4Addr> {
+pub(crate) fn pick_server_id(addrs: &[Ipv4Net], table: &NetworkTable) -> Option<Ipv4Addr> {
     addrs
         .iter()
         .find(|a| table.subnets.iter().any(|s| s.net.contains(&a.addr())))

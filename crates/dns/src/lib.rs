@@ -5,6 +5,7 @@
 
 pub mod answer;
 pub mod cache;
+pub mod loops;
 pub mod metrics;
 pub mod server;
 pub mod zone;

@@ -1,4 +1,5 @@
-//! The DNS server's I/O edge: UDP and TCP sockets on port 53 of each served interface, the
+//! The DNS server's I/O edge (its sockets are served by the event loops in
+//! [`crate::loops`]): UDP and TCP sockets on port 53 of each served interface, the
 //! forwarder that relays other names upstream (a fresh query id each time, the next server
 //! when one does not answer, SERVFAIL when none does), the cache in front of it, per-source
 //! rate limiting, counters and dnsmasq's `--log-queries` lines. What to answer is decided in
@@ -7,7 +8,7 @@
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ahash::HashMap;
@@ -21,14 +22,15 @@ use crate::cache::Cache;
 pub use crate::metrics::prometheus;
 use crate::metrics::{type_index, DnsCounters};
 use crate::zone::Zone;
+use qdhcp_reactor::{Reactor, SourceId};
 
 /// How long one upstream server is given before the next is asked.
 const UPSTREAM_TIMEOUT: Duration = Duration::from_millis(1500);
 /// Queries one source may send per second before the rest are dropped (and counted), unless
 /// configured otherwise: a flood from one VM cannot take the server from its neighbours.
 pub const PER_SOURCE_PER_SECOND: u32 = 1000;
-/// TCP connections served at once.
-const TCP_CONNECTIONS: usize = 32;
+/// TCP connections one network's server serves at once.
+pub(crate) const TCP_CONNECTIONS: usize = 32;
 
 /// How a network's DNS server is set up (from dnsmasq's flags or `qdhcp serve`'s).
 #[derive(Debug, Clone, Default)]
@@ -63,15 +65,21 @@ struct Pending {
 
 /// One network's DNS server (dnsmasq mode serves one).
 pub struct DnsServer {
-    settings: Settings,
+    pub(crate) settings: Settings,
     zone: RwLock<Arc<Zone>>,
     nets: RwLock<Arc<Vec<Ipv4Net>>>,
     cache: Mutex<Cache>,
-    upstream: UdpSocket,
+    pub(crate) upstream: UdpSocket,
     pending: Mutex<HashMap<u16, Pending>>,
     per_source: Mutex<(u64, HashMap<IpAddr, u32>)>,
-    tcp_open: AtomicUsize,
-    stop: AtomicBool,
+    pub(crate) tcp_open: AtomicUsize,
+    pub(crate) stop: AtomicBool,
+    /// The event loops serving its sockets, and its sources there.
+    pub(crate) loops: Mutex<Option<(Arc<Reactor>, Vec<SourceId>)>>,
+    /// The source that reads upstream answers: told when a first query waits for one.
+    pub(crate) upstream_source: OnceLock<SourceId>,
+    /// The namespace its sockets live in: TCP connections are served and forwarded from there.
+    pub(crate) netns: Mutex<Option<Arc<std::fs::File>>>,
     ids: ahash::RandomState,
     id_seq: AtomicU64,
     /// What it did.
@@ -105,8 +113,6 @@ pub fn open_sockets(iface: &str, port: u16) -> io::Result<(UdpSocket, TcpListene
     let t = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
     bind(&t)?;
     t.listen(64)?;
-    // accept() gives up after this, so that the thread sees a stop without polling
-    t.set_read_timeout(Some(Duration::from_millis(500)))?;
     Ok((u.into(), t.into()))
 }
 
@@ -139,7 +145,7 @@ impl DnsServer {
     /// A server with `settings`; its upstream socket is opened now (before any privilege drop).
     pub fn new(settings: Settings) -> io::Result<Arc<Self>> {
         let upstream = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
-        upstream.set_read_timeout(Some(Duration::from_millis(250)))?;
+        upstream.set_nonblocking(true)?;
         let cache = Mutex::new(Cache::new(settings.cache_size));
         Ok(Arc::new(DnsServer {
             settings,
@@ -151,6 +157,9 @@ impl DnsServer {
             per_source: Mutex::new((0, HashMap::default())),
             tcp_open: AtomicUsize::new(0),
             stop: AtomicBool::new(false),
+            loops: Mutex::new(None),
+            upstream_source: OnceLock::new(),
+            netns: Mutex::new(None),
             ids: ahash::RandomState::new(),
             id_seq: AtomicU64::new(0),
             counters: DnsCounters::default(),
@@ -172,9 +181,21 @@ impl DnsServer {
         self.zone.read().unwrap_or_else(|p| p.into_inner()).len()
     }
 
-    /// Stops every thread of this server within their next timeout.
+    /// Stops serving: its sockets leave the event loops (and are closed) before this returns;
+    /// a TCP connection being served ends within its read timeout.
     pub fn stop(&self) {
         self.stop.store(true, Ordering::SeqCst);
+        let loops = self.loops.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some((reactor, ids)) = loops {
+            for id in ids {
+                reactor.remove(id);
+            }
+        }
+    }
+
+    /// The namespace its sockets were opened in, for the threads that serve TCP connections.
+    pub fn set_netns(&self, ns: std::fs::File) {
+        *self.netns.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(ns));
     }
 
     fn log(&self, f: impl FnOnce() -> String) {
@@ -184,7 +205,7 @@ impl DnsServer {
     }
 
     /// False when `src` sent more than its share this second.
-    fn within_rate(&self, src: IpAddr) -> bool {
+    pub(crate) fn within_rate(&self, src: IpAddr) -> bool {
         if self.settings.per_source_rate == 0 {
             return true;
         }
@@ -205,7 +226,7 @@ impl DnsServer {
     }
 
     /// Decides on one query; the reply to send now, or `None` (forwarded, dropped).
-    fn handle(
+    pub(crate) fn handle(
         &self,
         bytes: &[u8],
         from: SocketAddr,
@@ -300,6 +321,7 @@ impl DnsServer {
         client_limit: usize,
     ) {
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let first = pending.is_empty();
         let mut id = self.fresh_id();
         while pending.contains_key(&id) {
             id = self.fresh_id();
@@ -321,6 +343,18 @@ impl DnsServer {
         };
         self.send_upstream(&p);
         pending.insert(id, p);
+        drop(pending);
+        if first {
+            // the upstream source sets its retry timer from the queries that wait
+            self.poke_upstream();
+        }
+    }
+
+    fn poke_upstream(&self) {
+        let loops = self.loops.lock().unwrap_or_else(|p| p.into_inner());
+        if let (Some((reactor, _)), Some(id)) = (loops.as_ref(), self.upstream_source.get()) {
+            reactor.poke(*id);
+        }
     }
 
     fn send_upstream(&self, p: &Pending) {
@@ -378,114 +412,7 @@ impl DnsServer {
         r
     }
 
-    /// Serves queries arriving on `sock` until [`DnsServer::stop`].
-    pub fn serve_udp(self: &Arc<Self>, sock: UdpSocket, name: &str) -> io::Result<()> {
-        sock.set_read_timeout(Some(Duration::from_millis(200)))?;
-        let sock = Arc::new(sock);
-        let me = self.clone();
-        std::thread::Builder::new()
-            .name(format!("dns-{name}"))
-            .spawn(move || {
-                let mut buf = [0u8; 4096];
-                while !me.stop.load(Ordering::Relaxed) {
-                    let (n, from) = match sock.recv_from(&mut buf) {
-                        Ok(x) => x,
-                        Err(_) => continue,
-                    };
-                    if !me.within_rate(from.ip()) {
-                        me.counters.dropped_rate.fetch_add(1, Ordering::Relaxed);
-                        continue;
-                    }
-                    if let Some((reply, limit)) = me.handle(&buf[..n], from, Some(&sock)) {
-                        if let Some(b) = encode_within(&reply, limit) {
-                            let _ = sock.send_to(&b, from);
-                        }
-                    }
-                }
-            })?;
-        Ok(())
-    }
-
-    /// Serves DNS over TCP on `l` until [`DnsServer::stop`].
-    pub fn serve_tcp(self: &Arc<Self>, l: TcpListener, name: &str) -> io::Result<()> {
-        let me = self.clone();
-        std::thread::Builder::new()
-            .name(format!("dns-tcp-{name}"))
-            .spawn(move || {
-                while !me.stop.load(Ordering::Relaxed) {
-                    // times out (see open_sockets) so that a stop is seen
-                    let Ok((s, from)) = l.accept() else {
-                        continue;
-                    };
-                    if me.tcp_open.fetch_add(1, Ordering::SeqCst) >= TCP_CONNECTIONS {
-                        me.tcp_open.fetch_sub(1, Ordering::SeqCst);
-                        continue;
-                    }
-                    let me2 = me.clone();
-                    let spawned = std::thread::Builder::new()
-                        .name("dns-tcp-conn".into())
-                        .stack_size(128 * 1024)
-                        .spawn(move || {
-                            me2.serve_connection(s, from);
-                            me2.tcp_open.fetch_sub(1, Ordering::SeqCst);
-                        });
-                    if spawned.is_err() {
-                        me.tcp_open.fetch_sub(1, Ordering::SeqCst);
-                    }
-                }
-            })?;
-        Ok(())
-    }
-
-    fn serve_connection(&self, mut s: TcpStream, from: SocketAddr) {
-        let _ = s.set_nonblocking(false);
-        let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-        while let Some(q) = read_framed(&mut s) {
-            if !self.within_rate(from.ip()) {
-                self.counters.dropped_rate.fetch_add(1, Ordering::Relaxed);
-                return;
-            }
-            let Some((reply, _)) = self.handle(&q, from, None) else {
-                return;
-            };
-            let Some(b) = reply
-                .to_vec()
-                .ok()
-                .filter(|b| b.len() <= usize::from(u16::MAX))
-            else {
-                return;
-            };
-            let mut framed = (b.len() as u16).to_be_bytes().to_vec();
-            framed.extend_from_slice(&b);
-            if s.write_all(&framed).is_err() {
-                return;
-            }
-        }
-    }
-
-    /// Relays upstream answers to their clients and retries or fails the ones that timed out,
-    /// until [`DnsServer::stop`]. Without upstream servers there is nothing to relay and no
-    /// thread is started.
-    pub fn start_forwarder(self: &Arc<Self>) -> io::Result<()> {
-        if self.settings.upstreams.is_empty() {
-            return Ok(());
-        }
-        let me = self.clone();
-        std::thread::Builder::new()
-            .name("dns-forwarder".into())
-            .spawn(move || {
-                let mut buf = [0u8; 65535];
-                while !me.stop.load(Ordering::Relaxed) {
-                    if let Ok((n, from)) = me.upstream.recv_from(&mut buf) {
-                        me.relay(&buf[..n], from);
-                    }
-                    me.retry_or_fail();
-                }
-            })?;
-        Ok(())
-    }
-
-    fn relay(&self, bytes: &[u8], from: SocketAddr) {
+    pub(crate) fn relay(&self, bytes: &[u8], from: SocketAddr) {
         let Ok(mut answer) = Message::from_vec(bytes) else {
             return;
         };
@@ -519,7 +446,17 @@ impl DnsServer {
         }
     }
 
-    fn retry_or_fail(&self) {
+    /// When the oldest query sent upstream times out, if one waits.
+    pub(crate) fn next_retry(&self) -> Option<Instant> {
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(|p| p.sent + UPSTREAM_TIMEOUT)
+            .min()
+    }
+
+    pub(crate) fn retry_or_fail(&self) {
         let now = Instant::now();
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         let mut failed = Vec::new();
@@ -603,7 +540,7 @@ fn summary(m: &Message) -> String {
 }
 
 /// Reads one length-prefixed DNS message (RFC 1035 §4.2.2).
-fn read_framed(s: &mut TcpStream) -> Option<Vec<u8>> {
+pub(crate) fn read_framed(s: &mut TcpStream) -> Option<Vec<u8>> {
     let mut len = [0u8; 2];
     s.read_exact(&mut len).ok()?;
     let mut b = vec![0u8; usize::from(u16::from_be_bytes(len))];

@@ -11,6 +11,7 @@ use hickory_proto::rr::Name;
 use qdhcp_compat::DnsmasqConfig;
 use qdhcp_dns::server::{open_sockets, DnsServer, Settings};
 use qdhcp_dns::Zone;
+use qdhcp_reactor::Reactor;
 
 /// Sockets opened for one interface (before the privilege drop).
 pub type Opened = Vec<(String, UdpSocket, TcpListener)>;
@@ -21,6 +22,9 @@ pub struct DnsSide {
     pub server: Arc<DnsServer>,
     port: u16,
     serving: HashSet<String>,
+    /// The event loop serving its sockets: started with the first of them, after the
+    /// privilege drop (threads inherit the credentials).
+    loops: Option<Arc<Reactor>>,
 }
 
 /// Nameservers of /etc/resolv.conf (`dnsmasq_local_resolv`), other than our own addresses.
@@ -108,6 +112,7 @@ pub fn open(
         server,
         port,
         serving: HashSet::new(),
+        loops: None,
     };
     let opened = side.open_new(ifaces)?;
     Ok(Some((side, opened)))
@@ -128,12 +133,19 @@ impl DnsSide {
 
     /// Serves the opened sockets (and starts the forwarder the first time).
     pub fn serve(&mut self, opened: Opened) -> anyhow::Result<()> {
-        if self.serving.is_empty() {
-            self.server.start_forwarder()?;
-        }
+        let loops = match &self.loops {
+            Some(l) => l.clone(),
+            None => {
+                // one network: one loop (DHCP has its own)
+                let l = Arc::new(Reactor::new("dns", 1, Arc::new(|| ()))?);
+                self.loops = Some(l.clone());
+                l
+            }
+        };
+        self.server.start_forwarder(&loops)?;
         for (iface, u, t) in opened {
-            self.server.serve_udp(u, &iface)?;
-            self.server.serve_tcp(t, &iface)?;
+            self.server.serve_udp(&loops, u)?;
+            self.server.serve_tcp(&loops, t)?;
             tracing::info!("DNS listening on {iface} port {}", self.port);
             self.serving.insert(iface);
         }

@@ -247,6 +247,8 @@ fn serve(cfg: &DnsmasqConfig, ready: Ready) -> anyhow::Result<()> {
             .client_rate
             .unwrap_or(qdhcp_dataplane::server::MacLimiter::PER_SECOND),
         realtime: cfg.realtime,
+        // one interface: one event loop serves it
+        loops: 1,
     };
     // Until the privilege drop below the process has one thread: the journal writer and the
     // listeners start after it (credentials are per thread).

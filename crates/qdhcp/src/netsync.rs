@@ -4,7 +4,7 @@
 //! it is after each operation (see `qdhcp_api::control::DhcpSink`).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use hickory_proto::rr::Name;
 use ipnet::Ipv4Net;
@@ -17,6 +17,7 @@ use qdhcp_plumbing::{
     delete_link, delete_netns, ensure_vxlan, open_netns, plug, DhcpPlug, VxlanSegment,
 };
 use qdhcp_protocol::NetworkTable;
+use qdhcp_reactor::Reactor;
 use qdhcp_registry::dhcp::{names_for, reservation_for, subnets_for};
 use qdhcp_registry::{Effect, Port, Registry, DHCP_OWNER};
 
@@ -67,6 +68,8 @@ pub struct DhcpSync {
     segments: Mutex<HashMap<String, VxlanSegment>>,
     /// Each network's DNS server, on its DHCP port.
     dns: Mutex<HashMap<String, Arc<DnsServer>>>,
+    /// The event loops serving every network's DNS sockets (started with the first).
+    dns_loops: OnceLock<Arc<Reactor>>,
 }
 
 impl DhcpSync {
@@ -78,6 +81,7 @@ impl DhcpSync {
             plugged: Mutex::new(HashMap::new()),
             segments: Mutex::new(HashMap::new()),
             dns: Mutex::new(HashMap::new()),
+            dns_loops: OnceLock::new(),
         }
     }
 
@@ -258,9 +262,11 @@ impl DhcpSync {
                     per_source_rate: qdhcp_dns::server::PER_SOURCE_PER_SECOND,
                 };
                 let started = dns_in(&spec.netns, &spec.inner, settings).and_then(|(srv, u, t)| {
-                    srv.serve_udp(u, &spec.inner)?;
-                    srv.serve_tcp(t, &spec.inner)?;
-                    srv.start_forwarder()?;
+                    let loops = self.dns_loops()?;
+                    srv.set_netns(open_netns(&spec.netns)?);
+                    srv.serve_udp(&loops, u)?;
+                    srv.serve_tcp(&loops, t)?;
+                    srv.start_forwarder(&loops)?;
                     Ok(srv)
                 });
                 match started {
@@ -285,6 +291,16 @@ impl DhcpSync {
         };
         server.set_nets(reg.subnets_of(net_id).map(|s| s.cidr).collect());
         self.refresh_names(reg, net_id);
+    }
+
+    /// The DNS event loops, started on first use: one per core, at normal priority (DHCP's
+    /// loops may run at real-time priority; a DNS flood must not take their cores).
+    fn dns_loops(&self) -> anyhow::Result<Arc<Reactor>> {
+        if let Some(l) = self.dns_loops.get() {
+            return Ok(l.clone());
+        }
+        let l = Arc::new(Reactor::new("dns", self.cfg.loops, Arc::new(|| ()))?);
+        Ok(self.dns_loops.get_or_init(|| l).clone())
     }
 
     /// Gives the network's DNS server the names of its ports as they are now.

@@ -76,6 +76,10 @@ pub struct ServeArgs {
     /// core delays a reply.
     #[arg(long)]
     pub realtime: bool,
+    /// Event-loop threads serving every network's DHCP sockets (and as many for DNS)
+    /// [default: one per core].
+    #[arg(long)]
+    pub dhcp_threads: Option<usize>,
     /// Upstream DNS servers for names that are not the network's own, `IP[,IP…]` (Neutron's
     /// `dnsmasq_dns_servers`).
     #[arg(long)]
@@ -130,6 +134,7 @@ struct FileConfig {
     client_rate: Option<u16>,
     quiet_dhcp: Option<bool>,
     realtime: Option<bool>,
+    dhcp_threads: Option<usize>,
     dns_servers: Option<toml::Value>,
     dns_local_resolv: Option<bool>,
     dns: Option<bool>,
@@ -169,6 +174,8 @@ pub struct ServeConfig {
     pub quiet_dhcp: bool,
     /// Serving threads at real-time priority.
     pub realtime: bool,
+    /// Event-loop threads for DHCP (and as many for DNS).
+    pub loops: usize,
     /// The DNS service of the DHCP ports; `None` when off.
     pub dns: Option<DnsConfig>,
     /// ML2's segment settings.
@@ -336,6 +343,11 @@ pub fn resolve(a: &ServeArgs) -> anyhow::Result<ServeConfig> {
             .unwrap_or(qdhcp_dataplane::server::MacLimiter::PER_SECOND),
         quiet_dhcp: a.quiet_dhcp || file.quiet_dhcp.unwrap_or(false),
         realtime: a.realtime || file.realtime.unwrap_or(false),
+        loops: match a.dhcp_threads.or(file.dhcp_threads) {
+            Some(0) => anyhow::bail!("dhcp_threads must be at least 1"),
+            Some(n) => n,
+            None => std::thread::available_parallelism().map_or(2, |n| n.get()),
+        },
         dns: dns_on.then_some(DnsConfig { upstreams }),
         segments,
         database: a.database.clone().or(file.database),
@@ -356,6 +368,7 @@ pub fn serve_options(cfg: &ServeConfig) -> ServeOptions {
         client_rate: cfg.client_rate,
         quiet: cfg.quiet_dhcp,
         realtime: cfg.realtime,
+        loops: cfg.loops,
         ..ServeOptions::default()
     }
 }

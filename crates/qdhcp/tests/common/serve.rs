@@ -22,6 +22,8 @@ pub struct Host {
     pub dir: tempfile::TempDir,
     vms: Vec<String>,
     pub lease: u32,
+    /// `--bridge-mappings` given to the server.
+    pub mappings: String,
 }
 
 impl Host {
@@ -45,6 +47,7 @@ impl Host {
             dir: tempfile::tempdir().unwrap(),
             vms: vec![],
             lease,
+            mappings: "physnet1:qtbr".into(),
         }
     }
 
@@ -77,7 +80,7 @@ impl Host {
             "--listen",
             "127.0.0.1:9696",
             "--bridge-mappings",
-            "physnet1:qtbr",
+            &self.mappings,
         ])
         .arg("--state-dir")
         .arg(self.dir.path().join("state"))
@@ -192,6 +195,11 @@ impl Host {
 
     /// A VM namespace on the bridge with `mac`.
     pub fn vm(&mut self, mac: &str) -> Vm {
+        self.vm_on("qtbr", mac)
+    }
+
+    /// A VM namespace on `bridge` (one of the mapped bridges) with `mac`.
+    pub fn vm_on(&mut self, bridge: &str, mac: &str) -> Vm {
         let k = self.vms.len();
         let ns = format!("{}v{k}", self.ns.replacen("qth", "qtv", 1));
         let iface = format!("qte{}{k}", &self.prefix[2..]);
@@ -204,7 +212,7 @@ impl Host {
                 "-n", &self.ns, "link", "add", &peer, "type", "veth", "peer", "name", &iface,
                 "netns", &ns,
             ],
-            vec!["-n", &self.ns, "link", "set", &peer, "master", "qtbr", "up"],
+            vec!["-n", &self.ns, "link", "set", &peer, "master", bridge, "up"],
             vec!["-n", &ns, "link", "set", &iface, "address", mac, "up"],
         ] {
             let o = Command::new("ip").args(&args).output().unwrap();

@@ -1,0 +1,119 @@
+//! The hand-over from the event loops to the journal writer (see docs/ARCHITECTURE.md,
+//! "Durability"): a batch's lease records and the replies that must wait until they are on
+//! disk.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use qdhcp_protocol::{Lease, Mac, ReplyKind};
+use socket2::Socket;
+
+use crate::delivery::Delivery;
+use crate::journal::Record;
+use crate::server::Network;
+
+/// A reply waiting for its lease to be durable.
+pub(crate) struct Held {
+    pub(crate) xid: u32,
+    pub(crate) dest: Delivery,
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) kind: ReplyKind,
+    pub(crate) sent: Option<qdhcp_protocol::LogLine>,
+    /// For a lease change: the client's MAC and the lease it held before (what is durable).
+    pub(crate) before: Option<(Mac, Option<Lease>)>,
+}
+
+/// One batch handed to the journal writer: lease records, and the replies that wait for them.
+pub(crate) struct Commit {
+    pub(crate) net: Arc<Network>,
+    pub(crate) sock: Arc<Socket>,
+    pub(crate) iface: Arc<str>,
+    pub(crate) records: Vec<Record>,
+    pub(crate) held: Vec<Held>,
+    pub(crate) received_at: Instant,
+}
+
+/// Batches waiting for the journal writer at most: when the disk is slower than the clients,
+/// receiving slows down too.
+pub(crate) const QUEUE_CAP: usize = 256;
+
+/// The bounded queue from the serving threads to the journal writer: a mutex and two condition
+/// variables. Not std's channel: its receiver spins while a sender that claimed a slot finishes
+/// writing it, and with the writer at real-time priority on the sender's core the sender never
+/// ran again (a livelock, seen with both at SCHED_FIFO). Here a waiter sleeps.
+#[derive(Default)]
+pub(crate) struct CommitQueue {
+    state: Mutex<QueueState>,
+    not_empty: Condvar,
+    not_full: Condvar,
+}
+
+#[derive(Default)]
+struct QueueState {
+    items: VecDeque<Commit>,
+    closed: bool,
+    /// The writer waits for a batch: a send wakes it. Otherwise no wake-up is made, since each
+    /// costs a futex syscall and a send happens once per received batch.
+    writer_waiting: bool,
+    /// Senders waiting for room.
+    senders_waiting: usize,
+}
+
+impl CommitQueue {
+    fn state(&self) -> std::sync::MutexGuard<'_, QueueState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues `c`, waiting while the queue is full; gives it back once the queue is closed.
+    pub(crate) fn send(&self, c: Commit) -> Result<(), Commit> {
+        let mut s = self.state();
+        while s.items.len() >= QUEUE_CAP && !s.closed {
+            s.senders_waiting += 1;
+            s = self.not_full.wait(s).unwrap_or_else(|p| p.into_inner());
+            s.senders_waiting -= 1;
+        }
+        if s.closed {
+            return Err(c);
+        }
+        s.items.push_back(c);
+        let wake = std::mem::take(&mut s.writer_waiting);
+        drop(s);
+        if wake {
+            self.not_empty.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Waits up to `wait` for batches and moves all that are queued into `out`; false once the
+    /// queue is closed and drained.
+    pub(crate) fn recv(&self, out: &mut Vec<Commit>, wait: Duration) -> bool {
+        let mut s = self.state();
+        if s.items.is_empty() && !s.closed {
+            s.writer_waiting = true;
+            s = self
+                .not_empty
+                .wait_timeout(s, wait)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+            s.writer_waiting = false;
+        }
+        if s.items.is_empty() {
+            return !s.closed;
+        }
+        out.extend(s.items.drain(..));
+        let wake = s.senders_waiting > 0;
+        drop(s);
+        if wake {
+            self.not_full.notify_all();
+        }
+        true
+    }
+
+    /// No more batches: senders get theirs back, the writer ends once the queue is drained.
+    pub(crate) fn close(&self) {
+        self.state().closed = true;
+        self.not_empty.notify_all();
+        self.not_full.notify_all();
+    }
+}

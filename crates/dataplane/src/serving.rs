@@ -1,0 +1,314 @@
+//! One network's DHCP socket as the event loops serve it (see docs/ARCHITECTURE.md, "Event
+//! loops"): receive a batch, let the protocol core decide each message, hand the batch's lease
+//! changes to the journal writer (its ACKs leave once they are durable), send the rest.
+
+use std::cell::RefCell;
+use std::fs::File;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ipnet::Ipv4Net;
+use qdhcp_batchio::{recv_batch, Outbox};
+use qdhcp_protocol::{decide, parse, Context, LeaseChange, LeaseView, Mac};
+use qdhcp_reactor::{Source, Turn};
+use socket2::Socket;
+
+use crate::commit::{Commit, Held};
+use crate::delivery::destination;
+use crate::journal::Record;
+use crate::listener::iface_addrs;
+use crate::server::{
+    malformed_index, msg_index, now_secs, pick_server_id, Dataplane, MacLimiter, Network, BATCH,
+    MAX_PACKET, UNANSWERED_LINES_PER_SECOND,
+};
+
+/// Rate limit for log lines about bad input: a burst, then a count of what was suppressed.
+pub(crate) struct RateLimit {
+    window: Instant,
+    sent: u32,
+    suppressed: u64,
+}
+
+impl RateLimit {
+    const PER_WINDOW: u32 = 10;
+    const WINDOW: Duration = Duration::from_secs(10);
+
+    pub(crate) fn new() -> Self {
+        RateLimit {
+            window: Instant::now(),
+            sent: 0,
+            suppressed: 0,
+        }
+    }
+
+    /// Returns whether to log now; reports suppressed lines when a new window starts.
+    pub(crate) fn allow(&mut self, what: &str) -> bool {
+        if self.window.elapsed() >= Self::WINDOW {
+            if self.suppressed > 0 {
+                tracing::warn!(target: "dhcp", "{} more {what} suppressed", self.suppressed);
+            }
+            self.window = Instant::now();
+            self.sent = 0;
+            self.suppressed = 0;
+        }
+        if self.sent < Self::PER_WINDOW {
+            self.sent += 1;
+            true
+        } else {
+            self.suppressed += 1;
+            false
+        }
+    }
+}
+
+thread_local! {
+    /// The receive buffers of the loop running on this thread: shared by every network it
+    /// serves, so a quiet network costs no buffer of its own.
+    static BUFS: RefCell<(Vec<[u8; MAX_PACKET]>, [usize; BATCH])> =
+        RefCell::new((vec![[0u8; MAX_PACKET]; BATCH], [0; BATCH]));
+    /// The network namespace this loop thread started in (it returns there after a visit).
+    static HOME_NS: Option<File> = File::open("/proc/thread-self/ns/net").ok();
+}
+
+/// Runs `f` in the network namespace `ns`, then returns the thread to its own.
+fn in_namespace<T>(ns: &File, f: impl FnOnce() -> T) -> std::io::Result<T> {
+    use nix::sched::{setns, CloneFlags};
+    HOME_NS.with(|home| {
+        let home = home
+            .as_ref()
+            .ok_or_else(|| std::io::Error::other("own namespace unknown"))?;
+        setns(ns, CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)?;
+        let out = f();
+        if let Err(e) = setns(home, CloneFlags::CLONE_NEWNET) {
+            // A loop thread left in another namespace would read wrong addresses from then on.
+            panic!("cannot return to the loop's own network namespace: {e}");
+        }
+        Ok(out)
+    })
+}
+
+/// One listening interface of one network, served by an event loop.
+pub(crate) struct DhcpSource {
+    pub(crate) dp: Arc<Dataplane>,
+    pub(crate) net: Arc<Network>,
+    pub(crate) iface: Arc<str>,
+    pub(crate) sock: Arc<Socket>,
+    /// The namespace the interface lives in, to read its addresses there.
+    pub(crate) netns: Option<File>,
+    addrs: Vec<Ipv4Net>,
+    addrs_checked: Option<Instant>,
+    bad_input: RateLimit,
+    no_addr_log: RateLimit,
+    limit_log: RateLimit,
+    recv_log: RateLimit,
+    limiter: MacLimiter,
+    unknown_budget: MacLimiter,
+    outbox: Outbox,
+    replies: Vec<Held>,
+}
+
+impl DhcpSource {
+    pub(crate) fn new(
+        dp: Arc<Dataplane>,
+        net: Arc<Network>,
+        iface: &str,
+        sock: Socket,
+        netns: Option<File>,
+    ) -> Self {
+        let client_rate = dp.opts.client_rate;
+        DhcpSource {
+            dp,
+            net,
+            iface: Arc::from(iface),
+            sock: Arc::new(sock),
+            netns,
+            addrs: Vec::new(),
+            addrs_checked: None,
+            bad_input: RateLimit::new(),
+            no_addr_log: RateLimit::new(),
+            limit_log: RateLimit::new(),
+            recv_log: RateLimit::new(),
+            limiter: MacLimiter::new(client_rate),
+            unknown_budget: MacLimiter::new(UNANSWERED_LINES_PER_SECOND),
+            outbox: Outbox::default(),
+            replies: Vec::new(),
+        }
+    }
+
+    /// Re-reads the interface's addresses (in its namespace): the server identifier comes
+    /// from them, and Neutron adds one when a subnet is added.
+    fn refresh_addrs(&mut self) {
+        self.addrs_checked = Some(Instant::now());
+        let iface = self.iface.clone();
+        self.addrs = match &self.netns {
+            None => iface_addrs(&iface),
+            Some(ns) => match in_namespace(ns, || iface_addrs(&iface)) {
+                Ok(a) => a,
+                Err(e) => {
+                    if self.recv_log.allow("namespace lines") {
+                        tracing::warn!(target: "dhcp", "cannot read the addresses of {iface} in its namespace: {e}");
+                    }
+                    return;
+                }
+            },
+        };
+    }
+
+    /// One batch: at most `BATCH` datagrams, the budget of one turn.
+    fn serve_batch(&mut self, bufs: &mut [[u8; MAX_PACKET]], lens: &mut [usize; BATCH]) -> Turn {
+        let dp = self.dp.clone();
+        let net = self.net.clone();
+        if dp.stopping() {
+            return Turn::Drained;
+        }
+        let n = match recv_batch(self.sock.as_raw_fd(), bufs, lens, false) {
+            Ok(n) => n,
+            Err(e) => {
+                if self.recv_log.allow("receive-error lines") {
+                    tracing::warn!(target: "dhcp", "receive on {} failed: {e}", self.iface);
+                }
+                // An error is reported once per socket error; the next readiness tells.
+                return Turn::Drained;
+            }
+        };
+        if n == 0 {
+            return Turn::Drained;
+        }
+        let received_at = Instant::now();
+        if self
+            .addrs_checked
+            .is_none_or(|t| t.elapsed() > Duration::from_secs(2))
+        {
+            self.refresh_addrs();
+        }
+        let now = now_secs();
+        let mut records = Vec::new();
+        let mut held = Vec::new();
+        {
+            // The table is read-locked only while deciding, never across the fsync.
+            let table = net.table();
+            let iface: &str = &self.iface;
+            let Some(server_id) = pick_server_id(&self.addrs, &table) else {
+                if self.no_addr_log.allow("no-address lines") {
+                    tracing::warn!(target: "dhcp", "no address on {iface}: cannot serve DHCP there");
+                }
+                return Turn::Drained;
+            };
+            let ctx = Context {
+                iface,
+                server_id,
+                table: &table,
+                policy: &dp.policy,
+            };
+            let mut leases = net.leases();
+            for i in 0..n {
+                let m = match parse(&bufs[i][..lens[i]]) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        dp.counters.malformed[malformed_index(&e)].fetch_add(1, Ordering::Relaxed);
+                        if self.bad_input.allow("malformed-packet lines") {
+                            tracing::warn!(target: "dhcp", "dropped packet on {iface}: {e} ({} bytes)", lens[i]);
+                        }
+                        continue;
+                    }
+                };
+                dp.counters.rx[msg_index(m.msg)].fetch_add(1, Ordering::Relaxed);
+                net.counters.rx[msg_index(m.msg)].fetch_add(1, Ordering::Relaxed);
+                if !self.limiter.allow(m.chaddr, now) {
+                    dp.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
+                    if self.limit_log.allow("rate-limit lines") {
+                        tracing::warn!(target: "dhcp", "{} from {} on {iface}: over {} messages/s, dropped", m.msg.name(), m.chaddr, dp.opts.client_rate);
+                    }
+                    continue;
+                }
+                let d = decide(&m, &ctx, &*leases, now);
+                if d.received.note.as_deref() == Some("no address available") {
+                    dp.counters.no_address.fetch_add(1, Ordering::Relaxed);
+                }
+                // Clients we hold nothing for are the flood case: their lines share one
+                // global budget a second, so a flood cannot flood the log as well.
+                let unknown = d.reply.is_none() && d.lease.is_none();
+                if !unknown || self.unknown_budget.allow(Mac::default(), now) {
+                    dp.log(iface, m.xid, &d.received);
+                } else {
+                    dp.counters.log_suppressed.fetch_add(1, Ordering::Relaxed);
+                }
+                let mut before = None;
+                if let Some(c) = &d.lease {
+                    if let LeaseChange::Bind(l) = c {
+                        before = Some((l.mac, leases.lease(l.mac).cloned()));
+                    }
+                    // Applied now so the rest of the batch sees it; made durable below
+                    // before any reply that depends on it leaves.
+                    leases.apply(c);
+                    if matches!(c, LeaseChange::Decline { .. }) {
+                        dp.counters.declines.fetch_add(1, Ordering::Relaxed);
+                    }
+                    records.push(Record {
+                        network: net.name.clone(),
+                        change: c.clone(),
+                    });
+                }
+                let Some(reply) = d.reply else { continue };
+                let dest = destination(&m, reply.kind, reply.yiaddr, dp.opts.always_broadcast);
+                let h = Held {
+                    xid: m.xid,
+                    dest,
+                    bytes: reply.bytes,
+                    kind: reply.kind,
+                    sent: d.sent,
+                    before,
+                };
+                if d.lease.is_some() {
+                    held.push(h);
+                } else {
+                    // OFFERs, NAKs and INFORM ACKs promise nothing durable: they leave
+                    // with this batch, once the locks are released.
+                    self.replies.push(h);
+                }
+            }
+        }
+        if !records.is_empty() {
+            let c = Commit {
+                net: net.clone(),
+                sock: self.sock.clone(),
+                iface: self.iface.clone(),
+                records,
+                held,
+                received_at,
+            };
+            if dp.queue.send(c).is_err() {
+                return Turn::Drained;
+            }
+        }
+        dp.deliver(
+            &net,
+            &self.sock,
+            &self.iface,
+            &mut self.outbox,
+            &mut self.replies,
+            received_at,
+        );
+        if n == BATCH {
+            Turn::More
+        } else {
+            Turn::Drained
+        }
+    }
+}
+
+impl Source for DhcpSource {
+    fn fd(&self) -> RawFd {
+        self.sock.as_raw_fd()
+    }
+
+    fn ready(&mut self) -> Turn {
+        BUFS.with(|b| {
+            let mut b = b.borrow_mut();
+            let (bufs, lens) = &mut *b;
+            self.serve_batch(bufs, lens)
+        })
+    }
+}
