@@ -4,7 +4,7 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use qdhcp_protocol::{Lease, Mac, ReplyKind};
 use socket2::Socket;
@@ -85,17 +85,13 @@ impl CommitQueue {
         Ok(())
     }
 
-    /// Waits up to `wait` for batches and moves all that are queued into `out`; false once the
-    /// queue is closed and drained.
-    pub(crate) fn recv(&self, out: &mut Vec<Commit>, wait: Duration) -> bool {
+    /// Waits for batches (without waking while none comes) and moves all that are queued
+    /// into `out`; false once the queue is closed and drained.
+    pub(crate) fn recv(&self, out: &mut Vec<Commit>) -> bool {
         let mut s = self.state();
-        if s.items.is_empty() && !s.closed {
+        while s.items.is_empty() && !s.closed {
             s.writer_waiting = true;
-            s = self
-                .not_empty
-                .wait_timeout(s, wait)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
+            s = self.not_empty.wait(s).unwrap_or_else(|p| p.into_inner());
             s.writer_waiting = false;
         }
         if s.items.is_empty() {

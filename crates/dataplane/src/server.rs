@@ -764,7 +764,7 @@ impl Dataplane {
         let mut batch: Vec<Commit> = Vec::with_capacity(QUEUE_CAP);
         loop {
             batch.clear();
-            if !self.queue.recv(&mut batch, Duration::from_millis(200)) {
+            if !self.queue.recv(&mut batch) {
                 break;
             }
             if batch.is_empty() {

@@ -290,6 +290,7 @@ pub fn ensure_bridge(name: &str) -> Result<(), PlumbError> {
                 .await
                 .map_err(nl("add bridge"))?;
         }
+        no_ipv6(&name);
         let idx = link_index(&h, &name)
             .await?
             .ok_or_else(|| PlumbError::Netlink(format!("bridge {name} vanished")))?;
@@ -324,30 +325,66 @@ impl VxlanSegment {
     }
 }
 
-/// The index of the interface holding `addr`, in the current namespace.
-fn iface_with(addr: Ipv4Addr) -> Option<u32> {
-    let addrs = nix::ifaddrs::getifaddrs().ok()?;
-    for a in addrs {
-        let Some(sin) = a.address.as_ref().and_then(|s| s.as_sockaddr_in()) else {
-            continue;
-        };
-        if sin.ip() == addr {
-            return nix::net::if_::if_nametoindex(a.interface_name.as_str()).ok();
+/// Turns IPv6 off on a host-side device (a bridge, a tap, a VXLAN device) before it comes up,
+/// as Neutron's linuxbridge agent does for its bridges: DHCPv4 segments need no link-local
+/// address there, and each one costs the kernel a walk of the host's whole IPv6 routing table
+/// (most of a create's kernel time with a thousand networks). A kernel without IPv6 has no
+/// such file: nothing to do.
+fn no_ipv6(name: &str) {
+    let path = format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6");
+    if let Err(e) = std::fs::write(&path, "1") {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::debug!("{path}: {e}");
         }
     }
-    None
+}
+
+/// Tunnel addresses and the index of the interface holding each, found once: the lookup dumps
+/// every address of the host.
+static TUNNEL_DEVICES: std::sync::Mutex<Option<(Ipv4Addr, u32)>> = std::sync::Mutex::new(None);
+
+/// The index of the interface holding `addr`: a dump of IPv4 addresses only (getifaddrs would
+/// dump every link too, and a host with thousands of networks has thousands of links).
+async fn iface_with(h: &Handle, addr: Ipv4Addr) -> Result<Option<u32>, PlumbError> {
+    use rtnetlink::packet_route::address::AddressAttribute;
+    let mut addrs = h
+        .address()
+        .get()
+        .set_address_filter(std::net::IpAddr::V4(addr))
+        .execute();
+    while let Some(a) = addrs.try_next().await.map_err(nl("get addresses"))? {
+        let holds = a
+            .attributes
+            .iter()
+            .any(|at| matches!(at, AddressAttribute::Local(std::net::IpAddr::V4(ip)) | AddressAttribute::Address(std::net::IpAddr::V4(ip)) if *ip == addr));
+        if holds {
+            return Ok(Some(a.header.index));
+        }
+    }
+    Ok(None)
 }
 
 /// Creates (unless it exists) the segment's bridge and its `vxlan-<vni>` device in it, up.
 pub fn ensure_vxlan(v: &VxlanSegment) -> Result<(), PlumbError> {
     ensure_bridge(&v.bridge)?;
-    let dev = iface_with(v.local).ok_or_else(|| {
-        PlumbError::Netlink(format!("no interface holds the tunnel address {}", v.local))
-    })?;
     let v = v.clone();
     in_netns(None, move |h| async move {
         let name = v.device();
         if link_index(&h, &name).await?.is_none() {
+            let cached = *TUNNEL_DEVICES.lock().unwrap_or_else(|p| p.into_inner());
+            let dev = match cached {
+                Some((a, i)) if a == v.local => i,
+                _ => {
+                    let i = iface_with(&h, v.local).await?.ok_or_else(|| {
+                        PlumbError::Netlink(format!(
+                            "no interface holds the tunnel address {}",
+                            v.local
+                        ))
+                    })?;
+                    *TUNNEL_DEVICES.lock().unwrap_or_else(|p| p.into_inner()) = Some((v.local, i));
+                    i
+                }
+            };
             h.link()
                 .add(
                     LinkVxlan::new(&name, v.vni)
@@ -360,8 +397,13 @@ pub fn ensure_vxlan(v: &VxlanSegment) -> Result<(), PlumbError> {
                 )
                 .execute()
                 .await
-                .map_err(nl("add vxlan"))?;
+                .map_err(|e| {
+                    // the interface may have gone: look it up again next time
+                    *TUNNEL_DEVICES.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                    PlumbError::Netlink(format!("add vxlan: {e}"))
+                })?;
         }
+        no_ipv6(&name);
         let idx = link_index(&h, &name)
             .await?
             .ok_or_else(|| PlumbError::Netlink(format!("{name} vanished")))?;
@@ -429,36 +471,28 @@ pub fn plug(p: &DhcpPlug) -> Result<(), PlumbError> {
                     .await
                     .map_err(nl("del stale tap"))?;
             }
+            // The inside end is made in the namespace, with the port's MAC, by the one
+            // request: moving a device between namespaces waits for an RCU grace period
+            // (22 ms a move here, most of a network's plumbing time).
+            use rtnetlink::packet_route::link::{InfoData, InfoVeth};
+            let peer = LinkUnspec::new_with_name(&q.inner)
+                .address(q.mac.to_vec())
+                .setns_by_fd(ns_file.as_raw_fd())
+                .build();
             h.link()
-                .add(LinkVeth::new(&q.tap, &q.inner).build())
+                .add(
+                    LinkVeth::new(&q.tap, &q.inner)
+                        .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
+                        .build(),
+                )
                 .execute()
                 .await
                 .map_err(nl("add veth"))?;
-            let inner = link_index(&h, &q.inner)
-                .await?
-                .ok_or_else(|| PlumbError::Netlink("veth peer missing".into()))?;
-            h.link()
-                .set(
-                    LinkUnspec::new_with_index(inner)
-                        .address(q.mac.to_vec())
-                        .build(),
-                )
-                .execute()
-                .await
-                .map_err(nl("set mac"))?;
-            h.link()
-                .set(
-                    LinkUnspec::new_with_index(inner)
-                        .setns_by_fd(ns_file.as_raw_fd())
-                        .build(),
-                )
-                .execute()
-                .await
-                .map_err(nl("move into namespace"))?;
         }
         let tap = link_index(&h, &q.tap)
             .await?
             .ok_or_else(|| PlumbError::Netlink(format!("{} missing", q.tap)))?;
+        no_ipv6(&q.tap);
         let mut set = LinkUnspec::new_with_index(tap).up();
         if let Some(b) = &q.bridge {
             let br = link_index(&h, b)
