@@ -536,7 +536,7 @@ impl Dataplane {
     }
 
     /// Serves `net` on `iface` from a socket opened by `open_dhcp_socket` in the namespace
-    /// `netns` (whose addresses are read there). `key` names the listener for `unlisten`; a
+    /// at path `netns` (the interface's addresses are read there). `key` names the listener for `unlisten`; a
     /// listener already under that key is replaced.
     pub fn listen(
         self: &Arc<Self>,
@@ -544,7 +544,7 @@ impl Dataplane {
         key: &str,
         iface: &str,
         sock: Socket,
-        netns: Option<std::fs::File>,
+        netns: Option<std::path::PathBuf>,
     ) -> io::Result<()> {
         let Some(reactor) = self.reactor.get() else {
             return Err(io::Error::other("the dataplane is not started"));
@@ -591,6 +591,14 @@ impl Dataplane {
         if let (Some(id), Some(r)) = (id, self.reactor.get()) {
             r.remove(id);
         }
+    }
+
+    /// Whether a listener called `key` runs (without listing them all).
+    pub fn is_listening(&self, key: &str) -> bool {
+        self.listeners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(key)
     }
 
     /// Names of the running listeners.

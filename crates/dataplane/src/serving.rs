@@ -5,6 +5,7 @@
 use std::cell::RefCell;
 use std::fs::File;
 use std::os::fd::{AsRawFd, RawFd};
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -95,8 +96,9 @@ pub(crate) struct DhcpSource {
     pub(crate) net: Arc<Network>,
     pub(crate) iface: Arc<str>,
     pub(crate) sock: Arc<Socket>,
-    /// The namespace the interface lives in, to read its addresses there.
-    pub(crate) netns: Option<File>,
+    /// The namespace the interface lives in (its path), to read its addresses there: opened
+    /// only for that, since ten thousand networks must not hold ten thousand descriptors more.
+    pub(crate) netns: Option<PathBuf>,
     addrs: Vec<Ipv4Net>,
     addrs_checked: Option<Instant>,
     bad_input: RateLimit,
@@ -115,7 +117,7 @@ impl DhcpSource {
         net: Arc<Network>,
         iface: &str,
         sock: Socket,
-        netns: Option<File>,
+        netns: Option<PathBuf>,
     ) -> Self {
         let client_rate = dp.opts.client_rate;
         DhcpSource {
@@ -144,7 +146,8 @@ impl DhcpSource {
         let iface = self.iface.clone();
         self.addrs = match &self.netns {
             None => iface_addrs(&iface),
-            Some(ns) => match in_namespace(ns, || iface_addrs(&iface)) {
+            Some(ns) => match File::open(ns).and_then(|f| in_namespace(&f, || iface_addrs(&iface)))
+            {
                 Ok(a) => a,
                 Err(e) => {
                     if self.recv_log.allow("namespace lines") {

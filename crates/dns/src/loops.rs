@@ -64,13 +64,16 @@ struct UpstreamAnswers {
 
 impl Source for UpstreamAnswers {
     fn fd(&self) -> RawFd {
-        self.server.upstream.as_raw_fd()
+        self.server.upstream.as_ref().map_or(-1, |u| u.as_raw_fd())
     }
 
     fn ready(&mut self) -> Turn {
+        let Some(upstream) = &self.server.upstream else {
+            return Turn::Drained;
+        };
         let mut buf = vec![0u8; 65535];
         for _ in 0..BUDGET {
-            match self.server.upstream.recv_from(&mut buf) {
+            match upstream.recv_from(&mut buf) {
                 Ok((n, from)) => self.server.relay(&buf[..n], from),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => return Turn::Drained,
@@ -174,7 +177,7 @@ impl DnsServer {
     /// Relays upstream answers to their clients and retries or fails the ones that time out,
     /// until [`DnsServer::stop`]. Without upstream servers there is nothing to relay.
     pub fn start_forwarder(self: &Arc<Self>, reactor: &Arc<Reactor>) -> io::Result<()> {
-        if self.settings.upstreams.is_empty() || self.upstream_source.get().is_some() {
+        if self.upstream.is_none() || self.upstream_source.get().is_some() {
             return Ok(());
         }
         let id = self.register(
@@ -192,7 +195,10 @@ impl DnsServer {
     fn serve_connection(&self, mut s: TcpStream, from: SocketAddr) {
         let ns = self.netns.lock().unwrap_or_else(|p| p.into_inner()).clone();
         if let Some(ns) = ns {
-            if let Err(e) = nix::sched::setns(&*ns, nix::sched::CloneFlags::CLONE_NEWNET) {
+            let entered = std::fs::File::open(&ns).and_then(|f| {
+                nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).map_err(io::Error::from)
+            });
+            if let Err(e) = entered {
                 tracing::warn!(target: "dns", "TCP connection from {from}: cannot enter the network's namespace: {e}");
                 return;
             }

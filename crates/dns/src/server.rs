@@ -69,7 +69,8 @@ pub struct DnsServer {
     zone: RwLock<Arc<Zone>>,
     nets: RwLock<Arc<Vec<Ipv4Net>>>,
     cache: Mutex<Cache>,
-    pub(crate) upstream: UdpSocket,
+    /// Where forwarded queries leave from and their answers arrive: only with upstreams.
+    pub(crate) upstream: Option<UdpSocket>,
     pending: Mutex<HashMap<u16, Pending>>,
     per_source: Mutex<(u64, HashMap<IpAddr, u32>)>,
     pub(crate) tcp_open: AtomicUsize,
@@ -78,8 +79,9 @@ pub struct DnsServer {
     pub(crate) loops: Mutex<Option<(Arc<Reactor>, Vec<SourceId>)>>,
     /// The source that reads upstream answers: told when a first query waits for one.
     pub(crate) upstream_source: OnceLock<SourceId>,
-    /// The namespace its sockets live in: TCP connections are served and forwarded from there.
-    pub(crate) netns: Mutex<Option<Arc<std::fs::File>>>,
+    /// The namespace its sockets live in (its path): TCP connections are served and forwarded
+    /// from there.
+    pub(crate) netns: Mutex<Option<std::path::PathBuf>>,
     ids: ahash::RandomState,
     id_seq: AtomicU64,
     /// What it did.
@@ -144,8 +146,13 @@ pub fn encode_within(m: &Message, limit: usize) -> Option<Vec<u8>> {
 impl DnsServer {
     /// A server with `settings`; its upstream socket is opened now (before any privilege drop).
     pub fn new(settings: Settings) -> io::Result<Arc<Self>> {
-        let upstream = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
-        upstream.set_nonblocking(true)?;
+        let upstream = if settings.upstreams.is_empty() {
+            None
+        } else {
+            let u = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
+            u.set_nonblocking(true)?;
+            Some(u)
+        };
         let cache = Mutex::new(Cache::new(settings.cache_size));
         Ok(Arc::new(DnsServer {
             settings,
@@ -193,9 +200,10 @@ impl DnsServer {
         }
     }
 
-    /// The namespace its sockets were opened in, for the threads that serve TCP connections.
-    pub fn set_netns(&self, ns: std::fs::File) {
-        *self.netns.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(ns));
+    /// The namespace (path) its sockets were opened in, for the threads that serve TCP
+    /// connections.
+    pub fn set_netns(&self, ns: std::path::PathBuf) {
+        *self.netns.lock().unwrap_or_else(|p| p.into_inner()) = Some(ns);
     }
 
     fn log(&self, f: impl FnOnce() -> String) {
@@ -362,8 +370,8 @@ impl DnsServer {
             return;
         };
         self.log(|| format!("forwarded {} to {}", p.question.name, server.ip()));
-        if let Ok(b) = p.query.to_vec() {
-            let _ = self.upstream.send_to(&b, server);
+        if let (Ok(b), Some(u)) = (p.query.to_vec(), &self.upstream) {
+            let _ = u.send_to(&b, server);
         }
     }
 

@@ -418,6 +418,73 @@ pub fn ensure_vxlan(v: &VxlanSegment) -> Result<(), PlumbError> {
     })
 }
 
+/// A VLAN segment, plumbed as Neutron's linuxbridge agent does: a sub-interface
+/// `<physical interface>.<vid>` of the interface that `physical_interface_mappings` names for
+/// the network's physical network, in the network's bridge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VlanSegment {
+    /// The physical interface carrying the tagged frames (`eth1`).
+    pub parent: String,
+    /// The VLAN id.
+    pub vid: u16,
+    /// The network's bridge (`brq<network-id[:11]>`).
+    pub bridge: String,
+}
+
+impl VlanSegment {
+    /// The sub-interface's name, `<parent>.<vid>`; a parent name too long for the kernel's 15
+    /// characters is shortened to fit, keeping the `.<vid>` that says which VLAN it is.
+    pub fn device(&self) -> String {
+        let suffix = format!(".{}", self.vid);
+        let keep = 15usize.saturating_sub(suffix.len());
+        let parent: String = self.parent.chars().take(keep).collect();
+        format!("{parent}{suffix}")
+    }
+
+    /// The netlink request that creates the sub-interface over the parent at `parent_index`.
+    pub fn create_request(&self, parent_index: u32) -> rtnetlink::packet_route::link::LinkMessage {
+        rtnetlink::LinkVlan::new(&self.device(), parent_index, self.vid).build()
+    }
+}
+
+/// Creates (unless it exists) the segment's bridge and the VLAN sub-interface in it, up, with
+/// its parent up. A kernel without 802.1Q answers "Operation not supported" (or "Unknown
+/// device type"), which is returned as the error.
+pub fn ensure_vlan(v: &VlanSegment) -> Result<(), PlumbError> {
+    ensure_bridge(&v.bridge)?;
+    let v = v.clone();
+    in_netns(None, move |h| async move {
+        let name = v.device();
+        let parent = link_index(&h, &v.parent).await?.ok_or_else(|| {
+            PlumbError::Netlink(format!("physical interface {} does not exist", v.parent))
+        })?;
+        h.link()
+            .set(LinkUnspec::new_with_index(parent).up().build())
+            .execute()
+            .await
+            .map_err(nl("physical interface up"))?;
+        if link_index(&h, &name).await?.is_none() {
+            h.link()
+                .add(v.create_request(parent))
+                .execute()
+                .await
+                .map_err(|e| PlumbError::Netlink(format!("add VLAN {name}: {e}")))?;
+        }
+        no_ipv6(&name);
+        let idx = link_index(&h, &name)
+            .await?
+            .ok_or_else(|| PlumbError::Netlink(format!("{name} vanished")))?;
+        let br = link_index(&h, &v.bridge)
+            .await?
+            .ok_or_else(|| PlumbError::Netlink(format!("bridge {} missing", v.bridge)))?;
+        h.link()
+            .set(LinkUnspec::new_with_index(idx).controller(br).up().build())
+            .execute()
+            .await
+            .map_err(nl("VLAN up"))
+    })
+}
+
 /// Removes the link `name` from the current namespace if it exists (a segment's device or
 /// bridge when its network goes).
 pub fn delete_link(name: &str) -> Result<(), PlumbError> {
@@ -544,6 +611,42 @@ pub fn plug(p: &DhcpPlug) -> Result<(), PlumbError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_vlan_segment_is_requested_as_the_linuxbridge_agent_names_it() {
+        use rtnetlink::packet_route::link::{
+            InfoData, InfoKind, InfoVlan, LinkAttribute, LinkInfo,
+        };
+        let v = VlanSegment {
+            parent: "eth1".into(),
+            vid: 101,
+            bridge: "brq12345678-9a".into(),
+        };
+        assert_eq!(v.device(), "eth1.101");
+        let m = v.create_request(7);
+        let attrs = &m.attributes;
+        assert!(attrs.contains(&LinkAttribute::IfName("eth1.101".into())));
+        assert!(attrs.contains(&LinkAttribute::Link(7)));
+        let info = attrs
+            .iter()
+            .find_map(|a| match a {
+                LinkAttribute::LinkInfo(i) => Some(i),
+                _ => None,
+            })
+            .expect("link info");
+        assert!(info.contains(&LinkInfo::Kind(InfoKind::Vlan)));
+        assert!(info.iter().any(
+            |i| matches!(i, LinkInfo::Data(InfoData::Vlan(d)) if d.contains(&InfoVlan::Id(101)))
+        ));
+        // a long parent name is shortened to fit the kernel's 15 characters, keeping the VLAN
+        let long = VlanSegment {
+            parent: "enp129s0f1np1".into(),
+            vid: 4094,
+            bridge: String::new(),
+        };
+        assert_eq!(long.device(), "enp129s0f1.4094");
+        assert!(long.device().len() <= 15);
+    }
 
     #[test]
     fn the_mount_holding_the_netns_dir_is_found_with_its_propagation() {

@@ -324,6 +324,9 @@ fn serve(cfg: &DnsmasqConfig, ready: Ready) -> anyhow::Result<()> {
         }
     };
     export.update(&net, now_secs(), true);
+    // Handlers first: a SIGHUP sent as soon as "DHCP listening" is logged (Neutron reloads
+    // right after it starts us) must be queued, not kill the process by its default action.
+    let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGTERM, SIGINT, SIGUSR1])?;
     let started = dp
         .start()
         .map_err(anyhow::Error::from)
@@ -359,8 +362,8 @@ fn serve(cfg: &DnsmasqConfig, ready: Ready) -> anyhow::Result<()> {
     ready.ok();
 
     // signals arrive on a thread of their own so that a SIGHUP is acted on at once, not at
-    // the next tick of a polling loop
-    let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGTERM, SIGINT, SIGUSR1])?;
+    // the next tick of a polling loop (their handlers were installed before the first
+    // listener started)
     let (sig_tx, sig_rx) = std::sync::mpsc::channel();
     std::thread::Builder::new()
         .name("signals".into())

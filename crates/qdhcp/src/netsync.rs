@@ -14,7 +14,7 @@ use qdhcp_dataplane::Dataplane;
 use qdhcp_dns::server::{open_sockets as open_dns_sockets, DnsServer, Settings};
 use qdhcp_dns::Zone;
 use qdhcp_plumbing::{
-    delete_link, delete_netns, ensure_vxlan, open_netns, plug, DhcpPlug, VxlanSegment,
+    delete_link, delete_netns, ensure_vxlan, netns_path, open_netns, plug, DhcpPlug, VxlanSegment,
 };
 use qdhcp_protocol::NetworkTable;
 use qdhcp_reactor::Reactor;
@@ -214,19 +214,19 @@ impl DhcpSync {
             .unwrap_or_else(|p| p.into_inner())
             .insert(net_id.into(), spec.netns.clone());
         let key = net_id.to_string();
-        if !self.dp.listeners().contains(&key) {
+        if !self.dp.is_listening(&key) {
             match socket_in(&spec.netns, &spec.inner) {
-                Ok(sock) => match open_netns(&spec.netns) {
-                    Ok(f) => match self.dp.listen(net, &key, &spec.inner, sock, Some(f)) {
+                Ok(sock) => {
+                    let ns = netns_path(&spec.netns);
+                    match self.dp.listen(net, &key, &spec.inner, sock, Some(ns)) {
                         Ok(()) => tracing::info!(
                             "network {net_id}: DHCP listening on {} in {}",
                             spec.inner,
                             spec.netns
                         ),
                         Err(e) => tracing::error!("network {net_id}: {e}"),
-                    },
-                    Err(e) => tracing::error!("network {net_id}: {e}"),
-                },
+                    }
+                }
                 Err(e) => tracing::error!(
                     "network {net_id}: cannot open DHCP socket on {}: {e:#}",
                     spec.inner
@@ -263,7 +263,7 @@ impl DhcpSync {
                 };
                 let started = dns_in(&spec.netns, &spec.inner, settings).and_then(|(srv, u, t)| {
                     let loops = self.dns_loops()?;
-                    srv.set_netns(open_netns(&spec.netns)?);
+                    srv.set_netns(netns_path(&spec.netns));
                     srv.serve_udp(&loops, u)?;
                     srv.serve_tcp(&loops, t)?;
                     srv.start_forwarder(&loops)?;

@@ -373,6 +373,27 @@ pub fn serve_options(cfg: &ServeConfig) -> ServeOptions {
     }
 }
 
+/// Every network holds a few descriptors (its DHCP socket, its DNS sockets, its namespace),
+/// so ten thousand networks need more than the usual soft limit of 1,024: the soft limit is
+/// raised to the hard one, and the hard one (as root) to the kernel's `nr_open`.
+fn raise_open_files_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(hard);
+    let want = nr_open.max(hard);
+    if setrlimit(Resource::RLIMIT_NOFILE, want, want).is_ok() {
+        return;
+    }
+    if soft < hard {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    }
+}
+
 /// Runs `qdhcp serve`; returns the exit code.
 pub fn run(args: &ServeArgs) -> i32 {
     let cfg = match resolve(args) {
@@ -402,6 +423,7 @@ pub fn run(args: &ServeArgs) -> i32 {
             return 1;
         }
     }
+    raise_open_files_limit();
     if qdhcp_plumbing::netns_dir_is_slave() {
         // started under `ip netns exec`: its private mount namespace would keep the DHCP
         // namespaces from everyone else (as it does for `ip netns add` run there)

@@ -613,3 +613,105 @@ fn provider_segments_are_validated_as_ml2_type_drivers_do() {
         .unwrap();
     assert_eq!(a.segmentation_id, Some(100));
 }
+
+/// The per-network index answers what a scan of every subnet and port answers, through
+/// creates, deletes and a reload from stored parts.
+#[test]
+fn a_networks_members_are_those_a_full_scan_finds() {
+    let mut r = Registry::default();
+    let mut env = TestEnv(0);
+    let mut nets = Vec::new();
+    for i in 0..4 {
+        let (n, _) = r
+            .create_network(
+                NetworkReq {
+                    name: Some(format!("n{i}")),
+                    network_type: Some("local".into()),
+                    ..Default::default()
+                },
+                &admin(),
+                &mut env,
+            )
+            .unwrap();
+        let (s, _) = r
+            .create_subnet(
+                SubnetReq {
+                    network_id: Some(n.id.clone()),
+                    cidr: Some(format!("10.{i}.0.0/24")),
+                    ..Default::default()
+                },
+                &admin(),
+                &mut env,
+            )
+            .unwrap();
+        for _ in 0..3 {
+            r.create_port(port(&n.id, None, Some(&s.id)), &admin(), &mut env)
+                .unwrap();
+        }
+        nets.push((n.id.clone(), s.id.clone()));
+    }
+    // one port gone, one subnet gone (with its DHCP port), one network gone
+    let victim = r
+        .ports_of(&nets[0].0)
+        .find(|p| p.device_owner != DHCP_OWNER)
+        .unwrap()
+        .id
+        .clone();
+    r.delete_port(&victim).unwrap();
+    let p1: Vec<String> = r
+        .ports_of(&nets[1].0)
+        .filter(|p| p.device_owner != DHCP_OWNER)
+        .map(|p| p.id.clone())
+        .collect();
+    for p in p1 {
+        r.delete_port(&p).unwrap();
+    }
+    r.delete_subnet(&nets[1].1, &mut env).unwrap();
+    let p2: Vec<String> = r
+        .ports_of(&nets[2].0)
+        .filter(|p| p.device_owner != DHCP_OWNER)
+        .map(|p| p.id.clone())
+        .collect();
+    for p in p2 {
+        r.delete_port(&p).unwrap();
+    }
+    r.delete_network(&nets[2].0).unwrap();
+    let check = |r: &Registry| {
+        for (n, _) in &nets {
+            let scan_ports: Vec<&str> = r
+                .ports()
+                .filter(|p| &p.network_id == n)
+                .map(|p| p.id.as_str())
+                .collect();
+            let index_ports: Vec<&str> = r.ports_of(n).map(|p| p.id.as_str()).collect();
+            assert_eq!(index_ports, scan_ports, "ports of {n}");
+            let scan_subnets: Vec<&str> = r
+                .subnets()
+                .filter(|s| &s.network_id == n)
+                .map(|s| s.id.as_str())
+                .collect();
+            let index_subnets: Vec<&str> = r.subnets_of(n).map(|s| s.id.as_str()).collect();
+            assert_eq!(index_subnets, scan_subnets, "subnets of {n}");
+            assert_eq!(
+                r.dhcp_port(n).map(|p| p.id.as_str()),
+                r.ports()
+                    .find(|p| &p.network_id == n && p.device_owner == DHCP_OWNER)
+                    .map(|p| p.id.as_str())
+            );
+        }
+    };
+    check(&r);
+    assert_eq!(
+        r.ports_of(&nets[0].0).count(),
+        3,
+        "DHCP port and two others"
+    );
+    assert_eq!(r.ports_of(&nets[1].0).count(), 0);
+    assert_eq!(r.subnets_of(&nets[2].0).count(), 0);
+    let reloaded = Registry::from_parts(
+        r.networks().cloned().collect(),
+        r.subnets().cloned().collect(),
+        r.ports().cloned().collect(),
+    );
+    check(&reloaded);
+}
