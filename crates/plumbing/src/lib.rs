@@ -485,6 +485,26 @@ pub fn ensure_vlan(v: &VlanSegment) -> Result<(), PlumbError> {
     })
 }
 
+/// Puts the interface `iface` (a flat network's physical interface) into `bridge`, both up,
+/// creating the bridge unless it exists.
+pub fn ensure_in_bridge(iface: &str, bridge: &str) -> Result<(), PlumbError> {
+    ensure_bridge(bridge)?;
+    let (iface, bridge) = (iface.to_string(), bridge.to_string());
+    in_netns(None, move |h| async move {
+        let idx = link_index(&h, &iface).await?.ok_or_else(|| {
+            PlumbError::Netlink(format!("physical interface {iface} does not exist"))
+        })?;
+        let br = link_index(&h, &bridge)
+            .await?
+            .ok_or_else(|| PlumbError::Netlink(format!("bridge {bridge} missing")))?;
+        h.link()
+            .set(LinkUnspec::new_with_index(idx).controller(br).up().build())
+            .execute()
+            .await
+            .map_err(nl("interface into bridge"))
+    })
+}
+
 /// Removes the link `name` from the current namespace if it exists (a segment's device or
 /// bridge when its network goes).
 pub fn delete_link(name: &str) -> Result<(), PlumbError> {

@@ -14,7 +14,8 @@ use qdhcp_dataplane::Dataplane;
 use qdhcp_dns::server::{open_sockets as open_dns_sockets, DnsServer, Settings};
 use qdhcp_dns::Zone;
 use qdhcp_plumbing::{
-    delete_link, delete_netns, ensure_vxlan, netns_path, open_netns, plug, DhcpPlug, VxlanSegment,
+    delete_link, delete_netns, ensure_in_bridge, ensure_vlan, ensure_vxlan, netns_path, open_netns,
+    plug, DhcpPlug, VlanSegment, VxlanSegment,
 };
 use qdhcp_protocol::NetworkTable;
 use qdhcp_reactor::Reactor;
@@ -28,19 +29,37 @@ fn segment_bridge(net_id: &str) -> String {
     format!("brq{}", net_id.chars().take(11).collect::<String>())
 }
 
+/// The bridge a network's DHCP tap goes into, as the linuxbridge agent plumbs it: a VXLAN or
+/// VLAN segment's own `brq<network>`; a flat network's mapped bridge (`bridge_mappings`), or
+/// else `brq<network>` holding its mapped interface (`physical_interface_mappings`).
+fn bridge_of(cfg: &ServeConfig, n: &qdhcp_registry::Network) -> Option<String> {
+    let physnet = n.physical_network.as_ref();
+    match n.network_type.as_str() {
+        "vxlan" | "vlan" => Some(segment_bridge(&n.id)),
+        _ => match physnet.and_then(|p| cfg.bridge_mappings.get(p)) {
+            Some(b) => Some(b.clone()),
+            None => physnet
+                .filter(|p| cfg.interface_mappings.contains_key(*p))
+                .map(|_| segment_bridge(&n.id)),
+        },
+    }
+}
+
+/// Links plumbed for a network's segment, removed with it.
+#[derive(Debug, Clone)]
+struct Plumbed {
+    /// What they are, for the log.
+    what: String,
+    /// Links to delete, in order.
+    links: Vec<String>,
+}
+
 /// Names derived from a network and its DHCP port, as Neutron's agent names them.
 fn plug_for(cfg: &ServeConfig, reg: &Registry, net_id: &str, port: &Port) -> DhcpPlug {
     let short: String = port.id.chars().take(11).collect();
     let ns_id: String = net_id.chars().take(cfg.namespace_id_chars).collect();
     let net = reg.network(net_id);
-    let bridge = match net.map(|n| n.network_type.as_str()) {
-        // a segment's own bridge, as the linuxbridge agent names it
-        Some("vxlan") => Some(segment_bridge(net_id)),
-        _ => net
-            .and_then(|n| n.physical_network.as_ref())
-            .and_then(|p| cfg.bridge_mappings.get(p))
-            .cloned(),
-    };
+    let bridge = net.and_then(|n| bridge_of(cfg, n));
     let addrs = port
         .fixed_ips
         .iter()
@@ -64,8 +83,9 @@ pub struct DhcpSync {
     dp: Arc<Dataplane>,
     cfg: ServeConfig,
     plugged: Mutex<HashMap<String, String>>,
-    /// VXLAN segments plumbed, by network, to remove with it.
-    segments: Mutex<HashMap<String, VxlanSegment>>,
+    /// Segments plumbed (VXLAN, VLAN, a flat network's interface), by network, to remove
+    /// with it.
+    segments: Mutex<HashMap<String, Plumbed>>,
     /// Each network's DNS server, on its DHCP port.
     dns: Mutex<HashMap<String, Arc<DnsServer>>>,
     /// The event loops serving every network's DNS sockets (started with the first).
@@ -126,57 +146,84 @@ impl DhcpSync {
             .unwrap_or_else(|p| p.into_inner())
             .remove(net_id);
         if let Some(seg) = seg {
-            for link in [seg.device(), seg.bridge.clone()] {
-                if let Err(e) = delete_link(&link) {
+            for link in &seg.links {
+                if let Err(e) = delete_link(link) {
                     tracing::error!("network {net_id}: {e}");
                 }
             }
-            tracing::info!(
-                "network {net_id}: {} and {} removed",
-                seg.device(),
-                seg.bridge
-            );
+            tracing::info!("network {net_id}: {} removed", seg.what);
         }
     }
 
-    /// Plumbs a VXLAN network's segment (bridge and `vxlan-<vni>`), as the linuxbridge agent.
+    /// Plumbs a network's segment as the linuxbridge agent does: VXLAN (bridge and
+    /// `vxlan-<vni>`), VLAN (bridge and `<interface>.<vid>`), or a flat network's mapped
+    /// interface in its bridge.
     fn plumb_segment(&self, reg: &Registry, net_id: &str) {
         let Some(n) = reg.network(net_id) else { return };
-        if n.network_type == "vlan" {
-            tracing::warn!(
-                "network {net_id}: VLAN {} is allocated but not plumbed by this version (no VLAN sub-interface); its DHCP port is not reachable from the segment",
-                n.segmentation_id.map(|i| i.to_string()).unwrap_or_default()
-            );
-            return;
-        }
-        let (Some(vni), "vxlan") = (n.segmentation_id, n.network_type.as_str()) else {
-            return;
+        let physnet = n.physical_network.clone().unwrap_or_default();
+        let plumbed = match (n.network_type.as_str(), n.segmentation_id) {
+            ("vxlan", Some(vni)) => {
+                let Some(local) = self.cfg.vxlan.local_ip else {
+                    tracing::warn!("network {net_id}: VXLAN {vni} is not plumbed: no --local-ip");
+                    return;
+                };
+                let seg = VxlanSegment {
+                    vni,
+                    local,
+                    group: self.cfg.vxlan.group,
+                    port: self.cfg.vxlan.port,
+                    bridge: segment_bridge(net_id),
+                };
+                ensure_vxlan(&seg).map(|()| Plumbed {
+                    what: format!(
+                        "{} in {} (local {local}, group {})",
+                        seg.device(),
+                        seg.bridge,
+                        seg.group
+                    ),
+                    links: vec![seg.device(), seg.bridge.clone()],
+                })
+            }
+            ("vlan", Some(vid)) => {
+                let Some(parent) = self.cfg.interface_mappings.get(&physnet) else {
+                    tracing::warn!("network {net_id}: VLAN {vid} on {physnet} is not plumbed: no --physical-interface-mappings for {physnet}");
+                    return;
+                };
+                let seg = VlanSegment {
+                    parent: parent.clone(),
+                    vid: vid as u16,
+                    bridge: segment_bridge(net_id),
+                };
+                ensure_vlan(&seg).map(|()| Plumbed {
+                    what: format!("{} in {}", seg.device(), seg.bridge),
+                    links: vec![seg.device(), seg.bridge.clone()],
+                })
+            }
+            ("flat", _) if !self.cfg.bridge_mappings.contains_key(&physnet) => {
+                let Some(iface) = self.cfg.interface_mappings.get(&physnet) else {
+                    return;
+                };
+                let bridge = segment_bridge(net_id);
+                ensure_in_bridge(iface, &bridge).map(|()| Plumbed {
+                    what: format!("{iface} in {bridge}"),
+                    // deleting the bridge releases the interface
+                    links: vec![bridge.clone()],
+                })
+            }
+            _ => return,
         };
-        let Some(local) = self.cfg.vxlan.local_ip else {
-            tracing::warn!("network {net_id}: VXLAN {vni} is not plumbed: no --local-ip");
-            return;
-        };
-        let seg = VxlanSegment {
-            vni,
-            local,
-            group: self.cfg.vxlan.group,
-            port: self.cfg.vxlan.port,
-            bridge: segment_bridge(net_id),
-        };
-        match ensure_vxlan(&seg) {
-            Ok(()) => {
-                tracing::info!(
-                    "network {net_id}: {} in {} (local {local}, group {})",
-                    seg.device(),
-                    seg.bridge,
-                    seg.group
-                );
+        match plumbed {
+            Ok(p) => {
+                tracing::info!("network {net_id}: {}", p.what);
                 self.segments
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .insert(net_id.into(), seg);
+                    .insert(net_id.into(), p);
             }
-            Err(e) => tracing::error!("network {net_id}: VXLAN {vni}: {e}"),
+            Err(e) => tracing::error!(
+                "network {net_id}: {} segment not plumbed: {e}",
+                n.network_type
+            ),
         }
     }
 

@@ -116,6 +116,11 @@ pub struct ServeArgs {
     /// VXLAN UDP port [default: 0, the kernel's 8472, as the linuxbridge agent].
     #[arg(long)]
     pub vxlan_port: Option<u16>,
+    /// Neutron's `physical_interface_mappings`: PHYSNET:INTERFACE[,…]. A VLAN network on
+    /// PHYSNET gets a sub-interface `INTERFACE.<vid>` in its bridge `brq<network>`; a flat
+    /// network on a PHYSNET without a bridge mapping gets INTERFACE itself in that bridge.
+    #[arg(long)]
+    pub physical_interface_mappings: Option<String>,
 }
 
 #[derive(Deserialize, Default, Debug)]
@@ -144,6 +149,7 @@ struct FileConfig {
     local_ip: Option<std::net::Ipv4Addr>,
     vxlan_group: Option<std::net::Ipv4Addr>,
     vxlan_port: Option<u16>,
+    physical_interface_mappings: Option<String>,
     database: Option<String>,
 }
 
@@ -156,6 +162,8 @@ pub struct ServeConfig {
     pub listen: SocketAddr,
     /// physnet → bridge.
     pub bridge_mappings: HashMap<String, String>,
+    /// physnet → physical interface (VLAN sub-interfaces, flat networks without a bridge).
+    pub interface_mappings: HashMap<String, String>,
     /// Namespace prefix.
     pub namespace_prefix: String,
     /// Characters of the network id in namespace names.
@@ -314,6 +322,14 @@ pub fn resolve(a: &ServeArgs) -> anyhow::Result<ServeConfig> {
             .unwrap_or_else(|| PathBuf::from("qdhcp-state")),
         listen,
         bridge_mappings: mappings,
+        interface_mappings: match a
+            .physical_interface_mappings
+            .as_ref()
+            .or(file.physical_interface_mappings.as_ref())
+        {
+            Some(m) => parse_mappings(m).context("physical_interface_mappings")?,
+            None => HashMap::new(),
+        },
         namespace_prefix: a
             .namespace_prefix
             .clone()
