@@ -123,6 +123,20 @@ impl Control {
         Ok(value)
     }
 
+    /// Tells the DHCP side about each of `ids`, taking the lock for one network at a time so
+    /// that API requests go on meanwhile (the reconcile pass after a fast start).
+    pub fn sync_each(&self, ids: impl IntoIterator<Item = String>) -> usize {
+        let mut n = 0;
+        for id in ids {
+            let reg = self.read();
+            if reg.network(&id).is_some() {
+                self.dhcp.apply(&reg, &[Effect::NetworkChanged(id)]);
+                n += 1;
+            }
+        }
+        n
+    }
+
     /// Tells the DHCP side about every network (at start).
     pub fn sync_all(&self) {
         let reg = self.read();

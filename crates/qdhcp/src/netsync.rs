@@ -14,8 +14,8 @@ use qdhcp_dataplane::Dataplane;
 use qdhcp_dns::server::{open_sockets as open_dns_sockets, DnsServer, Settings};
 use qdhcp_dns::Zone;
 use qdhcp_plumbing::{
-    delete_link, delete_netns, ensure_in_bridge, ensure_vlan, ensure_vxlan, netns_path, open_netns,
-    plug, DhcpPlug, VlanSegment, VxlanSegment,
+    delete_link, delete_netns, ensure_in_bridge, ensure_vlan, ensure_vxlan, netns_exists,
+    netns_path, open_netns, plug, DhcpPlug, VlanSegment, VxlanSegment,
 };
 use qdhcp_protocol::NetworkTable;
 use qdhcp_reactor::Reactor;
@@ -225,6 +225,82 @@ impl DhcpSync {
                 n.network_type
             ),
         }
+    }
+
+    /// At start: every network whose namespace survived (a restart, even after kill -9) is
+    /// served at once from its table, its DHCP socket opened by one thread that visits the
+    /// namespaces in turn; checking and repairing the plumbing (bridges, segments, addresses,
+    /// DNS) is left to [`DhcpSync::sync_network`], which the caller runs afterwards network by
+    /// network. Returns the networks served and those left for that pass.
+    pub fn serve_existing(&self, reg: &Registry) -> (usize, Vec<String>) {
+        let mut found = Vec::new();
+        let mut left = Vec::new();
+        for n in reg.networks() {
+            let net_id = n.id.as_str();
+            let (subnets, global) = subnets_for(reg, net_id, &self.cfg.dhcp);
+            let Some(port) = reg.dhcp_port(net_id).filter(|_| !subnets.is_empty()) else {
+                left.push(net_id.to_string());
+                continue;
+            };
+            let spec = plug_for(&self.cfg, reg, net_id, port);
+            if self.dp.is_listening(net_id) || !netns_exists(&spec.netns) {
+                left.push(net_id.to_string());
+                continue;
+            }
+            let res: Vec<_> = reg
+                .ports_of(net_id)
+                .filter_map(|p| reservation_for(reg, p))
+                .collect();
+            let mut t = NetworkTable::new(subnets, res);
+            t.global_options = global;
+            t.domain = self.cfg.dhcp.domain.clone();
+            let net = self.dp.add_network(net_id, t);
+            found.push((net_id.to_string(), net, spec));
+        }
+        let wanted: Vec<(String, String)> = found
+            .iter()
+            .map(|(_, _, s)| (s.netns.clone(), s.inner.clone()))
+            .collect();
+        let opened = std::thread::spawn(move || {
+            let home = std::fs::File::open("/proc/thread-self/ns/net");
+            let out: Vec<anyhow::Result<socket2::Socket>> = wanted
+                .iter()
+                .map(|(ns, inner)| {
+                    let f = open_netns(ns)?;
+                    nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET)?;
+                    Ok(open_dhcp_socket(inner)?)
+                })
+                .collect();
+            if let Ok(h) = home {
+                let _ = nix::sched::setns(h, nix::sched::CloneFlags::CLONE_NEWNET);
+            }
+            out
+        })
+        .join()
+        .unwrap_or_default();
+        let mut served = 0;
+        for ((net_id, net, spec), sock) in found.into_iter().zip(opened) {
+            let listening = sock.and_then(|sock| {
+                let ns = netns_path(&spec.netns);
+                Ok(self.dp.listen(net, &net_id, &spec.inner, sock, Some(ns))?)
+            });
+            match listening {
+                Ok(()) => {
+                    served += 1;
+                    self.plugged
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(net_id.clone(), spec.netns.clone());
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        "network {net_id}: not served before its plumbing is checked: {e:#}"
+                    );
+                    left.insert(0, net_id);
+                }
+            }
+        }
+        (served, left)
     }
 
     fn sync_network(&self, reg: &Registry, net_id: &str) {

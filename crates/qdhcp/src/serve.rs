@@ -501,8 +501,39 @@ fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         sync.clone(),
         cfg.segments.clone(),
     )?);
-    // Reconcile namespaces, tables and listeners with what the registry holds.
-    control.sync_all();
+    // Serve at once every network whose namespace survived (a restart), then check and repair
+    // every network's plumbing in the background, one network at a time, while the API runs.
+    let t0 = std::time::Instant::now();
+    let (served, mut left) = {
+        let reg = control.read();
+        sync.serve_existing(&reg)
+    };
+    if served > 0 {
+        tracing::info!(
+            "{served} networks served again in {} ms; checking their plumbing in the background",
+            t0.elapsed().as_millis()
+        );
+    }
+    {
+        let reg = control.read();
+        let known: std::collections::HashSet<String> = left.iter().cloned().collect();
+        left.extend(
+            reg.networks()
+                .map(|n| n.id.clone())
+                .filter(|id| !known.contains(id)),
+        );
+    }
+    let reconcile = control.clone();
+    std::thread::Builder::new()
+        .name("reconcile".into())
+        .spawn(move || {
+            let t0 = std::time::Instant::now();
+            let n = reconcile.sync_each(left);
+            tracing::info!(
+                "plumbing of {n} networks checked in {} ms",
+                t0.elapsed().as_millis()
+            );
+        })?;
 
     let house = dp.clone();
     std::thread::Builder::new()

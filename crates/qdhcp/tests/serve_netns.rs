@@ -389,6 +389,9 @@ fn kill_9_and_restart_keep_api_objects_and_renewals_get_ack() {
 
     srv.kill9();
     let _srv2 = h.start();
+    // its namespace survived: it is served before its plumbing is checked
+    h.wait_log("1 networks served again");
+    h.wait_log("plumbing of 1 networks checked");
     let (_, after) = h.http("GET", "/v2.0/ports", None);
     assert_eq!(
         before, after,
