@@ -67,12 +67,10 @@ impl OptionLayers<'_> {
     fn codes(&self) -> impl Iterator<Item = u8> + '_ {
         let mut all: Vec<u8> = self
             .computed
-            .0
-            .keys()
-            .chain(self.global.0.keys())
-            .chain(self.subnet.into_iter().flat_map(|s| s.0.keys()))
-            .chain(self.host.into_iter().flat_map(|h| h.0.keys()))
-            .copied()
+            .codes()
+            .chain(self.global.codes())
+            .chain(self.subnet.into_iter().flat_map(|s| s.codes()))
+            .chain(self.host.into_iter().flat_map(|h| h.codes()))
             .collect();
         all.sort_unstable();
         all.dedup();

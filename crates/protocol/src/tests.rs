@@ -200,7 +200,9 @@ fn replies_are_padded_to_bootp_minimum_and_respect_max_size() {
     for code in 200..230u8 {
         big.set_text(code, &"x".repeat(200), false).unwrap();
     }
-    t.subnets[0].options.0.extend(big.0);
+    for (code, w) in big.iter() {
+        t.subnets[0].options.insert(code, w.clone());
+    }
     let policy = Policy::default();
     let ctx = Context {
         iface: "i",

@@ -170,8 +170,8 @@ impl Reservation {
         }
         let mut o = self.options.clone();
         for c in applying {
-            for (code, v) in &c.options.0 {
-                o.0.insert(*code, v.clone());
+            for (code, v) in c.options.iter() {
+                o.insert(code, v.clone());
             }
         }
         std::borrow::Cow::Owned(o)

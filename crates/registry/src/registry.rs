@@ -90,11 +90,27 @@ pub struct Registry {
     segments: SegmentConfig,
 }
 
-/// The subnets and ports of one network.
+/// The subnets and ports of one network, each list sorted by id. Sorted vectors, not
+/// B-tree sets: a network has a few members, and an empty B-tree node costs hundreds of bytes
+/// (ten thousand networks are meant to fit in tens of megabytes).
 #[derive(Debug, Default, Clone)]
 struct Members {
-    subnets: std::collections::BTreeSet<String>,
-    ports: std::collections::BTreeSet<String>,
+    subnets: Vec<String>,
+    ports: Vec<String>,
+}
+
+/// Inserts `id` into the sorted `v` unless present.
+fn insert_sorted(v: &mut Vec<String>, id: &str) {
+    if let Err(i) = v.binary_search_by(|x| x.as_str().cmp(id)) {
+        v.insert(i, id.to_string());
+    }
+}
+
+/// Removes `id` from the sorted `v` if present.
+fn remove_sorted(v: &mut Vec<String>, id: &str) {
+    if let Ok(i) = v.binary_search_by(|x| x.as_str().cmp(id)) {
+        v.remove(i);
+    }
 }
 
 fn parse_ip(field: &str, s: &str) -> Result<Ipv4Addr, RegistryError> {
@@ -131,27 +147,21 @@ impl Registry {
     }
 
     fn index_subnet(&mut self, s: &Subnet) {
-        self.members
-            .entry(s.network_id.clone())
-            .or_default()
-            .subnets
-            .insert(s.id.clone());
+        let m = self.members.entry(s.network_id.clone()).or_default();
+        insert_sorted(&mut m.subnets, &s.id);
     }
 
     fn unindex_subnet(&mut self, id: &str) {
         if let Some(s) = self.subnets.get(id) {
             if let Some(m) = self.members.get_mut(&s.network_id) {
-                m.subnets.remove(id);
+                remove_sorted(&mut m.subnets, id);
             }
         }
     }
 
     fn index_port(&mut self, p: &Port) {
-        self.members
-            .entry(p.network_id.clone())
-            .or_default()
-            .ports
-            .insert(p.id.clone());
+        let m = self.members.entry(p.network_id.clone()).or_default();
+        insert_sorted(&mut m.ports, &p.id);
         self.macs
             .insert((p.network_id.clone(), p.mac_address), p.id.clone());
         for f in &p.fixed_ips {
@@ -164,7 +174,7 @@ impl Registry {
 
     fn unindex_port(&mut self, p: &Port) {
         if let Some(m) = self.members.get_mut(&p.network_id) {
-            m.ports.remove(&p.id);
+            remove_sorted(&mut m.ports, &p.id);
         }
         self.macs.remove(&(p.network_id.clone(), p.mac_address));
         for f in &p.fixed_ips {
