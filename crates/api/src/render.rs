@@ -29,7 +29,7 @@ pub fn network(reg: &Registry, n: &Network) -> Value {
         "l2_adjacency": true,
         "is_default": false,
         "qos_policy_id": null,
-        "dns_domain": "",
+        "dns_domain": n.dns_domain,
         "description": n.description,
         "tags": [],
         "created_at": n.created_at,

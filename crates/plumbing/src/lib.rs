@@ -505,6 +505,57 @@ pub fn ensure_in_bridge(iface: &str, bridge: &str) -> Result<(), PlumbError> {
     })
 }
 
+/// A link of the current namespace: its index, name and bridge (master), if any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkInfo {
+    /// Interface index.
+    pub index: u32,
+    /// Interface name.
+    pub name: String,
+    /// Index of the bridge it is a port of.
+    pub master: Option<u32>,
+}
+
+/// Every link of the current namespace (one dump).
+pub fn links() -> Result<Vec<LinkInfo>, PlumbError> {
+    in_netns(None, |h| async move {
+        use rtnetlink::packet_route::link::LinkAttribute;
+        let mut out = Vec::new();
+        let mut dump = h.link().get().execute();
+        while let Some(l) = dump.try_next().await.map_err(nl("list links"))? {
+            let mut name = String::new();
+            let mut master = None;
+            for a in &l.attributes {
+                match a {
+                    LinkAttribute::IfName(n) => name = n.clone(),
+                    LinkAttribute::Controller(m) => master = Some(*m),
+                    _ => {}
+                }
+            }
+            out.push(LinkInfo {
+                index: l.header.index,
+                name,
+                master,
+            });
+        }
+        Ok(out)
+    })
+}
+
+/// Names of the namespaces under [`NETNS_DIR`] starting with `prefix`.
+pub fn netns_with_prefix(prefix: &str) -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir(NETNS_DIR) else {
+        return Vec::new();
+    };
+    let mut v: Vec<String> = dir
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| n.starts_with(prefix))
+        .collect();
+    v.sort();
+    v
+}
+
 /// Removes the link `name` from the current namespace if it exists (a segment's device or
 /// bridge when its network goes).
 pub fn delete_link(name: &str) -> Result<(), PlumbError> {

@@ -14,8 +14,8 @@ use qdhcp_dataplane::Dataplane;
 use qdhcp_dns::server::{open_sockets as open_dns_sockets, DnsServer, Settings};
 use qdhcp_dns::Zone;
 use qdhcp_plumbing::{
-    delete_link, delete_netns, ensure_in_bridge, ensure_vlan, ensure_vxlan, netns_exists,
-    netns_path, open_netns, plug, DhcpPlug, VlanSegment, VxlanSegment,
+    delete_link, delete_netns, ensure_in_bridge, ensure_vlan, ensure_vxlan, links, netns_exists,
+    netns_path, netns_with_prefix, open_netns, plug, DhcpPlug, LinkInfo, VlanSegment, VxlanSegment,
 };
 use qdhcp_protocol::NetworkTable;
 use qdhcp_reactor::Reactor;
@@ -301,6 +301,66 @@ impl DhcpSync {
             }
         }
         (served, left)
+    }
+
+    /// After the reconcile pass, what a network deleted while this process was down (or
+    /// through another node) left behind: DHCP namespaces of no network (their veth pairs go
+    /// with them), and segment bridges `brq<network>` of no network that hold nothing but
+    /// their segment device (`vxlan-<vni>` or a VLAN sub-interface), which goes too. A bridge
+    /// that still holds anything else (a VM's tap, a physical interface) is left alone.
+    /// Returns what was removed.
+    pub fn remove_stale(&self, control: &qdhcp_api::control::Control) -> Vec<String> {
+        let ns_of = |id: &str| {
+            let id: String = id.chars().take(self.cfg.namespace_id_chars).collect();
+            format!("{}{id}", self.cfg.namespace_prefix)
+        };
+        let mut removed = Vec::new();
+        // Each removal is decided and done under the registry lock: a network created
+        // meanwhile is either seen or not plumbed yet.
+        for ns in netns_with_prefix(&self.cfg.namespace_prefix) {
+            let reg = control.read();
+            if reg.networks().any(|n| ns_of(&n.id) == ns) {
+                continue;
+            }
+            match delete_netns(&ns) {
+                Ok(()) => removed.push(ns),
+                Err(e) => tracing::warn!("stale namespace {ns}: {e}"),
+            }
+        }
+        let links = match links() {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!("cannot list links to find stale segments: {e}");
+                return removed;
+            }
+        };
+        for br in links.iter().filter(|l| l.name.starts_with("brq")) {
+            let ports: Vec<&LinkInfo> = links
+                .iter()
+                .filter(|l| l.master == Some(br.index))
+                .collect();
+            let segment_only = ports
+                .iter()
+                .all(|p| p.name.starts_with("vxlan-") || p.name.contains('.'));
+            if !segment_only {
+                continue;
+            }
+            let reg = control.read();
+            if reg.networks().any(|n| segment_bridge(&n.id) == br.name) {
+                continue;
+            }
+            for l in ports
+                .iter()
+                .map(|p| p.name.as_str())
+                .chain([br.name.as_str()])
+            {
+                match delete_link(l) {
+                    Ok(()) => removed.push(l.to_string()),
+                    Err(e) => tracing::warn!("stale link {l}: {e}"),
+                }
+            }
+        }
+        removed
     }
 
     fn sync_network(&self, reg: &Registry, net_id: &str) {

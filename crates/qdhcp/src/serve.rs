@@ -524,11 +524,19 @@ fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         );
     }
     let reconcile = control.clone();
+    let stale = sync.clone();
     std::thread::Builder::new()
         .name("reconcile".into())
         .spawn(move || {
             let t0 = std::time::Instant::now();
             let n = reconcile.sync_each(left);
+            let removed = stale.remove_stale(&reconcile);
+            if !removed.is_empty() {
+                tracing::info!(
+                    "removed what networks deleted meanwhile left behind: {}",
+                    removed.join(", ")
+                );
+            }
             tracing::info!(
                 "plumbing of {n} networks checked in {} ms",
                 t0.elapsed().as_millis()

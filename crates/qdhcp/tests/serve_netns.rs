@@ -527,6 +527,30 @@ fn dhcp_port_serves_dns_names_from_the_registry_and_follows_port_changes() {
     assert_eq!(s, 200);
     assert_eq!(short("web.openstacklocal"), "172.16.1.104");
     assert!(dig(&["host-172-16-1-104.openstacklocal"]).contains("status: NXDOMAIN"));
+    // dns-integration: the network's dns_domain is stored, shown, and its ports' names are
+    // answered under it too (the PTR keeps the server's domain)
+    let (s, n) = h.http(
+        "PUT",
+        &format!("/v2.0/networks/{net}"),
+        Some(&json!({"network": {"dns_domain": "example.org."}})),
+    );
+    assert_eq!(s, 200, "{n}");
+    assert_eq!(n["network"]["dns_domain"], "example.org.");
+    let (_, n) = h.http("GET", &format!("/v2.0/networks/{net}"), None);
+    assert_eq!(n["network"]["dns_domain"], "example.org.");
+    assert_eq!(short("web.example.org"), "172.16.1.104");
+    assert_eq!(short("web.openstacklocal"), "172.16.1.104");
+    assert_eq!(
+        dig(&["+short", "-x", "172.16.1.104"]).trim(),
+        "web.openstacklocal."
+    );
+    let (s, e) = h.http(
+        "PUT",
+        &format!("/v2.0/networks/{net}"),
+        Some(&json!({"network": {"dns_domain": "-bad-.org"}})),
+    );
+    assert_eq!(s, 400, "{e}");
+    assert_eq!(e["NeutronError"]["type"], "HTTPBadRequest", "{e}");
     let (s, _) = h.http("DELETE", &format!("/v2.0/ports/{id2}"), None);
     assert_eq!(s, 204);
     assert!(dig(&["web.openstacklocal"]).contains("status: NXDOMAIN"));
@@ -564,8 +588,8 @@ fn dhcp_port_serves_dns_names_from_the_registry_and_follows_port_changes() {
     );
     assert_eq!(
         value(&format!("qdhcp_dns_names{{network=\"{net}\"}}")),
-        4,
-        "DHCP port and vm1, each FQDN and bare"
+        6,
+        "DHCP port and vm1, each under both domains (openstacklocal, the network's example.org) and bare"
     );
 
     // dns_nameservers = 0.0.0.0: no server announced at the next lease

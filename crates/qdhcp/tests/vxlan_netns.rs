@@ -232,3 +232,109 @@ fn vms_on_another_host_get_their_addresses_over_vxlan_and_same_cidr_networks_sta
     assert!(!host_links.contains("vxlan-10"), "{host_links}");
     assert!(!host_links.contains("brq"), "{host_links}");
 }
+
+/// What networks deleted while qdhcp was down left behind goes at the next start: a DHCP
+/// namespace of no network, a segment bridge of no network holding only its `vxlan-<vni>`.
+/// A bridge of no network that still holds something else (a VM's tap) stays, as do the
+/// known network's namespace, bridge and device.
+#[test]
+fn a_restart_removes_namespaces_and_segments_of_networks_that_are_gone() {
+    if !netns_available("stale segments") {
+        return;
+    }
+    let h = Host::new("s", 60);
+    let id = format!("{:04x}", std::process::id() & 0xffff);
+    let under = format!("qtus{id}");
+    ip(&[
+        "-n",
+        &h.ns,
+        "link",
+        "add",
+        &under,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        &format!("qtup{id}"),
+    ]);
+    ip(&["-n", &h.ns, "addr", "add", "10.78.0.1/24", "dev", &under]);
+    ip(&["-n", &h.ns, "link", "set", &under, "up"]);
+    let args = ["--local-ip", "10.78.0.1", "--vni-ranges", "300:399"];
+    let mut srv = h.start_with(&args);
+    let (s, n) = h.http(
+        "POST",
+        "/v2.0/networks",
+        Some(&json!({"network": {"name": "kept"}})),
+    );
+    assert_eq!(s, 201, "{n}");
+    let net = n["network"]["id"].as_str().unwrap().to_string();
+    let (s, sub) = h.http(
+        "POST",
+        "/v2.0/subnets",
+        Some(&json!({"subnet": {"network_id": net, "cidr": "172.16.9.0/24", "ip_version": 4}})),
+    );
+    assert_eq!(s, 201, "{sub}");
+    srv.kill9();
+
+    // leftovers of networks that are gone, named as qdhcp names its own
+    let stale_ns = format!("{}deadbeef", h.prefix);
+    ip(&["netns", "add", &stale_ns]);
+    for (br, dev) in [
+        ("brqdeadbeef-00", "vxlan-390"),
+        ("brqdeadbeef-01", "vxlan-391"),
+    ] {
+        ip(&["-n", &h.ns, "link", "add", br, "type", "bridge"]);
+        ip(&[
+            "-n",
+            &h.ns,
+            "link",
+            "add",
+            dev,
+            "type",
+            "vxlan",
+            "id",
+            &dev[6..],
+            "dstport",
+            "0",
+            "group",
+            "224.0.0.1",
+            "dev",
+            &under,
+        ]);
+        ip(&["-n", &h.ns, "link", "set", dev, "master", br]);
+    }
+    // the second also holds a VM's tap: not only a segment, so it stays
+    ip(&[
+        "-n", &h.ns, "link", "add", "qttapvm", "type", "veth", "peer", "name", "qttapvm1",
+    ]);
+    ip(&[
+        "-n",
+        &h.ns,
+        "link",
+        "set",
+        "qttapvm",
+        "master",
+        "brqdeadbeef-01",
+    ]);
+
+    let _srv = h.start_with(&args);
+    h.wait_log("removed what networks deleted meanwhile left behind");
+    let l = links(&h.ns);
+    assert!(
+        !l.contains("brqdeadbeef-00") && !l.contains("vxlan-390"),
+        "{l}"
+    );
+    assert!(
+        l.contains("brqdeadbeef-01") && l.contains("vxlan-391") && l.contains("qttapvm"),
+        "{l}"
+    );
+    assert!(
+        l.contains(&format!("brq{}", &net[..11])) && l.contains("vxlan-300"),
+        "{l}"
+    );
+    let list = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    let list = String::from_utf8_lossy(&list.stdout);
+    assert!(!list.contains(&stale_ns), "{list}");
+    let kept: String = net.chars().take(15 - h.prefix.len()).collect();
+    assert!(list.contains(&format!("{}{kept}", h.prefix)), "{list}");
+}

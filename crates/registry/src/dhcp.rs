@@ -100,7 +100,8 @@ pub fn subnets_for(
 
 /// The names the network's DNS server answers, as Neutron's agent writes its addn_hosts file:
 /// for each address of each port (the DHCP port's too), `(ip, fqdn, name)` with the name
-/// `host-<ip with dashes>`, or the port's `dns_name`, under `domain`.
+/// `host-<ip with dashes>`, or the port's `dns_name`, under `domain`; with a network
+/// `dns_domain` (dns-integration), the same names under it as well.
 pub fn names_for(
     reg: &Registry,
     net_id: &str,
@@ -118,7 +119,15 @@ pub fn names_for(
                 Some(d) => format!("{name}.{}.", d.trim_end_matches('.')),
                 None => format!("{name}."),
             };
-            out.push((f.ip_address, fqdn, name));
+            let also = reg
+                .network(net_id)
+                .map(|n| n.dns_domain.trim_end_matches('.'))
+                .filter(|nd| !nd.is_empty() && Some(*nd) != domain.map(|d| d.trim_end_matches('.')))
+                .map(|nd| format!("{name}.{nd}."));
+            out.push((f.ip_address, fqdn, name.clone()));
+            if let Some(a) = also {
+                out.push((f.ip_address, a, name));
+            }
         }
     }
     out

@@ -29,6 +29,10 @@ pub struct Network {
     pub segmentation_id: Option<u32>,
     /// Free text.
     pub description: String,
+    /// `dns_domain` (Neutron's dns-integration): its ports' names are answered under it too;
+    /// empty: none. Stored objects from before it existed load with none.
+    #[serde(default)]
+    pub dns_domain: String,
     /// Creation time (ISO 8601).
     pub created_at: String,
     /// Last change (ISO 8601).

@@ -113,6 +113,43 @@ fn remove_sorted(v: &mut Vec<String>, id: &str) {
     }
 }
 
+/// A `dns_domain` as Neutron's dns-integration accepts it: a domain name of labels of letters,
+/// digits and hyphens (none at a label's ends), at most 255 characters, with or without the
+/// final dot; empty means none.
+fn valid_dns_domain(d: &str) -> Result<String, RegistryError> {
+    let d = d.trim();
+    if d.is_empty() {
+        return Ok(String::new());
+    }
+    let bad = |why: &str| {
+        invalid(
+            "dns_domain",
+            format!("'{d}' is not a valid domain name: {why}"),
+        )
+    };
+    if d.len() > 255 {
+        return Err(bad("longer than 255 characters"));
+    }
+    let labels: Vec<&str> = d.trim_end_matches('.').split('.').collect();
+    if labels.len() < 2 {
+        return Err(bad(
+            "it must have at least two labels (a domain, not a host name)",
+        ));
+    }
+    for l in labels {
+        if l.is_empty() || l.len() > 63 {
+            return Err(bad("each label has 1 to 63 characters"));
+        }
+        if l.starts_with('-') || l.ends_with('-') {
+            return Err(bad("a label cannot start or end with a hyphen"));
+        }
+        if !l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+            return Err(bad("labels hold letters, digits and hyphens only"));
+        }
+    }
+    Ok(d.to_string())
+}
+
 fn parse_ip(field: &str, s: &str) -> Result<Ipv4Addr, RegistryError> {
     s.trim()
         .parse::<Ipv4Addr>()
@@ -284,9 +321,14 @@ impl Registry {
         if !(68..=65535).contains(&mtu) {
             return Err(invalid("mtu", format!("{mtu} is not in range 68-65535")));
         }
+        let dns_domain = match req.dns_domain {
+            Some(d) => valid_dns_domain(&d)?,
+            None => String::new(),
+        };
         let now = env.now();
         let n = Network {
             id: env.new_id(),
+            dns_domain,
             name: req.name.unwrap_or_default(),
             project_id,
             admin_state_up: req.admin_state_up.unwrap_or(true),
@@ -328,6 +370,11 @@ impl Registry {
                 return Err(invalid("mtu", format!("{m} is not in range 68-65535")));
             }
         }
+        let dns_domain = req
+            .dns_domain
+            .as_deref()
+            .map(valid_dns_domain)
+            .transpose()?;
         let now = env.now();
         let n = self
             .networks
@@ -347,6 +394,9 @@ impl Registry {
         }
         if let Some(v) = req.description {
             n.description = v;
+        }
+        if let Some(v) = dns_domain {
+            n.dns_domain = v;
         }
         n.updated_at = now;
         n.revision_number += 1;

@@ -41,6 +41,8 @@ fn nullable_num<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<u32>>, 
 /// Body of `POST/PUT /v2.0/networks`.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct NetworkReq {
+    /// `dns_domain` (dns-integration); empty clears.
+    pub dns_domain: Option<String>,
     /// Display name.
     pub name: Option<String>,
     /// Administrative state.

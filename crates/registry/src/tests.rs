@@ -715,3 +715,52 @@ fn a_networks_members_are_those_a_full_scan_finds() {
     );
     check(&reloaded);
 }
+
+#[test]
+fn a_networks_dns_domain_is_validated_stored_and_cleared() {
+    let (mut r, mut env, net, _) = setup("172.16.1.200");
+    let put = |r: &mut Registry, env: &mut TestEnv, d: &str| {
+        r.update_network(
+            &net,
+            NetworkReq {
+                dns_domain: Some(d.into()),
+                ..Default::default()
+            },
+            env,
+        )
+    };
+    let (n, _) = put(&mut r, &mut env, "example.org.").unwrap();
+    assert_eq!(n.dns_domain, "example.org.");
+    for bad in [
+        "-x.org",
+        "a..org",
+        "host",
+        "ex_ample.org",
+        &format!("{}.org", "a".repeat(64)),
+    ] {
+        let e = put(&mut r, &mut env, bad).unwrap_err();
+        assert!(
+            matches!(e, RegistryError::BadRequest(ref m) if m.starts_with("Invalid input for dns_domain.")),
+            "{bad}: {e:?}"
+        );
+    }
+    assert_eq!(
+        r.network(&net).unwrap().dns_domain,
+        "example.org.",
+        "a refused update changes nothing"
+    );
+    let (n, _) = put(&mut r, &mut env, "").unwrap();
+    assert_eq!(n.dns_domain, "");
+    // names are answered under it as well as under the server's domain
+    put(&mut r, &mut env, "example.org").unwrap();
+    let names = crate::dhcp::names_for(&r, &net, Some("openstacklocal"));
+    let fqdns: Vec<&str> = names.iter().map(|(_, f, _)| f.as_str()).collect();
+    assert!(
+        fqdns.contains(&"host-172-16-1-100.openstacklocal."),
+        "{fqdns:?}"
+    );
+    assert!(
+        fqdns.contains(&"host-172-16-1-100.example.org."),
+        "{fqdns:?}"
+    );
+}
