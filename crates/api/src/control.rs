@@ -137,6 +137,16 @@ impl Control {
         n
     }
 
+    /// Records this node's heartbeat.
+    pub fn heartbeat(&self, n: &qdhcp_store::NodeRow) -> Result<(), StoreError> {
+        self.store.heartbeat(n)
+    }
+
+    /// Every node known to the database, with its last heartbeat.
+    pub fn nodes(&self) -> Result<Vec<qdhcp_store::NodeRow>, StoreError> {
+        self.store.nodes()
+    }
+
     /// Tells the DHCP side about every network (at start).
     pub fn sync_all(&self) {
         let reg = self.read();

@@ -3,6 +3,7 @@
 //! list filters, `fields=`, and errors as `{"NeutronError": {type, message, detail}}`.
 //! HTTP only: rules live in the registry, storage in the store.
 
+pub mod agents;
 pub mod auth;
 pub mod control;
 pub mod render;
@@ -39,12 +40,26 @@ pub struct ApiState {
     /// DHCP metrics provider.
     pub metrics: Option<MetricsSource>,
     requests: Mutex<BTreeMap<(String, String, u16), u64>>,
+    /// Seconds without a heartbeat after which a node is shown down (`--node-down-time`).
+    node_down: std::sync::atomic::AtomicU64,
 }
 
 impl ApiState {
+    /// Sets the seconds without a heartbeat after which a node is shown down.
+    pub fn set_node_down_secs(&self, secs: u64) {
+        self.node_down
+            .store(secs, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Seconds without a heartbeat after which a node is shown down.
+    pub fn node_down_secs(&self) -> u64 {
+        self.node_down.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Builds the state.
     pub fn new(control: Arc<Control>, auth: Auth, metrics: Option<MetricsSource>) -> Arc<Self> {
         Arc::new(ApiState {
+            node_down: std::sync::atomic::AtomicU64::new(30),
             control,
             auth,
             metrics,
@@ -120,6 +135,10 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v2.0/", get(resources))
         .route("/v2.0/extensions", get(extensions))
         .route("/v2.0/extensions/{alias}", get(extension))
+        .route("/v2.0/agents", get(agents::list))
+        .route("/v2.0/agents/{id}", get(agents::show))
+        .route("/v2.0/agents/{id}/dhcp-networks", get(agents::networks_of))
+        .route("/v2.0/networks/{id}/dhcp-agents", get(agents::agents_of))
         .route("/v2.0/{collection}", get(list).post(create))
         .route(
             "/v2.0/{collection}/{id}",
@@ -215,6 +234,8 @@ const EXTENSIONS: &[(&str, &str, &str)] = &[
     ("standard-attr-description", "standard-attr-description", "Extension to add descriptions to standard attributes"),
     ("binding", "Port Binding", "Expose port bindings of a virtual port to external application"),
     ("dns-integration", "DNS Integration", "Provides integration with DNS."),
+    ("agent", "agent", "The agent management extension."),
+    ("dhcp_agent_scheduler", "DHCP Agent Scheduler", "Schedule networks among dhcp agents"),
 ];
 
 fn ext_json(alias: &str, name: &str, desc: &str) -> Value {

@@ -116,6 +116,14 @@ pub struct ServeArgs {
     /// VXLAN UDP port [default: 0, the kernel's 8472, as the linuxbridge agent].
     #[arg(long)]
     pub vxlan_port: Option<u16>,
+    /// This node's name (Neutron's `host`), shown as its DHCP agent's host [default: the
+    /// host name].
+    #[arg(long)]
+    pub node: Option<String>,
+    /// Seconds without a heartbeat after which a node is shown down (Neutron's
+    /// `agent_down_time`); heartbeats go every third of it [default: 30].
+    #[arg(long)]
+    pub node_down_time: Option<u64>,
     /// Neutron's `physical_interface_mappings`: PHYSNET:INTERFACE[,…]. A VLAN network on
     /// PHYSNET gets a sub-interface `INTERFACE.<vid>` in its bridge `brq<network>`; a flat
     /// network on a PHYSNET without a bridge mapping gets INTERFACE itself in that bridge.
@@ -150,6 +158,8 @@ struct FileConfig {
     vxlan_group: Option<std::net::Ipv4Addr>,
     vxlan_port: Option<u16>,
     physical_interface_mappings: Option<String>,
+    node: Option<String>,
+    node_down_time: Option<u64>,
     database: Option<String>,
 }
 
@@ -164,6 +174,10 @@ pub struct ServeConfig {
     pub bridge_mappings: HashMap<String, String>,
     /// physnet → physical interface (VLAN sub-interfaces, flat networks without a bridge).
     pub interface_mappings: HashMap<String, String>,
+    /// This node's name (its DHCP agent's host).
+    pub node: String,
+    /// Seconds without a heartbeat after which a node is down.
+    pub node_down_secs: u64,
     /// Namespace prefix.
     pub namespace_prefix: String,
     /// Characters of the network id in namespace names.
@@ -322,6 +336,19 @@ pub fn resolve(a: &ServeArgs) -> anyhow::Result<ServeConfig> {
             .unwrap_or_else(|| PathBuf::from("qdhcp-state")),
         listen,
         bridge_mappings: mappings,
+        node: match a.node.clone().or(file.node) {
+            Some(n) if n.trim().is_empty() => anyhow::bail!("node must not be empty"),
+            Some(n) => n,
+            None => nix::unistd::gethostname()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .unwrap_or_else(|| "localhost".into()),
+        },
+        node_down_secs: match a.node_down_time.or(file.node_down_time) {
+            Some(0) => anyhow::bail!("node_down_time must be at least 1 second"),
+            Some(n) => n,
+            None => 30,
+        },
         interface_mappings: match a
             .physical_interface_mappings
             .as_ref()
@@ -408,6 +435,47 @@ fn raise_open_files_limit() {
     if soft < hard {
         let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
     }
+}
+
+/// Records this node in the database and keeps its heartbeat going (every third of the down
+/// time), so that Neutron's agent API shows it alive; it keeps the agent id it had before.
+fn start_heartbeats(
+    control: &Arc<qdhcp_api::control::Control>,
+    cfg: &ServeConfig,
+) -> anyhow::Result<()> {
+    let fmt = qdhcp_api::agents::AGENT_TIME;
+    let id = control
+        .nodes()?
+        .into_iter()
+        .find(|n| n.host == cfg.node)
+        .map(|n| n.id)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let started = chrono::Utc::now().format(fmt).to_string();
+    let row = |at: String| qdhcp_store::NodeRow {
+        host: cfg.node.clone(),
+        id: id.clone(),
+        started_at: started.clone(),
+        heartbeat_at: at,
+    };
+    control.heartbeat(&row(started.clone()))?;
+    tracing::info!(
+        "node {} (DHCP agent {id}) heartbeats every {} s",
+        cfg.node,
+        (cfg.node_down_secs / 3).max(1)
+    );
+    let every = std::time::Duration::from_secs((cfg.node_down_secs / 3).max(1));
+    let c = control.clone();
+    let mut next = row(started.clone());
+    std::thread::Builder::new()
+        .name("heartbeat".into())
+        .spawn(move || loop {
+            std::thread::sleep(every);
+            next.heartbeat_at = chrono::Utc::now().format(fmt).to_string();
+            if let Err(e) = c.heartbeat(&next) {
+                tracing::warn!("heartbeat not recorded: {e}");
+            }
+        })?;
+    Ok(())
 }
 
 /// Runs `qdhcp serve`; returns the exit code.
@@ -562,7 +630,9 @@ fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     let msync = sync.clone();
     let metrics: qdhcp_api::MetricsSource =
         Arc::new(move || mdp.prometheus() + &qdhcp_dns::server::prometheus(&msync.dns_servers()));
+    start_heartbeats(&control, &cfg)?;
     let state = ApiState::new(control, auth, Some(metrics));
+    state.set_node_down_secs(cfg.node_down_secs);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -57,6 +57,26 @@ fn openstack_cli_walkthrough_serves_the_vm_and_port_delete_naks_its_renewal() {
         "flat_subnet",
     ]);
     assert_eq!(s["cidr"], "172.16.1.0/24");
+    // the node is a live DHCP agent, and the one serving the network, as the CLI shows agents
+    let agents = h.openstack_json(&["network", "agent", "list"]);
+    let agents = agents.as_array().unwrap();
+    assert_eq!(agents.len(), 1, "{agents:?}");
+    assert_eq!(agents[0]["Agent Type"], "DHCP agent", "{agents:?}");
+    assert_eq!(agents[0]["Alive"], true, "{agents:?}");
+    assert_eq!(agents[0]["Binary"], "neutron-dhcp-agent", "{agents:?}");
+    let host = agents[0]["Host"].as_str().unwrap().to_string();
+    let serving = h.openstack_json(&["network", "agent", "list", "--network", "flat_net"]);
+    assert_eq!(serving.as_array().unwrap().len(), 1, "{serving:?}");
+    assert_eq!(serving[0]["Host"], host.as_str());
+    let id = agents[0]["ID"].as_str().unwrap().to_string();
+    let (s, nets) = h.http("GET", &format!("/v2.0/agents/{id}/dhcp-networks"), None);
+    assert_eq!(s, 200);
+    assert_eq!(nets["networks"][0]["name"], "flat_net", "{nets}");
+    let (s, e) = h.http("GET", "/v2.0/agents/no-such-agent", None);
+    assert_eq!(
+        (s, e["NeutronError"]["type"].as_str()),
+        (404, Some("AgentNotFound"))
+    );
     // Neutron's refusals, with its status codes and error types, as the CLI shows them
     let (ok, text) = h.openstack(&[
         "network",
@@ -704,7 +724,15 @@ fn serve_on_postgresql_keeps_the_registry_across_kill_9() {
     };
     let url = pg.url();
     let mut h = Host::new("p", 60);
-    let mut srv = h.start_with(&["--database", &url]);
+    let node_a = [
+        "--database",
+        &url,
+        "--node",
+        "node-a",
+        "--node-down-time",
+        "3",
+    ];
+    let mut srv = h.start_with(&node_a);
     let (s, n) = h.http("POST", "/v2.0/networks", Some(&json!({"network": {"name": "flat_net", "provider:network_type": "flat", "provider:physical_network": "physnet1"}})));
     assert_eq!(s, 201, "{n}");
     let net = n["network"]["id"].as_str().unwrap().to_string();
@@ -714,6 +742,10 @@ fn serve_on_postgresql_keeps_the_registry_across_kill_9() {
         Some(&json!({"subnet": {"network_id": net, "cidr": "172.16.1.0/24", "ip_version": 4}})),
     );
     assert_eq!(s, 201);
+    let (_, a) = h.http("GET", "/v2.0/agents", None);
+    assert_eq!(a["agents"][0]["host"], "node-a", "{a}");
+    assert_eq!(a["agents"][0]["alive"], true, "{a}");
+    let agent_a = a["agents"][0]["id"].clone();
     let (s, p) = h.http(
         "POST",
         "/v2.0/ports",
@@ -731,9 +763,40 @@ fn serve_on_postgresql_keeps_the_registry_across_kill_9() {
     );
     d.release();
     srv.kill9();
-    let _srv = h.start_with(&["--database", &url]);
+    // another node on the same database: node-a shows down once its heartbeats are older than
+    // the down time, and node-b alive, serving the network
+    let _srv = h.start_with(&[
+        "--database",
+        &url,
+        "--node",
+        "node-b",
+        "--node-down-time",
+        "3",
+    ]);
     let (_, ports) = h.http("GET", "/v2.0/ports?name=vm1", None);
     assert_eq!(ports["ports"][0]["mac_address"], mac.as_str(), "{ports}");
+    std::thread::sleep(Duration::from_secs(5));
+    let (_, a) = h.http("GET", "/v2.0/agents", None);
+    let by_host = |host: &str| {
+        a["agents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["host"] == host)
+            .cloned()
+            .unwrap_or_else(|| panic!("{host} missing: {a}"))
+    };
+    assert_eq!(by_host("node-a")["alive"], false, "{a}");
+    assert_eq!(by_host("node-a")["id"], agent_a, "the agent id is kept");
+    assert_eq!(by_host("node-b")["alive"], true, "{a}");
+    let (_, serving) = h.http("GET", &format!("/v2.0/networks/{net}/dhcp-agents"), None);
+    let hosts: Vec<&str> = serving["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|x| x["host"].as_str())
+        .collect();
+    assert_eq!(hosts, ["node-b"], "{serving}");
     let dir = tempfile::tempdir().unwrap();
     let (ok, _d) = dhclient_at(dir.path(), &vm, 20);
     assert!(ok, "served again from the database");

@@ -63,22 +63,52 @@ enum Backend {
 /// The schema, as forward-only migrations: (version, SQLite statements, PostgreSQL statements).
 /// A database is brought to the last version at open; a version is never changed once
 /// released, only followed by a new one.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "CREATE TABLE IF NOT EXISTS objects (
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "CREATE TABLE IF NOT EXISTS objects (
         kind TEXT NOT NULL,
         id   TEXT NOT NULL,
         body TEXT NOT NULL,
         PRIMARY KEY (kind, id)
     );",
-    "CREATE TABLE IF NOT EXISTS objects (
+        "CREATE TABLE IF NOT EXISTS objects (
         kind TEXT NOT NULL,
         id   TEXT NOT NULL,
         body TEXT NOT NULL,
         seq  BIGSERIAL,
         PRIMARY KEY (kind, id)
     );",
-)];
+    ),
+    (
+        2,
+        "CREATE TABLE IF NOT EXISTS nodes (
+        host         TEXT PRIMARY KEY,
+        id           TEXT NOT NULL,
+        started_at   TEXT NOT NULL,
+        heartbeat_at TEXT NOT NULL
+    );",
+        "CREATE TABLE IF NOT EXISTS nodes (
+        host         TEXT PRIMARY KEY,
+        id           TEXT NOT NULL,
+        started_at   TEXT NOT NULL,
+        heartbeat_at TEXT NOT NULL
+    );",
+    ),
+];
+
+/// A qdhcp node as its heartbeats record it: what Neutron shows as a DHCP agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeRow {
+    /// The node's name (Neutron's `host`).
+    pub host: String,
+    /// Its agent id, kept across restarts.
+    pub id: String,
+    /// When it last started (`YYYY-MM-DD HH:MM:SS`, UTC, as Neutron shows agent times).
+    pub started_at: String,
+    /// Its last heartbeat, same format.
+    pub heartbeat_at: String,
+}
 
 /// The object rows, in the order they were first written, back into a registry.
 fn decode(
@@ -249,6 +279,45 @@ impl Store {
         let rows: Vec<(String, String, String)> =
             rows.collect::<Result<_, _>>().map_err(|e| self.err(e))?;
         decode(rows, &self.path)
+    }
+
+    /// Records a node's heartbeat (and its start): the row is made on the first one, and the
+    /// node keeps the agent id it had.
+    pub fn heartbeat(&self, n: &NodeRow) -> Result<(), StoreError> {
+        let conn = match &self.backend {
+            Backend::Sqlite { conn, .. } => conn.lock().unwrap_or_else(|p| p.into_inner()),
+            Backend::Postgres(pg) => return pg.heartbeat(n),
+        };
+        conn.execute(
+            "INSERT INTO nodes (host, id, started_at, heartbeat_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT(host) DO UPDATE SET started_at = excluded.started_at,
+                                             heartbeat_at = excluded.heartbeat_at",
+            params![n.host, n.id, n.started_at, n.heartbeat_at],
+        )
+        .map(|_| ())
+        .map_err(|e| self.err(e))
+    }
+
+    /// Every node that ever sent a heartbeat, by host.
+    pub fn nodes(&self) -> Result<Vec<NodeRow>, StoreError> {
+        let conn = match &self.backend {
+            Backend::Sqlite { conn, .. } => conn.lock().unwrap_or_else(|p| p.into_inner()),
+            Backend::Postgres(pg) => return pg.nodes(),
+        };
+        let mut stmt = conn
+            .prepare("SELECT host, id, started_at, heartbeat_at FROM nodes ORDER BY host")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(NodeRow {
+                    host: r.get(0)?,
+                    id: r.get(1)?,
+                    started_at: r.get(2)?,
+                    heartbeat_at: r.get(3)?,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
     }
 
     /// Persists the changes of one operation in one transaction.

@@ -178,6 +178,42 @@ impl PgStore {
         off_runtime(|| self.apply_here(reg, changes))
     }
 
+    /// See [`crate::Store::heartbeat`].
+    pub fn heartbeat(&self, n: &crate::NodeRow) -> Result<(), StoreError> {
+        off_runtime(|| {
+            self.client()?
+                .execute(
+                    "INSERT INTO nodes (host, id, started_at, heartbeat_at) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (host) DO UPDATE SET started_at = excluded.started_at,
+                                                      heartbeat_at = excluded.heartbeat_at",
+                    &[&n.host, &n.id, &n.started_at, &n.heartbeat_at],
+                )
+                .map(|_| ())
+                .map_err(|e| self.err(e))
+        })
+    }
+
+    /// See [`crate::Store::nodes`].
+    pub fn nodes(&self) -> Result<Vec<crate::NodeRow>, StoreError> {
+        off_runtime(|| {
+            Ok(self
+                .client()?
+                .query(
+                    "SELECT host, id, started_at, heartbeat_at FROM nodes ORDER BY host",
+                    &[],
+                )
+                .map_err(|e| self.err(e))?
+                .into_iter()
+                .map(|r| crate::NodeRow {
+                    host: r.get(0),
+                    id: r.get(1),
+                    started_at: r.get(2),
+                    heartbeat_at: r.get(3),
+                })
+                .collect())
+        })
+    }
+
     fn apply_here(&self, reg: &Registry, changes: &[Change]) -> Result<(), StoreError> {
         let mut client = self.client()?;
         let mut tx = client.transaction().map_err(|e| self.err(e))?;

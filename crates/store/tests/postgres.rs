@@ -30,7 +30,7 @@ impl Env for E {
 fn objects_round_trip_through_postgresql_with_migrations_applied_once() {
     let Some(pg) = Pg::start() else { return };
     let st = Store::open_url(&pg.url()).expect("open");
-    assert_eq!(st.schema_version().unwrap(), 1);
+    assert_eq!(st.schema_version().unwrap(), 2);
     let caller = Caller {
         project_id: "p1".into(),
         is_admin: true,
@@ -68,7 +68,7 @@ fn objects_round_trip_through_postgresql_with_migrations_applied_once() {
 
     // a second node (or a restart) on the same database: nothing migrated twice, all read back
     let again = Store::open_url(&pg.url()).unwrap();
-    assert_eq!(again.schema_version().unwrap(), 1);
+    assert_eq!(again.schema_version().unwrap(), 2);
     let back = again.load().unwrap();
     assert_eq!(back.networks().count(), 1);
     assert_eq!(back.ports().count(), 2, "the port and the DHCP port");
@@ -100,4 +100,33 @@ fn an_unreachable_database_is_named_in_the_error_without_its_password() {
         "{e}"
     );
     assert!(!e.contains("s3cret"), "{e}");
+}
+
+/// Two nodes heartbeat into one database: each row keeps its agent id, the later heartbeat
+/// replaces the earlier one.
+#[test]
+fn node_heartbeats_are_shared_through_postgresql() {
+    let Some(pg) = Pg::start() else { return };
+    let a = Store::open_url(&pg.url()).expect("open");
+    let b = Store::open_url(&pg.url()).expect("open");
+    let row = |host: &str, id: &str, at: &str| qdhcp_store::NodeRow {
+        host: host.into(),
+        id: id.into(),
+        started_at: "2026-12-02 01:00:00".into(),
+        heartbeat_at: at.into(),
+    };
+    a.heartbeat(&row("node-a", "id-a", "2026-12-02 01:00:00"))
+        .unwrap();
+    b.heartbeat(&row("node-b", "id-b", "2026-12-02 01:00:05"))
+        .unwrap();
+    a.heartbeat(&row("node-a", "other-id", "2026-12-02 01:00:10"))
+        .unwrap();
+    let seen = b.nodes().unwrap();
+    assert_eq!(
+        seen,
+        vec![
+            row("node-a", "id-a", "2026-12-02 01:00:10"),
+            row("node-b", "id-b", "2026-12-02 01:00:05")
+        ]
+    );
 }

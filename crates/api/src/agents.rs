@@ -1,0 +1,176 @@
+//! Neutron's agent API for qdhcp's nodes (see docs/ARCHITECTURE.md, "Nodes"): each node is
+//! shown as a `DHCP agent`, alive while its heartbeats in the database are younger than the
+//! down time, so that `openstack network agent list` (and `--network NET`) work. Every node
+//! serves every network today (no scheduling yet), so a network's DHCP agents are the live
+//! nodes, and a node's networks are those with a DHCP port.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::NaiveDateTime;
+use qdhcp_registry::{Caller, Registry, RegistryError};
+use qdhcp_store::NodeRow;
+use serde_json::{json, Value};
+
+use crate::{caller_of, ApiError, ApiState};
+
+/// The time format Neutron shows agent times in (UTC).
+pub const AGENT_TIME: &str = "%Y-%m-%d %H:%M:%S";
+
+/// Whether a node whose last heartbeat was at `heartbeat` is alive at `now`.
+pub fn alive(heartbeat: &str, now: NaiveDateTime, down_secs: u64) -> bool {
+    NaiveDateTime::parse_from_str(heartbeat, AGENT_TIME)
+        .map(|hb| (now - hb).num_seconds() <= down_secs as i64)
+        .unwrap_or(false)
+}
+
+fn agent_json(n: &NodeRow, reg: &Registry, now: NaiveDateTime, down_secs: u64) -> Value {
+    let networks = reg
+        .networks()
+        .filter(|x| reg.dhcp_port(&x.id).is_some())
+        .count();
+    json!({
+        "id": n.id,
+        "agent_type": "DHCP agent",
+        "binary": "neutron-dhcp-agent",
+        "topic": "dhcp_agent",
+        "host": n.host,
+        "admin_state_up": true,
+        "alive": alive(&n.heartbeat_at, now, down_secs),
+        "heartbeat_timestamp": n.heartbeat_at,
+        "started_at": n.started_at,
+        "created_at": n.started_at,
+        "availability_zone": "nova",
+        "description": null,
+        "resources_synced": null,
+        "ha_state": null,
+        "configurations": {
+            "dhcp_driver": "qdhcp",
+            "networks": networks,
+            "subnets": reg.subnets().count(),
+            "ports": reg.ports().count(),
+            "dhcp_lease_duration": null,
+            "log_agent_heartbeats": false,
+        },
+    })
+}
+
+fn now() -> NaiveDateTime {
+    chrono::Utc::now().naive_utc()
+}
+
+fn nodes(st: &ApiState) -> Result<Vec<NodeRow>, ApiError> {
+    st.control
+        .nodes()
+        .map_err(|e| ApiError::from(crate::control::ControlError::Store(e)))
+}
+
+/// Agents are for admins (Neutron's policy `get_agent: rule:admin_only`): others see none.
+fn admin(c: &Caller) -> bool {
+    c.is_admin
+}
+
+/// `GET /v2.0/agents`.
+pub async fn list(
+    State(st): State<Arc<ApiState>>,
+    c: Option<axum::Extension<Caller>>,
+) -> Result<Response, ApiError> {
+    if !admin(&caller_of(c)) {
+        return Ok(Json(json!({"agents": []})).into_response());
+    }
+    let rows = nodes(&st)?;
+    let reg = st.control.read();
+    let t = now();
+    let v: Vec<Value> = rows
+        .iter()
+        .map(|n| agent_json(n, &reg, t, st.node_down_secs()))
+        .collect();
+    Ok(Json(json!({"agents": v})).into_response())
+}
+
+fn find(st: &ApiState, c: Option<axum::Extension<Caller>>, id: &str) -> Result<NodeRow, ApiError> {
+    let not_found = || {
+        ApiError::new(
+            404,
+            "AgentNotFound",
+            format!("Agent {id} could not be found."),
+        )
+    };
+    if !admin(&caller_of(c)) {
+        return Err(not_found());
+    }
+    nodes(st)?
+        .into_iter()
+        .find(|n| n.id == id)
+        .ok_or_else(not_found)
+}
+
+/// `GET /v2.0/agents/{id}`.
+pub async fn show(
+    State(st): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+    c: Option<axum::Extension<Caller>>,
+) -> Result<Response, ApiError> {
+    let n = find(&st, c, &id)?;
+    let reg = st.control.read();
+    Ok(Json(json!({"agent": agent_json(&n, &reg, now(), st.node_down_secs())})).into_response())
+}
+
+/// `GET /v2.0/agents/{id}/dhcp-networks`: the networks the node serves.
+pub async fn networks_of(
+    State(st): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+    c: Option<axum::Extension<Caller>>,
+) -> Result<Response, ApiError> {
+    find(&st, c, &id)?;
+    let reg = st.control.read();
+    let v: Vec<Value> = reg
+        .networks()
+        .filter(|n| reg.dhcp_port(&n.id).is_some())
+        .map(|n| crate::render::network(&reg, n))
+        .collect();
+    Ok(Json(json!({"networks": v})).into_response())
+}
+
+/// `GET /v2.0/networks/{id}/dhcp-agents`: the live nodes serving the network.
+pub async fn agents_of(
+    State(st): State<Arc<ApiState>>,
+    Path(id): Path<String>,
+    c: Option<axum::Extension<Caller>>,
+) -> Result<Response, ApiError> {
+    let caller = caller_of(c);
+    {
+        let reg = st.control.read();
+        if reg.network(&id).is_none() {
+            return Err(RegistryError::NetworkNotFound(id).into());
+        }
+    }
+    if !admin(&caller) {
+        return Ok(Json(json!({"agents": []})).into_response());
+    }
+    let rows = nodes(&st)?;
+    let reg = st.control.read();
+    let t = now();
+    let serving = reg.dhcp_port(&id).is_some();
+    let v: Vec<Value> = rows
+        .iter()
+        .filter(|n| serving && alive(&n.heartbeat_at, t, st.node_down_secs()))
+        .map(|n| agent_json(n, &reg, t, st.node_down_secs()))
+        .collect();
+    Ok(Json(json!({"agents": v})).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_is_alive_until_its_heartbeat_is_older_than_the_down_time() {
+        let t = NaiveDateTime::parse_from_str("2026-12-02 01:00:30", AGENT_TIME).unwrap();
+        assert!(alive("2026-12-02 01:00:00", t, 30));
+        assert!(!alive("2026-12-02 00:59:59", t, 30));
+        assert!(!alive("not a time", t, 30));
+    }
+}
