@@ -57,6 +57,8 @@ pub struct Control {
     store: Store,
     dhcp: Arc<dyn DhcpSink>,
     segments: SegmentConfig,
+    /// The database revision memory holds (see [`Control::follow`]).
+    revision: std::sync::atomic::AtomicI64,
 }
 
 impl Control {
@@ -71,9 +73,11 @@ impl Control {
         dhcp: Arc<dyn DhcpSink>,
         segments: SegmentConfig,
     ) -> Result<Control, StoreError> {
+        let revision = store.revision()?;
         let mut reg = store.load()?;
         reg.set_segments(segments.clone());
         Ok(Control {
+            revision: std::sync::atomic::AtomicI64::new(revision),
             stale: std::sync::atomic::AtomicBool::new(false),
             reg: Mutex::new(reg),
             store,
@@ -119,8 +123,64 @@ impl Control {
             }
             return Err(e.into());
         }
+        // our own write: memory already holds it, unless another node wrote in between
+        if let Some(n) = self.store.last_written() {
+            let _ = self
+                .revision
+                .compare_exchange(n - 1, n, Ordering::SeqCst, Ordering::SeqCst);
+        }
         self.dhcp.apply(&reg, &out.effects);
         Ok(value)
+    }
+
+    /// Follows the database's change feed (PostgreSQL): every write another node commits is
+    /// applied here through [`Control::follow`]. Nothing to follow on SQLite.
+    pub fn watch(self: &Arc<Self>) -> std::io::Result<()> {
+        let me = Arc::downgrade(self);
+        self.store.watch(move |rev| {
+            if let Some(c) = me.upgrade() {
+                c.follow(rev);
+            }
+        })
+    }
+
+    /// Catches up with writes other nodes made (the change feed calls it with the database's
+    /// revision): when the database is ahead of memory, the registry is read back under the
+    /// lock, what changed is applied to the DHCP side, and memory is at that revision. A read
+    /// that fails leaves memory as it was, for the next call to try again.
+    pub fn follow(&self, revision: i64) -> usize {
+        use std::sync::atomic::Ordering;
+        if revision <= self.revision.load(Ordering::SeqCst) {
+            return 0;
+        }
+        let mut reg = self.read();
+        // the revision read first: a write after it shows up as a newer revision later
+        let at = match self.store.revision() {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!("change feed: {e}");
+                return 0;
+            }
+        };
+        let mut fresh = match self.store.load() {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!("change feed: {e}");
+                return 0;
+            }
+        };
+        fresh.set_segments(self.segments.clone());
+        let effects = qdhcp_registry::effects_between(&reg, &fresh);
+        *reg = fresh;
+        self.revision.store(at, Ordering::SeqCst);
+        self.dhcp.apply(&reg, &effects);
+        if !effects.is_empty() {
+            tracing::info!(
+                "change feed: at revision {at}, {} changes from other nodes applied",
+                effects.len()
+            );
+        }
+        effects.len()
     }
 
     /// Tells the DHCP side about each of `ids`, taking the lock for one network at a time so

@@ -631,6 +631,8 @@ fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     let metrics: qdhcp_api::MetricsSource =
         Arc::new(move || mdp.prometheus() + &qdhcp_dns::server::prometheus(&msync.dns_servers()));
     start_heartbeats(&control, &cfg)?;
+    // writes through other nodes' APIs reach this node's tables (PostgreSQL's LISTEN/NOTIFY)
+    control.watch()?;
     let state = ApiState::new(control, auth, Some(metrics));
     state.set_node_down_secs(cfg.node_down_secs);
     let rt = tokio::runtime::Builder::new_multi_thread()

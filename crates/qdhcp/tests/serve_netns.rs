@@ -801,3 +801,70 @@ fn serve_on_postgresql_keeps_the_registry_across_kill_9() {
     let (ok, _d) = dhclient_at(dir.path(), &vm, 20);
     assert!(ok, "served again from the database");
 }
+
+/// Two nodes on one PostgreSQL database: what is written through one node's API reaches the
+/// other's registry and reservation tables through the change feed (LISTEN/NOTIFY), and a VM
+/// behind the second node gets the address of a port created through the first.
+#[test]
+fn a_port_created_through_one_node_is_served_by_another_on_the_same_database() {
+    if !netns_available("change feed") {
+        return;
+    }
+    require_tool("dhclient");
+    let Some(pg) = pg_server::Pg::start() else {
+        return;
+    };
+    let url = pg.url();
+    let a = Host::new("ca", 60);
+    let mut b = Host::new("cb", 60);
+    let _srv_a = a.start_with(&["--database", &url, "--node", "node-a"]);
+    let _srv_b = b.start_with(&["--database", &url, "--node", "node-b"]);
+    let (s, n) = a.http("POST", "/v2.0/networks", Some(&json!({"network": {"name": "shared", "provider:network_type": "flat", "provider:physical_network": "physnet1"}})));
+    assert_eq!(s, 201, "{n}");
+    let net = n["network"]["id"].as_str().unwrap().to_string();
+    let (s, sub) = a.http("POST", "/v2.0/subnets", Some(&json!({"subnet": {"network_id": net, "cidr": "172.16.7.0/24", "ip_version": 4, "allocation_pools": [{"start": "172.16.7.100", "end": "172.16.7.200"}]}})));
+    assert_eq!(s, 201, "{sub}");
+    let (s, p) = a.http("POST", "/v2.0/ports", Some(&json!({"port": {"network_id": net, "name": "vm-b", "fixed_ips": [{"ip_address": "172.16.7.150"}]}})));
+    assert_eq!(s, 201, "{p}");
+    let mac = p["port"]["mac_address"].as_str().unwrap().to_string();
+    // node B's API shows it, and its log says it came through the feed
+    b.wait_log("changes from other nodes applied");
+    let t0 = std::time::Instant::now();
+    loop {
+        let (_, ports) = b.http("GET", "/v2.0/ports?name=vm-b", None);
+        if ports["ports"][0]["mac_address"] == mac.as_str() {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "node B never saw the port: {ports}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let vm = b.vm(&mac);
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, d) = dhclient_at(dir.path(), &vm, 20);
+    assert!(
+        ok,
+        "{}",
+        std::fs::read_to_string(b.log()).unwrap_or_default()
+    );
+    let bound = d.wait_reason("BOUND", 1, Duration::from_secs(5));
+    assert_eq!(bound["new_ip_address"], "172.16.7.150", "{bound:?}");
+    // a delete through node A is seen by node B too
+    let pid = p["port"]["id"].as_str().unwrap().to_string();
+    let (s, _) = a.http("DELETE", &format!("/v2.0/ports/{pid}"), None);
+    assert_eq!(s, 204);
+    let t0 = std::time::Instant::now();
+    loop {
+        let (s, _) = b.http("GET", &format!("/v2.0/ports/{pid}"), None);
+        if s == 404 {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "node B still has the port"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

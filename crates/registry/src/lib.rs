@@ -11,7 +11,7 @@ pub mod segments;
 
 pub use error::RegistryError;
 pub use model::*;
-pub use registry::{Caller, Change, Effect, Env, Kind, Outcome, Registry};
+pub use registry::{effects_between, Caller, Change, Effect, Env, Kind, Outcome, Registry};
 
 #[cfg(test)]
 mod tests;

@@ -764,3 +764,52 @@ fn a_networks_dns_domain_is_validated_stored_and_cleared() {
         "{fqdns:?}"
     );
 }
+
+#[test]
+fn effects_between_two_registries_name_every_change() {
+    let (old, mut env, net, sub) = setup("172.16.1.200");
+    let mut new = old.clone();
+    let (p, _) = new
+        .create_port(
+            port(&net, Some("172.16.1.150"), Some(&sub)),
+            &admin(),
+            &mut env,
+        )
+        .unwrap();
+    let e = crate::effects_between(&old, &new);
+    assert!(
+        matches!(e.as_slice(), [Effect::PortChanged(None, Some(x))] if x.id == p.id),
+        "{e:?}"
+    );
+    assert!(crate::effects_between(&new, &new).is_empty());
+    let mut gone = new.clone();
+    gone.delete_port(&p.id).unwrap();
+    let (n2, _) = gone
+        .create_network(
+            NetworkReq {
+                name: Some("second".into()),
+                network_type: Some("local".into()),
+                ..Default::default()
+            },
+            &admin(),
+            &mut env,
+        )
+        .unwrap();
+    let e = crate::effects_between(&new, &gone);
+    assert!(
+        e.iter()
+            .any(|x| matches!(x, Effect::PortChanged(Some(a), None) if a.id == p.id)),
+        "{e:?}"
+    );
+    assert!(
+        e.iter()
+            .any(|x| matches!(x, Effect::NetworkChanged(id) if *id == n2.id)),
+        "{e:?}"
+    );
+    let e = crate::effects_between(&gone, &new);
+    assert!(
+        e.iter()
+            .any(|x| matches!(x, Effect::NetworkDeleted(id) if *id == n2.id)),
+        "{e:?}"
+    );
+}

@@ -95,6 +95,13 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         heartbeat_at TEXT NOT NULL
     );",
     ),
+    (
+        3,
+        "CREATE TABLE IF NOT EXISTS revision (id INTEGER PRIMARY KEY, n BIGINT NOT NULL);
+         INSERT OR IGNORE INTO revision (id, n) VALUES (1, 0);",
+        "CREATE TABLE IF NOT EXISTS revision (id INTEGER PRIMARY KEY, n BIGINT NOT NULL);
+         INSERT INTO revision (id, n) VALUES (1, 0) ON CONFLICT DO NOTHING;",
+    ),
 ];
 
 /// A qdhcp node as its heartbeats record it: what Neutron shows as a DHCP agent.
@@ -279,6 +286,34 @@ impl Store {
         let rows: Vec<(String, String, String)> =
             rows.collect::<Result<_, _>>().map_err(|e| self.err(e))?;
         decode(rows, &self.path)
+    }
+
+    /// The database's revision: bumped by every write of any node (PostgreSQL); 0 on SQLite,
+    /// which one process owns.
+    pub fn revision(&self) -> Result<i64, StoreError> {
+        match &self.backend {
+            Backend::Sqlite { .. } => Ok(0),
+            Backend::Postgres(pg) => pg.revision(),
+        }
+    }
+
+    /// The revision this store's own last write made (PostgreSQL), so that its node need not
+    /// read back what it wrote itself.
+    pub fn last_written(&self) -> Option<i64> {
+        match &self.backend {
+            Backend::Sqlite { .. } => None,
+            Backend::Postgres(pg) => pg.last_written(),
+        }
+    }
+
+    /// Calls `on_change` with the database's revision whenever another write commits (through
+    /// PostgreSQL's LISTEN/NOTIFY, on a connection of its own), after every reconnection (to
+    /// catch up on what was missed), and at least every 30 s. Nothing to watch on SQLite.
+    pub fn watch(&self, on_change: impl Fn(i64) + Send + 'static) -> std::io::Result<()> {
+        match &self.backend {
+            Backend::Sqlite { .. } => Ok(()),
+            Backend::Postgres(pg) => pg.watch(on_change),
+        }
     }
 
     /// Records a node's heartbeat (and its start): the row is made on the first one, and the

@@ -4,6 +4,7 @@
 
 use std::sync::Mutex;
 
+use postgres::fallible_iterator::FallibleIterator;
 use postgres::{Client, NoTls};
 use qdhcp_registry::{Change, Registry};
 
@@ -17,6 +18,8 @@ pub struct PgStore {
     url: String,
     /// The URL without its password, for errors.
     shown: String,
+    /// The revision this store's last write made.
+    last_written: std::sync::atomic::AtomicI64,
 }
 
 /// `url` with any password replaced, for messages.
@@ -116,6 +119,7 @@ impl PgStore {
             client: Mutex::new(Some(client)),
             url: url.to_string(),
             shown,
+            last_written: std::sync::atomic::AtomicI64::new(0),
         })
     }
 
@@ -238,7 +242,92 @@ impl PgStore {
                 }
             }
         }
-        tx.commit().map_err(|e| self.err(e))
+        let n: i64 = tx
+            .query_one(
+                "UPDATE revision SET n = n + 1 WHERE id = 1 RETURNING n",
+                &[],
+            )
+            .map_err(|e| self.err(e))?
+            .get(0);
+        // delivered to every listener when the transaction commits, never before
+        tx.execute("SELECT pg_notify('qdhcp_changes', $1)", &[&n.to_string()])
+            .map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))?;
+        self.last_written
+            .store(n, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// See [`crate::Store::revision`].
+    pub fn revision(&self) -> Result<i64, StoreError> {
+        off_runtime(|| {
+            Ok(self
+                .client()?
+                .query_one("SELECT n FROM revision WHERE id = 1", &[])
+                .map_err(|e| self.err(e))?
+                .get(0))
+        })
+    }
+
+    /// See [`crate::Store::last_written`].
+    pub fn last_written(&self) -> Option<i64> {
+        Some(self.last_written.load(std::sync::atomic::Ordering::SeqCst)).filter(|n| *n > 0)
+    }
+
+    /// See [`crate::Store::watch`].
+    pub fn watch(&self, on_change: impl Fn(i64) + Send + 'static) -> std::io::Result<()> {
+        let url = self.url.clone();
+        let shown = self.shown.clone();
+        std::thread::Builder::new()
+            .name("change-feed".into())
+            .spawn(move || {
+                let mut backoff = std::time::Duration::from_millis(100);
+                loop {
+                    if let Err(e) = follow(&url, &on_change) {
+                        tracing::warn!("database {shown}: change feed lost ({e}); connecting again in {backoff:?}");
+                        std::thread::sleep(backoff);
+                        backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
+                    }
+                }
+            })
+            .map(|_| ())
+    }
+}
+
+/// One connection's life of the change feed: LISTEN, catch up, then every notification (and a
+/// look every 30 s) hands the revision to `on_change`. Returns only with the connection's
+/// error.
+fn follow(url: &str, on_change: &impl Fn(i64)) -> Result<(), postgres::Error> {
+    let mut c = Client::connect(url, NoTls)?;
+    c.batch_execute("LISTEN qdhcp_changes")?;
+    let current = |c: &mut Client| -> Result<i64, postgres::Error> {
+        Ok(c.query_one("SELECT n FROM revision WHERE id = 1", &[])?
+            .get(0))
+    };
+    let first = current(&mut c)?;
+    on_change(first);
+    loop {
+        let mut newest: Option<i64> = None;
+        {
+            let mut n = c.notifications();
+            let mut it = n.timeout_iter(std::time::Duration::from_secs(30));
+            if let Some(m) = it.next()? {
+                newest = m.payload().parse().ok();
+            }
+        }
+        // whatever else is queued already, without waiting
+        {
+            let mut n = c.notifications();
+            let mut it = n.iter();
+            while let Some(m) = it.next()? {
+                newest = newest.max(m.payload().parse().ok());
+            }
+        }
+        let v = match newest {
+            Some(v) => v,
+            None => current(&mut c)?,
+        };
+        on_change(v);
     }
 }
 
