@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use ipnet::Ipv4Net;
 use qdhcp_batchio::{recv_batch, Outbox};
-use qdhcp_protocol::{decide, parse, Context, LeaseChange, LeaseView, Mac};
+use qdhcp_protocol::{decide, parse, Context, Ignored, LeaseChange, LeaseView, Mac};
 use qdhcp_reactor::{Source, Turn};
 use socket2::Socket;
 
@@ -227,7 +227,7 @@ impl DhcpSource {
                     continue;
                 }
                 let d = decide(&m, &ctx, &*leases, now);
-                if d.received.note.as_deref() == Some("no address available") {
+                if matches!(d.ignored, Some(Ignored::NoAddress | Ignored::LeaseLimit)) {
                     dp.counters.no_address.fetch_add(1, Ordering::Relaxed);
                 }
                 // Clients we hold nothing for are the flood case: their lines share one

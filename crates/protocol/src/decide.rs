@@ -128,15 +128,36 @@ pub struct Decision {
     pub received: LogLine,
     /// The log line for the reply sent.
     pub sent: Option<LogLine>,
+    /// Why nothing is sent, when nothing is: what the dataplane counts, typed, so that no
+    /// counter depends on the wording of a log note.
+    pub ignored: Option<Ignored>,
+}
+
+/// Why a message gets no reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ignored {
+    /// No reservation (or no usable one) for the client.
+    NoAddress,
+    /// The lease limit (`--dhcp-lease-max`) is reached.
+    LeaseLimit,
+    /// The client chose another server.
+    OtherServer,
+    /// Anything else: unknown lease, wrong network, bad request for our state.
+    Other,
 }
 
 impl Decision {
     fn silent(received: LogLine) -> Self {
+        Self::ignoring(Ignored::Other, received)
+    }
+
+    fn ignoring(why: Ignored, received: LogLine) -> Self {
         Decision {
             reply: None,
             lease: None,
             received,
             sent: None,
+            ignored: Some(why),
         }
     }
 }
@@ -165,13 +186,20 @@ pub fn decide(m: &Inbound, ctx: &Context<'_>, leases: &dyn LeaseView, now: u64) 
             // Static service: only reserved clients get an address (dnsmasq `static` ranges).
             let Some((r, subnet)) = res.and_then(|r| ctx.table.subnet_of(r.ip).map(|s| (r, s)))
             else {
-                return Decision::silent(received.note("no address available"));
+                return Decision::ignoring(
+                    Ignored::NoAddress,
+                    received.note("no address available"),
+                );
             };
             if leases.declined(mac, r.ip, now) {
-                return Decision::silent(received.note("no address available"));
+                return Decision::ignoring(
+                    Ignored::NoAddress,
+                    received.note("no address available"),
+                );
             }
             if table_full(ctx.policy, leases, mac) {
-                return Decision::silent(
+                return Decision::ignoring(
+                    Ignored::LeaseLimit,
                     received.note("no address available: lease limit reached"),
                 );
             }
@@ -187,7 +215,10 @@ pub fn decide(m: &Inbound, ctx: &Context<'_>, leases: &dyn LeaseView, now: u64) 
                 let received = line(Some(ip));
                 if sid != ctx.server_id {
                     // It chose another server: our offer is void; say nothing.
-                    return Decision::silent(received.note("for another server, ignored"));
+                    return Decision::ignoring(
+                        Ignored::OtherServer,
+                        received.note("for another server, ignored"),
+                    );
                 }
                 match res {
                     Some(r) if r.ip == ip => ack_or_nak(m, ctx, leases, r, ip, received, now),
@@ -229,7 +260,10 @@ pub fn decide(m: &Inbound, ctx: &Context<'_>, leases: &dyn LeaseView, now: u64) 
             };
             let received = line(Some(ip));
             if m.server_id.is_some_and(|s| s != ctx.server_id) {
-                return Decision::silent(received.note("for another server, ignored"));
+                return Decision::ignoring(
+                    Ignored::OtherServer,
+                    received.note("for another server, ignored"),
+                );
             }
             // Only the client the address is reserved for may decline it (anti-spoofing).
             match res {
@@ -242,6 +276,7 @@ pub fn decide(m: &Inbound, ctx: &Context<'_>, leases: &dyn LeaseView, now: u64) 
                     }),
                     received,
                     sent: None,
+                    ignored: None,
                 },
                 _ => Decision::silent(received.note("not this client's address, ignored")),
             }
@@ -251,7 +286,10 @@ pub fn decide(m: &Inbound, ctx: &Context<'_>, leases: &dyn LeaseView, now: u64) 
             let ip = m.ciaddr;
             let received = line(Some(ip));
             if m.server_id.is_some_and(|s| s != ctx.server_id) {
-                return Decision::silent(received.note("for another server, ignored"));
+                return Decision::ignoring(
+                    Ignored::OtherServer,
+                    received.note("for another server, ignored"),
+                );
             }
             let holds =
                 leases.lease(mac).is_some_and(|l| l.ip == ip) || res.is_some_and(|r| r.ip == ip);
@@ -263,6 +301,7 @@ pub fn decide(m: &Inbound, ctx: &Context<'_>, leases: &dyn LeaseView, now: u64) 
                 lease: Some(LeaseChange::Release { mac, ip }),
                 received,
                 sent: None,
+                ignored: None,
             }
         }
 
@@ -299,6 +338,7 @@ pub fn decide(m: &Inbound, ctx: &Context<'_>, leases: &dyn LeaseView, now: u64) 
                 lease: None,
                 received,
                 sent: Some(sent),
+                ignored: None,
             }
         }
     }
@@ -377,6 +417,7 @@ fn answer(
         lease: lease.map(LeaseChange::Bind),
         received,
         sent: Some(sent),
+        ignored: None,
     }
 }
 
@@ -405,6 +446,7 @@ fn nak(m: &Inbound, ctx: &Context<'_>, ip: Ipv4Addr, received: LogLine, why: &st
         lease: None,
         received,
         sent: Some(LogLine::new("DHCPNAK", Some(ip), m.chaddr).note(why)),
+        ignored: None,
     }
 }
 

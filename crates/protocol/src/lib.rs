@@ -8,7 +8,9 @@ pub mod options;
 pub mod reply;
 pub mod types;
 
-pub use decide::{decide, Context, Decision, Lease, LeaseChange, LeaseView, Policy, Reply};
+pub use decide::{
+    decide, Context, Decision, Ignored, Lease, LeaseChange, LeaseView, Policy, Reply,
+};
 pub use frontdoor::SentOptions;
 pub use frontdoor::{parse, ClientMsg, Inbound, Malformed};
 pub use log::LogLine;

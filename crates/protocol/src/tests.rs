@@ -538,6 +538,9 @@ fn full_lease_table_refuses_new_clients_but_keeps_serving_holders() {
         d.received.note.as_deref(),
         Some("no address available: lease limit reached")
     );
+    // typed for the counters: a refusal at the lease limit is a refusal for want of addresses
+    // (the dataplane compared the note with "no address available" and missed it)
+    assert_eq!(d.ignored, Some(crate::Ignored::LeaseLimit));
     let p = packet(3, VM, &[(50, &ip("172.16.1.103"))]);
     let d = decide(&parse(&p).unwrap(), &ctx, &leases, NOW);
     assert_eq!(reply_of(&d).opts().msg_type(), Some(MessageType::Nak));
