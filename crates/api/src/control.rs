@@ -114,10 +114,18 @@ impl Control {
         let mut env = SystemEnv;
         let (value, out) = f(&mut reg, &mut env)?;
         if let Err(e) = self.store.apply(&reg, &out.changes) {
+            let at = self.store.revision();
             match self.store.load() {
                 Ok(mut fresh) => {
                     fresh.set_segments(self.segments.clone());
-                    *reg = fresh;
+                    // read back: what other nodes wrote meanwhile reaches the DHCP side too
+                    let effects = qdhcp_registry::effects_between(&reg, &fresh);
+                    let before = std::mem::replace(&mut *reg, fresh);
+                    drop(before);
+                    if let Ok(at) = at {
+                        self.revision.store(at, Ordering::SeqCst);
+                    }
+                    self.dhcp.apply(&reg, &effects);
                 }
                 Err(_) => self.stale.store(true, Ordering::SeqCst),
             }

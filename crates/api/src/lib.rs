@@ -107,6 +107,14 @@ impl From<ControlError> for ApiError {
     fn from(e: ControlError) -> Self {
         match e {
             ControlError::Registry(r) => r.into(),
+            ControlError::Store(qdhcp_store::StoreError::Conflict { what, value }) => {
+                let (kind, message) = if what == "mac" {
+                    ("MacAddressInUse", format!("Unable to complete operation for network. The mac address {value} is in use."))
+                } else {
+                    ("IpAddressAlreadyAllocated", format!("IP address {value} already allocated in subnet (by another node meanwhile); try again."))
+                };
+                ApiError::new(409, kind, message)
+            }
             ControlError::Store(s) if s.is_unavailable() => {
                 tracing::error!("{s}");
                 ApiError::new(

@@ -31,6 +31,15 @@ pub enum StoreError {
         /// The client's error.
         source: postgres::Error,
     },
+    /// Another node took the address or MAC in the meantime: the database's unique
+    /// constraints refused this write (nothing of it was stored).
+    #[error("{what} {value} was taken by another node meanwhile")]
+    Conflict {
+        /// `ip` or `mac`.
+        what: &'static str,
+        /// The address or MAC.
+        value: String,
+    },
     /// A stored row does not decode.
     #[error("database {path}: {kind} {id} is damaged ({why}); restore the file from a backup or remove the row")]
     Damaged {
@@ -101,6 +110,27 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
          INSERT OR IGNORE INTO revision (id, n) VALUES (1, 0);",
         "CREATE TABLE IF NOT EXISTS revision (id INTEGER PRIMARY KEY, n BIGINT NOT NULL);
          INSERT INTO revision (id, n) VALUES (1, 0) ON CONFLICT DO NOTHING;",
+    ),
+    (
+        4,
+        // SQLite has one writer, whose registry keeps addresses and MACs unique: nothing to add.
+        "SELECT 1;",
+        // Several nodes write through PostgreSQL: its unique constraints keep an address or a
+        // MAC from being given twice by two nodes at once (filled from the ports at open).
+        "CREATE TABLE IF NOT EXISTS ip_allocations (
+            subnet_id TEXT NOT NULL,
+            ip        TEXT NOT NULL,
+            port_id   TEXT NOT NULL,
+            PRIMARY KEY (subnet_id, ip)
+         );
+         CREATE TABLE IF NOT EXISTS mac_allocations (
+            network_id TEXT NOT NULL,
+            mac        TEXT NOT NULL,
+            port_id    TEXT NOT NULL,
+            PRIMARY KEY (network_id, mac)
+         );
+         CREATE INDEX IF NOT EXISTS ip_allocations_port ON ip_allocations (port_id);
+         CREATE INDEX IF NOT EXISTS mac_allocations_port ON mac_allocations (port_id);",
     ),
 ];
 
@@ -190,6 +220,11 @@ impl StoreError {
     /// operation may succeed later, so the API answers 503, not 500.
     pub fn is_unavailable(&self) -> bool {
         matches!(self, StoreError::Pg { .. })
+    }
+
+    /// True when another node's write took what this one wanted (a unique constraint).
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, StoreError::Conflict { .. })
     }
 }
 

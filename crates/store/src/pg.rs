@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::{Client, NoTls};
-use qdhcp_registry::{Change, Registry};
+use qdhcp_registry::{Change, Kind, Port, Registry};
 
 use crate::{body_of, kind_name, StoreError, MIGRATIONS};
 
@@ -113,6 +113,32 @@ impl PgStore {
             tx.batch_execute(sql).map_err(err)?;
             tx.execute("INSERT INTO schema_migrations (version) VALUES ($1)", &[v])
                 .map_err(err)?;
+            if *v == 4 {
+                // the ports stored before the constraints existed take their places
+                let rows = tx
+                    .query("SELECT body FROM objects WHERE kind = 'port'", &[])
+                    .map_err(err)?;
+                for r in rows {
+                    let body: String = r.get(0);
+                    let Ok(p) = serde_json::from_str::<Port>(&body) else {
+                        continue;
+                    };
+                    tx.execute(
+                        "INSERT INTO mac_allocations (network_id, mac, port_id) VALUES ($1, $2, $3)
+                         ON CONFLICT DO NOTHING",
+                        &[&p.network_id, &p.mac_address.to_string(), &p.id],
+                    )
+                    .map_err(err)?;
+                    for f in &p.fixed_ips {
+                        tx.execute(
+                            "INSERT INTO ip_allocations (subnet_id, ip, port_id) VALUES ($1, $2, $3)
+                             ON CONFLICT DO NOTHING",
+                            &[&f.subnet_id, &f.ip_address.to_string(), &p.id],
+                        )
+                        .map_err(err)?;
+                    }
+                }
+            }
         }
         tx.commit().map_err(err)?;
         Ok(PgStore {
@@ -232,6 +258,9 @@ impl PgStore {
                         )
                         .map_err(|e| self.err(e))?;
                     }
+                    if let (Kind::Port, Some(p)) = (k, reg.port(id)) {
+                        self.allocate(&mut tx, p)?;
+                    }
                 }
                 Change::Delete(k, id) => {
                     tx.execute(
@@ -239,6 +268,9 @@ impl PgStore {
                         &[&kind_name(*k), id],
                     )
                     .map_err(|e| self.err(e))?;
+                    if *k == Kind::Port {
+                        release(&mut tx, id).map_err(|e| self.err(e))?;
+                    }
                 }
             }
         }
@@ -255,6 +287,34 @@ impl PgStore {
         tx.commit().map_err(|e| self.err(e))?;
         self.last_written
             .store(n, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Records the port's addresses and MAC under the unique constraints, replacing what it
+    /// held before; a value another port holds is a [`StoreError::Conflict`].
+    fn allocate(&self, tx: &mut postgres::Transaction<'_>, p: &Port) -> Result<(), StoreError> {
+        release(tx, &p.id).map_err(|e| self.err(e))?;
+        let conflict = |what: &'static str, value: String, e: postgres::Error| {
+            if e.code() == Some(&postgres::error::SqlState::UNIQUE_VIOLATION) {
+                StoreError::Conflict { what, value }
+            } else {
+                self.err(e)
+            }
+        };
+        let mac = p.mac_address.to_string();
+        tx.execute(
+            "INSERT INTO mac_allocations (network_id, mac, port_id) VALUES ($1, $2, $3)",
+            &[&p.network_id, &mac, &p.id],
+        )
+        .map_err(|e| conflict("mac", mac.clone(), e))?;
+        for f in &p.fixed_ips {
+            let ip = f.ip_address.to_string();
+            tx.execute(
+                "INSERT INTO ip_allocations (subnet_id, ip, port_id) VALUES ($1, $2, $3)",
+                &[&f.subnet_id, &ip, &p.id],
+            )
+            .map_err(|e| conflict("ip", ip.clone(), e))?;
+        }
         Ok(())
     }
 
@@ -292,6 +352,13 @@ impl PgStore {
             })
             .map(|_| ())
     }
+}
+
+/// Forgets what port `id` held under the unique constraints.
+fn release(tx: &mut postgres::Transaction<'_>, id: &str) -> Result<(), postgres::Error> {
+    tx.execute("DELETE FROM ip_allocations WHERE port_id = $1", &[&id])?;
+    tx.execute("DELETE FROM mac_allocations WHERE port_id = $1", &[&id])?;
+    Ok(())
 }
 
 /// One connection's life of the change feed: LISTEN, catch up, then every notification (and a

@@ -30,7 +30,7 @@ impl Env for E {
 fn objects_round_trip_through_postgresql_with_migrations_applied_once() {
     let Some(pg) = Pg::start() else { return };
     let st = Store::open_url(&pg.url()).expect("open");
-    assert_eq!(st.schema_version().unwrap(), 3);
+    assert_eq!(st.schema_version().unwrap(), 4);
     let caller = Caller {
         project_id: "p1".into(),
         is_admin: true,
@@ -68,7 +68,7 @@ fn objects_round_trip_through_postgresql_with_migrations_applied_once() {
 
     // a second node (or a restart) on the same database: nothing migrated twice, all read back
     let again = Store::open_url(&pg.url()).unwrap();
-    assert_eq!(again.schema_version().unwrap(), 3);
+    assert_eq!(again.schema_version().unwrap(), 4);
     let back = again.load().unwrap();
     assert_eq!(back.networks().count(), 1);
     assert_eq!(back.ports().count(), 2, "the port and the DHCP port");
