@@ -2,6 +2,7 @@ use super::*;
 use std::net::UdpSocket;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::AtomicBool;
+use std::sync::mpsc;
 
 /// Takes one datagram per turn and records which source took it.
 struct OnePerTurn {
@@ -53,18 +54,45 @@ fn noop() -> Arc<dyn Fn() + Send + Sync> {
     Arc::new(|| ())
 }
 
+/// Holds its loop inside its turn until released: what the loop finds ready afterwards is
+/// everything that arrived meanwhile, whatever the scheduler did to the test thread.
+struct Blocker {
+    sock: UdpSocket,
+    entered: mpsc::Sender<()>,
+    release: mpsc::Receiver<()>,
+}
+
+impl Source for Blocker {
+    fn fd(&self) -> RawFd {
+        self.sock.as_raw_fd()
+    }
+    fn ready(&mut self) -> Turn {
+        let mut b = [0u8; 64];
+        if self.sock.recv_from(&mut b).is_ok() {
+            let _ = self.entered.send(());
+            let _ = self.release.recv();
+        }
+        Turn::Drained
+    }
+}
+
 #[test]
 fn a_flooded_source_does_not_starve_another_on_the_same_loop() {
     let r = Reactor::new("qt-loop", 1, noop()).unwrap();
     let log = Arc::new(Mutex::new(Vec::new()));
-    let (a, b) = (bound(), bound());
-    let (a_addr, b_addr) = (a.local_addr().unwrap(), b.local_addr().unwrap());
-    let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
-    // the flood is queued before either source is watched, the quiet one's packet after it
-    for _ in 0..100 {
-        tx.send_to(b"flood", a_addr).unwrap();
-    }
-    tx.send_to(b"quiet", b_addr).unwrap();
+    let (a, b, c) = (bound(), bound(), bound());
+    let (a_addr, b_addr, c_addr) = (
+        a.local_addr().unwrap(),
+        b.local_addr().unwrap(),
+        c.local_addr().unwrap(),
+    );
+    let (entered_tx, entered) = mpsc::channel();
+    let (release, release_rx) = mpsc::channel();
+    r.add(Box::new(Blocker {
+        sock: c,
+        entered: entered_tx,
+        release: release_rx,
+    }));
     r.add(Box::new(OnePerTurn {
         sock: a,
         name: "a",
@@ -77,6 +105,15 @@ fn a_flooded_source_does_not_starve_another_on_the_same_loop() {
         log: log.clone(),
         dropped: None,
     }));
+    let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+    // the loop is held in the blocker's turn while the flood and the quiet datagram arrive
+    tx.send_to(b"hold", c_addr).unwrap();
+    entered.recv_timeout(Duration::from_secs(5)).unwrap();
+    for _ in 0..100 {
+        tx.send_to(b"flood", a_addr).unwrap();
+    }
+    tx.send_to(b"quiet", b_addr).unwrap();
+    release.send(()).unwrap();
     wait_for("every datagram served", || log.lock().unwrap().len() == 101);
     let log = log.lock().unwrap();
     let b_at = log.iter().position(|n| *n == "b").unwrap();
