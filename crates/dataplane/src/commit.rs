@@ -22,6 +22,10 @@ pub(crate) struct Held {
     pub(crate) sent: Option<qdhcp_protocol::LogLine>,
     /// For a lease change: the client's MAC and the lease it held before (what is durable).
     pub(crate) before: Option<(Mac, Option<Lease>)>,
+    /// For a lease change: the request, to decide again if the change cannot be stored.
+    pub(crate) request: Vec<u8>,
+    /// The server identifier the request was decided with.
+    pub(crate) server_id: std::net::Ipv4Addr,
 }
 
 /// One batch handed to the journal writer: lease records, and the replies that wait for them.

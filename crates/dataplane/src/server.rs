@@ -16,8 +16,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use ipnet::Ipv4Net;
 use qdhcp_batchio::Outbox;
 use qdhcp_protocol::{
-    ClientId, ClientMsg, Lease, LeaseChange, LeaseView, Mac, Malformed, NetworkTable, Policy,
-    ReplyKind, Reservation,
+    parse, renew_from_durable, ClientId, ClientMsg, Context, Lease, LeaseChange, LeaseView, Mac,
+    Malformed, NetworkTable, Policy, ReplyKind, Reservation,
 };
 use socket2::Socket;
 
@@ -276,27 +276,6 @@ impl Default for MacLimiter {
     fn default() -> Self {
         Self::new(Self::PER_SECOND)
     }
-}
-
-/// The address an encoded reply hands out (yiaddr).
-fn ack_yiaddr(b: &[u8]) -> Ipv4Addr {
-    b.get(16..20).map_or(Ipv4Addr::UNSPECIFIED, |a| {
-        Ipv4Addr::new(a[0], a[1], a[2], a[3])
-    })
-}
-
-/// Rewrites options 51, 58 and 59 of a reply this server encoded (they follow 53 and 54 at
-/// fixed places) to a lease of `secs`; false if the layout is not the expected one.
-fn set_lease_time(b: &mut [u8], secs: u32) -> bool {
-    if b.len() < 255 || b[249] != 51 || b[250] != 4 {
-        return false;
-    }
-    b[251..255].copy_from_slice(&secs.to_be_bytes());
-    if secs != u32::MAX && b.len() >= 267 && b[255] == 58 && b[261] == 59 {
-        b[257..261].copy_from_slice(&(secs / 2).to_be_bytes());
-        b[263..267].copy_from_slice(&((u64::from(secs) * 7 / 8) as u32).to_be_bytes());
-    }
-    true
 }
 
 impl Dataplane {
@@ -819,28 +798,27 @@ impl Dataplane {
                                     }
                                 }
                             }
-                            // A renewal of a lease that is still durable is answered with the
-                            // time that lease has left: the client keeps its address.
-                            let left = prev.as_ref().and_then(|p| match p.expires {
-                                None => Some(u32::MAX),
-                                Some(e) if e > now + 1 => {
-                                    Some((e - now).min(u64::from(u32::MAX - 1)) as u32)
-                                }
-                                Some(_) => None,
+                            // Decided again by the protocol core: a renewal of a lease that
+                            // is still durable keeps its address for the time it has left.
+                            let again = parse(&h.request).ok().and_then(|m| {
+                                let table = c.net.table();
+                                let ctx = Context {
+                                    iface: &c.iface,
+                                    server_id: h.server_id,
+                                    table: &table,
+                                    policy: &self.policy,
+                                };
+                                renew_from_durable(&m, &ctx, prev.as_ref(), now)
                             });
-                            match left {
-                                Some(secs)
-                                    if prev
-                                        .as_ref()
-                                        .is_some_and(|p| p.ip == ack_yiaddr(&h.bytes))
-                                        && set_lease_time(&mut h.bytes, secs) =>
-                                {
+                            match again {
+                                Some(reply) => {
+                                    h.bytes = reply.bytes;
                                     self.counters
                                         .renewed_from_durable
                                         .fetch_add(1, Ordering::Relaxed);
                                     renewed.push(h);
                                 }
-                                _ => {
+                                None => {
                                     self.counters
                                         .persist_failures
                                         .fetch_add(1, Ordering::Relaxed);
@@ -1021,51 +999,6 @@ fn address(sock: &Socket, iface: &str, dest: Delivery) -> SocketAddrV4 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn lease_time_of_an_encoded_ack_can_be_shortened() {
-        use qdhcp_protocol::*;
-        let mut o = OptionSet::default();
-        o.set_text(3, "10.0.0.1", false).unwrap();
-        let s = Subnet {
-            net: "10.0.0.0/24".parse().unwrap(),
-            lease_secs: Some(86400),
-            options: o,
-        };
-        let mac = Mac([0xfa, 0x16, 0x3e, 0, 0, 1]);
-        let r = Reservation {
-            mac: Some(mac),
-            client_id: None,
-            ip: Ipv4Addr::new(10, 0, 0, 5),
-            hostname: None,
-            options: OptionSet::default(),
-            conditional: Vec::new(),
-        };
-        let t = NetworkTable::new(vec![s], vec![r]);
-        let policy = Policy::default();
-        let ctx = Context {
-            iface: "i",
-            server_id: Ipv4Addr::new(10, 0, 0, 2),
-            table: &t,
-            policy: &policy,
-        };
-        let mut p = vec![0u8; 240];
-        p[0] = 1;
-        p[1] = 1;
-        p[2] = 6;
-        p[12..16].copy_from_slice(&[10, 0, 0, 5]);
-        p[28..34].copy_from_slice(&mac.0);
-        p[236..240].copy_from_slice(&[99, 130, 83, 99]);
-        p.extend_from_slice(&[53, 1, 3, 255]);
-        let d = decide(&parse(&p).unwrap(), &ctx, &LeaseTable::default(), 1_000);
-        let mut bytes = d.reply.unwrap().bytes;
-        assert_eq!(ack_yiaddr(&bytes), Ipv4Addr::new(10, 0, 0, 5));
-        assert!(set_lease_time(&mut bytes, 600));
-        assert_eq!(bytes[251..255], 600u32.to_be_bytes());
-        assert_eq!(bytes[257..261], 300u32.to_be_bytes());
-        assert_eq!(bytes[263..267], 525u32.to_be_bytes());
-        assert!(!set_lease_time(&mut [0u8; 100], 5));
-    }
 
     #[test]
     fn one_client_over_budget_is_limited_others_are_not() {

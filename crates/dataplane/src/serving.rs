@@ -256,6 +256,13 @@ impl DhcpSource {
                 }
                 let Some(reply) = d.reply else { continue };
                 let dest = destination(&m, reply.kind, reply.yiaddr, dp.opts.always_broadcast);
+                // a lease change keeps its request: if the change cannot be stored, the writer
+                // decides again what a still-durable lease allows (see `renew_from_durable`)
+                let request = if before.is_some() {
+                    bufs[i][..lens[i]].to_vec()
+                } else {
+                    Vec::new()
+                };
                 let h = Held {
                     xid: m.xid,
                     dest,
@@ -263,6 +270,8 @@ impl DhcpSource {
                     kind: reply.kind,
                     sent: d.sent,
                     before,
+                    request,
+                    server_id,
                 };
                 if d.lease.is_some() {
                     held.push(h);

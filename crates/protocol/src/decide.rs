@@ -383,6 +383,52 @@ fn answer(
     received: LogLine,
     lease: Option<Lease>,
 ) -> Decision {
+    let secs = subnet.lease_secs.unwrap_or(u32::MAX);
+    answer_for(m, ctx, kind, r, subnet, received, lease, secs)
+}
+
+/// The time a still-durable lease has left, if it has: what a renewal is answered with when
+/// the lease it would extend cannot be made durable (`u32::MAX`: infinite).
+pub fn time_left(durable: &Lease, now: u64) -> Option<u32> {
+    match durable.expires {
+        None => Some(u32::MAX),
+        Some(e) if e > now + 1 => Some((e - now).min(u64::from(u32::MAX - 1)) as u32),
+        Some(_) => None,
+    }
+}
+
+/// The answer to a REQUEST whose ACK was decided but whose lease change could not be made
+/// durable (the disk is full or failing): a client renewing the lease it durably holds — the
+/// same reserved address, not expired — is ACKed with the time that lease has left, so it keeps
+/// its address and promises nothing new; anyone else gets nothing (the client retries).
+pub fn renew_from_durable(
+    m: &Inbound,
+    ctx: &Context<'_>,
+    durable: Option<&Lease>,
+    now: u64,
+) -> Option<Reply> {
+    let durable = durable?;
+    let r = ctx.table.lookup(m.chaddr, m.client_id.as_ref())?;
+    if r.ip != durable.ip || m.msg != ClientMsg::Request {
+        return None;
+    }
+    let subnet = ctx.table.subnet_of(r.ip)?;
+    let secs = time_left(durable, now)?;
+    let received = LogLine::new(m.msg.name(), Some(r.ip), m.chaddr);
+    answer_for(m, ctx, ReplyKind::Ack, r, subnet, received, None, secs).reply
+}
+
+#[allow(clippy::too_many_arguments)]
+fn answer_for(
+    m: &Inbound,
+    ctx: &Context<'_>,
+    kind: ReplyKind,
+    r: &Reservation,
+    subnet: &Subnet,
+    received: LogLine,
+    lease: Option<Lease>,
+    lease_secs: u32,
+) -> Decision {
     let computed = computed_options(ctx, subnet, Some(r));
     let host = r.options_for(m);
     let layers = OptionLayers {
@@ -401,7 +447,7 @@ fn answer(
             Ipv4Addr::UNSPECIFIED
         },
         server_id: ctx.server_id,
-        lease_secs: Some(subnet.lease_secs.unwrap_or(u32::MAX)),
+        lease_secs: Some(lease_secs),
     };
     let bytes = reply::encode(m, &h, &layers);
     let mut sent = LogLine::new(kind.name(), Some(r.ip), m.chaddr);

@@ -9,7 +9,8 @@ pub mod reply;
 pub mod types;
 
 pub use decide::{
-    decide, Context, Decision, Ignored, Lease, LeaseChange, LeaseView, Policy, Reply,
+    decide, renew_from_durable, time_left, Context, Decision, Ignored, Lease, LeaseChange,
+    LeaseView, Policy, Reply,
 };
 pub use frontdoor::SentOptions;
 pub use frontdoor::{parse, ClientMsg, Inbound, Malformed};

@@ -671,3 +671,75 @@ fn conditional_host_options_go_only_to_clients_that_match() {
     assert!(!ClientMatch::UserClass(b"gPXE".to_vec()).matches(&m));
     assert!(!ClientMatch::SentOption(175).matches(&m));
 }
+
+/// The fallback when a lease change cannot be made durable, decided by the core: a renewal of
+/// the lease the client durably holds gets an ACK for the time that lease has left (T1 and T2
+/// from it), and nothing else gets an answer.
+#[test]
+fn a_renewal_of_a_durable_lease_is_answered_with_the_time_it_has_left() {
+    let t = table();
+    let policy = Policy::default();
+    let ctx = Context {
+        iface: "i",
+        server_id: SERVER,
+        table: &t,
+        policy: &policy,
+    };
+    let durable = |expires: Option<u64>, at: &str| Lease {
+        mac: Mac(VM),
+        client_id: None,
+        ip: at.parse().unwrap(),
+        expires,
+        hostname: None,
+    };
+    let req = packet(3, VM, &[(50, &ip("172.16.1.103"))]);
+    let m = parse(&req).unwrap();
+    let r = renew_from_durable(
+        &m,
+        &ctx,
+        Some(&durable(Some(NOW + 600), "172.16.1.103")),
+        NOW,
+    )
+    .expect("an ACK");
+    assert_eq!(r.kind, ReplyKind::Ack);
+    let msg = Message::decode(&mut Decoder::new(&r.bytes)).unwrap();
+    assert_eq!(msg.opts().msg_type(), Some(MessageType::Ack));
+    assert_eq!(msg.yiaddr(), Ipv4Addr::new(172, 16, 1, 103));
+    let o = msg.opts();
+    assert_eq!(
+        o.get(OptionCode::AddressLeaseTime),
+        Some(&DhcpOption::AddressLeaseTime(600))
+    );
+    assert_eq!(o.get(OptionCode::Renewal), Some(&DhcpOption::Renewal(300)));
+    assert_eq!(
+        o.get(OptionCode::Rebinding),
+        Some(&DhcpOption::Rebinding(525))
+    );
+    // an infinite lease stays infinite
+    let r = renew_from_durable(&m, &ctx, Some(&durable(None, "172.16.1.103")), NOW).unwrap();
+    let msg = Message::decode(&mut Decoder::new(&r.bytes)).unwrap();
+    assert_eq!(
+        msg.opts().get(OptionCode::AddressLeaseTime),
+        Some(&DhcpOption::AddressLeaseTime(u32::MAX))
+    );
+    // expired, another address, no durable lease, or not a REQUEST: nothing
+    assert!(
+        renew_from_durable(&m, &ctx, Some(&durable(Some(NOW + 1), "172.16.1.103")), NOW).is_none()
+    );
+    assert!(renew_from_durable(
+        &m,
+        &ctx,
+        Some(&durable(Some(NOW + 600), "172.16.1.104")),
+        NOW
+    )
+    .is_none());
+    assert!(renew_from_durable(&m, &ctx, None, NOW).is_none());
+    let discover = parse(&packet(1, VM, &[])).unwrap();
+    assert!(renew_from_durable(
+        &discover,
+        &ctx,
+        Some(&durable(Some(NOW + 600), "172.16.1.103")),
+        NOW
+    )
+    .is_none());
+}
