@@ -67,6 +67,50 @@ pub fn subnet(_reg: &Registry, s: &Subnet) -> Value {
     })
 }
 
+/// The domain the server answers its ports' names under (Neutron's `dns_domain` option),
+/// set once at start; `openstacklocal` until then.
+static DNS_DOMAIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Sets the domain `dns_assignment` names are under (the first call wins).
+pub fn set_dns_domain(domain: &str) {
+    let d = domain.trim().trim_end_matches('.');
+    let _ = DNS_DOMAIN.set(if d.is_empty() {
+        String::new()
+    } else {
+        format!("{d}.")
+    });
+}
+
+/// A port's `dns_assignment` as Neutron's dns-integration computes it: per address, the host
+/// name (its `dns_name`, or `host-<ip with dashes>`) and the FQDN under the server's domain (a
+/// `dns_name` ending in a dot is already one).
+fn dns_assignment(p: &Port) -> Vec<Value> {
+    let domain = DNS_DOMAIN
+        .get()
+        .map(String::as_str)
+        .unwrap_or("openstacklocal.");
+    p.fixed_ips
+        .iter()
+        .map(|f| {
+            let ip = f.ip_address.to_string();
+            let (hostname, fqdn) = if p.dns_name.is_empty() {
+                let h = format!("host-{}", ip.replace('.', "-"));
+                let fqdn = if domain.is_empty() {
+                    h.clone()
+                } else {
+                    format!("{h}.{domain}")
+                };
+                (h, fqdn)
+            } else if p.dns_name.ends_with('.') {
+                (p.dns_name.clone(), p.dns_name.clone())
+            } else {
+                (p.dns_name.clone(), format!("{}.{domain}", p.dns_name))
+            };
+            json!({"hostname": hostname, "ip_address": ip, "fqdn": fqdn})
+        })
+        .collect()
+}
+
 /// A port in Neutron's shape.
 pub fn port(_reg: &Registry, p: &Port) -> Value {
     json!({
@@ -91,11 +135,7 @@ pub fn port(_reg: &Registry, p: &Port) -> Value {
         "binding:vif_details": {},
         "binding:profile": {},
         "dns_name": p.dns_name,
-        "dns_assignment": p.fixed_ips.iter().map(|f| json!({
-            "hostname": if p.dns_name.is_empty() { format!("host-{}", f.ip_address.to_string().replace('.', "-")) } else { p.dns_name.clone() },
-            "ip_address": f.ip_address.to_string(),
-            "fqdn": format!("{}.openstacklocal.", if p.dns_name.is_empty() { format!("host-{}", f.ip_address.to_string().replace('.', "-")) } else { p.dns_name.clone() }),
-        })).collect::<Vec<_>>(),
+        "dns_assignment": dns_assignment(p),
         "qos_policy_id": null,
         "description": p.description,
         "tags": [],

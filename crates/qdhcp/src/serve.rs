@@ -631,6 +631,7 @@ fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     let metrics: qdhcp_api::MetricsSource =
         Arc::new(move || mdp.prometheus() + &qdhcp_dns::server::prometheus(&msync.dns_servers()));
     start_heartbeats(&control, &cfg)?;
+    qdhcp_api::render::set_dns_domain(cfg.dhcp.domain.as_deref().unwrap_or(""));
     // writes through other nodes' APIs reach this node's tables (PostgreSQL's LISTEN/NOTIFY)
     control.watch()?;
     let state = ApiState::new(control, auth, Some(metrics));

@@ -547,6 +547,12 @@ fn dhcp_port_serves_dns_names_from_the_registry_and_follows_port_changes() {
     assert_eq!(s, 200);
     assert_eq!(short("web.openstacklocal"), "172.16.1.104");
     assert!(dig(&["host-172-16-1-104.openstacklocal"]).contains("status: NXDOMAIN"));
+    // dns_assignment says the same names as Neutron's dns-integration computes them
+    let (_, p2) = h.http("GET", &format!("/v2.0/ports/{id2}"), None);
+    assert_eq!(
+        p2["port"]["dns_assignment"],
+        json!([{"hostname": "web", "ip_address": "172.16.1.104", "fqdn": "web.openstacklocal."}])
+    );
     // dns-integration: the network's dns_domain is stored, shown, and its ports' names are
     // answered under it too (the PTR keeps the server's domain)
     let (s, n) = h.http(
@@ -994,4 +1000,46 @@ fn concurrent_creates_through_two_nodes_never_give_an_address_twice() {
         "the DHCP port and 11 others fill the pool: {all:?}"
     );
     assert_eq!(created, 11);
+}
+
+/// `dns_assignment` is under the server's `--dns-domain`, as Neutron's dns-integration puts
+/// it under its `dns_domain` option (it said `openstacklocal.` whatever the domain was).
+#[test]
+fn dns_assignment_is_under_the_configured_domain() {
+    if !netns_available("dns_assignment") {
+        return;
+    }
+    let h = Host::new("da", 60);
+    let _srv = h.start_with(&["--dns-domain", "example.com"]);
+    let (s, n) = h.http(
+        "POST",
+        "/v2.0/networks",
+        Some(&json!({"network": {"name": "n", "provider:network_type": "local"}})),
+    );
+    assert_eq!(s, 201, "{n}");
+    let net = n["network"]["id"].as_str().unwrap().to_string();
+    let (s, sub) = h.http(
+        "POST",
+        "/v2.0/subnets",
+        Some(&json!({"subnet": {"network_id": net, "cidr": "10.44.0.0/24", "ip_version": 4}})),
+    );
+    assert_eq!(s, 201, "{sub}");
+    let (s, p) = h.http(
+        "POST",
+        "/v2.0/ports",
+        Some(&json!({"port": {"network_id": net, "fixed_ips": [{"ip_address": "10.44.0.20"}]}})),
+    );
+    assert_eq!(s, 201, "{p}");
+    assert_eq!(
+        p["port"]["dns_assignment"],
+        json!([{"hostname": "host-10-44-0-20", "ip_address": "10.44.0.20", "fqdn": "host-10-44-0-20.example.com."}])
+    );
+    let id = p["port"]["id"].as_str().unwrap().to_string();
+    let (s, p) = h.http(
+        "PUT",
+        &format!("/v2.0/ports/{id}"),
+        Some(&json!({"port": {"dns_name": "db"}})),
+    );
+    assert_eq!(s, 200, "{p}");
+    assert_eq!(p["port"]["dns_assignment"][0]["fqdn"], "db.example.com.");
 }
