@@ -18,8 +18,9 @@ pub const EDNS_PAYLOAD: u16 = 1232;
 pub struct Context<'a> {
     /// Its local names.
     pub zone: &'a Zone,
-    /// The network's domain: names under it that the zone lacks do not exist.
-    pub domain: Option<&'a Name>,
+    /// The network's domains (the server's, and the network's own `dns_domain`): names under
+    /// them that the zone lacks do not exist.
+    pub domains: &'a [Name],
     /// The network's subnets: clients that may ask (`--local-service`), and the reverse space
     /// answered here.
     pub local_nets: &'a [Ipv4Net],
@@ -218,7 +219,12 @@ pub fn decide(bytes: &[u8], client: IpAddr, ctx: &Context<'_>) -> Outcome {
                 question: Some(question),
             };
         }
-        if let Some(d) = ctx.domain {
+        if let Some(d) = ctx
+            .domains
+            .iter()
+            .find(|d| d.zone_of(name))
+            .or(ctx.domains.first())
+        {
             r.authorities.push(soa(d));
         }
         return Outcome::Reply {
@@ -261,11 +267,11 @@ pub fn decide(bytes: &[u8], client: IpAddr, ctx: &Context<'_>) -> Outcome {
     }
 
     // 4. Under the network's domain, or a bare name: it would be local if it existed.
-    let under_domain = ctx.domain.is_some_and(|d| d.zone_of(name));
-    if under_domain || name.num_labels() <= 1 {
+    let under = ctx.domains.iter().find(|d| d.zone_of(name));
+    if under.is_some() || name.num_labels() <= 1 {
         let mut r = reply_to(&q, ResponseCode::NXDomain, ctx);
-        r.metadata.authoritative = under_domain;
-        if let Some(d) = ctx.domain.filter(|_| under_domain) {
+        r.metadata.authoritative = under.is_some();
+        if let Some(d) = under {
             r.authorities.push(soa(d));
         }
         return Outcome::Reply {
@@ -309,7 +315,7 @@ mod tests {
         let nets = ["172.16.1.0/24".parse().unwrap()];
         let ctx = Context {
             zone: &z,
-            domain: Some(&d),
+            domains: std::slice::from_ref(&d),
             local_nets: &nets,
             local_only: true,
             can_forward: forward,
@@ -399,7 +405,7 @@ mod tests {
         let nets = ["172.16.1.0/24".parse().unwrap()];
         let ctx = Context {
             zone: &z,
-            domain: Some(&d),
+            domains: std::slice::from_ref(&d),
             local_nets: &nets,
             local_only: true,
             can_forward: true,

@@ -67,6 +67,8 @@ struct Pending {
 pub struct DnsServer {
     pub(crate) settings: Settings,
     zone: RwLock<Arc<Zone>>,
+    /// The domains answered with authority: the server's, then the network's own.
+    domains: RwLock<Arc<Vec<Name>>>,
     nets: RwLock<Arc<Vec<Ipv4Net>>>,
     cache: Mutex<Cache>,
     /// Where forwarded queries leave from and their answers arrive: only with upstreams.
@@ -154,9 +156,11 @@ impl DnsServer {
             Some(u)
         };
         let cache = Mutex::new(Cache::new(settings.cache_size));
+        let domains: Vec<Name> = settings.domain.iter().cloned().collect();
         Ok(Arc::new(DnsServer {
             settings,
             zone: RwLock::new(Arc::new(Zone::default())),
+            domains: RwLock::new(Arc::new(domains)),
             nets: RwLock::new(Arc::new(Vec::new())),
             cache,
             upstream,
@@ -176,6 +180,14 @@ impl DnsServer {
     /// Replaces the local names (a SIGHUP, a port change): the next query sees them.
     pub fn set_zone(&self, z: Zone) {
         *self.zone.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(z);
+    }
+
+    /// The network's own domain (its `dns_domain`), answered with authority besides the
+    /// server's; `None` drops it.
+    pub fn set_network_domain(&self, d: Option<Name>) {
+        let mut v: Vec<Name> = self.settings.domain.iter().cloned().collect();
+        v.extend(d.filter(|d| Some(d) != self.settings.domain.as_ref()));
+        *self.domains.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(v);
     }
 
     /// Replaces the network's subnets.
@@ -241,10 +253,15 @@ impl DnsServer {
         via: Option<&Arc<UdpSocket>>,
     ) -> Option<(Message, usize)> {
         let zone = self.zone.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let domains = self
+            .domains
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let nets = self.nets.read().unwrap_or_else(|p| p.into_inner()).clone();
         let ctx = Context {
             zone: &zone,
-            domain: self.settings.domain.as_ref(),
+            domains: &domains,
             local_nets: &nets,
             local_only: self.settings.local_only,
             can_forward: !self.settings.upstreams.is_empty(),

@@ -156,7 +156,7 @@ pub fn dns_query(data: &[u8]) {
     };
     let ctx = Context {
         zone: &zone,
-        domain: Some(&domain),
+        domains: std::slice::from_ref(&domain),
         local_nets: &nets,
         local_only: true,
         can_forward: true,

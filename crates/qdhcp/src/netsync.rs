@@ -504,6 +504,17 @@ impl DhcpSync {
             zone.insert(ip, &names);
         }
         server.set_zone(zone);
+        // the network's own dns_domain is answered with authority too
+        let own = reg
+            .network(net_id)
+            .map(|n| n.dns_domain.trim_end_matches('.').to_string())
+            .filter(|d| !d.is_empty())
+            .and_then(|d| {
+                let mut n = Name::from_ascii(&d).ok()?;
+                n.set_fqdn(true);
+                Some(n)
+            });
+        server.set_network_domain(own);
     }
 }
 

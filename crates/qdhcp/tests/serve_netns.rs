@@ -566,6 +566,13 @@ fn dhcp_port_serves_dns_names_from_the_registry_and_follows_port_changes() {
     assert_eq!(n["network"]["dns_domain"], "example.org.");
     assert_eq!(short("web.example.org"), "172.16.1.104");
     assert_eq!(short("web.openstacklocal"), "172.16.1.104");
+    // names under it that do not exist are NXDOMAIN with authority (not forwarded or refused)
+    let nx = dig(&["nosuch.example.org"]);
+    assert!(
+        nx.contains("status: NXDOMAIN") && nx.contains(" aa"),
+        "{nx}"
+    );
+    assert!(nx.contains("example.org.") && nx.contains("SOA"), "{nx}");
     assert_eq!(
         dig(&["+short", "-x", "172.16.1.104"]).trim(),
         "web.openstacklocal."
