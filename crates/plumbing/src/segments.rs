@@ -100,14 +100,7 @@ pub fn ensure_vxlan(v: &VxlanSegment) -> Result<(), PlumbError> {
         let idx = link_index(&h, &name)
             .await?
             .ok_or_else(|| PlumbError::Netlink(format!("{name} vanished")))?;
-        let br = link_index(&h, &v.bridge)
-            .await?
-            .ok_or_else(|| PlumbError::Netlink(format!("bridge {} missing", v.bridge)))?;
-        h.link()
-            .set(LinkUnspec::new_with_index(idx).controller(br).up().build())
-            .execute()
-            .await
-            .map_err(nl("vxlan up"))
+        into_bridge(&h, idx, &v.bridge).await
     })
 }
 
@@ -167,14 +160,7 @@ pub fn ensure_vlan(v: &VlanSegment) -> Result<(), PlumbError> {
         let idx = link_index(&h, &name)
             .await?
             .ok_or_else(|| PlumbError::Netlink(format!("{name} vanished")))?;
-        let br = link_index(&h, &v.bridge)
-            .await?
-            .ok_or_else(|| PlumbError::Netlink(format!("bridge {} missing", v.bridge)))?;
-        h.link()
-            .set(LinkUnspec::new_with_index(idx).controller(br).up().build())
-            .execute()
-            .await
-            .map_err(nl("VLAN up"))
+        into_bridge(&h, idx, &v.bridge).await
     })
 }
 
@@ -187,13 +173,18 @@ pub fn ensure_in_bridge(iface: &str, bridge: &str) -> Result<(), PlumbError> {
         let idx = link_index(&h, &iface).await?.ok_or_else(|| {
             PlumbError::Netlink(format!("physical interface {iface} does not exist"))
         })?;
-        let br = link_index(&h, &bridge)
-            .await?
-            .ok_or_else(|| PlumbError::Netlink(format!("bridge {bridge} missing")))?;
-        h.link()
-            .set(LinkUnspec::new_with_index(idx).controller(br).up().build())
-            .execute()
-            .await
-            .map_err(nl("interface into bridge"))
+        into_bridge(&h, idx, &bridge).await
     })
+}
+
+/// Puts the link at `idx` into `bridge`, up: the last step of every segment.
+async fn into_bridge(h: &Handle, idx: u32, bridge: &str) -> Result<(), PlumbError> {
+    let br = link_index(h, bridge)
+        .await?
+        .ok_or_else(|| PlumbError::Netlink(format!("bridge {bridge} missing")))?;
+    h.link()
+        .set(LinkUnspec::new_with_index(idx).controller(br).up().build())
+        .execute()
+        .await
+        .map_err(nl("into bridge"))
 }

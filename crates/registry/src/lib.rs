@@ -4,14 +4,16 @@
 
 pub mod dhcp;
 pub mod error;
+mod feed;
 pub mod model;
 pub mod registry;
 pub mod requests;
 pub mod segments;
 
 pub use error::RegistryError;
+pub use feed::effects_between;
 pub use model::*;
-pub use registry::{effects_between, Caller, Change, Effect, Env, Kind, Outcome, Registry};
+pub use registry::{Caller, Change, Effect, Env, Kind, Outcome, Registry};
 
 #[cfg(test)]
 mod tests;
