@@ -1,8 +1,8 @@
 //! Neutron's agent API for qdhcp's nodes (see docs/ARCHITECTURE.md, "Nodes"): each node is
 //! shown as a `DHCP agent`, alive while its heartbeats in the database are younger than the
-//! down time, so that `openstack network agent list` (and `--network NET`) work. Every node
-//! serves every network today (no scheduling yet), so a network's DHCP agents are the live
-//! nodes, and a node's networks are those with a DHCP port.
+//! down time, so that `openstack network agent list` (and `--network NET`) work. A node hosts
+//! the networks that have a DHCP port bound to it (the scheduler's binding, see
+//! `qdhcp_registry::Scheduling`); an unbound DHCP port is served by every node.
 
 use std::sync::Arc;
 
@@ -29,7 +29,7 @@ pub fn alive(heartbeat: &str, now: NaiveDateTime, down_secs: u64) -> bool {
 fn agent_json(n: &NodeRow, reg: &Registry, now: NaiveDateTime, down_secs: u64) -> Value {
     let networks = reg
         .networks()
-        .filter(|x| reg.dhcp_port(&x.id).is_some())
+        .filter(|x| reg.dhcp_port_for(&x.id, &n.host).is_some())
         .count();
     json!({
         "id": n.id,
@@ -124,17 +124,18 @@ pub async fn networks_of(
     Path(id): Path<String>,
     c: Option<axum::Extension<Caller>>,
 ) -> Result<Response, ApiError> {
-    find(&st, c, &id)?;
+    let node = find(&st, c, &id)?;
     let reg = st.control.read();
     let v: Vec<Value> = reg
         .networks()
-        .filter(|n| reg.dhcp_port(&n.id).is_some())
+        .filter(|n| reg.dhcp_port_for(&n.id, &node.host).is_some())
         .map(|n| crate::render::network(&reg, n))
         .collect();
     Ok(Json(json!({"networks": v})).into_response())
 }
 
-/// `GET /v2.0/networks/{id}/dhcp-agents`: the live nodes serving the network.
+/// `GET /v2.0/networks/{id}/dhcp-agents`: the nodes hosting the network, alive or not (as
+/// Neutron shows a dead agent until its network is moved).
 pub async fn agents_of(
     State(st): State<Arc<ApiState>>,
     Path(id): Path<String>,
@@ -153,10 +154,9 @@ pub async fn agents_of(
     let rows = nodes(&st)?;
     let reg = st.control.read();
     let t = now();
-    let serving = reg.dhcp_port(&id).is_some();
     let v: Vec<Value> = rows
         .iter()
-        .filter(|n| serving && alive(&n.heartbeat_at, t, st.node_down_secs()))
+        .filter(|n| reg.dhcp_port_for(&id, &n.host).is_some())
         .map(|n| agent_json(n, &reg, t, st.node_down_secs()))
         .collect();
     Ok(Json(json!({"agents": v})).into_response())

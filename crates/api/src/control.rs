@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use qdhcp_registry::segments::SegmentConfig;
-use qdhcp_registry::{Effect, Env, Outcome, Registry, RegistryError};
+use qdhcp_registry::{Effect, Env, Outcome, Registry, RegistryError, Scheduling};
 use qdhcp_store::{Store, StoreError};
 
 /// Receives DHCP-relevant changes; the serve wiring implements it.
@@ -59,6 +59,11 @@ pub struct Control {
     segments: SegmentConfig,
     /// The database revision memory holds (see [`Control::follow`]).
     revision: std::sync::atomic::AtomicI64,
+    /// The DHCP scheduler's settings and live nodes, kept across reloads.
+    scheduling: Mutex<Scheduling>,
+    /// The live nodes this node last rescheduled for as the leader (see
+    /// [`Control::live_nodes`]).
+    scheduled_for: Mutex<Option<Vec<String>>>,
 }
 
 impl Control {
@@ -77,6 +82,8 @@ impl Control {
         let mut reg = store.load()?;
         reg.set_segments(segments.clone());
         Ok(Control {
+            scheduling: Mutex::new(Scheduling::default()),
+            scheduled_for: Mutex::new(None),
             revision: std::sync::atomic::AtomicI64::new(revision),
             stale: std::sync::atomic::AtomicBool::new(false),
             reg: Mutex::new(reg),
@@ -84,6 +91,73 @@ impl Control {
             dhcp,
             segments,
         })
+    }
+
+    /// What every registry read back from the store is given: segment ranges and scheduling.
+    fn configure(&self, reg: &mut Registry) {
+        reg.set_segments(self.segments.clone());
+        reg.set_scheduling(
+            self.scheduling
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        );
+    }
+
+    /// Sets how many nodes serve each network (Neutron's `dhcp_agents_per_network`).
+    pub fn set_nodes_per_network(&self, n: usize) {
+        let s = {
+            let mut s = self.scheduling.lock().unwrap_or_else(|p| p.into_inner());
+            s.per_network = n;
+            s.clone()
+        };
+        self.read().set_scheduling(s);
+    }
+
+    /// Takes the live nodes (from the heartbeats, sorted). The first live node is the leader:
+    /// when the live nodes differ from those it last scheduled for, it schedules every network
+    /// again (ports of nodes that are down move to live ones, networks short of nodes get
+    /// more) and stores the moves, which reach the other nodes through the change feed.
+    /// Returns how many ports it changed.
+    pub fn live_nodes(&self, mut live: Vec<String>, me: &str) -> Result<usize, ControlError> {
+        live.sort();
+        live.dedup();
+        let s = {
+            let mut s = self.scheduling.lock().unwrap_or_else(|p| p.into_inner());
+            s.live = live.clone();
+            s.clone()
+        };
+        {
+            let mut reg = self.read();
+            if reg.scheduling() != &s {
+                reg.set_scheduling(s.clone());
+            }
+        }
+        if s.leader() != Some(me) {
+            *self.scheduled_for.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            return Ok(0);
+        }
+        if self
+            .scheduled_for
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            == Some(&live)
+        {
+            return Ok(0);
+        }
+        let moved = self.mutate(|reg, env| {
+            let out = reg.reschedule_dhcp(env);
+            Ok((out.changes.len(), out))
+        })?;
+        *self.scheduled_for.lock().unwrap_or_else(|p| p.into_inner()) = Some(live.clone());
+        if moved > 0 {
+            tracing::info!(
+                "DHCP scheduler: {moved} DHCP ports placed on the live nodes {}",
+                live.join(", ")
+            );
+        }
+        Ok(moved)
     }
 
     /// Read access.
@@ -102,7 +176,7 @@ impl Control {
         if self.stale.load(Ordering::SeqCst) {
             // the database again (it may be back): what it holds is the truth
             let mut fresh = self.store.load()?;
-            fresh.set_segments(self.segments.clone());
+            self.configure(&mut fresh);
             *reg = fresh;
             self.stale.store(false, Ordering::SeqCst);
             let all: Vec<Effect> = reg
@@ -113,11 +187,15 @@ impl Control {
         }
         let mut env = SystemEnv;
         let (value, out) = f(&mut reg, &mut env)?;
+        if out.changes.is_empty() {
+            self.dhcp.apply(&reg, &out.effects);
+            return Ok(value);
+        }
         if let Err(e) = self.store.apply(&reg, &out.changes) {
             let at = self.store.revision();
             match self.store.load() {
                 Ok(mut fresh) => {
-                    fresh.set_segments(self.segments.clone());
+                    self.configure(&mut fresh);
                     // read back: what other nodes wrote meanwhile reaches the DHCP side too
                     let effects = qdhcp_registry::effects_between(&reg, &fresh);
                     let before = std::mem::replace(&mut *reg, fresh);
@@ -177,7 +255,7 @@ impl Control {
                 return 0;
             }
         };
-        fresh.set_segments(self.segments.clone());
+        self.configure(&mut fresh);
         let effects = qdhcp_registry::effects_between(&reg, &fresh);
         *reg = fresh;
         self.revision.store(at, Ordering::SeqCst);

@@ -455,11 +455,20 @@ fn visible(reg: &Registry, caller: &Caller, res: Res, v: &Value) -> bool {
     res != Res::Port && reg.network(net_id).is_some_and(|n| n.shared)
 }
 
-/// Neutron's policy: a network's `provider:*` attributes are for admins only.
+/// Attributes Neutron's policy shows to admins only.
+const ADMIN_ONLY: [&str; 4] = [
+    "binding:host_id",
+    "binding:vif_type",
+    "binding:vif_details",
+    "binding:profile",
+];
+
+/// Neutron's policy: a network's `provider:*` attributes and a port's binding details are for
+/// admins only.
 fn for_caller(mut v: Value, caller: &Caller) -> Value {
     if !caller.is_admin {
         if let Some(o) = v.as_object_mut() {
-            o.retain(|k, _| !k.starts_with("provider:"));
+            o.retain(|k, _| !k.starts_with("provider:") && !ADMIN_ONLY.contains(&k.as_str()));
         }
     }
     v
@@ -814,6 +823,13 @@ async fn update(
         }
         Res::Port => {
             let r: PortReq = typed(o, res)?;
+            if r.binding_host_id.is_some() && !caller.is_admin {
+                return Err(ApiError::from(ControlError::Registry(
+                    RegistryError::PolicyNotAuthorized(
+                        "(rule:update_port and rule:update_port:binding:host_id)".into(),
+                    ),
+                )));
+            }
             st.control
                 .mutate(|reg, env| reg.update_port(&id, r, env).map(|(_, out)| ((), out)))?
         }

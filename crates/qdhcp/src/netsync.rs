@@ -238,7 +238,10 @@ impl DhcpSync {
         for n in reg.networks() {
             let net_id = n.id.as_str();
             let (subnets, global) = subnets_for(reg, net_id, &self.cfg.dhcp);
-            let Some(port) = reg.dhcp_port(net_id).filter(|_| !subnets.is_empty()) else {
+            let Some(port) = reg
+                .dhcp_port_for(net_id, &self.cfg.node)
+                .filter(|_| !subnets.is_empty())
+            else {
                 left.push(net_id.to_string());
                 continue;
             };
@@ -365,7 +368,10 @@ impl DhcpSync {
 
     fn sync_network(&self, reg: &Registry, net_id: &str) {
         let (subnets, global) = subnets_for(reg, net_id, &self.cfg.dhcp);
-        let Some(port) = reg.dhcp_port(net_id).filter(|_| !subnets.is_empty()) else {
+        let Some(port) = reg
+            .dhcp_port_for(net_id, &self.cfg.node)
+            .filter(|_| !subnets.is_empty())
+        else {
             self.teardown(net_id);
             return;
         };

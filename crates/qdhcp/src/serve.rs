@@ -124,6 +124,10 @@ pub struct ServeArgs {
     /// `agent_down_time`); heartbeats go every third of it [default: 30].
     #[arg(long)]
     pub node_down_time: Option<u64>,
+    /// How many live nodes serve each network, each on a DHCP port of its own (Neutron's
+    /// `dhcp_agents_per_network`) [default: 2].
+    #[arg(long)]
+    pub dhcp_nodes_per_network: Option<usize>,
     /// Neutron's `physical_interface_mappings`: PHYSNET:INTERFACE[,…]. A VLAN network on
     /// PHYSNET gets a sub-interface `INTERFACE.<vid>` in its bridge `brq<network>`; a flat
     /// network on a PHYSNET without a bridge mapping gets INTERFACE itself in that bridge.
@@ -160,6 +164,7 @@ struct FileConfig {
     physical_interface_mappings: Option<String>,
     node: Option<String>,
     node_down_time: Option<u64>,
+    dhcp_nodes_per_network: Option<usize>,
     database: Option<String>,
 }
 
@@ -178,6 +183,8 @@ pub struct ServeConfig {
     pub node: String,
     /// Seconds without a heartbeat after which a node is down.
     pub node_down_secs: u64,
+    /// Live nodes serving each network.
+    pub nodes_per_network: usize,
     /// Namespace prefix.
     pub namespace_prefix: String,
     /// Characters of the network id in namespace names.
@@ -282,6 +289,14 @@ pub fn resolve(a: &ServeArgs) -> anyhow::Result<ServeConfig> {
         (None, None) => parse_mappings("physnet1:br-flat")?,
     };
     let dns_on = !a.no_dns && file.dns.unwrap_or(true);
+    let node = match a.node.clone().or(file.node.clone()) {
+        Some(n) if n.trim().is_empty() => anyhow::bail!("node must not be empty"),
+        Some(n) => n,
+        None => nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_else(|| "localhost".into()),
+    };
     let mut upstreams = match (&a.dns_servers, &file.dns_servers) {
         (Some(s), _) => parse_dns_servers(&s.split(',').collect::<Vec<_>>())?,
         (None, Some(toml::Value::String(s))) => {
@@ -336,13 +351,11 @@ pub fn resolve(a: &ServeArgs) -> anyhow::Result<ServeConfig> {
             .unwrap_or_else(|| PathBuf::from("qdhcp-state")),
         listen,
         bridge_mappings: mappings,
-        node: match a.node.clone().or(file.node) {
-            Some(n) if n.trim().is_empty() => anyhow::bail!("node must not be empty"),
+        node: node.clone(),
+        nodes_per_network: match a.dhcp_nodes_per_network.or(file.dhcp_nodes_per_network) {
+            Some(0) => anyhow::bail!("dhcp_nodes_per_network must be at least 1"),
             Some(n) => n,
-            None => nix::unistd::gethostname()
-                .ok()
-                .and_then(|h| h.into_string().ok())
-                .unwrap_or_else(|| "localhost".into()),
+            None => 2,
         },
         node_down_secs: match a.node_down_time.or(file.node_down_time) {
             Some(0) => anyhow::bail!("node_down_time must be at least 1 second"),
@@ -377,6 +390,7 @@ pub fn resolve(a: &ServeArgs) -> anyhow::Result<ServeConfig> {
             ),
             metadata_route: true,
             dns_self: dns_on,
+            node,
         },
         netns: a.netns.clone().or(file.netns),
         log_file: a.log_file.clone().or(file.log_file),
@@ -458,6 +472,7 @@ fn start_heartbeats(
         heartbeat_at: at,
     };
     control.heartbeat(&row(started.clone()))?;
+    update_live_nodes(control, cfg);
     tracing::info!(
         "node {} (DHCP agent {id}) heartbeats every {} s",
         cfg.node,
@@ -465,6 +480,7 @@ fn start_heartbeats(
     );
     let every = std::time::Duration::from_secs((cfg.node_down_secs / 3).max(1));
     let c = control.clone();
+    let me = cfg.clone();
     let mut next = row(started.clone());
     std::thread::Builder::new()
         .name("heartbeat".into())
@@ -474,8 +490,30 @@ fn start_heartbeats(
             if let Err(e) = c.heartbeat(&next) {
                 tracing::warn!("heartbeat not recorded: {e}");
             }
+            update_live_nodes(&c, &me);
         })?;
     Ok(())
+}
+
+/// Tells the scheduler which nodes are alive now (heartbeats younger than the down time);
+/// the first of them moves the networks of nodes that went down (see `Control::live_nodes`).
+fn update_live_nodes(control: &qdhcp_api::control::Control, cfg: &ServeConfig) {
+    let rows = match control.nodes() {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!("cannot read the nodes' heartbeats: {e}");
+            return;
+        }
+    };
+    let now = chrono::Utc::now().naive_utc();
+    let live: Vec<String> = rows
+        .into_iter()
+        .filter(|n| qdhcp_api::agents::alive(&n.heartbeat_at, now, cfg.node_down_secs))
+        .map(|n| n.host)
+        .collect();
+    if let Err(e) = control.live_nodes(live, &cfg.node) {
+        tracing::warn!("DHCP scheduler: networks not moved yet: {e}");
+    }
 }
 
 /// Runs `qdhcp serve`; returns the exit code.
@@ -569,6 +607,9 @@ fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         sync.clone(),
         cfg.segments.clone(),
     )?);
+    // This node's heartbeat first: the scheduler places networks on live nodes, this one too.
+    control.set_nodes_per_network(cfg.nodes_per_network);
+    start_heartbeats(&control, &cfg)?;
     // Serve at once every network whose namespace survived (a restart), then check and repair
     // every network's plumbing in the background, one network at a time, while the API runs.
     let t0 = std::time::Instant::now();
@@ -630,7 +671,6 @@ fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     let msync = sync.clone();
     let metrics: qdhcp_api::MetricsSource =
         Arc::new(move || mdp.prometheus() + &qdhcp_dns::server::prometheus(&msync.dns_servers()));
-    start_heartbeats(&control, &cfg)?;
     qdhcp_api::render::set_dns_domain(cfg.dhcp.domain.as_deref().unwrap_or(""));
     // writes through other nodes' APIs reach this node's tables (PostgreSQL's LISTEN/NOTIFY)
     control.watch()?;
@@ -708,5 +748,39 @@ mod tests {
             ..Default::default()
         };
         assert!(serve_options(&resolve(&flag).unwrap()).realtime);
+    }
+
+    #[test]
+    fn the_readmes_two_node_toml_is_a_valid_configuration() {
+        let readme =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))
+                .unwrap();
+        let section = readme
+            .split("## Several nodes on PostgreSQL")
+            .nth(1)
+            .expect("README has the two-node section");
+        let toml_text = section
+            .split("```toml\n")
+            .nth(1)
+            .and_then(|t| t.split("```").next())
+            .expect("a TOML example");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("qdhcp.toml");
+        std::fs::write(&path, toml_text).unwrap();
+        let c = resolve(&ServeArgs {
+            config: Some(path),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(c.node, "net1");
+        assert_eq!(c.nodes_per_network, 2);
+        assert_eq!(c.node_down_secs, 30);
+        assert!(c.database.as_deref().unwrap().starts_with("postgresql://"));
+        assert_eq!(c.dhcp.node, "net1", "DHCP serves this node's ports");
+        let one = resolve(&ServeArgs {
+            dhcp_nodes_per_network: Some(0),
+            ..Default::default()
+        });
+        assert!(one.is_err(), "at least one node per network");
     }
 }

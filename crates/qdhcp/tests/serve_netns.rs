@@ -802,211 +802,28 @@ fn serve_on_postgresql_keeps_the_registry_across_kill_9() {
     assert_eq!(by_host("node-a")["alive"], false, "{a}");
     assert_eq!(by_host("node-a")["id"], agent_a, "the agent id is kept");
     assert_eq!(by_host("node-b")["alive"], true, "{a}");
-    let (_, serving) = h.http("GET", &format!("/v2.0/networks/{net}/dhcp-agents"), None);
-    let hosts: Vec<&str> = serving["agents"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|x| x["host"].as_str())
-        .collect();
-    assert_eq!(hosts, ["node-b"], "{serving}");
+    // node-a's DHCP port moves to node-b once node-a is down (the scheduler's failover)
+    let t0 = std::time::Instant::now();
+    loop {
+        let (_, serving) = h.http("GET", &format!("/v2.0/networks/{net}/dhcp-agents"), None);
+        let hosts: Vec<&str> = serving["agents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|x| x["host"].as_str())
+            .collect();
+        if hosts == ["node-b"] {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(15),
+            "the network never moved to node-b: {serving}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let dir = tempfile::tempdir().unwrap();
     let (ok, _d) = dhclient_at(dir.path(), &vm, 20);
     assert!(ok, "served again from the database");
-}
-
-/// Two nodes on one PostgreSQL database: what is written through one node's API reaches the
-/// other's registry and reservation tables through the change feed (LISTEN/NOTIFY), and a VM
-/// behind the second node gets the address of a port created through the first.
-#[test]
-fn a_port_created_through_one_node_is_served_by_another_on_the_same_database() {
-    if !netns_available("change feed") {
-        return;
-    }
-    require_tool("dhclient");
-    let Some(pg) = pg_server::Pg::start() else {
-        return;
-    };
-    let url = pg.url();
-    let a = Host::new("ca", 60);
-    let mut b = Host::new("cb", 60);
-    let _srv_a = a.start_with(&["--database", &url, "--node", "node-a"]);
-    let _srv_b = b.start_with(&["--database", &url, "--node", "node-b"]);
-    let (s, n) = a.http("POST", "/v2.0/networks", Some(&json!({"network": {"name": "shared", "provider:network_type": "flat", "provider:physical_network": "physnet1"}})));
-    assert_eq!(s, 201, "{n}");
-    let net = n["network"]["id"].as_str().unwrap().to_string();
-    let (s, sub) = a.http("POST", "/v2.0/subnets", Some(&json!({"subnet": {"network_id": net, "cidr": "172.16.7.0/24", "ip_version": 4, "allocation_pools": [{"start": "172.16.7.100", "end": "172.16.7.200"}]}})));
-    assert_eq!(s, 201, "{sub}");
-    let (s, p) = a.http("POST", "/v2.0/ports", Some(&json!({"port": {"network_id": net, "name": "vm-b", "fixed_ips": [{"ip_address": "172.16.7.150"}]}})));
-    assert_eq!(s, 201, "{p}");
-    let mac = p["port"]["mac_address"].as_str().unwrap().to_string();
-    // node B's API shows it, and its log says it came through the feed
-    b.wait_log("changes from other nodes applied");
-    let t0 = std::time::Instant::now();
-    loop {
-        let (_, ports) = b.http("GET", "/v2.0/ports?name=vm-b", None);
-        if ports["ports"][0]["mac_address"] == mac.as_str() {
-            break;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "node B never saw the port: {ports}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let vm = b.vm(&mac);
-    let dir = tempfile::tempdir().unwrap();
-    let (ok, d) = dhclient_at(dir.path(), &vm, 20);
-    assert!(
-        ok,
-        "{}",
-        std::fs::read_to_string(b.log()).unwrap_or_default()
-    );
-    let bound = d.wait_reason("BOUND", 1, Duration::from_secs(5));
-    assert_eq!(bound["new_ip_address"], "172.16.7.150", "{bound:?}");
-    // a delete through node A is seen by node B too
-    let pid = p["port"]["id"].as_str().unwrap().to_string();
-    let (s, _) = a.http("DELETE", &format!("/v2.0/ports/{pid}"), None);
-    assert_eq!(s, 204);
-    let t0 = std::time::Instant::now();
-    loop {
-        let (s, _) = b.http("GET", &format!("/v2.0/ports/{pid}"), None);
-        if s == 404 {
-            break;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "node B still has the port"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// Concurrent creates through two nodes on one PostgreSQL database and a small pool: no
-/// address or MAC is given twice (the database's unique constraints refuse the loser, which
-/// answers 409 and catches up), and the exhausted pool is answered 409 on both nodes.
-#[test]
-fn concurrent_creates_through_two_nodes_never_give_an_address_twice() {
-    if !netns_available("ipam across nodes") {
-        return;
-    }
-    let Some(pg) = pg_server::Pg::start() else {
-        return;
-    };
-    let url = pg.url();
-    let a = Host::new("ia", 60);
-    let b = Host::new("ib", 60);
-    let _srv_a = a.start_with(&["--database", &url, "--node", "node-a"]);
-    let _srv_b = b.start_with(&["--database", &url, "--node", "node-b"]);
-    let (s, n) = a.http(
-        "POST",
-        "/v2.0/networks",
-        Some(&json!({"network": {"name": "small", "provider:network_type": "local"}})),
-    );
-    assert_eq!(s, 201, "{n}");
-    let net = n["network"]["id"].as_str().unwrap().to_string();
-    // 12 addresses: the DHCP port takes one, 11 are left for 2 x 10 creates
-    let (s, sub) = a.http("POST", "/v2.0/subnets", Some(&json!({"subnet": {"network_id": net, "cidr": "172.16.8.0/24", "ip_version": 4, "allocation_pools": [{"start": "172.16.8.10", "end": "172.16.8.21"}]}})));
-    assert_eq!(s, 201, "{sub}");
-    let t0 = std::time::Instant::now();
-    while b.http("GET", &format!("/v2.0/networks/{net}"), None).0 != 200 {
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "node B never saw the network"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    std::thread::sleep(Duration::from_millis(300));
-    let results: Vec<(u16, Value)> = std::thread::scope(|sc| {
-        let hs: Vec<_> = [&a, &b]
-            .into_iter()
-            .map(|h| {
-                let net = net.clone();
-                sc.spawn(move || {
-                    (0..10)
-                        .map(|i| {
-                            h.http(
-                                "POST",
-                                "/v2.0/ports",
-                                Some(
-                                    &json!({"port": {"network_id": net, "name": format!("p{i}")}}),
-                                ),
-                            )
-                        })
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        hs.into_iter().flat_map(|h| h.join().unwrap()).collect()
-    });
-    let mut ips = std::collections::HashSet::new();
-    let mut macs = std::collections::HashSet::new();
-    let mut created = 0;
-    for (s, v) in &results {
-        match s {
-            201 => {
-                created += 1;
-                let ip = v["port"]["fixed_ips"][0]["ip_address"]
-                    .as_str()
-                    .unwrap()
-                    .to_string();
-                assert!(ips.insert(ip.clone()), "{ip} given twice: {results:?}");
-                let mac = v["port"]["mac_address"].as_str().unwrap().to_string();
-                assert!(macs.insert(mac.clone()), "{mac} given twice");
-            }
-            409 => {
-                let t = v["NeutronError"]["type"].as_str().unwrap_or("");
-                assert!(
-                    [
-                        "IpAddressGenerationFailure",
-                        "IpAddressAlreadyAllocated",
-                        "MacAddressInUse"
-                    ]
-                    .contains(&t),
-                    "{v}"
-                );
-            }
-            other => panic!("{other}: {v}"),
-        }
-    }
-    assert!(created <= 11, "{created} ports for 11 addresses");
-    // what is in the database agrees, and the exhausted pool is 409 on both nodes
-    std::thread::sleep(Duration::from_millis(500));
-    for h in [&a, &b] {
-        let mut last = (0, Value::Null);
-        for _ in 0..12 {
-            last = h.http(
-                "POST",
-                "/v2.0/ports",
-                Some(&json!({"port": {"network_id": net}})),
-            );
-            if last.0 != 201 {
-                break;
-            }
-            created += 1;
-        }
-        assert_eq!(last.0, 409, "{}", last.1);
-        assert_eq!(
-            last.1["NeutronError"]["type"], "IpAddressGenerationFailure",
-            "{}",
-            last.1
-        );
-    }
-    let (_, ports) = a.http("GET", &format!("/v2.0/ports?network_id={net}"), None);
-    let all: Vec<&str> = ports["ports"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["fixed_ips"][0]["ip_address"].as_str().unwrap())
-        .collect();
-    let distinct: std::collections::HashSet<&str> = all.iter().copied().collect();
-    assert_eq!(all.len(), distinct.len(), "{all:?}");
-    assert_eq!(
-        all.len(),
-        12,
-        "the DHCP port and 11 others fill the pool: {all:?}"
-    );
-    assert_eq!(created, 11);
 }
 
 /// `dns_assignment` is under the server's `--dns-domain`, as Neutron's dns-integration puts

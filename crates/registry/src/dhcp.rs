@@ -18,6 +18,8 @@ pub struct DhcpSettings {
     pub metadata_route: bool,
     /// The DHCP port answers DNS: a subnet without `dns_nameservers` announces its address.
     pub dns_self: bool,
+    /// The node serving, whose DHCP port is the server (empty: the network's unbound port).
+    pub node: String,
 }
 
 impl Default for DhcpSettings {
@@ -27,6 +29,7 @@ impl Default for DhcpSettings {
             domain: Some("openstacklocal".into()),
             metadata_route: true,
             dns_self: true,
+            node: String::new(),
         }
     }
 }
@@ -41,13 +44,24 @@ pub fn subnets_for(
     if let Some(n) = reg.network(net_id) {
         let _ = global.set_text(26, &n.mtu.to_string(), true);
     }
-    let dhcp_port = reg.dhcp_port(net_id);
+    let dhcp_port = reg.dhcp_port_for(net_id, &cfg.node);
     let mut out = Vec::new();
     for s in reg.subnets_of(net_id).filter(|s| s.enable_dhcp) {
         let mut o = OptionSet::default();
-        let server = dhcp_port
-            .and_then(|p| p.fixed_ips.iter().find(|f| f.subnet_id == s.id))
-            .map(|f| f.ip_address);
+        let ip_in = |p: &Port| {
+            p.fixed_ips
+                .iter()
+                .find(|f| f.subnet_id == s.id)
+                .map(|f| f.ip_address)
+        };
+        let server = dhcp_port.and_then(ip_in);
+        // every DHCP port of the subnet answers DNS (one per serving node): this node's first
+        let mut dns_ports: Vec<std::net::Ipv4Addr> = server.into_iter().collect();
+        for ip in reg.dhcp_ports(net_id).filter_map(ip_in) {
+            if !dns_ports.contains(&ip) {
+                dns_ports.push(ip);
+            }
+        }
         // An empty router option suppresses the default (no gateway on this subnet).
         let _ = o.set_text(
             3,
@@ -55,15 +69,16 @@ pub fn subnets_for(
             false,
         );
         // Option 6 as Neutron's agent writes it: the subnet's servers; `0.0.0.0` alone means
-        // "announce none"; none given, the DHCP port itself when it answers DNS.
+        // "announce none"; none given, the DHCP ports themselves when they answer DNS.
         let unspecified = [std::net::Ipv4Addr::UNSPECIFIED];
         if s.dns_nameservers == unspecified {
             let _ = o.set_text(6, "", false);
         } else if !s.dns_nameservers.is_empty() {
             let v: Vec<String> = s.dns_nameservers.iter().map(|d| d.to_string()).collect();
             let _ = o.set_text(6, &v.join(","), false);
-        } else if let Some(ip) = server.filter(|_| cfg.dns_self) {
-            let _ = o.set_text(6, &ip.to_string(), false);
+        } else if cfg.dns_self && !dns_ports.is_empty() {
+            let v: Vec<String> = dns_ports.iter().map(|d| d.to_string()).collect();
+            let _ = o.set_text(6, &v.join(","), false);
         }
         let mut routes: Vec<String> = Vec::new();
         for r in &s.host_routes {

@@ -6,6 +6,9 @@ pub enum RegistryError {
     /// A field is missing or invalid; the message names it.
     #[error("{0}")]
     BadRequest(String),
+    /// Neutron's policy refuses the caller this (an attribute for admins only).
+    #[error("{0} is disallowed by policy")]
+    PolicyNotAuthorized(String),
     /// No such network.
     #[error("Network {0} could not be found.")]
     NetworkNotFound(String),
@@ -89,6 +92,7 @@ impl RegistryError {
     pub fn kind(&self) -> &'static str {
         match self {
             RegistryError::BadRequest(_) => "HTTPBadRequest",
+            RegistryError::PolicyNotAuthorized(_) => "PolicyNotAuthorized",
             RegistryError::NetworkNotFound(_) => "NetworkNotFound",
             RegistryError::SubnetNotFound(_) => "SubnetNotFound",
             RegistryError::PortNotFound(_) => "PortNotFound",
@@ -119,6 +123,7 @@ impl RegistryError {
             | RegistryError::SubnetNotFound(_)
             | RegistryError::PortNotFound(_) => 404,
             RegistryError::NoNetworkAvailable => 503,
+            RegistryError::PolicyNotAuthorized(_) => 403,
             _ => 409,
         }
     }

@@ -3,6 +3,7 @@
 //! each operation returns.
 
 pub mod dhcp;
+mod dhcp_ports;
 pub mod error;
 mod feed;
 pub mod model;
@@ -10,10 +11,13 @@ pub mod registry;
 pub mod requests;
 pub mod segments;
 
+pub use dhcp_ports::Scheduling;
 pub use error::RegistryError;
 pub use feed::effects_between;
 pub use model::*;
 pub use registry::{Caller, Change, Effect, Env, Kind, Outcome, Registry};
 
+#[cfg(test)]
+mod scheduler_tests;
 #[cfg(test)]
 mod tests;

@@ -141,6 +141,9 @@ pub struct Port {
     pub device_id: String,
     /// Kind of user (`compute:nova`, `network:dhcp`, …).
     pub device_owner: String,
+    /// The host the port is bound to (`binding:host_id`): for a DHCP port, the node serving it.
+    #[serde(default)]
+    pub binding_host_id: String,
     /// Per-port DHCP options.
     pub extra_dhcp_opts: Vec<ExtraDhcpOpt>,
     /// Host name for DHCP option 12; empty = `host-<ip>`.

@@ -8,6 +8,7 @@ use std::net::Ipv4Addr;
 use ipnet::Ipv4Net;
 use qdhcp_protocol::Mac;
 
+use crate::dhcp_ports::Scheduling;
 use crate::error::{invalid, RegistryError};
 use crate::model::*;
 use crate::requests::*;
@@ -77,9 +78,9 @@ pub struct Caller {
 pub struct Registry {
     networks: BTreeMap<String, Network>,
     subnets: BTreeMap<String, Subnet>,
-    ports: BTreeMap<String, Port>,
+    pub(crate) ports: BTreeMap<String, Port>,
     /// subnet → address → port.
-    ips: HashMap<String, HashMap<Ipv4Addr, String>>,
+    pub(crate) ips: HashMap<String, HashMap<Ipv4Addr, String>>,
     /// (network, MAC) → port.
     macs: HashMap<(String, Mac), String>,
     /// network → its subnets and ports (ids, in id order): a network's members are found
@@ -88,6 +89,10 @@ pub struct Registry {
     members: HashMap<String, Members>,
     /// ML2's segment settings (ranges, tenant network types).
     segments: SegmentConfig,
+    /// Neutron's DHCP agent scheduler: nodes per network and the live nodes.
+    pub(crate) scheduling: Scheduling,
+    /// node → DHCP ports bound to it (the scheduler's load, kept with the port index).
+    pub(crate) dhcp_load: HashMap<String, usize>,
 }
 
 /// The subnets and ports of one network, each list sorted by id. Sorted vectors, not
@@ -196,7 +201,10 @@ impl Registry {
         }
     }
 
-    fn index_port(&mut self, p: &Port) {
+    pub(crate) fn index_port(&mut self, p: &Port) {
+        if p.device_owner == DHCP_OWNER && !p.binding_host_id.is_empty() {
+            *self.dhcp_load.entry(p.binding_host_id.clone()).or_default() += 1;
+        }
         let m = self.members.entry(p.network_id.clone()).or_default();
         insert_sorted(&mut m.ports, &p.id);
         self.macs
@@ -209,7 +217,12 @@ impl Registry {
         }
     }
 
-    fn unindex_port(&mut self, p: &Port) {
+    pub(crate) fn unindex_port(&mut self, p: &Port) {
+        if p.device_owner == DHCP_OWNER && !p.binding_host_id.is_empty() {
+            if let Some(n) = self.dhcp_load.get_mut(&p.binding_host_id) {
+                *n = n.saturating_sub(1);
+            }
+        }
         if let Some(m) = self.members.get_mut(&p.network_id) {
             remove_sorted(&mut m.ports, &p.id);
         }
@@ -261,12 +274,24 @@ impl Registry {
             .flat_map(|m| m.ports.iter())
             .filter_map(|id| self.ports.get(id))
     }
-    /// The DHCP port of a network, if it has one.
-    pub fn dhcp_port(&self, net: &str) -> Option<&Port> {
-        let ids = &self.members.get(net)?.ports;
-        ids.iter()
-            .filter_map(|id| self.ports.get(id))
-            .find(|p| p.device_owner == DHCP_OWNER)
+    /// The DHCP ports of a network (one per node serving it), in id order.
+    pub fn dhcp_ports<'a>(&'a self, net: &'a str) -> impl Iterator<Item = &'a Port> + 'a {
+        self.ports_of(net).filter(|p| p.device_owner == DHCP_OWNER)
+    }
+
+    /// The DHCP port `node` serves the network on: the one bound to it, or an unbound one
+    /// (from before scheduling, or with no live node known) that any node serves.
+    pub fn dhcp_port_for<'a>(&'a self, net: &'a str, node: &str) -> Option<&'a Port> {
+        let mut unbound = None;
+        for p in self.dhcp_ports(net) {
+            if p.binding_host_id == node {
+                return Some(p);
+            }
+            if p.binding_host_id.is_empty() && unbound.is_none() {
+                unbound = Some(p);
+            }
+        }
+        unbound
     }
 
     fn project_for(
@@ -648,7 +673,7 @@ impl Registry {
             changes: vec![Change::Put(Kind::Subnet, s.id.clone())],
             effects: vec![],
         };
-        self.sync_dhcp_port(&net_id, env, &mut out);
+        self.sync_dhcp_ports(&net_id, env, &mut out);
         out.effects.push(Effect::NetworkChanged(net_id));
         Ok((s, out))
     }
@@ -722,7 +747,7 @@ impl Registry {
             changes: vec![Change::Put(Kind::Subnet, id.into())],
             effects: vec![],
         };
-        self.sync_dhcp_port(&net_id, env, &mut out);
+        self.sync_dhcp_ports(&net_id, env, &mut out);
         out.effects.push(Effect::NetworkChanged(net_id));
         Ok((s, out))
     }
@@ -752,96 +777,15 @@ impl Registry {
             changes: vec![Change::Delete(Kind::Subnet, id.into())],
             effects: vec![],
         };
-        self.sync_dhcp_port(&s.network_id, env, &mut out);
+        self.sync_dhcp_ports(&s.network_id, env, &mut out);
         self.ips.remove(id);
         out.effects.push(Effect::NetworkChanged(s.network_id));
         Ok(out)
     }
 
-    /// Keeps the network's DHCP port as Neutron's agent does: present with one address in each
-    /// DHCP-enabled subnet while there is one, gone when there is none.
-    fn sync_dhcp_port(&mut self, net_id: &str, env: &mut dyn Env, out: &mut Outcome) {
-        let dhcp_subnets: Vec<String> = self
-            .subnets_of(net_id)
-            .filter(|s| s.enable_dhcp)
-            .map(|s| s.id.clone())
-            .collect();
-        let existing = self.dhcp_port(net_id).cloned();
-        match existing {
-            None if dhcp_subnets.is_empty() => {}
-            Some(p) if dhcp_subnets.is_empty() => {
-                self.unindex_port(&p);
-                self.ports.remove(&p.id);
-                out.changes.push(Change::Delete(Kind::Port, p.id.clone()));
-                out.effects
-                    .push(Effect::PortChanged(Some(Box::new(p)), None));
-            }
-            existing => {
-                let before = existing.clone();
-                let mut p = existing.unwrap_or_else(|| {
-                    let now = env.now();
-                    let project_id = self
-                        .networks
-                        .get(net_id)
-                        .map(|n| n.project_id.clone())
-                        .unwrap_or_default();
-                    Port {
-                        id: env.new_id(),
-                        name: String::new(),
-                        network_id: net_id.into(),
-                        project_id,
-                        mac_address: Mac([0; 6]),
-                        fixed_ips: vec![],
-                        admin_state_up: true,
-                        device_id: format!("dhcpqdhcp-{net_id}"),
-                        device_owner: DHCP_OWNER.into(),
-                        extra_dhcp_opts: vec![],
-                        dns_name: String::new(),
-                        description: String::new(),
-                        status: "ACTIVE".into(),
-                        created_at: now.clone(),
-                        updated_at: now,
-                        revision_number: 0,
-                    }
-                });
-                if let Some(b) = &before {
-                    self.unindex_port(b);
-                } else {
-                    p.mac_address = self.generate_mac(net_id, env);
-                }
-                p.fixed_ips.retain(|f| dhcp_subnets.contains(&f.subnet_id));
-                for sid in &dhcp_subnets {
-                    if !p.fixed_ips.iter().any(|f| &f.subnet_id == sid) {
-                        if let Some(ip) = self.next_free(sid) {
-                            p.fixed_ips.push(FixedIp {
-                                subnet_id: sid.clone(),
-                                ip_address: ip,
-                            });
-                            self.ips
-                                .entry(sid.clone())
-                                .or_default()
-                                .insert(ip, p.id.clone());
-                        }
-                    }
-                }
-                if before.as_ref() != Some(&p) || before.is_none() {
-                    p.revision_number += 1;
-                    p.updated_at = env.now();
-                    out.changes.push(Change::Put(Kind::Port, p.id.clone()));
-                    out.effects.push(Effect::PortChanged(
-                        before.map(Box::new),
-                        Some(Box::new(p.clone())),
-                    ));
-                }
-                self.index_port(&p);
-                self.ports.insert(p.id.clone(), p);
-            }
-        }
-    }
-
     // ---------------------------------------------------------------- ports and IPAM
 
-    fn generate_mac(&self, net_id: &str, env: &mut dyn Env) -> Mac {
+    pub(crate) fn generate_mac(&self, net_id: &str, env: &mut dyn Env) -> Mac {
         loop {
             let r = env.random().to_be_bytes();
             let m = Mac([0xfa, 0x16, 0x3e, r[1], r[2], r[3]]);
@@ -852,7 +796,7 @@ impl Registry {
     }
 
     /// The first free address in the subnet's pools.
-    fn next_free(&self, subnet_id: &str) -> Option<Ipv4Addr> {
+    pub(crate) fn next_free(&self, subnet_id: &str) -> Option<Ipv4Addr> {
         let s = self.subnets.get(subnet_id)?;
         let used = self.ips.get(subnet_id);
         for p in &s.allocation_pools {
@@ -1038,6 +982,11 @@ impl Registry {
             return Err(RegistryError::NetworkNotFound(net_id));
         }
         let project_id = Self::project_for(caller, &req.project_id, &req.tenant_id)?;
+        if req.binding_host_id.is_some() && !caller.is_admin {
+            return Err(RegistryError::PolicyNotAuthorized(
+                "(rule:create_port and rule:create_port:binding:host_id)".into(),
+            ));
+        }
         let mac = match &req.mac_address {
             Some(m) => {
                 let m: Mac = m.parse().map_err(|_| {
@@ -1077,6 +1026,7 @@ impl Registry {
             admin_state_up: req.admin_state_up.unwrap_or(true),
             device_id: req.device_id.unwrap_or_default(),
             device_owner,
+            binding_host_id: req.binding_host_id.unwrap_or_default(),
             extra_dhcp_opts: extra,
             dns_name,
             description: req.description.unwrap_or_default(),
@@ -1152,6 +1102,9 @@ impl Registry {
         }
         if let Some(v) = req.device_id {
             p.device_id = v;
+        }
+        if let Some(v) = req.binding_host_id {
+            p.binding_host_id = v;
         }
         if let Some(v) = req.description {
             p.description = v;

@@ -174,4 +174,7 @@ pub struct PortReq {
     pub project_id: Option<String>,
     /// Old name of `project_id`.
     pub tenant_id: Option<String>,
+    /// The host the port is bound to (admins only, as Neutron's policy says).
+    #[serde(rename = "binding:host_id")]
+    pub binding_host_id: Option<String>,
 }

@@ -6,7 +6,8 @@ use crate::dhcp::{reservation_for, subnets_for, DhcpSettings};
 use crate::requests::*;
 use crate::*;
 
-struct TestEnv(u32);
+/// Fixed time, counted ids, a simple generator for MACs: every run the same.
+pub(crate) struct TestEnv(pub(crate) u32);
 impl Env for TestEnv {
     fn now(&mut self) -> String {
         "2026-11-25T15:00:00Z".into()
@@ -21,7 +22,7 @@ impl Env for TestEnv {
     }
 }
 
-fn admin() -> Caller {
+pub(crate) fn admin() -> Caller {
     Caller {
         project_id: "p1".into(),
         is_admin: true,
@@ -84,7 +85,7 @@ fn port(net: &str, ip: Option<&str>, subnet: Option<&str>) -> PortReq {
 #[test]
 fn first_dhcp_subnet_creates_dhcp_port_with_first_pool_address() {
     let (r, _, net, sub) = setup("172.16.1.200");
-    let d = r.dhcp_port(&net).unwrap();
+    let d = r.dhcp_port_for(&net, "").unwrap();
     assert_eq!(d.fixed_ips[0].ip_address.to_string(), "172.16.1.100");
     assert_eq!(d.fixed_ips[0].subnet_id, sub);
     assert_eq!(&d.mac_address.to_string()[..8], "fa:16:3e");
@@ -326,7 +327,7 @@ fn dhcp_view_has_router_dns_mtu_and_metadata_route_via_dhcp_port() {
     let res = reservation_for(&r, &p).unwrap();
     assert_eq!(res.ip.to_string(), "172.16.1.103");
     assert_eq!(res.hostname.as_deref(), Some("host-172-16-1-103"));
-    assert!(reservation_for(&r, r.dhcp_port(&net).unwrap()).is_none());
+    assert!(reservation_for(&r, r.dhcp_port_for(&net, "").unwrap()).is_none());
 }
 
 #[test]
@@ -693,7 +694,7 @@ fn a_networks_members_are_those_a_full_scan_finds() {
             let index_subnets: Vec<&str> = r.subnets_of(n).map(|s| s.id.as_str()).collect();
             assert_eq!(index_subnets, scan_subnets, "subnets of {n}");
             assert_eq!(
-                r.dhcp_port(n).map(|p| p.id.as_str()),
+                r.dhcp_port_for(n, "").map(|p| p.id.as_str()),
                 r.ports()
                     .find(|p| &p.network_id == n && p.device_owner == DHCP_OWNER)
                     .map(|p| p.id.as_str())

@@ -484,7 +484,7 @@ pub fn dhclient_at(dir: &Path, vm: &Vm, timeout_s: u32) -> (bool, Dhclient) {
         &conf,
         format!(
             "option rfc3442-classless-static-routes code 121 = array of unsigned integer 8;\n\
-         timeout {timeout_s};\nretry 1;\ninitial-interval 1;\n\
+         timeout {timeout_s};\nretry 1;\ninitial-interval 1;\nbackoff-cutoff 2;\n\
          request subnet-mask, broadcast-address, routers, domain-name, domain-name-servers, \
          host-name, interface-mtu, rfc3442-classless-static-routes;\n"
         ),

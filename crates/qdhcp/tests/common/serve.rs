@@ -235,8 +235,9 @@ impl Host {
     }
 }
 
-impl Drop for Host {
-    fn drop(&mut self) {
+impl Host {
+    /// Deletes the DHCP namespaces the server made (what a host's death takes with it).
+    pub fn remove_dhcp_namespaces(&self) {
         let list = Command::new("ip").args(["netns", "list"]).output().unwrap();
         for line in String::from_utf8_lossy(&list.stdout).lines() {
             let name = line.split_whitespace().next().unwrap_or("");
@@ -244,6 +245,45 @@ impl Drop for Host {
                 let _ = Command::new("ip").args(["netns", "del", name]).output();
             }
         }
+    }
+
+    /// Plugs this host's `qtbr` and `other`'s into one layer-2 segment (a veth "wire"), as
+    /// two hosts on one physical network; both bridges are made here if missing.
+    pub fn wire_to(&self, other: &Host) {
+        let (here, there) = (
+            format!("qtw{}", &self.prefix[2..]),
+            format!("qtx{}", &self.prefix[2..]),
+        );
+        for h in [self, other] {
+            let _ = Command::new("ip")
+                .args(["-n", &h.ns, "link", "add", "qtbr", "type", "bridge"])
+                .output();
+        }
+        for args in [
+            vec![
+                "-n", &self.ns, "link", "add", &here, "type", "veth", "peer", "name", &there,
+                "netns", &other.ns,
+            ],
+            vec!["-n", &self.ns, "link", "set", &here, "master", "qtbr", "up"],
+            vec![
+                "-n", &other.ns, "link", "set", &there, "master", "qtbr", "up",
+            ],
+            vec!["-n", &self.ns, "link", "set", "qtbr", "up"],
+            vec!["-n", &other.ns, "link", "set", "qtbr", "up"],
+        ] {
+            let o = Command::new("ip").args(&args).output().unwrap();
+            assert!(
+                o.status.success(),
+                "ip {args:?}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        self.remove_dhcp_namespaces();
         for ns in self.vms.iter().chain([&self.ns]) {
             let _ = Command::new("ip").args(["netns", "del", ns]).output();
         }
