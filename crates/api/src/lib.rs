@@ -733,34 +733,28 @@ async fn create(
     let res = Res::from_collection(&collection)?;
     let caller = caller_of(c);
     let (objs, bulk) = body_objects(body, res, false).await?;
-    let mut created = Vec::new();
+    // every object is read and checked before anything is created
+    let mut reqs = Vec::with_capacity(objs.len());
     for o in objs {
-        let id = match res {
-            Res::Network => {
-                let r: NetworkReq = typed(o, res)?;
-                st.control.mutate(|reg, env| {
-                    reg.create_network(r, &caller, env)
-                        .map(|(n, out)| (n.id, out))
-                })?
-            }
+        reqs.push(match res {
+            Res::Network => Create::Network(typed(o, res)?),
             Res::Subnet => {
                 let r: SubnetReq = typed(o, res)?;
                 network_visible(&st, &caller, r.network_id.as_deref())?;
-                st.control.mutate(|reg, env| {
-                    reg.create_subnet(r, &caller, env)
-                        .map(|(s, out)| (s.id, out))
-                })?
+                Create::Subnet(r)
             }
             Res::Port => {
                 let r: PortReq = typed(o, res)?;
                 network_visible(&st, &caller, r.network_id.as_deref())?;
-                st.control.mutate(|reg, env| {
-                    reg.create_port(r, &caller, env).map(|(p, out)| (p.id, out))
-                })?
+                Create::Port(r)
             }
-        };
-        created.push(id);
+        });
     }
+    let who = caller.clone();
+    let created = blocking(&st, move |control| {
+        control.mutate(|reg, env| create_all(reg, reqs, &who, env))
+    })
+    .await?;
     let reg = st.control.read();
     let mut vals: Vec<Value> = created
         .iter()
@@ -773,6 +767,70 @@ async fn create(
         json!({ res.singular(): vals.pop().unwrap_or(Value::Null) })
     };
     Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+/// One object of a create or update request, checked and typed.
+enum Create {
+    Network(NetworkReq),
+    Subnet(SubnetReq),
+    Port(PortReq),
+}
+
+/// Creates every object of a request in one operation: all or nothing, as Neutron's bulk
+/// create. When one fails, those made before it are deleted again from memory (nothing was
+/// stored yet) and the error is the answer.
+fn create_all(
+    reg: &mut Registry,
+    reqs: Vec<Create>,
+    caller: &Caller,
+    env: &mut dyn qdhcp_registry::Env,
+) -> Result<(Vec<String>, qdhcp_registry::Outcome), RegistryError> {
+    let mut made: Vec<(Res, String)> = Vec::new();
+    let mut out = qdhcp_registry::Outcome::default();
+    for r in reqs {
+        let one = match r {
+            Create::Network(r) => reg
+                .create_network(r, caller, env)
+                .map(|(n, o)| (Res::Network, n.id, o)),
+            Create::Subnet(r) => reg
+                .create_subnet(r, caller, env)
+                .map(|(s, o)| (Res::Subnet, s.id, o)),
+            Create::Port(r) => reg
+                .create_port(r, caller, env)
+                .map(|(p, o)| (Res::Port, p.id, o)),
+        };
+        match one {
+            Ok((res, id, o)) => {
+                made.push((res, id));
+                out.changes.extend(o.changes);
+                out.effects.extend(o.effects);
+            }
+            Err(e) => {
+                for (res, id) in made.iter().rev() {
+                    let _ = match res {
+                        Res::Network => reg.delete_network(id).map(drop),
+                        Res::Subnet => reg.delete_subnet(id, env).map(drop),
+                        Res::Port => reg.delete_port(id).map(drop),
+                    };
+                }
+                return Err(e);
+            }
+        }
+    }
+    Ok((made.into_iter().map(|(_, id)| id).collect(), out))
+}
+
+/// Runs a control-plane operation on a blocking thread: its database commit and the namespace
+/// plumbing it triggers never hold up the API's async workers.
+async fn blocking<T: Send + 'static>(
+    st: &Arc<ApiState>,
+    f: impl FnOnce(&Control) -> Result<T, ControlError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let st = st.clone();
+    tokio::task::spawn_blocking(move || f(&st.control))
+        .await
+        .map_err(|e| ApiError::new(500, "HTTPInternalServerError", format!("{e}")))?
+        .map_err(ApiError::from)
 }
 
 /// A subnet or port may only be created on a network the caller can see (404 otherwise).
@@ -810,17 +868,9 @@ async fn update(
     check_owner(&st, &caller, res, &id)?;
     let (mut objs, _) = body_objects(body, res, true).await?;
     let o = objs.pop().unwrap_or(Value::Null);
-    match res {
-        Res::Network => {
-            let r: NetworkReq = typed(o, res)?;
-            st.control
-                .mutate(|reg, env| reg.update_network(&id, r, env).map(|(_, out)| ((), out)))?
-        }
-        Res::Subnet => {
-            let r: SubnetReq = typed(o, res)?;
-            st.control
-                .mutate(|reg, env| reg.update_subnet(&id, r, env).map(|(_, out)| ((), out)))?
-        }
+    let req = match res {
+        Res::Network => Create::Network(typed(o, res)?),
+        Res::Subnet => Create::Subnet(typed(o, res)?),
         Res::Port => {
             let r: PortReq = typed(o, res)?;
             if r.binding_host_id.is_some() && !caller.is_admin {
@@ -830,10 +880,21 @@ async fn update(
                     ),
                 )));
             }
-            st.control
-                .mutate(|reg, env| reg.update_port(&id, r, env).map(|(_, out)| ((), out)))?
+            Create::Port(r)
         }
-    }
+    };
+    let oid = id.clone();
+    blocking(&st, move |control| {
+        control.mutate(|reg, env| {
+            match req {
+                Create::Network(r) => reg.update_network(&oid, r, env).map(|(_, o)| o),
+                Create::Subnet(r) => reg.update_subnet(&oid, r, env).map(|(_, o)| o),
+                Create::Port(r) => reg.update_port(&oid, r, env).map(|(_, o)| o),
+            }
+            .map(|o| ((), o))
+        })
+    })
+    .await?;
     let reg = st.control.read();
     let v = render_one(&reg, res, &id).ok_or_else(|| res.not_found(&id))?;
     Ok(Json(json!({ res.singular(): for_caller(v, &caller) })).into_response())
@@ -847,17 +908,17 @@ async fn delete(
     let res = Res::from_collection(&collection)?;
     let caller = caller_of(c);
     check_owner(&st, &caller, res, &id)?;
-    match res {
-        Res::Network => st
-            .control
-            .mutate(|reg, _| reg.delete_network(&id).map(|o| ((), o)))?,
-        Res::Subnet => st
-            .control
-            .mutate(|reg, env| reg.delete_subnet(&id, env).map(|o| ((), o)))?,
-        Res::Port => st
-            .control
-            .mutate(|reg, _| reg.delete_port(&id).map(|o| ((), o)))?,
-    }
+    blocking(&st, move |control| {
+        control.mutate(|reg, env| {
+            match res {
+                Res::Network => reg.delete_network(&id),
+                Res::Subnet => reg.delete_subnet(&id, env),
+                Res::Port => reg.delete_port(&id),
+            }
+            .map(|o| ((), o))
+        })
+    })
+    .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

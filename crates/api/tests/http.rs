@@ -513,3 +513,60 @@ async fn provider_attributes_are_shown_to_admins_only() {
         .await;
     assert_eq!(v["network"]["provider:network_type"], "flat", "{v}");
 }
+
+/// A bulk create is all or nothing, as in Neutron: when the third of three ports asks for an
+/// address already taken, none of them is created (nor stored), the answer is that 409, and
+/// the addresses the first two took are free again; a bulk that is valid creates them all.
+#[tokio::test]
+async fn a_bulk_create_is_all_or_nothing() {
+    let a = api(Auth::NoAuth);
+    let (net, subnet, _) = walkthrough(&a).await;
+    let port = |name: &str, ip: &str| json!({"name": name, "network_id": net, "fixed_ips": [{"subnet_id": subnet, "ip_address": ip}]});
+    let (s, v) = a
+        .call(
+            "POST",
+            "/v2.0/ports",
+            Some(json!({"ports": [port("b1", "172.16.1.150"), port("b2", "172.16.1.151"), port("b3", "172.16.1.103")]})),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    assert_eq!(v["NeutronError"]["type"], "IpAddressAlreadyAllocated");
+    let (_, ports) = a
+        .call("GET", &format!("/v2.0/ports?network_id={net}"), None, None)
+        .await;
+    let names: Vec<&str> = ports["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .filter(|n| n.starts_with('b'))
+        .collect();
+    assert!(names.is_empty(), "half a bulk stayed: {names:?}");
+    let (s, v) = a
+        .call(
+            "POST",
+            "/v2.0/ports",
+            Some(json!({"ports": [port("b1", "172.16.1.150"), port("b2", "172.16.1.151")]})),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["ports"].as_array().unwrap().len(), 2);
+    // a bulk of networks whose second is invalid leaves no network either
+    let (_, before) = a.call("GET", "/v2.0/networks", None, None).await;
+    let (s, _) = a
+        .call(
+            "POST",
+            "/v2.0/networks",
+            Some(json!({"networks": [{"name": "ok"}, {"name": "bad", "provider:network_type": "gre"}]})),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (_, after) = a.call("GET", "/v2.0/networks", None, None).await;
+    assert_eq!(
+        before["networks"].as_array().unwrap().len(),
+        after["networks"].as_array().unwrap().len()
+    );
+}

@@ -172,6 +172,7 @@ fn two_nodes_both_offer_and_a_vm_rebinds_to_the_survivor_without_a_nak() {
     let Some((pg, a, mut b)) = pair("two DHCP nodes", ("ha", "hb"), 40) else {
         return;
     };
+    require_tool("dig");
     let url = pg.url();
     a.wire_to(&b);
     let mut srv_a = Some(node(&a, &url, "node-a", "2"));
@@ -199,6 +200,22 @@ fn two_nodes_both_offer_and_a_vm_rebinds_to_the_survivor_without_a_nak() {
         [ports[0].1.as_str(), ports[1].1.as_str()],
         "option 6: both DHCP ports"
     );
+    // each node's DHCP port answers the VM's DNS queries with the network's names
+    for (_, ip, _, _) in &ports {
+        let out = std::process::Command::new("ip")
+            .args([
+                "netns", "exec", &d.ns, "dig", "+short", "+tries=2", "+time=2",
+            ])
+            .arg(format!("@{ip}"))
+            .arg("host-172-16-9-150.openstacklocal")
+            .output()
+            .expect("dig");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "172.16.9.150",
+            "DNS on the DHCP port {ip}"
+        );
+    }
     // both answered the DISCOVER from the same reservation
     for h in [&a, &b] {
         wait_line(

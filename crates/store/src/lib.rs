@@ -5,6 +5,7 @@
 //! the registry's business.
 
 mod pg;
+mod pg_tls;
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -24,12 +25,20 @@ pub enum StoreError {
         source: rusqlite::Error,
     },
     /// PostgreSQL refused, or could not be reached.
-    #[error("database {url}: {source}")]
+    #[error("database {url}: {}", with_causes(source))]
     Pg {
         /// The database URL, without its password.
         url: String,
         /// The client's error.
         source: postgres::Error,
+    },
+    /// The URL's TLS settings cannot be followed (an unknown `sslmode`, no root certificate).
+    #[error("database {url}: {why}")]
+    PgSettings {
+        /// The database URL, without its password.
+        url: String,
+        /// What is wrong.
+        why: String,
     },
     /// Another node took the address or MAC in the meantime: the database's unique
     /// constraints refused this write (nothing of it was stored).
@@ -52,6 +61,22 @@ pub enum StoreError {
         /// The decode error.
         why: String,
     },
+}
+
+/// An error with what caused it (the client says "error performing TLS handshake" and keeps
+/// the why, such as an unknown issuer, in its source).
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out
 }
 
 /// The registry database.

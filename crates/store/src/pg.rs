@@ -5,7 +5,7 @@
 use std::sync::Mutex;
 
 use postgres::fallible_iterator::FallibleIterator;
-use postgres::{Client, NoTls};
+use postgres::Client;
 use qdhcp_registry::{Change, Kind, Port, Registry};
 
 use crate::{body_of, kind_name, StoreError, MIGRATIONS};
@@ -92,7 +92,13 @@ impl PgStore {
             url: shown.clone(),
             source,
         };
-        let mut client = Client::connect(url, NoTls).map_err(err)?;
+        let mut client = match crate::pg_tls::connect(url) {
+            Ok(c) => c,
+            Err(crate::pg_tls::ConnectError::Db(e)) => return Err(err(e)),
+            Err(crate::pg_tls::ConnectError::Settings(why)) => {
+                return Err(StoreError::PgSettings { url: shown, why })
+            }
+        };
         let mut tx = client.transaction().map_err(err)?;
         tx.batch_execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -166,7 +172,13 @@ impl PgStore {
     fn client(&self) -> Result<Conn<'_>, StoreError> {
         let mut g = self.client.lock().unwrap_or_else(|p| p.into_inner());
         if g.as_ref().is_none_or(Client::is_closed) {
-            *g = Some(Client::connect(&self.url, NoTls).map_err(|e| self.err(e))?);
+            *g = Some(crate::pg_tls::connect(&self.url).map_err(|e| match e {
+                crate::pg_tls::ConnectError::Db(e) => self.err(e),
+                crate::pg_tls::ConnectError::Settings(why) => StoreError::PgSettings {
+                    url: self.shown.clone(),
+                    why,
+                },
+            })?);
             tracing::info!("database {}: connected again", self.shown);
         }
         Ok(Conn(g))
@@ -364,8 +376,8 @@ fn release(tx: &mut postgres::Transaction<'_>, id: &str) -> Result<(), postgres:
 /// One connection's life of the change feed: LISTEN, catch up, then every notification (and a
 /// look every 30 s) hands the revision to `on_change`. Returns only with the connection's
 /// error.
-fn follow(url: &str, on_change: &impl Fn(i64)) -> Result<(), postgres::Error> {
-    let mut c = Client::connect(url, NoTls)?;
+fn follow(url: &str, on_change: &impl Fn(i64)) -> Result<(), crate::pg_tls::ConnectError> {
+    let mut c = crate::pg_tls::connect(url)?;
     c.batch_execute("LISTEN qdhcp_changes")?;
     let current = |c: &mut Client| -> Result<i64, postgres::Error> {
         Ok(c.query_one("SELECT n FROM revision WHERE id = 1", &[])?

@@ -130,3 +130,46 @@ fn node_heartbeats_are_shared_through_postgresql() {
         ]
     );
 }
+
+/// `sslmode` as libpq reads it, against a server that refuses anything but TLS: `disable` is
+/// refused by the server; `require` is TLS without checking the certificate; `verify-ca`
+/// checks the chain against `sslrootcert` (the right CA passes, another is refused) but not the
+/// name; `verify-full` checks the name too (`db.example`, reached at 127.0.0.1 by `hostaddr`).
+#[test]
+fn tls_is_used_and_checked_as_sslmode_asks() {
+    let Some(pg) = Pg::start_tls() else { return };
+    let at = |host: &str, q: &str| format!("postgresql://postgres@{host}:{}/postgres?{q}", pg.port);
+    let ca = pg.ca().display().to_string();
+    let other = pg.other_ca().display().to_string();
+    let e = Store::open_url(&at("127.0.0.1", "sslmode=disable"))
+        .err()
+        .expect("plain text refused");
+    assert!(e.to_string().contains("127.0.0.1"), "{e}");
+    Store::open_url(&at("127.0.0.1", "sslmode=require")).expect("require: TLS, unchecked");
+    Store::open_url(&at("127.0.0.1", "")).expect("prefer: TLS when offered");
+    Store::open_url(&at(
+        "localhost",
+        &format!("sslmode=verify-ca&sslrootcert={ca}"),
+    ))
+    .expect("verify-ca: the chain, not the name");
+    let e = Store::open_url(&at(
+        "localhost",
+        &format!("sslmode=verify-ca&sslrootcert={other}"),
+    ))
+    .err()
+    .expect("a certificate of another CA is refused");
+    assert!(e.to_string().to_lowercase().contains("certificate"), "{e}");
+    let e = Store::open_url(&at(
+        "localhost",
+        &format!("sslmode=verify-full&sslrootcert={ca}"),
+    ))
+    .err()
+    .expect("verify-full: localhost is not db.example");
+    assert!(e.to_string().to_lowercase().contains("certificate"), "{e}");
+    let st = Store::open_url(&at(
+        "db.example",
+        &format!("hostaddr=127.0.0.1&sslmode=verify-full&sslrootcert={ca}"),
+    ))
+    .expect("verify-full with the right name and CA");
+    assert_eq!(st.schema_version().unwrap(), 4);
+}

@@ -11,6 +11,8 @@ use std::process::Command;
 pub struct Pg {
     dir: tempfile::TempDir,
     bin: PathBuf,
+    /// The TCP port of a server started by [`Pg::start_tls`].
+    pub port: u16,
 }
 
 fn pg_bin() -> Option<PathBuf> {
@@ -74,7 +76,79 @@ impl Pg {
             String::from_utf8_lossy(&o.stderr),
             std::fs::read_to_string(&log).unwrap_or_default()
         );
-        Some(Pg { dir, bin })
+        Some(Pg { dir, bin, port: 0 })
+    }
+
+    /// A server that takes TLS connections only, on 127.0.0.1 (`hostssl` in pg_hba.conf,
+    /// `hostnossl … reject`), with a certificate for `db.example` signed by the CA in
+    /// [`Pg::ca`]; [`Pg::other_ca`] is a CA that signed nothing of it.
+    pub fn start_tls() -> Option<Pg> {
+        let mut pg = Pg::start()?;
+        pg.stop();
+        let d = pg.dir.path().to_path_buf();
+        let sh = |cmd: &str| {
+            let o = Command::new("sh")
+                .arg("-c")
+                .arg(cmd)
+                .current_dir(&d)
+                .output()
+                .unwrap();
+            assert!(
+                o.status.success(),
+                "{cmd}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        };
+        sh("openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 2 -subj /CN=qt-ca");
+        sh("openssl req -x509 -newkey rsa:2048 -nodes -keyout other.key -out other-ca.crt -days 2 -subj /CN=qt-other");
+        sh("openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj /CN=db.example");
+        sh("printf 'subjectAltName=DNS:db.example\\n' > san && openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out server.crt -days 2 -extfile san");
+        sh("chown postgres server.key server.crt && chmod 600 server.key");
+        std::fs::write(
+            d.join("data/pg_hba.conf"),
+            "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostnossl all all 127.0.0.1/32 reject\n",
+        )
+        .unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dd = d.display();
+        let opts = format!(
+            "-k {dd} -c listen_addresses=127.0.0.1 -c port={port} -c ssl=on -c ssl_cert_file={dd}/server.crt -c ssl_key_file={dd}/server.key"
+        );
+        let o = as_postgres(
+            &pg.bin.join("pg_ctl"),
+            &[
+                "-D",
+                &format!("{dd}/data"),
+                "-l",
+                &format!("{dd}/log"),
+                "-o",
+                &opts,
+                "-w",
+                "start",
+            ],
+        );
+        assert!(
+            o.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&o.stderr),
+            std::fs::read_to_string(d.join("log")).unwrap_or_default()
+        );
+        pg.port = port;
+        Some(pg)
+    }
+
+    /// The CA that signed a [`Pg::start_tls`] server's certificate.
+    pub fn ca(&self) -> PathBuf {
+        self.dir.path().join("ca.crt")
+    }
+
+    /// A CA that signed nothing of the server's.
+    pub fn other_ca(&self) -> PathBuf {
+        self.dir.path().join("other-ca.crt")
     }
 
     pub fn url(&self) -> String {
