@@ -68,7 +68,7 @@ EOF
 echo "201 on A -> shown by B: $(ip netns exec qza python3 bench/ha.py feed "$N1" 300 qzb)" | tee -a "$OUT"
 
 # restart with PORTS ports in networks of at most 20,000
-HAVE=$(api qzb GET /v2.0/ports | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["ports"]))')
+HAVE=$(api qzb GET "/v2.0/ports?fields=id" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["ports"]))')
 K=3
 while [ "$HAVE" -lt "$PORTS" ]; do
   NK=$(net "fill$K" "10.$K")
@@ -87,10 +87,10 @@ def w():
 ts = [threading.Thread(target=w) for _ in range(16)]
 [t.start() for t in ts]; [t.join() for t in ts]
 EOF
-  HAVE=$(api qzb GET /v2.0/ports | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["ports"]))')
+  HAVE=$(api qzb GET "/v2.0/ports?fields=id" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["ports"]))')
   K=$((K + 1))
 done
-NETS=$(api qzb GET /v2.0/networks | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["networks"]))')
+NETS=$(api qzb GET "/v2.0/networks?fields=id" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["networks"]))')
 SERVED=$(grep -c "DHCP listening" "$W/node-b.log" || true)
 echo "node B: $HAVE ports in $NETS networks; networks it serves: $SERVED" | tee -a "$OUT"
 kill -9 "$SB"; wait "$SB" 2>/dev/null || true

@@ -18,6 +18,8 @@ pub use model::*;
 pub use registry::{Caller, Change, Effect, Env, Kind, Outcome, Registry};
 
 #[cfg(test)]
+mod ipam_tests;
+#[cfg(test)]
 mod scheduler_tests;
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,132 @@
+//! IPAM's first-free search with its hint: whatever the order of creates, deletes, explicit
+//! addresses and pool changes, a port without an address gets exactly the lowest free pool
+//! address a full walk finds.
+
+use std::net::Ipv4Addr;
+
+use crate::requests::*;
+use crate::tests::{admin, TestEnv};
+use crate::*;
+
+/// The lowest free address of `subnet`'s pools, in pool order, by walking them all.
+fn lowest_free(r: &Registry, subnet: &str) -> Option<Ipv4Addr> {
+    let used: Vec<Ipv4Addr> = r
+        .ports()
+        .flat_map(|p| p.fixed_ips.iter())
+        .filter(|f| f.subnet_id == subnet)
+        .map(|f| f.ip_address)
+        .collect();
+    let s = r.subnet(subnet).unwrap();
+    s.allocation_pools
+        .iter()
+        .flat_map(|p| u32::from(p.start)..=u32::from(p.end))
+        .map(Ipv4Addr::from)
+        .find(|ip| !used.contains(ip))
+}
+
+fn pools(list: &[(&str, &str)]) -> Vec<PoolReq> {
+    list.iter()
+        .map(|(a, b)| PoolReq {
+            start: a.to_string(),
+            end: b.to_string(),
+        })
+        .collect()
+}
+
+#[test]
+fn a_port_gets_the_lowest_free_address_whatever_happened_before() {
+    for (case, first) in [
+        (0, pools(&[("10.9.0.10", "10.9.0.90")])),
+        (
+            1,
+            pools(&[("10.9.0.10", "10.9.0.40"), ("10.9.0.60", "10.9.0.90")]),
+        ),
+        // out of order: searched in the order given
+        (
+            2,
+            pools(&[("10.9.0.60", "10.9.0.90"), ("10.9.0.10", "10.9.0.40")]),
+        ),
+    ] {
+        let mut r = Registry::default();
+        let mut env = TestEnv(case);
+        let (n, _) = r
+            .create_network(NetworkReq::default(), &admin(), &mut env)
+            .unwrap();
+        let (s, _) = r
+            .create_subnet(
+                SubnetReq {
+                    network_id: Some(n.id.clone()),
+                    cidr: Some("10.9.0.0/24".into()),
+                    allocation_pools: Some(first),
+                    enable_dhcp: Some(false),
+                    ..Default::default()
+                },
+                &admin(),
+                &mut env,
+            )
+            .unwrap();
+        let mut ports: Vec<String> = Vec::new();
+        let mut rnd = 12345u32 + case;
+        for step in 0..1500 {
+            rnd = rnd.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            let pick = (rnd >> 8) as usize;
+            if step % 300 == 150 {
+                // the pools grow downwards: lower addresses become free
+                let lo = 9 - (step / 300) as u32;
+                r.update_subnet(
+                    &s.id,
+                    SubnetReq {
+                        allocation_pools: Some(pools(&[(&format!("10.9.0.{lo}"), "10.9.0.90")])),
+                        ..Default::default()
+                    },
+                    &mut env,
+                )
+                .unwrap();
+            }
+            match pick % 10 {
+                0..=4 => {
+                    let want = lowest_free(&r, &s.id);
+                    let got = r.create_port(
+                        PortReq {
+                            network_id: Some(n.id.clone()),
+                            ..Default::default()
+                        },
+                        &admin(),
+                        &mut env,
+                    );
+                    match (want, got) {
+                        (Some(w), Ok((p, _))) => {
+                            assert_eq!(p.fixed_ips[0].ip_address, w, "case {case} step {step}");
+                            ports.push(p.id);
+                        }
+                        (None, Err(e)) => assert_eq!(e.kind(), "IpAddressGenerationFailure"),
+                        (w, g) => panic!("case {case} step {step}: want {w:?}, got {g:?}"),
+                    }
+                }
+                5..=7 if !ports.is_empty() => {
+                    let id = ports.swap_remove(pick % ports.len());
+                    r.delete_port(&id).unwrap();
+                }
+                8 => {
+                    // an explicit address, wherever it falls
+                    let ip = format!("10.9.0.{}", 10 + pick % 81);
+                    if let Ok((p, _)) = r.create_port(
+                        PortReq {
+                            network_id: Some(n.id.clone()),
+                            fixed_ips: Some(vec![FixedIpReq {
+                                subnet_id: Some(s.id.clone()),
+                                ip_address: Some(ip),
+                            }]),
+                            ..Default::default()
+                        },
+                        &admin(),
+                        &mut env,
+                    ) {
+                        ports.push(p.id);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}
