@@ -7,9 +7,12 @@ mod dhcp_ports;
 pub mod error;
 mod feed;
 pub mod model;
+mod networks;
+mod ports;
 pub mod registry;
 pub mod requests;
 pub mod segments;
+mod subnets;
 
 pub use dhcp_ports::Scheduling;
 pub use error::RegistryError;

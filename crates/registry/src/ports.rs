@@ -1,0 +1,389 @@
+//! Creating, updating and deleting ports, with IPAM: MACs (`fa:16:3e:…`, unique in the
+//! network), fixed IPs requested or the first free in the pools, per-port DHCP options. Pure,
+//! like the rest of the registry.
+
+use std::net::Ipv4Addr;
+
+use qdhcp_protocol::Mac;
+
+use crate::error::{invalid, RegistryError};
+use crate::model::*;
+use crate::registry::*;
+use crate::requests::*;
+
+impl Registry {
+    pub(crate) fn generate_mac(&self, net_id: &str, env: &mut dyn Env) -> Mac {
+        loop {
+            let r = env.random().to_be_bytes();
+            let m = Mac([0xfa, 0x16, 0x3e, r[1], r[2], r[3]]);
+            if !self.macs.contains_key(&(net_id.to_string(), m)) {
+                return m;
+            }
+        }
+    }
+
+    /// The first free address in the subnet's pools.
+    pub(crate) fn next_free(&self, subnet_id: &str) -> Option<Ipv4Addr> {
+        let s = self.subnets.get(subnet_id)?;
+        let used = self.ips.get(subnet_id);
+        let hinted = self.first_candidate(subnet_id);
+        let from = hinted.unwrap_or(0);
+        for p in &s.allocation_pools {
+            let mut a = u32::from(p.start).max(from);
+            while a <= u32::from(p.end) {
+                let ip = Ipv4Addr::from(a);
+                if !used.is_some_and(|u| u.contains_key(&ip)) {
+                    if hinted.is_some() {
+                        // the first free: nothing below it is
+                        self.free_from.set(subnet_id, a);
+                    }
+                    return Some(ip);
+                }
+                a += 1;
+            }
+        }
+        None
+    }
+
+    /// Resolves requested fixed IPs (or allocates one from the network's first subnet with
+    /// room) into addresses; does not reserve them.
+    fn resolve_fixed_ips(
+        &self,
+        net_id: &str,
+        req: Option<&[FixedIpReq]>,
+        port_id: &str,
+        device_owner: &str,
+    ) -> Result<Vec<FixedIp>, RegistryError> {
+        let mut out: Vec<FixedIp> = Vec::new();
+        let taken_by_other = |sid: &str, ip: Ipv4Addr| {
+            self.ips
+                .get(sid)
+                .and_then(|m| m.get(&ip))
+                .is_some_and(|p| p != port_id)
+        };
+        match req {
+            None => {
+                let mut any = false;
+                for s in self.subnets_of(net_id) {
+                    any = true;
+                    if let Some(ip) = self.next_free(&s.id) {
+                        out.push(FixedIp {
+                            subnet_id: s.id.clone(),
+                            ip_address: ip,
+                        });
+                        break;
+                    }
+                }
+                if any && out.is_empty() {
+                    return Err(RegistryError::IpAddressGenerationFailure(net_id.into()));
+                }
+            }
+            Some(list) => {
+                for f in list {
+                    let ip = f
+                        .ip_address
+                        .as_deref()
+                        .map(|s| parse_ip("fixed_ips", s))
+                        .transpose()?;
+                    let subnet = match (&f.subnet_id, ip) {
+                        (Some(sid), _) => {
+                            let s = self.subnets.get(sid).ok_or_else(|| RegistryError::SubnetNotFound(sid.clone()))?;
+                            if s.network_id != net_id {
+                                return Err(invalid("fixed_ips", format!("subnet {sid} is not on network {net_id}")));
+                            }
+                            s
+                        }
+                        (None, Some(ip)) => self
+                            .subnets_of(net_id)
+                            .find(|s| s.cidr.contains(&ip))
+                            .ok_or_else(|| invalid("fixed_ips", format!("IP address {ip} is not a valid IP for any of the subnets on network {net_id}")))?,
+                        (None, None) => return Err(invalid("fixed_ips", "a fixed IP needs subnet_id or ip_address")),
+                    };
+                    let ip = match ip {
+                        Some(ip) => {
+                            let c = subnet.cidr;
+                            let is_gw = subnet.gateway_ip == Some(ip)
+                                && !device_owner.starts_with("network:router");
+                            if !c.contains(&ip) || ip == c.network() || ip == c.broadcast() || is_gw
+                            {
+                                return Err(RegistryError::InvalidIpForSubnet {
+                                    ip: ip.to_string(),
+                                });
+                            }
+                            if taken_by_other(&subnet.id, ip)
+                                || out.iter().any(|f| f.ip_address == ip)
+                            {
+                                return Err(RegistryError::IpAddressAlreadyAllocated {
+                                    ip: ip.to_string(),
+                                    subnet_id: subnet.id.clone(),
+                                });
+                            }
+                            ip
+                        }
+                        None => {
+                            // the first free address not already chosen in this request
+                            let used = self.ips.get(&subnet.id);
+                            let mut found = None;
+                            'pools: for p in &subnet.allocation_pools {
+                                for a in u32::from(p.start)..=u32::from(p.end) {
+                                    let ip = Ipv4Addr::from(a);
+                                    let holder = used.and_then(|u| u.get(&ip));
+                                    let free = holder.is_none_or(|p| p == port_id)
+                                        && !out.iter().any(|f| f.ip_address == ip);
+                                    if free {
+                                        found = Some(ip);
+                                        break 'pools;
+                                    }
+                                }
+                            }
+                            found.ok_or_else(|| {
+                                RegistryError::IpAddressGenerationFailure(net_id.into())
+                            })?
+                        }
+                    };
+                    out.push(FixedIp {
+                        subnet_id: subnet.id.clone(),
+                        ip_address: ip,
+                    });
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn parse_extra_opts(v: &[ExtraDhcpOptReq]) -> Result<Vec<ExtraDhcpOpt>, RegistryError> {
+        let mut out = Vec::new();
+        for o in v {
+            let ip_version = match &o.ip_version {
+                None => 4,
+                Some(serde_json::Value::Number(n)) => n.as_u64().unwrap_or(0) as u8,
+                Some(serde_json::Value::String(s)) => s.parse().unwrap_or(0),
+                Some(_) => 0,
+            };
+            if ip_version != 4 && ip_version != 6 {
+                return Err(invalid("extra_dhcp_opts", "ip_version must be 4 or 6"));
+            }
+            let Some(value) = o.opt_value.clone() else {
+                continue;
+            };
+            if ip_version == 4 {
+                // `tag:ipxe,NAME`: for iPXE clients only (see dhcp::reservation_for)
+                let name = match o.opt_name.strip_prefix("tag:").map(|r| r.split_once(',')) {
+                    None => o.opt_name.as_str(),
+                    Some(Some(("ipxe", name))) => name,
+                    Some(_) => {
+                        return Err(invalid(
+                            "extra_dhcp_opts",
+                            format!("{:?}: the only tag served is ipxe", o.opt_name),
+                        ))
+                    }
+                };
+                let spec = if name.parse::<u8>().is_ok() {
+                    name.to_string()
+                } else {
+                    format!("option:{name}")
+                };
+                let code = qdhcp_protocol::options::code_for(&spec)
+                    .map_err(|e| invalid("extra_dhcp_opts", e))?;
+                let mut probe = qdhcp_protocol::OptionSet::default();
+                probe
+                    .set_text(code, &value, false)
+                    .map_err(|e| invalid("extra_dhcp_opts", e))?;
+            }
+            out.push(ExtraDhcpOpt {
+                opt_name: o.opt_name.clone(),
+                opt_value: value,
+                ip_version,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Creates a port: a MAC (generated `fa:16:3e:…` or given, unique in the network) and
+    /// fixed IPs (requested, or allocated from the pools). Nothing is half-created on error.
+    pub fn create_port(
+        &mut self,
+        req: PortReq,
+        caller: &Caller,
+        env: &mut dyn Env,
+    ) -> Result<(Port, Outcome), RegistryError> {
+        let net_id = req
+            .network_id
+            .clone()
+            .ok_or_else(|| invalid("network_id", "it is required"))?;
+        if !self.networks.contains_key(&net_id) {
+            return Err(RegistryError::NetworkNotFound(net_id));
+        }
+        let project_id = Self::project_for(caller, &req.project_id, &req.tenant_id)?;
+        if req.binding_host_id.is_some() && !caller.is_admin {
+            return Err(RegistryError::PolicyNotAuthorized(
+                "(rule:create_port and rule:create_port:binding:host_id)".into(),
+            ));
+        }
+        let mac = match &req.mac_address {
+            Some(m) => {
+                let m: Mac = m.parse().map_err(|_| {
+                    invalid("mac_address", format!("'{m}' is not a valid MAC address"))
+                })?;
+                if m.0[0] & 1 == 1 || m == Mac([0; 6]) {
+                    return Err(invalid(
+                        "mac_address",
+                        format!("'{m}' is not a valid unicast MAC address"),
+                    ));
+                }
+                if self.macs.contains_key(&(net_id.clone(), m)) {
+                    return Err(RegistryError::MacAddressInUse {
+                        net_id,
+                        mac: m.to_string(),
+                    });
+                }
+                m
+            }
+            None => self.generate_mac(&net_id, env),
+        };
+        let device_owner = req.device_owner.clone().unwrap_or_default();
+        let id = env.new_id();
+        let fixed_ips =
+            self.resolve_fixed_ips(&net_id, req.fixed_ips.as_deref(), &id, &device_owner)?;
+        let extra = Self::parse_extra_opts(req.extra_dhcp_opts.as_deref().unwrap_or(&[]))?;
+        let dns_name = req.dns_name.clone().unwrap_or_default();
+        validate_dns_name(&dns_name)?;
+        let now = env.now();
+        let p = Port {
+            id,
+            name: req.name.unwrap_or_default(),
+            network_id: net_id,
+            project_id,
+            mac_address: mac,
+            fixed_ips,
+            admin_state_up: req.admin_state_up.unwrap_or(true),
+            device_id: req.device_id.unwrap_or_default(),
+            device_owner,
+            binding_host_id: req.binding_host_id.unwrap_or_default(),
+            extra_dhcp_opts: extra,
+            dns_name,
+            description: req.description.unwrap_or_default(),
+            status: "DOWN".into(),
+            created_at: now.clone(),
+            updated_at: now,
+            revision_number: 1,
+        };
+        self.index_port(&p);
+        self.ports.insert(p.id.clone(), p.clone());
+        Ok((
+            p.clone(),
+            Outcome {
+                changes: vec![Change::Put(Kind::Port, p.id.clone())],
+                effects: vec![Effect::PortChanged(None, Some(Box::new(p)))],
+            },
+        ))
+    }
+
+    /// Updates a port; a new address or MAC takes effect for DHCP at once.
+    pub fn update_port(
+        &mut self,
+        id: &str,
+        req: PortReq,
+        env: &mut dyn Env,
+    ) -> Result<(Port, Outcome), RegistryError> {
+        let before = self
+            .ports
+            .get(id)
+            .cloned()
+            .ok_or_else(|| RegistryError::PortNotFound(id.into()))?;
+        if req
+            .network_id
+            .as_ref()
+            .is_some_and(|n| *n != before.network_id)
+        {
+            return Err(invalid(
+                "network_id",
+                "a port cannot move to another network",
+            ));
+        }
+        let mut p = before.clone();
+        if let Some(m) = &req.mac_address {
+            let m: Mac = m
+                .parse()
+                .map_err(|_| invalid("mac_address", format!("'{m}' is not a valid MAC address")))?;
+            if m != p.mac_address && self.macs.contains_key(&(p.network_id.clone(), m)) {
+                return Err(RegistryError::MacAddressInUse {
+                    net_id: p.network_id.clone(),
+                    mac: m.to_string(),
+                });
+            }
+            p.mac_address = m;
+        }
+        if let Some(v) = req.device_owner {
+            p.device_owner = v;
+        }
+        if let Some(f) = req.fixed_ips.as_deref() {
+            p.fixed_ips = self.resolve_fixed_ips(&p.network_id, Some(f), id, &p.device_owner)?;
+        }
+        if let Some(e) = req.extra_dhcp_opts.as_deref() {
+            p.extra_dhcp_opts = Self::parse_extra_opts(e)?;
+        }
+        if let Some(d) = req.dns_name {
+            validate_dns_name(&d)?;
+            p.dns_name = d;
+        }
+        if let Some(v) = req.name {
+            p.name = v;
+        }
+        if let Some(v) = req.admin_state_up {
+            p.admin_state_up = v;
+        }
+        if let Some(v) = req.device_id {
+            p.device_id = v;
+        }
+        if let Some(v) = req.binding_host_id {
+            p.binding_host_id = v;
+        }
+        if let Some(v) = req.description {
+            p.description = v;
+        }
+        p.updated_at = env.now();
+        p.revision_number += 1;
+        self.unindex_port(&before);
+        self.index_port(&p);
+        self.ports.insert(id.into(), p.clone());
+        Ok((
+            p.clone(),
+            Outcome {
+                changes: vec![Change::Put(Kind::Port, id.into())],
+                effects: vec![Effect::PortChanged(
+                    Some(Box::new(before)),
+                    Some(Box::new(p)),
+                )],
+            },
+        ))
+    }
+
+    /// Deletes a port; its addresses are free again at once.
+    pub fn delete_port(&mut self, id: &str) -> Result<Outcome, RegistryError> {
+        let p = self
+            .ports
+            .remove(id)
+            .ok_or_else(|| RegistryError::PortNotFound(id.into()))?;
+        self.unindex_port(&p);
+        Ok(Outcome {
+            changes: vec![Change::Delete(Kind::Port, id.into())],
+            effects: vec![Effect::PortChanged(Some(Box::new(p)), None)],
+        })
+    }
+}
+
+fn validate_dns_name(d: &str) -> Result<(), RegistryError> {
+    let ok = d.len() <= 63
+        && d.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        && !d.starts_with('-')
+        && !d.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            "dns_name",
+            format!("'{d}' is not a valid host name"),
+        ))
+    }
+}
