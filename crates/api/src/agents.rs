@@ -14,7 +14,8 @@ use qdhcp_registry::{Caller, Registry, RegistryError};
 use qdhcp_store::NodeRow;
 use serde_json::{json, Value};
 
-use crate::{caller_of, ApiError, ApiState};
+use crate::resources::caller_of;
+use crate::{ApiError, ApiState};
 
 /// The time format Neutron shows agent times in (UTC).
 pub const AGENT_TIME: &str = "%Y-%m-%d %H:%M:%S";

@@ -1,0 +1,279 @@
+//! Creating, updating and deleting networks, subnets and ports: bodies read and checked (bulk
+//! too, all or nothing), ownership, and the operation run on a blocking thread through the
+//! control plane.
+
+use std::sync::Arc;
+
+use axum::body::{to_bytes, Body};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use qdhcp_registry::requests::{NetworkReq, PortReq, SubnetReq};
+use qdhcp_registry::{Caller, Registry, RegistryError};
+use serde_json::{json, Value};
+
+use crate::control::{Control, ControlError};
+use crate::render;
+use crate::resources::*;
+use crate::{ApiError, ApiState, MAX_BODY};
+
+/// Reads the body (413 past `MAX_BODY`), parses JSON (400 naming the problem), and checks the
+/// attributes against what the resource takes (400 naming unknown ones).
+pub(crate) async fn body_objects(
+    body: Body,
+    res: Res,
+    update: bool,
+) -> Result<(Vec<Value>, bool), ApiError> {
+    let bytes = to_bytes(body, MAX_BODY).await.map_err(|_| {
+        ApiError::new(
+            413,
+            "HTTPRequestEntityTooLarge",
+            format!("Request body is larger than {MAX_BODY} bytes."),
+        )
+    })?;
+    let v: Value = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad(format!("Malformed request body: {e}")))?;
+    let (objs, bulk) = match (v.get(res.singular()), v.get(res.plural())) {
+        (Some(o), _) => (vec![o.clone()], false),
+        (None, Some(Value::Array(a))) if !update => (a.clone(), true),
+        _ => {
+            return Err(ApiError::bad(format!(
+                "Resource body required: expected a '{}' object.",
+                res.singular()
+            )))
+        }
+    };
+    for o in &objs {
+        let Some(m) = o.as_object() else {
+            return Err(ApiError::bad(format!(
+                "Invalid input: '{}' must be an object.",
+                res.singular()
+            )));
+        };
+        let unknown: Vec<&String> = m
+            .keys()
+            .filter(|k| !res.accepted(update).contains(&k.as_str()))
+            .collect();
+        if !unknown.is_empty() {
+            let names: Vec<&str> = unknown.iter().map(|s| s.as_str()).collect();
+            return Err(ApiError::bad(format!(
+                "Unrecognized attribute(s) '{}'",
+                names.join(", ")
+            )));
+        }
+    }
+    Ok((objs, bulk))
+}
+
+pub(crate) fn typed<T: serde::de::DeserializeOwned>(v: Value, res: Res) -> Result<T, ApiError> {
+    serde_json::from_value(v)
+        .map_err(|e| ApiError::bad(format!("Invalid input for {}: {e}", res.singular())))
+}
+
+pub(crate) async fn create(
+    State(st): State<Arc<ApiState>>,
+    Path(collection): Path<String>,
+    c: Option<axum::Extension<Caller>>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let res = Res::from_collection(&collection)?;
+    let caller = caller_of(c);
+    let (objs, bulk) = body_objects(body, res, false).await?;
+    // every object is read and checked before anything is created
+    let mut reqs = Vec::with_capacity(objs.len());
+    for o in objs {
+        reqs.push(match res {
+            Res::Network => Create::Network(typed(o, res)?),
+            Res::Subnet => {
+                let r: SubnetReq = typed(o, res)?;
+                network_visible(&st, &caller, r.network_id.as_deref())?;
+                Create::Subnet(r)
+            }
+            Res::Port => {
+                let r: PortReq = typed(o, res)?;
+                network_visible(&st, &caller, r.network_id.as_deref())?;
+                Create::Port(r)
+            }
+        });
+    }
+    let who = caller.clone();
+    let created = blocking(&st, move |control| {
+        control.mutate(|reg, env| create_all(reg, reqs, &who, env))
+    })
+    .await?;
+    let reg = st.control.read();
+    let mut vals: Vec<Value> = created
+        .iter()
+        .filter_map(|id| render_one(&reg, res, id))
+        .map(|v| for_caller(v, &caller))
+        .collect();
+    let body = if bulk {
+        json!({ res.plural(): vals })
+    } else {
+        json!({ res.singular(): vals.pop().unwrap_or(Value::Null) })
+    };
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+/// One object of a create or update request, checked and typed.
+pub(crate) enum Create {
+    Network(NetworkReq),
+    Subnet(SubnetReq),
+    Port(PortReq),
+}
+
+/// Creates every object of a request in one operation: all or nothing, as Neutron's bulk
+/// create. When one fails, those made before it are deleted again from memory (nothing was
+/// stored yet) and the error is the answer.
+pub(crate) fn create_all(
+    reg: &mut Registry,
+    reqs: Vec<Create>,
+    caller: &Caller,
+    env: &mut dyn qdhcp_registry::Env,
+) -> Result<(Vec<String>, qdhcp_registry::Outcome), RegistryError> {
+    let mut made: Vec<(Res, String)> = Vec::new();
+    let mut out = qdhcp_registry::Outcome::default();
+    for r in reqs {
+        let one = match r {
+            Create::Network(r) => reg
+                .create_network(r, caller, env)
+                .map(|(n, o)| (Res::Network, n.id, o)),
+            Create::Subnet(r) => reg
+                .create_subnet(r, caller, env)
+                .map(|(s, o)| (Res::Subnet, s.id, o)),
+            Create::Port(r) => reg
+                .create_port(r, caller, env)
+                .map(|(p, o)| (Res::Port, p.id, o)),
+        };
+        match one {
+            Ok((res, id, o)) => {
+                made.push((res, id));
+                out.changes.extend(o.changes);
+                out.effects.extend(o.effects);
+            }
+            Err(e) => {
+                for (res, id) in made.iter().rev() {
+                    let _ = match res {
+                        Res::Network => reg.delete_network(id).map(drop),
+                        Res::Subnet => reg.delete_subnet(id, env).map(drop),
+                        Res::Port => reg.delete_port(id).map(drop),
+                    };
+                }
+                return Err(e);
+            }
+        }
+    }
+    Ok((made.into_iter().map(|(_, id)| id).collect(), out))
+}
+
+/// Runs a control-plane operation on a blocking thread: its database commit and the namespace
+/// plumbing it triggers never hold up the API's async workers.
+pub(crate) async fn blocking<T: Send + 'static>(
+    st: &Arc<ApiState>,
+    f: impl FnOnce(&Control) -> Result<T, ControlError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let st = st.clone();
+    tokio::task::spawn_blocking(move || f(&st.control))
+        .await
+        .map_err(|e| ApiError::new(500, "HTTPInternalServerError", format!("{e}")))?
+        .map_err(ApiError::from)
+}
+
+/// A subnet or port may only be created on a network the caller can see (404 otherwise).
+pub(crate) fn network_visible(
+    st: &ApiState,
+    caller: &Caller,
+    net: Option<&str>,
+) -> Result<(), ApiError> {
+    let Some(n) = net else { return Ok(()) };
+    let reg = st.control.read();
+    let v = reg.network(n).map(|x| render::network(&reg, x));
+    if v.is_some_and(|v| visible(&reg, caller, Res::Network, &v)) {
+        Ok(())
+    } else {
+        Err(Res::Network.not_found(n))
+    }
+}
+
+pub(crate) fn check_owner(
+    st: &ApiState,
+    caller: &Caller,
+    res: Res,
+    id: &str,
+) -> Result<(), ApiError> {
+    let reg = st.control.read();
+    let v = render_one(&reg, res, id).ok_or_else(|| res.not_found(id))?;
+    let own = caller.is_admin
+        || v.get("project_id").and_then(Value::as_str) == Some(caller.project_id.as_str());
+    if own {
+        Ok(())
+    } else {
+        Err(res.not_found(id))
+    }
+}
+
+pub(crate) async fn update(
+    State(st): State<Arc<ApiState>>,
+    Path((collection, id)): Path<(String, String)>,
+    c: Option<axum::Extension<Caller>>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let res = Res::from_collection(&collection)?;
+    let caller = caller_of(c);
+    check_owner(&st, &caller, res, &id)?;
+    let (mut objs, _) = body_objects(body, res, true).await?;
+    let o = objs.pop().unwrap_or(Value::Null);
+    let req = match res {
+        Res::Network => Create::Network(typed(o, res)?),
+        Res::Subnet => Create::Subnet(typed(o, res)?),
+        Res::Port => {
+            let r: PortReq = typed(o, res)?;
+            if r.binding_host_id.is_some() && !caller.is_admin {
+                return Err(ApiError::from(ControlError::Registry(
+                    RegistryError::PolicyNotAuthorized(
+                        "(rule:update_port and rule:update_port:binding:host_id)".into(),
+                    ),
+                )));
+            }
+            Create::Port(r)
+        }
+    };
+    let oid = id.clone();
+    blocking(&st, move |control| {
+        control.mutate(|reg, env| {
+            match req {
+                Create::Network(r) => reg.update_network(&oid, r, env).map(|(_, o)| o),
+                Create::Subnet(r) => reg.update_subnet(&oid, r, env).map(|(_, o)| o),
+                Create::Port(r) => reg.update_port(&oid, r, env).map(|(_, o)| o),
+            }
+            .map(|o| ((), o))
+        })
+    })
+    .await?;
+    let reg = st.control.read();
+    let v = render_one(&reg, res, &id).ok_or_else(|| res.not_found(&id))?;
+    Ok(Json(json!({ res.singular(): for_caller(v, &caller) })).into_response())
+}
+
+pub(crate) async fn delete(
+    State(st): State<Arc<ApiState>>,
+    Path((collection, id)): Path<(String, String)>,
+    c: Option<axum::Extension<Caller>>,
+) -> Result<Response, ApiError> {
+    let res = Res::from_collection(&collection)?;
+    let caller = caller_of(c);
+    check_owner(&st, &caller, res, &id)?;
+    blocking(&st, move |control| {
+        control.mutate(|reg, env| {
+            match res {
+                Res::Network => reg.delete_network(&id),
+                Res::Subnet => reg.delete_subnet(&id, env),
+                Res::Port => reg.delete_port(&id),
+            }
+            .map(|o| ((), o))
+        })
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
