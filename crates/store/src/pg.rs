@@ -100,6 +100,10 @@ impl PgStore {
             }
         };
         let mut tx = client.transaction().map_err(err)?;
+        // One node migrates at a time, from before anything is created: `CREATE TABLE IF NOT
+        // EXISTS` is not safe against another session creating the same table at once.
+        tx.batch_execute("SELECT pg_advisory_xact_lock(7340079)")
+            .map_err(err)?;
         tx.batch_execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations (
                 version    BIGINT PRIMARY KEY,

@@ -173,3 +173,30 @@ fn tls_is_used_and_checked_as_sslmode_asks() {
     .expect("verify-full with the right name and CA");
     assert_eq!(st.schema_version().unwrap(), 4);
 }
+
+/// Nodes starting together on a fresh database: every one opens it (the migrations run once,
+/// under a lock taken before anything is created). Creating `schema_migrations` before the
+/// lock let two of them race: one failed with a duplicate `pg_type` key.
+#[test]
+fn nodes_opening_a_fresh_database_at_once_all_succeed() {
+    let Some(pg) = Pg::start() else { return };
+    for round in 0..3 {
+        // a fresh database each round
+        let url = pg.url();
+        let db = format!("fresh{round}");
+        postgres::Client::connect(&url, postgres::NoTls)
+            .unwrap()
+            .batch_execute(&format!("CREATE DATABASE {db}"))
+            .unwrap();
+        let fresh = url.replace("/postgres?", &format!("/{db}?"));
+        let results: Vec<_> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..6)
+                .map(|_| s.spawn(|| Store::open_url(&fresh).map(|st| st.schema_version())))
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for r in results {
+            assert_eq!(r.expect("every node opens").unwrap(), 4, "round {round}");
+        }
+    }
+}
