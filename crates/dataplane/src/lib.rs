@@ -6,9 +6,11 @@ pub mod delivery;
 pub mod journal;
 pub mod leases;
 pub mod listener;
+pub mod metrics;
 pub mod priority;
 pub mod privileges;
 pub mod server;
 mod serving;
+mod writer;
 
 pub use server::{now_secs, Dataplane, Network, ReloadStats, ServeOptions};

@@ -1,0 +1,232 @@
+//! What the dataplane counts, and how it is shown: packet, lease and drop counters, per-network
+//! reply-latency histograms, Prometheus text for `/metrics` and the SIGUSR1 line.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use qdhcp_protocol::{ClientMsg, Malformed, ReplyKind};
+
+use crate::server::*;
+
+/// Packet and lease counters, read by metrics and the SIGUSR1 dump.
+#[derive(Default)]
+pub struct Counters {
+    /// Received, by client message: DISCOVER, REQUEST, DECLINE, RELEASE, INFORM.
+    pub rx: [AtomicU64; 5],
+    /// Sent: OFFER, ACK, NAK.
+    pub tx: [AtomicU64; 3],
+    /// Dropped by the front door, by reason (see `MALFORMED_LABELS`).
+    pub malformed: [AtomicU64; 10],
+    /// Messages from clients with no reservation.
+    pub no_address: AtomicU64,
+    /// DECLINEs accepted.
+    pub declines: AtomicU64,
+    /// ACKs withheld because their lease could not be made durable.
+    pub persist_failures: AtomicU64,
+    /// Journal commits (fdatasyncs).
+    pub commits: AtomicU64,
+    /// Lease records made durable.
+    pub records: AtomicU64,
+    /// Replies the kernel refused to send.
+    pub send_errors: AtomicU64,
+    /// Messages dropped because one client sent too many.
+    pub rate_limited: AtomicU64,
+    /// Log lines for unanswered messages left out over the global budget.
+    pub log_suppressed: AtomicU64,
+    /// Renewals answered from a still-durable lease while lease storage failed.
+    pub renewed_from_durable: AtomicU64,
+}
+
+/// Log lines a second, per interface, for messages that get no answer (unknown clients).
+pub const UNANSWERED_LINES_PER_SECOND: u16 = 200;
+
+/// Counter labels for `Counters::malformed`, in index order.
+pub const MALFORMED_LABELS: [&str; 10] = [
+    "too_short",
+    "not_request",
+    "bad_hardware",
+    "bad_cookie",
+    "too_many_hops",
+    "option_overrun",
+    "bad_option_length",
+    "duplicate_option",
+    "no_message_type",
+    "unsupported_type",
+];
+
+pub(crate) fn malformed_index(m: &Malformed) -> usize {
+    MALFORMED_LABELS
+        .iter()
+        .position(|l| *l == m.label())
+        .unwrap_or(0)
+}
+
+pub(crate) fn msg_index(m: ClientMsg) -> usize {
+    match m {
+        ClientMsg::Discover => 0,
+        ClientMsg::Request => 1,
+        ClientMsg::Decline => 2,
+        ClientMsg::Release => 3,
+        ClientMsg::Inform => 4,
+    }
+}
+
+pub(crate) fn kind_index(k: ReplyKind) -> usize {
+    match k {
+        ReplyKind::Offer => 0,
+        ReplyKind::Ack => 1,
+        ReplyKind::Nak => 2,
+    }
+}
+
+/// Upper bounds (seconds) of the reply-latency histogram buckets.
+pub const LATENCY_BUCKETS: [f64; 11] = [
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+];
+
+/// Per-network packet counters and the reply-latency histogram, for metrics.
+#[derive(Default)]
+pub struct NetCounters {
+    /// Received, by client message (same order as `Counters::rx`).
+    pub rx: [AtomicU64; 5],
+    /// Sent: OFFER, ACK, NAK.
+    pub tx: [AtomicU64; 3],
+    /// Replies by latency bucket (`LATENCY_BUCKETS`, then +Inf).
+    pub latency: [AtomicU64; 12],
+    /// Sum of reply latencies in microseconds.
+    pub latency_us_sum: AtomicU64,
+}
+
+impl NetCounters {
+    pub(crate) fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        let i = LATENCY_BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        self.latency[i].fetch_add(1, Ordering::Relaxed);
+        self.latency_us_sum
+            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+    }
+}
+
+impl Dataplane {
+    /// Counters in Prometheus text format.
+    pub fn prometheus(&self) -> String {
+        use std::fmt::Write as _;
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let msgs = ["discover", "request", "decline", "release", "inform"];
+        let replies = ["offer", "ack", "nak"];
+        let mut o = String::new();
+        let mut nets = self.networks();
+        nets.sort_by(|a, b| a.name.cmp(&b.name));
+        o.push_str("# HELP qdhcp_dhcp_packets_in_total DHCP messages received, by network and type.\n# TYPE qdhcp_dhcp_packets_in_total counter\n");
+        for n in &nets {
+            for (i, m) in msgs.iter().enumerate() {
+                let _ = writeln!(
+                    o,
+                    "qdhcp_dhcp_packets_in_total{{network=\"{}\",type=\"{m}\"}} {}",
+                    n.name,
+                    g(&n.counters.rx[i])
+                );
+            }
+        }
+        o.push_str("# HELP qdhcp_dhcp_packets_out_total DHCP replies sent, by network and type.\n# TYPE qdhcp_dhcp_packets_out_total counter\n");
+        for n in &nets {
+            for (i, m) in replies.iter().enumerate() {
+                let _ = writeln!(
+                    o,
+                    "qdhcp_dhcp_packets_out_total{{network=\"{}\",type=\"{m}\"}} {}",
+                    n.name,
+                    g(&n.counters.tx[i])
+                );
+            }
+        }
+        o.push_str("# HELP qdhcp_dhcp_dropped_total Packets dropped or not answered, by reason.\n# TYPE qdhcp_dhcp_dropped_total counter\n");
+        for (i, l) in MALFORMED_LABELS.iter().enumerate() {
+            let _ = writeln!(
+                o,
+                "qdhcp_dhcp_dropped_total{{reason=\"{l}\"}} {}",
+                g(&self.counters.malformed[i])
+            );
+        }
+        let c = &self.counters;
+        for (l, v) in [
+            ("no_address", &c.no_address),
+            ("lease_not_durable", &c.persist_failures),
+            ("send_error", &c.send_errors),
+            ("rate_limited", &c.rate_limited),
+        ] {
+            let _ = writeln!(o, "qdhcp_dhcp_dropped_total{{reason=\"{l}\"}} {}", g(v));
+        }
+        let _ = writeln!(o, "# HELP qdhcp_renewals_from_durable_lease_total Renewals answered from a still-durable lease while lease storage failed.\n# TYPE qdhcp_renewals_from_durable_lease_total counter\nqdhcp_renewals_from_durable_lease_total {}", g(&c.renewed_from_durable));
+        let _ = writeln!(o, "# HELP qdhcp_log_lines_suppressed_total Lines for unanswered messages over the per-second budget.\n# TYPE qdhcp_log_lines_suppressed_total counter\nqdhcp_log_lines_suppressed_total {}", g(&c.log_suppressed));
+        o.push_str("# HELP qdhcp_leases_active Leases held, by network and subnet.\n# TYPE qdhcp_leases_active gauge\n");
+        for n in &nets {
+            let subnets: Vec<ipnet::Ipv4Net> = n.table().subnets.iter().map(|s| s.net).collect();
+            let leases = n.leases();
+            for s in subnets {
+                let count = leases.leases().filter(|l| s.contains(&l.ip)).count();
+                let _ = writeln!(
+                    o,
+                    "qdhcp_leases_active{{network=\"{}\",subnet=\"{s}\"}} {count}",
+                    n.name
+                );
+            }
+        }
+        o.push_str("# HELP qdhcp_dhcp_reply_latency_seconds Time from receipt to reply.\n# TYPE qdhcp_dhcp_reply_latency_seconds histogram\n");
+        for n in &nets {
+            let mut cum = 0;
+            for (i, b) in LATENCY_BUCKETS.iter().enumerate() {
+                cum += g(&n.counters.latency[i]);
+                let _ = writeln!(
+                    o,
+                    "qdhcp_dhcp_reply_latency_seconds_bucket{{network=\"{}\",le=\"{b}\"}} {cum}",
+                    n.name
+                );
+            }
+            cum += g(&n.counters.latency[LATENCY_BUCKETS.len()]);
+            let _ = writeln!(
+                o,
+                "qdhcp_dhcp_reply_latency_seconds_bucket{{network=\"{}\",le=\"+Inf\"}} {cum}",
+                n.name
+            );
+            let _ = writeln!(
+                o,
+                "qdhcp_dhcp_reply_latency_seconds_sum{{network=\"{}\"}} {}",
+                n.name,
+                g(&n.counters.latency_us_sum) as f64 / 1e6
+            );
+            let _ = writeln!(
+                o,
+                "qdhcp_dhcp_reply_latency_seconds_count{{network=\"{}\"}} {cum}",
+                n.name
+            );
+        }
+        let _ = writeln!(
+            o,
+            "# TYPE qdhcp_journal_commits_total counter\nqdhcp_journal_commits_total {}",
+            g(&c.commits)
+        );
+        let _ = writeln!(
+            o,
+            "# TYPE qdhcp_journal_records_total counter\nqdhcp_journal_records_total {}",
+            g(&c.records)
+        );
+        o
+    }
+
+    /// A one-line summary of the counters (dnsmasq dumps its statistics on SIGUSR1).
+    pub fn stats_line(&self) -> String {
+        let c = &self.counters;
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let malformed: u64 = c.malformed.iter().map(g).sum();
+        format!(
+            "DHCP statistics: discover {} request {} decline {} release {} inform {}; offer {} ack {} nak {}; \
+             no-address {} malformed {} persist-failures {} journal commits {} records {}",
+            g(&c.rx[0]), g(&c.rx[1]), g(&c.rx[2]), g(&c.rx[3]), g(&c.rx[4]),
+            g(&c.tx[0]), g(&c.tx[1]), g(&c.tx[2]),
+            g(&c.no_address), malformed, g(&c.persist_failures), g(&c.commits), g(&c.records)
+        )
+    }
+}
