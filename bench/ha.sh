@@ -36,7 +36,7 @@ start() { # node netns
     --log-file "$W/$1.log" &
 }
 started() { local n; n=$(grep -c "started, qdhcp" "$W/$1.log" 2>/dev/null) || true; echo "${n:-0}"; }
-api() { ip netns exec "$1" python3 -c "
+api() { local ns=$1; shift; ip netns exec "$ns" python3 -c "
 import json, sys, urllib.request
 r = urllib.request.Request('http://127.0.0.1:9696' + sys.argv[2], data=sys.argv[3].encode() if len(sys.argv) > 3 else None, method=sys.argv[1], headers={'Content-Type': 'application/json'})
 print(urllib.request.urlopen(r).read().decode())" "$@"; }

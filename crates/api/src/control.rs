@@ -165,19 +165,43 @@ impl Control {
         self.reg.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Runs one mutation: apply in memory, persist, then tell DHCP. If persisting fails the
-    /// registry is reloaded from the store, so memory never runs ahead of the database.
+    /// Runs one mutation: apply in memory, persist, then tell DHCP. If persisting fails,
+    /// memory is put back as the database has it, so it never runs ahead of the database.
+    /// When another node took the address or MAC meanwhile (a unique constraint refused the
+    /// write), the operation runs again on the caught-up registry, as Neutron retries its DB
+    /// conflicts: a port that asked for no address gets the next one; one that named the
+    /// taken address gets 409.
     pub fn mutate<T>(
         &self,
-        f: impl FnOnce(&mut Registry, &mut dyn Env) -> Result<(T, Outcome), RegistryError>,
+        mut f: impl FnMut(&mut Registry, &mut dyn Env) -> Result<(T, Outcome), RegistryError>,
+    ) -> Result<T, ControlError> {
+        let mut tries = 0;
+        loop {
+            match self.mutate_once(&mut f) {
+                Err(ControlError::Store(StoreError::Conflict { what, value })) if tries < 4 => {
+                    tries += 1;
+                    tracing::debug!(
+                        "{what} {value} was taken by another node meanwhile; trying again ({tries})"
+                    );
+                }
+                r => return r,
+            }
+        }
+    }
+
+    fn mutate_once<T>(
+        &self,
+        f: &mut impl FnMut(&mut Registry, &mut dyn Env) -> Result<(T, Outcome), RegistryError>,
     ) -> Result<T, ControlError> {
         use std::sync::atomic::Ordering;
         let mut reg = self.read();
         if self.stale.load(Ordering::SeqCst) {
             // the database again (it may be back): what it holds is the truth
+            let at = self.store.revision()?;
             let mut fresh = self.store.load()?;
             self.configure(&mut fresh);
             *reg = fresh;
+            self.revision.store(at, Ordering::SeqCst);
             self.stale.store(false, Ordering::SeqCst);
             let all: Vec<Effect> = reg
                 .networks()
@@ -192,21 +216,7 @@ impl Control {
             return Ok(value);
         }
         if let Err(e) = self.store.apply(&reg, &out.changes) {
-            let at = self.store.revision();
-            match self.store.load() {
-                Ok(mut fresh) => {
-                    self.configure(&mut fresh);
-                    // read back: what other nodes wrote meanwhile reaches the DHCP side too
-                    let effects = qdhcp_registry::effects_between(&reg, &fresh);
-                    let before = std::mem::replace(&mut *reg, fresh);
-                    drop(before);
-                    if let Ok(at) = at {
-                        self.revision.store(at, Ordering::SeqCst);
-                    }
-                    self.dhcp.apply(&reg, &effects);
-                }
-                Err(_) => self.stale.store(true, Ordering::SeqCst),
-            }
+            self.put_back(&mut reg, &out.changes);
             return Err(e.into());
         }
         // our own write: memory already holds it, unless another node wrote in between
@@ -217,6 +227,47 @@ impl Control {
         }
         self.dhcp.apply(&reg, &out.effects);
         Ok(value)
+    }
+
+    /// After a write that was not stored: the objects it touched as the database holds them,
+    /// and what other nodes wrote meanwhile, applied to memory and the DHCP side (PostgreSQL);
+    /// on SQLite, or when that cannot be read, everything is read back (now or before the
+    /// next write).
+    fn put_back(&self, reg: &mut Registry, changes: &[qdhcp_registry::Change]) {
+        use qdhcp_registry::Change;
+        use std::sync::atomic::Ordering;
+        let keys: Vec<(qdhcp_registry::Kind, String)> = changes
+            .iter()
+            .map(|c| match c {
+                Change::Put(k, id) | Change::Delete(k, id) => (*k, id.clone()),
+            })
+            .collect();
+        let since = self.revision.load(Ordering::SeqCst);
+        match (self.store.objects(&keys), self.store.changes_since(since)) {
+            (Ok(Some(objects)), Ok(Some((at, others)))) => {
+                let mut effects = reg.apply_stored(objects);
+                effects.extend(reg.apply_stored(others));
+                self.revision.fetch_max(at, Ordering::SeqCst);
+                self.dhcp.apply(reg, &effects);
+            }
+            (Ok(None), _) => {
+                let at = self.store.revision();
+                match self.store.load() {
+                    Ok(mut fresh) => {
+                        self.configure(&mut fresh);
+                        // read back: what other nodes wrote meanwhile reaches DHCP too
+                        let effects = qdhcp_registry::effects_between(reg, &fresh);
+                        *reg = fresh;
+                        if let Ok(at) = at {
+                            self.revision.store(at, Ordering::SeqCst);
+                        }
+                        self.dhcp.apply(reg, &effects);
+                    }
+                    Err(_) => self.stale.store(true, Ordering::SeqCst),
+                }
+            }
+            _ => self.stale.store(true, Ordering::SeqCst),
+        }
     }
 
     /// Follows the database's change feed (PostgreSQL): every write another node commits is
@@ -231,33 +282,31 @@ impl Control {
     }
 
     /// Catches up with writes other nodes made (the change feed calls it with the database's
-    /// revision): when the database is ahead of memory, the registry is read back under the
-    /// lock, what changed is applied to the DHCP side, and memory is at that revision. A read
-    /// that fails leaves memory as it was, for the next call to try again.
+    /// revision): when the database is ahead of memory, the objects written or deleted since
+    /// memory's revision are read (one snapshot) and applied in place under the lock, what
+    /// changed goes to the DHCP side, and memory is at that revision. Everything is read back
+    /// only from a store that cannot say what changed. A read that fails leaves memory as it
+    /// was, for the next call to try again.
     pub fn follow(&self, revision: i64) -> usize {
         use std::sync::atomic::Ordering;
         if revision <= self.revision.load(Ordering::SeqCst) {
             return 0;
         }
         let mut reg = self.read();
-        // the revision read first: a write after it shows up as a newer revision later
-        let at = match self.store.revision() {
-            Ok(r) => r,
+        let since = self.revision.load(Ordering::SeqCst);
+        // what changed since memory's revision, in one snapshot of the database
+        let (at, effects) = match self.store.changes_since(since) {
+            Ok(Some((at, changes))) if at > since => (at, reg.apply_stored(changes)),
+            Ok(Some(_)) => return 0,
+            Ok(None) => match self.read_back(&mut reg) {
+                Some(r) => r,
+                None => return 0,
+            },
             Err(e) => {
                 tracing::warn!("change feed: {e}");
                 return 0;
             }
         };
-        let mut fresh = match self.store.load() {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!("change feed: {e}");
-                return 0;
-            }
-        };
-        self.configure(&mut fresh);
-        let effects = qdhcp_registry::effects_between(&reg, &fresh);
-        *reg = fresh;
         self.revision.store(at, Ordering::SeqCst);
         self.dhcp.apply(&reg, &effects);
         if !effects.is_empty() {
@@ -267,6 +316,30 @@ impl Control {
             );
         }
         effects.len()
+    }
+
+    /// Reads the whole registry back (a store that cannot say what changed): the revision it
+    /// is at and what changed, or `None` when it cannot be read.
+    fn read_back(&self, reg: &mut Registry) -> Option<(i64, Vec<Effect>)> {
+        // the revision read first: a write after it shows up as a newer revision later
+        let at = match self.store.revision() {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!("change feed: {e}");
+                return None;
+            }
+        };
+        let mut fresh = match self.store.load() {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!("change feed: {e}");
+                return None;
+            }
+        };
+        self.configure(&mut fresh);
+        let effects = qdhcp_registry::effects_between(reg, &fresh);
+        *reg = fresh;
+        Some((at, effects))
     }
 
     /// Tells the DHCP side about each of `ids`, taking the lock for one network at a time so

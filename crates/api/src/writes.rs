@@ -99,7 +99,7 @@ pub(crate) async fn create(
     }
     let who = caller.clone();
     let created = blocking(&st, move |control| {
-        control.mutate(|reg, env| create_all(reg, reqs, &who, env))
+        control.mutate(|reg, env| create_all(reg, reqs.clone(), &who, env))
     })
     .await?;
     let reg = st.control.read();
@@ -117,6 +117,7 @@ pub(crate) async fn create(
 }
 
 /// One object of a create or update request, checked and typed.
+#[derive(Clone)]
 pub(crate) enum Create {
     Network(NetworkReq),
     Subnet(SubnetReq),
@@ -242,7 +243,7 @@ pub(crate) async fn update(
     let oid = id.clone();
     blocking(&st, move |control| {
         control.mutate(|reg, env| {
-            match req {
+            match req.clone() {
                 Create::Network(r) => reg.update_network(&oid, r, env).map(|(_, o)| o),
                 Create::Subnet(r) => reg.update_subnet(&oid, r, env).map(|(_, o)| o),
                 Create::Port(r) => reg.update_port(&oid, r, env).map(|(_, o)| o),

@@ -676,8 +676,11 @@ fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     control.watch()?;
     let state = ApiState::new(control, auth, Some(metrics));
     state.set_node_down_secs(cfg.node_down_secs);
+    // One async worker answers HTTP; one blocking thread runs the writes (they queue on the
+    // registry lock anyway): threads stay few however many networks or requests there are.
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(1)
+        .max_blocking_threads(1)
         .enable_all()
         .build()?;
     rt.block_on(async move {

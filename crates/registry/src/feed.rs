@@ -1,7 +1,9 @@
-//! What a registry read back from the database (other nodes' writes) changed, as effects for
-//! the DHCP side (see docs/ARCHITECTURE.md, "Nodes").
+//! What other nodes' writes change here, as effects for the DHCP side (see
+//! docs/ARCHITECTURE.md, "Nodes"): the objects changed since a revision applied in place
+//! (`apply_stored`), or a whole registry read back compared with the old one
+//! (`effects_between`).
 
-use crate::{Effect, Registry};
+use crate::{Effect, Kind, Network, Port, Registry, Subnet};
 
 /// What changed from `old` to `new` (a registry read back after other nodes wrote), as the
 /// effects the DHCP side applies: networks gone, networks whose attributes or subnets changed
@@ -34,4 +36,108 @@ pub fn effects_between(old: &Registry, new: &Registry) -> Vec<Effect> {
         }
     }
     out
+}
+
+/// An object as the database holds it now, or its absence: what a node reads to catch up
+/// with other nodes' writes without reading everything back.
+#[derive(Debug, Clone)]
+pub enum Stored {
+    /// A network as written last.
+    Network(Network),
+    /// A subnet as written last.
+    Subnet(Subnet),
+    /// A port as written last.
+    Port(Port),
+    /// Deleted.
+    Gone(Kind, String),
+}
+
+impl Registry {
+    /// Takes what other nodes wrote (every object changed since this registry's revision, in
+    /// any order) and returns the effects for the DHCP side: ports added, changed or removed,
+    /// networks changed (their attributes or subnets), networks gone. An object written as it
+    /// already is here (this node's own write) has no effect.
+    pub fn apply_stored(&mut self, changes: Vec<Stored>) -> Vec<Effect> {
+        let (mut nets, mut subs, mut ports, mut gone) = (vec![], vec![], vec![], vec![]);
+        for c in changes {
+            match c {
+                Stored::Network(n) => nets.push(n),
+                Stored::Subnet(s) => subs.push(s),
+                Stored::Port(p) => ports.push(p),
+                Stored::Gone(k, id) => gone.push((k, id)),
+            }
+        }
+        let mut changed: Vec<String> = Vec::new();
+        let mut out = Vec::new();
+        // ports deleted first: a port written since may hold their addresses now
+        gone.retain(|(k, id)| {
+            if *k != Kind::Port {
+                return true;
+            }
+            if let Some(p) = self.ports.remove(id) {
+                self.unindex_port(&p);
+                out.push(Effect::PortChanged(Some(Box::new(p)), None));
+            }
+            false
+        });
+        let mut deleted: Vec<String> = Vec::new();
+        for n in nets {
+            if self.networks.get(&n.id) != Some(&n) {
+                changed.push(n.id.clone());
+                self.networks.insert(n.id.clone(), n);
+            }
+        }
+        for s in subs {
+            if self.subnets.get(&s.id) != Some(&s) {
+                changed.push(s.network_id.clone());
+                // its pools may have changed: the free-address search starts over
+                self.free_from.remove(&s.id);
+                self.index_subnet(&s);
+                self.subnets.insert(s.id.clone(), s);
+            }
+        }
+        for p in ports {
+            let before = self.ports.get(&p.id).cloned();
+            if before.as_ref() == Some(&p) {
+                continue;
+            }
+            if let Some(b) = &before {
+                self.unindex_port(b);
+            }
+            self.index_port(&p);
+            self.ports.insert(p.id.clone(), p.clone());
+            out.push(Effect::PortChanged(before.map(Box::new), Some(Box::new(p))));
+        }
+        // then subnets, then networks (a network goes with its members)
+        gone.sort_by_key(|(k, _)| *k == Kind::Network);
+        for (k, id) in gone {
+            match k {
+                Kind::Port => {}
+                Kind::Subnet => {
+                    if let Some(net) = self.subnets.get(&id).map(|s| s.network_id.clone()) {
+                        self.unindex_subnet(&id);
+                        self.subnets.remove(&id);
+                        self.ips.remove(&id);
+                        self.free_from.remove(&id);
+                        changed.push(net);
+                    }
+                }
+                Kind::Network => {
+                    if self.networks.remove(&id).is_some() {
+                        self.members.remove(&id);
+                        deleted.push(id);
+                    }
+                }
+            }
+        }
+        changed.sort();
+        changed.dedup();
+        for id in changed {
+            if !deleted.contains(&id) && self.networks.contains_key(&id) {
+                out.push(Effect::NetworkChanged(id));
+            }
+        }
+        out.extend(deleted.into_iter().map(Effect::NetworkDeleted));
+        out
+    }
 }

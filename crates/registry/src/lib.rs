@@ -16,10 +16,12 @@ mod subnets;
 
 pub use dhcp_ports::Scheduling;
 pub use error::RegistryError;
-pub use feed::effects_between;
+pub use feed::{effects_between, Stored};
 pub use model::*;
 pub use registry::{Caller, Change, Effect, Env, Kind, Outcome, Registry};
 
+#[cfg(test)]
+mod feed_tests;
 #[cfg(test)]
 mod ipam_tests;
 #[cfg(test)]

@@ -247,10 +247,16 @@ impl Registry {
         if let Some(m) = self.members.get_mut(&p.network_id) {
             remove_sorted(&mut m.ports, &p.id);
         }
-        self.macs.remove(&(p.network_id.clone(), p.mac_address));
+        // only what this port holds: another port may have the address or MAC by now
+        let key = (p.network_id.clone(), p.mac_address);
+        if self.macs.get(&key) == Some(&p.id) {
+            self.macs.remove(&key);
+        }
         for f in &p.fixed_ips {
             if let Some(m) = self.ips.get_mut(&f.subnet_id) {
-                m.remove(&f.ip_address);
+                if m.get(&f.ip_address) == Some(&p.id) {
+                    m.remove(&f.ip_address);
+                }
             }
             self.free_from.lower(&f.subnet_id, u32::from(f.ip_address));
         }

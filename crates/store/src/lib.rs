@@ -157,6 +157,22 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
          CREATE INDEX IF NOT EXISTS ip_allocations_port ON ip_allocations (port_id);
          CREATE INDEX IF NOT EXISTS mac_allocations_port ON mac_allocations (port_id);",
     ),
+    (
+        5,
+        // One node on SQLite reads nothing back.
+        "SELECT 1;",
+        // The revision each object was last written at, and deletions (tombstones): a node
+        // catches up by reading what changed since its revision, not every object.
+        "ALTER TABLE objects ADD COLUMN IF NOT EXISTS rev BIGINT NOT NULL DEFAULT 0;
+         CREATE INDEX IF NOT EXISTS objects_rev ON objects (rev);
+         CREATE TABLE IF NOT EXISTS tombstones (
+            kind TEXT NOT NULL,
+            id   TEXT NOT NULL,
+            rev  BIGINT NOT NULL,
+            PRIMARY KEY (kind, id)
+         );
+         CREATE INDEX IF NOT EXISTS tombstones_rev ON tombstones (rev);",
+    ),
 ];
 
 /// A qdhcp node as its heartbeats record it: what Neutron shows as a DHCP agent.
@@ -170,6 +186,40 @@ pub struct NodeRow {
     pub started_at: String,
     /// Its last heartbeat, same format.
     pub heartbeat_at: String,
+}
+
+/// One stored row as the object it holds.
+fn decode_one(
+    kind: &str,
+    id: &str,
+    body: &str,
+    path: &Path,
+) -> Result<Option<qdhcp_registry::Stored>, StoreError> {
+    use qdhcp_registry::Stored;
+    let damaged = |kind: &'static str, e: serde_json::Error| StoreError::Damaged {
+        path: path.to_path_buf(),
+        kind,
+        id: id.to_string(),
+        why: e.to_string(),
+    };
+    Ok(Some(match kind {
+        "network" => {
+            Stored::Network(serde_json::from_str(body).map_err(|e| damaged("network", e))?)
+        }
+        "subnet" => Stored::Subnet(serde_json::from_str(body).map_err(|e| damaged("subnet", e))?),
+        "port" => Stored::Port(serde_json::from_str(body).map_err(|e| damaged("port", e))?),
+        _ => return Ok(None),
+    }))
+}
+
+/// The stored name of a kind back as the kind.
+fn kind_of(name: &str) -> Option<Kind> {
+    match name {
+        "network" => Some(Kind::Network),
+        "subnet" => Some(Kind::Subnet),
+        "port" => Some(Kind::Port),
+        _ => None,
+    }
 }
 
 /// The object rows, in the order they were first written, back into a registry.
@@ -354,6 +404,32 @@ impl Store {
         match &self.backend {
             Backend::Sqlite { .. } => Ok(0),
             Backend::Postgres(pg) => pg.revision(),
+        }
+    }
+
+    /// The objects named, as the database holds them now (absent ones as gone), to put memory
+    /// back after a write that failed (PostgreSQL); `None` on SQLite, where the caller reads
+    /// everything back.
+    pub fn objects(
+        &self,
+        keys: &[(Kind, String)],
+    ) -> Result<Option<Vec<qdhcp_registry::Stored>>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite { .. } => Ok(None),
+            Backend::Postgres(pg) => pg.objects(keys, &self.path).map(Some),
+        }
+    }
+
+    /// What other nodes changed since `revision` (PostgreSQL): the database's revision now and
+    /// every object written or deleted after `revision`, read in one snapshot. `None` on SQLite
+    /// (nothing to catch up with).
+    pub fn changes_since(
+        &self,
+        revision: i64,
+    ) -> Result<Option<(i64, Vec<qdhcp_registry::Stored>)>, StoreError> {
+        match &self.backend {
+            Backend::Sqlite { .. } => Ok(None),
+            Backend::Postgres(pg) => pg.changes_since(revision, &self.path).map(Some),
         }
     }
 

@@ -219,6 +219,84 @@ impl PgStore {
             .collect())
     }
 
+    /// See [`crate::Store::objects`].
+    pub fn objects(
+        &self,
+        keys: &[(Kind, String)],
+        path: &std::path::Path,
+    ) -> Result<Vec<qdhcp_registry::Stored>, StoreError> {
+        off_runtime(|| {
+            let mut client = self.client()?;
+            let mut out = Vec::new();
+            for (k, id) in keys {
+                let row = client
+                    .query_opt(
+                        "SELECT body FROM objects WHERE kind = $1 AND id = $2",
+                        &[&kind_name(*k), id],
+                    )
+                    .map_err(|e| self.err(e))?;
+                match row {
+                    Some(r) => {
+                        let body: String = r.get(0);
+                        if let Some(s) = crate::decode_one(kind_name(*k), id, &body, path)? {
+                            out.push(s);
+                        }
+                    }
+                    None => out.push(qdhcp_registry::Stored::Gone(*k, id.clone())),
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    /// See [`crate::Store::changes_since`].
+    pub fn changes_since(
+        &self,
+        revision: i64,
+        path: &std::path::Path,
+    ) -> Result<(i64, Vec<qdhcp_registry::Stored>), StoreError> {
+        off_runtime(|| {
+            let mut client = self.client()?;
+            let mut tx = client
+                .build_transaction()
+                .isolation_level(postgres::IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()
+                .map_err(|e| self.err(e))?;
+            let at: i64 = tx
+                .query_one("SELECT n FROM revision WHERE id = 1", &[])
+                .map_err(|e| self.err(e))?
+                .get(0);
+            let mut out = Vec::new();
+            for r in tx
+                .query(
+                    "SELECT kind, id, body FROM objects WHERE rev > $1",
+                    &[&revision],
+                )
+                .map_err(|e| self.err(e))?
+            {
+                let (kind, id, body): (String, String, String) = (r.get(0), r.get(1), r.get(2));
+                if let Some(s) = crate::decode_one(&kind, &id, &body, path)? {
+                    out.push(s);
+                }
+            }
+            for r in tx
+                .query(
+                    "SELECT kind, id FROM tombstones WHERE rev > $1",
+                    &[&revision],
+                )
+                .map_err(|e| self.err(e))?
+            {
+                let (kind, id): (String, String) = (r.get(0), r.get(1));
+                if let Some(k) = crate::kind_of(&kind) {
+                    out.push(qdhcp_registry::Stored::Gone(k, id));
+                }
+            }
+            tx.commit().map_err(|e| self.err(e))?;
+            Ok((at, out))
+        })
+    }
+
     /// Persists the changes of one operation in one transaction.
     pub fn apply(&self, reg: &Registry, changes: &[Change]) -> Result<(), StoreError> {
         off_runtime(|| self.apply_here(reg, changes))
@@ -263,14 +341,23 @@ impl PgStore {
     fn apply_here(&self, reg: &Registry, changes: &[Change]) -> Result<(), StoreError> {
         let mut client = self.client()?;
         let mut tx = client.transaction().map_err(|e| self.err(e))?;
+        // the revision first: every row of this write carries it (writers queue on this row,
+        // so revisions commit in order)
+        let n: i64 = tx
+            .query_one(
+                "UPDATE revision SET n = n + 1 WHERE id = 1 RETURNING n",
+                &[],
+            )
+            .map_err(|e| self.err(e))?
+            .get(0);
         for c in changes {
             match c {
                 Change::Put(k, id) => {
                     if let Some(body) = body_of(reg, *k, id) {
                         tx.execute(
-                            "INSERT INTO objects (kind, id, body) VALUES ($1, $2, $3)
-                             ON CONFLICT (kind, id) DO UPDATE SET body = excluded.body",
-                            &[&kind_name(*k), id, &body],
+                            "INSERT INTO objects (kind, id, body, rev) VALUES ($1, $2, $3, $4)
+                             ON CONFLICT (kind, id) DO UPDATE SET body = excluded.body, rev = excluded.rev",
+                            &[&kind_name(*k), id, &body, &n],
                         )
                         .map_err(|e| self.err(e))?;
                     }
@@ -284,19 +371,18 @@ impl PgStore {
                         &[&kind_name(*k), id],
                     )
                     .map_err(|e| self.err(e))?;
+                    tx.execute(
+                        "INSERT INTO tombstones (kind, id, rev) VALUES ($1, $2, $3)
+                         ON CONFLICT (kind, id) DO UPDATE SET rev = excluded.rev",
+                        &[&kind_name(*k), id, &n],
+                    )
+                    .map_err(|e| self.err(e))?;
                     if *k == Kind::Port {
                         release(&mut tx, id).map_err(|e| self.err(e))?;
                     }
                 }
             }
         }
-        let n: i64 = tx
-            .query_one(
-                "UPDATE revision SET n = n + 1 WHERE id = 1 RETURNING n",
-                &[],
-            )
-            .map_err(|e| self.err(e))?
-            .get(0);
         // delivered to every listener when the transaction commits, never before
         tx.execute("SELECT pg_notify('qdhcp_changes', $1)", &[&n.to_string()])
             .map_err(|e| self.err(e))?;

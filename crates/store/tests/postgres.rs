@@ -30,7 +30,7 @@ impl Env for E {
 fn objects_round_trip_through_postgresql_with_migrations_applied_once() {
     let Some(pg) = Pg::start() else { return };
     let st = Store::open_url(&pg.url()).expect("open");
-    assert_eq!(st.schema_version().unwrap(), 4);
+    assert_eq!(st.schema_version().unwrap(), 5);
     let caller = Caller {
         project_id: "p1".into(),
         is_admin: true,
@@ -68,7 +68,7 @@ fn objects_round_trip_through_postgresql_with_migrations_applied_once() {
 
     // a second node (or a restart) on the same database: nothing migrated twice, all read back
     let again = Store::open_url(&pg.url()).unwrap();
-    assert_eq!(again.schema_version().unwrap(), 4);
+    assert_eq!(again.schema_version().unwrap(), 5);
     let back = again.load().unwrap();
     assert_eq!(back.networks().count(), 1);
     assert_eq!(back.ports().count(), 2, "the port and the DHCP port");
@@ -171,7 +171,7 @@ fn tls_is_used_and_checked_as_sslmode_asks() {
         &format!("hostaddr=127.0.0.1&sslmode=verify-full&sslrootcert={ca}"),
     ))
     .expect("verify-full with the right name and CA");
-    assert_eq!(st.schema_version().unwrap(), 4);
+    assert_eq!(st.schema_version().unwrap(), 5);
 }
 
 /// Nodes starting together on a fresh database: every one opens it (the migrations run once,
@@ -196,7 +196,67 @@ fn nodes_opening_a_fresh_database_at_once_all_succeed() {
             hs.into_iter().map(|h| h.join().unwrap()).collect()
         });
         for r in results {
-            assert_eq!(r.expect("every node opens").unwrap(), 4, "round {round}");
+            assert_eq!(r.expect("every node opens").unwrap(), 5, "round {round}");
         }
     }
+}
+
+/// What a node reads to catch up: every object written after its revision and every one
+/// deleted after it, at the revision the database is at; nothing from before.
+#[test]
+fn changes_since_a_revision_are_the_objects_written_and_deleted_after_it() {
+    use qdhcp_registry::{Kind, Stored};
+    let Some(pg) = Pg::start() else { return };
+    let st = Store::open_url(&pg.url()).expect("open");
+    let caller = Caller {
+        project_id: "p1".into(),
+        is_admin: true,
+    };
+    let mut env = E(0);
+    let mut reg = Registry::default();
+    let (n, o) = reg
+        .create_network(NetworkReq::default(), &caller, &mut env)
+        .unwrap();
+    st.apply(&reg, &o.changes).unwrap();
+    let port = || PortReq {
+        network_id: Some(n.id.clone()),
+        ..Default::default()
+    };
+    let (_, o) = reg
+        .create_subnet(
+            SubnetReq {
+                network_id: Some(n.id.clone()),
+                cidr: Some("10.0.0.0/24".into()),
+                ..Default::default()
+            },
+            &caller,
+            &mut env,
+        )
+        .unwrap();
+    st.apply(&reg, &o.changes).unwrap();
+    let (old, o) = reg.create_port(port(), &caller, &mut env).unwrap();
+    st.apply(&reg, &o.changes).unwrap();
+    let mark = st.revision().unwrap();
+    let (at, none) = st.changes_since(mark).unwrap().unwrap();
+    assert_eq!((at, none.len()), (mark, 0), "nothing since the mark yet");
+    let (new, o) = reg.create_port(port(), &caller, &mut env).unwrap();
+    st.apply(&reg, &o.changes).unwrap();
+    let o = reg.delete_port(&old.id).unwrap();
+    st.apply(&reg, &o.changes).unwrap();
+    let (at, changes) = st.changes_since(mark).unwrap().unwrap();
+    assert_eq!(at, mark + 2);
+    let mut seen: Vec<String> = changes
+        .iter()
+        .map(|c| match c {
+            Stored::Port(p) => format!("put {}", p.id),
+            Stored::Gone(Kind::Port, id) => format!("gone {id}"),
+            other => format!("{other:?}"),
+        })
+        .collect();
+    seen.sort();
+    let mut want = vec![format!("put {}", new.id), format!("gone {}", old.id)];
+    want.sort();
+    assert_eq!(seen, want);
+    // objects written before the mark are not in it
+    assert!(!seen.iter().any(|s| s.contains(&n.id)));
 }
