@@ -125,6 +125,7 @@ impl Control {
         let s = {
             let mut s = self.scheduling.lock().unwrap_or_else(|p| p.into_inner());
             s.live = live.clone();
+            s.me = me.to_string();
             s.clone()
         };
         {

@@ -21,9 +21,20 @@ pub struct Scheduling {
     /// The live nodes, sorted. None known: one unbound DHCP port that any node serves (a
     /// registry used without nodes, as in unit tests and `qdhcp api`).
     pub live: Vec<String>,
+    /// This node's name (empty: not one of several).
+    pub me: String,
 }
 
 impl Scheduling {
+    /// This node's place among the live nodes and how many there are, `(0, 1)` when alone or
+    /// not among them: which share of the addresses it prefers to hand out.
+    pub fn rank(&self) -> (u32, u32) {
+        match self.live.iter().position(|n| *n == self.me) {
+            Some(i) if self.live.len() > 1 => (i as u32, self.live.len() as u32),
+            _ => (0, 1),
+        }
+    }
+
     /// The node that reschedules for everyone (the first live one), so that two nodes do not
     /// move the same port at once.
     pub fn leader(&self) -> Option<&str> {

@@ -130,3 +130,64 @@ fn a_port_gets_the_lowest_free_address_whatever_happened_before() {
         }
     }
 }
+
+/// Two nodes allocating from one subnet at once each take their own share of the addresses
+/// (address mod 2 = rank), so neither reaches for the address the other is taking; a node whose
+/// share is used up takes any free address.
+#[test]
+fn nodes_allocating_at_once_prefer_their_own_share_of_the_pool() {
+    let mut a = Registry::default();
+    let mut env = TestEnv(0);
+    let (n, _) = a
+        .create_network(NetworkReq::default(), &admin(), &mut env)
+        .unwrap();
+    a.create_subnet(
+        SubnetReq {
+            network_id: Some(n.id.clone()),
+            cidr: Some("10.9.0.0/24".into()),
+            allocation_pools: Some(pools(&[("10.9.0.10", "10.9.0.17")])),
+            enable_dhcp: Some(false),
+            ..Default::default()
+        },
+        &admin(),
+        &mut env,
+    )
+    .unwrap();
+    let mut b = a.clone();
+    let live = vec!["node-a".to_string(), "node-b".to_string()];
+    for (r, me) in [(&mut a, "node-a"), (&mut b, "node-b")] {
+        r.set_scheduling(Scheduling {
+            per_network: 2,
+            live: live.clone(),
+            me: me.into(),
+        });
+    }
+    let port = || PortReq {
+        network_id: Some(n.id.clone()),
+        ..Default::default()
+    };
+    let mut got_a = vec![];
+    let mut got_b = vec![];
+    for _ in 0..4 {
+        got_a.push(
+            a.create_port(port(), &admin(), &mut env)
+                .unwrap()
+                .0
+                .fixed_ips[0]
+                .ip_address,
+        );
+        got_b.push(
+            b.create_port(port(), &admin(), &mut env)
+                .unwrap()
+                .0
+                .fixed_ips[0]
+                .ip_address,
+        );
+    }
+    let last = |v: &[Ipv4Addr]| v.iter().map(|i| i.octets()[3]).collect::<Vec<_>>();
+    assert_eq!(last(&got_a), [10, 12, 14, 16], "node-a: even addresses");
+    assert_eq!(last(&got_b), [11, 13, 15, 17], "node-b: odd addresses");
+    // node a's share is full: it takes what is left (b's, as it knows it)
+    let next = a.create_port(port(), &admin(), &mut env).unwrap().0;
+    assert_eq!(next.fixed_ips[0].ip_address.octets()[3], 11);
+}

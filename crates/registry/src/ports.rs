@@ -28,21 +28,37 @@ impl Registry {
         let used = self.ips.get(subnet_id);
         let hinted = self.first_candidate(subnet_id);
         let from = hinted.unwrap_or(0);
+        // With several nodes allocating at once, each prefers its own share of the addresses
+        // (address mod live nodes = its rank): two nodes never reach for the same one and
+        // conflict in the database. Alone, or with its share full, a node takes any.
+        let (rank, nodes) = self.scheduling.rank();
+        let mut first_free = None;
         for p in &s.allocation_pools {
             let mut a = u32::from(p.start).max(from);
             while a <= u32::from(p.end) {
                 let ip = Ipv4Addr::from(a);
                 if !used.is_some_and(|u| u.contains_key(&ip)) {
-                    if hinted.is_some() {
-                        // the first free: nothing below it is
-                        self.free_from.set(subnet_id, a);
+                    first_free.get_or_insert(a);
+                    if a % nodes == rank {
+                        break;
                     }
-                    return Some(ip);
                 }
                 a += 1;
             }
+            if a <= u32::from(p.end) {
+                if hinted.is_some() {
+                    // nothing below the first free address seen is free
+                    self.free_from.set(subnet_id, first_free.unwrap_or(a));
+                }
+                return Some(Ipv4Addr::from(a));
+            }
         }
-        None
+        if hinted.is_some() {
+            if let Some(f) = first_free {
+                self.free_from.set(subnet_id, f);
+            }
+        }
+        first_free.map(Ipv4Addr::from)
     }
 
     /// Resolves requested fixed IPs (or allocates one from the network's first subnet with

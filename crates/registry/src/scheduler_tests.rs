@@ -12,6 +12,7 @@ fn live(r: &mut Registry, per_network: usize, nodes: &[&str]) {
     r.set_scheduling(Scheduling {
         per_network,
         live: nodes.iter().map(|n| n.to_string()).collect(),
+        ..Default::default()
     });
 }
 
