@@ -30,6 +30,9 @@ pub enum ControlError {
     /// The change could not be stored; nothing was changed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The writer thread is gone (the process is stopping); nothing was changed.
+    #[error("the control plane is stopping")]
+    Stopped,
 }
 
 /// Real time and randomness for the registry.
@@ -64,6 +67,8 @@ pub struct Control {
     /// The live nodes this node last rescheduled for as the leader (see
     /// [`Control::live_nodes`]).
     scheduled_for: Mutex<Option<Vec<String>>>,
+    /// The queue of the API writer thread (see `batch.rs`), made on the first write.
+    pub(crate) jobs: std::sync::OnceLock<std::sync::mpsc::Sender<crate::batch::Job>>,
 }
 
 impl Control {
@@ -84,6 +89,7 @@ impl Control {
         Ok(Control {
             scheduling: Mutex::new(Scheduling::default()),
             scheduled_for: Mutex::new(None),
+            jobs: std::sync::OnceLock::new(),
             revision: std::sync::atomic::AtomicI64::new(revision),
             stale: std::sync::atomic::AtomicBool::new(false),
             reg: Mutex::new(reg),
@@ -228,6 +234,36 @@ impl Control {
         }
         self.dhcp.apply(&reg, &out.effects);
         Ok(value)
+    }
+
+    /// Whether memory must be read back before the next write.
+    pub(crate) fn is_stale(&self) -> bool {
+        self.stale.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Tells the DHCP side (under the registry lock the caller holds).
+    pub(crate) fn dhcp_apply(&self, reg: &Registry, effects: &[Effect]) {
+        self.dhcp.apply(reg, effects);
+    }
+
+    /// Stores the changes of several writes already applied to `reg` in one transaction;
+    /// when that fails, memory is put back as the database has it.
+    pub(crate) fn store_batch(
+        &self,
+        reg: &mut Registry,
+        changes: &[qdhcp_registry::Change],
+    ) -> Result<(), StoreError> {
+        use std::sync::atomic::Ordering;
+        if let Err(e) = self.store.apply(reg, changes) {
+            self.put_back(reg, changes);
+            return Err(e);
+        }
+        if let Some(n) = self.store.last_written() {
+            let _ = self
+                .revision
+                .compare_exchange(n - 1, n, Ordering::SeqCst, Ordering::SeqCst);
+        }
+        Ok(())
     }
 
     /// After a write that was not stored: the objects it touched as the database holds them,

@@ -5,6 +5,7 @@
 
 pub mod agents;
 pub mod auth;
+mod batch;
 pub mod control;
 mod discovery;
 pub mod render;
@@ -119,6 +120,11 @@ impl From<ControlError> for ApiError {
                 };
                 ApiError::new(409, kind, message)
             }
+            ControlError::Stopped => ApiError::new(
+                503,
+                "ServiceUnavailable",
+                "The service is stopping; nothing was changed.",
+            ),
             ControlError::Store(s) if s.is_unavailable() => {
                 tracing::error!("{s}");
                 ApiError::new(

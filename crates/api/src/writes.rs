@@ -13,7 +13,7 @@ use qdhcp_registry::requests::{NetworkReq, PortReq, SubnetReq};
 use qdhcp_registry::{Caller, Registry, RegistryError};
 use serde_json::{json, Value};
 
-use crate::control::{Control, ControlError};
+use crate::control::ControlError;
 use crate::render;
 use crate::resources::*;
 use crate::{ApiError, ApiState, MAX_BODY};
@@ -98,16 +98,19 @@ pub(crate) async fn create(
         });
     }
     let who = caller.clone();
-    let created = blocking(&st, move |control| {
-        control.mutate(|reg, env| create_all(reg, reqs.clone(), &who, env))
-    })
-    .await?;
-    let reg = st.control.read();
-    let mut vals: Vec<Value> = created
-        .iter()
-        .filter_map(|id| render_one(&reg, res, id))
-        .map(|v| for_caller(v, &caller))
-        .collect();
+    // rendered by the writer, as stored: this worker never waits on the registry lock
+    let mut vals: Vec<Value> = st
+        .control
+        .submit(move |reg, env| {
+            let (ids, out) = create_all(reg, reqs.clone(), &who, env)?;
+            let vals = ids
+                .iter()
+                .filter_map(|id| render_one(reg, res, id))
+                .map(|v| for_caller(v, &who))
+                .collect::<Vec<Value>>();
+            Ok((vals, out))
+        })
+        .await?;
     let body = if bulk {
         json!({ res.plural(): vals })
     } else {
@@ -166,19 +169,6 @@ pub(crate) fn create_all(
         }
     }
     Ok((made.into_iter().map(|(_, id)| id).collect(), out))
-}
-
-/// Runs a control-plane operation on a blocking thread: its database commit and the namespace
-/// plumbing it triggers never hold up the API's async workers.
-pub(crate) async fn blocking<T: Send + 'static>(
-    st: &Arc<ApiState>,
-    f: impl FnOnce(&Control) -> Result<T, ControlError> + Send + 'static,
-) -> Result<T, ApiError> {
-    let st = st.clone();
-    tokio::task::spawn_blocking(move || f(&st.control))
-        .await
-        .map_err(|e| ApiError::new(500, "HTTPInternalServerError", format!("{e}")))?
-        .map_err(ApiError::from)
 }
 
 /// A subnet or port may only be created on a network the caller can see (404 otherwise).
@@ -241,20 +231,20 @@ pub(crate) async fn update(
         }
     };
     let oid = id.clone();
-    blocking(&st, move |control| {
-        control.mutate(|reg, env| {
-            match req.clone() {
+    let who = caller.clone();
+    let v = st
+        .control
+        .submit(move |reg, env| {
+            let out = match req.clone() {
                 Create::Network(r) => reg.update_network(&oid, r, env).map(|(_, o)| o),
                 Create::Subnet(r) => reg.update_subnet(&oid, r, env).map(|(_, o)| o),
                 Create::Port(r) => reg.update_port(&oid, r, env).map(|(_, o)| o),
-            }
-            .map(|o| ((), o))
+            }?;
+            Ok((render_one(reg, res, &oid).map(|v| for_caller(v, &who)), out))
         })
-    })
-    .await?;
-    let reg = st.control.read();
-    let v = render_one(&reg, res, &id).ok_or_else(|| res.not_found(&id))?;
-    Ok(Json(json!({ res.singular(): for_caller(v, &caller) })).into_response())
+        .await?
+        .ok_or_else(|| res.not_found(&id))?;
+    Ok(Json(json!({ res.singular(): v })).into_response())
 }
 
 pub(crate) async fn delete(
@@ -265,8 +255,8 @@ pub(crate) async fn delete(
     let res = Res::from_collection(&collection)?;
     let caller = caller_of(c);
     check_owner(&st, &caller, res, &id)?;
-    blocking(&st, move |control| {
-        control.mutate(|reg, env| {
+    st.control
+        .submit(move |reg, env| {
             match res {
                 Res::Network => reg.delete_network(&id),
                 Res::Subnet => reg.delete_subnet(&id, env),
@@ -274,7 +264,6 @@ pub(crate) async fn delete(
             }
             .map(|o| ((), o))
         })
-    })
-    .await?;
+        .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
