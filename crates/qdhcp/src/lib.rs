@@ -8,3 +8,4 @@ pub mod loadgen_cmd;
 pub mod logging;
 pub mod netsync;
 pub mod serve;
+pub mod serve_config;
