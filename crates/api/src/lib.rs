@@ -2,6 +2,8 @@
 //! create/list/show/update/delete of networks, subnets and ports, with Neutron's JSON shapes,
 //! list filters, `fields=`, and errors as `{"NeutronError": {type, message, detail}}`.
 //! HTTP only: rules live in the registry, storage in the store.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod agents;
 pub mod auth;

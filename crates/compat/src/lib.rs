@@ -1,6 +1,8 @@
 //! Compatibility with the dnsmasq that Neutron's DHCP agent runs: its command line, and the
 //! host, opts and leases files the agent writes. Parsing only: turns text into validated
 //! configuration and reservation tables; no sockets and no signals here.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod cmdline;
 pub mod files;

@@ -1,5 +1,7 @@
 //! qdhcp's protocol core: validates client messages, decides the RFC 2131 answer and encodes
 //! it. It never touches a socket, a clock, a file or a database: time and state are arguments.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod decide;
 pub mod frontdoor;

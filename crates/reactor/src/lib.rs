@@ -4,6 +4,8 @@
 //! after its budget is served again only after every other ready socket of its loop had its
 //! turn, so a flood on one network cannot starve the others; adding or removing a socket
 //! touches only that socket.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 use std::cell::Cell;
 use std::collections::{BTreeSet, HashMap, VecDeque};

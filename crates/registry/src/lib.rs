@@ -1,6 +1,8 @@
 //! qdhcp's registry: the control-plane model (networks, subnets, ports), IPAM, validation,
 //! and what DHCP serves for each network. Pure: the caller persists and applies the changes
 //! each operation returns.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod dhcp;
 mod dhcp_ports;

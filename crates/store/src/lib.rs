@@ -3,6 +3,8 @@
 //! (WAL) by default, or PostgreSQL (`pg`) for several nodes; the schema of either is brought
 //! up to date at open by forward-only, numbered migrations. No rules here: what may exist is
 //! the registry's business.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 mod pg;
 mod pg_tls;
