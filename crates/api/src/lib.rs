@@ -6,9 +6,9 @@
 #![warn(missing_docs)]
 
 pub mod agents;
+/// The control plane, from its own crate (kept under this name for the API's callers).
+pub use qdhcp_control as control;
 pub mod auth;
-mod batch;
-pub mod control;
 mod discovery;
 pub mod render;
 mod resources;

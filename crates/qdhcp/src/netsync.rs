@@ -1,14 +1,14 @@
 //! Applies what the control plane decided to the DHCP side of `qdhcp serve`: each network's
 //! reservation table, its namespace and veth (plumbing), its VXLAN segment, its DHCP listener
 //! and its DNS server, as Neutron's DHCP and linuxbridge agents do. Called with the registry as
-//! it is after each operation (see `qdhcp_api::control::DhcpSink`).
+//! it is after each operation (see `qdhcp_control::DhcpSink`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use hickory_proto::rr::Name;
 use ipnet::Ipv4Net;
-use qdhcp_api::control::DhcpSink;
+use qdhcp_control::DhcpSink;
 use qdhcp_dataplane::listener::open_dhcp_socket;
 use qdhcp_dataplane::Dataplane;
 use qdhcp_dns::server::{open_sockets as open_dns_sockets, DnsServer, Settings};
@@ -312,7 +312,7 @@ impl DhcpSync {
     /// their segment device (`vxlan-<vni>` or a VLAN sub-interface), which goes too. A bridge
     /// that still holds anything else (a VM's tap, a physical interface) is left alone.
     /// Returns what was removed.
-    pub fn remove_stale(&self, control: &qdhcp_api::control::Control) -> Vec<String> {
+    pub fn remove_stale(&self, control: &qdhcp_control::Control) -> Vec<String> {
         let ns_of = |id: &str| {
             let id: String = id.chars().take(self.cfg.namespace_id_chars).collect();
             format!("{}{id}", self.cfg.namespace_prefix)

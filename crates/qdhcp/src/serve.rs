@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use qdhcp_api::auth::{Auth, Tokens};
-use qdhcp_api::control::Control;
 use qdhcp_api::{router, ApiState};
+use qdhcp_control::Control;
 use qdhcp_dataplane::{now_secs, Dataplane};
 use qdhcp_plumbing::open_netns;
 use qdhcp_protocol::Policy;
@@ -47,7 +47,7 @@ fn raise_open_files_limit() {
 /// Records this node in the database and keeps its heartbeat going (every third of the down
 /// time), so that Neutron's agent API shows it alive; it keeps the agent id it had before.
 fn start_heartbeats(
-    control: &Arc<qdhcp_api::control::Control>,
+    control: &Arc<qdhcp_control::Control>,
     cfg: &ServeConfig,
 ) -> anyhow::Result<()> {
     let fmt = qdhcp_api::agents::AGENT_TIME;
@@ -90,7 +90,7 @@ fn start_heartbeats(
 
 /// Tells the scheduler which nodes are alive now (heartbeats younger than the down time);
 /// the first of them moves the networks of nodes that went down (see `Control::live_nodes`).
-fn update_live_nodes(control: &qdhcp_api::control::Control, cfg: &ServeConfig) {
+fn update_live_nodes(control: &qdhcp_control::Control, cfg: &ServeConfig) {
     let rows = match control.nodes() {
         Ok(r) => r,
         Err(e) => {

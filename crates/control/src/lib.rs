@@ -1,6 +1,13 @@
-//! The control plane behind the API: the registry under one lock, written through to the
-//! store in one transaction per operation, and the DHCP side told of each change before the
-//! operation is acknowledged (so a port exists for DHCP by the time its create returns).
+//! qdhcp's control plane (see docs/ARCHITECTURE.md, "The walk of an API call" and "Nodes"):
+//! the registry under one lock, every operation written through to the store (API writes
+//! batched into one transaction by the writer thread, `batch.rs`), other nodes' writes followed
+//! through the change feed, the DHCP scheduler's live nodes, and the DHCP side told of each
+//! change before the operation is acknowledged (so a port exists for DHCP by the time its
+//! create returns). No HTTP here: the API crate calls it; no netlink: the `DhcpSink` does.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod batch;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 

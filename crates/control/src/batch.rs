@@ -12,7 +12,7 @@ use std::sync::{Arc, Weak};
 use qdhcp_registry::{Env, Outcome, Registry, RegistryError};
 use tokio::sync::oneshot;
 
-use crate::control::{Control, ControlError, SystemEnv};
+use crate::{Control, ControlError, SystemEnv};
 
 /// Most writes stored in one transaction.
 const MAX_BATCH: usize = 256;
