@@ -184,22 +184,49 @@ pub(crate) fn caller_of(req_caller: Option<axum::Extension<Caller>>) -> Caller {
     })
 }
 
-/// Whether `caller` may see an object of `project` (admins see all; shared networks are visible).
-pub(crate) fn visible(reg: &Registry, caller: &Caller, res: Res, v: &Value) -> bool {
-    if caller.is_admin {
-        return true;
+/// Whether `caller` may see an object of `project` on network `net` (Neutron's policy, on
+/// typed values: admins see all; owners their own; anyone a shared network and its subnets).
+pub(crate) fn may_see(reg: &Registry, caller: &Caller, res: Res, project: &str, net: &str) -> bool {
+    caller.is_admin
+        || project == caller.project_id
+        || (res != Res::Port && reg.network(net).is_some_and(|n| n.shared))
+}
+
+/// The project and network of an object, if it exists.
+pub(crate) fn owner_of<'a>(reg: &'a Registry, res: Res, id: &str) -> Option<(&'a str, &'a str)> {
+    match res {
+        Res::Network => reg
+            .network(id)
+            .map(|n| (n.project_id.as_str(), n.id.as_str())),
+        Res::Subnet => reg
+            .subnet(id)
+            .map(|s| (s.project_id.as_str(), s.network_id.as_str())),
+        Res::Port => reg
+            .port(id)
+            .map(|p| (p.project_id.as_str(), p.network_id.as_str())),
     }
-    let own = v.get("project_id").and_then(Value::as_str) == Some(caller.project_id.as_str());
-    if own {
-        return true;
+}
+
+/// Every object of a collection `caller` may see, rendered (only those).
+pub(crate) fn render_visible(reg: &Registry, caller: &Caller, res: Res) -> Vec<Value> {
+    let see = |project: &str, net: &str| may_see(reg, caller, res, project, net);
+    match res {
+        Res::Network => reg
+            .networks()
+            .filter(|n| see(&n.project_id, &n.id))
+            .map(|n| render::network(reg, n))
+            .collect(),
+        Res::Subnet => reg
+            .subnets()
+            .filter(|s| see(&s.project_id, &s.network_id))
+            .map(|s| render::subnet(reg, s))
+            .collect(),
+        Res::Port => reg
+            .ports()
+            .filter(|p| see(&p.project_id, &p.network_id))
+            .map(|p| render::port(reg, p))
+            .collect(),
     }
-    let net_id = match res {
-        Res::Network => v.get("id"),
-        _ => v.get("network_id"),
-    }
-    .and_then(Value::as_str)
-    .unwrap_or("");
-    res != Res::Port && reg.network(net_id).is_some_and(|n| n.shared)
 }
 
 /// Attributes Neutron's policy shows to admins only.
@@ -226,14 +253,6 @@ pub(crate) fn render_one(reg: &Registry, res: Res, id: &str) -> Option<Value> {
         Res::Network => reg.network(id).map(|n| render::network(reg, n)),
         Res::Subnet => reg.subnet(id).map(|s| render::subnet(reg, s)),
         Res::Port => reg.port(id).map(|p| render::port(reg, p)),
-    }
-}
-
-pub(crate) fn render_all(reg: &Registry, res: Res) -> Vec<Value> {
-    match res {
-        Res::Network => reg.networks().map(|n| render::network(reg, n)).collect(),
-        Res::Subnet => reg.subnets().map(|s| render::subnet(reg, s)).collect(),
-        Res::Port => reg.ports().map(|p| render::port(reg, p)).collect(),
     }
 }
 
@@ -342,9 +361,8 @@ pub(crate) async fn list(
     }
     let mut items: Vec<Value> = {
         let reg = st.control.read();
-        render_all(&reg, res)
+        render_visible(&reg, &caller, res)
             .into_iter()
-            .filter(|v| visible(&reg, &caller, res, v))
             .map(|v| for_caller(v, &caller))
             .filter(|v| matches_filters(v, &filters))
             .collect()
@@ -415,8 +433,9 @@ pub(crate) async fn show(
         .flat_map(|(_, v)| v.split(',').map(str::to_string).collect::<Vec<_>>())
         .collect();
     let reg = st.control.read();
-    let v = render_one(&reg, res, &id)
-        .filter(|v| visible(&reg, &caller, res, v))
+    let v = owner_of(&reg, res, &id)
+        .filter(|(project, net)| may_see(&reg, &caller, res, project, net))
+        .and_then(|_| render_one(&reg, res, &id))
         .map(|v| for_caller(v, &caller))
         .ok_or_else(|| res.not_found(&id))?;
     Ok(Json(json!({ res.singular(): keep_fields(v, &fields) })).into_response())

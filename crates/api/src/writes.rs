@@ -14,7 +14,6 @@ use qdhcp_registry::{Caller, Registry, RegistryError};
 use serde_json::{json, Value};
 
 use crate::control::ControlError;
-use crate::render;
 use crate::resources::*;
 use crate::{ApiError, ApiState, MAX_BODY};
 
@@ -179,8 +178,9 @@ pub(crate) fn network_visible(
 ) -> Result<(), ApiError> {
     let Some(n) = net else { return Ok(()) };
     let reg = st.control.read();
-    let v = reg.network(n).map(|x| render::network(&reg, x));
-    if v.is_some_and(|v| visible(&reg, caller, Res::Network, &v)) {
+    if owner_of(&reg, Res::Network, n)
+        .is_some_and(|(project, net)| may_see(&reg, caller, Res::Network, project, net))
+    {
         Ok(())
     } else {
         Err(Res::Network.not_found(n))
@@ -194,10 +194,8 @@ pub(crate) fn check_owner(
     id: &str,
 ) -> Result<(), ApiError> {
     let reg = st.control.read();
-    let v = render_one(&reg, res, id).ok_or_else(|| res.not_found(id))?;
-    let own = caller.is_admin
-        || v.get("project_id").and_then(Value::as_str) == Some(caller.project_id.as_str());
-    if own {
+    let (project, _) = owner_of(&reg, res, id).ok_or_else(|| res.not_found(id))?;
+    if caller.is_admin || project == caller.project_id {
         Ok(())
     } else {
         Err(res.not_found(id))

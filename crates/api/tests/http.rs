@@ -621,3 +621,91 @@ async fn concurrent_writes_are_stored_together_and_answered_each() {
         .count();
     assert_eq!(stored, 39, "every port answered 201 is stored");
 }
+
+/// A shared network, as Neutron's policy shows it to other projects: they see it and its
+/// subnets, may put their ports on it, but see none of the owner's ports, may not delete it,
+/// and never see a port's binding details; an admin sees everything.
+#[tokio::test]
+async fn a_shared_network_is_seen_and_used_by_others_but_not_its_ports() {
+    let t = Tokens::parse(
+        "tok-admin admin-proj admin\ntok-a proj-a member\ntok-b proj-b member\n",
+        "t",
+    )
+    .unwrap();
+    let a = api(Auth::Tokens(t));
+    let (s, n) = a
+        .call(
+            "POST",
+            "/v2.0/networks",
+            Some(json!({"network": {"name": "public", "shared": true}})),
+            Some("tok-admin"),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{n}");
+    let net = n["network"]["id"].as_str().unwrap().to_string();
+    let (s, _) = a
+        .call(
+            "POST",
+            "/v2.0/subnets",
+            Some(json!({"subnet": {"network_id": net, "cidr": "10.5.0.0/24", "ip_version": 4}})),
+            Some("tok-admin"),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let (s, pa) = a
+        .call(
+            "POST",
+            "/v2.0/ports",
+            Some(json!({"port": {"network_id": net, "name": "a-vm"}})),
+            Some("tok-a"),
+        )
+        .await;
+    assert_eq!(
+        s,
+        StatusCode::CREATED,
+        "a member may use a shared network: {pa}"
+    );
+    assert!(
+        pa["port"].get("binding:host_id").is_none(),
+        "admin-only attribute"
+    );
+    let (_, v) = a.call("GET", "/v2.0/networks", None, Some("tok-b")).await;
+    assert_eq!(v["networks"][0]["id"], net.as_str());
+    let (_, v) = a.call("GET", "/v2.0/subnets", None, Some("tok-b")).await;
+    assert_eq!(v["subnets"].as_array().unwrap().len(), 1);
+    let (s, _) = a
+        .call("GET", &format!("/v2.0/networks/{net}"), None, Some("tok-b"))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (_, v) = a.call("GET", "/v2.0/ports", None, Some("tok-b")).await;
+    assert_eq!(
+        v["ports"].as_array().unwrap().len(),
+        0,
+        "b sees neither a's port nor the DHCP port: {v}"
+    );
+    let pid = pa["port"]["id"].as_str().unwrap();
+    let (s, _) = a
+        .call("GET", &format!("/v2.0/ports/{pid}"), None, Some("tok-b"))
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _) = a
+        .call(
+            "DELETE",
+            &format!("/v2.0/networks/{net}"),
+            None,
+            Some("tok-b"),
+        )
+        .await;
+    assert_eq!(
+        s,
+        StatusCode::NOT_FOUND,
+        "only its owner or an admin deletes it"
+    );
+    let (_, v) = a.call("GET", "/v2.0/ports", None, Some("tok-admin")).await;
+    assert_eq!(
+        v["ports"].as_array().unwrap().len(),
+        2,
+        "a's port and the DHCP port"
+    );
+    assert!(v["ports"][0].get("binding:host_id").is_some());
+}
