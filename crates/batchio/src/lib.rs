@@ -57,6 +57,50 @@ pub fn recv_batch<B: AsMut<[u8]>>(
     Ok(got)
 }
 
+/// [`recv_batch`] that also gives each datagram's source (a server answering its clients);
+/// never blocks. A source that is not IPv4 is given as `0.0.0.0:0`.
+pub fn recv_batch_from<B: AsMut<[u8]>>(
+    fd: RawFd,
+    bufs: &mut [B],
+    lens: &mut [usize],
+    froms: &mut [SocketAddrV4],
+) -> io::Result<usize> {
+    let n = bufs.len().min(lens.len()).min(froms.len()).min(MAX_BATCH);
+    let mut got = 0;
+    while got < n {
+        let want = (n - got).min(RECV_CHUNK);
+        let mut names =
+            [sockaddr(SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 0)); RECV_CHUNK];
+        match recv_chunk_named(
+            fd,
+            &mut bufs[got..got + want],
+            &mut lens[got..got + want],
+            Some(&mut names[..want]),
+            libc::MSG_DONTWAIT,
+        ) {
+            Ok(k) => {
+                for (f, a) in froms[got..got + k].iter_mut().zip(&names[..k]) {
+                    *f = if a.sin_family == libc::AF_INET as libc::sa_family_t {
+                        SocketAddrV4::new(
+                            std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)),
+                            u16::from_be(a.sin_port),
+                        )
+                    } else {
+                        SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 0)
+                    };
+                }
+                got += k;
+                if k < want {
+                    break;
+                }
+            }
+            Err(_) if got > 0 => break,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}
+
 /// One `recvmmsg` into at most `RECV_CHUNK` buffers.
 fn recv_chunk<B: AsMut<[u8]>>(
     fd: RawFd,
@@ -64,7 +108,21 @@ fn recv_chunk<B: AsMut<[u8]>>(
     lens: &mut [usize],
     flags: libc::c_int,
 ) -> io::Result<usize> {
-    let n = bufs.len().min(RECV_CHUNK);
+    recv_chunk_named(fd, bufs, lens, None, flags)
+}
+
+/// [`recv_chunk`], with the sources written to `names` when given.
+fn recv_chunk_named<B: AsMut<[u8]>>(
+    fd: RawFd,
+    bufs: &mut [B],
+    lens: &mut [usize],
+    mut names: Option<&mut [libc::sockaddr_in]>,
+    flags: libc::c_int,
+) -> io::Result<usize> {
+    let n = bufs
+        .len()
+        .min(RECV_CHUNK)
+        .min(names.as_ref().map_or(RECV_CHUNK, |v| v.len()));
     let mut iovs = [MaybeUninit::<libc::iovec>::uninit(); RECV_CHUNK];
     let mut hdrs = [MaybeUninit::<libc::mmsghdr>::uninit(); RECV_CHUNK];
     for i in 0..n {
@@ -73,7 +131,8 @@ fn recv_chunk<B: AsMut<[u8]>>(
             iov_base: b.as_mut_ptr() as *mut libc::c_void,
             iov_len: b.len(),
         });
-        hdrs[i].write(mmsghdr(iov, None));
+        let name = names.as_deref_mut().map(|v| &mut v[i]);
+        hdrs[i].write(mmsghdr(iov, name));
     }
     // SAFETY: the first `n` headers are initialised and point at buffers that outlive the call.
     let got = unsafe {
@@ -514,6 +573,29 @@ mod tests {
         let mut lens = [0usize; 4];
         assert_eq!(
             recv_batch(rx.as_raw_fd(), &mut bufs, &mut lens, false).unwrap(),
+            0
+        );
+    }
+
+    #[test]
+    fn a_batch_received_names_each_datagrams_source() {
+        let (rx, to) = bound();
+        let (a, from_a) = bound();
+        let (b, from_b) = bound();
+        a.send_to(b"one", &to.into()).unwrap();
+        b.send_to(b"two", &to.into()).unwrap();
+        a.send_to(b"three", &to.into()).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        let mut bufs = vec![[0u8; 64]; 8];
+        let mut lens = [0usize; 8];
+        let mut froms = [SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0); 8];
+        let n = recv_batch_from(rx.as_raw_fd(), &mut bufs, &mut lens, &mut froms).unwrap();
+        assert_eq!(n, 3);
+        assert_eq!(&bufs[1][..lens[1]], b"two");
+        assert_eq!(&froms[..3], &[from_a, from_b, from_a]);
+        // nothing queued: no wait, nothing received
+        assert_eq!(
+            recv_batch_from(rx.as_raw_fd(), &mut bufs, &mut lens, &mut froms).unwrap(),
             0
         );
     }
