@@ -6,13 +6,18 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod migrations;
 mod pg;
 mod pg_tls;
+mod rows;
+
+use migrations::MIGRATIONS;
+use rows::{body_of, decode, decode_one, kind_name, kind_of};
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use qdhcp_registry::{Change, Kind, Network, Port, Registry, Subnet};
+use qdhcp_registry::{Change, Kind, Registry};
 use rusqlite::{params, Connection};
 
 /// A storage failure, naming the database file.
@@ -96,87 +101,6 @@ enum Backend {
     Postgres(Box<pg::PgStore>),
 }
 
-/// The schema, as forward-only migrations: (version, SQLite statements, PostgreSQL statements).
-/// A database is brought to the last version at open; a version is never changed once
-/// released, only followed by a new one.
-const MIGRATIONS: &[(i64, &str, &str)] = &[
-    (
-        1,
-        "CREATE TABLE IF NOT EXISTS objects (
-        kind TEXT NOT NULL,
-        id   TEXT NOT NULL,
-        body TEXT NOT NULL,
-        PRIMARY KEY (kind, id)
-    );",
-        "CREATE TABLE IF NOT EXISTS objects (
-        kind TEXT NOT NULL,
-        id   TEXT NOT NULL,
-        body TEXT NOT NULL,
-        seq  BIGSERIAL,
-        PRIMARY KEY (kind, id)
-    );",
-    ),
-    (
-        2,
-        "CREATE TABLE IF NOT EXISTS nodes (
-        host         TEXT PRIMARY KEY,
-        id           TEXT NOT NULL,
-        started_at   TEXT NOT NULL,
-        heartbeat_at TEXT NOT NULL
-    );",
-        "CREATE TABLE IF NOT EXISTS nodes (
-        host         TEXT PRIMARY KEY,
-        id           TEXT NOT NULL,
-        started_at   TEXT NOT NULL,
-        heartbeat_at TEXT NOT NULL
-    );",
-    ),
-    (
-        3,
-        "CREATE TABLE IF NOT EXISTS revision (id INTEGER PRIMARY KEY, n BIGINT NOT NULL);
-         INSERT OR IGNORE INTO revision (id, n) VALUES (1, 0);",
-        "CREATE TABLE IF NOT EXISTS revision (id INTEGER PRIMARY KEY, n BIGINT NOT NULL);
-         INSERT INTO revision (id, n) VALUES (1, 0) ON CONFLICT DO NOTHING;",
-    ),
-    (
-        4,
-        // SQLite has one writer, whose registry keeps addresses and MACs unique: nothing to add.
-        "SELECT 1;",
-        // Several nodes write through PostgreSQL: its unique constraints keep an address or a
-        // MAC from being given twice by two nodes at once (filled from the ports at open).
-        "CREATE TABLE IF NOT EXISTS ip_allocations (
-            subnet_id TEXT NOT NULL,
-            ip        TEXT NOT NULL,
-            port_id   TEXT NOT NULL,
-            PRIMARY KEY (subnet_id, ip)
-         );
-         CREATE TABLE IF NOT EXISTS mac_allocations (
-            network_id TEXT NOT NULL,
-            mac        TEXT NOT NULL,
-            port_id    TEXT NOT NULL,
-            PRIMARY KEY (network_id, mac)
-         );
-         CREATE INDEX IF NOT EXISTS ip_allocations_port ON ip_allocations (port_id);
-         CREATE INDEX IF NOT EXISTS mac_allocations_port ON mac_allocations (port_id);",
-    ),
-    (
-        5,
-        // One node on SQLite reads nothing back.
-        "SELECT 1;",
-        // The revision each object was last written at, and deletions (tombstones): a node
-        // catches up by reading what changed since its revision, not every object.
-        "ALTER TABLE objects ADD COLUMN IF NOT EXISTS rev BIGINT NOT NULL DEFAULT 0;
-         CREATE INDEX IF NOT EXISTS objects_rev ON objects (rev);
-         CREATE TABLE IF NOT EXISTS tombstones (
-            kind TEXT NOT NULL,
-            id   TEXT NOT NULL,
-            rev  BIGINT NOT NULL,
-            PRIMARY KEY (kind, id)
-         );
-         CREATE INDEX IF NOT EXISTS tombstones_rev ON tombstones (rev);",
-    ),
-];
-
 /// A qdhcp node as its heartbeats record it: what Neutron shows as a DHCP agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeRow {
@@ -188,78 +112,6 @@ pub struct NodeRow {
     pub started_at: String,
     /// Its last heartbeat, same format.
     pub heartbeat_at: String,
-}
-
-/// One stored row as the object it holds.
-fn decode_one(
-    kind: &str,
-    id: &str,
-    body: &str,
-    path: &Path,
-) -> Result<Option<qdhcp_registry::Stored>, StoreError> {
-    use qdhcp_registry::Stored;
-    let damaged = |kind: &'static str, e: serde_json::Error| StoreError::Damaged {
-        path: path.to_path_buf(),
-        kind,
-        id: id.to_string(),
-        why: e.to_string(),
-    };
-    Ok(Some(match kind {
-        "network" => {
-            Stored::Network(serde_json::from_str(body).map_err(|e| damaged("network", e))?)
-        }
-        "subnet" => Stored::Subnet(serde_json::from_str(body).map_err(|e| damaged("subnet", e))?),
-        "port" => Stored::Port(serde_json::from_str(body).map_err(|e| damaged("port", e))?),
-        _ => return Ok(None),
-    }))
-}
-
-/// The stored name of a kind back as the kind.
-fn kind_of(name: &str) -> Option<Kind> {
-    match name {
-        "network" => Some(Kind::Network),
-        "subnet" => Some(Kind::Subnet),
-        "port" => Some(Kind::Port),
-        _ => None,
-    }
-}
-
-/// The object rows, in the order they were first written, back into a registry.
-fn decode(
-    rows: impl IntoIterator<Item = (String, String, String)>,
-    path: &Path,
-) -> Result<Registry, StoreError> {
-    let (mut nets, mut subs, mut ports) = (Vec::new(), Vec::new(), Vec::new());
-    for (kind, id, body) in rows {
-        let damaged = |kind: &'static str, e: serde_json::Error| StoreError::Damaged {
-            path: path.to_path_buf(),
-            kind,
-            id: id.clone(),
-            why: e.to_string(),
-        };
-        match kind.as_str() {
-            "network" => nets
-                .push(serde_json::from_str::<Network>(&body).map_err(|e| damaged("network", e))?),
-            "subnet" => {
-                subs.push(serde_json::from_str::<Subnet>(&body).map_err(|e| damaged("subnet", e))?)
-            }
-            "port" => {
-                ports.push(serde_json::from_str::<Port>(&body).map_err(|e| damaged("port", e))?)
-            }
-            _ => {}
-        }
-    }
-    Ok(Registry::from_parts(nets, subs, ports))
-}
-
-/// The body to store for a put, if the object still exists.
-fn body_of(reg: &Registry, k: Kind, id: &str) -> Option<String> {
-    match k {
-        Kind::Network => reg.network(id).map(serde_json::to_string),
-        Kind::Subnet => reg.subnet(id).map(serde_json::to_string),
-        Kind::Port => reg.port(id).map(serde_json::to_string),
-    }
-    .and_then(Result::ok)
 }
 
 /// How often the WAL is copied into the database, off the request path.
@@ -282,14 +134,6 @@ fn spawn_checkpointer(path: &Path) -> Option<std::sync::mpsc::Sender<()>> {
         })
         .ok()?;
     Some(tx)
-}
-
-fn kind_name(k: Kind) -> &'static str {
-    match k {
-        Kind::Network => "network",
-        Kind::Subnet => "subnet",
-        Kind::Port => "port",
-    }
 }
 
 impl StoreError {
