@@ -3,6 +3,7 @@
 
 mod commit;
 pub mod delivery;
+pub mod exposition;
 pub mod journal;
 pub mod leases;
 pub mod listener;

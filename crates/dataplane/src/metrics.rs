@@ -1,5 +1,6 @@
 //! What the dataplane counts, and how it is shown: packet, lease and drop counters, per-network
-//! reply-latency histograms, Prometheus text for `/metrics` and the SIGUSR1 line.
+//! reply-latency histograms, their snapshot for `/metrics` (encoded in `exposition`) and the
+//! SIGUSR1 line.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -111,109 +112,52 @@ impl NetCounters {
 }
 
 impl Dataplane {
-    /// Counters in Prometheus text format.
+    /// Counters in Prometheus text format (encoded by `prometheus-client`, see `exposition`).
     pub fn prometheus(&self) -> String {
-        use std::fmt::Write as _;
+        use crate::exposition::{DropReason, NetSnapshot, Snapshot};
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let msgs = ["discover", "request", "decline", "release", "inform"];
-        let replies = ["offer", "ack", "nak"];
-        let mut o = String::new();
         let mut nets = self.networks();
         nets.sort_by(|a, b| a.name.cmp(&b.name));
-        o.push_str("# HELP qdhcp_dhcp_packets_in_total DHCP messages received, by network and type.\n# TYPE qdhcp_dhcp_packets_in_total counter\n");
-        for n in &nets {
-            for (i, m) in msgs.iter().enumerate() {
-                let _ = writeln!(
-                    o,
-                    "qdhcp_dhcp_packets_in_total{{network=\"{}\",type=\"{m}\"}} {}",
-                    n.name,
-                    g(&n.counters.rx[i])
-                );
-            }
-        }
-        o.push_str("# HELP qdhcp_dhcp_packets_out_total DHCP replies sent, by network and type.\n# TYPE qdhcp_dhcp_packets_out_total counter\n");
-        for n in &nets {
-            for (i, m) in replies.iter().enumerate() {
-                let _ = writeln!(
-                    o,
-                    "qdhcp_dhcp_packets_out_total{{network=\"{}\",type=\"{m}\"}} {}",
-                    n.name,
-                    g(&n.counters.tx[i])
-                );
-            }
-        }
-        o.push_str("# HELP qdhcp_dhcp_dropped_total Packets dropped or not answered, by reason.\n# TYPE qdhcp_dhcp_dropped_total counter\n");
-        for (i, l) in MALFORMED_LABELS.iter().enumerate() {
-            let _ = writeln!(
-                o,
-                "qdhcp_dhcp_dropped_total{{reason=\"{l}\"}} {}",
-                g(&self.counters.malformed[i])
-            );
-        }
         let c = &self.counters;
-        for (l, v) in [
-            ("no_address", &c.no_address),
-            ("lease_not_durable", &c.persist_failures),
-            ("send_error", &c.send_errors),
-            ("rate_limited", &c.rate_limited),
-        ] {
-            let _ = writeln!(o, "qdhcp_dhcp_dropped_total{{reason=\"{l}\"}} {}", g(v));
-        }
-        let _ = writeln!(o, "# HELP qdhcp_renewals_from_durable_lease_total Renewals answered from a still-durable lease while lease storage failed.\n# TYPE qdhcp_renewals_from_durable_lease_total counter\nqdhcp_renewals_from_durable_lease_total {}", g(&c.renewed_from_durable));
-        let _ = writeln!(o, "# HELP qdhcp_log_lines_suppressed_total Lines for unanswered messages over the per-second budget.\n# TYPE qdhcp_log_lines_suppressed_total counter\nqdhcp_log_lines_suppressed_total {}", g(&c.log_suppressed));
-        o.push_str("# HELP qdhcp_leases_active Leases held, by network and subnet.\n# TYPE qdhcp_leases_active gauge\n");
-        for n in &nets {
-            let subnets: Vec<ipnet::Ipv4Net> = n.table().subnets.iter().map(|s| s.net).collect();
-            let leases = n.leases();
-            for s in subnets {
-                let count = leases.leases().filter(|l| s.contains(&l.ip)).count();
-                let _ = writeln!(
-                    o,
-                    "qdhcp_leases_active{{network=\"{}\",subnet=\"{s}\"}} {count}",
-                    n.name
-                );
-            }
-        }
-        o.push_str("# HELP qdhcp_dhcp_reply_latency_seconds Time from receipt to reply.\n# TYPE qdhcp_dhcp_reply_latency_seconds histogram\n");
-        for n in &nets {
-            let mut cum = 0;
-            for (i, b) in LATENCY_BUCKETS.iter().enumerate() {
-                cum += g(&n.counters.latency[i]);
-                let _ = writeln!(
-                    o,
-                    "qdhcp_dhcp_reply_latency_seconds_bucket{{network=\"{}\",le=\"{b}\"}} {cum}",
-                    n.name
-                );
-            }
-            cum += g(&n.counters.latency[LATENCY_BUCKETS.len()]);
-            let _ = writeln!(
-                o,
-                "qdhcp_dhcp_reply_latency_seconds_bucket{{network=\"{}\",le=\"+Inf\"}} {cum}",
-                n.name
-            );
-            let _ = writeln!(
-                o,
-                "qdhcp_dhcp_reply_latency_seconds_sum{{network=\"{}\"}} {}",
-                n.name,
-                g(&n.counters.latency_us_sum) as f64 / 1e6
-            );
-            let _ = writeln!(
-                o,
-                "qdhcp_dhcp_reply_latency_seconds_count{{network=\"{}\"}} {cum}",
-                n.name
-            );
-        }
-        let _ = writeln!(
-            o,
-            "# TYPE qdhcp_journal_commits_total counter\nqdhcp_journal_commits_total {}",
-            g(&c.commits)
-        );
-        let _ = writeln!(
-            o,
-            "# TYPE qdhcp_journal_records_total counter\nqdhcp_journal_records_total {}",
-            g(&c.records)
-        );
-        o
+        let mut dropped: Vec<(DropReason, u64)> = (0..MALFORMED_LABELS.len())
+            .map(|i| (DropReason::Malformed(i), g(&c.malformed[i])))
+            .collect();
+        dropped.extend([
+            (DropReason::NoAddress, g(&c.no_address)),
+            (DropReason::LeaseNotDurable, g(&c.persist_failures)),
+            (DropReason::SendError, g(&c.send_errors)),
+            (DropReason::RateLimited, g(&c.rate_limited)),
+        ]);
+        let snapshot = Snapshot {
+            nets: nets
+                .iter()
+                .map(|n| {
+                    let subnets: Vec<ipnet::Ipv4Net> =
+                        n.table().subnets.iter().map(|s| s.net).collect();
+                    let leases = n.leases();
+                    NetSnapshot {
+                        name: n.name.clone(),
+                        rx: std::array::from_fn(|i| g(&n.counters.rx[i])),
+                        tx: std::array::from_fn(|i| g(&n.counters.tx[i])),
+                        leases: subnets
+                            .iter()
+                            .map(|s| {
+                                let count = leases.leases().filter(|l| s.contains(&l.ip)).count();
+                                (s.to_string(), count as u64)
+                            })
+                            .collect(),
+                        latency: n.counters.latency.iter().map(g).collect(),
+                        latency_sum_secs: g(&n.counters.latency_us_sum) as f64 / 1e6,
+                    }
+                })
+                .collect(),
+            dropped,
+            renewed_from_durable: g(&c.renewed_from_durable),
+            log_suppressed: g(&c.log_suppressed),
+            commits: g(&c.commits),
+            records: g(&c.records),
+        };
+        crate::exposition::encode(snapshot)
     }
 
     /// A one-line summary of the counters (dnsmasq dumps its statistics on SIGUSR1).

@@ -1,0 +1,344 @@
+//! `/metrics` for the dataplane, encoded by `prometheus-client`: a snapshot of the counters is
+//! taken at scrape time (the serving path only bumps atomics) and handed to the crate as a
+//! collector, with typed label sets whose values are enums matched exhaustively.
+
+use std::fmt::Write as _;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder,
+    MetricEncoder, NoLabelSet,
+};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+
+use crate::metrics::{LATENCY_BUCKETS, MALFORMED_LABELS};
+
+/// A client message type, as a label value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MsgType {
+    /// DHCPDISCOVER.
+    Discover,
+    /// DHCPREQUEST.
+    Request,
+    /// DHCPDECLINE.
+    Decline,
+    /// DHCPRELEASE.
+    Release,
+    /// DHCPINFORM.
+    Inform,
+}
+
+impl MsgType {
+    /// In `Counters::rx` order.
+    pub const ALL: [MsgType; 5] = [
+        MsgType::Discover,
+        MsgType::Request,
+        MsgType::Decline,
+        MsgType::Release,
+        MsgType::Inform,
+    ];
+}
+
+impl EncodeLabelValue for MsgType {
+    fn encode(&self, e: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        e.write_str(match self {
+            MsgType::Discover => "discover",
+            MsgType::Request => "request",
+            MsgType::Decline => "decline",
+            MsgType::Release => "release",
+            MsgType::Inform => "inform",
+        })
+    }
+}
+
+/// A reply type, as a label value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ReplyType {
+    /// DHCPOFFER.
+    Offer,
+    /// DHCPACK.
+    Ack,
+    /// DHCPNAK.
+    Nak,
+}
+
+impl ReplyType {
+    /// In `Counters::tx` order.
+    pub const ALL: [ReplyType; 3] = [ReplyType::Offer, ReplyType::Ack, ReplyType::Nak];
+}
+
+impl EncodeLabelValue for ReplyType {
+    fn encode(&self, e: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        e.write_str(match self {
+            ReplyType::Offer => "offer",
+            ReplyType::Ack => "ack",
+            ReplyType::Nak => "nak",
+        })
+    }
+}
+
+/// Why a packet was dropped or not answered, as a label value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// Refused by the front door (index into `MALFORMED_LABELS`).
+    Malformed(usize),
+    /// No reservation for the client.
+    NoAddress,
+    /// Its lease could not be made durable.
+    LeaseNotDurable,
+    /// The kernel refused the reply.
+    SendError,
+    /// The client sent more than its budget.
+    RateLimited,
+}
+
+impl EncodeLabelValue for DropReason {
+    fn encode(&self, e: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        e.write_str(match self {
+            DropReason::Malformed(i) => MALFORMED_LABELS.get(*i).copied().unwrap_or("malformed"),
+            DropReason::NoAddress => "no_address",
+            DropReason::LeaseNotDurable => "lease_not_durable",
+            DropReason::SendError => "send_error",
+            DropReason::RateLimited => "rate_limited",
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct InLabels {
+    network: String,
+    r#type: MsgType,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct OutLabels {
+    network: String,
+    r#type: ReplyType,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct DropLabels {
+    reason: DropReason,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct LeaseLabels {
+    network: String,
+    subnet: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct NetworkLabel {
+    network: String,
+}
+
+/// One network's counters at scrape time.
+#[derive(Debug, Default)]
+pub(crate) struct NetSnapshot {
+    pub(crate) name: String,
+    pub(crate) rx: [u64; 5],
+    pub(crate) tx: [u64; 3],
+    /// Leases held, by subnet.
+    pub(crate) leases: Vec<(String, u64)>,
+    /// Replies per latency bucket (`LATENCY_BUCKETS`, then +Inf), not cumulated.
+    pub(crate) latency: Vec<u64>,
+    pub(crate) latency_sum_secs: f64,
+}
+
+/// The dataplane's counters at scrape time.
+#[derive(Debug, Default)]
+pub(crate) struct Snapshot {
+    pub(crate) nets: Vec<NetSnapshot>,
+    pub(crate) dropped: Vec<(DropReason, u64)>,
+    pub(crate) renewed_from_durable: u64,
+    pub(crate) log_suppressed: u64,
+    pub(crate) commits: u64,
+    pub(crate) records: u64,
+}
+
+/// A histogram already counted (the serving path keeps atomics per bucket).
+#[derive(Debug)]
+struct Counted<'a> {
+    sum: f64,
+    count: u64,
+    buckets: &'a [(f64, u64)],
+}
+
+impl EncodeMetric for Counted<'_> {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        encoder.encode_histogram::<NoLabelSet>(self.sum, self.count, self.buckets, None)
+    }
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
+impl Collector for Snapshot {
+    fn encode(&self, mut e: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let counter = MetricType::Counter;
+        let mut f = e.encode_descriptor(
+            "qdhcp_dhcp_packets_in",
+            "DHCP messages received, by network and type",
+            None,
+            counter,
+        )?;
+        for n in &self.nets {
+            for (t, v) in MsgType::ALL.iter().zip(n.rx) {
+                let l = InLabels {
+                    network: n.name.clone(),
+                    r#type: *t,
+                };
+                ConstCounter::new(v).encode(f.encode_family(&l)?)?;
+            }
+        }
+        let mut f = e.encode_descriptor(
+            "qdhcp_dhcp_packets_out",
+            "DHCP replies sent, by network and type",
+            None,
+            counter,
+        )?;
+        for n in &self.nets {
+            for (t, v) in ReplyType::ALL.iter().zip(n.tx) {
+                let l = OutLabels {
+                    network: n.name.clone(),
+                    r#type: *t,
+                };
+                ConstCounter::new(v).encode(f.encode_family(&l)?)?;
+            }
+        }
+        let mut f = e.encode_descriptor(
+            "qdhcp_dhcp_dropped",
+            "Packets dropped or not answered, by reason",
+            None,
+            counter,
+        )?;
+        for (reason, v) in &self.dropped {
+            ConstCounter::new(*v).encode(f.encode_family(&DropLabels { reason: *reason })?)?;
+        }
+        for (name, help, v) in [
+            (
+                "qdhcp_renewals_from_durable_lease",
+                "Renewals answered from a still-durable lease while lease storage failed",
+                self.renewed_from_durable,
+            ),
+            (
+                "qdhcp_log_lines_suppressed",
+                "Lines for unanswered messages over the per-second budget",
+                self.log_suppressed,
+            ),
+            (
+                "qdhcp_journal_commits",
+                "Lease journal commits (each one fdatasync)",
+                self.commits,
+            ),
+            (
+                "qdhcp_journal_records",
+                "Lease records made durable",
+                self.records,
+            ),
+        ] {
+            let f = e.encode_descriptor(name, help, None, counter)?;
+            ConstCounter::new(v).encode(f)?;
+        }
+        let mut f = e.encode_descriptor(
+            "qdhcp_leases_active",
+            "Leases held, by network and subnet",
+            None,
+            MetricType::Gauge,
+        )?;
+        for n in &self.nets {
+            for (subnet, count) in &n.leases {
+                let l = LeaseLabels {
+                    network: n.name.clone(),
+                    subnet: subnet.clone(),
+                };
+                ConstGauge::new(*count as i64).encode(f.encode_family(&l)?)?;
+            }
+        }
+        let mut f = e.encode_descriptor(
+            "qdhcp_dhcp_reply_latency_seconds",
+            "Time from receipt to reply",
+            None,
+            MetricType::Histogram,
+        )?;
+        for n in &self.nets {
+            let buckets: Vec<(f64, u64)> = LATENCY_BUCKETS
+                .iter()
+                .copied()
+                .chain([f64::MAX])
+                .zip(n.latency.iter().copied())
+                .collect();
+            let h = Counted {
+                sum: n.latency_sum_secs,
+                count: n.latency.iter().sum(),
+                buckets: &buckets,
+            };
+            h.encode(f.encode_family(&NetworkLabel {
+                network: n.name.clone(),
+            })?)?;
+        }
+        Ok(())
+    }
+}
+
+/// The snapshot in the Prometheus text format, as the crate encodes it (without its closing
+/// `# EOF`: the API appends the other sources' metrics after it).
+pub(crate) fn encode(snapshot: Snapshot) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(snapshot));
+    let mut out = String::new();
+    if prometheus_client::encoding::text::encode(&mut out, &registry).is_err() {
+        return String::new();
+    }
+    if let Some(body) = out.strip_suffix("# EOF\n") {
+        out.truncate(body.len());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_snapshot_is_exposed_with_typed_labels_and_cumulative_buckets() {
+        let mut latency = vec![0; LATENCY_BUCKETS.len() + 1];
+        latency[0] = 2;
+        latency[3] = 1;
+        latency[LATENCY_BUCKETS.len()] = 1;
+        let text = encode(Snapshot {
+            nets: vec![NetSnapshot {
+                name: "n1".into(),
+                rx: [3, 1, 0, 0, 0],
+                tx: [3, 1, 0],
+                leases: vec![("10.0.0.0/24".into(), 2)],
+                latency,
+                latency_sum_secs: 0.5,
+            }],
+            dropped: vec![(DropReason::Malformed(0), 1), (DropReason::NoAddress, 4)],
+            commits: 7,
+            ..Default::default()
+        });
+        eprintln!("{text}");
+        for line in [
+            "# TYPE qdhcp_dhcp_packets_in counter",
+            "qdhcp_dhcp_packets_in_total{network=\"n1\",type=\"discover\"} 3",
+            "qdhcp_dhcp_packets_out_total{network=\"n1\",type=\"ack\"} 1",
+            "qdhcp_dhcp_dropped_total{reason=\"too_short\"} 1",
+            "qdhcp_dhcp_dropped_total{reason=\"no_address\"} 4",
+            "qdhcp_journal_commits_total 7",
+            "qdhcp_leases_active{network=\"n1\",subnet=\"10.0.0.0/24\"} 2",
+            "qdhcp_dhcp_reply_latency_seconds_count{network=\"n1\"} 4",
+            "qdhcp_dhcp_reply_latency_seconds_bucket{le=\"+Inf\",network=\"n1\"} 4",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
+        assert!(!text.contains("# EOF"), "the API appends more after it");
+    }
+}
