@@ -1,10 +1,22 @@
-//! What a network's DNS server counts, and those counts as Prometheus text for `/metrics`:
-//! questions by type, answers by how they were made, drops by reason, forward round trips.
+//! What a network's DNS server counts, and those counts for `/metrics` (encoded by
+//! `prometheus-client` with typed label enums): questions by type, answers by how they were
+//! made, drops by reason, forward round trips.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use std::fmt::Write as _;
+
 use hickory_proto::rr::RecordType;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder,
+    MetricEncoder, NoLabelSet,
+};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
 
 use crate::answer::{Answered, Dropped};
 use crate::server::DnsServer;
@@ -58,75 +70,263 @@ pub(crate) fn type_index(t: RecordType) -> usize {
     }
 }
 
-/// Prometheus text for the DNS servers of several networks (`qdhcp serve`'s `/metrics`).
+/// A question type, as a label value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum QType {
+    A,
+    Aaaa,
+    Ptr,
+    Other,
+}
+
+impl QType {
+    /// In [`DnsCounters::by_type`] order.
+    const ALL: [QType; 4] = [QType::A, QType::Aaaa, QType::Ptr, QType::Other];
+}
+
+impl EncodeLabelValue for QType {
+    fn encode(&self, e: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        e.write_str(match self {
+            QType::A => TYPE_LABELS[0],
+            QType::Aaaa => TYPE_LABELS[1],
+            QType::Ptr => TYPE_LABELS[2],
+            QType::Other => TYPE_LABELS[3],
+        })
+    }
+}
+
+/// How an answer was made, as a label value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum How {
+    Local,
+    NoData,
+    NxDomain,
+    Refused,
+    FormErr,
+    NotImp,
+    Cached,
+    Upstream,
+    ServFail,
+}
+
+impl EncodeLabelValue for How {
+    fn encode(&self, e: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        e.write_str(match self {
+            How::Local => "local",
+            How::NoData => "nodata",
+            How::NxDomain => "nxdomain",
+            How::Refused => "refused",
+            How::FormErr => "formerr",
+            How::NotImp => "notimp",
+            How::Cached => "cached",
+            How::Upstream => "upstream",
+            How::ServFail => "servfail",
+        })
+    }
+}
+
+/// Why a datagram got no answer, as a label value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Why {
+    NotLocal,
+    Malformed,
+    NotQuery,
+    Rate,
+}
+
+impl EncodeLabelValue for Why {
+    fn encode(&self, e: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        e.write_str(match self {
+            Why::NotLocal => "not_local",
+            Why::Malformed => "malformed",
+            Why::NotQuery => "not_query",
+            Why::Rate => "rate",
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct QueryLabels {
+    network: String,
+    qtype: QType,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct AnswerLabels {
+    network: String,
+    answer: How,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct DropLabels {
+    network: String,
+    reason: Why,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct NetworkLabel {
+    network: String,
+}
+
+/// One network's DNS counts at scrape time.
+#[derive(Debug)]
+struct NetCounts {
+    network: String,
+    by_type: [u64; 4],
+    answers: Vec<(How, u64)>,
+    dropped: Vec<(Why, u64)>,
+    forward_secs: f64,
+    forwards: u64,
+    names: u64,
+}
+
+/// A round-trip total as a histogram of one bucket (sum and count, as a summary would give).
+#[derive(Debug)]
+struct RoundTrips {
+    sum: f64,
+    count: u64,
+}
+
+impl EncodeMetric for RoundTrips {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        encoder.encode_histogram::<NoLabelSet>(
+            self.sum,
+            self.count,
+            &[(f64::MAX, self.count)],
+            None,
+        )
+    }
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
+/// Every network's DNS counts, handed to `prometheus-client` as a collector.
+#[derive(Debug)]
+struct Snapshot(Vec<NetCounts>);
+
+impl Collector for Snapshot {
+    fn encode(&self, mut e: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let mut f = e.encode_descriptor(
+            "qdhcp_dns_queries",
+            "DNS questions by type",
+            None,
+            MetricType::Counter,
+        )?;
+        for n in &self.0 {
+            for (t, v) in QType::ALL.iter().zip(n.by_type) {
+                let l = QueryLabels {
+                    network: n.network.clone(),
+                    qtype: *t,
+                };
+                ConstCounter::new(v).encode(f.encode_family(&l)?)?;
+            }
+        }
+        let mut f = e.encode_descriptor(
+            "qdhcp_dns_answers",
+            "DNS answers by how they were made",
+            None,
+            MetricType::Counter,
+        )?;
+        for n in &self.0 {
+            for (how, v) in &n.answers {
+                let l = AnswerLabels {
+                    network: n.network.clone(),
+                    answer: *how,
+                };
+                ConstCounter::new(*v).encode(f.encode_family(&l)?)?;
+            }
+        }
+        let mut f = e.encode_descriptor(
+            "qdhcp_dns_dropped",
+            "DNS datagrams not answered, by reason",
+            None,
+            MetricType::Counter,
+        )?;
+        for n in &self.0 {
+            for (why, v) in &n.dropped {
+                let l = DropLabels {
+                    network: n.network.clone(),
+                    reason: *why,
+                };
+                ConstCounter::new(*v).encode(f.encode_family(&l)?)?;
+            }
+        }
+        let mut f = e.encode_descriptor(
+            "qdhcp_dns_forward_seconds",
+            "Round trips of forwarded queries",
+            None,
+            MetricType::Histogram,
+        )?;
+        for n in &self.0 {
+            let l = NetworkLabel {
+                network: n.network.clone(),
+            };
+            RoundTrips {
+                sum: n.forward_secs,
+                count: n.forwards,
+            }
+            .encode(f.encode_family(&l)?)?;
+        }
+        let mut f = e.encode_descriptor(
+            "qdhcp_dns_names",
+            "Local names a network's DNS server answers",
+            None,
+            MetricType::Gauge,
+        )?;
+        for n in &self.0 {
+            let l = NetworkLabel {
+                network: n.network.clone(),
+            };
+            ConstGauge::new(n.names as i64).encode(f.encode_family(&l)?)?;
+        }
+        Ok(())
+    }
+}
+
+/// Prometheus text for the DNS servers of several networks (`qdhcp serve`'s `/metrics`),
+/// encoded by `prometheus-client` from a snapshot of the counters (without its closing
+/// `# EOF`: the API puts it together with the other sources).
 pub fn prometheus(servers: &[(String, Arc<DnsServer>)]) -> String {
-    use std::fmt::Write as _;
-    let mut out = String::new();
     let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
-    let _ = writeln!(out, "# HELP qdhcp_dns_queries_total DNS questions by type.\n# TYPE qdhcp_dns_queries_total counter");
-    for (net, srv) in servers {
-        for (i, t) in TYPE_LABELS.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "qdhcp_dns_queries_total{{network=\"{net}\",qtype=\"{t}\"}} {}",
-                l(&srv.counters.by_type[i])
-            );
-        }
+    let nets = servers
+        .iter()
+        .map(|(net, srv)| {
+            let c = &srv.counters;
+            NetCounts {
+                network: net.clone(),
+                by_type: std::array::from_fn(|i| l(&c.by_type[i])),
+                answers: vec![
+                    (How::Local, l(&c.local)),
+                    (How::NoData, l(&c.nodata)),
+                    (How::NxDomain, l(&c.nxdomain)),
+                    (How::Refused, l(&c.refused)),
+                    (How::FormErr, l(&c.formerr)),
+                    (How::NotImp, l(&c.notimp)),
+                    (How::Cached, l(&c.cache_hits)),
+                    (How::Upstream, l(&c.upstream_answers)),
+                    (How::ServFail, l(&c.servfail)),
+                ],
+                dropped: vec![
+                    (Why::NotLocal, l(&c.dropped_not_local)),
+                    (Why::Malformed, l(&c.dropped_malformed)),
+                    (Why::NotQuery, l(&c.dropped_not_query)),
+                    (Why::Rate, l(&c.dropped_rate)),
+                ],
+                forward_secs: l(&c.forward_us) as f64 / 1e6,
+                forwards: l(&c.upstream_answers),
+                names: srv.names() as u64,
+            }
+        })
+        .collect();
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Snapshot(nets)));
+    let mut out = String::new();
+    if prometheus_client::encoding::text::encode(&mut out, &registry).is_err() {
+        return String::new();
     }
-    let _ = writeln!(out, "# HELP qdhcp_dns_answers_total DNS answers by how they were made.\n# TYPE qdhcp_dns_answers_total counter");
-    for (net, srv) in servers {
-        let c = &srv.counters;
-        for (how, v) in [
-            ("local", &c.local),
-            ("nodata", &c.nodata),
-            ("nxdomain", &c.nxdomain),
-            ("refused", &c.refused),
-            ("formerr", &c.formerr),
-            ("notimp", &c.notimp),
-            ("cached", &c.cache_hits),
-            ("upstream", &c.upstream_answers),
-            ("servfail", &c.servfail),
-        ] {
-            let _ = writeln!(
-                out,
-                "qdhcp_dns_answers_total{{network=\"{net}\",answer=\"{how}\"}} {}",
-                l(v)
-            );
-        }
-    }
-    let _ = writeln!(out, "# HELP qdhcp_dns_dropped_total DNS datagrams not answered, by reason.\n# TYPE qdhcp_dns_dropped_total counter");
-    for (net, srv) in servers {
-        let c = &srv.counters;
-        for (why, v) in [
-            ("not_local", &c.dropped_not_local),
-            ("malformed", &c.dropped_malformed),
-            ("not_query", &c.dropped_not_query),
-            ("rate", &c.dropped_rate),
-        ] {
-            let _ = writeln!(
-                out,
-                "qdhcp_dns_dropped_total{{network=\"{net}\",reason=\"{why}\"}} {}",
-                l(v)
-            );
-        }
-    }
-    let _ = writeln!(out, "# HELP qdhcp_dns_forward_seconds Round trips of forwarded queries.\n# TYPE qdhcp_dns_forward_seconds summary");
-    for (net, srv) in servers {
-        let c = &srv.counters;
-        let _ = writeln!(
-            out,
-            "qdhcp_dns_forward_seconds_sum{{network=\"{net}\"}} {}",
-            l(&c.forward_us) as f64 / 1e6
-        );
-        let _ = writeln!(
-            out,
-            "qdhcp_dns_forward_seconds_count{{network=\"{net}\"}} {}",
-            l(&c.upstream_answers)
-        );
-    }
-    let _ = writeln!(out, "# HELP qdhcp_dns_names Local names a network's DNS server answers.\n# TYPE qdhcp_dns_names gauge");
-    for (net, srv) in servers {
-        let _ = writeln!(out, "qdhcp_dns_names{{network=\"{net}\"}} {}", srv.names());
+    if let Some(body) = out.strip_suffix("# EOF\n") {
+        out.truncate(body.len());
     }
     out
 }
