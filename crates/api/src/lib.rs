@@ -225,34 +225,109 @@ async fn openapi() -> Response {
     ([("content-type", "application/json")], OPENAPI).into_response()
 }
 
-async fn metrics(State(st): State<Arc<ApiState>>) -> Response {
-    let mut out = String::new();
-    out.push_str("# HELP qdhcp_api_requests_total API requests by route, method and status.\n# TYPE qdhcp_api_requests_total counter\n");
-    for ((route, method, status), n) in st.requests.lock().unwrap_or_else(|p| p.into_inner()).iter()
-    {
-        out.push_str(&format!("qdhcp_api_requests_total{{route=\"{route}\",method=\"{method}\",status=\"{status}\"}} {n}\n"));
-    }
-    {
-        let reg = st.control.read();
-        out.push_str("# HELP qdhcp_pool_addresses_used Addresses allocated in a subnet.\n# TYPE qdhcp_pool_addresses_used gauge\n");
-        out.push_str("# HELP qdhcp_pool_addresses_total Addresses in a subnet's allocation pools.\n# TYPE qdhcp_pool_addresses_total gauge\n");
-        for s in reg.subnets() {
-            let total: u64 = s
-                .allocation_pools
-                .iter()
-                .map(|p| u64::from(u32::from(p.end)) - u64::from(u32::from(p.start)) + 1)
-                .sum();
-            out.push_str(&format!(
-                "qdhcp_pool_addresses_used{{subnet=\"{}\",network=\"{}\"}} {}\n",
-                s.id,
-                s.network_id,
-                reg.used_in(&s.id)
-            ));
-            out.push_str(&format!(
-                "qdhcp_pool_addresses_total{{subnet=\"{}\",network=\"{}\"}} {total}\n",
-                s.id, s.network_id
-            ));
+/// The API's own metrics at scrape time, handed to `prometheus-client` as a collector.
+#[derive(Debug)]
+struct ApiSnapshot {
+    requests: Vec<((String, String, u16), u64)>,
+    /// (subnet, network, used, total) per subnet.
+    pools: Vec<(String, String, u64, u64)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, prometheus_client::encoding::EncodeLabelSet)]
+struct RequestLabels {
+    route: String,
+    method: String,
+    status: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, prometheus_client::encoding::EncodeLabelSet)]
+struct PoolLabels {
+    subnet: String,
+    network: String,
+}
+
+impl prometheus_client::collector::Collector for ApiSnapshot {
+    fn encode(
+        &self,
+        mut e: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::counter::ConstCounter;
+        use prometheus_client::metrics::gauge::ConstGauge;
+        use prometheus_client::metrics::MetricType;
+        let mut f = e.encode_descriptor(
+            "qdhcp_api_requests",
+            "API requests by route, method and status",
+            None,
+            MetricType::Counter,
+        )?;
+        for ((route, method, status), n) in &self.requests {
+            let l = RequestLabels {
+                route: route.clone(),
+                method: method.clone(),
+                status: *status,
+            };
+            ConstCounter::new(*n).encode(f.encode_family(&l)?)?;
         }
+        for (name, help, used) in [
+            (
+                "qdhcp_pool_addresses_used",
+                "Addresses allocated in a subnet",
+                true,
+            ),
+            (
+                "qdhcp_pool_addresses_total",
+                "Addresses in a subnet's allocation pools",
+                false,
+            ),
+        ] {
+            let mut f = e.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for (subnet, network, u, t) in &self.pools {
+                let l = PoolLabels {
+                    subnet: subnet.clone(),
+                    network: network.clone(),
+                };
+                ConstGauge::new((if used { *u } else { *t }) as i64)
+                    .encode(f.encode_family(&l)?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn metrics(State(st): State<Arc<ApiState>>) -> Response {
+    let requests: Vec<((String, String, u16), u64)> = st
+        .requests
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .map(|((route, method, status), n)| ((route.to_string(), method.to_string(), *status), *n))
+        .collect();
+    let pools = {
+        let reg = st.control.read();
+        reg.subnets()
+            .map(|s| {
+                let total: u64 = s
+                    .allocation_pools
+                    .iter()
+                    .map(|p| u64::from(u32::from(p.end)) - u64::from(u32::from(p.start)) + 1)
+                    .sum();
+                (
+                    s.id.clone(),
+                    s.network_id.clone(),
+                    reg.used_in(&s.id) as u64,
+                    total,
+                )
+            })
+            .collect()
+    };
+    let mut registry = prometheus_client::registry::Registry::default();
+    registry.register_collector(Box::new(ApiSnapshot { requests, pools }));
+    let mut out = String::new();
+    let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
+    // the other sources follow, each encoded by the same crate; text format 0.0.4 has no end mark
+    if let Some(body) = out.strip_suffix("# EOF\n") {
+        out.truncate(body.len());
     }
     if let Some(m) = &st.metrics {
         out.push_str(&m());
