@@ -223,13 +223,7 @@ impl Registry {
         caller: &Caller,
         env: &mut dyn Env,
     ) -> Result<(Port, Outcome), RegistryError> {
-        let net_id = req
-            .network_id
-            .clone()
-            .ok_or_else(|| invalid("network_id", "it is required"))?;
-        if !self.networks.contains_key(&net_id) {
-            return Err(RegistryError::NetworkNotFound(net_id));
-        }
+        let net_id = self.existing_network(req.network_id.as_deref())?;
         let project_id = Self::project_for(caller, &req.project_id, &req.tenant_id)?;
         if req.binding_host_id.is_some() && !caller.is_admin {
             return Err(RegistryError::PolicyNotAuthorized(

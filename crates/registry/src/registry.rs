@@ -322,6 +322,15 @@ impl Registry {
         unbound
     }
 
+    /// The network a new subnet or port names: required, and it must exist.
+    pub(crate) fn existing_network(&self, id: Option<&str>) -> Result<String, RegistryError> {
+        let id = id.ok_or_else(|| invalid("network_id", "it is required"))?;
+        if !self.networks.contains_key(id) {
+            return Err(RegistryError::NetworkNotFound(id.into()));
+        }
+        Ok(id.to_string())
+    }
+
     pub(crate) fn project_for(
         caller: &Caller,
         project: &Option<String>,

@@ -126,13 +126,7 @@ impl Registry {
         caller: &Caller,
         env: &mut dyn Env,
     ) -> Result<(Subnet, Outcome), RegistryError> {
-        let net_id = req
-            .network_id
-            .clone()
-            .ok_or_else(|| invalid("network_id", "it is required"))?;
-        if !self.networks.contains_key(&net_id) {
-            return Err(RegistryError::NetworkNotFound(net_id));
-        }
+        let net_id = self.existing_network(req.network_id.as_deref())?;
         if let Some(v) = req.ip_version {
             if v != 4 {
                 return Err(invalid(
