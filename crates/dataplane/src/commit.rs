@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Instant;
 
-use qdhcp_protocol::{Lease, Mac, ReplyKind};
+use qdhcp_protocol::{Lease, Mac, Reply};
 use socket2::Socket;
 
 use crate::delivery::Delivery;
@@ -15,17 +15,13 @@ use crate::server::Network;
 
 /// A reply waiting for its lease to be durable.
 pub(crate) struct Held {
-    pub(crate) xid: u32,
     pub(crate) dest: Delivery,
-    pub(crate) bytes: Vec<u8>,
-    pub(crate) kind: ReplyKind,
+    /// The reply as decided; encoded only when it is sent.
+    pub(crate) reply: Reply,
     pub(crate) sent: Option<qdhcp_protocol::LogLine>,
-    /// For a lease change: the client's MAC and the lease it held before (what is durable).
+    /// For a lease change: the client's MAC and the lease it held before (what is durable),
+    /// from which the core decides again if the change cannot be stored.
     pub(crate) before: Option<(Mac, Option<Lease>)>,
-    /// For a lease change: the request, to decide again if the change cannot be stored.
-    pub(crate) request: Vec<u8>,
-    /// The server identifier the request was decided with.
-    pub(crate) server_id: std::net::Ipv4Addr,
 }
 
 /// One batch handed to the journal writer: lease records, and the replies that wait for them.

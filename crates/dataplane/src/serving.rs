@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use ipnet::Ipv4Net;
 use qdhcp_batchio::{recv_batch, Outbox};
-use qdhcp_protocol::{decide, parse, Context, Ignored, LeaseChange, LeaseView, Mac};
+use qdhcp_protocol::{decide, parse, Context, Ignored, LeaseChange, LeaseView, Mac, Outcome};
 use qdhcp_reactor::{Source, Turn};
 use socket2::Socket;
 
@@ -227,12 +227,15 @@ impl DhcpSource {
                     continue;
                 }
                 let d = decide(&m, &ctx, &*leases, now);
-                if matches!(d.ignored, Some(Ignored::NoAddress | Ignored::LeaseLimit)) {
+                if matches!(
+                    d.outcome,
+                    Outcome::Ignored(Ignored::NoAddress | Ignored::LeaseLimit)
+                ) {
                     dp.counters.no_address.fetch_add(1, Ordering::Relaxed);
                 }
                 // Clients we hold nothing for are the flood case: their lines share one
                 // global budget a second, so a flood cannot flood the log as well.
-                let unknown = d.reply.is_none() && d.lease.is_none();
+                let unknown = matches!(d.outcome, Outcome::Ignored(_));
                 if !unknown || self.unknown_budget.allow(Mac::default(), now) {
                     dp.log(iface, m.xid, &d.received);
                 } else {
@@ -256,22 +259,11 @@ impl DhcpSource {
                 }
                 let Some(reply) = d.reply else { continue };
                 let dest = destination(&m, reply.kind, reply.yiaddr, dp.opts.always_broadcast);
-                // a lease change keeps its request: if the change cannot be stored, the writer
-                // decides again what a still-durable lease allows (see `renew_from_durable`)
-                let request = if before.is_some() {
-                    bufs[i][..lens[i]].to_vec()
-                } else {
-                    Vec::new()
-                };
                 let h = Held {
-                    xid: m.xid,
                     dest,
-                    bytes: reply.bytes,
-                    kind: reply.kind,
+                    reply,
                     sent: d.sent,
                     before,
-                    request,
-                    server_id,
                 };
                 if d.lease.is_some() {
                     held.push(h);

@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use qdhcp_batchio::Outbox;
-use qdhcp_protocol::{parse, renew_from_durable, Context, LeaseChange};
+use qdhcp_protocol::reply::DEFAULT_MAX;
+use qdhcp_protocol::{renew_from_durable, LeaseChange};
 use socket2::Socket;
 
 use crate::commit::{Commit, Held, QUEUE_CAP};
@@ -105,8 +106,11 @@ impl Dataplane {
         if replies.is_empty() {
             return;
         }
+        // Encoded here, at the edge, just before they leave.
+        let mut wire = Vec::with_capacity(DEFAULT_MAX);
         for h in replies.iter() {
-            outbox.push(address(sock, iface, h.dest), &h.bytes);
+            h.reply.encode_into(&mut wire);
+            outbox.push(address(sock, iface, h.dest), &wire);
         }
         // The replies of a batch leave together: one clock read gives their latency.
         let mut latency = None;
@@ -117,12 +121,12 @@ impl Dataplane {
                 tracing::warn!(target: "dhcp", "send on {iface} to {:?} failed: {e}", h.dest);
                 return;
             }
-            self.counters.tx[kind_index(h.kind)].fetch_add(1, Ordering::Relaxed);
-            net.counters.tx[kind_index(h.kind)].fetch_add(1, Ordering::Relaxed);
+            self.counters.tx[kind_index(h.reply.kind)].fetch_add(1, Ordering::Relaxed);
+            net.counters.tx[kind_index(h.reply.kind)].fetch_add(1, Ordering::Relaxed);
             net.counters
                 .observe(*latency.get_or_insert_with(|| received_at.elapsed()));
             if let Some(s) = &h.sent {
-                self.log(iface, h.xid, s);
+                self.log(iface, h.reply.xid, s);
             }
         });
         replies.clear();
@@ -188,19 +192,10 @@ impl Dataplane {
                             }
                             // Decided again by the protocol core: a renewal of a lease that
                             // is still durable keeps its address for the time it has left.
-                            let again = parse(&h.request).ok().and_then(|m| {
-                                let table = c.net.table();
-                                let ctx = Context {
-                                    iface: &c.iface,
-                                    server_id: h.server_id,
-                                    table: &table,
-                                    policy: &self.policy,
-                                };
-                                renew_from_durable(&m, &ctx, prev.as_ref(), now)
-                            });
+                            let again = renew_from_durable(&h.reply, prev.as_ref(), now);
                             match again {
                                 Some(reply) => {
-                                    h.bytes = reply.bytes;
+                                    h.reply = reply;
                                     self.counters
                                         .renewed_from_durable
                                         .fetch_add(1, Ordering::Relaxed);

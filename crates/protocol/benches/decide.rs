@@ -99,7 +99,7 @@ fn bench(c: &mut Criterion) {
             let m = parse(black_box(&discover)).unwrap();
             decide(&m, &ctx, &leases, 1_700_000_000)
                 .reply
-                .map(|r| r.bytes.len())
+                .map(|r| r.encode().len())
         })
     });
 }

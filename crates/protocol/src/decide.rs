@@ -10,7 +10,7 @@ use dhcproto::v4::DhcpOption;
 use crate::frontdoor::{ClientMsg, Inbound};
 use crate::log::LogLine;
 use crate::options::OptionSet;
-use crate::reply::{self, OptionLayers, ReplyHeader, ReplyKind};
+use crate::reply::{self, LeaseTimes, OptionLayers, Reply, ReplyHeader, ReplyKind};
 use crate::types::{ClientId, Mac, NetworkTable, Reservation, Subnet};
 
 /// Server-wide behaviour that operators configure.
@@ -106,17 +106,6 @@ pub enum LeaseChange {
     },
 }
 
-/// A reply ready to send.
-#[derive(Debug, Clone)]
-pub struct Reply {
-    /// Which reply.
-    pub kind: ReplyKind,
-    /// `yiaddr` of the reply, used for delivery.
-    pub yiaddr: Ipv4Addr,
-    /// Encoded bytes.
-    pub bytes: Vec<u8>,
-}
-
 /// The outcome of one client message.
 #[derive(Debug, Clone)]
 pub struct Decision {
@@ -128,9 +117,28 @@ pub struct Decision {
     pub received: LogLine,
     /// The log line for the reply sent.
     pub sent: Option<LogLine>,
-    /// Why nothing is sent, when nothing is: what the dataplane counts, typed, so that no
-    /// counter depends on the wording of a log note.
-    pub ignored: Option<Ignored>,
+    /// What became of the message, as the dataplane counts it.
+    pub outcome: Outcome,
+}
+
+/// What became of one client message: what the dataplane counts, typed, so that no counter
+/// depends on the wording of a log note.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A DISCOVER got an OFFER.
+    Offered,
+    /// A REQUEST got an ACK, and its lease is to be made durable before it leaves.
+    Acked,
+    /// An INFORM got an ACK with options only.
+    Informed,
+    /// A REQUEST got a NAK.
+    Naked,
+    /// A RELEASE gave an address back.
+    Released,
+    /// A DECLINE put an address in quarantine.
+    Declined,
+    /// Nothing is sent, for this reason.
+    Ignored(Ignored),
 }
 
 /// Why a message gets no reply.
@@ -157,7 +165,7 @@ impl Decision {
             lease: None,
             received,
             sent: None,
-            ignored: Some(why),
+            outcome: Outcome::Ignored(why),
         }
     }
 }
@@ -276,7 +284,7 @@ pub fn decide(m: &Inbound, ctx: &Context<'_>, leases: &dyn LeaseView, now: u64) 
                     }),
                     received,
                     sent: None,
-                    ignored: None,
+                    outcome: Outcome::Declined,
                 },
                 _ => Decision::silent(received.note("not this client's address, ignored")),
             }
@@ -301,7 +309,7 @@ pub fn decide(m: &Inbound, ctx: &Context<'_>, leases: &dyn LeaseView, now: u64) 
                 lease: Some(LeaseChange::Release { mac, ip }),
                 received,
                 sent: None,
-                ignored: None,
+                outcome: Outcome::Released,
             }
         }
 
@@ -326,19 +334,14 @@ pub fn decide(m: &Inbound, ctx: &Context<'_>, leases: &dyn LeaseView, now: u64) 
                 server_id: ctx.server_id,
                 lease_secs: None,
             };
-            let bytes = reply::encode(m, &h, &layers);
             let sent = LogLine::new("DHCPACK", Some(ip), mac)
                 .note_opt(res.filter(|r| r.ip == ip).and_then(|r| r.hostname.clone()));
             Decision {
-                reply: Some(Reply {
-                    kind: ReplyKind::Ack,
-                    yiaddr: Ipv4Addr::UNSPECIFIED,
-                    bytes,
-                }),
+                reply: Some(reply::build(m, &h, &layers)),
                 lease: None,
                 received,
                 sent: Some(sent),
-                ignored: None,
+                outcome: Outcome::Informed,
             }
         }
     }
@@ -383,52 +386,6 @@ fn answer(
     received: LogLine,
     lease: Option<Lease>,
 ) -> Decision {
-    let secs = subnet.lease_secs.unwrap_or(u32::MAX);
-    answer_for(m, ctx, kind, r, subnet, received, lease, secs)
-}
-
-/// The time a still-durable lease has left, if it has: what a renewal is answered with when
-/// the lease it would extend cannot be made durable (`u32::MAX`: infinite).
-pub fn time_left(durable: &Lease, now: u64) -> Option<u32> {
-    match durable.expires {
-        None => Some(u32::MAX),
-        Some(e) if e > now + 1 => Some((e - now).min(u64::from(u32::MAX - 1)) as u32),
-        Some(_) => None,
-    }
-}
-
-/// The answer to a REQUEST whose ACK was decided but whose lease change could not be made
-/// durable (the disk is full or failing): a client renewing the lease it durably holds — the
-/// same reserved address, not expired — is ACKed with the time that lease has left, so it keeps
-/// its address and promises nothing new; anyone else gets nothing (the client retries).
-pub fn renew_from_durable(
-    m: &Inbound,
-    ctx: &Context<'_>,
-    durable: Option<&Lease>,
-    now: u64,
-) -> Option<Reply> {
-    let durable = durable?;
-    let r = ctx.table.lookup(m.chaddr, m.client_id.as_ref())?;
-    if r.ip != durable.ip || m.msg != ClientMsg::Request {
-        return None;
-    }
-    let subnet = ctx.table.subnet_of(r.ip)?;
-    let secs = time_left(durable, now)?;
-    let received = LogLine::new(m.msg.name(), Some(r.ip), m.chaddr);
-    answer_for(m, ctx, ReplyKind::Ack, r, subnet, received, None, secs).reply
-}
-
-#[allow(clippy::too_many_arguments)]
-fn answer_for(
-    m: &Inbound,
-    ctx: &Context<'_>,
-    kind: ReplyKind,
-    r: &Reservation,
-    subnet: &Subnet,
-    received: LogLine,
-    lease: Option<Lease>,
-    lease_secs: u32,
-) -> Decision {
     let computed = computed_options(ctx, subnet, Some(r));
     let host = r.options_for(m);
     let layers = OptionLayers {
@@ -447,24 +404,50 @@ fn answer_for(
             Ipv4Addr::UNSPECIFIED
         },
         server_id: ctx.server_id,
-        lease_secs: Some(lease_secs),
+        lease_secs: Some(subnet.lease_secs.unwrap_or(u32::MAX)),
     };
-    let bytes = reply::encode(m, &h, &layers);
     let mut sent = LogLine::new(kind.name(), Some(r.ip), m.chaddr);
     if kind == ReplyKind::Ack {
         sent = sent.note_opt(r.hostname.clone());
     }
     Decision {
-        reply: Some(Reply {
-            kind,
-            yiaddr: r.ip,
-            bytes,
-        }),
+        reply: Some(reply::build(m, &h, &layers)),
         lease: lease.map(LeaseChange::Bind),
         received,
         sent: Some(sent),
-        ignored: None,
+        outcome: if kind == ReplyKind::Offer {
+            Outcome::Offered
+        } else {
+            Outcome::Acked
+        },
     }
+}
+
+/// The time a still-durable lease has left, if it has: what a renewal is answered with when
+/// the lease it would extend cannot be made durable (`u32::MAX`: infinite).
+pub fn time_left(durable: &Lease, now: u64) -> Option<u32> {
+    match durable.expires {
+        None => Some(u32::MAX),
+        Some(e) if e > now + 1 => Some((e - now).min(u64::from(u32::MAX - 1)) as u32),
+        Some(_) => None,
+    }
+}
+
+/// The answer to a REQUEST whose ACK was decided but whose lease change could not be made
+/// durable (the disk is full or failing): a client renewing the lease it durably holds — the
+/// address the ACK gives, not expired — is ACKed with the time that lease has left, so it keeps
+/// its address and promises nothing new; anyone else gets nothing (the client retries).
+pub fn renew_from_durable(decided: &Reply, durable: Option<&Lease>, now: u64) -> Option<Reply> {
+    let durable = durable?;
+    let times = decided.lease?;
+    if decided.kind != ReplyKind::Ack || decided.yiaddr != durable.ip {
+        return None;
+    }
+    let lease = time_left(durable, now)?;
+    Some(Reply {
+        lease: Some(LeaseTimes { lease, ..times }),
+        ..decided.clone()
+    })
 }
 
 fn nak(m: &Inbound, ctx: &Context<'_>, ip: Ipv4Addr, received: LogLine, why: &str) -> Decision {
@@ -482,17 +465,12 @@ fn nak(m: &Inbound, ctx: &Context<'_>, ip: Ipv4Addr, received: LogLine, why: &st
         subnet: None,
         global: &empty,
     };
-    let bytes = reply::encode(m, &h, &layers);
     Decision {
-        reply: Some(Reply {
-            kind: ReplyKind::Nak,
-            yiaddr: Ipv4Addr::UNSPECIFIED,
-            bytes,
-        }),
+        reply: Some(reply::build(m, &h, &layers)),
         lease: None,
         received,
         sent: Some(LogLine::new("DHCPNAK", Some(ip), m.chaddr).note(why)),
-        ignored: None,
+        outcome: Outcome::Naked,
     }
 }
 

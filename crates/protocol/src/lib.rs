@@ -1,5 +1,5 @@
-//! qdhcp's protocol core: validates client messages, decides the RFC 2131 answer and encodes
-//! it. It never touches a socket, a clock, a file or a database: time and state are arguments.
+//! qdhcp's protocol core: validates client messages, decides the RFC 2131 answer as a typed
+//! reply, and says how that reply is encoded (the dataplane encodes it just before sending). It never touches a socket, a clock, a file or a database: time and state are arguments.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -12,13 +12,13 @@ pub mod types;
 
 pub use decide::{
     decide, renew_from_durable, time_left, Context, Decision, Ignored, Lease, LeaseChange,
-    LeaseView, Policy, Reply,
+    LeaseView, Outcome, Policy,
 };
 pub use frontdoor::SentOptions;
 pub use frontdoor::{parse, ClientMsg, Inbound, Malformed};
 pub use log::LogLine;
 pub use options::{OptionError, OptionSet};
-pub use reply::ReplyKind;
+pub use reply::{LeaseTimes, Reply, ReplyKind, ReplyOptions};
 pub use types::{ClientId, ClientMatch, Conditional, Mac, NetworkTable, Reservation, Subnet};
 
 #[cfg(test)]

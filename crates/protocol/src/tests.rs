@@ -80,7 +80,7 @@ fn run(p: &[u8], leases: &Leases) -> Decision {
 
 fn reply_of(d: &Decision) -> Message {
     let r = d.reply.as_ref().expect("a reply");
-    Message::decode(&mut Decoder::new(&r.bytes)).unwrap()
+    Message::decode(&mut Decoder::new(&r.encode())).unwrap()
 }
 
 fn ip(s: &str) -> [u8; 4] {
@@ -184,7 +184,7 @@ fn discover_from_reserved_mac_gets_offer_with_every_option() {
 fn options_follow_the_parameter_request_list_order() {
     let p = packet(1, VM, &[(55, &[121, 15, 6, 3, 1])]);
     let d = run(&p, &Leases::default());
-    let order = wire_order(&d.reply.unwrap().bytes);
+    let order = wire_order(&d.reply.unwrap().encode());
     // fixed head: type, server id, lease times; mask first; then the client's order; forced MTU last
     assert_eq!(order, vec![53, 54, 51, 58, 59, 1, 121, 15, 6, 3, 26]);
 }
@@ -193,7 +193,7 @@ fn options_follow_the_parameter_request_list_order() {
 fn replies_are_padded_to_bootp_minimum_and_respect_max_size() {
     let p = packet(1, VM, &[(55, &[1])]);
     let d = run(&p, &Leases::default());
-    assert!(d.reply.unwrap().bytes.len() >= 300);
+    assert!(d.reply.unwrap().encode().len() >= 300);
     // a client limited to 576 bytes never gets more, however much is configured
     let mut t = table();
     let mut big = OptionSet::default();
@@ -213,7 +213,7 @@ fn replies_are_padded_to_bootp_minimum_and_respect_max_size() {
     let prl: Vec<u8> = (200..230).collect();
     let p = packet(1, VM, &[(55, &prl), (57, &[1, 0])]);
     let d = decide(&parse(&p).unwrap(), &ctx, &Leases::default(), NOW);
-    let bytes = d.reply.unwrap().bytes;
+    let bytes = d.reply.unwrap().encode();
     assert!(bytes.len() <= 576, "{}", bytes.len());
     assert_eq!(*bytes.iter().rev().find(|&&b| b != 0).unwrap(), 255);
 }
@@ -540,7 +540,10 @@ fn full_lease_table_refuses_new_clients_but_keeps_serving_holders() {
     );
     // typed for the counters: a refusal at the lease limit is a refusal for want of addresses
     // (the dataplane compared the note with "no address available" and missed it)
-    assert_eq!(d.ignored, Some(crate::Ignored::LeaseLimit));
+    assert_eq!(
+        d.outcome,
+        crate::Outcome::Ignored(crate::Ignored::LeaseLimit)
+    );
     let p = packet(3, VM, &[(50, &ip("172.16.1.103"))]);
     let d = decide(&parse(&p).unwrap(), &ctx, &leases, NOW);
     assert_eq!(reply_of(&d).opts().msg_type(), Some(MessageType::Nak));
@@ -594,7 +597,7 @@ fn option_82_from_a_client_without_relay_is_ignored_unless_trusted() {
 fn relay_agent_information_is_echoed_last() {
     let mut p = packet(1, VM, &[(82, &[1, 3, b'a', b'b', b'c'])]);
     p[24..28].copy_from_slice(&ip("172.16.1.1"));
-    let bytes = run(&p, &Leases::default()).reply.unwrap().bytes;
+    let bytes = run(&p, &Leases::default()).reply.unwrap().encode();
     assert_eq!(*wire_order(&bytes).last().unwrap(), 82);
 }
 
@@ -626,8 +629,9 @@ proptest! {
         if let Ok(m) = parse(&p) {
             let d = decide(&m, &ctx, &Leases::default(), NOW);
             if let Some(r) = d.reply {
-                prop_assert!(r.bytes.len() >= 300);
-                prop_assert!(Message::decode(&mut Decoder::new(&r.bytes)).is_ok());
+                let bytes = r.encode();
+                prop_assert!(bytes.len() >= 300);
+                prop_assert!(Message::decode(&mut Decoder::new(&bytes)).is_ok());
             }
         }
     }
@@ -677,14 +681,6 @@ fn conditional_host_options_go_only_to_clients_that_match() {
 /// from it), and nothing else gets an answer.
 #[test]
 fn a_renewal_of_a_durable_lease_is_answered_with_the_time_it_has_left() {
-    let t = table();
-    let policy = Policy::default();
-    let ctx = Context {
-        iface: "i",
-        server_id: SERVER,
-        table: &t,
-        policy: &policy,
-    };
     let durable = |expires: Option<u64>, at: &str| Lease {
         mac: Mac(VM),
         client_id: None,
@@ -693,16 +689,21 @@ fn a_renewal_of_a_durable_lease_is_answered_with_the_time_it_has_left() {
         hostname: None,
     };
     let req = packet(3, VM, &[(50, &ip("172.16.1.103"))]);
-    let m = parse(&req).unwrap();
-    let r = renew_from_durable(
-        &m,
-        &ctx,
-        Some(&durable(Some(NOW + 600), "172.16.1.103")),
-        NOW,
-    )
-    .expect("an ACK");
+    let decided = run(&req, &Leases::default());
+    assert_eq!(decided.outcome, Outcome::Acked);
+    let ack = decided.reply.expect("an ACK decided");
+    let r = renew_from_durable(&ack, Some(&durable(Some(NOW + 600), "172.16.1.103")), NOW)
+        .expect("an ACK");
     assert_eq!(r.kind, ReplyKind::Ack);
-    let msg = Message::decode(&mut Decoder::new(&r.bytes)).unwrap();
+    // only the lease times change
+    assert_eq!(
+        Reply {
+            lease: ack.lease,
+            ..r.clone()
+        },
+        ack
+    );
+    let msg = Message::decode(&mut Decoder::new(&r.encode())).unwrap();
     assert_eq!(msg.opts().msg_type(), Some(MessageType::Ack));
     assert_eq!(msg.yiaddr(), Ipv4Addr::new(172, 16, 1, 103));
     let o = msg.opts();
@@ -715,31 +716,57 @@ fn a_renewal_of_a_durable_lease_is_answered_with_the_time_it_has_left() {
         o.get(OptionCode::Rebinding),
         Some(&DhcpOption::Rebinding(525))
     );
-    // an infinite lease stays infinite
-    let r = renew_from_durable(&m, &ctx, Some(&durable(None, "172.16.1.103")), NOW).unwrap();
-    let msg = Message::decode(&mut Decoder::new(&r.bytes)).unwrap();
+    // an infinite lease stays infinite, without T1 and T2
+    let r = renew_from_durable(&ack, Some(&durable(None, "172.16.1.103")), NOW).unwrap();
+    let msg = Message::decode(&mut Decoder::new(&r.encode())).unwrap();
     assert_eq!(
         msg.opts().get(OptionCode::AddressLeaseTime),
         Some(&DhcpOption::AddressLeaseTime(u32::MAX))
     );
-    // expired, another address, no durable lease, or not a REQUEST: nothing
+    assert_eq!(msg.opts().get(OptionCode::Renewal), None);
+    // expired, another address, no durable lease, or not an ACK with a lease: nothing
+    assert!(renew_from_durable(&ack, Some(&durable(Some(NOW + 1), "172.16.1.103")), NOW).is_none());
     assert!(
-        renew_from_durable(&m, &ctx, Some(&durable(Some(NOW + 1), "172.16.1.103")), NOW).is_none()
+        renew_from_durable(&ack, Some(&durable(Some(NOW + 600), "172.16.1.104")), NOW).is_none()
     );
-    assert!(renew_from_durable(
-        &m,
+    assert!(renew_from_durable(&ack, None, NOW).is_none());
+    let offer = run(&packet(1, VM, &[]), &Leases::default()).reply.unwrap();
+    assert!(
+        renew_from_durable(&offer, Some(&durable(Some(NOW + 600), "172.16.1.103")), NOW).is_none()
+    );
+}
+
+/// Configured T1 and T2 (Neutron forces both) are numbers in the typed reply and on the wire.
+#[test]
+fn configured_t1_and_t2_are_sent_as_configured() {
+    let mut t = table();
+    t.subnets[0].options.set_text(58, "100", true).unwrap();
+    t.subnets[0].options.set_text(59, "200", true).unwrap();
+    let policy = Policy::default();
+    let ctx = Context {
+        iface: "i",
+        server_id: SERVER,
+        table: &t,
+        policy: &policy,
+    };
+    let d = decide(
+        &parse(&packet(1, VM, &[])).unwrap(),
         &ctx,
-        Some(&durable(Some(NOW + 600), "172.16.1.104")),
-        NOW
-    )
-    .is_none());
-    assert!(renew_from_durable(&m, &ctx, None, NOW).is_none());
-    let discover = parse(&packet(1, VM, &[])).unwrap();
-    assert!(renew_from_durable(
-        &discover,
-        &ctx,
-        Some(&durable(Some(NOW + 600), "172.16.1.103")),
-        NOW
-    )
-    .is_none());
+        &Leases::default(),
+        NOW,
+    );
+    let r = d.reply.unwrap();
+    let times = r.lease.unwrap();
+    assert_eq!((times.t1(), times.t2()), (Some(100), Some(200)));
+    let msg = Message::decode(&mut Decoder::new(&r.encode())).unwrap();
+    assert_eq!(
+        msg.opts().get(OptionCode::Renewal),
+        Some(&DhcpOption::Renewal(100))
+    );
+    assert_eq!(
+        msg.opts().get(OptionCode::Rebinding),
+        Some(&DhcpOption::Rebinding(200))
+    );
+    // neither is repeated among the other options
+    assert!(!r.options.codes().contains(&58));
 }
