@@ -1,6 +1,7 @@
 //! `qdhcp loadgen`: many simulated clients (distinct `fa:16:3e` MACs, optional client ids)
 //! doing DISCOVER→OFFER→REQUEST→ACK, or renewals, as a relay agent (giaddr) so that it runs
-//! on loopback or through a namespace at rates a real client population cannot. Sends and
+//! on loopback or through a namespace at rates a real client population cannot, or on the
+//! link as the clients themselves (broadcast frames from their own MACs, [`link`]). Sends and
 //! receives in batches (`sendmmsg`/`recvmmsg`) so the generator is not the bottleneck.
 //! Reports exchanges/s, drops (no reply within the timeout) and latency percentiles, and can
 //! record every (MAC, IP, lease end) it saw acknowledged.
@@ -13,7 +14,17 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use qdhcp_batchio::{recv_batch, Outbox};
+
+pub mod link;
+mod report;
+mod wire;
+
+pub use report::{Latencies, Report};
+
+use link::Links;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use wire::{build, parse_reply, Msg, PACKET_LEN};
+pub use wire::{client_of, mac_of};
 
 /// What each simulated client does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,6 +72,10 @@ pub struct Config {
     /// server on a veth pair never pays to wake the generator (which, waiting, costs the
     /// server's core a wakeup per reply). Takes a whole core.
     pub spin: bool,
+    /// On the link instead of relayed: the interfaces (veth ends facing the server, or the
+    /// bridges its ports are on) to send the clients' broadcast frames on, client `i` on link
+    /// `i % links.len()`. Empty: relay mode.
+    pub links: Vec<String>,
 }
 
 impl Default for Config {
@@ -81,107 +96,8 @@ impl Default for Config {
             record: None,
             gso: true,
             spin: false,
+            links: Vec::new(),
         }
-    }
-}
-
-/// Latency samples in microseconds.
-#[derive(Debug, Default, Clone)]
-pub struct Latencies(Vec<u32>);
-
-impl Latencies {
-    fn push(&mut self, d: Duration) {
-        self.0.push(d.as_micros().min(u32::MAX as u128) as u32);
-    }
-    /// The p-th percentile (0–100) in microseconds.
-    pub fn percentile(&self, p: f64) -> Option<u32> {
-        if self.0.is_empty() {
-            return None;
-        }
-        let mut v = self.0.clone();
-        v.sort_unstable();
-        let i = ((p / 100.0) * (v.len() - 1) as f64).round() as usize;
-        Some(v[i.min(v.len() - 1)])
-    }
-    /// Number of samples.
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-    /// True with no samples.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-/// What a run saw.
-#[derive(Debug, Default, Clone)]
-pub struct Report {
-    /// Exchanges started (DISCOVERs, or REQUESTs in renew mode).
-    pub started: u64,
-    /// OFFERs received.
-    pub offers: u64,
-    /// ACKs received.
-    pub acks: u64,
-    /// NAKs received.
-    pub naks: u64,
-    /// Exchanges with no reply in time.
-    pub drops: u64,
-    /// Wall time of the run.
-    pub elapsed: Duration,
-    /// Time spent starting exchanges (the configured duration, or less if all ended).
-    pub window: Duration,
-    /// DISCOVER→OFFER.
-    pub offer_latency: Latencies,
-    /// REQUEST→ACK.
-    pub ack_latency: Latencies,
-    /// Datagrams sent and received (for the generator's own ceiling).
-    pub sent: u64,
-    /// Datagrams received.
-    pub received: u64,
-    /// CPU seconds the generator itself used (user + system), to show it is not the limit.
-    pub cpu_s: f64,
-    /// Whether the batches went out with UDP segmentation offload to the end.
-    pub gso: bool,
-    /// Time spent waiting for something to do (in poll, or spinning), to show how much of its
-    /// core the generator needed when it busy-polls.
-    pub idle_s: f64,
-}
-
-impl Report {
-    /// Completed exchanges per second (ACKs, or OFFERs in discover mode).
-    pub fn rate(&self, mode: Mode) -> f64 {
-        let done = if mode == Mode::Discover {
-            self.offers
-        } else {
-            self.acks
-        };
-        // per second of sending time, as perfdhcp reports it: exchanges started in the
-        // window count however late they end
-        done as f64 / self.window.as_secs_f64().max(1e-9)
-    }
-    /// Share of started exchanges that got no reply, in percent.
-    pub fn drop_pct(&self) -> f64 {
-        if self.started == 0 {
-            0.0
-        } else {
-            100.0 * self.drops as f64 / self.started as f64
-        }
-    }
-    /// One JSON object, for scripts.
-    pub fn json(&self, mode: Mode, offered_rate: u32) -> String {
-        let p = |l: &Latencies, q| {
-            l.percentile(q)
-                .map(|v| v.to_string())
-                .unwrap_or_else(|| "null".into())
-        };
-        format!(
-            "{{\"offered_rate\":{offered_rate},\"started\":{},\"offers\":{},\"acks\":{},\"naks\":{},\"drops\":{},\"drop_pct\":{:.3},\"elapsed_s\":{:.3},\"rate\":{:.1},\"offer_p50_us\":{},\"offer_p99_us\":{},\"ack_p50_us\":{},\"ack_p99_us\":{},\"sent\":{},\"received\":{},\"loadgen_cpu_pct\":{:.1},\"loadgen_busy_pct\":{:.1},\"gso\":{}}}",
-            self.started, self.offers, self.acks, self.naks, self.drops, self.drop_pct(), self.elapsed.as_secs_f64(),
-            self.rate(mode), p(&self.offer_latency, 50.0), p(&self.offer_latency, 99.0), p(&self.ack_latency, 50.0), p(&self.ack_latency, 99.0),
-            self.sent, self.received, 100.0 * self.cpu_s / self.elapsed.as_secs_f64().max(1e-9),
-            100.0 * (1.0 - self.idle_s / self.elapsed.as_secs_f64().max(1e-9)).max(0.0),
-            self.gso
-        )
     }
 }
 
@@ -194,129 +110,112 @@ fn cpu_seconds() -> f64 {
     t(u.ru_utime) + t(u.ru_stime)
 }
 
-/// The MAC of client `i`.
-pub fn mac_of(i: u32) -> [u8; 6] {
-    [0xfa, 0x16, 0x3e, (i >> 16) as u8, (i >> 8) as u8, i as u8]
-}
-
-/// Parses `fa:16:3e:xx:xx:xx` back to a client index.
-pub fn client_of(mac: &str) -> Option<u32> {
-    let b: Vec<u8> = mac
-        .split(':')
-        .filter_map(|p| u8::from_str_radix(p, 16).ok())
-        .collect();
-    (b.len() == 6 && b[..3] == [0xfa, 0x16, 0x3e])
-        .then(|| (u32::from(b[3]) << 16) | (u32::from(b[4]) << 8) | u32::from(b[5]))
-}
-
-/// One client message to build.
-struct Msg {
-    msg_type: u8,
-    xid: u32,
-    client: u32,
-    ciaddr: Ipv4Addr,
-    requested: Option<Ipv4Addr>,
-    server_id: Option<Ipv4Addr>,
-}
-
-/// Builds a client message as a relay would forward it.
-fn build(cfg: &Config, out: &mut Vec<u8>, m: Msg) {
-    let Msg {
-        msg_type,
-        xid,
-        client,
-        ciaddr,
-        requested,
-        server_id,
-    } = m;
-    out.clear();
-    out.resize(240, 0);
-    out[0] = 1;
-    out[1] = 1;
-    out[2] = 6;
-    out[3] = 1; // hops: relayed once
-    out[4..8].copy_from_slice(&xid.to_be_bytes());
-    out[12..16].copy_from_slice(&ciaddr.octets());
-    out[24..28].copy_from_slice(&cfg.giaddr.octets());
-    let mac = mac_of(client);
-    out[28..34].copy_from_slice(&mac);
-    out[236..240].copy_from_slice(&[99, 130, 83, 99]);
-    out.extend_from_slice(&[53, 1, msg_type]);
-    if let Some(r) = requested {
-        out.extend_from_slice(&[50, 4]);
-        out.extend_from_slice(&r.octets());
-    }
-    if let Some(s) = server_id {
-        out.extend_from_slice(&[54, 4]);
-        out.extend_from_slice(&s.octets());
-    }
-    if cfg.client_id {
-        out.extend_from_slice(&[61, 7, 1]);
-        out.extend_from_slice(&mac);
-    }
-    out.extend_from_slice(&[55, 7, 1, 3, 6, 15, 26, 51, 121]);
-    out.push(255);
-    // padded to BOOTP's 300 bytes as real clients send, which also makes every packet of a
-    // batch the same size for segmentation offload
-    if out.len() < PACKET_LEN {
-        out.resize(PACKET_LEN, 0);
-    }
-}
-
-/// Size of every message sent (BOOTP's minimum, what dhclient sends).
-const PACKET_LEN: usize = 300;
-
-/// A parsed reply: type, xid, yiaddr, server id, lease.
-struct ReplyInfo {
-    msg_type: u8,
-    xid: u32,
-    yiaddr: Ipv4Addr,
-    server_id: Option<Ipv4Addr>,
-    lease: Option<u32>,
-}
-
-fn parse_reply(b: &[u8]) -> Option<ReplyInfo> {
-    if b.len() < 240 || b[0] != 2 || b[236..240] != [99, 130, 83, 99] {
-        return None;
-    }
-    let xid = u32::from_be_bytes([b[4], b[5], b[6], b[7]]);
-    let yiaddr = Ipv4Addr::new(b[16], b[17], b[18], b[19]);
-    let (mut msg_type, mut server_id, mut lease) = (0, None, None);
-    let mut i = 240;
-    while i + 1 < b.len() {
-        let code = b[i];
-        if code == 0 {
-            i += 1;
-            continue;
-        }
-        if code == 255 {
-            break;
-        }
-        let len = b[i + 1] as usize;
-        let d = b.get(i + 2..i + 2 + len)?;
-        match (code, len) {
-            (53, 1) => msg_type = d[0],
-            (54, 4) => server_id = Some(Ipv4Addr::new(d[0], d[1], d[2], d[3])),
-            (51, 4) => lease = Some(u32::from_be_bytes([d[0], d[1], d[2], d[3]])),
-            _ => {}
-        }
-        i += 2 + len;
-    }
-    Some(ReplyInfo {
-        msg_type,
-        xid,
-        yiaddr,
-        server_id,
-        lease,
-    })
-}
-
 /// Why a run could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     /// Socket setup failed.
     #[error("socket: {0}")]
     Socket(#[from] io::Error),
+    /// The configuration asks for something the generator cannot do.
+    #[error("{0}")]
+    Usage(&'static str),
+}
+
+/// Where the generator's messages go: to the server as a relay, or onto the links as the
+/// clients' own frames.
+enum Transport {
+    Relay {
+        sock: Socket,
+        outbox: Outbox,
+        to: SocketAddrV4,
+    },
+    Link(Links),
+}
+
+impl Transport {
+    fn open(cfg: &Config) -> Result<Self, LoadError> {
+        if cfg.links.is_empty() {
+            // Each batch goes to the server as one segmented send (UDP_SEGMENT): the kernel's
+            // UDP/IP path, and on a veth pair the receiver's too, runs on our core once per
+            // batch, not once per message, so the load generator is not what limits the rate.
+            return Ok(Transport::Relay {
+                sock: open(cfg)?,
+                outbox: Outbox::new(cfg.gso),
+                to: cfg.server,
+            });
+        }
+        if cfg.mode == Mode::Renew {
+            return Err(LoadError::Usage(
+                "renewals are unicast to the server from a configured address: relay mode only",
+            ));
+        }
+        Ok(Transport::Link(Links::open(&cfg.links)?))
+    }
+
+    fn fd(&self) -> i32 {
+        match self {
+            Transport::Relay { sock, .. } => sock.as_raw_fd(),
+            Transport::Link(l) => l.fd(),
+        }
+    }
+
+    fn push(&mut self, client: u32, msg: &[u8]) {
+        match self {
+            Transport::Relay { outbox, to, .. } => outbox.push(*to, msg),
+            Transport::Link(l) => l.push(client as usize, mac_of(client), msg),
+        }
+    }
+
+    fn flush(&mut self, mut done: impl FnMut(bool)) {
+        match self {
+            Transport::Relay { sock, outbox, .. } => {
+                outbox.flush(sock.as_raw_fd(), |_, sent| done(sent.is_ok()))
+            }
+            Transport::Link(l) => l.flush(done),
+        }
+    }
+
+    /// Replies waiting, with the link each came in on (0 for a relay).
+    fn recv(&mut self, bufs: &mut [[u8; 1500]], lens: &mut [usize], from: &mut [usize]) -> usize {
+        match self {
+            Transport::Relay { sock, .. } => {
+                let n = recv_batch(sock.as_raw_fd(), bufs, lens, false).unwrap_or(0);
+                from[..n].fill(0);
+                n
+            }
+            Transport::Link(l) => l.recv(bufs, lens, from),
+        }
+    }
+
+    /// Client `client` was offered `ip`: on the link it answers ARP for it from now on.
+    fn claim(&mut self, client: u32, ip: Ipv4Addr) {
+        if let Transport::Link(l) = self {
+            l.claim(ip, mac_of(client));
+        }
+    }
+
+    /// ARP requests answered (on the link).
+    fn arp_replies(&self) -> u64 {
+        match self {
+            Transport::Relay { .. } => 0,
+            Transport::Link(l) => l.arp_replies,
+        }
+    }
+
+    /// The link a client's frames go out on (0 for a relay).
+    fn link_of(&self, client: u32) -> usize {
+        match self {
+            Transport::Relay { .. } => 0,
+            Transport::Link(l) => client as usize % l.len(),
+        }
+    }
+
+    fn segmenting(&self) -> bool {
+        match self {
+            Transport::Relay { outbox, .. } => outbox.segmenting(),
+            Transport::Link(_) => false,
+        }
+    }
 }
 
 const BATCH: usize = 64;
@@ -362,9 +261,8 @@ pub fn open(cfg: &Config) -> Result<Socket, LoadError> {
 
 /// Runs the load and reports.
 pub fn run(cfg: &Config) -> Result<Report, LoadError> {
-    let sock = open(cfg)?;
-    let fd = sock.as_raw_fd();
-    let to = cfg.server;
+    let mut wire = Transport::open(cfg)?;
+    let fd = wire.fd();
     let mut rec = match &cfg.record {
         Some(p) => Some(io::BufWriter::new(
             std::fs::OpenOptions::new()
@@ -380,10 +278,7 @@ pub fn run(cfg: &Config) -> Result<Report, LoadError> {
     let mut msg: Vec<u8> = Vec::with_capacity(PACKET_LEN);
     let mut bufs = vec![[0u8; 1500]; BATCH];
     let mut lens = [0usize; BATCH];
-    // Each batch goes to the server as one segmented send (UDP_SEGMENT): the kernel's UDP/IP
-    // path, and on a veth pair the receiver's too, runs on our core once per batch, not once
-    // per message, so the load generator is not what limits the rate.
-    let mut outbox = Outbox::new(cfg.gso);
+    let mut from = [0usize; BATCH];
     let mut requests: Vec<(u32, u32, Ipv4Addr, Option<Ipv4Addr>)> = Vec::new();
     let mut next_xid: u32 = 1;
     let mut seq: u64 = 0;
@@ -459,7 +354,7 @@ pub fn run(cfg: &Config) -> Result<Report, LoadError> {
                         (c, false)
                     }
                 };
-                outbox.push(to, &msg);
+                wire.push(client, &msg);
                 seq += 1;
                 pending.insert(
                     xid,
@@ -491,7 +386,7 @@ pub fn run(cfg: &Config) -> Result<Report, LoadError> {
                     server_id: sid,
                 },
             );
-            outbox.push(to, &msg);
+            wire.push(client, &msg);
             pending.insert(
                 xid,
                 Pending {
@@ -507,21 +402,31 @@ pub fn run(cfg: &Config) -> Result<Report, LoadError> {
             // A burst cut short at BATCH goes on at once.
             next_tick = if n == BATCH { now } else { now + TICK };
         }
-        outbox.flush(fd, |_, sent| r.sent += u64::from(sent.is_ok()));
+        wire.flush(|sent| r.sent += u64::from(sent));
 
-        let got = recv_batch(fd, &mut bufs, &mut lens, false).unwrap_or(0);
+        let got = wire.recv(&mut bufs, &mut lens, &mut from);
         r.received += got as u64;
         let now = Instant::now();
         for i in 0..got {
             let Some(info) = parse_reply(&bufs[i][..lens[i]]) else {
                 continue;
             };
+            let Some(p) = pending.get(&info.xid) else {
+                continue;
+            };
+            if from[i] != wire.link_of(p.client) {
+                // A reply on another client's network: a leak between networks, never a
+                // completed exchange.
+                r.wrong_link += 1;
+                continue;
+            }
             let Some(p) = pending.remove(&info.xid) else {
                 continue;
             };
             match info.msg_type {
                 2 if !p.request => {
                     r.offers += 1;
+                    wire.claim(p.client, info.yiaddr);
                     r.offer_latency.push(now - p.sent);
                     if cfg.mode == Mode::Dora {
                         let xid = next_xid;
@@ -589,7 +494,8 @@ pub fn run(cfg: &Config) -> Result<Report, LoadError> {
         .min(start.elapsed())
         .max(Duration::from_millis(1));
     r.cpu_s = cpu_seconds() - cpu0;
-    r.gso = outbox.segmenting();
+    r.gso = wire.segmenting();
+    r.arp_replies = wire.arp_replies();
     r.elapsed = start
         .elapsed()
         .min(cfg.duration + cfg.timeout)

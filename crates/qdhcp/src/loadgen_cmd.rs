@@ -58,6 +58,14 @@ pub struct LoadgenArgs {
     /// never pays to wake us; takes a whole core (benchmarks pin it to its own).
     #[arg(long)]
     pub spin: bool,
+    /// Be the clients on the link instead of a relay: send their broadcast frames on these
+    /// interfaces (veth ends facing the server, or bridges its ports are on; comma-separated
+    /// or repeated), client i on link i modulo their number.
+    #[arg(long = "link", value_delimiter = ',')]
+    pub links: Vec<String>,
+    /// A file of link names, one per line (for a thousand networks' bridges).
+    #[arg(long)]
+    pub links_from: Option<PathBuf>,
 }
 
 /// Runs the generator; returns the exit code.
@@ -90,6 +98,21 @@ pub fn run(a: &LoadgenArgs) -> i32 {
             }
         }
     }
+    let mut links = a.links.clone();
+    if let Some(p) = &a.links_from {
+        match std::fs::read_to_string(p) {
+            Ok(t) => links.extend(
+                t.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .map(str::to_string),
+            ),
+            Err(e) => {
+                eprintln!("qdhcp loadgen: cannot read {}: {e}", p.display());
+                return 2;
+            }
+        }
+    }
     let cfg = Config {
         server: SocketAddrV4::new(a.server, 67),
         giaddr: a.giaddr,
@@ -106,6 +129,7 @@ pub fn run(a: &LoadgenArgs) -> i32 {
         record: a.record.clone(),
         gso: !a.no_gso,
         spin: a.spin,
+        links,
     };
     match run_load(&cfg) {
         Ok(r) => {
@@ -118,8 +142,10 @@ pub fn run(a: &LoadgenArgs) -> i32 {
                         .unwrap_or_else(|| "-".into())
                 };
                 println!(
-                    "started {} offers {} acks {} naks {} drops {} ({:.2}%) in {:.2}s: {:.0}/s; DISCOVER->OFFER p50 {} p99 {}; REQUEST->ACK p50 {} p99 {}",
-                    r.started, r.offers, r.acks, r.naks, r.drops, r.drop_pct(), r.elapsed.as_secs_f64(), r.rate(mode),
+                    "started {} offers {} acks {} naks {} drops {} ({:.2}%){} in {:.2}s: {:.0}/s; DISCOVER->OFFER p50 {} p99 {}; REQUEST->ACK p50 {} p99 {}",
+                    r.started, r.offers, r.acks, r.naks, r.drops, r.drop_pct(),
+                    if r.wrong_link > 0 { format!(" wrong-link {}", r.wrong_link) } else { String::new() },
+                    r.elapsed.as_secs_f64(), r.rate(mode),
                     p(&r.offer_latency, 50.0), p(&r.offer_latency, 99.0), p(&r.ack_latency, 50.0), p(&r.ack_latency, 99.0)
                 );
             }
