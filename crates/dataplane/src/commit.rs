@@ -11,6 +11,7 @@ use socket2::Socket;
 
 use crate::delivery::Delivery;
 use crate::journal::Record;
+use crate::linkout::LinkOut;
 use crate::server::Network;
 
 /// A reply waiting for its lease to be durable.
@@ -24,11 +25,18 @@ pub(crate) struct Held {
     pub(crate) before: Option<(Mac, Option<Lease>)>,
 }
 
+/// One served interface as the senders see it: its UDP socket, its name, and the packet
+/// socket for clients without an address (opened on first use).
+pub(crate) struct Port {
+    pub(crate) sock: Socket,
+    pub(crate) iface: Arc<str>,
+    pub(crate) link: LinkOut,
+}
+
 /// One batch handed to the journal writer: lease records, and the replies that wait for them.
 pub(crate) struct Commit {
     pub(crate) net: Arc<Network>,
-    pub(crate) sock: Arc<Socket>,
-    pub(crate) iface: Arc<str>,
+    pub(crate) port: Arc<Port>,
     pub(crate) records: Vec<Record>,
     pub(crate) held: Vec<Held>,
     pub(crate) received_at: Instant,

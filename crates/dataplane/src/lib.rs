@@ -6,6 +6,7 @@ pub mod delivery;
 pub mod exposition;
 pub mod journal;
 pub mod leases;
+mod linkout;
 pub mod listener;
 pub mod metrics;
 pub mod priority;

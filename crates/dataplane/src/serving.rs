@@ -16,9 +16,10 @@ use qdhcp_protocol::{decide, parse, Context, Ignored, LeaseChange, LeaseView, Ma
 use qdhcp_reactor::{Source, Turn};
 use socket2::Socket;
 
-use crate::commit::{Commit, Held};
+use crate::commit::{Commit, Held, Port};
 use crate::delivery::destination;
 use crate::journal::Record;
+use crate::linkout::LinkOut;
 use crate::listener::iface_addrs;
 use crate::server::{
     malformed_index, msg_index, now_secs, pick_server_id, Dataplane, MacLimiter, Network, BATCH,
@@ -74,7 +75,7 @@ thread_local! {
 }
 
 /// Runs `f` in the network namespace `ns`, then returns the thread to its own.
-fn in_namespace<T>(ns: &File, f: impl FnOnce() -> T) -> std::io::Result<T> {
+pub(crate) fn in_namespace<T>(ns: &File, f: impl FnOnce() -> T) -> std::io::Result<T> {
     use nix::sched::{setns, CloneFlags};
     HOME_NS.with(|home| {
         let home = home
@@ -94,8 +95,7 @@ fn in_namespace<T>(ns: &File, f: impl FnOnce() -> T) -> std::io::Result<T> {
 pub(crate) struct DhcpSource {
     pub(crate) dp: Arc<Dataplane>,
     pub(crate) net: Arc<Network>,
-    pub(crate) iface: Arc<str>,
-    pub(crate) sock: Arc<Socket>,
+    pub(crate) port: Arc<Port>,
     /// The namespace the interface lives in (its path), to read its addresses there: opened
     /// only for that, since ten thousand networks must not hold ten thousand descriptors more.
     pub(crate) netns: Option<PathBuf>,
@@ -123,8 +123,11 @@ impl DhcpSource {
         DhcpSource {
             dp,
             net,
-            iface: Arc::from(iface),
-            sock: Arc::new(sock),
+            port: Arc::new(Port {
+                sock,
+                iface: Arc::from(iface),
+                link: LinkOut::new(netns.clone(), Arc::from(iface)),
+            }),
             netns,
             addrs: Vec::new(),
             addrs_checked: None,
@@ -143,7 +146,7 @@ impl DhcpSource {
     /// from them, and Neutron adds one when a subnet is added.
     fn refresh_addrs(&mut self) {
         self.addrs_checked = Some(Instant::now());
-        let iface = self.iface.clone();
+        let iface = self.port.iface.clone();
         self.addrs = match &self.netns {
             None => iface_addrs(&iface),
             Some(ns) => match File::open(ns).and_then(|f| in_namespace(&f, || iface_addrs(&iface)))
@@ -166,11 +169,11 @@ impl DhcpSource {
         if dp.stopping() {
             return Turn::Drained;
         }
-        let n = match recv_batch(self.sock.as_raw_fd(), bufs, lens, false) {
+        let n = match recv_batch(self.port.sock.as_raw_fd(), bufs, lens, false) {
             Ok(n) => n,
             Err(e) => {
                 if self.recv_log.allow("receive-error lines") {
-                    tracing::warn!(target: "dhcp", "receive on {} failed: {e}", self.iface);
+                    tracing::warn!(target: "dhcp", "receive on {} failed: {e}", self.port.iface);
                 }
                 // An error is reported once per socket error; the next readiness tells.
                 return Turn::Drained;
@@ -192,7 +195,7 @@ impl DhcpSource {
         {
             // The table is read-locked only while deciding, never across the fsync.
             let table = net.table();
-            let iface: &str = &self.iface;
+            let iface: &str = &self.port.iface;
             let Some(server_id) = pick_server_id(&self.addrs, &table) else {
                 if self.no_addr_log.allow("no-address lines") {
                     tracing::warn!(target: "dhcp", "no address on {iface}: cannot serve DHCP there");
@@ -277,8 +280,7 @@ impl DhcpSource {
         if !records.is_empty() {
             let c = Commit {
                 net: net.clone(),
-                sock: self.sock.clone(),
-                iface: self.iface.clone(),
+                port: self.port.clone(),
                 records,
                 held,
                 received_at,
@@ -289,8 +291,7 @@ impl DhcpSource {
         }
         dp.deliver(
             &net,
-            &self.sock,
-            &self.iface,
+            &self.port,
             &mut self.outbox,
             &mut self.replies,
             received_at,
@@ -305,7 +306,7 @@ impl DhcpSource {
 
 impl Source for DhcpSource {
     fn fd(&self) -> RawFd {
-        self.sock.as_raw_fd()
+        self.port.sock.as_raw_fd()
     }
 
     fn ready(&mut self) -> Turn {

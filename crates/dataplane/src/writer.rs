@@ -15,7 +15,7 @@ use qdhcp_protocol::reply::DEFAULT_MAX;
 use qdhcp_protocol::{renew_from_durable, LeaseChange};
 use socket2::Socket;
 
-use crate::commit::{Commit, Held, QUEUE_CAP};
+use crate::commit::{Commit, Held, Port, QUEUE_CAP};
 use crate::delivery::{Delivery, CLIENT_PORT};
 use crate::journal::{JournalError, Record};
 use crate::listener::inject_arp;
@@ -93,12 +93,13 @@ impl Dataplane {
     }
 
     /// Sends a batch of replies with as few syscalls as the kernel allows (replies to one
-    /// relay leave as one segmented send), then counts and logs each; `replies` ends empty.
+    /// relay leave as one segmented send; replies to clients without an address leave as
+    /// frames to their MAC, see [`crate::linkout`]), then counts and logs each; `replies`
+    /// ends empty.
     pub(crate) fn deliver(
         &self,
         net: &Network,
-        sock: &Socket,
-        iface: &str,
+        port: &Port,
         outbox: &mut Outbox,
         replies: &mut Vec<Held>,
         received_at: Instant,
@@ -106,16 +107,10 @@ impl Dataplane {
         if replies.is_empty() {
             return;
         }
-        // Encoded here, at the edge, just before they leave.
-        let mut wire = Vec::with_capacity(DEFAULT_MAX);
-        for h in replies.iter() {
-            h.reply.encode_into(&mut wire);
-            outbox.push(address(sock, iface, h.dest), &wire);
-        }
+        let iface: &str = &port.iface;
         // The replies of a batch leave together: one clock read gives their latency.
         let mut latency = None;
-        outbox.flush(sock.as_raw_fd(), |i, sent| {
-            let h = &replies[i];
+        let mut done = |h: &Held, sent: io::Result<()>| {
             if let Err(e) = sent {
                 self.counters.send_errors.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(target: "dhcp", "send on {iface} to {:?} failed: {e}", h.dest);
@@ -128,6 +123,28 @@ impl Dataplane {
             if let Some(s) = &h.sent {
                 self.log(iface, h.reply.xid, s);
             }
+        };
+        // Encoded here, at the edge, just before they leave.
+        let mut wire = Vec::with_capacity(DEFAULT_MAX);
+        let mut frame = Vec::new();
+        let mut queued = Vec::with_capacity(replies.len());
+        for (i, h) in replies.iter().enumerate() {
+            h.reply.encode_into(&mut wire);
+            if let Delivery::UnicastNoArp(ip, mac) = h.dest {
+                if port
+                    .link
+                    .send(h.reply.server_id, ip, mac, &wire, &mut frame)
+                    .is_ok()
+                {
+                    done(h, Ok(()));
+                    continue;
+                }
+            }
+            outbox.push(address(&port.sock, iface, h.dest), &wire);
+            queued.push(i);
+        }
+        outbox.flush(port.sock.as_raw_fd(), |k, sent| {
+            done(&replies[queued[k]], sent)
         });
         replies.clear();
     }
@@ -160,14 +177,7 @@ impl Dataplane {
                         .records
                         .fetch_add(records.len() as u64, Ordering::Relaxed);
                     for mut c in batch.drain(..) {
-                        self.deliver(
-                            &c.net,
-                            &c.sock,
-                            &c.iface,
-                            &mut outbox,
-                            &mut c.held,
-                            c.received_at,
-                        );
+                        self.deliver(&c.net, &c.port, &mut outbox, &mut c.held, c.received_at);
                     }
                 }
                 Err(e) => {
@@ -208,14 +218,7 @@ impl Dataplane {
                                 }
                             }
                         }
-                        self.deliver(
-                            &c.net,
-                            &c.sock,
-                            &c.iface,
-                            &mut outbox,
-                            &mut renewed,
-                            c.received_at,
-                        );
+                        self.deliver(&c.net, &c.port, &mut outbox, &mut renewed, c.received_at);
                     }
                 }
             }

@@ -1,0 +1,172 @@
+//! The way to a client that has no address yet (RFC 2131 §4.1: unicast to yiaddr at chaddr):
+//! an IPv4/UDP datagram built here and sent as an Ethernet frame to chaddr through a packet
+//! socket on the interface, as ISC dhcpd and Kea do. Not through ARP injection and the UDP
+//! socket: the kernel's neighbour table is shared by every namespace and holds 1,024 entries by
+//! default, so a boot storm of a thousand clients across the networks fills it, and then the
+//! kernel drops unicast replies. ARP injection stays the fallback when no packet socket can be
+//! had (see docs/ARCHITECTURE.md, "Delivery").
+
+use std::fs::File;
+use std::io;
+use std::net::Ipv4Addr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+
+use qdhcp_protocol::Mac;
+
+use crate::delivery::{CLIENT_PORT, SERVER_PORT};
+
+/// The packet socket of one served interface, opened on first use: a network whose clients
+/// all renew by unicast never holds one, and ten thousand networks must not hold ten thousand
+/// descriptors more for nothing.
+pub(crate) struct LinkOut {
+    netns: Option<PathBuf>,
+    iface: Arc<str>,
+    sock: OnceLock<Option<(OwnedFd, i32)>>,
+}
+
+impl LinkOut {
+    /// For `iface`, in the namespace at path `netns` (the calling thread's when `None`).
+    pub(crate) fn new(netns: Option<PathBuf>, iface: Arc<str>) -> Self {
+        LinkOut {
+            netns,
+            iface,
+            sock: OnceLock::new(),
+        }
+    }
+
+    /// Sends `payload` from `src:67` to `dst:68` at `mac`. `Err` when no packet socket can be
+    /// had (no CAP_NET_RAW) or the send fails: the caller falls back to ARP injection.
+    pub(crate) fn send(
+        &self,
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        mac: Mac,
+        payload: &[u8],
+        frame: &mut Vec<u8>,
+    ) -> io::Result<()> {
+        let Some((fd, ifindex)) = self.sock.get_or_init(|| self.open().ok()) else {
+            return Err(io::Error::other("no packet socket"));
+        };
+        datagram(src, dst, payload, frame);
+        // SAFETY: sockaddr_ll is plain data; all zero is a valid start.
+        let mut a: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        a.sll_family = libc::AF_PACKET as u16;
+        a.sll_protocol = (libc::ETH_P_IP as u16).to_be();
+        a.sll_ifindex = *ifindex;
+        a.sll_halen = 6;
+        a.sll_addr[..6].copy_from_slice(&mac.0);
+        // SAFETY: a valid buffer and address for the duration of the call.
+        let n = unsafe {
+            libc::sendto(
+                fd.as_raw_fd(),
+                frame.as_ptr() as *const libc::c_void,
+                frame.len(),
+                0,
+                &a as *const _ as *const libc::sockaddr,
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    fn open(&self) -> io::Result<(OwnedFd, i32)> {
+        let open_here = || -> io::Result<(OwnedFd, i32)> {
+            let name = std::ffi::CString::new(self.iface.as_bytes())
+                .map_err(|_| io::Error::other("interface name with NUL"))?;
+            // SAFETY: a valid NUL-terminated string.
+            let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+            if ifindex == 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // Protocol 0: a socket that only sends, so nothing is ever queued on it.
+            // SAFETY: plain socket creation; the descriptor is owned at once.
+            let fd =
+                unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+            if fd < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // SAFETY: a fresh descriptor nobody else owns.
+            Ok((unsafe { OwnedFd::from_raw_fd(fd) }, ifindex as i32))
+        };
+        let r = match &self.netns {
+            None => open_here(),
+            Some(p) => File::open(p).and_then(|ns| crate::serving::in_namespace(&ns, open_here))?,
+        };
+        if let Err(e) = &r {
+            tracing::warn!(target: "dhcp", "no packet socket on {}: {e}; replies to clients without an address go through ARP injection", self.iface);
+        }
+        r
+    }
+}
+
+/// The RFC 1071 sum of `data`, not yet complemented, added to `sum`.
+fn sum16(data: &[u8], mut sum: u32) -> u32 {
+    let mut chunks = data.chunks_exact(2);
+    for c in &mut chunks {
+        sum += u32::from(u16::from_be_bytes([c[0], c[1]]));
+    }
+    if let [last] = chunks.remainder() {
+        sum += u32::from(*last) << 8;
+    }
+    sum
+}
+
+fn fold(mut sum: u32) -> u16 {
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// The IPv4 header, UDP header (checksummed) and `payload` of a reply from `src:67` to
+/// `dst:68`, into `out` (cleared first).
+pub(crate) fn datagram(src: Ipv4Addr, dst: Ipv4Addr, payload: &[u8], out: &mut Vec<u8>) {
+    let udp_len = (8 + payload.len()) as u16;
+    out.clear();
+    out.extend_from_slice(&[0x45, 0]);
+    out.extend_from_slice(&(20 + udp_len).to_be_bytes());
+    out.extend_from_slice(&[0, 0, 0, 0, 64, 17, 0, 0]);
+    out.extend_from_slice(&src.octets());
+    out.extend_from_slice(&dst.octets());
+    let ip_sum = fold(sum16(&out[..20], 0));
+    out[10..12].copy_from_slice(&ip_sum.to_be_bytes());
+    out.extend_from_slice(&SERVER_PORT.to_be_bytes());
+    out.extend_from_slice(&CLIENT_PORT.to_be_bytes());
+    out.extend_from_slice(&udp_len.to_be_bytes());
+    out.extend_from_slice(&[0, 0]);
+    out.extend_from_slice(payload);
+    // The pseudo-header (RFC 768): addresses, protocol, UDP length.
+    let mut sum = sum16(&out[12..20], 0) + 17 + u32::from(udp_len);
+    sum = sum16(&out[20..], sum);
+    let udp_sum = match fold(sum) {
+        0 => 0xffff,
+        s => s,
+    };
+    out[26..28].copy_from_slice(&udp_sum.to_be_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn datagrams_carry_valid_checksums() {
+        let mut out = Vec::new();
+        let payload: Vec<u8> = (0..301u16).map(|i| i as u8).collect();
+        let (src, dst) = (Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 3, 7));
+        datagram(src, dst, &payload, &mut out);
+        assert_eq!(out.len(), 20 + 8 + payload.len());
+        // a correct IP header sums to zero
+        assert_eq!(fold(sum16(&out[..20], 0)), 0);
+        // and so does a correct UDP datagram with its pseudo-header
+        let pseudo = sum16(&out[12..20], 0) + 17 + (8 + payload.len()) as u32;
+        assert_eq!(fold(sum16(&out[20..], pseudo)), 0);
+        assert_eq!(&out[20..24], &[0, 67, 0, 68]);
+        assert_eq!(&out[28..], &payload[..]);
+    }
+}

@@ -1,0 +1,119 @@
+//! Clients on the link, as VMs are: `qdhcp loadgen --link` sends each simulated client's
+//! broadcast DISCOVER and REQUEST as an Ethernet frame from its own MAC onto the network's
+//! bridge and takes the replies off it (RFC 2131 §4.1: unicast to yiaddr at chaddr), and a
+//! real client on the same bridge cross-checks what the generator saw.
+
+mod common;
+
+use std::collections::HashMap;
+use std::process::Command;
+
+use common::*;
+
+const SERVER: &str = "10.9.0.1";
+const CLIENTS: u32 = 2000;
+
+fn mac(i: u32) -> String {
+    format!(
+        "fa:16:3e:{:02x}:{:02x}:{:02x}",
+        (i >> 16) & 255,
+        (i >> 8) & 255,
+        i & 255
+    )
+}
+
+fn ip(i: u32) -> String {
+    format!("10.9.{}.{}", 1 + i / 250, 1 + i % 250)
+}
+
+/// More clients than the kernel's neighbour table holds (1,024 entries by default, shared by
+/// every namespace) boot at once on one link, and every one gets its reserved address, with
+/// no neighbour entry left behind: replies to clients without an address leave as frames to
+/// their MAC, not through ARP injection. With injection about half of them got nothing.
+#[test]
+fn two_thousand_clients_booting_at_once_on_one_link_all_get_their_reservations() {
+    if !netns_available("on-link load") {
+        return;
+    }
+    require_tool("udhcpc");
+    let mut t = Topo::new(&format!("{SERVER}/16"));
+    let mut s = neutron_args(&t, "10.9.0.0", "255.255.0.0", 86400);
+    s.args.push("--dhcp-lease-max=10000".into());
+    s.args.push("--qdhcp-client-rate=0".into());
+    s.args.retain(|a| a != "--log-dhcp");
+    s.args.push("--quiet-dhcp".into());
+    let mut hosts = String::new();
+    for i in 0..=CLIENTS {
+        hosts.push_str(&format!("{},host-{i},{}\n", mac(i), ip(i)));
+    }
+    std::fs::write(&s.host, hosts).unwrap();
+    std::fs::write(&s.opts, "").unwrap();
+    let _srv = start_dnsmasq(&t, &s);
+
+    let record = t.path("acked");
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &t.host_ns,
+            qdhcp_bin(),
+            "loadgen",
+            "--link",
+            "qtbr",
+        ])
+        .args([
+            "--clients",
+            &CLIENTS.to_string(),
+            "--rate",
+            &CLIENTS.to_string(),
+        ])
+        .args([
+            "--duration",
+            "1",
+            "--timeout-ms",
+            "3000",
+            "--json",
+            "--record",
+        ])
+        .arg(&record)
+        .output()
+        .expect("run loadgen");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("loadgen report ({e}): {out:?}"));
+    assert_eq!(report["acks"], CLIENTS, "every client acked: {report}");
+    assert_eq!(report["drops"], 0, "{report}");
+    assert_eq!(report["naks"], 0, "{report}");
+    assert_eq!(report["wrong_link"], 0, "{report}");
+
+    // Each client got its own reservation.
+    let acked: HashMap<String, String> = std::fs::read_to_string(&record)
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            Some((f.next()?.to_string(), f.next()?.to_string()))
+        })
+        .collect();
+    assert_eq!(acked.len(), CLIENTS as usize);
+    for i in 0..CLIENTS {
+        assert_eq!(acked.get(&mac(i)), Some(&ip(i)), "client {i}");
+    }
+
+    // The server's namespace holds no neighbour entry for them.
+    let neigh = Command::new("ip")
+        .args(["-n", &t.srv_ns, "neigh", "show"])
+        .output()
+        .unwrap();
+    let entries = String::from_utf8_lossy(&neigh.stdout)
+        .lines()
+        .filter(|l| l.contains("10.9."))
+        .count();
+    assert_eq!(entries, 0, "{}", String::from_utf8_lossy(&neigh.stdout));
+
+    // A real client on the same link, without the broadcast flag, gets its reservation the
+    // same way (its OFFER and ACK are frames to its MAC).
+    let vm = t.vm(&mac(CLIENTS));
+    let env = udhcpc(&t, &vm, 5).expect("udhcpc got a lease");
+    assert_eq!(env.get("ip"), Some(&ip(CLIENTS)));
+    assert_eq!(env.get("serverid").map(String::as_str), Some(SERVER));
+}
