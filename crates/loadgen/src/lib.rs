@@ -15,6 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use qdhcp_batchio::{recv_batch, Outbox};
 
+pub mod keep;
 pub mod link;
 mod report;
 mod wire;
@@ -183,7 +184,7 @@ impl Transport {
                 from[..n].fill(0);
                 n
             }
-            Transport::Link(l) => l.recv(bufs, lens, from),
+            Transport::Link(l) => l.recv(bufs, lens, from, &mut [[0; 6]; BATCH]),
         }
     }
 
@@ -230,7 +231,7 @@ struct Pending {
 const TICK: Duration = Duration::from_micros(200);
 
 /// Blocks until `fd` has something to read or `timeout` passes (at most 1 ms).
-fn wait_readable(fd: i32, timeout: Duration) {
+pub(crate) fn wait_readable(fd: i32, timeout: Duration) {
     let t = timeout.min(Duration::from_millis(1));
     let ts = libc::timespec {
         tv_sec: 0,

@@ -24,11 +24,14 @@ const UDP_LEN: usize = 8;
 /// Largest frame we read: a reply is at most 1500 bytes of IP.
 const FRAME: usize = 1514;
 
-/// The AF_PACKET socket over every link, with the links' interface indexes.
+/// The packet sockets of the links: one that only sends, and one per link that receives only
+/// that link's frames (an unbound one would see every frame of every interface, and filter
+/// them on the server's core too), all in one epoll set.
 pub struct Links {
     fd: OwnedFd,
+    rx_fds: Vec<OwnedFd>,
+    epoll: OwnedFd,
     ifindex: Vec<i32>,
-    link_of: HashMap<i32, usize>,
     /// Frames waiting for the next [`Links::flush`].
     frames: Vec<u8>,
     sizes: Vec<(usize, usize, usize)>,
@@ -103,16 +106,36 @@ fn ip_checksum(h: &[u8]) -> u16 {
 
 /// A broadcast frame from `mac` carrying `dhcp` from port 68 to port 67.
 pub fn frame(mac: [u8; 6], dhcp: &[u8], out: &mut Vec<u8>) {
+    frame_to(
+        mac,
+        [0xff; 6],
+        Ipv4Addr::UNSPECIFIED,
+        Ipv4Addr::BROADCAST,
+        dhcp,
+        out,
+    );
+}
+
+/// A frame from `mac`/`src` to `dst_mac`/`dst` carrying `dhcp` from port 68 to port 67.
+pub fn frame_to(
+    mac: [u8; 6],
+    dst_mac: [u8; 6],
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    dhcp: &[u8],
+    out: &mut Vec<u8>,
+) {
     let udp_len = (UDP_LEN + dhcp.len()) as u16;
     let ip_len = IP_LEN as u16 + udp_len;
-    out.extend_from_slice(&[0xff; 6]);
+    out.extend_from_slice(&dst_mac);
     out.extend_from_slice(&mac);
     out.extend_from_slice(&[0x08, 0x00]);
     let ip_at = out.len();
     out.extend_from_slice(&[0x45, 0x10]);
     out.extend_from_slice(&ip_len.to_be_bytes());
     out.extend_from_slice(&[0, 0, 0, 0, 64, 17, 0, 0]);
-    out.extend_from_slice(&[0, 0, 0, 0, 255, 255, 255, 255]);
+    out.extend_from_slice(&src.octets());
+    out.extend_from_slice(&dst.octets());
     let sum = ip_checksum(&out[ip_at..ip_at + IP_LEN]);
     out[ip_at + 10..ip_at + 12].copy_from_slice(&sum.to_be_bytes());
     // UDP checksum 0: none, which IPv4 allows (RFC 768).
@@ -133,6 +156,79 @@ pub fn payload(f: &[u8]) -> Option<&[u8]> {
     udp.get(UDP_LEN..len.min(udp.len()))
 }
 
+/// A non-blocking packet socket of protocol 0: it receives nothing until bound.
+fn packet_socket() -> io::Result<OwnedFd> {
+    // SAFETY: plain socket creation; the descriptor is owned at once.
+    Ok(unsafe {
+        OwnedFd::from_raw_fd(cvt(libc::socket(
+            libc::AF_PACKET,
+            libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        ))?)
+    })
+}
+
+/// Makes `fd` receive the replies and ARP requests on interface `ifindex`: the filter first,
+/// then big buffers, promiscuous mode, and the binding (only then does anything arrive).
+fn attach(fd: &OwnedFd, ifindex: i32) -> io::Result<()> {
+    let prog = filter();
+    let fprog = libc::sock_fprog {
+        len: prog.len() as u16,
+        filter: prog.as_ptr() as *mut libc::sock_filter,
+    };
+    // SAFETY: the program outlives the call, which copies it.
+    cvt(unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_FILTER,
+            &fprog as *const _ as *const libc::c_void,
+            std::mem::size_of::<libc::sock_fprog>() as u32,
+        )
+    })?;
+    let big: libc::c_int = 4 << 20;
+    // SAFETY: an int option. A smaller buffer is only slower: a refusal is ignored.
+    unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            &big as *const _ as *const libc::c_void,
+            4,
+        )
+    };
+    let mreq = libc::packet_mreq {
+        mr_ifindex: ifindex,
+        mr_type: libc::PACKET_MR_PROMISC as u16,
+        mr_alen: 0,
+        mr_address: [0; 8],
+    };
+    // SAFETY: a valid packet_mreq; undone by the kernel when the socket closes.
+    cvt(unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_PACKET,
+            libc::PACKET_ADD_MEMBERSHIP,
+            &mreq as *const _ as *const libc::c_void,
+            std::mem::size_of::<libc::packet_mreq>() as u32,
+        )
+    })?;
+    // SAFETY: sockaddr_ll is plain data; all zero is a valid start.
+    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    sll.sll_family = libc::AF_PACKET as u16;
+    sll.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
+    sll.sll_ifindex = ifindex;
+    // SAFETY: a valid sockaddr_ll of the size given.
+    cvt(unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            &sll as *const _ as *const libc::sockaddr,
+            std::mem::size_of::<libc::sockaddr_ll>() as u32,
+        )
+    })?;
+    Ok(())
+}
+
 impl Links {
     /// Opens the socket on the named interfaces (in this network namespace).
     pub fn open(names: &[String]) -> io::Result<Links> {
@@ -150,79 +246,34 @@ impl Links {
             }
             ifindex.push(i as i32);
         }
-        // Protocol 0 until the filter is on: no frame is queued that the filter would refuse.
-        // SAFETY: plain socket creation; the descriptor is owned at once.
-        let fd = unsafe {
-            OwnedFd::from_raw_fd(cvt(libc::socket(
-                libc::AF_PACKET,
-                libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-                0,
-            ))?)
-        };
-        let prog = filter();
-        let fprog = libc::sock_fprog {
-            len: prog.len() as u16,
-            filter: prog.as_ptr() as *mut libc::sock_filter,
-        };
-        // SAFETY: the program outlives the call, which copies it.
-        cvt(unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_ATTACH_FILTER,
-                &fprog as *const _ as *const libc::c_void,
-                std::mem::size_of::<libc::sock_fprog>() as u32,
-            )
-        })?;
-        let big: libc::c_int = 16 << 20;
-        for opt in [libc::SO_RCVBUF, libc::SO_SNDBUF] {
-            // SAFETY: an int option. A smaller buffer is only slower: ignore a refusal.
-            unsafe {
-                libc::setsockopt(
-                    fd.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    opt,
-                    &big as *const _ as *const libc::c_void,
-                    4,
-                )
+        // The sender: protocol 0, so nothing is ever queued on it.
+        let fd = packet_socket()?;
+        // SAFETY: plain epoll creation; the descriptor is owned at once.
+        let epoll = unsafe { OwnedFd::from_raw_fd(cvt(libc::epoll_create1(libc::EPOLL_CLOEXEC))?) };
+        let mut rx_fds = Vec::with_capacity(ifindex.len());
+        for (k, &i) in ifindex.iter().enumerate() {
+            let rx = packet_socket()?;
+            attach(&rx, i)?;
+            let mut ev = libc::epoll_event {
+                events: libc::EPOLLIN as u32,
+                u64: k as u64,
             };
-        }
-        for &i in &ifindex {
-            let mreq = libc::packet_mreq {
-                mr_ifindex: i,
-                mr_type: libc::PACKET_MR_PROMISC as u16,
-                mr_alen: 0,
-                mr_address: [0; 8],
-            };
-            // SAFETY: a valid packet_mreq; undone by the kernel when the socket closes.
+            // SAFETY: valid descriptors and event for the call.
             cvt(unsafe {
-                libc::setsockopt(
-                    fd.as_raw_fd(),
-                    libc::SOL_PACKET,
-                    libc::PACKET_ADD_MEMBERSHIP,
-                    &mreq as *const _ as *const libc::c_void,
-                    std::mem::size_of::<libc::packet_mreq>() as u32,
+                libc::epoll_ctl(
+                    epoll.as_raw_fd(),
+                    libc::EPOLL_CTL_ADD,
+                    rx.as_raw_fd(),
+                    &mut ev,
                 )
             })?;
+            rx_fds.push(rx);
         }
-        // One link: bound to it. Several: every interface, sorted out by index on receipt.
-        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        sll.sll_family = libc::AF_PACKET as u16;
-        sll.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
-        sll.sll_ifindex = if ifindex.len() == 1 { ifindex[0] } else { 0 };
-        // SAFETY: a valid sockaddr_ll of the size given.
-        cvt(unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                &sll as *const _ as *const libc::sockaddr,
-                std::mem::size_of::<libc::sockaddr_ll>() as u32,
-            )
-        })?;
-        let link_of = ifindex.iter().enumerate().map(|(k, &i)| (i, k)).collect();
         Ok(Links {
             fd,
+            rx_fds,
+            epoll,
             ifindex,
-            link_of,
             frames: Vec::with_capacity(BATCH * 400),
             sizes: Vec::with_capacity(BATCH),
             rx: vec![[0u8; FRAME]; BATCH],
@@ -241,15 +292,33 @@ impl Links {
         self.ifindex.is_empty()
     }
 
-    /// The descriptor, to wait on.
+    /// The descriptor to wait on: readable when any link has a frame for us.
     pub fn fd(&self) -> RawFd {
-        self.fd.as_raw_fd()
+        self.epoll.as_raw_fd()
     }
 
-    /// Queues `dhcp` from client MAC `mac` on link `link` (modulo the number of links).
+    /// Queues `dhcp` broadcast from client MAC `mac` on link `link` (modulo the number of
+    /// links).
     pub fn push(&mut self, link: usize, mac: [u8; 6], dhcp: &[u8]) {
         let start = self.frames.len();
         frame(mac, dhcp, &mut self.frames);
+        self.sizes
+            .push((link % self.ifindex.len(), start, self.frames.len() - start));
+    }
+
+    /// Queues `dhcp` from a client that has an address: from `mac`/`src` to
+    /// `dst_mac`/`dst` (a server for a renewal, broadcast for a rebinding).
+    pub fn push_from(
+        &mut self,
+        link: usize,
+        mac: [u8; 6],
+        src: Ipv4Addr,
+        dst_mac: [u8; 6],
+        dst: Ipv4Addr,
+        dhcp: &[u8],
+    ) {
+        let start = self.frames.len();
+        frame_to(mac, dst_mac, src, dst, dhcp, &mut self.frames);
         self.sizes
             .push((link % self.ifindex.len(), start, self.frames.len() - start));
     }
@@ -364,14 +433,53 @@ impl Links {
     }
 
     /// Reads the waiting replies on our links (at most `bufs.len()`) into `bufs` as DHCP
-    /// payloads, with the link each came from; never blocks.
+    /// payloads, with the link each came from and the MAC that sent it; answers the ARP
+    /// requests among them; never blocks.
     pub fn recv(
         &mut self,
         bufs: &mut [[u8; 1500]],
         lens: &mut [usize],
         from: &mut [usize],
+        senders: &mut [[u8; 6]],
     ) -> usize {
-        let want = bufs.len().min(lens.len()).min(from.len()).min(BATCH);
+        let cap = bufs
+            .len()
+            .min(lens.len())
+            .min(from.len())
+            .min(senders.len())
+            .min(BATCH);
+        let mut events = [libc::epoll_event { events: 0, u64: 0 }; BATCH];
+        // SAFETY: a valid epoll descriptor and event array of the length given.
+        let ready = unsafe {
+            libc::epoll_wait(self.epoll.as_raw_fd(), events.as_mut_ptr(), BATCH as i32, 0)
+        };
+        let mut got = 0;
+        for ev in &events[..ready.max(0) as usize] {
+            if got == cap {
+                break;
+            }
+            let link = ev.u64 as usize;
+            let n = self.recv_link(
+                link,
+                &mut bufs[got..cap],
+                &mut lens[got..cap],
+                &mut senders[got..cap],
+            );
+            from[got..got + n].fill(link);
+            got += n;
+        }
+        got
+    }
+
+    /// One `recvmmsg` on link `link`'s socket; returns the replies it held.
+    fn recv_link(
+        &mut self,
+        link: usize,
+        bufs: &mut [[u8; 1500]],
+        lens: &mut [usize],
+        senders: &mut [[u8; 6]],
+    ) -> usize {
+        let want = bufs.len();
         // SAFETY: sockaddr_ll is plain data.
         let mut names: Vec<libc::sockaddr_ll> = vec![unsafe { std::mem::zeroed() }; want];
         let mut iovs: Vec<libc::iovec> = self.rx[..want]
@@ -395,7 +503,7 @@ impl Links {
         // SAFETY: every header points into `names`, `iovs` and `self.rx`, alive for the call.
         let n = unsafe {
             libc::recvmmsg(
-                self.fd.as_raw_fd(),
+                self.rx_fds[link].as_raw_fd(),
                 msgs.as_mut_ptr(),
                 want as u32,
                 libc::MSG_DONTWAIT,
@@ -405,14 +513,10 @@ impl Links {
         let mut got = 0;
         for k in 0..n.max(0) as usize {
             let name = &names[k];
-            // Our own frames going out, and frames on interfaces that are not our links (a
-            // bridge's ports see every reply too), are not replies to us.
+            // Our own frames going out are not replies to us.
             if name.sll_pkttype == libc::PACKET_OUTGOING {
                 continue;
             }
-            let Some(&link) = self.link_of.get(&name.sll_ifindex) else {
-                continue;
-            };
             let len = (msgs[k].msg_len as usize).min(FRAME);
             if name.sll_protocol == (libc::ETH_P_ARP as u16).to_be() {
                 let ifindex = name.sll_ifindex;
@@ -425,7 +529,7 @@ impl Links {
             let l = p.len().min(1500);
             bufs[got][..l].copy_from_slice(&p[..l]);
             lens[got] = l;
-            from[got] = link;
+            senders[got].copy_from_slice(&self.rx[k][6..12]);
             got += 1;
         }
         got

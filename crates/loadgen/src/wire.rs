@@ -87,6 +87,8 @@ pub(crate) struct ReplyInfo {
     pub(crate) yiaddr: Ipv4Addr,
     pub(crate) server_id: Option<Ipv4Addr>,
     pub(crate) lease: Option<u32>,
+    pub(crate) t1: Option<u32>,
+    pub(crate) t2: Option<u32>,
 }
 
 pub(crate) fn parse_reply(b: &[u8]) -> Option<ReplyInfo> {
@@ -96,6 +98,7 @@ pub(crate) fn parse_reply(b: &[u8]) -> Option<ReplyInfo> {
     let xid = u32::from_be_bytes([b[4], b[5], b[6], b[7]]);
     let yiaddr = Ipv4Addr::new(b[16], b[17], b[18], b[19]);
     let (mut msg_type, mut server_id, mut lease) = (0, None, None);
+    let (mut t1, mut t2) = (None, None);
     let mut i = 240;
     while i + 1 < b.len() {
         let code = b[i];
@@ -112,6 +115,8 @@ pub(crate) fn parse_reply(b: &[u8]) -> Option<ReplyInfo> {
             (53, 1) => msg_type = d[0],
             (54, 4) => server_id = Some(Ipv4Addr::new(d[0], d[1], d[2], d[3])),
             (51, 4) => lease = Some(u32::from_be_bytes([d[0], d[1], d[2], d[3]])),
+            (58, 4) => t1 = Some(u32::from_be_bytes([d[0], d[1], d[2], d[3]])),
+            (59, 4) => t2 = Some(u32::from_be_bytes([d[0], d[1], d[2], d[3]])),
             _ => {}
         }
         i += 2 + len;
@@ -122,5 +127,7 @@ pub(crate) fn parse_reply(b: &[u8]) -> Option<ReplyInfo> {
         yiaddr,
         server_id,
         lease,
+        t1,
+        t2,
     })
 }

@@ -39,7 +39,9 @@ pub struct LoadgenArgs {
     /// Send a client identifier (01:<mac>).
     #[arg(long)]
     pub client_id: bool,
-    /// dora, discover, or renew (renews every `mac ip` line of --renew-from).
+    /// dora, discover, renew (renews every `mac ip` line of --renew-from), or keep (on the
+    /// link: clients that keep their leases, renewing at T1 and rebinding at T2, for
+    /// --duration seconds; the first leases are taken at --rate a second).
     #[arg(long, default_value = "dora")]
     pub mode: String,
     /// File of `mac ip …` lines to renew (a --record file).
@@ -66,16 +68,21 @@ pub struct LoadgenArgs {
     /// A file of link names, one per line (for a thousand networks' bridges).
     #[arg(long)]
     pub links_from: Option<PathBuf>,
+    /// --mode keep: write one JSON line a second here (who holds how many clients, NAKs,
+    /// expiries and address changes so far).
+    #[arg(long)]
+    pub series: Option<PathBuf>,
 }
 
 /// Runs the generator; returns the exit code.
 pub fn run(a: &LoadgenArgs) -> i32 {
     let mode = match a.mode.as_str() {
+        "keep" => Mode::Dora,
         "dora" => Mode::Dora,
         "discover" => Mode::Discover,
         "renew" => Mode::Renew,
         m => {
-            eprintln!("qdhcp loadgen: unknown --mode {m} (dora, discover, renew)");
+            eprintln!("qdhcp loadgen: unknown --mode {m} (dora, discover, renew, keep)");
             return 2;
         }
     };
@@ -131,6 +138,18 @@ pub fn run(a: &LoadgenArgs) -> i32 {
         spin: a.spin,
         links,
     };
+    if a.mode == "keep" {
+        return match qdhcp_loadgen::keep::run_keep(&cfg, a.series.as_deref()) {
+            Ok(r) => {
+                println!("{}", r.json());
+                0
+            }
+            Err(e) => {
+                eprintln!("qdhcp loadgen: {e}");
+                1
+            }
+        };
+    }
     match run_load(&cfg) {
         Ok(r) => {
             if a.json {
