@@ -130,7 +130,17 @@ impl Dataplane {
         let mut queued = Vec::with_capacity(replies.len());
         for (i, h) in replies.iter().enumerate() {
             h.reply.encode_into(&mut wire);
-            if let Delivery::UnicastNoArp(ip, mac) = h.dest {
+            // A client on the link, with an address or not, gets a frame to its hardware
+            // address: neither a boot storm nor thousands of renewals at once may need a
+            // neighbour entry each (see crate::linkout).
+            let direct = match h.dest {
+                Delivery::UnicastNoArp(ip, mac) => Some((ip, mac)),
+                Delivery::Unicast(a) if h.reply.giaddr.is_unspecified() => {
+                    Some((*a.ip(), h.reply.chaddr))
+                }
+                _ => None,
+            };
+            if let Some((ip, mac)) = direct {
                 if port
                     .link
                     .send(h.reply.server_id, ip, mac, &wire, &mut frame)

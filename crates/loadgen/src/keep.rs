@@ -233,8 +233,9 @@ impl Run<'_> {
             }
             (5, State::Requesting(_) | State::Renewing(_) | State::Rebinding(_)) => {
                 let secs = u64::from(info.lease.unwrap_or(u32::MAX).min(u32::MAX - 1));
-                let t1 = info.t1.map_or(secs / 2, u64::from);
-                let t2 = info.t2.map_or(secs * 7 / 8, u64::from);
+                let t2 = Duration::from_secs(info.t2.map_or(secs * 7 / 8, u64::from));
+                let t1 = Duration::from_secs(info.t1.map_or(secs / 2, u64::from));
+                let t1 = self.cfg.renew_after.map_or(t1, |r| r.min(t1));
                 let prev = self.clients[i as usize].lease;
                 let server = info
                     .server_id
@@ -244,8 +245,8 @@ impl Run<'_> {
                     ip: info.yiaddr,
                     server,
                     server_mac: sender,
-                    t1: now + Duration::from_secs(t1),
-                    t2: now + Duration::from_secs(t2),
+                    t1: now + t1,
+                    t2: now + t2,
                     expiry: now + Duration::from_secs(secs),
                 };
                 match state {

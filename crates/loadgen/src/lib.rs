@@ -77,6 +77,9 @@ pub struct Config {
     /// bridges its ports are on) to send the clients' broadcast frames on, client `i` on link
     /// `i % links.len()`. Empty: relay mode.
     pub links: Vec<String>,
+    /// `Mode` keep: renew this long after each ACK instead of at T1 (a test of many renewals
+    /// at once without waiting half a lease).
+    pub renew_after: Option<Duration>,
 }
 
 impl Default for Config {
@@ -98,6 +101,7 @@ impl Default for Config {
             gso: true,
             spin: false,
             links: Vec::new(),
+            renew_after: None,
         }
     }
 }

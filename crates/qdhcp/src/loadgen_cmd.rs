@@ -72,6 +72,10 @@ pub struct LoadgenArgs {
     /// expiries and address changes so far).
     #[arg(long)]
     pub series: Option<PathBuf>,
+    /// --mode keep: renew this many seconds after each ACK instead of at T1 (many renewals
+    /// at once without waiting half a lease).
+    #[arg(long)]
+    pub renew_after: Option<f64>,
 }
 
 /// Runs the generator; returns the exit code.
@@ -137,6 +141,7 @@ pub fn run(a: &LoadgenArgs) -> i32 {
         gso: !a.no_gso,
         spin: a.spin,
         links,
+        renew_after: a.renew_after.map(Duration::from_secs_f64),
     };
     if a.mode == "keep" {
         return match qdhcp_loadgen::keep::run_keep(&cfg, a.series.as_deref()) {

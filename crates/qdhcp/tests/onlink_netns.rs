@@ -117,3 +117,62 @@ fn two_thousand_clients_booting_at_once_on_one_link_all_get_their_reservations()
     assert_eq!(env.get("ip"), Some(&ip(CLIENTS)));
     assert_eq!(env.get("serverid").map(String::as_str), Some(SERVER));
 }
+
+/// Five thousand clients on one link take their leases and renew them all within a second or
+/// two, by unicast to the server as RENEWING clients do: every renewal is ACKed (to ciaddr at
+/// the client's hardware address, not through a neighbour entry per client, which overflowed
+/// the kernel's table before), none is NAKed, no address changes.
+#[test]
+fn five_thousand_clients_renewing_at_once_are_all_acked() {
+    const CLIENTS: u32 = 5000;
+    if !netns_available("on-link renewals") {
+        return;
+    }
+    let t = Topo::new(&format!("{SERVER}/16"));
+    let mut s = neutron_args(&t, "10.9.0.0", "255.255.0.0", 86400);
+    s.args.push("--dhcp-lease-max=10000".into());
+    s.args.push("--qdhcp-client-rate=0".into());
+    s.args.retain(|a| a != "--log-dhcp");
+    s.args.push("--quiet-dhcp".into());
+    let mut hosts = String::new();
+    for i in 0..CLIENTS {
+        hosts.push_str(&format!("{},host-{i},{}\n", mac(i), ip(i)));
+    }
+    std::fs::write(&s.host, hosts).unwrap();
+    std::fs::write(&s.opts, "").unwrap();
+    let _srv = start_dnsmasq(&t, &s);
+
+    // bound within the first second, each renews one second after its ACK, for 5 seconds
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &t.host_ns,
+            qdhcp_bin(),
+            "loadgen",
+            "--mode",
+            "keep",
+        ])
+        .args(["--link", "qtbr", "--clients", &CLIENTS.to_string()])
+        .args([
+            "--rate",
+            &CLIENTS.to_string(),
+            "--renew-after",
+            "1",
+            "--duration",
+            "5",
+        ])
+        .output()
+        .expect("run loadgen");
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("loadgen report ({e}): {out:?}"));
+    assert_eq!(r["bound"], CLIENTS, "{r}");
+    assert!(
+        r["renewed"].as_u64().unwrap() >= u64::from(CLIENTS),
+        "every client renewed at least once: {r}"
+    );
+    assert_eq!(r["naks"], 0, "{r}");
+    assert_eq!(r["expired"], 0, "{r}");
+    assert_eq!(r["address_changes"], 0, "{r}");
+    assert_eq!(r["bound_at_end"], CLIENTS, "{r}");
+}
