@@ -223,6 +223,6 @@ impl Registry {
             ));
         }
         self.index_port(&p);
-        self.ports.insert(p.id.clone(), p);
+        self.ports.insert(p.id.clone(), Box::new(p));
     }
 }

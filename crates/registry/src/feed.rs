@@ -76,37 +76,37 @@ impl Registry {
             }
             if let Some(p) = self.ports.remove(id) {
                 self.unindex_port(&p);
-                out.push(Effect::PortChanged(Some(Box::new(p)), None));
+                out.push(Effect::PortChanged(Some(p), None));
             }
             false
         });
         let mut deleted: Vec<String> = Vec::new();
         for n in nets {
-            if self.networks.get(&n.id) != Some(&n) {
+            if self.networks.get(&n.id).map(|b| &**b) != Some(&n) {
                 changed.push(n.id.clone());
-                self.networks.insert(n.id.clone(), n);
+                self.networks.insert(n.id.clone(), Box::new(n));
             }
         }
         for s in subs {
-            if self.subnets.get(&s.id) != Some(&s) {
+            if self.subnets.get(&s.id).map(|b| &**b) != Some(&s) {
                 changed.push(s.network_id.clone());
                 // its pools may have changed: the free-address search starts over
                 self.free_from.remove(&s.id);
                 self.index_subnet(&s);
-                self.subnets.insert(s.id.clone(), s);
+                self.subnets.insert(s.id.clone(), Box::new(s));
             }
         }
         for p in ports {
             let before = self.ports.get(&p.id).cloned();
-            if before.as_ref() == Some(&p) {
+            if before.as_deref() == Some(&p) {
                 continue;
             }
             if let Some(b) = &before {
                 self.unindex_port(b);
             }
             self.index_port(&p);
-            self.ports.insert(p.id.clone(), p.clone());
-            out.push(Effect::PortChanged(before.map(Box::new), Some(Box::new(p))));
+            self.ports.insert(p.id.clone(), Box::new(p.clone()));
+            out.push(Effect::PortChanged(before, Some(Box::new(p))));
         }
         // then subnets, then networks (a network goes with its members)
         gone.sort_by_key(|(k, _)| *k == Kind::Network);

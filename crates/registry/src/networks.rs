@@ -62,7 +62,7 @@ impl Registry {
                 segmentation_id: req.segmentation_id.flatten(),
                 is_admin: caller.is_admin,
             },
-            self.networks.values(),
+            self.networks.values().map(|b| &**b),
         )?;
         let network_type = segment.network_type;
         let physical_network = segment.physical_network;
@@ -101,7 +101,7 @@ impl Registry {
             updated_at: now,
             revision_number: 1,
         };
-        self.networks.insert(n.id.clone(), n.clone());
+        self.networks.insert(n.id.clone(), Box::new(n.clone()));
         let out = Outcome {
             changes: vec![Change::Put(Kind::Network, n.id.clone())],
             effects: vec![Effect::NetworkChanged(n.id.clone())],
@@ -159,7 +159,7 @@ impl Registry {
         }
         n.updated_at = now;
         n.revision_number += 1;
-        let n = n.clone();
+        let n = (**n).clone();
         Ok((
             n.clone(),
             Outcome {

@@ -279,7 +279,7 @@ impl Registry {
             revision_number: 1,
         };
         self.index_port(&p);
-        self.ports.insert(p.id.clone(), p.clone());
+        self.ports.insert(p.id.clone(), Box::new(p.clone()));
         Ok((
             p.clone(),
             Outcome {
@@ -358,13 +358,10 @@ impl Registry {
         self.index_port(&p);
         self.ports.insert(id.into(), p.clone());
         Ok((
-            p.clone(),
+            (*p).clone(),
             Outcome {
                 changes: vec![Change::Put(Kind::Port, id.into())],
-                effects: vec![Effect::PortChanged(
-                    Some(Box::new(before)),
-                    Some(Box::new(p)),
-                )],
+                effects: vec![Effect::PortChanged(Some(before), Some(p))],
             },
         ))
     }
@@ -378,7 +375,7 @@ impl Registry {
         self.unindex_port(&p);
         Ok(Outcome {
             changes: vec![Change::Delete(Kind::Port, id.into())],
-            effects: vec![Effect::PortChanged(Some(Box::new(p)), None)],
+            effects: vec![Effect::PortChanged(Some(p), None)],
         })
     }
 }

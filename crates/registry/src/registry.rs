@@ -77,9 +77,9 @@ pub struct Caller {
 /// Networks, subnets and ports with their indexes.
 #[derive(Debug, Default, Clone)]
 pub struct Registry {
-    pub(crate) networks: BTreeMap<String, Network>,
-    pub(crate) subnets: BTreeMap<String, Subnet>,
-    pub(crate) ports: BTreeMap<String, Port>,
+    pub(crate) networks: BTreeMap<String, Box<Network>>,
+    pub(crate) subnets: BTreeMap<String, Box<Subnet>>,
+    pub(crate) ports: BTreeMap<String, Box<Port>>,
     /// subnet → address → port.
     pub(crate) ips: HashMap<String, HashMap<Ipv4Addr, String>>,
     /// (network, MAC) → port.
@@ -169,15 +169,15 @@ impl Registry {
     pub fn from_parts(networks: Vec<Network>, subnets: Vec<Subnet>, ports: Vec<Port>) -> Self {
         let mut r = Registry::default();
         for n in networks {
-            r.networks.insert(n.id.clone(), n);
+            r.networks.insert(n.id.clone(), Box::new(n));
         }
         for s in subnets {
             r.index_subnet(&s);
-            r.subnets.insert(s.id.clone(), s);
+            r.subnets.insert(s.id.clone(), Box::new(s));
         }
         for p in ports {
             r.index_port(&p);
-            r.ports.insert(p.id.clone(), p);
+            r.ports.insert(p.id.clone(), Box::new(p));
         }
         r
     }
@@ -264,27 +264,27 @@ impl Registry {
 
     /// All networks.
     pub fn networks(&self) -> impl Iterator<Item = &Network> {
-        self.networks.values()
+        self.networks.values().map(|b| &**b)
     }
     /// All subnets.
     pub fn subnets(&self) -> impl Iterator<Item = &Subnet> {
-        self.subnets.values()
+        self.subnets.values().map(|b| &**b)
     }
     /// All ports.
     pub fn ports(&self) -> impl Iterator<Item = &Port> {
-        self.ports.values()
+        self.ports.values().map(|b| &**b)
     }
     /// One network.
     pub fn network(&self, id: &str) -> Option<&Network> {
-        self.networks.get(id)
+        self.networks.get(id).map(|b| &**b)
     }
     /// One subnet.
     pub fn subnet(&self, id: &str) -> Option<&Subnet> {
-        self.subnets.get(id)
+        self.subnets.get(id).map(|b| &**b)
     }
     /// One port.
     pub fn port(&self, id: &str) -> Option<&Port> {
-        self.ports.get(id)
+        self.ports.get(id).map(|b| &**b)
     }
     /// Subnets of a network, in id order.
     pub fn subnets_of<'a>(&'a self, net: &'a str) -> impl Iterator<Item = &'a Subnet> + 'a {
@@ -292,7 +292,7 @@ impl Registry {
             .get(net)
             .into_iter()
             .flat_map(|m| m.subnets.iter())
-            .filter_map(|id| self.subnets.get(id))
+            .filter_map(|id| self.subnets.get(id).map(|b| &**b))
     }
     /// Ports of a network.
     pub fn ports_of<'a>(&'a self, net: &'a str) -> impl Iterator<Item = &'a Port> + 'a {
@@ -300,7 +300,7 @@ impl Registry {
             .get(net)
             .into_iter()
             .flat_map(|m| m.ports.iter())
-            .filter_map(|id| self.ports.get(id))
+            .filter_map(|id| self.ports.get(id).map(|b| &**b))
     }
     /// The DHCP ports of a network (one per node serving it), in id order.
     pub fn dhcp_ports<'a>(&'a self, net: &'a str) -> impl Iterator<Item = &'a Port> + 'a {

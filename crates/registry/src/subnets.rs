@@ -213,7 +213,7 @@ impl Registry {
             revision_number: 1,
         };
         self.index_subnet(&s);
-        self.subnets.insert(s.id.clone(), s.clone());
+        self.subnets.insert(s.id.clone(), Box::new(s.clone()));
         let mut out = Outcome {
             changes: vec![Change::Put(Kind::Subnet, s.id.clone())],
             effects: vec![],
@@ -296,7 +296,7 @@ impl Registry {
         };
         self.sync_dhcp_ports(&net_id, env, &mut out);
         out.effects.push(Effect::NetworkChanged(net_id));
-        Ok((s, out))
+        Ok((*s, out))
     }
 
     /// Deletes a subnet; refused while ports other than the DHCP port use it.

@@ -122,6 +122,8 @@ const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 /// ~380th port create with 100,000 ports). A PASSIVE checkpoint here never blocks a writer.
 fn spawn_checkpointer(path: &Path) -> Option<std::sync::mpsc::Sender<()>> {
     let conn = Connection::open(path).ok()?;
+    // A checkpoint copies pages from the log to the database: it needs no cache to speak of.
+    let _ = conn.pragma_update(None, "cache_size", -128);
     let (tx, rx) = std::sync::mpsc::channel::<()>();
     std::thread::Builder::new()
         .name("sqlite-checkpoint".into())
@@ -164,6 +166,10 @@ impl Store {
             .map_err(err)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(err)?;
+        // The registry lives in memory and SQLite is only written and read back at start:
+        // 512 KiB of page cache (not the default 2 MiB), the operating system's cache does
+        // the rest.
+        conn.pragma_update(None, "cache_size", -512).map_err(err)?;
 
         // checkpoints run on a thread of their own, not inside a commit (unless that thread
         // cannot start: then SQLite's automatic checkpoint stays on)
