@@ -151,6 +151,8 @@ impl Topo {
         let iface = format!("qte{}{k}", self.id);
         let peer = format!("qtp{}{k}", self.id);
         let _ = Command::new("ip").args(["netns", "del", &ns]).output();
+        // recorded before it exists: whatever fails below, the drop removes it
+        self.vms.push(ns.clone());
         sh(&["ip", "netns", "add", &ns]);
         sh(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
         sh(&[
@@ -180,7 +182,6 @@ impl Topo {
             "up",
         ]);
         sh(&["ip", "-n", &ns, "link", "set", &iface, "address", mac, "up"]);
-        self.vms.push(ns.clone());
         Vm {
             ns,
             iface,

@@ -205,6 +205,8 @@ impl Host {
         let iface = format!("qte{}{k}", &self.prefix[2..]);
         let peer = format!("qtp{}{k}", &self.prefix[2..]);
         let _ = Command::new("ip").args(["netns", "del", &ns]).output();
+        // recorded before it exists: whatever fails below, the drop removes it
+        self.vms.push(ns.clone());
         for args in [
             vec!["netns", "add", &ns],
             vec!["-n", &ns, "link", "set", "lo", "up"],
@@ -222,7 +224,6 @@ impl Host {
                 String::from_utf8_lossy(&o.stderr)
             );
         }
-        self.vms.push(ns.clone());
         Vm {
             ns,
             iface,
