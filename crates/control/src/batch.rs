@@ -100,8 +100,7 @@ impl Control {
                 return;
             }
         }
-        self.dhcp_apply(&reg, &effects);
-        drop(reg);
+        self.tell_dhcp(reg, &effects);
         for (j, v) in done {
             let _ = j.reply.send(Ok(v));
         }

@@ -76,6 +76,49 @@ pub struct Control {
     scheduled_for: Mutex<Option<Vec<String>>>,
     /// The queue of the API writer thread (see `batch.rs`), made on the first write.
     pub(crate) jobs: std::sync::OnceLock<std::sync::mpsc::Sender<crate::batch::Job>>,
+    /// The DHCP side hears changes in the order the registry made them, also when plumbing
+    /// runs after the registry lock is released (see [`Control::tell_dhcp`]): each telling
+    /// draws a ticket under the registry lock and waits for its turn.
+    dhcp_order: DhcpOrder,
+}
+
+/// Tickets and turns for telling the DHCP side in order.
+#[derive(Default)]
+struct DhcpOrder {
+    /// The next ticket to hand out (drawn under the registry lock).
+    tickets: std::sync::atomic::AtomicU64,
+    /// The ticket whose turn it is.
+    turn: Mutex<u64>,
+    done: std::sync::Condvar,
+}
+
+impl DhcpOrder {
+    fn draw(&self) -> u64 {
+        self.tickets
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The turn lock, if it is `ticket`'s turn now.
+    fn now(&self, ticket: u64) -> Option<MutexGuard<'_, u64>> {
+        let turn = self.turn.lock().unwrap_or_else(|p| p.into_inner());
+        (*turn == ticket).then_some(turn)
+    }
+
+    /// Waits for `ticket`'s turn.
+    fn wait(&self, ticket: u64) -> MutexGuard<'_, u64> {
+        let mut turn = self.turn.lock().unwrap_or_else(|p| p.into_inner());
+        while *turn != ticket {
+            turn = self.done.wait(turn).unwrap_or_else(|p| p.into_inner());
+        }
+        turn
+    }
+
+    /// Ends a turn: the next ticket's comes.
+    fn next(&self, mut turn: MutexGuard<'_, u64>) {
+        *turn += 1;
+        drop(turn);
+        self.done.notify_all();
+    }
 }
 
 impl Control {
@@ -97,6 +140,7 @@ impl Control {
             scheduling: Mutex::new(Scheduling::default()),
             scheduled_for: Mutex::new(None),
             jobs: std::sync::OnceLock::new(),
+            dhcp_order: DhcpOrder::default(),
             revision: std::sync::atomic::AtomicI64::new(revision),
             stale: std::sync::atomic::AtomicBool::new(false),
             reg: Mutex::new(reg),
@@ -221,12 +265,12 @@ impl Control {
                 .networks()
                 .map(|n| Effect::NetworkChanged(n.id.clone()))
                 .collect();
-            self.dhcp.apply(&reg, &all);
+            self.dhcp_locked(&reg, &all);
         }
         let mut env = SystemEnv;
         let (value, out) = f(&mut reg, &mut env)?;
         if out.changes.is_empty() {
-            self.dhcp.apply(&reg, &out.effects);
+            self.tell_dhcp(reg, &out.effects);
             return Ok(value);
         }
         if let Err(e) = self.store.apply(&reg, &out.changes) {
@@ -239,7 +283,7 @@ impl Control {
                 .revision
                 .compare_exchange(n - 1, n, Ordering::SeqCst, Ordering::SeqCst);
         }
-        self.dhcp.apply(&reg, &out.effects);
+        self.tell_dhcp(reg, &out.effects);
         Ok(value)
     }
 
@@ -248,9 +292,51 @@ impl Control {
         self.stale.load(std::sync::atomic::Ordering::SeqCst)
     }
 
-    /// Tells the DHCP side (under the registry lock the caller holds).
-    pub(crate) fn dhcp_apply(&self, reg: &Registry, effects: &[Effect]) {
+    /// Tells the DHCP side while the caller keeps holding the registry lock (it must wait
+    /// for its turn then, which comes once tellings before it have finished; those hold no
+    /// registry lock).
+    fn dhcp_locked(&self, reg: &Registry, effects: &[Effect]) {
+        let ticket = self.dhcp_order.draw();
+        let turn = self.dhcp_order.wait(ticket);
         self.dhcp.apply(reg, effects);
+        self.dhcp_order.next(turn);
+    }
+
+    /// Tells the DHCP side and lets the registry go. Changes to reservations are quick and
+    /// are applied under the lock; when a network is to be plumbed or torn down (namespaces,
+    /// links, sockets: milliseconds each), or when such work is still going on before it,
+    /// the networks concerned are copied out and the registry is released first, so that
+    /// reads and the next writes do not wait for the plumbing. The ticket drawn under the
+    /// registry lock keeps what the DHCP side hears in the order the registry changed.
+    pub(crate) fn tell_dhcp(&self, reg: MutexGuard<'_, Registry>, effects: &[Effect]) {
+        let ticket = self.dhcp_order.draw();
+        let plumbs = effects
+            .iter()
+            .any(|e| matches!(e, Effect::NetworkChanged(_) | Effect::NetworkDeleted(_)));
+        if !plumbs {
+            // quick, and nobody is before it: from the registry itself
+            if let Some(turn) = self.dhcp_order.now(ticket) {
+                self.dhcp.apply(&reg, effects);
+                drop(reg);
+                self.dhcp_order.next(turn);
+                return;
+            }
+        }
+        let nets: std::collections::BTreeSet<&str> = effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::NetworkChanged(id) | Effect::NetworkDeleted(id) => Some(id.as_str()),
+                Effect::PortChanged(before, after) => after
+                    .as_deref()
+                    .or(before.as_deref())
+                    .map(|p| p.network_id.as_str()),
+            })
+            .collect();
+        let copy = reg.extract(nets.iter().copied());
+        drop(reg);
+        let turn = self.dhcp_order.wait(ticket);
+        self.dhcp.apply(&copy, effects);
+        self.dhcp_order.next(turn);
     }
 
     /// Stores the changes of several writes already applied to `reg` in one transaction;
@@ -292,7 +378,7 @@ impl Control {
                 let mut effects = reg.apply_stored(objects);
                 effects.extend(reg.apply_stored(others));
                 self.revision.fetch_max(at, Ordering::SeqCst);
-                self.dhcp.apply(reg, &effects);
+                self.dhcp_locked(reg, &effects);
             }
             (Ok(None), _) => {
                 let at = self.store.revision();
@@ -305,7 +391,7 @@ impl Control {
                         if let Ok(at) = at {
                             self.revision.store(at, Ordering::SeqCst);
                         }
-                        self.dhcp.apply(reg, &effects);
+                        self.dhcp_locked(reg, &effects);
                     }
                     Err(_) => self.stale.store(true, Ordering::SeqCst),
                 }
@@ -352,7 +438,7 @@ impl Control {
             }
         };
         self.revision.store(at, Ordering::SeqCst);
-        self.dhcp.apply(&reg, &effects);
+        self.tell_dhcp(reg, &effects);
         if !effects.is_empty() {
             tracing::info!(
                 "change feed: at revision {at}, {} changes from other nodes applied",
@@ -393,7 +479,7 @@ impl Control {
         for id in ids {
             let reg = self.read();
             if reg.network(&id).is_some() {
-                self.dhcp.apply(&reg, &[Effect::NetworkChanged(id)]);
+                self.tell_dhcp(reg, &[Effect::NetworkChanged(id)]);
                 n += 1;
             }
         }
@@ -417,6 +503,6 @@ impl Control {
             .networks()
             .map(|n| Effect::NetworkChanged(n.id.clone()))
             .collect();
-        self.dhcp.apply(&reg, &effects);
+        self.dhcp_locked(&reg, &effects);
     }
 }

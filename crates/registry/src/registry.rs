@@ -165,6 +165,23 @@ impl Registry {
         self.segments = cfg;
     }
 
+    /// A registry holding only the networks `nets` with their subnets and ports (and the
+    /// same settings): what work on those networks reads, without holding the whole
+    /// registry meanwhile (see docs/ARCHITECTURE.md, "The walk of an API call").
+    pub fn extract<'a>(&self, nets: impl IntoIterator<Item = &'a str>) -> Registry {
+        let (mut networks, mut subnets, mut ports) = (Vec::new(), Vec::new(), Vec::new());
+        for id in nets {
+            let Some(n) = self.network(id) else { continue };
+            networks.push(n.clone());
+            subnets.extend(self.subnets_of(id).cloned());
+            ports.extend(self.ports_of(id).cloned());
+        }
+        let mut r = Registry::from_parts(networks, subnets, ports);
+        r.segments = self.segments.clone();
+        r.scheduling = self.scheduling.clone();
+        r
+    }
+
     /// Rebuilds a registry from stored objects (at start).
     pub fn from_parts(networks: Vec<Network>, subnets: Vec<Subnet>, ports: Vec<Port>) -> Self {
         let mut r = Registry::default();
