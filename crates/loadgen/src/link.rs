@@ -348,17 +348,7 @@ impl Links {
                     iov_len: len,
                 })
                 .collect();
-            let mut msgs: Vec<libc::mmsghdr> = (0..chunk.len())
-                .map(|k| {
-                    // SAFETY: msghdr is plain data; the pointers set below outlive the call.
-                    let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
-                    h.msg_hdr.msg_name = &mut addrs[k] as *mut _ as *mut libc::c_void;
-                    h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_ll>() as u32;
-                    h.msg_hdr.msg_iov = &mut iovs[k];
-                    h.msg_hdr.msg_iovlen = 1;
-                    h
-                })
-                .collect();
+            let mut msgs = headers(&mut addrs, &mut iovs);
             let mut off = 0;
             while off < msgs.len() {
                 // SAFETY: every header points into `addrs`, `iovs` and `self.frames`, which
@@ -489,17 +479,7 @@ impl Links {
                 iov_len: FRAME,
             })
             .collect();
-        let mut msgs: Vec<libc::mmsghdr> = (0..want)
-            .map(|k| {
-                // SAFETY: as in `flush`.
-                let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
-                h.msg_hdr.msg_name = &mut names[k] as *mut _ as *mut libc::c_void;
-                h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_ll>() as u32;
-                h.msg_hdr.msg_iov = &mut iovs[k];
-                h.msg_hdr.msg_iovlen = 1;
-                h
-            })
-            .collect();
+        let mut msgs = headers(&mut names, &mut iovs);
         // SAFETY: every header points into `names`, `iovs` and `self.rx`, alive for the call.
         let n = unsafe {
             libc::recvmmsg(
@@ -534,6 +514,24 @@ impl Links {
         }
         got
     }
+}
+
+/// One message header per address and buffer, for `sendmmsg`/`recvmmsg`. The headers point
+/// into `names` and `iovs`, which must stay alive and unmoved while they are used.
+fn headers(names: &mut [libc::sockaddr_ll], iovs: &mut [libc::iovec]) -> Vec<libc::mmsghdr> {
+    names
+        .iter_mut()
+        .zip(iovs.iter_mut())
+        .map(|(name, iov)| {
+            // SAFETY: msghdr is plain data; all zero is a valid start.
+            let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
+            h.msg_hdr.msg_name = name as *mut _ as *mut libc::c_void;
+            h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_ll>() as u32;
+            h.msg_hdr.msg_iov = iov;
+            h.msg_hdr.msg_iovlen = 1;
+            h
+        })
+        .collect()
 }
 
 fn wait_writable(fd: RawFd) {

@@ -26,6 +26,24 @@ fn ip(i: u32) -> String {
     format!("10.9.{}.{}", 1 + i / 250, 1 + i % 250)
 }
 
+/// `qdhcp dnsmasq` with Neutron's flags on 10.9.0.0/16, quiet, with no per-client rate limit
+/// (thousands of clients at once), and `n` reservations: client i is `mac(i)` → `ip(i)`.
+fn serve(n: u32) -> (Topo, Proc) {
+    let t = Topo::new(&format!("{SERVER}/16"));
+    let mut s = neutron_args(&t, "10.9.0.0", "255.255.0.0", 86400);
+    s.args.push("--dhcp-lease-max=10000".into());
+    s.args.push("--qdhcp-client-rate=0".into());
+    s.args.retain(|a| a != "--log-dhcp");
+    s.args.push("--quiet-dhcp".into());
+    let hosts: String = (0..n)
+        .map(|i| format!("{},host-{i},{}\n", mac(i), ip(i)))
+        .collect();
+    std::fs::write(&s.host, hosts).unwrap();
+    std::fs::write(&s.opts, "").unwrap();
+    let srv = start_dnsmasq(&t, &s);
+    (t, srv)
+}
+
 /// More clients than the kernel's neighbour table holds (1,024 entries by default, shared by
 /// every namespace) boot at once on one link, and every one gets its reserved address, with
 /// no neighbour entry left behind: replies to clients without an address leave as frames to
@@ -36,19 +54,8 @@ fn two_thousand_clients_booting_at_once_on_one_link_all_get_their_reservations()
         return;
     }
     require_tool("udhcpc");
-    let mut t = Topo::new(&format!("{SERVER}/16"));
-    let mut s = neutron_args(&t, "10.9.0.0", "255.255.0.0", 86400);
-    s.args.push("--dhcp-lease-max=10000".into());
-    s.args.push("--qdhcp-client-rate=0".into());
-    s.args.retain(|a| a != "--log-dhcp");
-    s.args.push("--quiet-dhcp".into());
-    let mut hosts = String::new();
-    for i in 0..=CLIENTS {
-        hosts.push_str(&format!("{},host-{i},{}\n", mac(i), ip(i)));
-    }
-    std::fs::write(&s.host, hosts).unwrap();
-    std::fs::write(&s.opts, "").unwrap();
-    let _srv = start_dnsmasq(&t, &s);
+    // one reservation more than there are simulated clients: the real client's
+    let (mut t, _srv) = serve(CLIENTS + 1);
 
     let record = t.path("acked");
     let out = Command::new("ip")
@@ -128,19 +135,7 @@ fn five_thousand_clients_renewing_at_once_are_all_acked() {
     if !netns_available("on-link renewals") {
         return;
     }
-    let t = Topo::new(&format!("{SERVER}/16"));
-    let mut s = neutron_args(&t, "10.9.0.0", "255.255.0.0", 86400);
-    s.args.push("--dhcp-lease-max=10000".into());
-    s.args.push("--qdhcp-client-rate=0".into());
-    s.args.retain(|a| a != "--log-dhcp");
-    s.args.push("--quiet-dhcp".into());
-    let mut hosts = String::new();
-    for i in 0..CLIENTS {
-        hosts.push_str(&format!("{},host-{i},{}\n", mac(i), ip(i)));
-    }
-    std::fs::write(&s.host, hosts).unwrap();
-    std::fs::write(&s.opts, "").unwrap();
-    let _srv = start_dnsmasq(&t, &s);
+    let (t, _srv) = serve(CLIENTS);
 
     // bound within the first second, each renews one second after its ACK, for 5 seconds
     let out = Command::new("ip")
