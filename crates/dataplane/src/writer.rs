@@ -236,8 +236,9 @@ impl Dataplane {
     }
 }
 
-/// Where a reply's datagram goes. A client without an address gets it unicast to yiaddr after
-/// its MAC is put in the ARP cache, or broadcast if that cannot be done.
+/// Where a reply's datagram goes through the UDP socket. For a client without an address
+/// this is the fallback when no frame could be sent (see crate::linkout): unicast to yiaddr
+/// after its MAC is put in the ARP cache, or broadcast if that cannot be done either.
 fn address(sock: &Socket, iface: &str, dest: Delivery) -> SocketAddrV4 {
     match dest {
         Delivery::Relay(a) | Delivery::Unicast(a) => a,
