@@ -78,6 +78,23 @@ fn run(p: &[u8], leases: &Leases) -> Decision {
     decide(&m, &ctx, leases, NOW)
 }
 
+/// Decides `p` against table `t` with the default policy and no leases.
+fn run_on(t: &NetworkTable, p: &[u8]) -> Decision {
+    let policy = Policy::default();
+    let ctx = Context {
+        iface: "ns-test",
+        server_id: SERVER,
+        table: t,
+        policy: &policy,
+    };
+    decide(
+        &parse(p).expect("test packet parses"),
+        &ctx,
+        &Leases::default(),
+        NOW,
+    )
+}
+
 fn reply_of(d: &Decision) -> Message {
     let r = d.reply.as_ref().expect("a reply");
     Message::decode(&mut Decoder::new(&r.encode())).unwrap()
@@ -203,16 +220,9 @@ fn replies_are_padded_to_bootp_minimum_and_respect_max_size() {
     for (code, w) in big.iter() {
         t.subnets[0].options.insert(code, w.clone());
     }
-    let policy = Policy::default();
-    let ctx = Context {
-        iface: "i",
-        server_id: SERVER,
-        table: &t,
-        policy: &policy,
-    };
     let prl: Vec<u8> = (200..230).collect();
     let p = packet(1, VM, &[(55, &prl), (57, &[1, 0])]);
-    let d = decide(&parse(&p).unwrap(), &ctx, &Leases::default(), NOW);
+    let d = run_on(&t, &p);
     let bytes = d.reply.unwrap().encode();
     assert!(bytes.len() <= 576, "{}", bytes.len());
     assert_eq!(*bytes.iter().rev().find(|&&b| b != 0).unwrap(), 255);
@@ -239,15 +249,8 @@ fn discover_by_reserved_client_id_gets_offer_and_id_is_echoed() {
         options: OptionSet::default(),
         conditional: Vec::new(),
     });
-    let policy = Policy::default();
-    let ctx = Context {
-        iface: "i",
-        server_id: SERVER,
-        table: &t,
-        policy: &policy,
-    };
     let p = packet(1, STRANGER, &[(61, &[0xff, 1, 2, 3])]);
-    let d = decide(&parse(&p).unwrap(), &ctx, &Leases::default(), NOW);
+    let d = run_on(&t, &p);
     let m = reply_of(&d);
     assert_eq!(m.yiaddr(), Ipv4Addr::new(172, 16, 1, 150));
     assert_eq!(
@@ -463,19 +466,7 @@ fn host_options_override_subnet_options() {
     let mut r = t.reservations()[0].clone();
     r.options = host;
     t.upsert(r);
-    let policy = Policy::default();
-    let ctx = Context {
-        iface: "i",
-        server_id: SERVER,
-        table: &t,
-        policy: &policy,
-    };
-    let d = decide(
-        &parse(&packet(1, VM, &[(55, &[6])])).unwrap(),
-        &ctx,
-        &Leases::default(),
-        NOW,
-    );
+    let d = run_on(&t, &packet(1, VM, &[(55, &[6])]));
     assert_eq!(
         reply_of(&d).opts().get(OptionCode::DomainNameServer),
         Some(&DhcpOption::DomainNameServer(vec![ip("9.9.9.9").into()]))
@@ -486,15 +477,8 @@ fn host_options_override_subnet_options() {
 fn infinite_lease_has_no_expiry_and_no_t1_t2() {
     let mut t = table();
     t.subnets[0].lease_secs = None;
-    let policy = Policy::default();
-    let ctx = Context {
-        iface: "i",
-        server_id: SERVER,
-        table: &t,
-        policy: &policy,
-    };
     let p = packet(3, VM, &[(50, &ip("172.16.1.103"))]);
-    let d = decide(&parse(&p).unwrap(), &ctx, &Leases::default(), NOW);
+    let d = run_on(&t, &p);
     let m = reply_of(&d);
     assert_eq!(
         m.opts().get(OptionCode::AddressLeaseTime),
@@ -742,19 +726,7 @@ fn configured_t1_and_t2_are_sent_as_configured() {
     let mut t = table();
     t.subnets[0].options.set_text(58, "100", true).unwrap();
     t.subnets[0].options.set_text(59, "200", true).unwrap();
-    let policy = Policy::default();
-    let ctx = Context {
-        iface: "i",
-        server_id: SERVER,
-        table: &t,
-        policy: &policy,
-    };
-    let d = decide(
-        &parse(&packet(1, VM, &[])).unwrap(),
-        &ctx,
-        &Leases::default(),
-        NOW,
-    );
+    let d = run_on(&t, &packet(1, VM, &[]));
     let r = d.reply.unwrap();
     let times = r.lease.unwrap();
     assert_eq!((times.t1(), times.t2()), (Some(100), Some(200)));
