@@ -5,12 +5,14 @@
 # from a port create's 201 on node A to node B's API showing it (B's DHCP table is updated
 # under the same lock before its API can show the port); restart of a node holding P ports
 # (kill -9, then until every network is served again). Results: bench/ha-last.txt, written up
-# in bench/HA.md. Usage (as root): bench/ha.sh [SECONDS] [PORTS]
+# in bench/HA.md. Creates are driven by wrk (Debian's package; bench/port_create.lua), the
+# other steps by Python. Usage (as root): bench/ha.sh [SECONDS] [PORTS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-10}
 PORTS=${2:-100000}
 WORKERS=${WORKERS:-16}
+command -v wrk >/dev/null || apt-get install -y wrk >/dev/null
 cargo build --release --bin qdhcp
 Q=$PWD/target/release/qdhcp
 W=$(mktemp -d /tmp/qdhcp-ha.XXXX)
@@ -52,18 +54,29 @@ net() { # name cidr-prefix(10.K) -> id
   api qza POST /v2.0/subnets "{\"subnet\": {\"network_id\": \"$id\", \"cidr\": \"$2.0.0/16\", \"ip_version\": 4}}" >/dev/null
   echo "$id"
 }
+creates() { # namespace network connections -> wrk's JSON line (bench/port_create.lua)
+  ip netns exec "$1" env NET="$2" wrk -t1 -c"$3" -d"${SECS}s" --timeout 10s -s bench/port_create.lua \
+    http://127.0.0.1:9696 | tail -n 1
+}
+count() { # network -> ports it holds, as node B's API shows them
+  api qzb GET "/v2.0/ports?network_id=$1&fields=id" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["ports"]))'
+}
 N1=$(net bench 10.1)
-echo "creates through node A ($WORKERS connections, ${SECS}s): $(ip netns exec qza python3 bench/ha.py creates "$N1" "$SECS" "$WORKERS")" | tee -a "$OUT"
+A=$(creates qza "$N1" "$WORKERS")
+echo "creates through node A ($WORKERS connections, ${SECS}s): $A; ports stored: $(count "$N1")" | tee -a "$OUT"
 N2=$(net bench2 10.2)
-ip netns exec qza python3 bench/ha.py creates "$N2" "$SECS" $((WORKERS / 2)) > "$W/ca.json" &
+creates qza "$N2" $((WORKERS / 2)) > "$W/ca.json" &
 CA=$!
-ip netns exec qzb python3 bench/ha.py creates "$N2" "$SECS" $((WORKERS / 2)) > "$W/cb.json"
+creates qzb "$N2" $((WORKERS / 2)) > "$W/cb.json"
 wait $CA
-python3 - "$W/ca.json" "$W/cb.json" $((WORKERS / 2)) <<'EOF' | tee -a "$OUT"
+python3 - "$W/ca.json" "$W/cb.json" $((WORKERS / 2)) "$(count "$N2")" <<'EOF' | tee -a "$OUT"
 import json, sys
 a, b = (json.load(open(p)) for p in sys.argv[1:3])
-print("creates through nodes A and B at once (%s connections each): %.1f + %.1f = %.1f/s, errors %d"
-      % (sys.argv[3], a["per_second"], b["per_second"], a["per_second"] + b["per_second"], a["errors"] + b["errors"]))
+ra, rb = a["requests"] / a["seconds"], b["requests"] / b["seconds"]
+print("creates through nodes A and B at once (%s connections each): %.1f + %.1f = %.1f/s, "
+      "non-2xx %d, p99 %.1f / %.1f ms; ports stored: %s of %d answered"
+      % (sys.argv[3], ra, rb, ra + rb, a["non_2xx"] + b["non_2xx"], a["p99_ms"], b["p99_ms"],
+         sys.argv[4], a["requests"] + b["requests"]))
 EOF
 echo "201 on A -> shown by B: $(ip netns exec qza python3 bench/ha.py feed "$N1" 300 qzb)" | tee -a "$OUT"
 

@@ -39,6 +39,15 @@ pub enum StoreError {
         /// The client's error.
         source: postgres::Error,
     },
+    /// No connection to PostgreSQL could be had in time: the server is away and the pool is
+    /// still trying to reach it again.
+    #[error("database {url}: unavailable ({why})")]
+    PgUnavailable {
+        /// The database URL, without its password.
+        url: String,
+        /// The last reason connecting failed.
+        why: String,
+    },
     /// The URL's TLS settings cannot be followed (an unknown `sslmode`, no root certificate).
     #[error("database {url}: {why}")]
     PgSettings {
@@ -142,7 +151,10 @@ impl StoreError {
     /// True when the database could not be reached (a server down or restarting): the
     /// operation may succeed later, so the API answers 503, not 500.
     pub fn is_unavailable(&self) -> bool {
-        matches!(self, StoreError::Pg { .. })
+        matches!(
+            self,
+            StoreError::Pg { .. } | StoreError::PgUnavailable { .. }
+        )
     }
 
     /// True when another node's write took what this one wanted (a unique constraint).

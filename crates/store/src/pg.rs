@@ -2,24 +2,74 @@
 //! same rows as the SQLite store, in one transaction per operation, the schema brought up to
 //! date at open under a lock so that two nodes starting together migrate once.
 
-use std::sync::Mutex;
-
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::Client;
 use qdhcp_registry::{Change, Kind, Port, Registry};
 
 use crate::{body_of, kind_name, StoreError, MIGRATIONS};
 
-/// A connection to the database.
+/// How many connections a node keeps: writes come from one writer (group commit), so the rest
+/// serve what must not wait behind a commit: the change feed's catch-up reads, heartbeats and
+/// the agents API.
+const POOL_SIZE: u32 = 4;
+
+/// How long an operation waits for a connection while the server is away before it fails
+/// (503 at the API); meanwhile the pool keeps connecting again, backing off up to half this.
+const POOL_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The database's connections: a pool, so that no read waits behind a write's commit, and so
+/// that a server that went away is connected to again in the background, with backoff.
 pub struct PgStore {
     /// Always `Some` but while dropping (see `Drop`).
-    client: Mutex<Option<Client>>,
+    pool: Option<r2d2::Pool<Connector>>,
     /// The URL, to connect again after the server went away.
     url: String,
     /// The URL without its password, for errors.
     shown: String,
     /// The revision this store's last write made.
     last_written: std::sync::atomic::AtomicI64,
+}
+
+/// Makes the pool's connections with the TLS the URL's `sslmode` asks for.
+#[derive(Debug)]
+struct Connector {
+    url: String,
+}
+
+impl r2d2::ManageConnection for Connector {
+    type Connection = Client;
+    type Error = crate::pg_tls::ConnectError;
+
+    fn connect(&self) -> Result<Client, Self::Error> {
+        crate::pg_tls::connect(&self.url)
+    }
+
+    /// A connection the server closed (a restart, a failover) is never handed out. The
+    /// blocking client learns of a close only when it next talks, so this asks: one round trip
+    /// per operation, against a failed API write after every database restart.
+    fn is_valid(&self, c: &mut Client) -> Result<(), Self::Error> {
+        Ok(c.is_valid(std::time::Duration::from_secs(1))?)
+    }
+
+    fn has_broken(&self, c: &mut Client) -> bool {
+        c.is_closed()
+    }
+}
+
+/// Says in the log, once per attempt (at most every `POOL_WAIT / 2`), why connecting failed.
+#[derive(Debug)]
+struct LogFailures {
+    shown: String,
+}
+
+impl r2d2::HandleError<crate::pg_tls::ConnectError> for LogFailures {
+    fn handle_error(&self, e: crate::pg_tls::ConnectError) {
+        tracing::warn!(
+            "database {}: connecting failed ({}); trying again",
+            self.shown,
+            crate::with_causes(&e)
+        );
+    }
 }
 
 /// `url` with any password replaced, for messages.
@@ -36,36 +86,14 @@ fn without_password(url: &str) -> String {
     }
 }
 
-/// The connection, checked to be there (see [`PgStore::client`]).
-struct Conn<'a>(std::sync::MutexGuard<'a, Option<Client>>);
-
-impl std::ops::Deref for Conn<'_> {
-    type Target = Client;
-    fn deref(&self) -> &Client {
-        self.0
-            .as_ref()
-            .expect("PgStore::client leaves a connection")
-    }
-}
-
-impl std::ops::DerefMut for Conn<'_> {
-    fn deref_mut(&mut self) -> &mut Client {
-        self.0
-            .as_mut()
-            .expect("PgStore::client leaves a connection")
-    }
-}
+/// A connection lent by the pool; back to it when dropped.
+type Conn = r2d2::PooledConnection<Connector>;
 
 impl Drop for PgStore {
     /// The client's own drop blocks on its runtime: never on an async worker thread.
     fn drop(&mut self) {
-        let client = self
-            .client
-            .get_mut()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if let Some(c) = client {
-            let _ = std::thread::spawn(move || drop(c)).join();
+        if let Some(pool) = self.pool.take() {
+            let _ = std::thread::spawn(move || drop(pool)).join();
         }
     }
 }
@@ -151,8 +179,28 @@ impl PgStore {
             }
         }
         tx.commit().map_err(err)?;
+        let pool = r2d2::Pool::builder()
+            .max_size(POOL_SIZE)
+            .min_idle(Some(1))
+            .connection_timeout(POOL_WAIT)
+            .test_on_check_out(true)
+            // connections are made (and retried) on one thread, not r2d2's default three
+            .thread_pool(std::sync::Arc::new(
+                scheduled_thread_pool::ScheduledThreadPool::builder()
+                    .num_threads(1)
+                    .thread_name_pattern("pg-connect")
+                    .build(),
+            ))
+            .error_handler(Box::new(LogFailures {
+                shown: shown.clone(),
+            }))
+            .build_unchecked(Connector {
+                url: url.to_string(),
+            });
+        // the pool makes its own connections (one at once, in the background)
+        drop(client);
         Ok(PgStore {
-            client: Mutex::new(Some(client)),
+            pool: Some(pool),
             url: url.to_string(),
             shown,
             last_written: std::sync::atomic::AtomicI64::new(0),
@@ -171,21 +219,14 @@ impl PgStore {
         }
     }
 
-    /// The connection, made again first if the server closed it (a restart, a failover): the
-    /// operation that finds it gone fails (503 at the API), the next one connects again.
-    fn client(&self) -> Result<Conn<'_>, StoreError> {
-        let mut g = self.client.lock().unwrap_or_else(|p| p.into_inner());
-        if g.as_ref().is_none_or(Client::is_closed) {
-            *g = Some(crate::pg_tls::connect(&self.url).map_err(|e| match e {
-                crate::pg_tls::ConnectError::Db(e) => self.err(e),
-                crate::pg_tls::ConnectError::Settings(why) => StoreError::PgSettings {
-                    url: self.shown.clone(),
-                    why,
-                },
-            })?);
-            tracing::info!("database {}: connected again", self.shown);
-        }
-        Ok(Conn(g))
+    /// A connection from the pool. While the server is away this waits up to `POOL_WAIT` for
+    /// the pool to reach it again, then fails as unavailable (503 at the API).
+    fn client(&self) -> Result<Conn, StoreError> {
+        let pool = self.pool.as_ref().expect("the pool lives until drop");
+        pool.get().map_err(|e| StoreError::PgUnavailable {
+            url: self.shown.clone(),
+            why: e.to_string(),
+        })
     }
 
     /// The schema version the database is at.

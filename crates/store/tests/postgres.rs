@@ -260,3 +260,105 @@ fn changes_since_a_revision_are_the_objects_written_and_deleted_after_it() {
     // objects written before the mark are not in it
     assert!(!seen.iter().any(|s| s.contains(&n.id)));
 }
+
+/// A network create stored through `st`, for the tests below.
+fn one_network(st: &Store, reg: &mut Registry, env: &mut E) {
+    let caller = Caller {
+        project_id: "p1".into(),
+        is_admin: true,
+    };
+    let (_, o) = reg
+        .create_network(NetworkReq::default(), &caller, env)
+        .unwrap();
+    st.apply(reg, &o.changes).unwrap();
+}
+
+/// Reads do not queue behind a write: while a write waits on a row another session holds
+/// (as it would behind a slow commit), the node still reads the revision and the agents.
+#[test]
+fn reads_are_answered_while_a_write_waits_on_the_database() {
+    let Some(pg) = Pg::start() else { return };
+    let st = std::sync::Arc::new(Store::open_url(&pg.url()).expect("open"));
+    let mut env = E(0);
+    let mut reg = Registry::default();
+    one_network(&st, &mut reg, &mut env);
+    let before = st.revision().unwrap();
+
+    // another session holds the revision row every write updates first
+    let mut other = postgres::Client::connect(&pg.url(), postgres::NoTls).unwrap();
+    let mut hold = other.transaction().unwrap();
+    hold.query_one("SELECT n FROM revision WHERE id = 1 FOR UPDATE", &[])
+        .unwrap();
+
+    let (_, o) = reg
+        .create_network(
+            NetworkReq::default(),
+            &Caller {
+                project_id: "p1".into(),
+                is_admin: true,
+            },
+            &mut env,
+        )
+        .unwrap();
+    let writer = {
+        let st = st.clone();
+        let reg = reg.clone();
+        std::thread::spawn(move || st.apply(&reg, &o.changes))
+    };
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(!writer.is_finished(), "the write waits for the held row");
+
+    let (tx, rx) = std::sync::mpsc::channel();
+    {
+        let st = st.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send((st.revision(), st.nodes()));
+        });
+    }
+    let (rev, nodes) = rx
+        .recv_timeout(std::time::Duration::from_secs(1))
+        .expect("reads answered while the write waits");
+    assert_eq!(rev.unwrap(), before, "the waiting write is not seen");
+    assert!(nodes.unwrap().is_empty());
+
+    hold.commit().unwrap();
+    writer
+        .join()
+        .unwrap()
+        .expect("the write goes through once the row is free");
+    assert_eq!(st.revision().unwrap(), before + 1);
+}
+
+/// The server goes away and comes back with no operation in between: operations meanwhile
+/// fail as unavailable within the pool's wait, and the first one after it is back succeeds
+/// at once (no stale connection is handed out, no back-off wait once it is back).
+#[test]
+fn the_pool_connects_again_by_itself_after_the_server_restarts() {
+    let Some(pg) = Pg::start() else { return };
+    let st = Store::open_url(&pg.url()).expect("open");
+    let mut env = E(0);
+    let mut reg = Registry::default();
+    one_network(&st, &mut reg, &mut env);
+
+    pg.stop();
+    for _ in 0..2 {
+        let t0 = std::time::Instant::now();
+        let e = st.revision().expect_err("the server is down");
+        assert!(e.is_unavailable(), "{e}");
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(4),
+            "{:?}",
+            t0.elapsed()
+        );
+    }
+    pg.restart();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let t0 = std::time::Instant::now();
+    one_network(&st, &mut reg, &mut env);
+    assert!(
+        t0.elapsed() < std::time::Duration::from_millis(500),
+        "no stale connection, no back-off wait: {:?}",
+        t0.elapsed()
+    );
+    assert_eq!(st.load().unwrap().networks().count(), 2);
+}
