@@ -1,13 +1,11 @@
 #!/usr/bin/env python3
 """Load for bench/ha.sh, run inside a host namespace whose API is on 127.0.0.1:9696.
 
-  ha.py creates NET SECONDS WORKERS   port creates for SECONDS with WORKERS connections;
-                                      prints {"created", "errors", "seconds", "per_second"}
   ha.py feed NET COUNT OTHER_NS       create a port here, then poll the API of the node in
                                       namespace OTHER_NS (through a socket opened there) until
                                       it shows the port; prints p50/p99/max in ms
 """
-import ctypes, json, os, socket, sys, threading, time, http.client
+import ctypes, json, os, socket, sys, time, http.client
 
 H = {"Content-Type": "application/json"}
 
@@ -28,35 +26,6 @@ def conn_in(ns):
     c = http.client.HTTPConnection("127.0.0.1", 9696)
     c.sock = s
     return c
-
-
-def creates(net, seconds, workers):
-    done, errors = [0], []
-    lock = threading.Lock()
-    stop = time.time() + seconds
-
-    def worker():
-        c = http.client.HTTPConnection("127.0.0.1", 9696)
-        while time.time() < stop:
-            c.request("POST", "/v2.0/ports", json.dumps({"port": {"network_id": net}}), H)
-            r = c.getresponse()
-            body = r.read()
-            with lock:
-                if r.status == 201:
-                    done[0] += 1
-                else:
-                    errors.append(body.decode()[:200])
-
-    t0 = time.time()
-    ts = [threading.Thread(target=worker) for _ in range(workers)]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join()
-    dt = time.time() - t0
-    print(json.dumps({"created": done[0], "errors": len(errors),
-                      "first_error": errors[0] if errors else None,
-                      "seconds": round(dt, 2), "per_second": round(done[0] / dt, 1)}))
 
 
 def feed(net, count, other_ns):
@@ -83,7 +52,5 @@ def feed(net, count, other_ns):
 
 
 if __name__ == "__main__":
-    if sys.argv[1] == "creates":
-        creates(sys.argv[2], float(sys.argv[3]), int(sys.argv[4]))
-    elif sys.argv[1] == "feed":
+    if sys.argv[1] == "feed":
         feed(sys.argv[2], int(sys.argv[3]), sys.argv[4])

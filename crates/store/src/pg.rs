@@ -379,7 +379,11 @@ impl PgStore {
         })
     }
 
+    /// Stores a batch in a fixed number of statements, whatever its size: the rows of each
+    /// table go in one statement as arrays (`unnest`), so a batch of 100 port creates costs the
+    /// same round trips as one. Each object's last change in the batch is what is stored.
     fn apply_here(&self, reg: &Registry, changes: &[Change]) -> Result<(), StoreError> {
+        let rows = Rows::of(reg, changes);
         let mut client = self.client()?;
         let mut tx = client.transaction().map_err(|e| self.err(e))?;
         // the revision first: every row of this write carries it (writers queue on this row,
@@ -391,38 +395,59 @@ impl PgStore {
             )
             .map_err(|e| self.err(e))?
             .get(0);
-        for c in changes {
-            match c {
-                Change::Put(k, id) => {
-                    if let Some(body) = body_of(reg, *k, id) {
-                        tx.execute(
-                            "INSERT INTO objects (kind, id, body, rev) VALUES ($1, $2, $3, $4)
-                             ON CONFLICT (kind, id) DO UPDATE SET body = excluded.body, rev = excluded.rev",
-                            &[&kind_name(*k), id, &body, &n],
-                        )
-                        .map_err(|e| self.err(e))?;
-                    }
-                    if let (Kind::Port, Some(p)) = (k, reg.port(id)) {
-                        self.allocate(&mut tx, p)?;
-                    }
-                }
-                Change::Delete(k, id) => {
-                    tx.execute(
-                        "DELETE FROM objects WHERE kind = $1 AND id = $2",
-                        &[&kind_name(*k), id],
-                    )
-                    .map_err(|e| self.err(e))?;
-                    tx.execute(
-                        "INSERT INTO tombstones (kind, id, rev) VALUES ($1, $2, $3)
-                         ON CONFLICT (kind, id) DO UPDATE SET rev = excluded.rev",
-                        &[&kind_name(*k), id, &n],
-                    )
-                    .map_err(|e| self.err(e))?;
-                    if *k == Kind::Port {
-                        release(&mut tx, id).map_err(|e| self.err(e))?;
-                    }
-                }
-            }
+        if !rows.put.0.is_empty() {
+            tx.execute(
+                "INSERT INTO objects (kind, id, body, rev)
+                 SELECT k, i, b, $4 FROM unnest($1::text[], $2::text[], $3::text[]) AS t (k, i, b)
+                 ON CONFLICT (kind, id) DO UPDATE SET body = excluded.body, rev = excluded.rev",
+                &[&rows.put.0, &rows.put.1, &rows.put.2, &n],
+            )
+            .map_err(|e| self.err(e))?;
+        }
+        if !rows.gone.0.is_empty() {
+            tx.execute(
+                "DELETE FROM objects o USING unnest($1::text[], $2::text[]) AS t (k, i)
+                 WHERE o.kind = t.k AND o.id = t.i",
+                &[&rows.gone.0, &rows.gone.1],
+            )
+            .map_err(|e| self.err(e))?;
+            tx.execute(
+                "INSERT INTO tombstones (kind, id, rev)
+                 SELECT k, i, $3 FROM unnest($1::text[], $2::text[]) AS t (k, i)
+                 ON CONFLICT (kind, id) DO UPDATE SET rev = excluded.rev",
+                &[&rows.gone.0, &rows.gone.1, &n],
+            )
+            .map_err(|e| self.err(e))?;
+        }
+        // what the ports held under the unique constraints is released first, then what they
+        // hold now is taken: a batch may move an address from one port to another
+        if !rows.ports.is_empty() {
+            tx.execute(
+                "DELETE FROM ip_allocations WHERE port_id = ANY($1)",
+                &[&rows.ports],
+            )
+            .map_err(|e| self.err(e))?;
+            tx.execute(
+                "DELETE FROM mac_allocations WHERE port_id = ANY($1)",
+                &[&rows.ports],
+            )
+            .map_err(|e| self.err(e))?;
+        }
+        if !rows.macs.0.is_empty() {
+            tx.execute(
+                "INSERT INTO mac_allocations (network_id, mac, port_id)
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[])",
+                &[&rows.macs.0, &rows.macs.1, &rows.macs.2],
+            )
+            .map_err(|e| self.taken("mac", e))?;
+        }
+        if !rows.ips.0.is_empty() {
+            tx.execute(
+                "INSERT INTO ip_allocations (subnet_id, ip, port_id)
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[])",
+                &[&rows.ips.0, &rows.ips.1, &rows.ips.2],
+            )
+            .map_err(|e| self.taken("ip", e))?;
         }
         // delivered to every listener when the transaction commits, never before
         tx.execute("SELECT pg_notify('qdhcp_changes', $1)", &[&n.to_string()])
@@ -433,32 +458,18 @@ impl PgStore {
         Ok(())
     }
 
-    /// Records the port's addresses and MAC under the unique constraints, replacing what it
-    /// held before; a value another port holds is a [`StoreError::Conflict`].
-    fn allocate(&self, tx: &mut postgres::Transaction<'_>, p: &Port) -> Result<(), StoreError> {
-        release(tx, &p.id).map_err(|e| self.err(e))?;
-        let conflict = |what: &'static str, value: String, e: postgres::Error| {
-            if e.code() == Some(&postgres::error::SqlState::UNIQUE_VIOLATION) {
-                StoreError::Conflict { what, value }
-            } else {
-                self.err(e)
+    /// A unique constraint refusing an address or MAC another port holds (another node's
+    /// write, or a batch of this one's) is a [`StoreError::Conflict`] naming the value.
+    fn taken(&self, what: &'static str, e: postgres::Error) -> StoreError {
+        match e.as_db_error() {
+            Some(db) if db.code() == &postgres::error::SqlState::UNIQUE_VIOLATION => {
+                StoreError::Conflict {
+                    what,
+                    value: db.detail().and_then(conflicting_value).unwrap_or_default(),
+                }
             }
-        };
-        let mac = p.mac_address.to_string();
-        tx.execute(
-            "INSERT INTO mac_allocations (network_id, mac, port_id) VALUES ($1, $2, $3)",
-            &[&p.network_id, &mac, &p.id],
-        )
-        .map_err(|e| conflict("mac", mac.clone(), e))?;
-        for f in &p.fixed_ips {
-            let ip = f.ip_address.to_string();
-            tx.execute(
-                "INSERT INTO ip_allocations (subnet_id, ip, port_id) VALUES ($1, $2, $3)",
-                &[&f.subnet_id, &ip, &p.id],
-            )
-            .map_err(|e| conflict("ip", ip.clone(), e))?;
+            _ => self.err(e),
         }
-        Ok(())
     }
 
     /// See [`crate::Store::revision`].
@@ -497,11 +508,74 @@ impl PgStore {
     }
 }
 
-/// Forgets what port `id` held under the unique constraints.
-fn release(tx: &mut postgres::Transaction<'_>, id: &str) -> Result<(), postgres::Error> {
-    tx.execute("DELETE FROM ip_allocations WHERE port_id = $1", &[&id])?;
-    tx.execute("DELETE FROM mac_allocations WHERE port_id = $1", &[&id])?;
-    Ok(())
+/// One batch as the columns of its statements.
+#[derive(Default)]
+struct Rows {
+    /// Objects written: kind, id, body.
+    put: (Vec<&'static str>, Vec<String>, Vec<String>),
+    /// Objects deleted: kind, id.
+    gone: (Vec<&'static str>, Vec<String>),
+    /// Every port written or deleted: what it held is released.
+    ports: Vec<String>,
+    /// What the ports written hold now: network, MAC, port.
+    macs: (Vec<String>, Vec<String>, Vec<String>),
+    /// Subnet, address, port.
+    ips: (Vec<String>, Vec<String>, Vec<String>),
+}
+
+impl Rows {
+    /// Each object's last change in `changes`, read from the registry as it is now.
+    fn of(reg: &Registry, changes: &[Change]) -> Rows {
+        let mut last: std::collections::HashMap<(Kind, &str), bool> = Default::default();
+        let mut order = Vec::new();
+        for c in changes {
+            let (key, put) = match c {
+                Change::Put(k, id) => ((*k, id.as_str()), true),
+                Change::Delete(k, id) => ((*k, id.as_str()), false),
+            };
+            if last.insert(key, put).is_none() {
+                order.push(key);
+            }
+        }
+        let mut r = Rows::default();
+        for key @ (k, id) in order {
+            let put = last[&key];
+            if k == Kind::Port {
+                r.ports.push(id.to_string());
+            }
+            if !put {
+                r.gone.0.push(kind_name(k));
+                r.gone.1.push(id.to_string());
+                continue;
+            }
+            // an object the registry no longer holds was deleted by a later change
+            let Some(body) = body_of(reg, k, id) else {
+                continue;
+            };
+            r.put.0.push(kind_name(k));
+            r.put.1.push(id.to_string());
+            r.put.2.push(body);
+            if let (Kind::Port, Some(p)) = (k, reg.port(id)) {
+                r.macs.0.push(p.network_id.clone());
+                r.macs.1.push(p.mac_address.to_string());
+                r.macs.2.push(p.id.clone());
+                for f in &p.fixed_ips {
+                    r.ips.0.push(f.subnet_id.clone());
+                    r.ips.1.push(f.ip_address.to_string());
+                    r.ips.2.push(p.id.clone());
+                }
+            }
+        }
+        r
+    }
+}
+
+/// The value a unique violation names: `Key (subnet_id, ip)=(…, 10.0.0.5) already exists.`
+/// gives `10.0.0.5`.
+fn conflicting_value(detail: &str) -> Option<String> {
+    let values = detail.split_once(")=(")?.1;
+    let values = &values[..values.rfind(')')?];
+    Some(values.rsplit(", ").next()?.to_string())
 }
 
 /// One connection's life of the change feed: LISTEN, catch up, then every notification (and a
@@ -543,6 +617,23 @@ fn follow(url: &str, on_change: &impl Fn(i64)) -> Result<(), crate::pg_tls::Conn
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_unique_violation_names_the_value_taken() {
+        assert_eq!(
+            super::conflicting_value("Key (subnet_id, ip)=(2f4a-51, 10.0.0.5) already exists.")
+                .as_deref(),
+            Some("10.0.0.5")
+        );
+        assert_eq!(
+            super::conflicting_value(
+                "Key (network_id, mac)=(n1, fa:16:3e:00:00:01) already exists."
+            )
+            .as_deref(),
+            Some("fa:16:3e:00:00:01")
+        );
+        assert_eq!(super::conflicting_value("something else"), None);
+    }
+
     #[test]
     fn passwords_are_never_shown() {
         assert_eq!(

@@ -362,3 +362,65 @@ fn the_pool_connects_again_by_itself_after_the_server_restarts() {
     );
     assert_eq!(st.load().unwrap().networks().count(), 2);
 }
+
+/// A batch is stored whole or not at all: node B, not yet caught up, stores three port creates
+/// in one batch, the first of which takes the address node A's port got meanwhile; the unique
+/// constraint refuses the batch, names that address, and none of the three is stored.
+#[test]
+fn a_batch_with_one_address_taken_meanwhile_is_refused_whole_naming_it() {
+    let Some(pg) = Pg::start() else { return };
+    let a = Store::open_url(&pg.url()).expect("open");
+    let b = Store::open_url(&pg.url()).expect("open");
+    let caller = Caller {
+        project_id: "p1".into(),
+        is_admin: true,
+    };
+    let mut env_a = E(0);
+    let mut reg_a = Registry::default();
+    let (n, o) = reg_a
+        .create_network(NetworkReq::default(), &caller, &mut env_a)
+        .unwrap();
+    a.apply(&reg_a, &o.changes).unwrap();
+    let (_, o) = reg_a
+        .create_subnet(
+            SubnetReq {
+                network_id: Some(n.id.clone()),
+                cidr: Some("10.0.0.0/24".into()),
+                ..Default::default()
+            },
+            &caller,
+            &mut env_a,
+        )
+        .unwrap();
+    a.apply(&reg_a, &o.changes).unwrap();
+    let port = || PortReq {
+        network_id: Some(n.id.clone()),
+        ..Default::default()
+    };
+    let mut reg_b = b.load().unwrap();
+    let mut env_b = E(1_000);
+
+    let (pa, o) = reg_a.create_port(port(), &caller, &mut env_a).unwrap();
+    a.apply(&reg_a, &o.changes).unwrap();
+
+    let mut batch = Vec::new();
+    let mut made = Vec::new();
+    for _ in 0..3 {
+        let (p, o) = reg_b.create_port(port(), &caller, &mut env_b).unwrap();
+        batch.extend(o.changes);
+        made.push(p);
+    }
+    assert_eq!(made[0].fixed_ips[0].ip_address, pa.fixed_ips[0].ip_address);
+    let e = b.apply(&reg_b, &batch).expect_err("the address is taken");
+    assert!(e.is_conflict(), "{e}");
+    assert!(
+        e.to_string()
+            .contains(&pa.fixed_ips[0].ip_address.to_string()),
+        "{e}"
+    );
+    let stored = a.load().unwrap();
+    assert!(stored.port(&pa.id).is_some());
+    for p in &made {
+        assert!(stored.port(&p.id).is_none(), "nothing of the batch is stored");
+    }
+}
