@@ -81,14 +81,18 @@ pub async fn list(
     if !admin(&caller_of(c)) {
         return Ok(Json(json!({"agents": []})).into_response());
     }
-    let rows = nodes(&st)?;
-    let reg = st.control.read();
-    let t = now();
-    let v: Vec<Value> = rows
-        .iter()
-        .map(|n| agent_json(n, &reg, t, st.node_down_secs()))
-        .collect();
-    Ok(Json(json!({"agents": v})).into_response())
+    // the nodes come from the database and the registry lock may be held by a commit
+    crate::blocking(move || {
+        let rows = nodes(&st)?;
+        let reg = st.control.read();
+        let t = now();
+        let v: Vec<Value> = rows
+            .iter()
+            .map(|n| agent_json(n, &reg, t, st.node_down_secs()))
+            .collect();
+        Ok(Json(json!({"agents": v})).into_response())
+    })
+    .await
 }
 
 fn find(st: &ApiState, c: Option<axum::Extension<Caller>>, id: &str) -> Result<NodeRow, ApiError> {
@@ -114,9 +118,15 @@ pub async fn show(
     Path(id): Path<String>,
     c: Option<axum::Extension<Caller>>,
 ) -> Result<Response, ApiError> {
-    let n = find(&st, c, &id)?;
-    let reg = st.control.read();
-    Ok(Json(json!({"agent": agent_json(&n, &reg, now(), st.node_down_secs())})).into_response())
+    crate::blocking(move || {
+        let n = find(&st, c, &id)?;
+        let reg = st.control.read();
+        Ok(
+            Json(json!({"agent": agent_json(&n, &reg, now(), st.node_down_secs())}))
+                .into_response(),
+        )
+    })
+    .await
 }
 
 /// `GET /v2.0/agents/{id}/dhcp-networks`: the networks the node serves.
@@ -125,14 +135,17 @@ pub async fn networks_of(
     Path(id): Path<String>,
     c: Option<axum::Extension<Caller>>,
 ) -> Result<Response, ApiError> {
-    let node = find(&st, c, &id)?;
-    let reg = st.control.read();
-    let v: Vec<Value> = reg
-        .networks()
-        .filter(|n| reg.dhcp_port_for(&n.id, &node.host).is_some())
-        .map(|n| crate::render::network(&reg, n))
-        .collect();
-    Ok(Json(json!({"networks": v})).into_response())
+    crate::blocking(move || {
+        let node = find(&st, c, &id)?;
+        let reg = st.control.read();
+        let v: Vec<Value> = reg
+            .networks()
+            .filter(|n| reg.dhcp_port_for(&n.id, &node.host).is_some())
+            .map(|n| crate::render::network(&reg, n))
+            .collect();
+        Ok(Json(json!({"networks": v})).into_response())
+    })
+    .await
 }
 
 /// `GET /v2.0/networks/{id}/dhcp-agents`: the nodes hosting the network, alive or not (as
@@ -142,25 +155,28 @@ pub async fn agents_of(
     Path(id): Path<String>,
     c: Option<axum::Extension<Caller>>,
 ) -> Result<Response, ApiError> {
-    let caller = caller_of(c);
-    {
-        let reg = st.control.read();
-        if reg.network(&id).is_none() {
-            return Err(RegistryError::NetworkNotFound(id).into());
+    crate::blocking(move || {
+        let caller = caller_of(c);
+        {
+            let reg = st.control.read();
+            if reg.network(&id).is_none() {
+                return Err(RegistryError::NetworkNotFound(id).into());
+            }
         }
-    }
-    if !admin(&caller) {
-        return Ok(Json(json!({"agents": []})).into_response());
-    }
-    let rows = nodes(&st)?;
-    let reg = st.control.read();
-    let t = now();
-    let v: Vec<Value> = rows
-        .iter()
-        .filter(|n| reg.dhcp_port_for(&id, &n.host).is_some())
-        .map(|n| agent_json(n, &reg, t, st.node_down_secs()))
-        .collect();
-    Ok(Json(json!({"agents": v})).into_response())
+        if !admin(&caller) {
+            return Ok(Json(json!({"agents": []})).into_response());
+        }
+        let rows = nodes(&st)?;
+        let reg = st.control.read();
+        let t = now();
+        let v: Vec<Value> = rows
+            .iter()
+            .filter(|n| reg.dhcp_port_for(&id, &n.host).is_some())
+            .map(|n| agent_json(n, &reg, t, st.node_down_secs()))
+            .collect();
+        Ok(Json(json!({"agents": v})).into_response())
+    })
+    .await
 }
 
 #[cfg(test)]

@@ -295,6 +295,20 @@ impl prometheus_client::collector::Collector for ApiSnapshot {
     }
 }
 
+/// Runs `f` on a blocking thread. The registry lock is held across a write's commit and the
+/// store blocks on its database: an async worker waits for neither, or a few slow commits would
+/// hold every worker and no request at all would be answered (docs/ARCHITECTURE.md, "The walk
+/// of an API call").
+pub(crate) async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(v) => v,
+        Err(e) => match e.try_into_panic() {
+            Ok(p) => std::panic::resume_unwind(p),
+            Err(e) => panic!("a blocking API task did not finish: {e}"),
+        },
+    }
+}
+
 async fn metrics(State(st): State<Arc<ApiState>>) -> Response {
     let requests: Vec<((String, String, u16), u64)> = st
         .requests
@@ -304,22 +318,26 @@ async fn metrics(State(st): State<Arc<ApiState>>) -> Response {
         .map(|((route, method, status), n)| ((route.to_string(), method.to_string(), *status), *n))
         .collect();
     let pools = {
-        let reg = st.control.read();
-        reg.subnets()
-            .map(|s| {
-                let total: u64 = s
-                    .allocation_pools
-                    .iter()
-                    .map(|p| u64::from(u32::from(p.end)) - u64::from(u32::from(p.start)) + 1)
-                    .sum();
-                (
-                    s.id.clone(),
-                    s.network_id.clone(),
-                    reg.used_in(&s.id) as u64,
-                    total,
-                )
-            })
-            .collect()
+        let st = st.clone();
+        blocking(move || {
+            let reg = st.control.read();
+            reg.subnets()
+                .map(|s| {
+                    let total: u64 = s
+                        .allocation_pools
+                        .iter()
+                        .map(|p| u64::from(u32::from(p.end)) - u64::from(u32::from(p.start)) + 1)
+                        .sum();
+                    (
+                        s.id.clone(),
+                        s.network_id.clone(),
+                        reg.used_in(&s.id) as u64,
+                        total,
+                    )
+                })
+                .collect()
+        })
+        .await
     };
     let mut registry = prometheus_client::registry::Registry::default();
     registry.register_collector(Box::new(ApiSnapshot { requests, pools }));

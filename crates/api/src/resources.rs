@@ -359,9 +359,12 @@ pub(crate) async fn list(
             s.1 = d;
         }
     }
+    let visible = {
+        let (st, caller) = (st.clone(), caller.clone());
+        crate::blocking(move || render_visible(&st.control.read(), &caller, res)).await
+    };
     let mut items: Vec<Value> = {
-        let reg = st.control.read();
-        render_visible(&reg, &caller, res)
+        visible
             .into_iter()
             .map(|v| for_caller(v, &caller))
             .filter(|v| matches_filters(v, &filters))
@@ -432,10 +435,17 @@ pub(crate) async fn show(
         .filter(|(k, _)| k == "fields")
         .flat_map(|(_, v)| v.split(',').map(str::to_string).collect::<Vec<_>>())
         .collect();
-    let reg = st.control.read();
-    let v = owner_of(&reg, res, &id)
-        .filter(|(project, net)| may_see(&reg, &caller, res, project, net))
-        .and_then(|_| render_one(&reg, res, &id))
+    let found = {
+        let (st, caller, id) = (st.clone(), caller.clone(), id.clone());
+        crate::blocking(move || {
+            let reg = st.control.read();
+            owner_of(&reg, res, &id)
+                .filter(|(project, net)| may_see(&reg, &caller, res, project, net))
+                .and_then(|_| render_one(&reg, res, &id))
+        })
+        .await
+    };
+    let v = found
         .map(|v| for_caller(v, &caller))
         .ok_or_else(|| res.not_found(&id))?;
     Ok(Json(json!({ res.singular(): keep_fields(v, &fields) })).into_response())

@@ -84,16 +84,8 @@ pub(crate) async fn create(
     for o in objs {
         reqs.push(match res {
             Res::Network => Create::Network(typed(o, res)?),
-            Res::Subnet => {
-                let r: SubnetReq = typed(o, res)?;
-                network_visible(&st, &caller, r.network_id.as_deref())?;
-                Create::Subnet(r)
-            }
-            Res::Port => {
-                let r: PortReq = typed(o, res)?;
-                network_visible(&st, &caller, r.network_id.as_deref())?;
-                Create::Port(r)
-            }
+            Res::Subnet => Create::Subnet(typed(o, res)?),
+            Res::Port => Create::Port(typed(o, res)?),
         });
     }
     let who = caller.clone();
@@ -101,6 +93,15 @@ pub(crate) async fn create(
     let mut vals: Vec<Value> = st
         .control
         .submit(move |reg, env| {
+            // a subnet or port only on a network the caller can see, checked here, with the
+            // registry in hand: a worker never takes the lock a commit may hold
+            for r in &reqs {
+                if let Create::Subnet(SubnetReq { network_id, .. })
+                | Create::Port(PortReq { network_id, .. }) = r
+                {
+                    network_visible(reg, &who, network_id.as_deref())?;
+                }
+            }
             let (ids, out) = create_all(reg, reqs.clone(), &who, env)?;
             let vals = ids
                 .iter()
@@ -172,29 +173,34 @@ pub(crate) fn create_all(
 
 /// A subnet or port may only be created on a network the caller can see (404 otherwise).
 pub(crate) fn network_visible(
-    st: &ApiState,
+    reg: &Registry,
     caller: &Caller,
     net: Option<&str>,
-) -> Result<(), ApiError> {
+) -> Result<(), RegistryError> {
     let Some(n) = net else { return Ok(()) };
-    let reg = st.control.read();
-    if owner_of(&reg, Res::Network, n)
-        .is_some_and(|(project, net)| may_see(&reg, caller, Res::Network, project, net))
+    if owner_of(reg, Res::Network, n)
+        .is_some_and(|(project, net)| may_see(reg, caller, Res::Network, project, net))
     {
         Ok(())
     } else {
-        Err(Res::Network.not_found(n))
+        Err(RegistryError::NetworkNotFound(n.into()))
     }
 }
 
-pub(crate) fn check_owner(
-    st: &ApiState,
+/// Only the owner (or an admin) may change or delete an object; others get 404, as if it were
+/// not there. Read on a blocking thread (see [`crate::blocking`]).
+pub(crate) async fn check_owner(
+    st: &Arc<ApiState>,
     caller: &Caller,
     res: Res,
     id: &str,
 ) -> Result<(), ApiError> {
-    let reg = st.control.read();
-    let (project, _) = owner_of(&reg, res, id).ok_or_else(|| res.not_found(id))?;
+    let project = {
+        let (st, id) = (st.clone(), id.to_string());
+        crate::blocking(move || owner_of(&st.control.read(), res, &id).map(|(p, _)| p.to_string()))
+            .await
+    };
+    let project = project.ok_or_else(|| res.not_found(id))?;
     if caller.is_admin || project == caller.project_id {
         Ok(())
     } else {
@@ -210,7 +216,7 @@ pub(crate) async fn update(
 ) -> Result<Response, ApiError> {
     let res = Res::from_collection(&collection)?;
     let caller = caller_of(c);
-    check_owner(&st, &caller, res, &id)?;
+    check_owner(&st, &caller, res, &id).await?;
     let (mut objs, _) = body_objects(body, res, true).await?;
     let o = objs.pop().unwrap_or(Value::Null);
     let req = match res {
@@ -252,7 +258,7 @@ pub(crate) async fn delete(
 ) -> Result<Response, ApiError> {
     let res = Res::from_collection(&collection)?;
     let caller = caller_of(c);
-    check_owner(&st, &caller, res, &id)?;
+    check_owner(&st, &caller, res, &id).await?;
     st.control
         .submit(move |reg, env| {
             match res {

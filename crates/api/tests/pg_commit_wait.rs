@@ -1,0 +1,115 @@
+//! The API's async workers never wait for a database commit: while the writer's commit is
+//! held up (another session holds the row every write updates first), port creates queue for
+//! the writer without taking a worker each, so a request that needs no registry still answers.
+//! Before, each create checked its network under the registry lock on the worker: two creates
+//! took both workers until the commit ended.
+
+#[path = "../../store/tests/support/pg_server.rs"]
+mod pg_server;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use pg_server::Pg;
+use qdhcp_api::auth::Auth;
+use qdhcp_api::control::{Control, NoDhcp};
+use qdhcp_api::{router, ApiState};
+use qdhcp_store::Store;
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+async fn call(
+    app: axum::Router,
+    method: &str,
+    uri: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let b = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("host", "127.0.0.1:9696");
+    let req = match body {
+        Some(v) => b
+            .header("content-type", "application/json")
+            .body(Body::from(v.to_string()))
+            .unwrap(),
+        None => b.body(Body::empty()).unwrap(),
+    };
+    let resp = app.oneshot(req).await.unwrap();
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn creates_waiting_for_a_commit_leave_the_workers_free() {
+    let Some(pg) = Pg::start() else { return };
+    let store = Store::open_url(&pg.url()).unwrap();
+    let control = Arc::new(Control::open(store, Arc::new(NoDhcp)).unwrap());
+    let app = router(ApiState::new(control, Auth::NoAuth, None));
+    let (s, net) = call(
+        app.clone(),
+        "POST",
+        "/v2.0/networks",
+        Some(json!({"network": {"name": "n"}})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let net = net["network"]["id"].as_str().unwrap().to_string();
+
+    // another session holds the revision row until told to let go
+    let (go, wait) = std::sync::mpsc::channel::<()>();
+    let (held, is_held) = std::sync::mpsc::channel::<()>();
+    let url = pg.url();
+    let holder = std::thread::spawn(move || {
+        let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        let mut tx = c.transaction().unwrap();
+        tx.query_one("SELECT n FROM revision WHERE id = 1 FOR UPDATE", &[])
+            .unwrap();
+        held.send(()).unwrap();
+        let _ = wait.recv();
+        tx.commit().unwrap();
+    });
+    is_held.recv().unwrap();
+
+    let create = || {
+        let app = app.clone();
+        let body = json!({"port": {"network_id": net}});
+        tokio::spawn(async move { call(app, "POST", "/v2.0/ports", Some(body)).await })
+    };
+    // the first reaches the writer, which waits for the row in its commit
+    let mut creates = vec![create()];
+    std::thread::sleep(Duration::from_millis(300));
+    // these come while that commit waits
+    creates.extend((0..3).map(|_| create()));
+    std::thread::sleep(Duration::from_millis(300));
+    for c in &creates {
+        assert!(!c.is_finished(), "the creates wait for the commit");
+    }
+    // waited for from this thread, which is not a worker: with both workers blocked, tokio's
+    // own timers would not fire either
+    let probe = tokio::spawn(call(app.clone(), "GET", "/", None));
+    let t0 = std::time::Instant::now();
+    while !probe.is_finished() && t0.elapsed() < Duration::from_secs(2) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let answered = probe.is_finished();
+
+    go.send(()).unwrap();
+    holder.join().unwrap();
+    for c in creates {
+        let (s, v) = c.await.unwrap();
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+    }
+    assert!(
+        answered,
+        "a request needing no registry answers while creates wait for a commit"
+    );
+    assert_eq!(probe.await.unwrap().0, StatusCode::OK);
+}
