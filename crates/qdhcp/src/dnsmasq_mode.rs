@@ -5,23 +5,23 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use qdhcp_compat::files::{format_leases, parse_hosts, parse_leases, parse_opts, LeaseLine};
+use qdhcp_compat::files::{parse_hosts, parse_leases, parse_opts};
 use qdhcp_compat::reload::{Applied, Delta};
 use qdhcp_compat::{build_with_context, parse_args, DnsmasqConfig};
-use qdhcp_dataplane::leases::Catchup;
-use qdhcp_dataplane::listener::{iface_addrs, iface_names, open_dhcp_socket};
+use qdhcp_dataplane::listener::iface_addrs;
 use qdhcp_dataplane::server::ReloadStats;
 use qdhcp_dataplane::{now_secs, Dataplane, Network, ServeOptions};
 use qdhcp_dataplane::{priority, privileges};
-use qdhcp_protocol::{Lease, NetworkTable, Policy};
+use qdhcp_protocol::{NetworkTable, Policy};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 
 use crate::daemon::{daemonize, Ready};
 use crate::dnsmasq_dns;
+use crate::dnsmasq_ifaces::{listen_on, open_sockets, start_listeners, wanted_ifaces};
+use crate::dnsmasq_leases::{lease_from_line, LeaseExport};
 use crate::logging;
 
 /// dnsmasq's default leases file.
@@ -180,26 +180,6 @@ fn journal_path(leasefile: &Path) -> PathBuf {
     let mut s = leasefile.as_os_str().to_owned();
     s.push(".journal");
     PathBuf::from(s)
-}
-
-/// Interfaces to serve now: `--interface` ones that exist, else every one but lo and
-/// `--except-interface` ones.
-fn wanted_ifaces(cfg: &DnsmasqConfig) -> Vec<String> {
-    let present = iface_names();
-    present
-        .into_iter()
-        .filter(|i| {
-            if cfg.interfaces.is_empty() {
-                i != "lo" && !cfg.except_interfaces.contains(i)
-            } else {
-                cfg.interfaces
-                    .iter()
-                    .any(|w| w == i || (w.ends_with('*') && i.starts_with(w.trim_end_matches('*'))))
-                    && !cfg.except_interfaces.contains(i)
-            }
-        })
-        .filter(|i| !iface_addrs(i).is_empty())
-        .collect()
 }
 
 fn serve(cfg: &DnsmasqConfig, ready: Ready) -> anyhow::Result<()> {
@@ -493,48 +473,6 @@ fn owns_its_files(pid_file: Option<&Path>, leasefile: &Path) -> bool {
     dir_present && pid_is_ours
 }
 
-/// Opens the DHCP sockets of the wanted interfaces not served yet (before the privilege drop,
-/// as dnsmasq opens its sockets as root).
-fn open_sockets(
-    cfg: &DnsmasqConfig,
-    serving: &HashSet<String>,
-) -> anyhow::Result<Vec<(String, socket2::Socket)>> {
-    let mut out = Vec::new();
-    for iface in wanted_ifaces(cfg) {
-        if !serving.contains(&iface) {
-            let sock = open_dhcp_socket(&iface)?;
-            out.push((iface, sock));
-        }
-    }
-    Ok(out)
-}
-
-/// Serves `net` on each opened socket.
-fn listen_on(
-    dp: &Arc<Dataplane>,
-    net: &Arc<Network>,
-    sockets: Vec<(String, socket2::Socket)>,
-    serving: &mut HashSet<String>,
-) -> anyhow::Result<()> {
-    for (iface, sock) in sockets {
-        dp.listen(net.clone(), &iface, &iface, sock, None)?;
-        tracing::info!("DHCP listening on {iface}");
-        serving.insert(iface);
-    }
-    Ok(())
-}
-
-/// Starts serving interfaces that appeared since the last look (`--bind-dynamic`).
-fn start_listeners(
-    cfg: &DnsmasqConfig,
-    dp: &Arc<Dataplane>,
-    net: &Arc<Network>,
-    serving: &mut HashSet<String>,
-) -> anyhow::Result<()> {
-    let sockets = open_sockets(cfg, serving)?;
-    listen_on(dp, net, sockets, serving)
-}
-
 /// Gives up root as dnsmasq does (`--user`, default `nobody`; `--group`, default the user's
 /// primary group) once sockets and files are open, keeping only the capabilities the packet
 /// path needs (see `qdhcp_dataplane::privileges`). Not root, or `--user=root`: nothing to drop.
@@ -605,111 +543,4 @@ fn reload(cfg: &DnsmasqConfig, dp: &Dataplane, net: &Network, applied: &mut Appl
         "reload: {} added, {} removed, {} changed, {} unchanged, {} lease(s) revoked, {how} in {:.2} ms",
         s.added, s.removed, s.changed, s.unchanged, s.revoked, t0.elapsed().as_secs_f64() * 1000.0
     );
-}
-
-fn lease_from_line(l: LeaseLine) -> Lease {
-    Lease {
-        mac: l.mac,
-        client_id: l.client_id,
-        ip: l.ip,
-        expires: (l.expiry != 0).then_some(l.expiry),
-        hostname: l.hostname,
-    }
-}
-
-/// dnsmasq's leases file, written from a copy of the lease table that follows the served one
-/// through its change log: the serving lock is held only to take the log (or, when the log
-/// outgrew the table, to copy the table), never for the 100,000-lease write.
-struct LeaseExport {
-    copy: qdhcp_dataplane::leases::LeaseTable,
-    path: PathBuf,
-    /// The file, kept open to be rewritten in place once the process may no longer create
-    /// files in its directory (after the privilege drop); `None`: replaced atomically.
-    in_place: Option<std::fs::File>,
-}
-
-impl LeaseExport {
-    /// Follows `net`'s leases; `wake` is sent to when a lease is released, declined or
-    /// revoked, so that the file shows it gone before Neutron re-reads it after a
-    /// `dhcp_release` (0.3 s later) instead of at the next once-a-second export.
-    fn new(net: &Network, path: PathBuf, wake: std::sync::mpsc::SyncSender<()>) -> Self {
-        LeaseExport {
-            copy: net.leases().follow_waking(wake),
-            path,
-            in_place: None,
-        }
-    }
-
-    /// Opens the file to be rewritten in place from now on.
-    fn keep_open(&mut self) -> anyhow::Result<()> {
-        let f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&self.path)
-            .with_context(|| format!("cannot open leases file {}", self.path.display()))?;
-        self.in_place = Some(f);
-        Ok(())
-    }
-
-    /// Catches up with the served table and rewrites the file if anything changed.
-    fn update(&mut self, net: &Network, now: u64, force: bool) {
-        // This thread runs at idle priority: it holds the serving lock at normal priority.
-        let caught_up = priority::at_normal_priority(|| net.leases().take_log());
-        let changed = match caught_up {
-            Catchup::Changes(log) => {
-                for (i, c) in log.iter().enumerate() {
-                    self.copy.apply(c);
-                    if i % 1024 == 1023 {
-                        priority::yield_to_serving();
-                    }
-                }
-                !log.is_empty()
-            }
-            Catchup::Copy(fresh) => {
-                self.copy = fresh;
-                true
-            }
-        };
-        let reaped = self.copy.reap(now) > 0;
-        if changed || reaped || force {
-            self.write();
-        }
-    }
-
-    /// Writes dnsmasq's leases file (a view for Neutron; the journal is what is durable).
-    fn write(&self) {
-        let mut lines: Vec<LeaseLine> = self
-            .copy
-            .leases()
-            .map(|l| LeaseLine {
-                expiry: l.expires.unwrap_or(0),
-                mac: l.mac,
-                ip: l.ip,
-                hostname: l.hostname.clone(),
-                client_id: l.client_id.clone(),
-            })
-            .collect();
-        priority::yield_to_serving();
-        lines.sort_by_key(|l| l.ip);
-        priority::yield_to_serving();
-        let text = format_leases(&lines);
-        priority::yield_to_serving();
-        let res = match &self.in_place {
-            // as dnsmasq does: over the old text, then cut to length (a reader never sees an
-            // empty file, which Neutron would take for "no leases")
-            Some(f) => {
-                use std::os::unix::fs::FileExt;
-                f.write_all_at(text.as_bytes(), 0)
-                    .and_then(|_| f.set_len(text.len() as u64))
-            }
-            None => {
-                let tmp = self.path.with_extension("qdhcp-tmp");
-                std::fs::write(&tmp, text).and_then(|_| std::fs::rename(&tmp, &self.path))
-            }
-        };
-        if let Err(e) = res {
-            tracing::warn!("cannot write leases file {}: {e}", self.path.display());
-        }
-    }
 }

@@ -3,6 +3,8 @@
 
 pub mod daemon;
 pub mod dnsmasq_dns;
+mod dnsmasq_ifaces;
+mod dnsmasq_leases;
 pub mod dnsmasq_mode;
 pub mod loadgen_cmd;
 pub mod logging;

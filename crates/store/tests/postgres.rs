@@ -421,6 +421,9 @@ fn a_batch_with_one_address_taken_meanwhile_is_refused_whole_naming_it() {
     let stored = a.load().unwrap();
     assert!(stored.port(&pa.id).is_some());
     for p in &made {
-        assert!(stored.port(&p.id).is_none(), "nothing of the batch is stored");
+        assert!(
+            stored.port(&p.id).is_none(),
+            "nothing of the batch is stored"
+        );
     }
 }
