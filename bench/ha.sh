@@ -24,7 +24,7 @@ cleanup() {
   runuser -u postgres -- "$PGBIN/pg_ctl" -D "$W/pg/data" -m immediate stop >/dev/null 2>&1 || true
   for n in $(ip netns list | awk '{print $1}' | grep -E '^qz[ab]'); do ip netns del "$n" 2>/dev/null || true; done
 }
-trap cleanup EXIT
+trap 'cleanup; rm -rf "$W"' EXIT
 cleanup
 mkdir -p "$W/pg"; chown postgres "$W/pg"
 runuser -u postgres -- "$PGBIN/initdb" -D "$W/pg/data" -A trust -U postgres >/dev/null

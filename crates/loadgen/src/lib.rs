@@ -15,6 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use qdhcp_batchio::{recv_batch, Outbox};
 
+pub mod dns;
 pub mod keep;
 pub mod link;
 mod report;

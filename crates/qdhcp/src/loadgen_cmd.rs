@@ -39,9 +39,10 @@ pub struct LoadgenArgs {
     /// Send a client identifier (01:<mac>).
     #[arg(long)]
     pub client_id: bool,
-    /// dora, discover, renew (renews every `mac ip` line of --renew-from), or keep (on the
+    /// dora, discover, renew (renews every `mac ip` line of --renew-from), keep (on the
     /// link: clients that keep their leases, renewing at T1 and rebinding at T2, for
-    /// --duration seconds; the first leases are taken at --rate a second).
+    /// --duration seconds; the first leases are taken at --rate a second), or dns (queries
+    /// from --queries to --server port --dns-port, --rate a second or --window outstanding).
     #[arg(long, default_value = "dora")]
     pub mode: String,
     /// File of `mac ip …` lines to renew (a --record file).
@@ -76,17 +77,73 @@ pub struct LoadgenArgs {
     /// at once without waiting half a lease).
     #[arg(long)]
     pub renew_after: Option<f64>,
+    /// --mode dns: dnsperf's data file (`name TYPE` per line), sent round and round.
+    #[arg(long)]
+    pub queries: Option<PathBuf>,
+    /// --mode dns: the server's port.
+    #[arg(long, default_value_t = 53)]
+    pub dns_port: u16,
+    /// --mode dns: source sockets the queries are spread over (dnsperf's -c).
+    #[arg(long, default_value_t = 4)]
+    pub sockets: usize,
+}
+
+/// `--mode dns`: the DNS query generator ([`qdhcp_loadgen::dns`]).
+fn run_dns(a: &LoadgenArgs) -> i32 {
+    let Some(p) = &a.queries else {
+        eprintln!("qdhcp loadgen: --mode dns needs --queries FILE (name TYPE per line)");
+        return 2;
+    };
+    let queries = match std::fs::read_to_string(p)
+        .map_err(|e| e.to_string())
+        .and_then(|t| qdhcp_loadgen::dns::parse_queries(&t))
+    {
+        Ok(q) => q,
+        Err(e) => {
+            eprintln!("qdhcp loadgen: {}: {e}", p.display());
+            return 2;
+        }
+    };
+    let cfg = qdhcp_loadgen::dns::DnsConfig {
+        server: SocketAddrV4::new(a.server, a.dns_port),
+        queries,
+        rate: a.rate,
+        window: a.window,
+        duration: Duration::from_secs_f64(a.duration),
+        timeout: Duration::from_millis(a.timeout_ms),
+        sockets: a.sockets,
+    };
+    match qdhcp_loadgen::dns::run(&cfg) {
+        Ok(r) if a.json => {
+            println!("{}", r.json(a.rate));
+            0
+        }
+        Ok(r) => {
+            let p = |q| r.latency.percentile(q).unwrap_or(0);
+            println!(
+                "sent {} answered {} lost {} ({:.1} answered/s; NOERROR {}, NXDOMAIN {}, SERVFAIL {}, REFUSED {}); latency p50 {} us, p99 {} us, max {} us; generator CPU {:.0}%",
+                r.sent, r.answered, r.lost, r.rate(), r.rcodes[0], r.rcodes[3], r.rcodes[2], r.rcodes[5],
+                p(50.0), p(99.0), p(100.0), 100.0 * r.cpu_s / r.elapsed.as_secs_f64().max(1e-9)
+            );
+            0
+        }
+        Err(e) => {
+            eprintln!("qdhcp loadgen: {e}");
+            1
+        }
+    }
 }
 
 /// Runs the generator; returns the exit code.
 pub fn run(a: &LoadgenArgs) -> i32 {
     let mode = match a.mode.as_str() {
+        "dns" => return run_dns(a),
         "keep" => Mode::Dora,
         "dora" => Mode::Dora,
         "discover" => Mode::Discover,
         "renew" => Mode::Renew,
         m => {
-            eprintln!("qdhcp loadgen: unknown --mode {m} (dora, discover, renew, keep)");
+            eprintln!("qdhcp loadgen: unknown --mode {m} (dora, discover, renew, keep, dns)");
             return 2;
         }
     };
