@@ -10,6 +10,8 @@ cd "$(dirname "$0")/.."
 N=${1:-100000}
 DUR=${2:-10}
 OUT=bench/DNS.md
+RAW=bench/dns-last.jsonl
+: > "$RAW"
 
 for pair in dnsperf:dnsperf dnsmasq:dnsmasq-base ip:iproute2; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || [ -x "/usr/sbin/${pair%%:*}" ] || {
@@ -87,13 +89,17 @@ qps() { # datafile seconds -> queries per second, as dnsperf measures them (one 
     | tee -a "$W/dnsperf.log" | awk '/Queries per second:/{print $4}'
 }
 lost() { awk '/Queries lost:/{print $3}' "$W/dnsperf.log" | tail -1; }
-gen() { # datafile seconds rate window -> the batched generator's JSON (qdhcp loadgen --mode dns)
-  ip netns exec qbdc taskset -c 1 "$Q" loadgen --mode dns --server 10.8.0.1 --queries "$1" \
-    --duration "$2" --rate "$3" --window "$4" --sockets 4 --timeout-ms 1000 --json | tee -a "$W/gen.log"
+gen() { # datafile seconds rate window -> the batched generator's JSON (qdhcp loadgen --mode dns);
+  # every run is kept, with the server and the data, in bench/dns-last.jsonl
+  local j
+  j=$(ip netns exec qbdc taskset -c 1 "$Q" loadgen --mode dns --server 10.8.0.1 --queries "$1" \
+    --duration "$2" --rate "$3" --window "$4" --sockets 4 --timeout-ms 1000 --json)
+  echo "{\"server\":\"$s\",\"data\":\"$(basename "$1" .txt)\",\"run\":$j}" >> "$RAW"
+  echo "$j"
 }
 field() { python3 -c "import json,sys; v=json.loads(sys.argv[1])[sys.argv[2]]; print(v if v is not None else 'n/a')" "$1" "$2"; }
 ms() { python3 -c "import sys; print('n/a' if sys.argv[1] == 'n/a' else '%.3f' % (int(sys.argv[1]) / 1000))" "$1"; }
-declare -A LOCAL CACHED DPL DPC P99L P99C RSS LOSTL
+declare -A LOCAL CACHED DPL DPC P99L P99C P99L100 P99C100 RSS LOSTL
 for s in qdhcp dnsmasq; do
   start "$s" "$W/hosts"
   RSS[$s]=$(rss_kb "$(pgrep -n -P "$SRV" || echo "$SRV")")
@@ -106,6 +112,9 @@ for s in qdhcp dnsmasq; do
   P99L[$s]=$(ms "$(field "$J" p99_us)")
   J=$(gen "$W/cached.txt" 5 "$(python3 -c "print(int(float('${CACHED[$s]}')/2))")" 100000)
   P99C[$s]=$(ms "$(field "$J" p99_us)")
+  # and both servers at one rate, 100,000 queries/s
+  P99L100[$s]=$(ms "$(field "$(gen "$W/local.txt" 5 100000 100000)" p99_us)")
+  P99C100[$s]=$(ms "$(field "$(gen "$W/cached.txt" 5 100000 100000)" p99_us)")
   # the cross-check: dnsperf's own peak (it sends and receives one datagram per call)
   DPL[$s]=$(qps "$W/local.txt" "$DUR")
   DPC[$s]=$(qps "$W/cached.txt" "$DUR")
@@ -132,10 +141,10 @@ ratio() { python3 -c "print(f'{float(\"$1\")/float(\"$2\"):.1f}')"; }
   echo "All load comes from one address, so qdhcp runs with --qdhcp-dns-rate=0 (its per-source limit,"
   echo "1,000 queries/s by default, off), as dnsmasq has no such limit."
   echo
-  echo "| server | local names q/s | lost | cached forwarded q/s | p99 local at half peak | p99 cached at half peak | dnsperf: local / cached q/s | RSS with $N names |"
-  echo "|---|---|---|---|---|---|---|---|"
+  echo "| server | local names q/s | lost | cached forwarded q/s | p99 local at half peak | p99 cached at half peak | p99 local / cached at 100,000 q/s | dnsperf: local / cached q/s | RSS with $N names |"
+  echo "|---|---|---|---|---|---|---|---|---|"
   for s in qdhcp dnsmasq; do
-    echo "| $s | ${LOCAL[$s]} | ${LOSTL[$s]} | ${CACHED[$s]} | ${P99L[$s]} ms | ${P99C[$s]} ms | ${DPL[$s]} / ${DPC[$s]} | $((RSS[$s] / 1024)) MB |"
+    echo "| $s | ${LOCAL[$s]} | ${LOSTL[$s]} | ${CACHED[$s]} | ${P99L[$s]} ms | ${P99C[$s]} ms | ${P99L100[$s]} / ${P99C100[$s]} ms | ${DPL[$s]} / ${DPC[$s]} | $((RSS[$s] / 1024)) MB |"
   done
   echo
   echo "qdhcp / dnsmasq: local names $(ratio "${LOCAL[qdhcp]}" "${LOCAL[dnsmasq]}")x, cached forwarded names $(ratio "${CACHED[qdhcp]}" "${CACHED[dnsmasq]}")x (dnsperf: $(ratio "${DPL[qdhcp]}" "${DPL[dnsmasq]}")x and $(ratio "${DPC[qdhcp]}" "${DPC[dnsmasq]}")x)."

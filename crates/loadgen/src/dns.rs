@@ -1,8 +1,7 @@
-//! `qdhcp loadgen --dns`: a DNS query generator for the DNS benchmark. dnsperf sends and
-//! receives one datagram per system call and tops out near 180,000 queries/s on one core of
-//! this machine, below what the server under test answers; this sends batches
-//! (`sendmmsg`, `UDP_SEGMENT` where queries are of one size) and receives them with
-//! `recvmmsg`, so that the server is what is measured. Open loop at `--rate` (the latency of a
+//! `qdhcp loadgen --mode dns`: a DNS query generator for the DNS benchmark. dnsperf sends and
+//! receives one datagram per system call, so on a core of its own it can be the limit rather
+//! than the server under test; this sends batches (`sendmmsg`, `UDP_SEGMENT` where queries are
+//! of one size) and receives them with `recvmmsg`, so that the server is what is measured. Open loop at `--rate` (the latency of a
 //! server that keeps up, without queueing in the generator), or closed loop with `--window`
 //! queries outstanding (the peak). Every answer is matched to its query by socket and id; its
 //! latency, answer code and the queries never answered are counted.
