@@ -6,46 +6,20 @@
 
 #[path = "../../store/tests/support/pg_server.rs"]
 mod pg_server;
+#[path = "support/call.rs"]
+mod support;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
-use http_body_util::BodyExt;
+use axum::http::StatusCode;
 use pg_server::Pg;
 use qdhcp_api::auth::Auth;
 use qdhcp_api::control::{Control, NoDhcp};
 use qdhcp_api::{router, ApiState};
 use qdhcp_store::Store;
-use serde_json::{json, Value};
-use tower::ServiceExt;
-
-async fn call(
-    app: axum::Router,
-    method: &str,
-    uri: &str,
-    body: Option<Value>,
-) -> (StatusCode, Value) {
-    let b = Request::builder()
-        .method(method)
-        .uri(uri)
-        .header("host", "127.0.0.1:9696");
-    let req = match body {
-        Some(v) => b
-            .header("content-type", "application/json")
-            .body(Body::from(v.to_string()))
-            .unwrap(),
-        None => b.body(Body::empty()).unwrap(),
-    };
-    let resp = app.oneshot(req).await.unwrap();
-    let status = resp.status();
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
-}
+use serde_json::json;
+use support::call;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn creates_waiting_for_a_commit_leave_the_workers_free() {
@@ -54,7 +28,7 @@ async fn creates_waiting_for_a_commit_leave_the_workers_free() {
     let control = Arc::new(Control::open(store, Arc::new(NoDhcp)).unwrap());
     let app = router(ApiState::new(control, Auth::NoAuth, None));
     let (s, net) = call(
-        app.clone(),
+        &app,
         "POST",
         "/v2.0/networks",
         Some(json!({"network": {"name": "n"}})),
@@ -81,7 +55,7 @@ async fn creates_waiting_for_a_commit_leave_the_workers_free() {
     let create = || {
         let app = app.clone();
         let body = json!({"port": {"network_id": net}});
-        tokio::spawn(async move { call(app, "POST", "/v2.0/ports", Some(body)).await })
+        tokio::spawn(async move { call(&app, "POST", "/v2.0/ports", Some(body)).await })
     };
     // the first reaches the writer, which waits for the row in its commit
     let mut creates = vec![create()];
@@ -94,7 +68,10 @@ async fn creates_waiting_for_a_commit_leave_the_workers_free() {
     }
     // waited for from this thread, which is not a worker: with both workers blocked, tokio's
     // own timers would not fire either
-    let probe = tokio::spawn(call(app.clone(), "GET", "/", None));
+    let probe = {
+        let app = app.clone();
+        tokio::spawn(async move { call(&app, "GET", "/", None).await })
+    };
     let t0 = std::time::Instant::now();
     while !probe.is_finished() && t0.elapsed() < Duration::from_secs(2) {
         std::thread::sleep(Duration::from_millis(10));

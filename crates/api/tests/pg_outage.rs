@@ -4,45 +4,19 @@
 
 #[path = "../../store/tests/support/pg_server.rs"]
 mod pg_server;
+#[path = "support/call.rs"]
+mod support;
 
 use std::sync::Arc;
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
-use http_body_util::BodyExt;
+use axum::http::StatusCode;
 use pg_server::Pg;
 use qdhcp_api::auth::Auth;
 use qdhcp_api::control::{Control, NoDhcp};
 use qdhcp_api::{router, ApiState};
 use qdhcp_store::Store;
-use serde_json::{json, Value};
-use tower::ServiceExt;
-
-async fn call(
-    app: &axum::Router,
-    method: &str,
-    uri: &str,
-    body: Option<Value>,
-) -> (StatusCode, Value) {
-    let b = Request::builder()
-        .method(method)
-        .uri(uri)
-        .header("host", "127.0.0.1:9696");
-    let req = match body {
-        Some(v) => b
-            .header("content-type", "application/json")
-            .body(Body::from(v.to_string()))
-            .unwrap(),
-        None => b.body(Body::empty()).unwrap(),
-    };
-    let resp = app.clone().oneshot(req).await.unwrap();
-    let status = resp.status();
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
-}
+use serde_json::json;
+use support::call;
 
 #[tokio::test]
 async fn writes_get_503_while_the_database_is_down_and_succeed_once_it_is_back() {

@@ -8,6 +8,7 @@
 
 mod migrations;
 mod pg;
+mod pg_batch;
 mod pg_tls;
 mod rows;
 

@@ -6,7 +6,8 @@ use postgres::fallible_iterator::FallibleIterator;
 use postgres::Client;
 use qdhcp_registry::{Change, Kind, Port, Registry};
 
-use crate::{body_of, kind_name, StoreError, MIGRATIONS};
+use crate::pg_batch::{conflicting_value, Rows};
+use crate::{kind_name, StoreError, MIGRATIONS};
 
 /// How many connections a node keeps: writes come from one writer (group commit), so the rest
 /// serve what must not wait behind a commit: the change feed's catch-up reads, heartbeats and
@@ -508,76 +509,6 @@ impl PgStore {
     }
 }
 
-/// One batch as the columns of its statements.
-#[derive(Default)]
-struct Rows {
-    /// Objects written: kind, id, body.
-    put: (Vec<&'static str>, Vec<String>, Vec<String>),
-    /// Objects deleted: kind, id.
-    gone: (Vec<&'static str>, Vec<String>),
-    /// Every port written or deleted: what it held is released.
-    ports: Vec<String>,
-    /// What the ports written hold now: network, MAC, port.
-    macs: (Vec<String>, Vec<String>, Vec<String>),
-    /// Subnet, address, port.
-    ips: (Vec<String>, Vec<String>, Vec<String>),
-}
-
-impl Rows {
-    /// Each object's last change in `changes`, read from the registry as it is now.
-    fn of(reg: &Registry, changes: &[Change]) -> Rows {
-        let mut last: std::collections::HashMap<(Kind, &str), bool> = Default::default();
-        let mut order = Vec::new();
-        for c in changes {
-            let (key, put) = match c {
-                Change::Put(k, id) => ((*k, id.as_str()), true),
-                Change::Delete(k, id) => ((*k, id.as_str()), false),
-            };
-            if last.insert(key, put).is_none() {
-                order.push(key);
-            }
-        }
-        let mut r = Rows::default();
-        for key @ (k, id) in order {
-            let put = last[&key];
-            if k == Kind::Port {
-                r.ports.push(id.to_string());
-            }
-            if !put {
-                r.gone.0.push(kind_name(k));
-                r.gone.1.push(id.to_string());
-                continue;
-            }
-            // an object the registry no longer holds was deleted by a later change
-            let Some(body) = body_of(reg, k, id) else {
-                continue;
-            };
-            r.put.0.push(kind_name(k));
-            r.put.1.push(id.to_string());
-            r.put.2.push(body);
-            if let (Kind::Port, Some(p)) = (k, reg.port(id)) {
-                r.macs.0.push(p.network_id.clone());
-                r.macs.1.push(p.mac_address.to_string());
-                r.macs.2.push(p.id.clone());
-                for f in &p.fixed_ips {
-                    r.ips.0.push(f.subnet_id.clone());
-                    r.ips.1.push(f.ip_address.to_string());
-                    r.ips.2.push(p.id.clone());
-                }
-            }
-        }
-        r
-    }
-}
-
-/// The value a unique violation names: `Key (subnet_id, ip)=(…, 10.0.0.5) already exists.`
-/// gives `10.0.0.5`.
-fn conflicting_value(detail: &str) -> Option<String> {
-    let values = detail.split_once(")=(")?.1;
-    let values = &values[..values.rfind(')')?];
-    Some(values.rsplit(", ").next()?.to_string())
-}
-
 /// One connection's life of the change feed: LISTEN, catch up, then every notification (and a
 /// look every 30 s) hands the revision to `on_change`. Returns only with the connection's
 /// error.
@@ -617,23 +548,6 @@ fn follow(url: &str, on_change: &impl Fn(i64)) -> Result<(), crate::pg_tls::Conn
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn a_unique_violation_names_the_value_taken() {
-        assert_eq!(
-            super::conflicting_value("Key (subnet_id, ip)=(2f4a-51, 10.0.0.5) already exists.")
-                .as_deref(),
-            Some("10.0.0.5")
-        );
-        assert_eq!(
-            super::conflicting_value(
-                "Key (network_id, mac)=(n1, fa:16:3e:00:00:01) already exists."
-            )
-            .as_deref(),
-            Some("fa:16:3e:00:00:01")
-        );
-        assert_eq!(super::conflicting_value("something else"), None);
-    }
-
     #[test]
     fn passwords_are_never_shown() {
         assert_eq!(
