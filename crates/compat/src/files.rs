@@ -132,7 +132,9 @@ fn valid_hostname(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_')
 }
 
-fn parse_secs(s: &str) -> Option<u32> {
+/// A dnsmasq time: seconds, or a number with `s`, `m`, `h`, `d` or `w` (the host file's lease
+/// time and `--dhcp-range`'s read it alike).
+pub(crate) fn parse_secs(s: &str) -> Option<u32> {
     let (num, mult) = match s.chars().last()? {
         's' => (&s[..s.len() - 1], 1),
         'm' => (&s[..s.len() - 1], 60),

@@ -26,6 +26,32 @@ impl Env for E {
     }
 }
 
+/// A network with a subnet 10.0.0.0/24, made by an admin of project p1 and stored through
+/// `st`: what most tests below start from.
+fn network_with_subnet(st: &Store, reg: &mut Registry, env: &mut E) -> qdhcp_registry::Network {
+    let caller = Caller {
+        project_id: "p1".into(),
+        is_admin: true,
+    };
+    let (n, o) = reg
+        .create_network(NetworkReq::default(), &caller, env)
+        .unwrap();
+    st.apply(reg, &o.changes).unwrap();
+    let (_, o) = reg
+        .create_subnet(
+            SubnetReq {
+                network_id: Some(n.id.clone()),
+                cidr: Some("10.0.0.0/24".into()),
+                ..Default::default()
+            },
+            &caller,
+            env,
+        )
+        .unwrap();
+    st.apply(reg, &o.changes).unwrap();
+    n
+}
+
 #[test]
 fn objects_round_trip_through_postgresql_with_migrations_applied_once() {
     let Some(pg) = Pg::start() else { return };
@@ -37,22 +63,7 @@ fn objects_round_trip_through_postgresql_with_migrations_applied_once() {
     };
     let mut env = E(0);
     let mut reg = Registry::default();
-    let (n, o) = reg
-        .create_network(NetworkReq::default(), &caller, &mut env)
-        .unwrap();
-    st.apply(&reg, &o.changes).unwrap();
-    let (_, o) = reg
-        .create_subnet(
-            SubnetReq {
-                network_id: Some(n.id.clone()),
-                cidr: Some("10.0.0.0/24".into()),
-                ..Default::default()
-            },
-            &caller,
-            &mut env,
-        )
-        .unwrap();
-    st.apply(&reg, &o.changes).unwrap();
+    let n = network_with_subnet(&st, &mut reg, &mut env);
     let (p, o) = reg
         .create_port(
             PortReq {
@@ -214,26 +225,11 @@ fn changes_since_a_revision_are_the_objects_written_and_deleted_after_it() {
     };
     let mut env = E(0);
     let mut reg = Registry::default();
-    let (n, o) = reg
-        .create_network(NetworkReq::default(), &caller, &mut env)
-        .unwrap();
-    st.apply(&reg, &o.changes).unwrap();
+    let n = network_with_subnet(&st, &mut reg, &mut env);
     let port = || PortReq {
         network_id: Some(n.id.clone()),
         ..Default::default()
     };
-    let (_, o) = reg
-        .create_subnet(
-            SubnetReq {
-                network_id: Some(n.id.clone()),
-                cidr: Some("10.0.0.0/24".into()),
-                ..Default::default()
-            },
-            &caller,
-            &mut env,
-        )
-        .unwrap();
-    st.apply(&reg, &o.changes).unwrap();
     let (old, o) = reg.create_port(port(), &caller, &mut env).unwrap();
     st.apply(&reg, &o.changes).unwrap();
     let mark = st.revision().unwrap();
@@ -377,22 +373,7 @@ fn a_batch_with_one_address_taken_meanwhile_is_refused_whole_naming_it() {
     };
     let mut env_a = E(0);
     let mut reg_a = Registry::default();
-    let (n, o) = reg_a
-        .create_network(NetworkReq::default(), &caller, &mut env_a)
-        .unwrap();
-    a.apply(&reg_a, &o.changes).unwrap();
-    let (_, o) = reg_a
-        .create_subnet(
-            SubnetReq {
-                network_id: Some(n.id.clone()),
-                cidr: Some("10.0.0.0/24".into()),
-                ..Default::default()
-            },
-            &caller,
-            &mut env_a,
-        )
-        .unwrap();
-    a.apply(&reg_a, &o.changes).unwrap();
+    let n = network_with_subnet(&a, &mut reg_a, &mut env_a);
     let port = || PortReq {
         network_id: Some(n.id.clone()),
         ..Default::default()

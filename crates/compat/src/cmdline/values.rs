@@ -55,19 +55,12 @@ pub(super) fn parse_server(v: &str) -> Result<Option<std::net::SocketAddr>, Stri
     Ok(Some(std::net::SocketAddr::new(ip, port)))
 }
 
+/// A lease time of `--dhcp-range`: `infinite` (none) or a dnsmasq time.
 pub(super) fn parse_secs(s: &str) -> Option<Option<u32>> {
     if s == "infinite" {
         return Some(None);
     }
-    let (num, mult) = match s.chars().last()? {
-        's' => (&s[..s.len() - 1], 1),
-        'm' => (&s[..s.len() - 1], 60),
-        'h' => (&s[..s.len() - 1], 3600),
-        'd' => (&s[..s.len() - 1], 86400),
-        'w' => (&s[..s.len() - 1], 604800),
-        _ => (s, 1),
-    };
-    num.parse::<u32>().ok()?.checked_mul(mult).map(Some)
+    crate::files::parse_secs(s).map(Some)
 }
 
 /// True for a DHCPv6 range (`set:T,fd00::,static,64,LEASE` from Neutron's IPv6 subnets).
