@@ -155,6 +155,7 @@ pub fn run(cfg: &DnsConfig) -> io::Result<DnsReport> {
     let mut order: std::collections::VecDeque<(usize, u16, Instant)> = Default::default();
     let mut outstanding = 0usize;
     let mut next_query = 0usize;
+    let mut query = Vec::with_capacity(512);
     let mut next_source = 0usize;
     let mut bufs = vec![[0u8; 1500]; MAX_BATCH];
     let mut lens = vec![0usize; MAX_BATCH];
@@ -189,10 +190,12 @@ pub fn run(cfg: &DnsConfig) -> io::Result<DnsReport> {
                         id = id.wrapping_add(1);
                     }
                     s.next_id = id.wrapping_add(1);
-                    let mut q = wire[next_query].clone();
+                    // the query with its id, in a buffer reused for every send
+                    query.clear();
+                    query.extend_from_slice(&wire[next_query]);
                     next_query = (next_query + 1) % wire.len();
-                    q[..2].copy_from_slice(&id.to_be_bytes());
-                    s.outbox.push(cfg.server, &q);
+                    query[..2].copy_from_slice(&id.to_be_bytes());
+                    s.outbox.push(cfg.server, &query);
                     s.inflight[usize::from(id)] = Some(now);
                     order.push_back((next_source, id, now));
                 }
