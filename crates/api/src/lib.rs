@@ -329,8 +329,8 @@ async fn metrics(State(st): State<Arc<ApiState>>) -> Response {
                         .map(|p| u64::from(u32::from(p.end)) - u64::from(u32::from(p.start)) + 1)
                         .sum();
                     (
-                        s.id.clone(),
-                        s.network_id.clone(),
+                        s.id.to_string(),
+                        s.network_id.to_string(),
                         reg.used_in(&s.id) as u64,
                         total,
                     )

@@ -152,7 +152,7 @@ pub(crate) fn create_all(
         };
         match one {
             Ok((res, id, o)) => {
-                made.push((res, id));
+                made.push((res, id.to_string()));
                 out.changes.extend(o.changes);
                 out.effects.extend(o.effects);
             }

@@ -46,11 +46,22 @@ pub enum ControlError {
 pub struct SystemEnv;
 
 impl Env for SystemEnv {
-    fn now(&mut self) -> String {
-        chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string()
+    fn now(&mut self) -> qdhcp_registry::Stamp {
+        // one copy of the text per second, shared by everything written in it
+        static LAST: Mutex<Option<(i64, qdhcp_registry::Stamp)>> = Mutex::new(None);
+        let t = chrono::Utc::now();
+        let mut last = LAST.lock().unwrap_or_else(|p| p.into_inner());
+        match &*last {
+            Some((secs, text)) if *secs == t.timestamp() => text.clone(),
+            _ => {
+                let text: qdhcp_registry::Stamp = t.format("%Y-%m-%dT%H:%M:%SZ").to_string().into();
+                *last = Some((t.timestamp(), text.clone()));
+                text
+            }
+        }
     }
-    fn new_id(&mut self) -> String {
-        uuid::Uuid::new_v4().to_string()
+    fn new_id(&mut self) -> qdhcp_registry::Id {
+        uuid::Uuid::new_v4().to_string().into()
     }
     fn random(&mut self) -> u32 {
         let b = *uuid::Uuid::new_v4().as_bytes();
@@ -369,7 +380,7 @@ impl Control {
         let keys: Vec<(qdhcp_registry::Kind, String)> = changes
             .iter()
             .map(|c| match c {
-                Change::Put(k, id) | Change::Delete(k, id) => (*k, id.clone()),
+                Change::Put(k, id) | Change::Delete(k, id) => (*k, id.to_string()),
             })
             .collect();
         let since = self.revision.load(Ordering::SeqCst);
@@ -479,7 +490,7 @@ impl Control {
         for id in ids {
             let reg = self.read();
             if reg.network(&id).is_some() {
-                self.tell_dhcp(reg, &[Effect::NetworkChanged(id)]);
+                self.tell_dhcp(reg, &[Effect::NetworkChanged(id.into())]);
                 n += 1;
             }
         }

@@ -28,7 +28,7 @@ impl DhcpSink for HeldPlumbing {
                     .unwrap()
                     .push(format!("{id}: {subnets} subnets"));
                 if subnets > 0 {
-                    let _ = self.started.lock().unwrap().send(id.clone());
+                    let _ = self.started.lock().unwrap().send(id.to_string());
                     let _ = self
                         .go_on
                         .lock()
@@ -76,7 +76,7 @@ fn reads_and_writes_do_not_wait_for_a_network_being_plumbed() {
         std::thread::spawn(move || {
             control.mutate(move |reg, env| {
                 let req = SubnetReq {
-                    network_id: Some(id.clone()),
+                    network_id: Some(id.to_string()),
                     cidr: Some("10.0.0.0/24".into()),
                     ip_version: Some(4),
                     ..SubnetReq::default()

@@ -84,12 +84,12 @@ pub fn dnsmasq_files(data: &[u8]) {
 
 struct FuzzEnv(u32);
 impl Env for FuzzEnv {
-    fn now(&mut self) -> String {
+    fn now(&mut self) -> qdhcp_registry::Stamp {
         "2026-11-25T00:00:00Z".into()
     }
-    fn new_id(&mut self) -> String {
+    fn new_id(&mut self) -> qdhcp_registry::Id {
         self.0 += 1;
-        format!("id-{}", self.0)
+        format!("id-{}", self.0).into()
     }
     fn random(&mut self) -> u32 {
         self.0 = self.0.wrapping_mul(1_103_515_245).wrapping_add(12_345);
@@ -110,7 +110,7 @@ pub fn api_body(data: &[u8]) {
         return;
     };
     let base = SubnetReq {
-        network_id: Some(n.id.clone()),
+        network_id: Some(n.id.to_string()),
         cidr: Some("10.0.0.0/24".into()),
         ..Default::default()
     };
@@ -121,13 +121,13 @@ pub fn api_body(data: &[u8]) {
         return;
     };
     if let Ok(mut r) = serde_json::from_value::<PortReq>(v.clone()) {
-        r.network_id = r.network_id.or(Some(n.id.clone()));
+        r.network_id = r.network_id.or(Some(n.id.to_string()));
         if let Ok((p, _)) = reg.create_port(r.clone(), &caller, &mut env) {
             let _ = reg.update_port(&p.id, r, &mut env);
         }
     }
     if let Ok(mut r) = serde_json::from_value::<SubnetReq>(v.clone()) {
-        r.network_id = r.network_id.or(Some(n.id.clone()));
+        r.network_id = r.network_id.or(Some(n.id.to_string()));
         let _ = reg.create_subnet(r.clone(), &caller, &mut env);
         r.cidr = None;
         r.network_id = None;

@@ -221,7 +221,7 @@ fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         let known: std::collections::HashSet<String> = left.iter().cloned().collect();
         left.extend(
             reg.networks()
-                .map(|n| n.id.clone())
+                .map(|n| n.id.to_string())
                 .filter(|id| !known.contains(id)),
         );
     }

@@ -10,7 +10,7 @@ use std::collections::HashSet;
 
 use qdhcp_protocol::Mac;
 
-use crate::model::{FixedIp, Port, DHCP_OWNER};
+use crate::model::{FixedIp, Id, Port, DHCP_OWNER};
 use crate::registry::{Change, Effect, Env, Kind, Outcome, Registry};
 
 /// The scheduler's settings and the nodes it schedules onto.
@@ -72,7 +72,7 @@ impl Registry {
     /// Schedules every network again after the live nodes changed: networks short of nodes
     /// get ports on live ones, and ports of nodes that are down move to live nodes.
     pub fn reschedule_dhcp(&mut self, env: &mut dyn Env) -> Outcome {
-        let ids: Vec<String> = self.networks().map(|n| n.id.clone()).collect();
+        let ids: Vec<Id> = self.networks().map(|n| n.id.clone()).collect();
         let mut out = Outcome::default();
         for id in ids {
             let before = out.changes.len();
@@ -88,7 +88,7 @@ impl Registry {
     /// network has no DHCP-enabled subnet; otherwise ports on as many live nodes as wanted,
     /// each with one address in every DHCP-enabled subnet.
     pub(crate) fn sync_dhcp_ports(&mut self, net_id: &str, env: &mut dyn Env, out: &mut Outcome) {
-        let dhcp_subnets: Vec<String> = self
+        let dhcp_subnets: Vec<Id> = self
             .subnets_of(net_id)
             .filter(|s| s.enable_dhcp)
             .map(|s| s.id.clone())
@@ -118,13 +118,13 @@ impl Registry {
         let want = self.scheduling.per_network.max(1).min(live.len());
         let mut serving: HashSet<String> = existing
             .iter()
-            .filter(|p| live.contains(&p.binding_host_id))
-            .map(|p| p.binding_host_id.clone())
+            .filter(|p| live.iter().any(|l| p.binding_host_id == *l))
+            .map(|p| p.binding_host_id.to_string())
             .collect();
         for p in existing {
-            let host = if live.contains(&p.binding_host_id) || serving.len() >= want {
+            let host = if live.iter().any(|l| p.binding_host_id == *l) || serving.len() >= want {
                 // on a live node, or kept for its node (Neutron keeps a dead agent's port)
-                p.binding_host_id.clone()
+                p.binding_host_id.to_string()
             } else {
                 let to = self.least_loaded(&live, &serving);
                 serving.insert(to.clone());
@@ -137,6 +137,15 @@ impl Registry {
             serving.insert(to.clone());
             self.put_dhcp_port(net_id, None, &to, &dhcp_subnets, env, out);
         }
+    }
+
+    /// A node's name as the registry already holds it (on another DHCP port), so that ten
+    /// thousand DHCP ports of one node share one copy.
+    fn node_name(&self, host: &str) -> Id {
+        self.dhcp_load
+            .get_key_value(host)
+            .map(|(k, _)| k.clone())
+            .unwrap_or_else(|| host.into())
     }
 
     /// The live node with the fewest DHCP ports that is not in `taken` (ties by name).
@@ -155,7 +164,7 @@ impl Registry {
         net_id: &str,
         before: Option<Port>,
         host: &str,
-        subnets: &[String],
+        subnets: &[Id],
         env: &mut dyn Env,
         out: &mut Outcome,
     ) {
@@ -169,7 +178,10 @@ impl Registry {
                 Port {
                     id: env.new_id(),
                     name: String::new(),
-                    network_id: net_id.into(),
+                    network_id: self
+                        .network(net_id)
+                        .map(|n| n.id.clone())
+                        .unwrap_or_else(|| net_id.into()),
                     project_id: self
                         .network(net_id)
                         .map(|n| n.project_id.clone())
@@ -179,7 +191,7 @@ impl Registry {
                     admin_state_up: true,
                     device_id: String::new(),
                     device_owner: DHCP_OWNER.into(),
-                    binding_host_id: String::new(),
+                    binding_host_id: Id::new(),
                     extra_dhcp_opts: vec![],
                     dns_name: String::new(),
                     description: String::new(),
@@ -194,7 +206,7 @@ impl Registry {
             p.mac_address = self.generate_mac(net_id, env);
         }
         if p.binding_host_id != host || before.is_none() {
-            p.binding_host_id = host.to_string();
+            p.binding_host_id = self.node_name(host);
             p.device_id = device_id(host, net_id);
         }
         p.fixed_ips.retain(|f| subnets.contains(&f.subnet_id));

@@ -3,7 +3,7 @@
 //! (`apply_stored`), or a whole registry read back compared with the old one
 //! (`effects_between`).
 
-use crate::{Effect, Kind, Network, Port, Registry, Subnet};
+use crate::{Effect, Id, Kind, Network, Port, Registry, Subnet};
 
 /// What changed from `old` to `new` (a registry read back after other nodes wrote), as the
 /// effects the DHCP side applies: networks gone, networks whose attributes or subnets changed
@@ -67,27 +67,29 @@ impl Registry {
                 Stored::Gone(k, id) => gone.push((k, id)),
             }
         }
-        let mut changed: Vec<String> = Vec::new();
+        let mut changed: Vec<Id> = Vec::new();
         let mut out = Vec::new();
         // ports deleted first: a port written since may hold their addresses now
         gone.retain(|(k, id)| {
             if *k != Kind::Port {
                 return true;
             }
-            if let Some(p) = self.ports.remove(id) {
+            if let Some(p) = self.ports.remove(id.as_str()) {
                 self.unindex_port(&p);
                 out.push(Effect::PortChanged(Some(p), None));
             }
             false
         });
-        let mut deleted: Vec<String> = Vec::new();
-        for n in nets {
+        let mut deleted: Vec<Id> = Vec::new();
+        for mut n in nets {
+            self.share_network(&mut n);
             if self.networks.get(&n.id).map(|b| &**b) != Some(&n) {
                 changed.push(n.id.clone());
                 self.networks.insert(n.id.clone(), Box::new(n));
             }
         }
-        for s in subs {
+        for mut s in subs {
+            self.share_subnet(&mut s);
             if self.subnets.get(&s.id).map(|b| &**b) != Some(&s) {
                 changed.push(s.network_id.clone());
                 // its pools may have changed: the free-address search starts over
@@ -96,7 +98,8 @@ impl Registry {
                 self.subnets.insert(s.id.clone(), Box::new(s));
             }
         }
-        for p in ports {
+        for mut p in ports {
+            self.share_port(&mut p);
             let before = self.ports.get(&p.id).cloned();
             if before.as_deref() == Some(&p) {
                 continue;
@@ -114,18 +117,18 @@ impl Registry {
             match k {
                 Kind::Port => {}
                 Kind::Subnet => {
-                    if let Some(net) = self.subnets.get(&id).map(|s| s.network_id.clone()) {
+                    if let Some(net) = self.subnets.get(id.as_str()).map(|s| s.network_id.clone()) {
                         self.unindex_subnet(&id);
-                        self.subnets.remove(&id);
-                        self.ips.remove(&id);
+                        self.subnets.remove(id.as_str());
+                        self.ips.remove(id.as_str());
                         self.free_from.remove(&id);
                         changed.push(net);
                     }
                 }
                 Kind::Network => {
-                    if self.networks.remove(&id).is_some() {
-                        self.members.remove(&id);
-                        deleted.push(id);
+                    if let Some(n) = self.networks.remove(id.as_str()) {
+                        self.members.remove(id.as_str());
+                        deleted.push(n.id);
                     }
                 }
             }

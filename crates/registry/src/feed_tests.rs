@@ -20,13 +20,13 @@ fn delta(old: &Registry, new: &Registry) -> Vec<Stored> {
         out.push(Stored::Port(p.clone()));
     }
     for n in old.networks().filter(|n| new.network(&n.id).is_none()) {
-        out.push(Stored::Gone(Kind::Network, n.id.clone()));
+        out.push(Stored::Gone(Kind::Network, n.id.to_string()));
     }
     for s in old.subnets().filter(|s| new.subnet(&s.id).is_none()) {
-        out.push(Stored::Gone(Kind::Subnet, s.id.clone()));
+        out.push(Stored::Gone(Kind::Subnet, s.id.to_string()));
     }
     for p in old.ports().filter(|p| new.port(&p.id).is_none()) {
-        out.push(Stored::Gone(Kind::Port, p.id.clone()));
+        out.push(Stored::Gone(Kind::Port, p.id.to_string()));
     }
     // the database returns them in no particular order
     out.reverse();
@@ -87,7 +87,7 @@ fn changes_applied_in_place_equal_a_full_read_back() {
     let (ks, _) = here
         .create_subnet(
             SubnetReq {
-                network_id: Some(keep.id.clone()),
+                network_id: Some(keep.id.to_string()),
                 cidr: Some("10.1.0.0/24".into()),
                 ..Default::default()
             },
@@ -110,7 +110,7 @@ fn changes_applied_in_place_equal_a_full_read_back() {
         .unwrap();
     here.create_subnet(
         SubnetReq {
-            network_id: Some(doomed.id.clone()),
+            network_id: Some(doomed.id.to_string()),
             cidr: Some("10.2.0.0/24".into()),
             ..Default::default()
         },
@@ -127,7 +127,7 @@ fn changes_applied_in_place_equal_a_full_read_back() {
     there
         .create_subnet(
             SubnetReq {
-                network_id: Some(fresh.id.clone()),
+                network_id: Some(fresh.id.to_string()),
                 cidr: Some("10.3.0.0/24".into()),
                 ..Default::default()
             },
@@ -172,7 +172,7 @@ fn changes_applied_in_place_equal_a_full_read_back() {
     {
         there.delete_port(&p).ok();
     }
-    let subs: Vec<String> = there.subnets_of(&doomed.id).map(|s| s.id.clone()).collect();
+    let subs: Vec<Id> = there.subnets_of(&doomed.id).map(|s| s.id.clone()).collect();
     for s in subs {
         there.delete_subnet(&s, &mut env).unwrap();
     }

@@ -55,7 +55,7 @@ fn a_port_gets_the_lowest_free_address_whatever_happened_before() {
         let (s, _) = r
             .create_subnet(
                 SubnetReq {
-                    network_id: Some(n.id.clone()),
+                    network_id: Some(n.id.to_string()),
                     cidr: Some("10.9.0.0/24".into()),
                     allocation_pools: Some(first),
                     enable_dhcp: Some(false),
@@ -88,7 +88,7 @@ fn a_port_gets_the_lowest_free_address_whatever_happened_before() {
                     let want = lowest_free(&r, &s.id);
                     let got = r.create_port(
                         PortReq {
-                            network_id: Some(n.id.clone()),
+                            network_id: Some(n.id.to_string()),
                             ..Default::default()
                         },
                         &admin(),
@@ -97,7 +97,7 @@ fn a_port_gets_the_lowest_free_address_whatever_happened_before() {
                     match (want, got) {
                         (Some(w), Ok((p, _))) => {
                             assert_eq!(p.fixed_ips[0].ip_address, w, "case {case} step {step}");
-                            ports.push(p.id);
+                            ports.push(p.id.to_string());
                         }
                         (None, Err(e)) => assert_eq!(e.kind(), "IpAddressGenerationFailure"),
                         (w, g) => panic!("case {case} step {step}: want {w:?}, got {g:?}"),
@@ -112,9 +112,9 @@ fn a_port_gets_the_lowest_free_address_whatever_happened_before() {
                     let ip = format!("10.9.0.{}", 10 + pick % 81);
                     if let Ok((p, _)) = r.create_port(
                         PortReq {
-                            network_id: Some(n.id.clone()),
+                            network_id: Some(n.id.to_string()),
                             fixed_ips: Some(vec![FixedIpReq {
-                                subnet_id: Some(s.id.clone()),
+                                subnet_id: Some(s.id.to_string()),
                                 ip_address: Some(ip),
                             }]),
                             ..Default::default()
@@ -122,7 +122,7 @@ fn a_port_gets_the_lowest_free_address_whatever_happened_before() {
                         &admin(),
                         &mut env,
                     ) {
-                        ports.push(p.id);
+                        ports.push(p.id.to_string());
                     }
                 }
                 _ => {}
@@ -143,7 +143,7 @@ fn nodes_allocating_at_once_prefer_their_own_share_of_the_pool() {
         .unwrap();
     a.create_subnet(
         SubnetReq {
-            network_id: Some(n.id.clone()),
+            network_id: Some(n.id.to_string()),
             cidr: Some("10.9.0.0/24".into()),
             allocation_pools: Some(pools(&[("10.9.0.10", "10.9.0.17")])),
             enable_dhcp: Some(false),
@@ -163,7 +163,7 @@ fn nodes_allocating_at_once_prefer_their_own_share_of_the_pool() {
         });
     }
     let port = || PortReq {
-        network_id: Some(n.id.clone()),
+        network_id: Some(n.id.to_string()),
         ..Default::default()
     };
     let mut got_a = vec![];

@@ -2,19 +2,30 @@
 
 use std::net::Ipv4Addr;
 
+pub use arcstr::ArcStr;
+
 use ipnet::Ipv4Net;
 use qdhcp_protocol::Mac;
 use serde::{Deserialize, Serialize};
+
+/// An object's id, and other text the registry holds many times over (project ids, node
+/// names): a pointer to shared text, so that each copy in an index costs 8 bytes and no
+/// allocation (see docs/ARCHITECTURE.md, "Memory").
+pub type Id = ArcStr;
+
+/// A timestamp as the API shows it (ISO 8601): shared, since `created_at` and `updated_at` are
+/// mostly the same text.
+pub type Stamp = ArcStr;
 
 /// A layer-2 network (Neutron `network`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Network {
     /// UUID.
-    pub id: String,
+    pub id: Id,
     /// Display name (not unique).
     pub name: String,
     /// Owning project.
-    pub project_id: String,
+    pub project_id: Id,
     /// Administrative state.
     pub admin_state_up: bool,
     /// MTU handed to instances (DHCP option 26).
@@ -34,9 +45,9 @@ pub struct Network {
     #[serde(default)]
     pub dns_domain: String,
     /// Creation time (ISO 8601).
-    pub created_at: String,
+    pub created_at: Stamp,
     /// Last change (ISO 8601).
-    pub updated_at: String,
+    pub updated_at: Stamp,
     /// Bumped on every change.
     pub revision_number: u64,
 }
@@ -70,13 +81,13 @@ pub struct HostRoute {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Subnet {
     /// UUID.
-    pub id: String,
+    pub id: Id,
     /// Display name.
     pub name: String,
     /// The network it belongs to.
-    pub network_id: String,
+    pub network_id: Id,
     /// Owning project.
-    pub project_id: String,
+    pub project_id: Id,
     /// The prefix.
     pub cidr: Ipv4Net,
     /// Default router; `None` = no gateway.
@@ -92,9 +103,9 @@ pub struct Subnet {
     /// Free text.
     pub description: String,
     /// Creation time.
-    pub created_at: String,
+    pub created_at: Stamp,
     /// Last change.
-    pub updated_at: String,
+    pub updated_at: Stamp,
     /// Bumped on every change.
     pub revision_number: u64,
 }
@@ -103,7 +114,7 @@ pub struct Subnet {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FixedIp {
     /// Subnet the address is in.
-    pub subnet_id: String,
+    pub subnet_id: Id,
     /// The address.
     pub ip_address: Ipv4Addr,
 }
@@ -123,13 +134,13 @@ pub struct ExtraDhcpOpt {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Port {
     /// UUID.
-    pub id: String,
+    pub id: Id,
     /// Display name.
     pub name: String,
     /// The network it is on.
-    pub network_id: String,
+    pub network_id: Id,
     /// Owning project.
-    pub project_id: String,
+    pub project_id: Id,
     /// Hardware address, unique within the network.
     #[serde(with = "mac_serde")]
     pub mac_address: Mac,
@@ -143,7 +154,7 @@ pub struct Port {
     pub device_owner: String,
     /// The host the port is bound to (`binding:host_id`): for a DHCP port, the node serving it.
     #[serde(default)]
-    pub binding_host_id: String,
+    pub binding_host_id: Id,
     /// Per-port DHCP options.
     pub extra_dhcp_opts: Vec<ExtraDhcpOpt>,
     /// Host name for DHCP option 12; empty = `host-<ip>`.
@@ -153,9 +164,9 @@ pub struct Port {
     /// `ACTIVE` or `DOWN`.
     pub status: String,
     /// Creation time.
-    pub created_at: String,
+    pub created_at: Stamp,
     /// Last change.
-    pub updated_at: String,
+    pub updated_at: Stamp,
     /// Bumped on every change.
     pub revision_number: u64,
 }

@@ -89,7 +89,7 @@ impl Registry {
             id: env.new_id(),
             dns_domain,
             name: req.name.unwrap_or_default(),
-            project_id,
+            project_id: project_id.into(),
             admin_state_up: req.admin_state_up.unwrap_or(true),
             mtu,
             shared: req.shared.unwrap_or(false),
@@ -184,7 +184,7 @@ impl Registry {
             self.ports.remove(&p.id);
             out.changes.push(Change::Delete(Kind::Port, p.id.clone()));
         }
-        let subnets: Vec<String> = self.subnets_of(id).map(|s| s.id.clone()).collect();
+        let subnets: Vec<Id> = self.subnets_of(id).map(|s| s.id.clone()).collect();
         for s in subnets {
             self.unindex_subnet(&s);
             self.subnets.remove(&s);

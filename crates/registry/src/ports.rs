@@ -16,7 +16,7 @@ impl Registry {
         loop {
             let r = env.random().to_be_bytes();
             let m = Mac([0xfa, 0x16, 0x3e, r[1], r[2], r[3]]);
-            if !self.macs.contains_key(&(net_id.to_string(), m)) {
+            if !self.macs.contains_key(&(self.id_of_network(net_id), m)) {
                 return m;
             }
         }
@@ -48,14 +48,14 @@ impl Registry {
             if a <= u32::from(p.end) {
                 if hinted.is_some() {
                     // nothing below the first free address seen is free
-                    self.free_from.set(subnet_id, first_free.unwrap_or(a));
+                    self.free_from.set(&s.id, first_free.unwrap_or(a));
                 }
                 return Some(Ipv4Addr::from(a));
             }
         }
         if hinted.is_some() {
             if let Some(f) = first_free {
-                self.free_from.set(subnet_id, f);
+                self.free_from.set(&s.id, f);
             }
         }
         first_free.map(Ipv4Addr::from)
@@ -103,7 +103,7 @@ impl Registry {
                         .transpose()?;
                     let subnet = match (&f.subnet_id, ip) {
                         (Some(sid), _) => {
-                            let s = self.subnets.get(sid).ok_or_else(|| RegistryError::SubnetNotFound(sid.clone()))?;
+                            let s = self.subnets.get(sid.as_str()).ok_or_else(|| RegistryError::SubnetNotFound(sid.clone()))?;
                             if s.network_id != net_id {
                                 return Err(invalid("fixed_ips", format!("subnet {sid} is not on network {net_id}")));
                             }
@@ -131,7 +131,7 @@ impl Registry {
                             {
                                 return Err(RegistryError::IpAddressAlreadyAllocated {
                                     ip: ip.to_string(),
-                                    subnet_id: subnet.id.clone(),
+                                    subnet_id: subnet.id.to_string(),
                                 });
                             }
                             ip
@@ -243,7 +243,7 @@ impl Registry {
                 }
                 if self.macs.contains_key(&(net_id.clone(), m)) {
                     return Err(RegistryError::MacAddressInUse {
-                        net_id,
+                        net_id: net_id.to_string(),
                         mac: m.to_string(),
                     });
                 }
@@ -263,13 +263,13 @@ impl Registry {
             id,
             name: req.name.unwrap_or_default(),
             network_id: net_id,
-            project_id,
+            project_id: project_id.into(),
             mac_address: mac,
             fixed_ips,
             admin_state_up: req.admin_state_up.unwrap_or(true),
             device_id: req.device_id.unwrap_or_default(),
             device_owner,
-            binding_host_id: req.binding_host_id.unwrap_or_default(),
+            binding_host_id: req.binding_host_id.unwrap_or_default().into(),
             extra_dhcp_opts: extra,
             dns_name,
             description: req.description.unwrap_or_default(),
@@ -318,7 +318,7 @@ impl Registry {
                 .map_err(|_| invalid("mac_address", format!("'{m}' is not a valid MAC address")))?;
             if m != p.mac_address && self.macs.contains_key(&(p.network_id.clone(), m)) {
                 return Err(RegistryError::MacAddressInUse {
-                    net_id: p.network_id.clone(),
+                    net_id: p.network_id.to_string(),
                     mac: m.to_string(),
                 });
             }
@@ -347,7 +347,7 @@ impl Registry {
             p.device_id = v;
         }
         if let Some(v) = req.binding_host_id {
-            p.binding_host_id = v;
+            p.binding_host_id = v.into();
         }
         if let Some(v) = req.description {
             p.description = v;

@@ -18,9 +18,9 @@ use crate::segments::SegmentConfig;
 /// What the registry needs from the outside world.
 pub trait Env {
     /// Current time as ISO 8601 (`2026-11-25T15:00:00Z`).
-    fn now(&mut self) -> String;
+    fn now(&mut self) -> Stamp;
     /// A fresh UUID.
-    fn new_id(&mut self) -> String;
+    fn new_id(&mut self) -> Id;
     /// Random bits for MAC generation.
     fn random(&mut self) -> u32;
 }
@@ -40,18 +40,18 @@ pub enum Kind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
     /// Created or updated.
-    Put(Kind, String),
+    Put(Kind, Id),
     /// Deleted.
-    Delete(Kind, String),
+    Delete(Kind, Id),
 }
 
 /// What the DHCP side must do after an operation.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
     /// A network's subnets or settings changed: rebuild its subnets, check its plumbing.
-    NetworkChanged(String),
+    NetworkChanged(Id),
     /// A network is gone: stop serving it, remove its plumbing.
-    NetworkDeleted(String),
+    NetworkDeleted(Id),
     /// A port appeared, changed or went away (before, after).
     PortChanged(Option<Box<Port>>, Option<Box<Port>>),
 }
@@ -77,23 +77,23 @@ pub struct Caller {
 /// Networks, subnets and ports with their indexes.
 #[derive(Debug, Default, Clone)]
 pub struct Registry {
-    pub(crate) networks: BTreeMap<String, Box<Network>>,
-    pub(crate) subnets: BTreeMap<String, Box<Subnet>>,
-    pub(crate) ports: BTreeMap<String, Box<Port>>,
+    pub(crate) networks: BTreeMap<Id, Box<Network>>,
+    pub(crate) subnets: BTreeMap<Id, Box<Subnet>>,
+    pub(crate) ports: BTreeMap<Id, Box<Port>>,
     /// subnet → address → port.
-    pub(crate) ips: HashMap<String, HashMap<Ipv4Addr, String>>,
+    pub(crate) ips: HashMap<Id, HashMap<Ipv4Addr, Id>>,
     /// (network, MAC) → port.
-    pub(crate) macs: HashMap<(String, Mac), String>,
+    pub(crate) macs: HashMap<(Id, Mac), Id>,
     /// network → its subnets and ports (ids, in id order): a network's members are found
     /// without a scan of every subnet and port (that scan was most of a create's CPU with
     /// thousands of networks).
-    pub(crate) members: HashMap<String, Members>,
+    pub(crate) members: HashMap<Id, Members>,
     /// ML2's segment settings (ranges, tenant network types).
     pub(crate) segments: SegmentConfig,
     /// Neutron's DHCP agent scheduler: nodes per network and the live nodes.
     pub(crate) scheduling: Scheduling,
     /// node → DHCP ports bound to it (the scheduler's load, kept with the port index).
-    pub(crate) dhcp_load: HashMap<String, usize>,
+    pub(crate) dhcp_load: HashMap<Id, usize>,
     /// subnet → an address below which no address of its pools is free, so that finding the
     /// first free address does not walk every allocated one (that walk made creating the
     /// n-th port of a subnet O(n)). Kept with the port index; only for pools in order.
@@ -102,7 +102,7 @@ pub struct Registry {
 
 /// The free-address hints, set by the lookups that find the first free address (`&self`).
 #[derive(Debug, Default)]
-pub(crate) struct Hints(std::sync::Mutex<HashMap<String, u32>>);
+pub(crate) struct Hints(std::sync::Mutex<HashMap<Id, u32>>);
 
 impl Clone for Hints {
     fn clone(&self) -> Self {
@@ -111,14 +111,14 @@ impl Clone for Hints {
 }
 
 impl Hints {
-    pub(crate) fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {
+    pub(crate) fn map(&self) -> std::sync::MutexGuard<'_, HashMap<Id, u32>> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
     pub(crate) fn get(&self, subnet: &str) -> Option<u32> {
         self.map().get(subnet).copied()
     }
-    pub(crate) fn set(&self, subnet: &str, from: u32) {
-        self.map().insert(subnet.to_string(), from);
+    pub(crate) fn set(&self, subnet: &Id, from: u32) {
+        self.map().insert(subnet.clone(), from);
     }
     pub(crate) fn lower(&self, subnet: &str, to: u32) {
         if let Some(f) = self.map().get_mut(subnet) {
@@ -135,21 +135,28 @@ impl Hints {
 /// (ten thousand networks are meant to fit in tens of megabytes).
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Members {
-    pub(crate) subnets: Vec<String>,
-    pub(crate) ports: Vec<String>,
+    pub(crate) subnets: Vec<Id>,
+    pub(crate) ports: Vec<Id>,
 }
 
 /// Inserts `id` into the sorted `v` unless present.
-pub(crate) fn insert_sorted(v: &mut Vec<String>, id: &str) {
+pub(crate) fn insert_sorted(v: &mut Vec<Id>, id: &Id) {
     if let Err(i) = v.binary_search_by(|x| x.as_str().cmp(id)) {
-        v.insert(i, id.to_string());
+        v.insert(i, id.clone());
     }
 }
 
 /// Removes `id` from the sorted `v` if present.
-pub(crate) fn remove_sorted(v: &mut Vec<String>, id: &str) {
+pub(crate) fn remove_sorted(v: &mut Vec<Id>, id: &str) {
     if let Ok(i) = v.binary_search_by(|x| x.as_str().cmp(id)) {
         v.remove(i);
+    }
+}
+
+/// Makes `text` point at `to` when both say the same.
+fn share(text: &mut ArcStr, to: &ArcStr) {
+    if *text == *to && !ArcStr::ptr_eq(text, to) {
+        *text = to.clone();
     }
 }
 
@@ -185,18 +192,73 @@ impl Registry {
     /// Rebuilds a registry from stored objects (at start).
     pub fn from_parts(networks: Vec<Network>, subnets: Vec<Subnet>, ports: Vec<Port>) -> Self {
         let mut r = Registry::default();
-        for n in networks {
+        for mut n in networks {
+            r.share_network(&mut n);
             r.networks.insert(n.id.clone(), Box::new(n));
         }
-        for s in subnets {
+        for mut s in subnets {
+            r.share_subnet(&mut s);
             r.index_subnet(&s);
             r.subnets.insert(s.id.clone(), Box::new(s));
         }
-        for p in ports {
+        for mut p in ports {
+            r.share_port(&mut p);
             r.index_port(&p);
             r.ports.insert(p.id.clone(), Box::new(p));
         }
         r
+    }
+
+    /// Points an object's copies of text the registry already holds at that text, so that a
+    /// network's id is stored once however many subnets, ports and indexes name it, and
+    /// `updated_at` shares `created_at` until they differ (see docs/ARCHITECTURE.md, "Memory").
+    /// Called on every object before it is stored in the registry.
+    pub(crate) fn share_network(&self, n: &mut Network) {
+        share(&mut n.updated_at, &n.created_at);
+        if let Some(old) = self.networks.get(n.id.as_str()) {
+            share(&mut n.id, &old.id);
+            share(&mut n.project_id, &old.project_id);
+        }
+    }
+
+    /// The network's id as the registry holds it (a new copy for a network it lacks).
+    pub(crate) fn id_of_network(&self, id: &str) -> Id {
+        self.networks
+            .get_key_value(id)
+            .map(|(k, _)| k.clone())
+            .unwrap_or_else(|| id.into())
+    }
+
+    /// [`Registry::share_network`] for a subnet.
+    pub(crate) fn share_subnet(&self, s: &mut Subnet) {
+        share(&mut s.updated_at, &s.created_at);
+        if let Some(n) = self.networks.get(s.network_id.as_str()) {
+            share(&mut s.network_id, &n.id);
+            share(&mut s.project_id, &n.project_id);
+        }
+        if let Some(old) = self.subnets.get(s.id.as_str()) {
+            share(&mut s.id, &old.id);
+        }
+    }
+
+    /// [`Registry::share_network`] for a port.
+    pub(crate) fn share_port(&self, p: &mut Port) {
+        share(&mut p.updated_at, &p.created_at);
+        if let Some(n) = self.networks.get(p.network_id.as_str()) {
+            share(&mut p.network_id, &n.id);
+            share(&mut p.project_id, &n.project_id);
+            share(&mut p.created_at, &n.created_at);
+            share(&mut p.updated_at, &n.created_at);
+        }
+        for f in &mut p.fixed_ips {
+            if let Some(s) = self.subnets.get(f.subnet_id.as_str()) {
+                share(&mut f.subnet_id, &s.id);
+            }
+        }
+        if let Some(old) = self.ports.get(p.id.as_str()) {
+            share(&mut p.id, &old.id);
+            share(&mut p.binding_host_id, &old.binding_host_id);
+        }
     }
 
     pub(crate) fn index_subnet(&mut self, s: &Subnet) {
@@ -340,12 +402,12 @@ impl Registry {
     }
 
     /// The network a new subnet or port names: required, and it must exist.
-    pub(crate) fn existing_network(&self, id: Option<&str>) -> Result<String, RegistryError> {
+    pub(crate) fn existing_network(&self, id: Option<&str>) -> Result<Id, RegistryError> {
         let id = id.ok_or_else(|| invalid("network_id", "it is required"))?;
-        if !self.networks.contains_key(id) {
-            return Err(RegistryError::NetworkNotFound(id.into()));
+        match self.networks.get_key_value(id) {
+            Some((k, _)) => Ok(k.clone()),
+            None => Err(RegistryError::NetworkNotFound(id.into())),
         }
-        Ok(id.to_string())
     }
 
     pub(crate) fn project_for(

@@ -32,7 +32,7 @@ fn net(r: &mut Registry, env: &mut TestEnv, k: u8) -> (String, String) {
     let (s, _) = r
         .create_subnet(
             SubnetReq {
-                network_id: Some(n.id.clone()),
+                network_id: Some(n.id.to_string()),
                 cidr: Some(format!("10.0.{k}.0/24")),
                 ..Default::default()
             },
@@ -40,7 +40,7 @@ fn net(r: &mut Registry, env: &mut TestEnv, k: u8) -> (String, String) {
             env,
         )
         .unwrap();
-    (n.id, s.id)
+    (n.id.to_string(), s.id.to_string())
 }
 
 /// (host, first address, MAC) of each DHCP port of `net`, by host.
@@ -49,7 +49,7 @@ fn placed(r: &Registry, net: &str) -> Vec<(String, Ipv4Addr, String)> {
         .dhcp_ports(net)
         .map(|p| {
             (
-                p.binding_host_id.clone(),
+                p.binding_host_id.to_string(),
                 p.fixed_ips[0].ip_address,
                 p.mac_address.to_string(),
             )
@@ -113,7 +113,9 @@ fn a_dead_nodes_port_moves_with_its_address_and_mac_to_a_spare_live_node() {
         vec![Change::Put(Kind::Port, a_port.clone())],
         "only the dead node's port changes"
     );
-    assert!(out.effects.contains(&Effect::NetworkChanged(n1.clone())));
+    assert!(out
+        .effects
+        .contains(&Effect::NetworkChanged(n1.as_str().into())));
     let after = placed(&r, &n1);
     assert_eq!(hosts(&r, &n1), ["node-b", "node-c"]);
     let moved = r.dhcp_port_for(&n1, "node-c").unwrap();

@@ -163,7 +163,7 @@ impl Registry {
         {
             return Err(RegistryError::Overlap {
                 cidr: cidr_s,
-                net_id,
+                net_id: net_id.to_string(),
             });
         }
         let gateway_ip = match &req.gateway_ip {
@@ -200,7 +200,7 @@ impl Registry {
             id: env.new_id(),
             name: req.name.unwrap_or_default(),
             network_id: net_id.clone(),
-            project_id,
+            project_id: project_id.into(),
             cidr,
             gateway_ip,
             allocation_pools: pools,
@@ -306,7 +306,7 @@ impl Registry {
             .get(id)
             .cloned()
             .ok_or_else(|| RegistryError::SubnetNotFound(id.into()))?;
-        let users: HashSet<&String> = self
+        let users: HashSet<&Id> = self
             .ips
             .get(id)
             .map(|m| m.values().collect())

@@ -9,12 +9,12 @@ use crate::*;
 /// Fixed time, counted ids, a simple generator for MACs: every run the same.
 pub(crate) struct TestEnv(pub(crate) u32);
 impl Env for TestEnv {
-    fn now(&mut self) -> String {
+    fn now(&mut self) -> Stamp {
         "2026-11-25T15:00:00Z".into()
     }
-    fn new_id(&mut self) -> String {
+    fn new_id(&mut self) -> Id {
         self.0 += 1;
-        format!("00000000-0000-4000-8000-{:012x}", self.0)
+        format!("00000000-0000-4000-8000-{:012x}", self.0).into()
     }
     fn random(&mut self) -> u32 {
         self.0 = self.0.wrapping_mul(1_103_515_245).wrapping_add(12345);
@@ -47,7 +47,7 @@ fn setup(pool_end: &str) -> (Registry, TestEnv, String, String) {
     let (s, out) = r
         .create_subnet(
             SubnetReq {
-                network_id: Some(n.id.clone()),
+                network_id: Some(n.id.to_string()),
                 cidr: Some("172.16.1.0/24".into()),
                 gateway_ip: Some(Some("172.16.1.1".into())),
                 allocation_pools: Some(vec![PoolReq {
@@ -64,7 +64,7 @@ fn setup(pool_end: &str) -> (Registry, TestEnv, String, String) {
         .effects
         .iter()
         .any(|e| matches!(e, Effect::PortChanged(None, Some(p)) if p.device_owner == DHCP_OWNER)));
-    (r, env, n.id, s.id)
+    (r, env, n.id.to_string(), s.id.to_string())
 }
 
 fn port(net: &str, ip: Option<&str>, subnet: Option<&str>) -> PortReq {
@@ -218,7 +218,9 @@ fn subnet_and_network_in_use_are_protected() {
     assert_eq!(r.delete_network(&net).unwrap_err().kind(), "NetworkInUse");
     r.delete_port(&p.id).unwrap();
     let out = r.delete_network(&net).unwrap();
-    assert!(out.effects.contains(&Effect::NetworkDeleted(net.clone())));
+    assert!(out
+        .effects
+        .contains(&Effect::NetworkDeleted(net.as_str().into())));
     assert_eq!(r.ports().count(), 0, "DHCP port went with the network");
     assert_eq!(r.subnets().count(), 0);
 }
@@ -251,7 +253,7 @@ fn default_pools_skip_gateway_network_and_broadcast() {
     let (s, _) = r
         .create_subnet(
             SubnetReq {
-                network_id: Some(n.id),
+                network_id: Some(n.id.to_string()),
                 cidr: Some("10.0.0.0/24".into()),
                 ..Default::default()
             },
@@ -282,7 +284,7 @@ fn default_pools_skip_gateway_network_and_broadcast() {
     let e = r
         .create_subnet(
             SubnetReq {
-                network_id: s.network_id.clone().into(),
+                network_id: Some(s.network_id.to_string()),
                 cidr: Some("10.1.0.5/24".into()),
                 ..Default::default()
             },
@@ -637,7 +639,7 @@ fn a_networks_members_are_those_a_full_scan_finds() {
         let (s, _) = r
             .create_subnet(
                 SubnetReq {
-                    network_id: Some(n.id.clone()),
+                    network_id: Some(n.id.to_string()),
                     cidr: Some(format!("10.{i}.0.0/24")),
                     ..Default::default()
                 },
@@ -659,7 +661,7 @@ fn a_networks_members_are_those_a_full_scan_finds() {
         .id
         .clone();
     r.delete_port(&victim).unwrap();
-    let p1: Vec<String> = r
+    let p1: Vec<Id> = r
         .ports_of(&nets[1].0)
         .filter(|p| p.device_owner != DHCP_OWNER)
         .map(|p| p.id.clone())
@@ -668,7 +670,7 @@ fn a_networks_members_are_those_a_full_scan_finds() {
         r.delete_port(&p).unwrap();
     }
     r.delete_subnet(&nets[1].1, &mut env).unwrap();
-    let p2: Vec<String> = r
+    let p2: Vec<Id> = r
         .ports_of(&nets[2].0)
         .filter(|p| p.device_owner != DHCP_OWNER)
         .map(|p| p.id.clone())

@@ -370,7 +370,7 @@ impl Store {
                         tx.execute(
                             "INSERT INTO objects (kind, id, body) VALUES (?1, ?2, ?3)
                              ON CONFLICT(kind, id) DO UPDATE SET body = excluded.body",
-                            params![kind_name(*k), id, body],
+                            params![kind_name(*k), id.as_str(), body],
                         )
                         .map_err(|e| self.err(e))?;
                     }
@@ -378,7 +378,7 @@ impl Store {
                 Change::Delete(k, id) => {
                     tx.execute(
                         "DELETE FROM objects WHERE kind = ?1 AND id = ?2",
-                        params![kind_name(*k), id],
+                        params![kind_name(*k), id.as_str()],
                     )
                     .map_err(|e| self.err(e))?;
                 }
@@ -396,12 +396,12 @@ mod tests {
 
     struct E(u32);
     impl Env for E {
-        fn now(&mut self) -> String {
+        fn now(&mut self) -> qdhcp_registry::Stamp {
             "2026-11-25T15:00:00Z".into()
         }
-        fn new_id(&mut self) -> String {
+        fn new_id(&mut self) -> qdhcp_registry::Id {
             self.0 += 1;
-            format!("id-{}", self.0)
+            format!("id-{}", self.0).into()
         }
         fn random(&mut self) -> u32 {
             self.0 += 7919;
@@ -434,7 +434,7 @@ mod tests {
             let (_, o) = reg
                 .create_subnet(
                     SubnetReq {
-                        network_id: Some(n.id.clone()),
+                        network_id: Some(n.id.to_string()),
                         cidr: Some("10.0.0.0/24".into()),
                         ..Default::default()
                     },
@@ -446,7 +446,7 @@ mod tests {
             let (p, o) = reg
                 .create_port(
                     PortReq {
-                        network_id: Some(n.id.clone()),
+                        network_id: Some(n.id.to_string()),
                         ..Default::default()
                     },
                     &caller,
@@ -457,7 +457,7 @@ mod tests {
             let (p2, o) = reg
                 .create_port(
                     PortReq {
-                        network_id: Some(n.id),
+                        network_id: Some(n.id.to_string()),
                         ..Default::default()
                     },
                     &caller,

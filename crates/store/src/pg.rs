@@ -165,14 +165,18 @@ impl PgStore {
                     tx.execute(
                         "INSERT INTO mac_allocations (network_id, mac, port_id) VALUES ($1, $2, $3)
                          ON CONFLICT DO NOTHING",
-                        &[&p.network_id, &p.mac_address.to_string(), &p.id],
+                        &[
+                            &p.network_id.as_str(),
+                            &p.mac_address.to_string(),
+                            &p.id.as_str(),
+                        ],
                     )
                     .map_err(err)?;
                     for f in &p.fixed_ips {
                         tx.execute(
                             "INSERT INTO ip_allocations (subnet_id, ip, port_id) VALUES ($1, $2, $3)
                              ON CONFLICT DO NOTHING",
-                            &[&f.subnet_id, &f.ip_address.to_string(), &p.id],
+                            &[&f.subnet_id.as_str(), &f.ip_address.to_string(), &p.id.as_str()],
                         )
                         .map_err(err)?;
                     }

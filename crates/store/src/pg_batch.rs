@@ -54,13 +54,13 @@ impl Rows {
             r.put.1.push(id.to_string());
             r.put.2.push(body);
             if let (Kind::Port, Some(p)) = (k, reg.port(id)) {
-                r.macs.0.push(p.network_id.clone());
+                r.macs.0.push(p.network_id.to_string());
                 r.macs.1.push(p.mac_address.to_string());
-                r.macs.2.push(p.id.clone());
+                r.macs.2.push(p.id.to_string());
                 for f in &p.fixed_ips {
-                    r.ips.0.push(f.subnet_id.clone());
+                    r.ips.0.push(f.subnet_id.to_string());
                     r.ips.1.push(f.ip_address.to_string());
-                    r.ips.2.push(p.id.clone());
+                    r.ips.2.push(p.id.to_string());
                 }
             }
         }

@@ -13,12 +13,12 @@ use qdhcp_store::Store;
 
 struct E(u32);
 impl Env for E {
-    fn now(&mut self) -> String {
+    fn now(&mut self) -> qdhcp_registry::Stamp {
         "2026-12-01T22:00:00Z".into()
     }
-    fn new_id(&mut self) -> String {
+    fn new_id(&mut self) -> qdhcp_registry::Id {
         self.0 += 1;
-        format!("00000000-0000-4000-8000-{:012x}", self.0)
+        format!("00000000-0000-4000-8000-{:012x}", self.0).into()
     }
     fn random(&mut self) -> u32 {
         self.0 = self.0.wrapping_mul(1_103_515_245).wrapping_add(12345);
@@ -40,7 +40,7 @@ fn network_with_subnet(st: &Store, reg: &mut Registry, env: &mut E) -> qdhcp_reg
     let (_, o) = reg
         .create_subnet(
             SubnetReq {
-                network_id: Some(n.id.clone()),
+                network_id: Some(n.id.to_string()),
                 cidr: Some("10.0.0.0/24".into()),
                 ..Default::default()
             },
@@ -67,7 +67,7 @@ fn objects_round_trip_through_postgresql_with_migrations_applied_once() {
     let (p, o) = reg
         .create_port(
             PortReq {
-                network_id: Some(n.id.clone()),
+                network_id: Some(n.id.to_string()),
                 ..Default::default()
             },
             &caller,
@@ -227,7 +227,7 @@ fn changes_since_a_revision_are_the_objects_written_and_deleted_after_it() {
     let mut reg = Registry::default();
     let n = network_with_subnet(&st, &mut reg, &mut env);
     let port = || PortReq {
-        network_id: Some(n.id.clone()),
+        network_id: Some(n.id.to_string()),
         ..Default::default()
     };
     let (old, o) = reg.create_port(port(), &caller, &mut env).unwrap();
@@ -254,7 +254,7 @@ fn changes_since_a_revision_are_the_objects_written_and_deleted_after_it() {
     want.sort();
     assert_eq!(seen, want);
     // objects written before the mark are not in it
-    assert!(!seen.iter().any(|s| s.contains(&n.id)));
+    assert!(!seen.iter().any(|s| s.contains(n.id.as_str())));
 }
 
 /// A network create stored through `st`, for the tests below.
@@ -375,7 +375,7 @@ fn a_batch_with_one_address_taken_meanwhile_is_refused_whole_naming_it() {
     let mut reg_a = Registry::default();
     let n = network_with_subnet(&a, &mut reg_a, &mut env_a);
     let port = || PortReq {
-        network_id: Some(n.id.clone()),
+        network_id: Some(n.id.to_string()),
         ..Default::default()
     };
     let mut reg_b = b.load().unwrap();
