@@ -247,7 +247,8 @@ impl Dataplane {
     }
 
     /// Adds a network to serve, with the leases recovered for it.
-    pub fn add_network(&self, name: &str, table: NetworkTable) -> Arc<Network> {
+    pub fn add_network(&self, name: &str, mut table: NetworkTable) -> Arc<Network> {
+        table.shrink_options();
         let leases = self
             .recovered
             .lock()
@@ -366,6 +367,7 @@ impl Dataplane {
         t.subnets = subnets;
         t.global_options = global;
         t.domain = domain;
+        t.shrink_options();
     }
 
     fn revoke(&self, net: &Network, macs: &[Mac]) -> usize {

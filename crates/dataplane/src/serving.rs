@@ -101,14 +101,38 @@ pub(crate) struct DhcpSource {
     pub(crate) netns: Option<PathBuf>,
     addrs: Vec<Ipv4Net>,
     addrs_checked: Option<Instant>,
-    bad_input: RateLimit,
-    no_addr_log: RateLimit,
-    limit_log: RateLimit,
-    recv_log: RateLimit,
+    /// Made when first needed: most networks never see bad input.
+    quiet: Option<Box<LogLimits>>,
     limiter: MacLimiter,
-    unknown_budget: MacLimiter,
     outbox: Outbox,
     replies: Vec<Held>,
+}
+
+/// The budgets of a listener's log lines about bad input, rate limits and failures.
+struct LogLimits {
+    bad_input: RateLimit,
+    no_addr: RateLimit,
+    limit: RateLimit,
+    recv: RateLimit,
+    /// Lines about clients we hold nothing for.
+    unknown: MacLimiter,
+}
+
+/// A listener's log budgets, made on first use.
+fn logs(quiet: &mut Option<Box<LogLimits>>) -> &mut LogLimits {
+    quiet.get_or_insert_with(LogLimits::new)
+}
+
+impl LogLimits {
+    fn new() -> Box<Self> {
+        Box::new(LogLimits {
+            bad_input: RateLimit::new(),
+            no_addr: RateLimit::new(),
+            limit: RateLimit::new(),
+            recv: RateLimit::new(),
+            unknown: MacLimiter::new(UNANSWERED_LINES_PER_SECOND),
+        })
+    }
 }
 
 impl DhcpSource {
@@ -131,12 +155,8 @@ impl DhcpSource {
             netns,
             addrs: Vec::new(),
             addrs_checked: None,
-            bad_input: RateLimit::new(),
-            no_addr_log: RateLimit::new(),
-            limit_log: RateLimit::new(),
-            recv_log: RateLimit::new(),
+            quiet: None,
             limiter: MacLimiter::new(client_rate),
-            unknown_budget: MacLimiter::new(UNANSWERED_LINES_PER_SECOND),
             outbox: Outbox::default(),
             replies: Vec::new(),
         }
@@ -153,7 +173,7 @@ impl DhcpSource {
             {
                 Ok(a) => a,
                 Err(e) => {
-                    if self.recv_log.allow("namespace lines") {
+                    if logs(&mut self.quiet).recv.allow("namespace lines") {
                         tracing::warn!(target: "dhcp", "cannot read the addresses of {iface} in its namespace: {e}");
                     }
                     return;
@@ -172,7 +192,7 @@ impl DhcpSource {
         let n = match recv_batch(self.port.sock.as_raw_fd(), bufs, lens, false) {
             Ok(n) => n,
             Err(e) => {
-                if self.recv_log.allow("receive-error lines") {
+                if logs(&mut self.quiet).recv.allow("receive-error lines") {
                     tracing::warn!(target: "dhcp", "receive on {} failed: {e}", self.port.iface);
                 }
                 // An error is reported once per socket error; the next readiness tells.
@@ -197,7 +217,7 @@ impl DhcpSource {
             let table = net.table();
             let iface: &str = &self.port.iface;
             let Some(server_id) = pick_server_id(&self.addrs, &table) else {
-                if self.no_addr_log.allow("no-address lines") {
+                if logs(&mut self.quiet).no_addr.allow("no-address lines") {
                     tracing::warn!(target: "dhcp", "no address on {iface}: cannot serve DHCP there");
                 }
                 return Turn::Drained;
@@ -214,7 +234,10 @@ impl DhcpSource {
                     Ok(m) => m,
                     Err(e) => {
                         dp.counters.malformed[malformed_index(&e)].fetch_add(1, Ordering::Relaxed);
-                        if self.bad_input.allow("malformed-packet lines") {
+                        if logs(&mut self.quiet)
+                            .bad_input
+                            .allow("malformed-packet lines")
+                        {
                             tracing::warn!(target: "dhcp", "dropped packet on {iface}: {e} ({} bytes)", lens[i]);
                         }
                         continue;
@@ -224,7 +247,7 @@ impl DhcpSource {
                 net.counters.rx[msg_index(m.msg)].fetch_add(1, Ordering::Relaxed);
                 if !self.limiter.allow(m.chaddr, now) {
                     dp.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
-                    if self.limit_log.allow("rate-limit lines") {
+                    if logs(&mut self.quiet).limit.allow("rate-limit lines") {
                         tracing::warn!(target: "dhcp", "{} from {} on {iface}: over {} messages/s, dropped", m.msg.name(), m.chaddr, dp.opts.client_rate);
                     }
                     continue;
@@ -239,7 +262,7 @@ impl DhcpSource {
                 // Clients we hold nothing for are the flood case: their lines share one
                 // global budget a second, so a flood cannot flood the log as well.
                 let unknown = matches!(d.outcome, Outcome::Ignored(_));
-                if !unknown || self.unknown_budget.allow(Mac::default(), now) {
+                if !unknown || logs(&mut self.quiet).unknown.allow(Mac::default(), now) {
                     dp.log(iface, m.xid, &d.received);
                 } else {
                     dp.counters.log_suppressed.fetch_add(1, Ordering::Relaxed);

@@ -177,6 +177,15 @@ impl OptionSet {
         );
     }
 
+    /// Gives back the room left over from building the set: ten thousand networks each hold
+    /// a few sets for as long as they exist.
+    pub fn shrink_to_fit(&mut self) {
+        self.0.shrink_to_fit();
+        for (_, w) in &mut self.0 {
+            w.tlv.shrink_to_fit();
+        }
+    }
+
     /// Adds or replaces an option already encoded.
     pub fn insert(&mut self, code: u8, w: WireOption) {
         match self.0.binary_search_by_key(&code, |(c, _)| *c) {

@@ -195,12 +195,22 @@ pub struct NetworkTable {
 }
 
 impl NetworkTable {
+    /// Trims the subnets' and the network's option sets to their size (see
+    /// [`OptionSet::shrink_to_fit`]).
+    pub fn shrink_options(&mut self) {
+        self.global_options.shrink_to_fit();
+        for s in &mut self.subnets {
+            s.options.shrink_to_fit();
+        }
+    }
+
     /// Builds a table; later duplicates of a MAC or client id win, as in dnsmasq's host file.
     pub fn new(subnets: Vec<Subnet>, reservations: Vec<Reservation>) -> Self {
         let mut t = NetworkTable {
             subnets,
             ..Default::default()
         };
+        t.shrink_options();
         t.reservations.reserve(reservations.len());
         t.by_mac.reserve(reservations.len());
         for r in reservations {

@@ -48,7 +48,7 @@ fn bridge_of(cfg: &ServeConfig, n: &qdhcp_registry::Network) -> Option<String> {
 /// Links plumbed for a network's segment, removed with it.
 #[derive(Debug, Clone)]
 struct Plumbed {
-    /// What they are, for the log.
+    /// What they are, for the log line once plumbed (not kept: ten thousand networks).
     what: String,
     /// Links to delete, in order.
     links: Vec<String>,
@@ -85,7 +85,7 @@ pub struct DhcpSync {
     plugged: Mutex<HashMap<String, String>>,
     /// Segments plumbed (VXLAN, VLAN, a flat network's interface), by network, to remove
     /// with it.
-    segments: Mutex<HashMap<String, Plumbed>>,
+    segments: Mutex<HashMap<String, Vec<String>>>,
     /// Each network's DNS server, on its DHCP port.
     dns: Mutex<HashMap<String, Arc<DnsServer>>>,
     /// The event loops serving every network's DNS sockets (started with the first).
@@ -146,12 +146,12 @@ impl DhcpSync {
             .unwrap_or_else(|p| p.into_inner())
             .remove(net_id);
         if let Some(seg) = seg {
-            for link in &seg.links {
+            for link in &seg {
                 if let Err(e) = delete_link(link) {
                     tracing::error!("network {net_id}: {e}");
                 }
             }
-            tracing::info!("network {net_id}: {} removed", seg.what);
+            tracing::info!("network {net_id}: {} removed", seg.join(", "));
         }
     }
 
@@ -215,10 +215,12 @@ impl DhcpSync {
         match plumbed {
             Ok(p) => {
                 tracing::info!("network {net_id}: {}", p.what);
+                let mut links = p.links;
+                links.shrink_to_fit();
                 self.segments
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .insert(net_id.into(), p);
+                    .insert(net_id.into(), links);
             }
             Err(e) => tracing::error!(
                 "network {net_id}: {} segment not plumbed: {e}",
