@@ -234,6 +234,7 @@ impl Registry {
                 Some(Box::new(p.clone())),
             ));
         }
+        self.share_port(&mut p);
         self.index_port(&p);
         self.ports.insert(p.id.clone(), Box::new(p));
     }

@@ -85,7 +85,7 @@ impl Registry {
             None => String::new(),
         };
         let now = env.now();
-        let n = Network {
+        let mut n = Network {
             id: env.new_id(),
             dns_domain,
             name: req.name.unwrap_or_default(),
@@ -101,6 +101,7 @@ impl Registry {
             updated_at: now,
             revision_number: 1,
         };
+        self.share_network(&mut n);
         self.networks.insert(n.id.clone(), Box::new(n.clone()));
         let out = Outcome {
             changes: vec![Change::Put(Kind::Network, n.id.clone())],

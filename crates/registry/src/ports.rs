@@ -259,7 +259,7 @@ impl Registry {
         let dns_name = req.dns_name.clone().unwrap_or_default();
         validate_dns_name(&dns_name)?;
         let now = env.now();
-        let p = Port {
+        let mut p = Port {
             id,
             name: req.name.unwrap_or_default(),
             network_id: net_id,
@@ -278,6 +278,7 @@ impl Registry {
             updated_at: now,
             revision_number: 1,
         };
+        self.share_port(&mut p);
         self.index_port(&p);
         self.ports.insert(p.id.clone(), Box::new(p.clone()));
         Ok((
@@ -355,8 +356,9 @@ impl Registry {
         p.updated_at = env.now();
         p.revision_number += 1;
         self.unindex_port(&before);
+        self.share_port(&mut p);
         self.index_port(&p);
-        self.ports.insert(id.into(), p.clone());
+        self.ports.insert(p.id.clone(), p.clone());
         Ok((
             (*p).clone(),
             Outcome {

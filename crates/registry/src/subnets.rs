@@ -196,7 +196,7 @@ impl Registry {
         Self::validate_pools(cidr, gateway_ip, &pools)?;
         let project_id = Self::project_for(caller, &req.project_id, &req.tenant_id)?;
         let now = env.now();
-        let s = Subnet {
+        let mut s = Subnet {
             id: env.new_id(),
             name: req.name.unwrap_or_default(),
             network_id: net_id.clone(),
@@ -212,6 +212,7 @@ impl Registry {
             updated_at: now,
             revision_number: 1,
         };
+        self.share_subnet(&mut s);
         self.index_subnet(&s);
         self.subnets.insert(s.id.clone(), Box::new(s.clone()));
         let mut out = Outcome {
@@ -289,7 +290,8 @@ impl Registry {
         s.updated_at = env.now();
         s.revision_number += 1;
         let net_id = s.network_id.clone();
-        self.subnets.insert(id.into(), s.clone());
+        self.share_subnet(&mut s);
+        self.subnets.insert(s.id.clone(), s.clone());
         let mut out = Outcome {
             changes: vec![Change::Put(Kind::Subnet, id.into())],
             effects: vec![],

@@ -816,3 +816,43 @@ fn effects_between_two_registries_name_every_change() {
         "{e:?}"
     );
 }
+
+/// Every copy of an id points at the one text its object holds (see docs/ARCHITECTURE.md,
+/// "Memory"), both for objects made by the operations and for objects read back from the
+/// store, where each field arrives as its own copy.
+#[test]
+fn ids_and_stamps_are_shared_not_copied() {
+    fn check(r: &Registry, net: &str, sub: &str) {
+        let n = r.network(net).unwrap();
+        let s = r.subnet(sub).unwrap();
+        assert!(ArcStr::ptr_eq(&s.network_id, &n.id));
+        assert!(ArcStr::ptr_eq(&s.updated_at, &s.created_at));
+        let p = r.dhcp_ports(net).next().expect("a DHCP port");
+        assert!(ArcStr::ptr_eq(&p.network_id, &n.id));
+        assert!(ArcStr::ptr_eq(&p.fixed_ips[0].subnet_id, &s.id));
+        assert!(ArcStr::ptr_eq(&p.project_id, &n.project_id));
+        for ((key_net, _), port) in &r.macs {
+            assert!(ArcStr::ptr_eq(key_net, &n.id));
+            assert!(ArcStr::ptr_eq(port, &r.port(port).unwrap().id));
+        }
+        let (key, _) = r.networks.get_key_value(net).unwrap();
+        assert!(ArcStr::ptr_eq(key, &n.id));
+    }
+    let (r, _, net, sub) = setup("172.16.1.200");
+    check(&r, &net, &sub);
+    // as the store gives them back: every field a separate copy
+    fn copy<T: serde::Serialize + serde::de::DeserializeOwned>(v: &T) -> T {
+        serde_json::from_str(&serde_json::to_string(v).unwrap()).unwrap()
+    }
+    let back = Registry::from_parts(
+        r.networks().map(copy).collect(),
+        r.subnets().map(copy).collect(),
+        r.ports().map(copy).collect(),
+    );
+    let p = back.dhcp_ports(&net).next().unwrap();
+    assert!(!ArcStr::ptr_eq(
+        &p.id,
+        &r.dhcp_ports(&net).next().unwrap().id
+    ));
+    check(&back, &net, &sub);
+}
