@@ -76,6 +76,10 @@ pub struct Network {
     pub counters: NetCounters,
     table: RwLock<NetworkTable>,
     leases: Mutex<LeaseTable>,
+    /// The addresses its DHCP interface was given, when whoever plumbed it says so
+    /// ([`Dataplane::set_addrs`]): the server identifier comes from them, and the serving loop
+    /// never enters the namespace to read them (see docs/ARCHITECTURE.md, "Event loops").
+    addrs: RwLock<Option<Vec<Ipv4Net>>>,
 }
 
 /// What a reload changed.
@@ -101,6 +105,11 @@ impl Network {
 
     fn table_mut(&self) -> RwLockWriteGuard<'_, NetworkTable> {
         self.table.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The interface addresses set by [`Dataplane::set_addrs`], if any.
+    pub(crate) fn known_addrs(&self) -> RwLockReadGuard<'_, Option<Vec<Ipv4Net>>> {
+        self.addrs.read().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Locks the lease table (poisoning is survived: the table stays consistent per change).
@@ -260,12 +269,21 @@ impl Dataplane {
             table: RwLock::new(table),
             counters: NetCounters::default(),
             leases: Mutex::new(leases),
+            addrs: RwLock::new(None),
         });
         self.networks
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(name.to_string(), n.clone());
         n
+    }
+
+    /// Says which addresses the network's DHCP interface has (serve mode plumbs them itself):
+    /// the listener takes its server identifier from these instead of reading the interface
+    /// in its namespace every few seconds on the packet path.
+    pub fn set_addrs(&self, net: &Network, mut addrs: Vec<Ipv4Net>) {
+        addrs.shrink_to_fit();
+        *net.addrs.write().unwrap_or_else(|p| p.into_inner()) = Some(addrs);
     }
 
     /// Adds leases known from elsewhere (dnsmasq's leases file) that the journal lacks.

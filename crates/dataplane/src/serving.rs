@@ -203,9 +203,11 @@ impl DhcpSource {
             return Turn::Drained;
         }
         let received_at = Instant::now();
-        if self
-            .addrs_checked
-            .is_none_or(|t| t.elapsed() > Duration::from_secs(2))
+        let plumbed = net.known_addrs().is_some();
+        if !plumbed
+            && self
+                .addrs_checked
+                .is_none_or(|t| t.elapsed() > Duration::from_secs(2))
         {
             self.refresh_addrs();
         }
@@ -216,7 +218,11 @@ impl DhcpSource {
             // The table is read-locked only while deciding, never across the fsync.
             let table = net.table();
             let iface: &str = &self.port.iface;
-            let Some(server_id) = pick_server_id(&self.addrs, &table) else {
+            let server_id = match &*net.known_addrs() {
+                Some(known) => pick_server_id(known, &table),
+                None => pick_server_id(&self.addrs, &table),
+            };
+            let Some(server_id) = server_id else {
                 if logs(&mut self.quiet).no_addr.allow("no-address lines") {
                     tracing::warn!(target: "dhcp", "no address on {iface}: cannot serve DHCP there");
                 }

@@ -400,6 +400,8 @@ impl DhcpSync {
             tracing::error!("network {net_id}: plumbing failed: {e}");
             return;
         }
+        // plug() made sure these are on the interface: the listener need not read them back
+        self.dp.set_addrs(&net, spec.addrs.clone());
         self.plugged
             .lock()
             .unwrap_or_else(|p| p.into_inner())
