@@ -90,3 +90,80 @@ async fn creates_waiting_for_a_commit_leave_the_workers_free() {
     );
     assert_eq!(probe.await.unwrap().0, StatusCode::OK);
 }
+
+/// Reads come from the registry as committed, which nobody holds across a commit: while a
+/// port create waits on a held commit, a list of ports answers at once, without that port;
+/// once the commit ends, the port is listed. Before, the writer held the registry lock across
+/// its commit and every read waited for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_answer_from_what_is_committed_while_a_commit_waits() {
+    let Some(pg) = Pg::start() else { return };
+    let store = Store::open_url(&pg.url()).unwrap();
+    let control = Arc::new(Control::open(store, Arc::new(NoDhcp)).unwrap());
+    let app = router(ApiState::new(control, Auth::NoAuth, None));
+    let (s, net) = call(
+        &app,
+        "POST",
+        "/v2.0/networks",
+        Some(json!({"network": {"name": "n"}})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let net = net["network"]["id"].as_str().unwrap().to_string();
+
+    let (go, wait) = std::sync::mpsc::channel::<()>();
+    let (held, is_held) = std::sync::mpsc::channel::<()>();
+    let url = pg.url();
+    let holder = std::thread::spawn(move || {
+        let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        let mut tx = c.transaction().unwrap();
+        tx.query_one("SELECT n FROM revision WHERE id = 1 FOR UPDATE", &[])
+            .unwrap();
+        held.send(()).unwrap();
+        let _ = wait.recv();
+        tx.commit().unwrap();
+    });
+    is_held.recv().unwrap();
+
+    let create = {
+        let app = app.clone();
+        let body = json!({"port": {"network_id": net, "name": "pending"}});
+        tokio::spawn(async move { call(&app, "POST", "/v2.0/ports", Some(body)).await })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!create.is_finished(), "the create waits for the commit");
+    let list = format!("/v2.0/ports?network_id={net}");
+    let probe = {
+        let (app, list) = (app.clone(), list.clone());
+        tokio::spawn(async move { call(&app, "GET", &list, None).await })
+    };
+    let t0 = std::time::Instant::now();
+    while !probe.is_finished() && t0.elapsed() < Duration::from_secs(2) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let answered = probe.is_finished();
+
+    go.send(()).unwrap();
+    holder.join().unwrap();
+    let (s, v) = create.await.unwrap();
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert!(
+        answered,
+        "a read answers while a create waits for its commit"
+    );
+    let (s, during) = probe.await.unwrap();
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        during["ports"].as_array().unwrap().len(),
+        0,
+        "what is not committed is not shown: {during}"
+    );
+    let (_, after) = call(&app, "GET", &list, None).await;
+    let names: Vec<&str> = after["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    assert_eq!(names, ["pending"]);
+}

@@ -69,11 +69,13 @@ impl Control {
             }
             return;
         }
+        let turn = self.write_turn();
         let mut reg = self.read();
         let mut env = SystemEnv;
         let mut done: Vec<(Job, Value)> = Vec::with_capacity(batch.len());
         let mut changes = Vec::new();
         let mut effects = Vec::new();
+        reg.begin_undo();
         for mut j in batch {
             match (j.op)(&mut reg, &mut env) {
                 Ok((v, out)) => {
@@ -87,19 +89,25 @@ impl Control {
                 }
             }
         }
+        let undo = reg.end_undo();
         if !changes.is_empty() {
-            if let Err(e) = self.store_batch(&mut reg, &changes) {
+            let (back, stored) = self.store_unlocked(reg, undo, &changes);
+            reg = back;
+            if let Err(e) = stored {
                 tracing::debug!(
                     "a batch of {} writes was refused ({e}); running each alone",
                     done.len()
                 );
                 drop(reg);
+                drop(turn);
                 for (j, _) in done {
                     self.run_alone(j);
                 }
                 return;
             }
         }
+        // the next writer may go on once the DHCP side's ticket is drawn (under `reg`)
+        drop(turn);
         self.tell_dhcp(reg, &effects);
         for (j, v) in done {
             let _ = j.reply.send(Ok(v));

@@ -1,5 +1,6 @@
 //! qdhcp's control plane (see docs/ARCHITECTURE.md, "The walk of an API call" and "Nodes"):
-//! the registry under one lock, every operation written through to the store (API writes
+//! the registry under one lock that no one holds across a database commit (readers see what is
+//! committed), writers one at a time, every operation written through to the store (API writes
 //! batched into one transaction by the writer thread, `batch.rs`), other nodes' writes followed
 //! through the change feed, the DHCP scheduler's live nodes, and the DHCP side told of each
 //! change before the operation is acknowledged (so a port exists for DHCP by the time its
@@ -75,6 +76,10 @@ pub struct Control {
     /// change the database lacks, so no write goes on until it is read back.
     stale: std::sync::atomic::AtomicBool,
     reg: Mutex<Registry>,
+    /// Held by whoever changes the registry (a write through its commit, the change feed),
+    /// one at a time; readers take only `reg`, which no one holds across a commit (see
+    /// [`Control::store_unlocked`]).
+    writing: Mutex<()>,
     store: Store,
     dhcp: Arc<dyn DhcpSink>,
     segments: SegmentConfig,
@@ -155,6 +160,7 @@ impl Control {
             revision: std::sync::atomic::AtomicI64::new(revision),
             stale: std::sync::atomic::AtomicBool::new(false),
             reg: Mutex::new(reg),
+            writing: Mutex::new(()),
             store,
             dhcp,
             segments,
@@ -229,9 +235,52 @@ impl Control {
         Ok(moved)
     }
 
-    /// Read access.
+    /// Read access: the registry as committed (a write being stored is not in it yet).
     pub fn read(&self) -> MutexGuard<'_, Registry> {
         self.reg.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The writers' turn (see `writing`).
+    pub(crate) fn write_turn(&self) -> MutexGuard<'_, ()> {
+        self.writing.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Stores the changes of writes that `reg` holds, without holding the registry across
+    /// the commit: memory goes back to what it was before them (`undo`, from
+    /// [`Registry::end_undo`]) while the database commits, so readers see only what is
+    /// committed and never wait for a commit; once stored, memory takes the writes again.
+    /// When storing fails, memory stays as the database has it (with what other nodes wrote
+    /// meanwhile, see [`Control::put_back`]). The caller holds the writers' turn. Returns the
+    /// registry, locked again.
+    pub(crate) fn store_unlocked<'a>(
+        &'a self,
+        mut reg: MutexGuard<'a, Registry>,
+        undo: Vec<qdhcp_registry::Stored>,
+        changes: &[qdhcp_registry::Change],
+    ) -> (MutexGuard<'a, Registry>, Result<(), StoreError>) {
+        use std::sync::atomic::Ordering;
+        let after = reg.stored(changes);
+        reg.apply_stored(undo);
+        drop(reg);
+        let staged = Registry::from_stored(&after);
+        let stored = self.store.apply(&staged, changes);
+        let mut reg = self.read();
+        match &stored {
+            Ok(()) => {
+                reg.apply_stored(after);
+                // our own write: memory holds it, unless another node wrote in between
+                if let Some(n) = self.store.last_written() {
+                    let _ = self.revision.compare_exchange(
+                        n - 1,
+                        n,
+                        Ordering::SeqCst,
+                        Ordering::SeqCst,
+                    );
+                }
+            }
+            Err(_) => self.put_back(&mut reg, changes),
+        }
+        (reg, stored)
     }
 
     /// Runs one mutation: apply in memory, persist, then tell DHCP. If persisting fails,
@@ -263,6 +312,7 @@ impl Control {
         f: &mut impl FnMut(&mut Registry, &mut dyn Env) -> Result<(T, Outcome), RegistryError>,
     ) -> Result<T, ControlError> {
         use std::sync::atomic::Ordering;
+        let turn = self.write_turn();
         let mut reg = self.read();
         if self.stale.load(Ordering::SeqCst) {
             // the database again (it may be back): what it holds is the truth
@@ -279,21 +329,27 @@ impl Control {
             self.dhcp_locked(&reg, &all);
         }
         let mut env = SystemEnv;
-        let (value, out) = f(&mut reg, &mut env)?;
+        reg.begin_undo();
+        let done = f(&mut reg, &mut env);
+        let undo = reg.end_undo();
+        let (value, out) = match done {
+            Ok(d) => d,
+            Err(e) => {
+                // a refused operation leaves nothing; should one have, it goes
+                reg.apply_stored(undo);
+                return Err(e.into());
+            }
+        };
         if out.changes.is_empty() {
+            drop(turn);
             self.tell_dhcp(reg, &out.effects);
             return Ok(value);
         }
-        if let Err(e) = self.store.apply(&reg, &out.changes) {
-            self.put_back(&mut reg, &out.changes);
-            return Err(e.into());
-        }
-        // our own write: memory already holds it, unless another node wrote in between
-        if let Some(n) = self.store.last_written() {
-            let _ = self
-                .revision
-                .compare_exchange(n - 1, n, Ordering::SeqCst, Ordering::SeqCst);
-        }
+        let (reg, stored) = self.store_unlocked(reg, undo, &out.changes);
+        stored?;
+        // the next writer may go on once the DHCP side's ticket is drawn (under `reg`): it
+        // does not wait for this write's plumbing
+        drop(turn);
         self.tell_dhcp(reg, &out.effects);
         Ok(value)
     }
@@ -348,26 +404,6 @@ impl Control {
         let turn = self.dhcp_order.wait(ticket);
         self.dhcp.apply(&copy, effects);
         self.dhcp_order.next(turn);
-    }
-
-    /// Stores the changes of several writes already applied to `reg` in one transaction;
-    /// when that fails, memory is put back as the database has it.
-    pub(crate) fn store_batch(
-        &self,
-        reg: &mut Registry,
-        changes: &[qdhcp_registry::Change],
-    ) -> Result<(), StoreError> {
-        use std::sync::atomic::Ordering;
-        if let Err(e) = self.store.apply(reg, changes) {
-            self.put_back(reg, changes);
-            return Err(e);
-        }
-        if let Some(n) = self.store.last_written() {
-            let _ = self
-                .revision
-                .compare_exchange(n - 1, n, Ordering::SeqCst, Ordering::SeqCst);
-        }
-        Ok(())
     }
 
     /// After a write that was not stored: the objects it touched as the database holds them,
@@ -433,6 +469,7 @@ impl Control {
         if revision <= self.revision.load(Ordering::SeqCst) {
             return 0;
         }
+        let turn = self.write_turn();
         let mut reg = self.read();
         let since = self.revision.load(Ordering::SeqCst);
         // what changed since memory's revision, in one snapshot of the database
@@ -449,6 +486,7 @@ impl Control {
             }
         };
         self.revision.store(at, Ordering::SeqCst);
+        drop(turn);
         self.tell_dhcp(reg, &effects);
         if !effects.is_empty() {
             tracing::info!(

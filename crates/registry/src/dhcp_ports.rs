@@ -97,6 +97,7 @@ impl Registry {
         if dhcp_subnets.is_empty() {
             for p in existing {
                 self.unindex_port(&p);
+                self.note(Kind::Port, &p.id);
                 self.ports.remove(&p.id);
                 out.changes.push(Change::Delete(Kind::Port, p.id.clone()));
                 out.effects
@@ -234,6 +235,7 @@ impl Registry {
                 Some(Box::new(p.clone())),
             ));
         }
+        self.note(Kind::Port, &p.id);
         self.share_port(&mut p);
         self.index_port(&p);
         self.ports.insert(p.id.clone(), Box::new(p));

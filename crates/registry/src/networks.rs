@@ -101,6 +101,7 @@ impl Registry {
             updated_at: now,
             revision_number: 1,
         };
+        self.note(Kind::Network, &n.id);
         self.share_network(&mut n);
         self.networks.insert(n.id.clone(), Box::new(n.clone()));
         let out = Outcome {
@@ -136,6 +137,7 @@ impl Registry {
             .map(valid_dns_domain)
             .transpose()?;
         let now = env.now();
+        self.note(Kind::Network, id);
         let n = self
             .networks
             .get_mut(id)
@@ -182,18 +184,21 @@ impl Registry {
         let ports: Vec<Port> = self.ports_of(id).cloned().collect();
         for p in ports {
             self.unindex_port(&p);
+            self.note(Kind::Port, &p.id);
             self.ports.remove(&p.id);
             out.changes.push(Change::Delete(Kind::Port, p.id.clone()));
         }
         let subnets: Vec<Id> = self.subnets_of(id).map(|s| s.id.clone()).collect();
         for s in subnets {
             self.unindex_subnet(&s);
+            self.note(Kind::Subnet, &s);
             self.subnets.remove(&s);
             self.ips.remove(&s);
             self.free_from.remove(&s);
             out.changes.push(Change::Delete(Kind::Subnet, s));
         }
         self.members.remove(id);
+        self.note(Kind::Network, id);
         self.networks.remove(id);
         out.changes.push(Change::Delete(Kind::Network, id.into()));
         out.effects.push(Effect::NetworkDeleted(id.into()));

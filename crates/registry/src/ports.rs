@@ -278,6 +278,7 @@ impl Registry {
             updated_at: now,
             revision_number: 1,
         };
+        self.note(Kind::Port, &p.id);
         self.share_port(&mut p);
         self.index_port(&p);
         self.ports.insert(p.id.clone(), Box::new(p.clone()));
@@ -356,6 +357,7 @@ impl Registry {
         p.updated_at = env.now();
         p.revision_number += 1;
         self.unindex_port(&before);
+        self.note(Kind::Port, &p.id);
         self.share_port(&mut p);
         self.index_port(&p);
         self.ports.insert(p.id.clone(), p.clone());
@@ -370,6 +372,7 @@ impl Registry {
 
     /// Deletes a port; its addresses are free again at once.
     pub fn delete_port(&mut self, id: &str) -> Result<Outcome, RegistryError> {
+        self.note(Kind::Port, id);
         let p = self
             .ports
             .remove(id)

@@ -98,6 +98,17 @@ pub struct Registry {
     /// first free address does not walk every allocated one (that walk made creating the
     /// n-th port of a subnet O(n)). Kept with the port index; only for pools in order.
     pub(crate) free_from: Hints,
+    /// While on ([`Registry::begin_undo`]): each object as it was before the first change
+    /// to it, so that memory can show only what is committed while a write is being stored
+    /// (see docs/ARCHITECTURE.md, "The walk of an API call").
+    pub(crate) undo: Option<Undo>,
+}
+
+/// Before-images of the objects changed since the undo log was turned on.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Undo {
+    noted: std::collections::HashSet<(Kind, Id)>,
+    before: Vec<crate::Stored>,
 }
 
 /// The free-address hints, set by the lookups that find the first free address (`&self`).
@@ -219,6 +230,80 @@ impl Registry {
             share(&mut n.id, &old.id);
             share(&mut n.project_id, &old.project_id);
         }
+    }
+
+    /// Starts keeping each object as it is before its first change (see
+    /// [`Registry::end_undo`]).
+    pub fn begin_undo(&mut self) {
+        self.undo = Some(Undo::default());
+    }
+
+    /// Stops keeping before-images and returns them: applied with
+    /// [`Registry::apply_stored`], they put every object changed since
+    /// [`Registry::begin_undo`] back as it was (created ones go away).
+    pub fn end_undo(&mut self) -> Vec<crate::Stored> {
+        self.undo.take().map(|u| u.before).unwrap_or_default()
+    }
+
+    /// Keeps the object `kind`/`id` as it is now, if the undo log is on and has not kept it
+    /// yet. Every operation calls it before it changes or removes an object.
+    pub(crate) fn note(&mut self, kind: Kind, id: &str) {
+        let Some(u) = self.undo.as_mut() else { return };
+        if u.noted.contains(&(kind, Id::from(id))) {
+            return;
+        }
+        let now = match kind {
+            Kind::Network => self
+                .networks
+                .get(id)
+                .map(|o| crate::Stored::Network((**o).clone())),
+            Kind::Subnet => self
+                .subnets
+                .get(id)
+                .map(|o| crate::Stored::Subnet((**o).clone())),
+            Kind::Port => self
+                .ports
+                .get(id)
+                .map(|o| crate::Stored::Port((**o).clone())),
+        };
+        u.noted.insert((kind, Id::from(id)));
+        u.before
+            .push(now.unwrap_or_else(|| crate::Stored::Gone(kind, id.to_string())));
+    }
+
+    /// The objects `changes` name as they are now (gone ones as [`crate::Stored::Gone`]):
+    /// what a write stores, and what memory applies once it is stored.
+    pub fn stored(&self, changes: &[Change]) -> Vec<crate::Stored> {
+        let mut seen = std::collections::HashSet::new();
+        let mut out = Vec::new();
+        for c in changes {
+            let (Change::Put(k, id) | Change::Delete(k, id)) = c;
+            if !seen.insert((*k, id.clone())) {
+                continue;
+            }
+            let now = match k {
+                Kind::Network => self.network(id).cloned().map(crate::Stored::Network),
+                Kind::Subnet => self.subnet(id).cloned().map(crate::Stored::Subnet),
+                Kind::Port => self.port(id).cloned().map(crate::Stored::Port),
+            };
+            out.push(now.unwrap_or_else(|| crate::Stored::Gone(*k, id.to_string())));
+        }
+        out
+    }
+
+    /// A registry holding only the objects of `stored` that exist (for the store to write
+    /// them from).
+    pub fn from_stored(stored: &[crate::Stored]) -> Registry {
+        let (mut n, mut s, mut p) = (Vec::new(), Vec::new(), Vec::new());
+        for o in stored {
+            match o {
+                crate::Stored::Network(x) => n.push(x.clone()),
+                crate::Stored::Subnet(x) => s.push(x.clone()),
+                crate::Stored::Port(x) => p.push(x.clone()),
+                crate::Stored::Gone(..) => {}
+            }
+        }
+        Registry::from_parts(n, s, p)
     }
 
     /// The network's id as the registry holds it (a new copy for a network it lacks).

@@ -212,6 +212,7 @@ impl Registry {
             updated_at: now,
             revision_number: 1,
         };
+        self.note(Kind::Subnet, &s.id);
         self.share_subnet(&mut s);
         self.index_subnet(&s);
         self.subnets.insert(s.id.clone(), Box::new(s.clone()));
@@ -290,6 +291,7 @@ impl Registry {
         s.updated_at = env.now();
         s.revision_number += 1;
         let net_id = s.network_id.clone();
+        self.note(Kind::Subnet, &s.id);
         self.share_subnet(&mut s);
         self.subnets.insert(s.id.clone(), s.clone());
         let mut out = Outcome {
@@ -321,6 +323,7 @@ impl Registry {
             return Err(RegistryError::SubnetInUse(id.into()));
         }
         self.unindex_subnet(id);
+        self.note(Kind::Subnet, id);
         self.subnets.remove(id);
         let mut out = Outcome {
             changes: vec![Change::Delete(Kind::Subnet, id.into())],

@@ -856,3 +856,85 @@ fn ids_and_stamps_are_shared_not_copied() {
     ));
     check(&back, &net, &sub);
 }
+
+/// What a write changed is put back by its undo log: objects created go, changed and deleted
+/// ones come back as they were, and the indexes with them (the next port gets the address it
+/// would have got before).
+#[test]
+fn the_undo_log_puts_every_changed_object_back() {
+    let (mut r, mut env, net, _) = setup("172.16.1.200");
+    let port = |r: &mut Registry, env: &mut TestEnv, name: &str| {
+        r.create_port(
+            PortReq {
+                name: Some(name.into()),
+                network_id: Some(net.clone()),
+                ..Default::default()
+            },
+            &admin(),
+            env,
+        )
+        .unwrap()
+        .0
+    };
+    let a = port(&mut r, &mut env, "a");
+    let b = port(&mut r, &mut env, "b");
+    let snapshot = |r: &Registry| {
+        (
+            r.networks().cloned().collect::<Vec<_>>(),
+            r.subnets().cloned().collect::<Vec<_>>(),
+            r.ports().cloned().collect::<Vec<_>>(),
+        )
+    };
+    let before = snapshot(&r);
+    r.begin_undo();
+    let (n2, _) = r
+        .create_network(
+            NetworkReq {
+                name: Some("two".into()),
+                ..Default::default()
+            },
+            &admin(),
+            &mut env,
+        )
+        .unwrap();
+    r.create_subnet(
+        SubnetReq {
+            network_id: Some(n2.id.to_string()),
+            cidr: Some("10.9.0.0/24".into()),
+            ..Default::default()
+        },
+        &admin(),
+        &mut env,
+    )
+    .unwrap();
+    r.update_network(
+        &net,
+        NetworkReq {
+            name: Some("renamed".into()),
+            ..Default::default()
+        },
+        &mut env,
+    )
+    .unwrap();
+    r.update_port(
+        &a.id,
+        PortReq {
+            name: Some("a2".into()),
+            ..Default::default()
+        },
+        &mut env,
+    )
+    .unwrap();
+    r.delete_port(&b.id).unwrap();
+    let c = port(&mut r, &mut env, "c");
+    assert_eq!(c.fixed_ips, b.fixed_ips, "b's address is free again");
+    assert_ne!(snapshot(&r), before);
+    let undo = r.end_undo();
+    r.apply_stored(undo);
+    assert_eq!(snapshot(&r), before);
+    assert!(r.port(&c.id).is_none());
+    let d = port(&mut r, &mut env, "d");
+    assert_ne!(d.fixed_ips, b.fixed_ips, "b holds its address again");
+    assert_ne!(d.fixed_ips, a.fixed_ips);
+    assert_eq!(r.subnets_of(&net).count(), 1);
+}
