@@ -21,9 +21,8 @@ use qdhcp_store::Store;
 use serde_json::json;
 use support::call;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn creates_waiting_for_a_commit_leave_the_workers_free() {
-    let Some(pg) = Pg::start() else { return };
+/// The API on a fresh PostgreSQL registry, with one network: the app and the network's id.
+async fn app_with_network(pg: &Pg) -> (axum::Router, String) {
     let store = Store::open_url(&pg.url()).unwrap();
     let control = Arc::new(Control::open(store, Arc::new(NoDhcp)).unwrap());
     let app = router(ApiState::new(control, Auth::NoAuth, None));
@@ -36,8 +35,12 @@ async fn creates_waiting_for_a_commit_leave_the_workers_free() {
     .await;
     assert_eq!(s, StatusCode::CREATED);
     let net = net["network"]["id"].as_str().unwrap().to_string();
+    (app, net)
+}
 
-    // another session holds the revision row until told to let go
+/// Another session takes the row every write updates first and holds it until told to let
+/// go (a send on the returned channel); returns once it holds it.
+fn hold_revision_row(pg: &Pg) -> (std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>) {
     let (go, wait) = std::sync::mpsc::channel::<()>();
     let (held, is_held) = std::sync::mpsc::channel::<()>();
     let url = pg.url();
@@ -51,6 +54,16 @@ async fn creates_waiting_for_a_commit_leave_the_workers_free() {
         tx.commit().unwrap();
     });
     is_held.recv().unwrap();
+    (go, holder)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn creates_waiting_for_a_commit_leave_the_workers_free() {
+    let Some(pg) = Pg::start() else { return };
+    let (app, net) = app_with_network(&pg).await;
+
+    // another session holds the revision row until told to let go
+    let (go, holder) = hold_revision_row(&pg);
 
     let create = || {
         let app = app.clone();
@@ -98,32 +111,9 @@ async fn creates_waiting_for_a_commit_leave_the_workers_free() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_answer_from_what_is_committed_while_a_commit_waits() {
     let Some(pg) = Pg::start() else { return };
-    let store = Store::open_url(&pg.url()).unwrap();
-    let control = Arc::new(Control::open(store, Arc::new(NoDhcp)).unwrap());
-    let app = router(ApiState::new(control, Auth::NoAuth, None));
-    let (s, net) = call(
-        &app,
-        "POST",
-        "/v2.0/networks",
-        Some(json!({"network": {"name": "n"}})),
-    )
-    .await;
-    assert_eq!(s, StatusCode::CREATED);
-    let net = net["network"]["id"].as_str().unwrap().to_string();
+    let (app, net) = app_with_network(&pg).await;
 
-    let (go, wait) = std::sync::mpsc::channel::<()>();
-    let (held, is_held) = std::sync::mpsc::channel::<()>();
-    let url = pg.url();
-    let holder = std::thread::spawn(move || {
-        let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
-        let mut tx = c.transaction().unwrap();
-        tx.query_one("SELECT n FROM revision WHERE id = 1 FOR UPDATE", &[])
-            .unwrap();
-        held.send(()).unwrap();
-        let _ = wait.recv();
-        tx.commit().unwrap();
-    });
-    is_held.recv().unwrap();
+    let (go, holder) = hold_revision_row(&pg);
 
     let create = {
         let app = app.clone();
