@@ -203,8 +203,9 @@ impl DhcpSource {
             return Turn::Drained;
         }
         let received_at = Instant::now();
-        let plumbed = net.known_addrs().is_some();
-        if !plumbed
+        // set by the plumbing (serve mode), or read from the interface here every 2 s
+        let known = net.known_addrs();
+        if known.is_none()
             && self
                 .addrs_checked
                 .is_none_or(|t| t.elapsed() > Duration::from_secs(2))
@@ -218,10 +219,11 @@ impl DhcpSource {
             // The table is read-locked only while deciding, never across the fsync.
             let table = net.table();
             let iface: &str = &self.port.iface;
-            let server_id = match &*net.known_addrs() {
+            let server_id = match &*known {
                 Some(known) => pick_server_id(known, &table),
                 None => pick_server_id(&self.addrs, &table),
             };
+            drop(known);
             let Some(server_id) = server_id else {
                 if logs(&mut self.quiet).no_addr.allow("no-address lines") {
                     tracing::warn!(target: "dhcp", "no address on {iface}: cannot serve DHCP there");
