@@ -249,7 +249,7 @@ impl Registry {
     /// yet. Every operation calls it before it changes or removes an object.
     pub(crate) fn note(&mut self, kind: Kind, id: &str) {
         let Some(u) = self.undo.as_mut() else { return };
-        if u.noted.contains(&(kind, Id::from(id))) {
+        if !u.noted.insert((kind, Id::from(id))) {
             return;
         }
         let now = match kind {
@@ -266,7 +266,6 @@ impl Registry {
                 .get(id)
                 .map(|o| crate::Stored::Port((**o).clone())),
         };
-        u.noted.insert((kind, Id::from(id)));
         u.before
             .push(now.unwrap_or_else(|| crate::Stored::Gone(kind, id.to_string())));
     }
