@@ -57,6 +57,16 @@ fn hold_revision_row(pg: &Pg) -> (std::sync::mpsc::Sender<()>, std::thread::Join
     (go, holder)
 }
 
+/// Whether `task` ends within `limit`, watched from the calling thread (not a worker: with
+/// both workers blocked, tokio's own timers would not fire either).
+fn finished_within<T>(task: &tokio::task::JoinHandle<T>, limit: Duration) -> bool {
+    let t0 = std::time::Instant::now();
+    while !task.is_finished() && t0.elapsed() < limit {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    task.is_finished()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn creates_waiting_for_a_commit_leave_the_workers_free() {
     let Some(pg) = Pg::start() else { return };
@@ -79,17 +89,11 @@ async fn creates_waiting_for_a_commit_leave_the_workers_free() {
     for c in &creates {
         assert!(!c.is_finished(), "the creates wait for the commit");
     }
-    // waited for from this thread, which is not a worker: with both workers blocked, tokio's
-    // own timers would not fire either
     let probe = {
         let app = app.clone();
         tokio::spawn(async move { call(&app, "GET", "/", None).await })
     };
-    let t0 = std::time::Instant::now();
-    while !probe.is_finished() && t0.elapsed() < Duration::from_secs(2) {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let answered = probe.is_finished();
+    let answered = finished_within(&probe, Duration::from_secs(2));
 
     go.send(()).unwrap();
     holder.join().unwrap();
@@ -127,11 +131,7 @@ async fn reads_answer_from_what_is_committed_while_a_commit_waits() {
         let (app, list) = (app.clone(), list.clone());
         tokio::spawn(async move { call(&app, "GET", &list, None).await })
     };
-    let t0 = std::time::Instant::now();
-    while !probe.is_finished() && t0.elapsed() < Duration::from_secs(2) {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let answered = probe.is_finished();
+    let answered = finished_within(&probe, Duration::from_secs(2));
 
     go.send(()).unwrap();
     holder.join().unwrap();
