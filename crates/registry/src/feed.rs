@@ -85,7 +85,7 @@ impl Registry {
             self.share_network(&mut n);
             if self.networks.get(&n.id).map(|b| &**b) != Some(&n) {
                 changed.push(n.id.clone());
-                self.networks.insert(n.id.clone(), Box::new(n));
+                self.put_network(n);
             }
         }
         for mut s in subs {
@@ -126,7 +126,7 @@ impl Registry {
                     }
                 }
                 Kind::Network => {
-                    if let Some(n) = self.networks.remove(id.as_str()) {
+                    if let Some(n) = self.take_network(id.as_str()) {
                         self.members.remove(id.as_str());
                         deleted.push(n.id);
                     }

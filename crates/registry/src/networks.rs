@@ -62,17 +62,13 @@ impl Registry {
                 segmentation_id: req.segmentation_id.flatten(),
                 is_admin: caller.is_admin,
             },
-            self.networks.values().map(|b| &**b),
+            &self.in_use,
         )?;
         let network_type = segment.network_type;
         let physical_network = segment.physical_network;
         if let Some(pn) = physical_network.as_ref().filter(|_| network_type == "flat") {
             // ML2's flat type driver: one flat network per physical network
-            if self
-                .networks
-                .values()
-                .any(|o| o.network_type == "flat" && o.physical_network.as_ref() == Some(pn))
-            {
+            if self.in_use.has_flat(pn) {
                 return Err(RegistryError::FlatNetworkInUse(pn.clone()));
             }
         }
@@ -103,7 +99,7 @@ impl Registry {
         };
         self.note(Kind::Network, &n.id);
         self.share_network(&mut n);
-        self.networks.insert(n.id.clone(), Box::new(n.clone()));
+        self.put_network(n.clone());
         let out = Outcome {
             changes: vec![Change::Put(Kind::Network, n.id.clone())],
             effects: vec![Effect::NetworkChanged(n.id.clone())],
@@ -199,7 +195,7 @@ impl Registry {
         }
         self.members.remove(id);
         self.note(Kind::Network, id);
-        self.networks.remove(id);
+        self.take_network(id);
         out.changes.push(Change::Delete(Kind::Network, id.into()));
         out.effects.push(Effect::NetworkDeleted(id.into()));
         Ok(out)

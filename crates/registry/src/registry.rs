@@ -90,6 +90,9 @@ pub struct Registry {
     pub(crate) members: HashMap<Id, Members>,
     /// ML2's segment settings (ranges, tenant network types).
     pub(crate) segments: SegmentConfig,
+    /// The segments the networks hold (kept by [`Registry::put_network`] and
+    /// [`Registry::take_network`]).
+    pub(crate) in_use: crate::segments::InUse,
     /// Neutron's DHCP agent scheduler: nodes per network and the live nodes.
     pub(crate) scheduling: Scheduling,
     /// node → DHCP ports bound to it (the scheduler's load, kept with the port index).
@@ -205,7 +208,7 @@ impl Registry {
         let mut r = Registry::default();
         for mut n in networks {
             r.share_network(&mut n);
-            r.networks.insert(n.id.clone(), Box::new(n));
+            r.put_network(n);
         }
         for mut s in subnets {
             r.share_subnet(&mut s);
@@ -218,6 +221,21 @@ impl Registry {
             r.ports.insert(p.id.clone(), Box::new(p));
         }
         r
+    }
+
+    /// Puts a network in the map, its segment counted in use (the old one's released).
+    pub(crate) fn put_network(&mut self, n: Network) {
+        self.in_use.add(&n);
+        if let Some(old) = self.networks.insert(n.id.clone(), Box::new(n)) {
+            self.in_use.remove(&old);
+        }
+    }
+
+    /// Takes a network out of the map, releasing its segment.
+    pub(crate) fn take_network(&mut self, id: &str) -> Option<Box<Network>> {
+        let n = self.networks.remove(id)?;
+        self.in_use.remove(&n);
+        Some(n)
     }
 
     /// Points an object's copies of text the registry already holds at that text, so that a

@@ -519,6 +519,65 @@ fn tenant_networks_get_free_segments_in_type_order_until_exhausted() {
     assert_eq!(n.segmentation_id, Some(1000));
 }
 
+/// The segments in use as a scan of every network finds them.
+fn in_use_by_scan(r: &Registry) -> crate::segments::InUse {
+    let mut u = crate::segments::InUse::default();
+    for n in r.networks() {
+        u.add(n);
+    }
+    u
+}
+
+#[test]
+fn segments_in_use_follow_undo_and_changes_from_the_store() {
+    let mut r = Registry::default();
+    r.set_segments(ml2());
+    let mut env = TestEnv(0);
+    let tenant = |r: &mut Registry, env: &mut TestEnv| {
+        r.create_network(NetworkReq::default(), &member(), env)
+            .unwrap()
+            .0
+    };
+    let a = tenant(&mut r, &mut env);
+    let b = tenant(&mut r, &mut env);
+    assert_eq!(
+        (a.segmentation_id, b.segmentation_id),
+        (Some(1000), Some(1001))
+    );
+    // a write that is undone: A's VNI released and taken again by a new network, then both
+    // put back as committed
+    r.begin_undo();
+    r.delete_network(&a.id).unwrap();
+    assert_eq!(tenant(&mut r, &mut env).segmentation_id, Some(1000));
+    let undo = r.end_undo();
+    r.apply_stored(undo);
+    assert_eq!(r.in_use, in_use_by_scan(&r));
+    // A holds 1000 again: the next tenant network is the first VLAN
+    let c = tenant(&mut r, &mut env);
+    assert_eq!(
+        (c.network_type.as_str(), c.segmentation_id),
+        ("vlan", Some(100))
+    );
+    // another node deleted B and created a provider VXLAN network with VNI 7: B's VNI is free
+    // here too, and 7 is refused
+    let mut seven = a.clone();
+    seven.id = "00000000-0000-4000-8000-0000000000ff".into();
+    seven.segmentation_id = Some(7);
+    r.apply_stored(vec![
+        crate::Stored::Gone(Kind::Network, b.id.to_string()),
+        crate::Stored::Network(seven),
+    ]);
+    assert_eq!(r.in_use, in_use_by_scan(&r));
+    assert_eq!(tenant(&mut r, &mut env).segmentation_id, Some(1001));
+    let e = r
+        .create_network(net_req(Some("vxlan"), None, Some(7)), &admin(), &mut env)
+        .unwrap_err();
+    assert_eq!((e.status(), e.kind()), (409, "TunnelIdInUse"));
+    // read back at start: the same index
+    let fresh = Registry::from_parts(r.networks().cloned().collect(), vec![], vec![]);
+    assert_eq!(fresh.in_use, r.in_use);
+}
+
 #[test]
 fn provider_segments_are_validated_as_ml2_type_drivers_do() {
     let mut r = Registry::default();
