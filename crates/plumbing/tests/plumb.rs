@@ -152,3 +152,57 @@ fn namespaces_created_later_reach_mount_namespaces_cloned_before() {
     .join()
     .unwrap();
 }
+
+fn netns_inode(path: &str) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).unwrap().ino()
+}
+
+#[test]
+fn a_thread_visiting_another_namespace_comes_back_to_its_own() {
+    if !can_run() {
+        return;
+    }
+    let id = std::process::id() % 100_000;
+    let host = format!("qtplv{id}");
+    let other = format!("qtplw{id}");
+    let _ = Command::new("ip").args(["netns", "del", &host]).output();
+    assert!(Command::new("ip")
+        .args(["netns", "add", &host])
+        .status()
+        .unwrap()
+        .success());
+    let hostf = open_netns(&host).unwrap();
+    let o = other.clone();
+    let seen = std::thread::spawn(move || {
+        nix::sched::setns(hostf, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        let home = netns_inode("/proc/thread-self/ns/net");
+        create_netns(&o).unwrap();
+        ensure_bridge("qtbrvisit").unwrap();
+        let has_bridge = |ns: Option<&str>| {
+            in_netns(ns, |h| async move {
+                Ok(link_index(&h, "qtbrvisit").await?.is_some())
+            })
+            .unwrap()
+        };
+        let before = has_bridge(None);
+        let there = has_bridge(Some(&o));
+        let after = has_bridge(None);
+        let inside = within_netns(&o, || netns_inode("/proc/thread-self/ns/net")).unwrap();
+        let back = netns_inode("/proc/thread-self/ns/net");
+        delete_netns(&o).unwrap();
+        (before, there, after, inside, home, back)
+    })
+    .join();
+    let other_ino = netns_inode(&format!("/proc/{}/ns/net", std::process::id()));
+    let _ = Command::new("ip").args(["netns", "del", &host]).output();
+    let (before, there, after, inside, home, back) = seen.unwrap();
+    assert!(
+        before && after,
+        "the bridge is seen from the thread's own namespace"
+    );
+    assert!(!there, "the other namespace has no such bridge");
+    assert_ne!(inside, home, "within_netns runs in the other namespace");
+    assert_eq!(back, home, "and the thread is back afterwards");
+    assert_ne!(home, other_ino);
+}

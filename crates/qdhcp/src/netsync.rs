@@ -535,28 +535,18 @@ fn dns_in(
     iface: &str,
     settings: Settings,
 ) -> anyhow::Result<(Arc<DnsServer>, std::net::UdpSocket, std::net::TcpListener)> {
-    let f = open_netns(ns)?;
-    let iface = iface.to_string();
-    std::thread::spawn(move || -> anyhow::Result<_> {
-        nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET)?;
+    qdhcp_plumbing::within_netns(ns, || -> anyhow::Result<_> {
         let srv = DnsServer::new(settings)?;
-        let (u, t) = open_dns_sockets(&iface, 53)?;
+        let (u, t) = open_dns_sockets(iface, 53)?;
         Ok((srv, u, t))
-    })
-    .join()
-    .map_err(|_| anyhow::anyhow!("DNS socket thread panicked"))?
+    })?
 }
 
 /// Opens the DHCP socket for `iface` inside namespace `ns` (a socket keeps its namespace).
 fn socket_in(ns: &str, iface: &str) -> anyhow::Result<socket2::Socket> {
-    let f = open_netns(ns)?;
-    let iface = iface.to_string();
-    std::thread::spawn(move || -> anyhow::Result<socket2::Socket> {
-        nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET)?;
-        Ok(open_dhcp_socket(&iface)?)
-    })
-    .join()
-    .map_err(|_| anyhow::anyhow!("socket thread panicked"))?
+    Ok(qdhcp_plumbing::within_netns(ns, || {
+        open_dhcp_socket(iface)
+    })??)
 }
 
 impl DhcpSink for DhcpSync {
