@@ -121,6 +121,9 @@ fn in_ranges(ranges: &[(u32, u32)], id: u32) -> bool {
 pub(crate) struct InUse {
     /// VNI → networks holding it (more than one only in data written around the checks).
     vnis: BTreeMap<u32, u32>,
+    /// The lowest VNI (from 1) no network holds: a tenant network's search starts there, not
+    /// at the bottom of a range held end to end (kept exact by `add` and `remove`).
+    vni_free_from: VniFloor,
     /// (physical network, VLAN id) → networks holding it.
     vlans: BTreeMap<(String, u32), u32>,
     /// physical network → its flat networks.
@@ -131,7 +134,12 @@ impl InUse {
     /// Counts the segment of a network that is put in the network map.
     pub(crate) fn add(&mut self, n: &Network) {
         match Self::key(n) {
-            Some(Key::Vni(id)) => *self.vnis.entry(id).or_default() += 1,
+            Some(Key::Vni(id)) => {
+                *self.vnis.entry(id).or_default() += 1;
+                while self.vnis.contains_key(&self.vni_free_from.0) {
+                    self.vni_free_from.0 += 1;
+                }
+            }
             Some(Key::Vlan(p, id)) => *self.vlans.entry((p.to_string(), id)).or_default() += 1,
             Some(Key::Flat(p)) => *self.flats.entry(p.to_string()).or_default() += 1,
             None => {}
@@ -149,7 +157,12 @@ impl InUse {
             }
         }
         match Self::key(n) {
-            Some(Key::Vni(id)) => dec(&mut self.vnis, id),
+            Some(Key::Vni(id)) => {
+                dec(&mut self.vnis, id);
+                if !self.vnis.contains_key(&id) && id < self.vni_free_from.0 {
+                    self.vni_free_from.0 = id;
+                }
+            }
             Some(Key::Vlan(p, id)) => dec(&mut self.vlans, (p.to_string(), id)),
             Some(Key::Flat(p)) => dec(&mut self.flats, p.to_string()),
             None => {}
@@ -180,9 +193,13 @@ impl InUse {
 
     /// The lowest VNI of `ranges` that no network holds.
     fn free_vni(&self, ranges: &[(u32, u32)]) -> Option<u32> {
-        ranges
-            .iter()
-            .find_map(|&(a, b)| first_gap(a, b, self.vnis.range(a..=b).map(|(id, _)| *id)))
+        ranges.iter().find_map(|&(a, b)| {
+            // every id below the floor is held
+            let a = a.max(self.vni_free_from.0);
+            (a <= b)
+                .then(|| first_gap(a, b, self.vnis.range(a..=b).map(|(id, _)| *id)))
+                .flatten()
+        })
     }
 
     /// The lowest VLAN id of `ranges` on `physnet` that no network holds.
@@ -194,6 +211,16 @@ impl InUse {
                 .map(|((_, id), _)| *id);
             first_gap(a, b, held)
         })
+    }
+}
+
+/// The lowest VNI no network holds (1 when none is held).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct VniFloor(u32);
+
+impl Default for VniFloor {
+    fn default() -> Self {
+        VniFloor(1)
     }
 }
 

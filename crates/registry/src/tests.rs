@@ -579,6 +579,32 @@ fn segments_in_use_follow_undo_and_changes_from_the_store() {
 }
 
 #[test]
+fn a_released_vni_is_given_again_before_higher_ones() {
+    let mut r = Registry::default();
+    r.set_segments(crate::segments::SegmentConfig {
+        vni_ranges: crate::segments::SegmentConfig::parse_vni_ranges("1:3,10:11").unwrap(),
+        tenant_types: vec!["vxlan".into()],
+        ..Default::default()
+    });
+    let mut env = TestEnv(0);
+    let mut tenant = |r: &mut Registry| {
+        r.create_network(NetworkReq::default(), &member(), &mut env)
+            .map(|(n, _)| (n.id, n.segmentation_id))
+    };
+    let ids: Vec<_> = (0..4).map(|_| tenant(&mut r).unwrap()).collect();
+    let vnis: Vec<_> = ids.iter().map(|(_, v)| *v).collect();
+    assert_eq!(vnis, [Some(1), Some(2), Some(3), Some(10)]);
+    r.delete_network(&ids[1].0).unwrap();
+    assert_eq!(r.in_use, in_use_by_scan(&r));
+    assert_eq!(tenant(&mut r).unwrap().1, Some(2));
+    assert_eq!(tenant(&mut r).unwrap().1, Some(11));
+    assert_eq!(tenant(&mut r).unwrap_err().kind(), "NoNetworkAvailable");
+    r.delete_network(&ids[3].0).unwrap();
+    assert_eq!(r.in_use, in_use_by_scan(&r));
+    assert_eq!(tenant(&mut r).unwrap().1, Some(10));
+}
+
+#[test]
 fn provider_segments_are_validated_as_ml2_type_drivers_do() {
     let mut r = Registry::default();
     r.set_segments(ml2());
