@@ -547,14 +547,25 @@ pub fn plug(p: &DhcpPlug) -> Result<(), PlumbError> {
             // The inside end is made in the namespace, with the port's MAC, by the one
             // request: moving a device between namespaces waits for an RCU grace period
             // (22 ms a move here, most of a network's plumbing time).
-            use rtnetlink::packet_route::link::{InfoData, InfoVeth};
-            let peer = LinkUnspec::new_with_name(&q.inner)
-                .address(q.mac.to_vec())
-                .setns_by_fd(ns_file.as_raw_fd())
-                .build();
+            // One queue each way, asked for at creation: a veth made with a queue per CPU is
+            // cut down to one right after, and each cut waits for an expedited RCU grace
+            // period (two per network, most of the plumbing thread's waiting).
+            use rtnetlink::packet_route::link::{InfoData, InfoVeth, LinkAttribute};
+            fn one_queue<T>(
+                b: rtnetlink::LinkMessageBuilder<T>,
+            ) -> rtnetlink::LinkMessageBuilder<T> {
+                b.append_extra_attribute(LinkAttribute::NumTxQueues(1))
+                    .append_extra_attribute(LinkAttribute::NumRxQueues(1))
+            }
+            let peer = one_queue(
+                LinkUnspec::new_with_name(&q.inner)
+                    .address(q.mac.to_vec())
+                    .setns_by_fd(ns_file.as_raw_fd()),
+            )
+            .build();
             h.link()
                 .add(
-                    LinkVeth::new(&q.tap, &q.inner)
+                    one_queue(LinkVeth::new(&q.tap, &q.inner))
                         .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
                         .build(),
                 )

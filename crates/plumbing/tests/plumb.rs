@@ -53,7 +53,8 @@ fn plug_creates_namespace_veth_bridge_port_and_address_idempotently() {
     .join()
     .unwrap();
     let inner = ip(&["-n", &dhcp_ns, "addr", "show", "ns-0123456789a"]);
-    let tap = ip(&["-n", &host, "link", "show", "tap0123456789a"]);
+    let tap = ip(&["-n", &host, "-d", "link", "show", "tap0123456789a"]);
+    let inner_d = ip(&["-n", &dhcp_ns, "-d", "link", "show", "ns-0123456789a"]);
     let ok_netns = netns_exists(&dhcp_ns);
     delete_netns(&dhcp_ns).unwrap();
     let gone = !netns_exists(&dhcp_ns);
@@ -65,6 +66,13 @@ fn plug_creates_namespace_veth_bridge_port_and_address_idempotently() {
     assert!(inner.contains("fa:16:3e:01:02:03"), "{inner}");
     assert!(inner.contains("UP"), "{inner}");
     assert!(tap.contains("master qtbr-test"), "{tap}");
+    // made with one queue each way (no cut, no RCU grace period to wait for)
+    for end in [&tap, &inner_d] {
+        assert!(
+            end.contains("numtxqueues 1 numrxqueues 1"),
+            "one queue each way: {end}"
+        );
+    }
     assert_eq!(
         inner.matches("inet 172.16.1.100").count(),
         1,
