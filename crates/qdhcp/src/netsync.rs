@@ -551,23 +551,40 @@ fn socket_in(ns: &str, iface: &str) -> anyhow::Result<socket2::Socket> {
 
 impl DhcpSink for DhcpSync {
     fn apply(&self, reg: &Registry, effects: &[Effect]) {
+        // Every effect is applied from the same registry, as it is after all of them: a
+        // network synced once is up to date for the rest (a subnet create tells of its
+        // network and of its DHCP port; each check of the plumbing costs a dozen netlink
+        // round trips).
+        let mut synced: std::collections::HashSet<&str> = Default::default();
         for e in effects {
             match e {
-                Effect::NetworkChanged(id) => self.sync_network(reg, id),
-                Effect::NetworkDeleted(id) => self.teardown(id),
+                Effect::NetworkChanged(id) => {
+                    if synced.insert(id.as_str()) {
+                        self.sync_network(reg, id);
+                    }
+                }
+                Effect::NetworkDeleted(id) => {
+                    synced.remove(id.as_str());
+                    self.teardown(id);
+                }
                 Effect::PortChanged(before, after) => {
-                    let any = after.as_deref().or(before.as_deref());
-                    let Some(net_id) = any.map(|p| p.network_id.clone()) else {
+                    let Some(net_id) = after
+                        .as_deref()
+                        .or(before.as_deref())
+                        .map(|p| p.network_id.as_str())
+                    else {
                         continue;
                     };
                     let dhcp = [before, after]
                         .iter()
                         .any(|p| p.as_deref().is_some_and(|p| p.device_owner == DHCP_OWNER));
                     if dhcp {
-                        self.sync_network(reg, &net_id);
+                        if synced.insert(net_id) {
+                            self.sync_network(reg, net_id);
+                        }
                         continue;
                     }
-                    let Some(net) = self.dp.network(&net_id) else {
+                    let Some(net) = self.dp.network(net_id) else {
                         continue;
                     };
                     let new = after.as_deref().and_then(|a| reservation_for(reg, a));
@@ -579,7 +596,7 @@ impl DhcpSink for DhcpSync {
                     if let Some(r) = new {
                         self.dp.upsert_reservation(&net, r);
                     }
-                    self.refresh_names(reg, &net_id);
+                    self.refresh_names(reg, net_id);
                 }
             }
         }
