@@ -22,20 +22,25 @@ fn ip(args: &[&str]) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
+/// A test's "host" namespace, made anew (one a failed run left is removed first).
+fn fresh_host_netns(name: &str) -> String {
+    let _ = Command::new("ip").args(["netns", "del", name]).output();
+    assert!(Command::new("ip")
+        .args(["netns", "add", name])
+        .status()
+        .unwrap()
+        .success());
+    name.to_string()
+}
+
 #[test]
 fn plug_creates_namespace_veth_bridge_port_and_address_idempotently() {
     if !can_run() {
         return;
     }
     let id = std::process::id() % 100_000;
-    let host = format!("qtplh{id}");
+    let host = fresh_host_netns(&format!("qtplh{id}"));
     let dhcp_ns = format!("qtpld{id}");
-    let _ = Command::new("ip").args(["netns", "del", &host]).output();
-    assert!(Command::new("ip")
-        .args(["netns", "add", &host])
-        .status()
-        .unwrap()
-        .success());
     let plug_spec = DhcpPlug {
         netns: dhcp_ns.clone(),
         tap: "tap0123456789a".into(),
@@ -172,14 +177,8 @@ fn a_thread_visiting_another_namespace_comes_back_to_its_own() {
         return;
     }
     let id = std::process::id() % 100_000;
-    let host = format!("qtplv{id}");
+    let host = fresh_host_netns(&format!("qtplv{id}"));
     let other = format!("qtplw{id}");
-    let _ = Command::new("ip").args(["netns", "del", &host]).output();
-    assert!(Command::new("ip")
-        .args(["netns", "add", &host])
-        .status()
-        .unwrap()
-        .success());
     let hostf = open_netns(&host).unwrap();
     let o = other.clone();
     let seen = std::thread::spawn(move || {

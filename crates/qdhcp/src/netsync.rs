@@ -14,8 +14,8 @@ use qdhcp_dataplane::Dataplane;
 use qdhcp_dns::server::{open_sockets as open_dns_sockets, DnsServer, Settings};
 use qdhcp_dns::Zone;
 use qdhcp_plumbing::{
-    delete_link, delete_netns, ensure_in_bridge, ensure_vlan, ensure_vxlan, links, netns_exists,
-    netns_path, netns_with_prefix, open_netns, plug, DhcpPlug, LinkInfo, VlanSegment, VxlanSegment,
+    delete_link, delete_netns, links, netns_exists, netns_path, netns_with_prefix, open_netns,
+    plug, DhcpPlug, LinkInfo,
 };
 use qdhcp_protocol::NetworkTable;
 use qdhcp_reactor::Reactor;
@@ -24,35 +24,8 @@ use qdhcp_registry::{Effect, Port, Registry, DHCP_OWNER};
 
 use crate::serve::ServeConfig;
 
-/// The bridge of a network's segment, `brq<network-id[:11]>` (Neutron's linuxbridge agent).
-fn segment_bridge(net_id: &str) -> String {
-    format!("brq{}", net_id.chars().take(11).collect::<String>())
-}
-
-/// The bridge a network's DHCP tap goes into, as the linuxbridge agent plumbs it: a VXLAN or
-/// VLAN segment's own `brq<network>`; a flat network's mapped bridge (`bridge_mappings`), or
-/// else `brq<network>` holding its mapped interface (`physical_interface_mappings`).
-fn bridge_of(cfg: &ServeConfig, n: &qdhcp_registry::Network) -> Option<String> {
-    let physnet = n.physical_network.as_ref();
-    match n.network_type.as_str() {
-        "vxlan" | "vlan" => Some(segment_bridge(&n.id)),
-        _ => match physnet.and_then(|p| cfg.bridge_mappings.get(p)) {
-            Some(b) => Some(b.clone()),
-            None => physnet
-                .filter(|p| cfg.interface_mappings.contains_key(*p))
-                .map(|_| segment_bridge(&n.id)),
-        },
-    }
-}
-
-/// Links plumbed for a network's segment, removed with it.
-#[derive(Debug, Clone)]
-struct Plumbed {
-    /// What they are, for the log line once plumbed (not kept: ten thousand networks).
-    what: String,
-    /// Links to delete, in order.
-    links: Vec<String>,
-}
+mod segment;
+use segment::{bridge_of, segment_bridge};
 
 /// Names derived from a network and its DHCP port, as Neutron's agent names them.
 fn plug_for(cfg: &ServeConfig, reg: &Registry, net_id: &str, port: &Port) -> DhcpPlug {
@@ -152,80 +125,6 @@ impl DhcpSync {
                 }
             }
             tracing::info!("network {net_id}: {} removed", seg.join(", "));
-        }
-    }
-
-    /// Plumbs a network's segment as the linuxbridge agent does: VXLAN (bridge and
-    /// `vxlan-<vni>`), VLAN (bridge and `<interface>.<vid>`), or a flat network's mapped
-    /// interface in its bridge.
-    fn plumb_segment(&self, reg: &Registry, net_id: &str) {
-        let Some(n) = reg.network(net_id) else { return };
-        let physnet = n.physical_network.clone().unwrap_or_default();
-        let plumbed = match (n.network_type.as_str(), n.segmentation_id) {
-            ("vxlan", Some(vni)) => {
-                let Some(local) = self.cfg.vxlan.local_ip else {
-                    tracing::warn!("network {net_id}: VXLAN {vni} is not plumbed: no --local-ip");
-                    return;
-                };
-                let seg = VxlanSegment {
-                    vni,
-                    local,
-                    group: self.cfg.vxlan.group,
-                    port: self.cfg.vxlan.port,
-                    bridge: segment_bridge(net_id),
-                };
-                ensure_vxlan(&seg).map(|()| Plumbed {
-                    what: format!(
-                        "{} in {} (local {local}, group {})",
-                        seg.device(),
-                        seg.bridge,
-                        seg.group
-                    ),
-                    links: vec![seg.device(), seg.bridge.clone()],
-                })
-            }
-            ("vlan", Some(vid)) => {
-                let Some(parent) = self.cfg.interface_mappings.get(&physnet) else {
-                    tracing::warn!("network {net_id}: VLAN {vid} on {physnet} is not plumbed: no --physical-interface-mappings for {physnet}");
-                    return;
-                };
-                let seg = VlanSegment {
-                    parent: parent.clone(),
-                    vid: vid as u16,
-                    bridge: segment_bridge(net_id),
-                };
-                ensure_vlan(&seg).map(|()| Plumbed {
-                    what: format!("{} in {}", seg.device(), seg.bridge),
-                    links: vec![seg.device(), seg.bridge.clone()],
-                })
-            }
-            ("flat", _) if !self.cfg.bridge_mappings.contains_key(&physnet) => {
-                let Some(iface) = self.cfg.interface_mappings.get(&physnet) else {
-                    return;
-                };
-                let bridge = segment_bridge(net_id);
-                ensure_in_bridge(iface, &bridge).map(|()| Plumbed {
-                    what: format!("{iface} in {bridge}"),
-                    // deleting the bridge releases the interface
-                    links: vec![bridge.clone()],
-                })
-            }
-            _ => return,
-        };
-        match plumbed {
-            Ok(p) => {
-                tracing::info!("network {net_id}: {}", p.what);
-                let mut links = p.links;
-                links.shrink_to_fit();
-                self.segments
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(net_id.into(), links);
-            }
-            Err(e) => tracing::error!(
-                "network {net_id}: {} segment not plumbed: {e}",
-                n.network_type
-            ),
         }
     }
 

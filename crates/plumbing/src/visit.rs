@@ -1,0 +1,162 @@
+//! Netlink and sockets in a network namespace from the thread that plumbs (see
+//! docs/ARCHITECTURE.md, "Segments and tenant networks"): a runtime and a connection kept per
+//! thread, and visits to other namespaces (`setns` there and back) for the moment a socket is
+//! opened there.
+
+use std::fs::File;
+
+use nix::sched::{setns, CloneFlags};
+use rtnetlink::{new_connection, Handle};
+
+use crate::{nl, ns_err, open_netns, PlumbError};
+
+/// Runs `f` with a netlink handle inside namespace `ns` (or the current one); the calling
+/// thread's namespace is the same afterwards.
+///
+/// On a thread outside any async runtime (the API writer, start-up), this runs on the calling
+/// thread, on a runtime and a connection to the current namespace it keeps for the next call;
+/// a connection into another namespace is opened with the thread there for that moment only.
+/// A network's plumbing makes several such calls, and a thread, a runtime and a socket each
+/// time were a tenth of a create's time. Inside a runtime (a nested call), on a thread of its
+/// own as before.
+pub fn in_netns<T, F, Fut>(ns: Option<&str>, f: F) -> Result<T, PlumbError>
+where
+    T: Send + 'static,
+    F: FnOnce(Handle) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<T, PlumbError>>,
+{
+    if tokio::runtime::Handle::try_current().is_ok() {
+        return in_netns_on_thread(ns, f);
+    }
+    let file = ns.map(open_netns).transpose()?;
+    let name = ns.unwrap_or("");
+    LOCAL.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        let home = current_netns_inode().map_err(|e| ns_err("of this thread", e))?;
+        if cell
+            .as_ref()
+            .is_none_or(|l| l.home != home || l.conn.is_finished())
+        {
+            *cell = Some(Local::new(home)?);
+        }
+        let local = cell.as_ref().expect("set above");
+        match file {
+            None => local.rt.block_on(f(local.handle.clone())),
+            Some(file) => local.rt.block_on(async move {
+                let (conn, handle, _) = {
+                    let _there = Visit::enter(&file).map_err(|e| ns_err(name, e))?;
+                    new_connection().map_err(nl("connect"))?
+                };
+                // the connection (its socket holds the namespace) ends with `f`
+                let work = std::pin::pin!(f(handle));
+                match futures_util::future::select(work, conn).await {
+                    futures_util::future::Either::Left((r, _)) => r,
+                    futures_util::future::Either::Right(_) => {
+                        Err(PlumbError::Netlink("netlink connection ended".into()))
+                    }
+                }
+            }),
+        }
+    })
+}
+
+/// Runs `f` on the calling thread while the thread is in namespace `name`: the sockets `f`
+/// opens (and the threads it starts) belong to that namespace; the thread is back in its own
+/// when this returns.
+pub fn within_netns<T>(name: &str, f: impl FnOnce() -> T) -> Result<T, PlumbError> {
+    let file = open_netns(name)?;
+    let _there = Visit::enter(&file).map_err(|e| ns_err(name, e))?;
+    Ok(f())
+}
+
+thread_local! {
+    /// This thread's netlink runtime and connection (see [`in_netns`]), made on first use.
+    static LOCAL: std::cell::RefCell<Option<Local>> = const { std::cell::RefCell::new(None) };
+}
+
+/// A thread's runtime for netlink, with a connection to the namespace it was made in.
+struct Local {
+    rt: tokio::runtime::Runtime,
+    /// The inode of the namespace `handle` talks to.
+    home: u64,
+    handle: Handle,
+    /// The connection's task: made anew should it have ended.
+    conn: tokio::task::JoinHandle<()>,
+}
+
+impl Local {
+    fn new(home: u64) -> Result<Self, PlumbError> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(nl("runtime"))?;
+        let (handle, conn) = rt.block_on(async {
+            let (conn, handle, _) = new_connection().map_err(nl("connect"))?;
+            Ok::<_, PlumbError>((handle, tokio::spawn(conn)))
+        })?;
+        Ok(Local {
+            rt,
+            home,
+            handle,
+            conn,
+        })
+    }
+}
+
+fn current_netns_inode() -> std::io::Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    Ok(std::fs::metadata("/proc/thread-self/ns/net")?.ino())
+}
+
+/// The calling thread inside another network namespace until dropped.
+struct Visit {
+    home: File,
+}
+
+impl Visit {
+    fn enter(there: &File) -> nix::Result<Visit> {
+        let home = File::open("/proc/thread-self/ns/net")
+            .map_err(|e| nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(nix::libc::EIO)))?;
+        setns(there, CloneFlags::CLONE_NEWNET)?;
+        Ok(Visit { home })
+    }
+}
+
+impl Drop for Visit {
+    fn drop(&mut self) {
+        if let Err(e) = setns(&self.home, CloneFlags::CLONE_NEWNET) {
+            // every later socket of this thread would be made in the wrong namespace
+            eprintln!("qdhcp: cannot return a thread to its network namespace: {e}");
+            std::process::abort();
+        }
+    }
+}
+
+/// [`in_netns`] on a fresh thread (with a runtime and connection of its own).
+fn in_netns_on_thread<T, F, Fut>(ns: Option<&str>, f: F) -> Result<T, PlumbError>
+where
+    T: Send + 'static,
+    F: FnOnce(Handle) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<T, PlumbError>>,
+{
+    let file = ns.map(open_netns).transpose()?;
+    let name = ns.unwrap_or("").to_string();
+    std::thread::spawn(move || {
+        if let Some(f) = file {
+            setns(f, CloneFlags::CLONE_NEWNET).map_err(|e| ns_err(&name, format!("setns: {e}")))?;
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(nl("runtime"))?;
+        rt.block_on(async move {
+            let (conn, handle, _) = new_connection().map_err(nl("connect"))?;
+            let task = tokio::spawn(conn);
+            let r = f(handle).await;
+            task.abort();
+            r
+        })
+    })
+    .join()
+    .map_err(|_| PlumbError::Netlink("plumbing thread panicked".into()))?
+}
