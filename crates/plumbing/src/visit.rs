@@ -31,7 +31,11 @@ where
     let file = ns.map(open_netns).transpose()?;
     let name = ns.unwrap_or("");
     LOCAL.with(|cell| {
-        let mut cell = cell.borrow_mut();
+        // `f` runs inside the runtime, so a call from it takes the branch above; this is
+        // for anything else that would find the thread's runtime in use
+        let Ok(mut cell) = cell.try_borrow_mut() else {
+            return in_netns_on_thread(ns, f);
+        };
         let home = current_netns_inode().map_err(|e| ns_err("of this thread", e))?;
         if cell
             .as_ref()
@@ -41,7 +45,10 @@ where
         }
         let local = cell.as_ref().expect("set above");
         match file {
-            None => local.rt.block_on(f(local.handle.clone())),
+            None => {
+                let handle = local.handle.clone();
+                local.rt.block_on(async move { f(handle).await })
+            }
             Some(file) => local.rt.block_on(async move {
                 let (conn, handle, _) = {
                     let _there = Visit::enter(&file).map_err(|e| ns_err(name, e))?;
@@ -159,4 +166,23 @@ where
     })
     .join()
     .map_err(|_| PlumbError::Netlink("plumbing thread panicked".into()))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::link_index;
+
+    #[test]
+    fn a_call_made_while_building_a_call_is_served_too() {
+        let lo = |h: Handle| async move { Ok(link_index(&h, "lo").await?.is_some()) };
+        let both = in_netns(None, move |_h| {
+            let inner = in_netns(None, lo);
+            async move { inner }
+        })
+        .unwrap();
+        assert!(both);
+        // and the thread's own runtime still serves the next call
+        assert!(in_netns(None, lo).unwrap());
+    }
 }
