@@ -70,7 +70,7 @@ impl Control {
             return;
         }
         let turn = self.write_turn();
-        let mut reg = self.read();
+        let mut reg = self.lock();
         let mut env = SystemEnv;
         let mut done: Vec<(Job, Value)> = Vec::with_capacity(batch.len());
         let mut changes = Vec::new();

@@ -1,6 +1,6 @@
-//! qdhcp's control plane (see docs/ARCHITECTURE.md, "The walk of an API call" and "Nodes"):
-//! the registry under one lock that no one holds across a database commit (readers see what is
-//! committed), writers one at a time, every operation written through to the store (API writes
+//! qdhcp's control plane (see docs/ARCHITECTURE.md, "The walk of an API call", "Snapshots"
+//! and "Nodes"): the registry under one lock that writers take one at a time and no one holds
+//! across a database commit, readers served from snapshots of what is committed, every operation written through to the store (API writes
 //! batched into one transaction by the writer thread, `batch.rs`), other nodes' writes followed
 //! through the change feed, the DHCP scheduler's live nodes, and the DHCP side told of each
 //! change before the operation is acknowledged (so a port exists for DHCP by the time its
@@ -11,6 +11,8 @@
 mod batch;
 
 use std::sync::{Arc, Mutex, MutexGuard};
+
+use arc_swap::ArcSwap;
 
 use qdhcp_registry::segments::SegmentConfig;
 use qdhcp_registry::{Effect, Env, Outcome, Registry, RegistryError, Scheduling};
@@ -75,10 +77,14 @@ pub struct Control {
     /// Set when a commit failed and the registry could not be read back: memory may hold a
     /// change the database lacks, so no write goes on until it is read back.
     stale: std::sync::atomic::AtomicBool,
-    reg: Mutex<Registry>,
-    /// Held by whoever changes the registry (a write through its commit, the change feed),
-    /// one at a time; readers take only `reg`, which no one holds across a commit (see
+    /// The registry writers change; as committed whenever its lock is free (see
     /// [`Control::store_unlocked`]).
+    reg: Mutex<Registry>,
+    /// What readers read: a snapshot of `reg` taken each time a writer lets it go after a
+    /// change ([`Locked`]), so readers take no lock and never wait for a writer.
+    published: ArcSwap<Registry>,
+    /// Held by whoever changes the registry (a write through its commit, the change feed),
+    /// one at a time.
     writing: Mutex<()>,
     store: Store,
     dhcp: Arc<dyn DhcpSink>,
@@ -159,6 +165,7 @@ impl Control {
             dhcp_order: DhcpOrder::default(),
             revision: std::sync::atomic::AtomicI64::new(revision),
             stale: std::sync::atomic::AtomicBool::new(false),
+            published: ArcSwap::from_pointee(reg.snapshot()),
             reg: Mutex::new(reg),
             writing: Mutex::new(()),
             store,
@@ -185,7 +192,7 @@ impl Control {
             s.per_network = n;
             s.clone()
         };
-        self.read().set_scheduling(s);
+        self.lock().set_scheduling(s);
     }
 
     /// Takes the live nodes (from the heartbeats, sorted). The first live node is the leader:
@@ -203,7 +210,7 @@ impl Control {
             s.clone()
         };
         {
-            let mut reg = self.read();
+            let mut reg = self.lock();
             if reg.scheduling() != &s {
                 reg.set_scheduling(s.clone());
             }
@@ -235,9 +242,21 @@ impl Control {
         Ok(moved)
     }
 
-    /// Read access: the registry as committed (a write being stored is not in it yet).
-    pub fn read(&self) -> MutexGuard<'_, Registry> {
-        self.reg.lock().unwrap_or_else(|p| p.into_inner())
+    /// Read access: a snapshot of the registry as last committed (a write being stored is
+    /// not in it yet). Holds no lock; later writes do not change it.
+    pub fn read(&self) -> Arc<Registry> {
+        self.published.load_full()
+    }
+
+    /// The registry itself, locked: for work that must not interleave with writes (a
+    /// writer, or removing what no network holds). Letting it go after a change publishes
+    /// a new snapshot for [`Control::read`].
+    pub fn lock(&self) -> Locked<'_> {
+        Locked {
+            reg: self.reg.lock().unwrap_or_else(|p| p.into_inner()),
+            published: &self.published,
+            changed: false,
+        }
     }
 
     /// The writers' turn (see `writing`).
@@ -254,17 +273,17 @@ impl Control {
     /// registry, locked again.
     pub(crate) fn store_unlocked<'a>(
         &'a self,
-        mut reg: MutexGuard<'a, Registry>,
+        mut reg: Locked<'a>,
         undo: Vec<qdhcp_registry::Stored>,
         changes: &[qdhcp_registry::Change],
-    ) -> (MutexGuard<'a, Registry>, Result<(), StoreError>) {
+    ) -> (Locked<'a>, Result<(), StoreError>) {
         use std::sync::atomic::Ordering;
         let after = reg.stored(changes);
         reg.apply_stored(undo);
         drop(reg);
         let staged = Registry::from_stored(&after);
         let stored = self.store.apply(&staged, changes);
-        let mut reg = self.read();
+        let mut reg = self.lock();
         match &stored {
             Ok(()) => {
                 reg.apply_stored(after);
@@ -313,7 +332,7 @@ impl Control {
     ) -> Result<T, ControlError> {
         use std::sync::atomic::Ordering;
         let turn = self.write_turn();
-        let mut reg = self.read();
+        let mut reg = self.lock();
         if self.stale.load(Ordering::SeqCst) {
             // the database again (it may be back): what it holds is the truth
             let at = self.store.revision()?;
@@ -371,11 +390,11 @@ impl Control {
 
     /// Tells the DHCP side and lets the registry go. Changes to reservations are quick and
     /// are applied under the lock; when a network is to be plumbed or torn down (namespaces,
-    /// links, sockets: milliseconds each), or when such work is still going on before it,
-    /// the networks concerned are copied out and the registry is released first, so that
+    /// links, sockets: milliseconds each), or when such work is still going on before it, it
+    /// is told from a snapshot and the registry is released first, so that
     /// reads and the next writes do not wait for the plumbing. The ticket drawn under the
     /// registry lock keeps what the DHCP side hears in the order the registry changed.
-    pub(crate) fn tell_dhcp(&self, reg: MutexGuard<'_, Registry>, effects: &[Effect]) {
+    pub(crate) fn tell_dhcp(&self, reg: Locked<'_>, effects: &[Effect]) {
         let ticket = self.dhcp_order.draw();
         let plumbs = effects
             .iter()
@@ -389,17 +408,7 @@ impl Control {
                 return;
             }
         }
-        let nets: std::collections::BTreeSet<&str> = effects
-            .iter()
-            .filter_map(|e| match e {
-                Effect::NetworkChanged(id) | Effect::NetworkDeleted(id) => Some(id.as_str()),
-                Effect::PortChanged(before, after) => after
-                    .as_deref()
-                    .or(before.as_deref())
-                    .map(|p| p.network_id.as_str()),
-            })
-            .collect();
-        let copy = reg.extract(nets.iter().copied());
+        let copy = reg.snapshot();
         drop(reg);
         let turn = self.dhcp_order.wait(ticket);
         self.dhcp.apply(&copy, effects);
@@ -470,7 +479,7 @@ impl Control {
             return 0;
         }
         let turn = self.write_turn();
-        let mut reg = self.read();
+        let mut reg = self.lock();
         let since = self.revision.load(Ordering::SeqCst);
         // what changed since memory's revision, in one snapshot of the database
         let (at, effects) = match self.store.changes_since(since) {
@@ -526,7 +535,7 @@ impl Control {
     pub fn sync_each(&self, ids: impl IntoIterator<Item = String>) -> usize {
         let mut n = 0;
         for id in ids {
-            let reg = self.read();
+            let reg = self.lock();
             if reg.network(&id).is_some() {
                 self.tell_dhcp(reg, &[Effect::NetworkChanged(id.into())]);
                 n += 1;
@@ -547,11 +556,42 @@ impl Control {
 
     /// Tells the DHCP side about every network (at start).
     pub fn sync_all(&self) {
-        let reg = self.read();
+        let reg = self.lock();
         let effects: Vec<Effect> = reg
             .networks()
             .map(|n| Effect::NetworkChanged(n.id.clone()))
             .collect();
         self.dhcp_locked(&reg, &effects);
+    }
+}
+
+/// The registry locked by [`Control::lock`]. Memory is as committed whenever the lock is let
+/// go (writers put back what is not stored yet before they let it go), so a changed registry
+/// is published as the readers' snapshot then.
+pub struct Locked<'a> {
+    reg: MutexGuard<'a, Registry>,
+    published: &'a ArcSwap<Registry>,
+    changed: bool,
+}
+
+impl std::ops::Deref for Locked<'_> {
+    type Target = Registry;
+    fn deref(&self) -> &Registry {
+        &self.reg
+    }
+}
+
+impl std::ops::DerefMut for Locked<'_> {
+    fn deref_mut(&mut self) -> &mut Registry {
+        self.changed = true;
+        &mut self.reg
+    }
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        if self.changed {
+            self.published.store(Arc::new(self.reg.snapshot()));
+        }
     }
 }

@@ -222,7 +222,7 @@ impl DhcpSync {
         // Each removal is decided and done under the registry lock: a network created
         // meanwhile is either seen or not plumbed yet.
         for ns in netns_with_prefix(&self.cfg.namespace_prefix) {
-            let reg = control.read();
+            let reg = control.lock();
             if reg.networks().any(|n| ns_of(&n.id) == ns) {
                 continue;
             }
@@ -249,7 +249,7 @@ impl DhcpSync {
             if !segment_only {
                 continue;
             }
-            let reg = control.read();
+            let reg = control.lock();
             if reg.networks().any(|n| segment_bridge(&n.id) == br.name) {
                 continue;
             }

@@ -219,10 +219,7 @@ impl Registry {
                         ip_address: ip,
                     });
                     // taken at once: the next port of this pass must not get it too
-                    self.ips
-                        .entry(sid.clone())
-                        .or_default()
-                        .insert(ip, p.id.clone());
+                    self.ips.insert(sid.clone(), ip, p.id.clone());
                 }
             }
         }
@@ -238,6 +235,6 @@ impl Registry {
         self.note(Kind::Port, &p.id);
         self.share_port(&mut p);
         self.index_port(&p);
-        self.ports.insert(p.id.clone(), Box::new(p));
+        self.ports.insert(p.id.clone(), std::sync::Arc::new(p));
     }
 }

@@ -76,7 +76,7 @@ impl Registry {
             }
             if let Some(p) = self.ports.remove(id.as_str()) {
                 self.unindex_port(&p);
-                out.push(Effect::PortChanged(Some(p), None));
+                out.push(Effect::PortChanged(Some(Box::new(Port::clone(&p))), None));
             }
             false
         });
@@ -95,7 +95,7 @@ impl Registry {
                 // its pools may have changed: the free-address search starts over
                 self.free_from.remove(&s.id);
                 self.index_subnet(&s);
-                self.subnets.insert(s.id.clone(), Box::new(s));
+                self.subnets.insert(s.id.clone(), std::sync::Arc::new(s));
             }
         }
         for mut p in ports {
@@ -108,8 +108,12 @@ impl Registry {
                 self.unindex_port(b);
             }
             self.index_port(&p);
-            self.ports.insert(p.id.clone(), Box::new(p.clone()));
-            out.push(Effect::PortChanged(before, Some(Box::new(p))));
+            self.ports
+                .insert(p.id.clone(), std::sync::Arc::new(p.clone()));
+            out.push(Effect::PortChanged(
+                before.map(|b| Box::new(Port::clone(&b))),
+                Some(Box::new(p)),
+            ));
         }
         // then subnets, then networks (a network goes with its members)
         gone.sort_by_key(|(k, _)| *k == Kind::Network);
@@ -117,18 +121,19 @@ impl Registry {
             match k {
                 Kind::Port => {}
                 Kind::Subnet => {
-                    if let Some(net) = self.subnets.get(id.as_str()).map(|s| s.network_id.clone()) {
+                    if let Some(s) = self.subnets.get(id.as_str()).cloned() {
+                        let net = s.network_id.clone();
                         self.unindex_subnet(&id);
                         self.subnets.remove(id.as_str());
-                        self.ips.remove(id.as_str());
+                        self.ips.remove_subnet(&s.id);
                         self.free_from.remove(&id);
                         changed.push(net);
                     }
                 }
                 Kind::Network => {
                     if let Some(n) = self.take_network(id.as_str()) {
-                        self.members.remove(id.as_str());
-                        deleted.push(n.id);
+                        self.members.remove_network(&n.id);
+                        deleted.push(n.id.clone());
                     }
                 }
             }

@@ -8,6 +8,7 @@ pub mod dhcp;
 mod dhcp_ports;
 pub mod error;
 mod feed;
+mod index;
 pub mod model;
 mod networks;
 mod ports;

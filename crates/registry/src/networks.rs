@@ -134,10 +134,11 @@ impl Registry {
             .transpose()?;
         let now = env.now();
         self.note(Kind::Network, id);
-        let n = self
-            .networks
-            .get_mut(id)
-            .ok_or_else(|| RegistryError::NetworkNotFound(id.into()))?;
+        let n = std::sync::Arc::make_mut(
+            self.networks
+                .get_mut(id)
+                .ok_or_else(|| RegistryError::NetworkNotFound(id.into()))?,
+        );
         if let Some(v) = req.name {
             n.name = v;
         }
@@ -158,7 +159,7 @@ impl Registry {
         }
         n.updated_at = now;
         n.revision_number += 1;
-        let n = (**n).clone();
+        let n = n.clone();
         Ok((
             n.clone(),
             Outcome {
@@ -189,11 +190,11 @@ impl Registry {
             self.unindex_subnet(&s);
             self.note(Kind::Subnet, &s);
             self.subnets.remove(&s);
-            self.ips.remove(&s);
+            self.ips.remove_subnet(&s);
             self.free_from.remove(&s);
             out.changes.push(Change::Delete(Kind::Subnet, s));
         }
-        self.members.remove(id);
+        self.members.remove_network(&self.id_of_network(id));
         self.note(Kind::Network, id);
         self.take_network(id);
         out.changes.push(Change::Delete(Kind::Network, id.into()));

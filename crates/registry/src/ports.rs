@@ -25,7 +25,6 @@ impl Registry {
     /// The first free address in the subnet's pools.
     pub(crate) fn next_free(&self, subnet_id: &str) -> Option<Ipv4Addr> {
         let s = self.subnets.get(subnet_id)?;
-        let used = self.ips.get(subnet_id);
         let hinted = self.first_candidate(subnet_id);
         let from = hinted.unwrap_or(0);
         // With several nodes allocating at once, each prefers its own share of the addresses
@@ -37,7 +36,7 @@ impl Registry {
             let mut a = u32::from(p.start).max(from);
             while a <= u32::from(p.end) {
                 let ip = Ipv4Addr::from(a);
-                if !used.is_some_and(|u| u.contains_key(&ip)) {
+                if !self.ips.contains(&s.id, ip) {
                     first_free.get_or_insert(a);
                     if a % nodes == rank {
                         break;
@@ -72,9 +71,9 @@ impl Registry {
     ) -> Result<Vec<FixedIp>, RegistryError> {
         let mut out: Vec<FixedIp> = Vec::new();
         let taken_by_other = |sid: &str, ip: Ipv4Addr| {
-            self.ips
-                .get(sid)
-                .and_then(|m| m.get(&ip))
+            self.subnets
+                .get_key_value(sid)
+                .and_then(|(sid, _)| self.ips.port_at(sid, ip))
                 .is_some_and(|p| p != port_id)
         };
         match req {
@@ -138,12 +137,11 @@ impl Registry {
                         }
                         None => {
                             // the first free address not already chosen in this request
-                            let used = self.ips.get(&subnet.id);
                             let mut found = None;
                             'pools: for p in &subnet.allocation_pools {
                                 for a in u32::from(p.start)..=u32::from(p.end) {
                                     let ip = Ipv4Addr::from(a);
-                                    let holder = used.and_then(|u| u.get(&ip));
+                                    let holder = self.ips.port_at(&subnet.id, ip);
                                     let free = holder.is_none_or(|p| p == port_id)
                                         && !out.iter().any(|f| f.ip_address == ip);
                                     if free {
@@ -281,7 +279,8 @@ impl Registry {
         self.note(Kind::Port, &p.id);
         self.share_port(&mut p);
         self.index_port(&p);
-        self.ports.insert(p.id.clone(), Box::new(p.clone()));
+        self.ports
+            .insert(p.id.clone(), std::sync::Arc::new(p.clone()));
         Ok((
             p.clone(),
             Outcome {
@@ -301,7 +300,7 @@ impl Registry {
         let before = self
             .ports
             .get(id)
-            .cloned()
+            .map(|p| Box::new(Port::clone(p)))
             .ok_or_else(|| RegistryError::PortNotFound(id.into()))?;
         if req
             .network_id
@@ -360,7 +359,8 @@ impl Registry {
         self.note(Kind::Port, &p.id);
         self.share_port(&mut p);
         self.index_port(&p);
-        self.ports.insert(p.id.clone(), p.clone());
+        self.ports
+            .insert(p.id.clone(), std::sync::Arc::new(Port::clone(&p)));
         Ok((
             (*p).clone(),
             Outcome {
@@ -380,7 +380,7 @@ impl Registry {
         self.unindex_port(&p);
         Ok(Outcome {
             changes: vec![Change::Delete(Kind::Port, id.into())],
-            effects: vec![Effect::PortChanged(Some(p), None)],
+            effects: vec![Effect::PortChanged(Some(Box::new(Port::clone(&p))), None)],
         })
     }
 }

@@ -5,13 +5,17 @@
 //! randomness come from an `Env`; every operation returns what changed so the caller can
 //! persist it and update the DHCP tables. No I/O here.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use imbl::OrdMap;
 
 use qdhcp_protocol::Mac;
 
 use crate::dhcp_ports::Scheduling;
 use crate::error::{invalid, RegistryError};
+use crate::index::{Ips, Members};
 use crate::model::*;
 use crate::segments::SegmentConfig;
 
@@ -74,20 +78,21 @@ pub struct Caller {
     pub is_admin: bool,
 }
 
-/// Networks, subnets and ports with their indexes.
+/// Networks, subnets and ports with their indexes. Every map is persistent, so that
+/// [`Registry::snapshot`] is cheap (see docs/ARCHITECTURE.md, "Snapshots").
 #[derive(Debug, Default, Clone)]
 pub struct Registry {
-    pub(crate) networks: BTreeMap<Id, Box<Network>>,
-    pub(crate) subnets: BTreeMap<Id, Box<Subnet>>,
-    pub(crate) ports: BTreeMap<Id, Box<Port>>,
-    /// subnet → address → port.
-    pub(crate) ips: HashMap<Id, HashMap<Ipv4Addr, Id>>,
+    pub(crate) networks: OrdMap<Id, Arc<Network>>,
+    pub(crate) subnets: OrdMap<Id, Arc<Subnet>>,
+    pub(crate) ports: OrdMap<Id, Arc<Port>>,
+    /// (subnet, address) → port.
+    pub(crate) ips: Ips,
     /// (network, MAC) → port.
-    pub(crate) macs: HashMap<(Id, Mac), Id>,
-    /// network → its subnets and ports (ids, in id order): a network's members are found
-    /// without a scan of every subnet and port (that scan was most of a create's CPU with
-    /// thousands of networks).
-    pub(crate) members: HashMap<Id, Members>,
+    pub(crate) macs: OrdMap<(Id, Mac), Id>,
+    /// Each network's subnets and ports: a network's members are found without a scan of
+    /// every subnet and port (that scan was most of a create's CPU with thousands of
+    /// networks).
+    pub(crate) members: Members,
     /// ML2's segment settings (ranges, tenant network types).
     pub(crate) segments: SegmentConfig,
     /// The segments the networks hold (kept by [`Registry::put_network`] and
@@ -144,29 +149,6 @@ impl Hints {
     }
 }
 
-/// The subnets and ports of one network, each list sorted by id. Sorted vectors, not
-/// B-tree sets: a network has a few members, and an empty B-tree node costs hundreds of bytes
-/// (ten thousand networks are meant to fit in tens of megabytes).
-#[derive(Debug, Default, Clone)]
-pub(crate) struct Members {
-    pub(crate) subnets: Vec<Id>,
-    pub(crate) ports: Vec<Id>,
-}
-
-/// Inserts `id` into the sorted `v` unless present.
-pub(crate) fn insert_sorted(v: &mut Vec<Id>, id: &Id) {
-    if let Err(i) = v.binary_search_by(|x| x.as_str().cmp(id)) {
-        v.insert(i, id.clone());
-    }
-}
-
-/// Removes `id` from the sorted `v` if present.
-pub(crate) fn remove_sorted(v: &mut Vec<Id>, id: &str) {
-    if let Ok(i) = v.binary_search_by(|x| x.as_str().cmp(id)) {
-        v.remove(i);
-    }
-}
-
 /// Makes `text` point at `to` when both say the same.
 fn share(text: &mut ArcStr, to: &ArcStr) {
     if *text == *to && !ArcStr::ptr_eq(text, to) {
@@ -186,21 +168,24 @@ impl Registry {
         self.segments = cfg;
     }
 
-    /// A registry holding only the networks `nets` with their subnets and ports (and the
-    /// same settings): what work on those networks reads, without holding the whole
-    /// registry meanwhile (see docs/ARCHITECTURE.md, "The walk of an API call").
-    pub fn extract<'a>(&self, nets: impl IntoIterator<Item = &'a str>) -> Registry {
-        let (mut networks, mut subnets, mut ports) = (Vec::new(), Vec::new(), Vec::new());
-        for id in nets {
-            let Some(n) = self.network(id) else { continue };
-            networks.push(n.clone());
-            subnets.extend(self.subnets_of(id).cloned());
-            ports.extend(self.ports_of(id).cloned());
+    /// A copy for readers, made in a few reference counts (every map is persistent): what
+    /// they read while writers go on changing the registry (see docs/ARCHITECTURE.md,
+    /// "Snapshots"). Without free-address hints and undo log: nothing allocates from it.
+    pub fn snapshot(&self) -> Registry {
+        Registry {
+            networks: self.networks.clone(),
+            subnets: self.subnets.clone(),
+            ports: self.ports.clone(),
+            ips: self.ips.clone(),
+            macs: self.macs.clone(),
+            members: self.members.clone(),
+            segments: self.segments.clone(),
+            in_use: self.in_use.clone(),
+            scheduling: self.scheduling.clone(),
+            dhcp_load: self.dhcp_load.clone(),
+            free_from: Hints::default(),
+            undo: None,
         }
-        let mut r = Registry::from_parts(networks, subnets, ports);
-        r.segments = self.segments.clone();
-        r.scheduling = self.scheduling.clone();
-        r
     }
 
     /// Rebuilds a registry from stored objects (at start).
@@ -213,12 +198,12 @@ impl Registry {
         for mut s in subnets {
             r.share_subnet(&mut s);
             r.index_subnet(&s);
-            r.subnets.insert(s.id.clone(), Box::new(s));
+            r.subnets.insert(s.id.clone(), Arc::new(s));
         }
         for mut p in ports {
             r.share_port(&mut p);
             r.index_port(&p);
-            r.ports.insert(p.id.clone(), Box::new(p));
+            r.ports.insert(p.id.clone(), Arc::new(p));
         }
         r
     }
@@ -226,13 +211,13 @@ impl Registry {
     /// Puts a network in the map, its segment counted in use (the old one's released).
     pub(crate) fn put_network(&mut self, n: Network) {
         self.in_use.add(&n);
-        if let Some(old) = self.networks.insert(n.id.clone(), Box::new(n)) {
+        if let Some(old) = self.networks.insert(n.id.clone(), Arc::new(n)) {
             self.in_use.remove(&old);
         }
     }
 
     /// Takes a network out of the map, releasing its segment.
-    pub(crate) fn take_network(&mut self, id: &str) -> Option<Box<Network>> {
+    pub(crate) fn take_network(&mut self, id: &str) -> Option<Arc<Network>> {
         let n = self.networks.remove(id)?;
         self.in_use.remove(&n);
         Some(n)
@@ -364,15 +349,12 @@ impl Registry {
     }
 
     pub(crate) fn index_subnet(&mut self, s: &Subnet) {
-        let m = self.members.entry(s.network_id.clone()).or_default();
-        insert_sorted(&mut m.subnets, &s.id);
+        self.members.add_subnet(&s.network_id, &s.id);
     }
 
     pub(crate) fn unindex_subnet(&mut self, id: &str) {
         if let Some(s) = self.subnets.get(id) {
-            if let Some(m) = self.members.get_mut(&s.network_id) {
-                remove_sorted(&mut m.subnets, id);
-            }
+            self.members.remove_subnet(&s.network_id, &s.id);
         }
     }
 
@@ -380,20 +362,16 @@ impl Registry {
         if p.device_owner == DHCP_OWNER && !p.binding_host_id.is_empty() {
             *self.dhcp_load.entry(p.binding_host_id.clone()).or_default() += 1;
         }
-        let m = self.members.entry(p.network_id.clone()).or_default();
-        insert_sorted(&mut m.ports, &p.id);
+        self.members.add_port(&p.network_id, &p.id);
         self.macs
             .insert((p.network_id.clone(), p.mac_address), p.id.clone());
         for f in &p.fixed_ips {
             self.ips
-                .entry(f.subnet_id.clone())
-                .or_default()
-                .insert(f.ip_address, p.id.clone());
+                .insert(f.subnet_id.clone(), f.ip_address, p.id.clone());
             // the first free address taken: the next is past it and whatever is used after it
             if self.first_candidate(&f.subnet_id) == Some(u32::from(f.ip_address)) {
-                let used = &self.ips[&f.subnet_id];
                 let mut next = u32::from(f.ip_address).saturating_add(1);
-                while used.contains_key(&Ipv4Addr::from(next)) {
+                while self.ips.contains(&f.subnet_id, Ipv4Addr::from(next)) {
                     next = next.saturating_add(1);
                 }
                 self.free_from.set(&f.subnet_id, next);
@@ -425,19 +403,15 @@ impl Registry {
                 *n = n.saturating_sub(1);
             }
         }
-        if let Some(m) = self.members.get_mut(&p.network_id) {
-            remove_sorted(&mut m.ports, &p.id);
-        }
+        self.members.remove_port(&p.network_id, &p.id);
         // only what this port holds: another port may have the address or MAC by now
         let key = (p.network_id.clone(), p.mac_address);
         if self.macs.get(&key) == Some(&p.id) {
             self.macs.remove(&key);
         }
         for f in &p.fixed_ips {
-            if let Some(m) = self.ips.get_mut(&f.subnet_id) {
-                if m.get(&f.ip_address) == Some(&p.id) {
-                    m.remove(&f.ip_address);
-                }
+            if self.ips.port_at(&f.subnet_id, f.ip_address) == Some(&p.id) {
+                self.ips.remove(&f.subnet_id, f.ip_address);
             }
             self.free_from.lower(&f.subnet_id, u32::from(f.ip_address));
         }
@@ -469,18 +443,18 @@ impl Registry {
     }
     /// Subnets of a network, in id order.
     pub fn subnets_of<'a>(&'a self, net: &'a str) -> impl Iterator<Item = &'a Subnet> + 'a {
-        self.members
-            .get(net)
+        self.networks
+            .get_key_value(net)
             .into_iter()
-            .flat_map(|m| m.subnets.iter())
+            .flat_map(|(net, _)| self.members.subnets_of(net))
             .filter_map(|id| self.subnets.get(id).map(|b| &**b))
     }
     /// Ports of a network.
     pub fn ports_of<'a>(&'a self, net: &'a str) -> impl Iterator<Item = &'a Port> + 'a {
-        self.members
-            .get(net)
+        self.networks
+            .get_key_value(net)
             .into_iter()
-            .flat_map(|m| m.ports.iter())
+            .flat_map(|(net, _)| self.members.ports_of(net))
             .filter_map(|id| self.ports.get(id).map(|b| &**b))
     }
     /// The DHCP ports of a network (one per node serving it), in id order.
@@ -529,6 +503,8 @@ impl Registry {
 
     /// Addresses in use in a subnet (for pool utilisation).
     pub fn used_in(&self, subnet_id: &str) -> usize {
-        self.ips.get(subnet_id).map_or(0, |m| m.len())
+        self.subnets
+            .get_key_value(subnet_id)
+            .map_or(0, |(s, _)| self.ips.of(s).count())
     }
 }

@@ -116,18 +116,19 @@ fn in_ranges(ranges: &[(u32, u32)], id: u32) -> bool {
 /// The segments the networks hold, kept with the network map (every insert and removal of a
 /// network goes through [`InUse::add`] and [`InUse::remove`]), so that a create checks its
 /// segment and finds a free one without a scan of every network (that scan was 4% of a
-/// create's CPU at 4,000 networks, and grew with them).
+/// create's CPU at 4,000 networks, and grew with them). Persistent maps, as the registry's
+/// others (see [`crate::Registry::snapshot`]).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(crate) struct InUse {
     /// VNI → networks holding it (more than one only in data written around the checks).
-    vnis: BTreeMap<u32, u32>,
+    vnis: imbl::OrdMap<u32, u32>,
     /// The lowest VNI (from 1) no network holds: a tenant network's search starts there, not
     /// at the bottom of a range held end to end (kept exact by `add` and `remove`).
     vni_free_from: VniFloor,
     /// (physical network, VLAN id) → networks holding it.
-    vlans: BTreeMap<(String, u32), u32>,
+    vlans: imbl::OrdMap<(String, u32), u32>,
     /// physical network → its flat networks.
-    flats: BTreeMap<String, u32>,
+    flats: imbl::OrdMap<String, u32>,
 }
 
 impl InUse {
@@ -148,8 +149,8 @@ impl InUse {
 
     /// Releases the segment of a network taken out of the network map.
     pub(crate) fn remove(&mut self, n: &Network) {
-        fn dec<K: Ord>(m: &mut BTreeMap<K, u32>, k: K) {
-            if let std::collections::btree_map::Entry::Occupied(mut e) = m.entry(k) {
+        fn dec<K: Ord + Clone>(m: &mut imbl::OrdMap<K, u32>, k: K) {
+            if let imbl::ordmap::Entry::Occupied(mut e) = m.entry(k) {
                 *e.get_mut() -= 1;
                 if *e.get() == 0 {
                     e.remove();

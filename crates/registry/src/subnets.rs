@@ -215,7 +215,8 @@ impl Registry {
         self.note(Kind::Subnet, &s.id);
         self.share_subnet(&mut s);
         self.index_subnet(&s);
-        self.subnets.insert(s.id.clone(), Box::new(s.clone()));
+        self.subnets
+            .insert(s.id.clone(), std::sync::Arc::new(s.clone()));
         let mut out = Outcome {
             changes: vec![Change::Put(Kind::Subnet, s.id.clone())],
             effects: vec![],
@@ -235,7 +236,7 @@ impl Registry {
         let mut s = self
             .subnets
             .get(id)
-            .cloned()
+            .map(|s| Box::new(Subnet::clone(s)))
             .ok_or_else(|| RegistryError::SubnetNotFound(id.into()))?;
         if req.cidr.is_some() || req.network_id.is_some() || req.ip_version.is_some() {
             return Err(RegistryError::BadRequest(
@@ -293,7 +294,8 @@ impl Registry {
         let net_id = s.network_id.clone();
         self.note(Kind::Subnet, &s.id);
         self.share_subnet(&mut s);
-        self.subnets.insert(s.id.clone(), s.clone());
+        self.subnets
+            .insert(s.id.clone(), std::sync::Arc::new(Subnet::clone(&s)));
         let mut out = Outcome {
             changes: vec![Change::Put(Kind::Subnet, id.into())],
             effects: vec![],
@@ -310,11 +312,7 @@ impl Registry {
             .get(id)
             .cloned()
             .ok_or_else(|| RegistryError::SubnetNotFound(id.into()))?;
-        let users: HashSet<&Id> = self
-            .ips
-            .get(id)
-            .map(|m| m.values().collect())
-            .unwrap_or_default();
+        let users: HashSet<&Id> = self.ips.of(&s.id).map(|(_, p)| p).collect();
         if users.iter().any(|p| {
             self.ports
                 .get(*p)
@@ -330,9 +328,10 @@ impl Registry {
             effects: vec![],
         };
         self.sync_dhcp_ports(&s.network_id, env, &mut out);
-        self.ips.remove(id);
+        self.ips.remove_subnet(&s.id);
         self.free_from.remove(id);
-        out.effects.push(Effect::NetworkChanged(s.network_id));
+        out.effects
+            .push(Effect::NetworkChanged(s.network_id.clone()));
         Ok(out)
     }
 }

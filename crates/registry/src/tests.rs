@@ -1023,3 +1023,47 @@ fn the_undo_log_puts_every_changed_object_back() {
     assert_ne!(d.fixed_ips, a.fixed_ips);
     assert_eq!(r.subnets_of(&net).count(), 1);
 }
+
+#[test]
+fn a_snapshot_keeps_what_it_saw_while_the_registry_changes() {
+    let (mut r, mut env, net, sub) = setup("172.16.1.200");
+    let (p1, _) = r
+        .create_port(port(&net, Some("172.16.1.150"), None), &admin(), &mut env)
+        .unwrap();
+    let snap = r.snapshot();
+    let seen = |reg: &Registry| {
+        let mut ports: Vec<String> = reg
+            .ports_of(&net)
+            .map(|p| format!("{} {}", p.id, p.fixed_ips[0].ip_address))
+            .collect();
+        ports.sort();
+        (ports, reg.used_in(&sub), reg.subnets_of(&net).count())
+    };
+    let before = seen(&r);
+    // the writer goes on: a port renamed, one deleted, one created, a subnet gone
+    let rename = PortReq {
+        name: Some("renamed".into()),
+        ..Default::default()
+    };
+    r.update_port(&p1.id, rename, &mut env).unwrap();
+    let (p2, _) = r
+        .create_port(port(&net, None, None), &admin(), &mut env)
+        .unwrap();
+    r.delete_port(&p1.id).unwrap();
+    r.delete_port(&p2.id).unwrap();
+    r.delete_subnet(&sub, &mut env).unwrap();
+    assert_eq!(
+        seen(&snap),
+        before,
+        "the snapshot changed with the registry"
+    );
+    assert_eq!(snap.port(&p1.id).map(|p| p.name.as_str()), Some(""));
+    assert_eq!(before.1, 2, "the DHCP port and p1");
+    assert_eq!(seen(&r), (vec![], 0, 0));
+    // and the snapshot's indexes still answer as the registry did then
+    let ip = "172.16.1.150".parse().unwrap();
+    assert_eq!(snap.ips.port_at(&Id::from(sub.as_str()), ip), Some(&p1.id));
+    assert_eq!(r.ips.port_at(&Id::from(sub.as_str()), ip), None);
+    let mac = (Id::from(net.as_str()), p1.mac_address);
+    assert!(snap.macs.contains_key(&mac) && !r.macs.contains_key(&mac));
+}
