@@ -10,6 +10,11 @@ use crate::*;
 
 /// The lowest free address of `subnet`'s pools, in pool order, by walking them all.
 fn lowest_free(r: &Registry, subnet: &str) -> Option<Ipv4Addr> {
+    lowest_free_of_share(r, subnet, 0, 1)
+}
+
+/// [`lowest_free`] among the addresses of the share `rank` of `nodes` (address mod nodes).
+fn lowest_free_of_share(r: &Registry, subnet: &str, rank: u32, nodes: u32) -> Option<Ipv4Addr> {
     let used: Vec<Ipv4Addr> = r
         .ports()
         .flat_map(|p| p.fixed_ips.iter())
@@ -20,6 +25,7 @@ fn lowest_free(r: &Registry, subnet: &str) -> Option<Ipv4Addr> {
     s.allocation_pools
         .iter()
         .flat_map(|p| u32::from(p.start)..=u32::from(p.end))
+        .filter(|a| a % nodes == rank)
         .map(Ipv4Addr::from)
         .find(|ip| !used.contains(ip))
 }
@@ -35,6 +41,20 @@ fn pools(list: &[(&str, &str)]) -> Vec<PoolReq> {
 
 #[test]
 fn a_port_gets_the_lowest_free_address_whatever_happened_before() {
+    random_histories(None);
+}
+
+/// The same with two live nodes: a node takes the lowest free address of its own share
+/// (address mod 2 = its rank), and the lowest free of any once its share is full.
+#[test]
+fn a_node_sharing_the_pool_gets_the_lowest_free_address_of_its_share() {
+    random_histories(Some("node-a"));
+    random_histories(Some("node-b"));
+}
+
+/// Random creates (without an address, with only a subnet, with an explicit address),
+/// deletes and pool changes; every address given is checked against a full walk.
+fn random_histories(me: Option<&str>) {
     for (case, first) in [
         (0, pools(&[("10.9.0.10", "10.9.0.90")])),
         (
@@ -65,6 +85,15 @@ fn a_port_gets_the_lowest_free_address_whatever_happened_before() {
                 &mut env,
             )
             .unwrap();
+        let mut share = (0, 1);
+        if let Some(me) = me {
+            r.set_scheduling(Scheduling {
+                per_network: 2,
+                live: vec!["node-a".into(), "node-b".into()],
+                me: me.into(),
+            });
+            share = r.scheduling().rank();
+        }
         let mut ports: Vec<String> = Vec::new();
         let mut rnd = 12345u32 + case;
         for step in 0..1500 {
@@ -84,11 +113,23 @@ fn a_port_gets_the_lowest_free_address_whatever_happened_before() {
                 .unwrap();
             }
             match pick % 10 {
-                0..=4 => {
-                    let want = lowest_free(&r, &s.id);
+                0..=4 | 9 => {
+                    // 9: only the subnet named, which takes the lowest free of any share
+                    let only_subnet = pick % 10 == 9;
+                    let want = match only_subnet {
+                        false => lowest_free_of_share(&r, &s.id, share.0, share.1)
+                            .or_else(|| lowest_free(&r, &s.id)),
+                        true => lowest_free(&r, &s.id),
+                    };
                     let got = r.create_port(
                         PortReq {
                             network_id: Some(n.id.to_string()),
+                            fixed_ips: only_subnet.then(|| {
+                                vec![FixedIpReq {
+                                    subnet_id: Some(s.id.to_string()),
+                                    ip_address: None,
+                                }]
+                            }),
                             ..Default::default()
                         },
                         &admin(),

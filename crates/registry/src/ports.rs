@@ -30,7 +30,14 @@ impl Registry {
         // With several nodes allocating at once, each prefers its own share of the addresses
         // (address mod live nodes = its rank): two nodes never reach for the same one and
         // conflict in the database. Alone, or with its share full, a node takes any.
-        let (rank, nodes) = self.scheduling.rank();
+        let (mut rank, mut nodes) = self.scheduling.rank();
+        if let (Some(from), true) = (hinted, nodes > 1) {
+            if let Some(a) = self.next_free_in_share(s, from, rank, nodes) {
+                return Some(a);
+            }
+            // the share is full: the first free address of any
+            (rank, nodes) = (0, 1);
+        }
         let mut first_free = None;
         for p in &s.allocation_pools {
             let mut a = u32::from(p.start).max(from);
@@ -58,6 +65,30 @@ impl Registry {
             }
         }
         first_free.map(Ipv4Addr::from)
+    }
+
+    /// The first free address of the share `rank` of `nodes` in the subnet's pools (in
+    /// order), from `from` or the share's own hint, stepping over the share's addresses only.
+    fn next_free_in_share(&self, s: &Subnet, from: u32, rank: u32, nodes: u32) -> Option<Ipv4Addr> {
+        let from = from.max(self.free_from.share_from(&s.id, rank, nodes).unwrap_or(0));
+        for p in &s.allocation_pools {
+            let start = u64::from(u32::from(p.start).max(from));
+            let (rank, nodes) = (u64::from(rank), u64::from(nodes));
+            // the share's first address at or after `start`
+            let mut a = start + (rank + nodes - start % nodes) % nodes;
+            while a <= u64::from(u32::from(p.end)) {
+                let ip = Ipv4Addr::from(a as u32);
+                if !self.ips.contains(&s.id, ip) {
+                    self.free_from
+                        .set_share(&s.id, rank as u32, nodes as u32, a as u32);
+                    return Some(ip);
+                }
+                a += nodes;
+            }
+        }
+        // the share is full: none of it is free until an address is freed
+        self.free_from.set_share(&s.id, rank, nodes, u32::MAX);
+        None
     }
 
     /// Resolves requested fixed IPs (or allocates one from the network's first subnet with
@@ -136,10 +167,16 @@ impl Registry {
                             ip
                         }
                         None => {
-                            // the first free address not already chosen in this request
+                            // the first free address not already chosen in this request,
+                            // from the subnet's hint for a new port (an existing one may
+                            // hold an address below it, which is free for it)
+                            let from = match self.ports.contains_key(port_id) {
+                                true => 0,
+                                false => self.first_candidate(&subnet.id).unwrap_or(0),
+                            };
                             let mut found = None;
                             'pools: for p in &subnet.allocation_pools {
-                                for a in u32::from(p.start)..=u32::from(p.end) {
+                                for a in u32::from(p.start).max(from)..=u32::from(p.end) {
                                     let ip = Ipv4Addr::from(a);
                                     let holder = self.ips.port_at(&subnet.id, ip);
                                     let free = holder.is_none_or(|p| p == port_id)

@@ -121,7 +121,18 @@ pub(crate) struct Undo {
 
 /// The free-address hints, set by the lookups that find the first free address (`&self`).
 #[derive(Debug, Default)]
-pub(crate) struct Hints(std::sync::Mutex<HashMap<Id, u32>>);
+pub(crate) struct Hints(std::sync::Mutex<HintMaps>);
+
+#[derive(Debug, Default, Clone)]
+pub(crate) struct HintMaps {
+    /// subnet → an address below which no address of its pools is free.
+    first: HashMap<Id, u32>,
+    /// subnet → (rank, nodes, from): below `from`, no address of the share `rank` of
+    /// `nodes` (address mod nodes = rank) is free. Only for nodes that share a pool, so that
+    /// a node taking its own share does not step over the other share's free addresses on
+    /// every allocation (that walk was O(addresses in use)).
+    share: HashMap<Id, (u32, u32, u32)>,
+}
 
 impl Clone for Hints {
     fn clone(&self) -> Self {
@@ -130,22 +141,39 @@ impl Clone for Hints {
 }
 
 impl Hints {
-    pub(crate) fn map(&self) -> std::sync::MutexGuard<'_, HashMap<Id, u32>> {
+    pub(crate) fn map(&self) -> std::sync::MutexGuard<'_, HintMaps> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
     pub(crate) fn get(&self, subnet: &str) -> Option<u32> {
-        self.map().get(subnet).copied()
+        self.map().first.get(subnet).copied()
     }
     pub(crate) fn set(&self, subnet: &Id, from: u32) {
-        self.map().insert(subnet.clone(), from);
+        self.map().first.insert(subnet.clone(), from);
     }
+    /// Where the share `rank` of `nodes` may have its first free address in `subnet`.
+    pub(crate) fn share_from(&self, subnet: &str, rank: u32, nodes: u32) -> Option<u32> {
+        match self.map().share.get(subnet) {
+            Some(&(r, n, from)) if (r, n) == (rank, nodes) => Some(from),
+            _ => None,
+        }
+    }
+    pub(crate) fn set_share(&self, subnet: &Id, rank: u32, nodes: u32, from: u32) {
+        self.map().share.insert(subnet.clone(), (rank, nodes, from));
+    }
+    /// An address of `subnet` is free again.
     pub(crate) fn lower(&self, subnet: &str, to: u32) {
-        if let Some(f) = self.map().get_mut(subnet) {
+        let mut m = self.map();
+        if let Some(f) = m.first.get_mut(subnet) {
+            *f = (*f).min(to);
+        }
+        if let Some((_, _, f)) = m.share.get_mut(subnet) {
             *f = (*f).min(to);
         }
     }
     pub(crate) fn remove(&self, subnet: &str) {
-        self.map().remove(subnet);
+        let mut m = self.map();
+        m.first.remove(subnet);
+        m.share.remove(subnet);
     }
 }
 
