@@ -391,41 +391,10 @@ impl PgStore {
         let rows = Rows::of(reg, changes);
         let mut client = self.client()?;
         let mut tx = client.transaction().map_err(|e| self.err(e))?;
-        // the revision first: every row of this write carries it (writers queue on this row,
-        // so revisions commit in order)
-        let n: i64 = tx
-            .query_one(
-                "UPDATE revision SET n = n + 1 WHERE id = 1 RETURNING n",
-                &[],
-            )
-            .map_err(|e| self.err(e))?
-            .get(0);
-        if !rows.put.0.is_empty() {
-            tx.execute(
-                "INSERT INTO objects (kind, id, body, rev)
-                 SELECT k, i, b, $4 FROM unnest($1::text[], $2::text[], $3::text[]) AS t (k, i, b)
-                 ON CONFLICT (kind, id) DO UPDATE SET body = excluded.body, rev = excluded.rev",
-                &[&rows.put.0, &rows.put.1, &rows.put.2, &n],
-            )
-            .map_err(|e| self.err(e))?;
-        }
-        if !rows.gone.0.is_empty() {
-            tx.execute(
-                "DELETE FROM objects o USING unnest($1::text[], $2::text[]) AS t (k, i)
-                 WHERE o.kind = t.k AND o.id = t.i",
-                &[&rows.gone.0, &rows.gone.1],
-            )
-            .map_err(|e| self.err(e))?;
-            tx.execute(
-                "INSERT INTO tombstones (kind, id, rev)
-                 SELECT k, i, $3 FROM unnest($1::text[], $2::text[]) AS t (k, i)
-                 ON CONFLICT (kind, id) DO UPDATE SET rev = excluded.rev",
-                &[&rows.gone.0, &rows.gone.1, &n],
-            )
-            .map_err(|e| self.err(e))?;
-        }
-        // what the ports held under the unique constraints is released first, then what they
-        // hold now is taken: a batch may move an address from one port to another
+        // What the ports held under the unique constraints is released first, then what they
+        // hold now is taken (a batch may move an address from one port to another). This
+        // comes before the revision, so that what another node's write waits for here is
+        // never the revision row, and two nodes' writes overlap up to their last statement.
         if !rows.ports.is_empty() {
             tx.execute(
                 "DELETE FROM ip_allocations WHERE port_id = ANY($1)",
@@ -454,9 +423,34 @@ impl PgStore {
             )
             .map_err(|e| self.taken("ip", e))?;
         }
-        // delivered to every listener when the transaction commits, never before
-        tx.execute("SELECT pg_notify('qdhcp_changes', $1)", &[&n.to_string()])
-            .map_err(|e| self.err(e))?;
+        // Then, in one statement, the revision, the rows stamped with it and the notice
+        // (delivered to every listener when the transaction commits, never before). Writers
+        // queue on the revision row until the one holding it commits, so revisions commit in
+        // order; each sub-statement reads `r`, so none touches a row before the revision is
+        // held.
+        let n: i64 = tx
+            .query_one(
+                "WITH r AS (UPDATE revision SET n = n + 1 WHERE id = 1 RETURNING n),
+                 put AS (INSERT INTO objects (kind, id, body, rev)
+                         SELECT t.k, t.i, t.b, r.n
+                         FROM r, unnest($1::text[], $2::text[], $3::text[]) AS t (k, i, b)
+                         ON CONFLICT (kind, id) DO UPDATE SET body = excluded.body, rev = excluded.rev),
+                 del AS (DELETE FROM objects o USING r, unnest($4::text[], $5::text[]) AS t (k, i)
+                         WHERE o.kind = t.k AND o.id = t.i),
+                 tomb AS (INSERT INTO tombstones (kind, id, rev)
+                          SELECT t.k, t.i, r.n FROM r, unnest($4::text[], $5::text[]) AS t (k, i)
+                          ON CONFLICT (kind, id) DO UPDATE SET rev = excluded.rev)
+                 SELECT n, pg_notify('qdhcp_changes', n::text) FROM r",
+                &[
+                    &rows.put.0,
+                    &rows.put.1,
+                    &rows.put.2,
+                    &rows.gone.0,
+                    &rows.gone.1,
+                ],
+            )
+            .map_err(|e| self.err(e))?
+            .get(0);
         tx.commit().map_err(|e| self.err(e))?;
         self.last_written
             .store(n, std::sync::atomic::Ordering::SeqCst);
