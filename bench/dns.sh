@@ -125,6 +125,22 @@ done
 start qdhcp "$W/empty"
 EMPTY=$(rss_kb "$SRV"); kill "$SRV"; wait "$SRV" 2>/dev/null || true
 
+# The floor: a responder that does no DNS work at all (crates/loadgen/examples/dns_floor.rs:
+# each query sent back marked as a response, batched as qdhcp does), pinned as the servers
+# were. What it answers is the most any server can answer on this path with one core.
+cargo build --release -p qdhcp-loadgen --example dns_floor
+ip netns exec qbds taskset -c 0 "$PWD/target/release/examples/dns_floor" 10.8.0.1:53 &
+SRV=$!
+PIDS+=("$SRV")
+for _ in $(seq 1 100); do
+  ip netns exec qbdc dig +tries=1 +time=1 @10.8.0.1 x.openstacklocal >/dev/null 2>&1 && break
+  sleep 0.1
+done
+s=floor
+FLOOR=$(field "$(gen "$W/local.txt" "$DUR" 0 2000)" rate)
+FLOOR_DP=$(qps "$W/local.txt" "$DUR")
+kill "$SRV"; wait "$SRV" 2>/dev/null || true
+
 ratio() { python3 -c "print(f'{float(\"$1\")/float(\"$2\"):.1f}')"; }
 {
   echo "# DNS benchmark"
@@ -136,7 +152,9 @@ ratio() { python3 -c "print(f'{float(\"$1\")/float(\"$2\"):.1f}')"; }
   echo "the cache. The load is \`qdhcp loadgen --mode dns\` (crates/loadgen/src/dns.rs: 4 source"
   echo "sockets, batches through sendmmsg/recvmmsg, every answer matched by socket and id): the peak"
   echo "with 2,000 queries outstanding, p99 at half that peak sent open loop (at a fixed rate,"
-  echo "whatever the answers do). dnsperf 2.10 (4 clients, 500 outstanding) is the cross-check: it"
+  echo "whatever the answers do; between sends the generator waits in the kernel, as it has since"
+  echo "2026-12-06: a spinning one held up the kernel's deferred work for its own datagrams, and"
+  echo "the tail it measured was partly its own). dnsperf 2.10 (4 clients, 500 outstanding) is the cross-check: it"
   echo "moves one datagram per system call, and its own core is its ceiling."
   echo "All load comes from one address, so qdhcp runs with --qdhcp-dns-rate=0 (its per-source limit,"
   echo "1,000 queries/s by default, off), as dnsmasq has no such limit."
@@ -148,6 +166,7 @@ ratio() { python3 -c "print(f'{float(\"$1\")/float(\"$2\"):.1f}')"; }
   done
   echo
   echo "qdhcp / dnsmasq: local names $(ratio "${LOCAL[qdhcp]}" "${LOCAL[dnsmasq]}")x, cached forwarded names $(ratio "${CACHED[qdhcp]}" "${CACHED[dnsmasq]}")x (dnsperf: $(ratio "${DPL[qdhcp]}" "${DPL[dnsmasq]}")x and $(ratio "${DPC[qdhcp]}" "${DPC[dnsmasq]}")x)."
+  echo "The floor (a responder doing no DNS work, \`crates/loadgen/examples/dns_floor.rs\`, pinned alike): $FLOOR q/s by the generator, $FLOOR_DP by dnsperf, on the local names' queries: $(ratio "$FLOOR" "${LOCAL[dnsmasq]}")x dnsmasq; qdhcp answers $(python3 -c "print(round(100 * float('${LOCAL[qdhcp]}') / float('$FLOOR')))")% of it."
   echo "qdhcp memory per name: $(python3 -c "print(round(((${RSS[qdhcp]}) - ($EMPTY)) * 1024 / $N))") bytes (RSS ${RSS[qdhcp]} kB with $N names, $EMPTY kB with none)."
 } > "$OUT"
 cat "$OUT"

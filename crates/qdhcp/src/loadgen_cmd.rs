@@ -112,6 +112,7 @@ fn run_dns(a: &LoadgenArgs) -> i32 {
         duration: Duration::from_secs_f64(a.duration),
         timeout: Duration::from_millis(a.timeout_ms),
         sockets: a.sockets,
+        spin: a.spin,
     };
     match qdhcp_loadgen::dns::run(&cfg) {
         Ok(r) if a.json => {
