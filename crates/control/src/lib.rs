@@ -1,10 +1,11 @@
 //! qdhcp's control plane (see docs/ARCHITECTURE.md, "The walk of an API call", "Snapshots"
 //! and "Nodes"): the registry under one lock that writers take one at a time and no one holds
-//! across a database commit, readers served from snapshots of what is committed, every operation written through to the store (API writes
-//! batched into one transaction by the writer thread, `batch.rs`), other nodes' writes followed
-//! through the change feed, the DHCP scheduler's live nodes, and the DHCP side told of each
-//! change before the operation is acknowledged (so a port exists for DHCP by the time its
-//! create returns). No HTTP here: the API crate calls it; no netlink: the `DhcpSink` does.
+//! across a database commit, readers served from snapshots of what is committed, every
+//! operation written through to the store (API writes batched into one transaction by the
+//! writer thread, `batch.rs`), other nodes' writes followed through the change feed, the DHCP
+//! scheduler's live nodes, and the DHCP side told of each change before the operation is
+//! acknowledged (so a port exists for DHCP by the time its create returns). No HTTP here: the
+//! API crate calls it; no netlink: the `DhcpSink` does.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
