@@ -21,7 +21,8 @@ use qdhcp_store::{Store, StoreError};
 
 /// Receives DHCP-relevant changes; the serve wiring implements it.
 pub trait DhcpSink: Send + Sync {
-    /// Called with the registry as it is after the operation, under the registry lock.
+    /// Called with the registry as it is after the operation: the registry itself under its
+    /// lock, or a snapshot of it taken under the lock when plumbing is to run.
     fn apply(&self, reg: &Registry, effects: &[Effect]);
 }
 
