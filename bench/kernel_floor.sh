@@ -8,6 +8,7 @@
 # (addresses, sysctls, sockets) is left out, so this is a lower bound on the kernel's time per
 # network. Prints the rate over each thousand and over all. As root:
 #   bench/kernel_floor.sh [N, default 10000]
+# PERFCMD="perf record -g -o FILE --" runs each batch of link operations under that command.
 set -euo pipefail
 N=${1:-10000}
 CHUNK=1000
