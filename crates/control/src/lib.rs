@@ -592,7 +592,9 @@ impl std::ops::DerefMut for Locked<'_> {
 
 impl Drop for Locked<'_> {
     fn drop(&mut self) {
-        if self.changed {
+        // a writer that panicked may leave a write half applied: readers keep the last
+        // snapshot
+        if self.changed && !std::thread::panicking() {
             self.published.store(Arc::new(self.reg.snapshot()));
         }
     }

@@ -73,3 +73,29 @@ fn reads_answer_while_a_writer_holds_the_registry() {
     assert_eq!(names(&before), ["a"]);
     assert_eq!(names(&control.read()), ["a", "b"]);
 }
+
+#[test]
+fn a_write_that_panics_half_way_is_not_shown_to_readers() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("registry.sqlite")).unwrap();
+    let control = Arc::new(Control::open(store, Arc::new(NoDhcp)).unwrap());
+    create(&control, "a");
+    let c = control.clone();
+    let panicked = std::thread::spawn(move || {
+        let caller = Caller {
+            project_id: "p".into(),
+            is_admin: true,
+        };
+        let _ = c.mutate(move |reg, env| -> Result<((), _), _> {
+            let req = NetworkReq {
+                name: Some("half".into()),
+                ..NetworkReq::default()
+            };
+            reg.create_network(req, &caller, env)?;
+            panic!("a bug half way through a write");
+        });
+    })
+    .join();
+    assert!(panicked.is_err());
+    assert_eq!(names(&control.read()), ["a"]);
+}
