@@ -257,6 +257,7 @@ impl Control {
         Locked {
             reg: self.reg.lock().unwrap_or_else(|p| p.into_inner()),
             published: &self.published,
+            stale: &self.stale,
             changed: false,
         }
     }
@@ -573,6 +574,7 @@ impl Control {
 pub struct Locked<'a> {
     reg: MutexGuard<'a, Registry>,
     published: &'a ArcSwap<Registry>,
+    stale: &'a std::sync::atomic::AtomicBool,
     changed: bool,
 }
 
@@ -592,9 +594,14 @@ impl std::ops::DerefMut for Locked<'_> {
 
 impl Drop for Locked<'_> {
     fn drop(&mut self) {
-        // a writer that panicked may leave a write half applied: readers keep the last
-        // snapshot
-        if self.changed && !std::thread::panicking() {
+        if !self.changed {
+            return;
+        }
+        if std::thread::panicking() {
+            // a writer that panicked may have left a write half applied: readers keep the
+            // last snapshot, and the next write reads the registry back from the store first
+            self.stale.store(true, std::sync::atomic::Ordering::SeqCst);
+        } else {
             self.published.store(Arc::new(self.reg.snapshot()));
         }
     }

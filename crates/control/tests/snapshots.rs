@@ -98,4 +98,7 @@ fn a_write_that_panics_half_way_is_not_shown_to_readers() {
     .join();
     assert!(panicked.is_err());
     assert_eq!(names(&control.read()), ["a"]);
+    // the next write starts from what the store holds: the half write is gone for good
+    create(&control, "b");
+    assert_eq!(names(&control.read()), ["a", "b"]);
 }
