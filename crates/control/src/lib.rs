@@ -10,6 +10,9 @@
 #![warn(missing_docs)]
 
 mod batch;
+mod locked;
+
+pub use locked::Locked;
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -254,12 +257,11 @@ impl Control {
     /// writer, or removing what no network holds). Letting it go after a change publishes
     /// a new snapshot for [`Control::read`].
     pub fn lock(&self) -> Locked<'_> {
-        Locked {
-            reg: self.reg.lock().unwrap_or_else(|p| p.into_inner()),
-            published: &self.published,
-            stale: &self.stale,
-            changed: false,
-        }
+        Locked::new(
+            self.reg.lock().unwrap_or_else(|p| p.into_inner()),
+            &self.published,
+            &self.stale,
+        )
     }
 
     /// The writers' turn (see `writing`).
@@ -565,44 +567,5 @@ impl Control {
             .map(|n| Effect::NetworkChanged(n.id.clone()))
             .collect();
         self.dhcp_locked(&reg, &effects);
-    }
-}
-
-/// The registry locked by [`Control::lock`]. Memory is as committed whenever the lock is let
-/// go (writers put back what is not stored yet before they let it go), so a changed registry
-/// is published as the readers' snapshot then.
-pub struct Locked<'a> {
-    reg: MutexGuard<'a, Registry>,
-    published: &'a ArcSwap<Registry>,
-    stale: &'a std::sync::atomic::AtomicBool,
-    changed: bool,
-}
-
-impl std::ops::Deref for Locked<'_> {
-    type Target = Registry;
-    fn deref(&self) -> &Registry {
-        &self.reg
-    }
-}
-
-impl std::ops::DerefMut for Locked<'_> {
-    fn deref_mut(&mut self) -> &mut Registry {
-        self.changed = true;
-        &mut self.reg
-    }
-}
-
-impl Drop for Locked<'_> {
-    fn drop(&mut self) {
-        if !self.changed {
-            return;
-        }
-        if std::thread::panicking() {
-            // a writer that panicked may have left a write half applied: readers keep the
-            // last snapshot, and the next write reads the registry back from the store first
-            self.stale.store(true, std::sync::atomic::Ordering::SeqCst);
-        } else {
-            self.published.store(Arc::new(self.reg.snapshot()));
-        }
     }
 }

@@ -30,12 +30,18 @@ fn names(reg: &qdhcp_registry::Registry) -> Vec<String> {
     v
 }
 
-#[test]
-fn reads_answer_while_a_writer_holds_the_registry() {
+/// A control plane on a fresh SQLite store holding one network, "a".
+fn control_with_network_a() -> (tempfile::TempDir, Arc<Control>) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("registry.sqlite")).unwrap();
     let control = Arc::new(Control::open(store, Arc::new(NoDhcp)).unwrap());
     create(&control, "a");
+    (dir, control)
+}
+
+#[test]
+fn reads_answer_while_a_writer_holds_the_registry() {
+    let (_dir, control) = control_with_network_a();
     let before = control.read();
     assert_eq!(
         names(&before),
@@ -76,10 +82,7 @@ fn reads_answer_while_a_writer_holds_the_registry() {
 
 #[test]
 fn a_write_that_panics_half_way_is_not_shown_to_readers() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("registry.sqlite")).unwrap();
-    let control = Arc::new(Control::open(store, Arc::new(NoDhcp)).unwrap());
-    create(&control, "a");
+    let (_dir, control) = control_with_network_a();
     let c = control.clone();
     let panicked = std::thread::spawn(move || {
         let caller = Caller {
