@@ -115,17 +115,22 @@ impl From<ControlError> for ApiError {
         match e {
             ControlError::Registry(r) => r.into(),
             ControlError::Store(qdhcp_store::StoreError::Conflict { what, value }) => {
-                let (kind, message) = if what == "mac" {
+                let (kind, message) = if what == qdhcp_store::Taken::Mac {
                     ("MacAddressInUse", format!("Unable to complete operation for network. The mac address {value} is in use."))
                 } else {
                     ("IpAddressAlreadyAllocated", format!("IP address {value} already allocated in subnet (by another node meanwhile); try again."))
                 };
                 ApiError::new(409, kind, message)
             }
-            ControlError::Stopped => ApiError::new(
+            ControlError::Stopped | ControlError::Start(_) => ApiError::new(
                 503,
                 "ServiceUnavailable",
                 "The service is stopping; nothing was changed.",
+            ),
+            ControlError::Failed => ApiError::new(
+                500,
+                "HTTPInternalServerError",
+                "Request Failed: internal server error; nothing was changed.",
             ),
             ControlError::Store(s) if s.is_unavailable() => {
                 tracing::error!("{s}");

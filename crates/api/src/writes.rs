@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use qdhcp_registry::requests::{NetworkReq, PortReq, SubnetReq};
-use qdhcp_registry::{Caller, Registry, RegistryError};
+use qdhcp_registry::{Caller, ObjectId, Registry, RegistryError};
 use serde_json::{json, Value};
 
 use crate::control::ControlError;
@@ -88,29 +88,29 @@ pub(crate) async fn create(
             Res::Port => Create::Port(typed(o, res)?),
         });
     }
+    // a subnet or port only on a network the caller can see (the policy check, made before
+    // the write as Neutron's API layer makes it)
+    let reg = st.control.read();
+    for r in &reqs {
+        if let Create::Subnet(SubnetReq { network_id, .. })
+        | Create::Port(PortReq { network_id, .. }) = r
+        {
+            network_visible(&reg, &caller, network_id.as_deref())?;
+        }
+    }
+    drop(reg);
     let who = caller.clone();
-    // rendered by the writer, as stored: this worker never waits on the registry lock
-    let mut vals: Vec<Value> = st
+    let written = st
         .control
-        .submit(move |reg, env| {
-            // a subnet or port only on a network the caller can see, checked here, with the
-            // registry in hand: a worker never takes the lock a commit may hold
-            for r in &reqs {
-                if let Create::Subnet(SubnetReq { network_id, .. })
-                | Create::Port(PortReq { network_id, .. }) = r
-                {
-                    network_visible(reg, &who, network_id.as_deref())?;
-                }
-            }
-            let (ids, out) = create_all(reg, reqs.clone(), &who, env)?;
-            let vals = ids
-                .iter()
-                .filter_map(|id| render_one(reg, res, id))
-                .map(|v| for_caller(v, &who))
-                .collect::<Vec<Value>>();
-            Ok((vals, out))
-        })
+        .submit(move |reg, env| create_all(reg, reqs.clone(), &who, env))
         .await?;
+    // rendered as stored, from the registry the write was published in
+    let mut vals: Vec<Value> = written
+        .value
+        .iter()
+        .filter_map(|id| render_one(&written.registry, res, id.as_str()))
+        .map(|v| for_caller(v, &caller))
+        .collect();
     let body = if bulk {
         json!({ res.plural(): vals })
     } else {
@@ -128,47 +128,33 @@ pub(crate) enum Create {
 }
 
 /// Creates every object of a request in one operation: all or nothing, as Neutron's bulk
-/// create. When one fails, those made before it are deleted again from memory (nothing was
-/// stored yet) and the error is the answer.
+/// create. When one fails, the error is the answer and the writer drops the whole write
+/// (those made before it with it).
 pub(crate) fn create_all(
     reg: &mut Registry,
     reqs: Vec<Create>,
     caller: &Caller,
     env: &mut dyn qdhcp_registry::Env,
-) -> Result<(Vec<String>, qdhcp_registry::Outcome), RegistryError> {
-    let mut made: Vec<(Res, String)> = Vec::new();
+) -> Result<(Vec<ObjectId>, qdhcp_registry::Outcome), RegistryError> {
+    let mut made = Vec::with_capacity(reqs.len());
     let mut out = qdhcp_registry::Outcome::default();
     for r in reqs {
-        let one = match r {
+        let (id, o) = match r {
             Create::Network(r) => reg
                 .create_network(r, caller, env)
-                .map(|(n, o)| (Res::Network, n.id, o)),
+                .map(|(n, o)| (ObjectId::from(n.id), o)),
             Create::Subnet(r) => reg
                 .create_subnet(r, caller, env)
-                .map(|(s, o)| (Res::Subnet, s.id, o)),
+                .map(|(s, o)| (ObjectId::from(s.id), o)),
             Create::Port(r) => reg
                 .create_port(r, caller, env)
-                .map(|(p, o)| (Res::Port, p.id, o)),
-        };
-        match one {
-            Ok((res, id, o)) => {
-                made.push((res, id.to_string()));
-                out.changes.extend(o.changes);
-                out.effects.extend(o.effects);
-            }
-            Err(e) => {
-                for (res, id) in made.iter().rev() {
-                    let _ = match res {
-                        Res::Network => reg.delete_network(id).map(drop),
-                        Res::Subnet => reg.delete_subnet(id, env).map(drop),
-                        Res::Port => reg.delete_port(id).map(drop),
-                    };
-                }
-                return Err(e);
-            }
-        }
+                .map(|(p, o)| (ObjectId::from(p.id), o)),
+        }?;
+        made.push(id);
+        out.changes.extend(o.changes);
+        out.effects.extend(o.effects);
     }
-    Ok((made.into_iter().map(|(_, id)| id).collect(), out))
+    Ok((made, out))
 }
 
 /// A subnet or port may only be created on a network the caller can see (404 otherwise).
@@ -235,8 +221,7 @@ pub(crate) async fn update(
         }
     };
     let oid = id.clone();
-    let who = caller.clone();
-    let v = st
+    let written = st
         .control
         .submit(move |reg, env| {
             let out = match req.clone() {
@@ -244,9 +229,11 @@ pub(crate) async fn update(
                 Create::Subnet(r) => reg.update_subnet(&oid, r, env).map(|(_, o)| o),
                 Create::Port(r) => reg.update_port(&oid, r, env).map(|(_, o)| o),
             }?;
-            Ok((render_one(reg, res, &oid).map(|v| for_caller(v, &who)), out))
+            Ok(((), out))
         })
-        .await?
+        .await?;
+    let v = render_one(&written.registry, res, &id)
+        .map(|v| for_caller(v, &caller))
         .ok_or_else(|| res.not_found(&id))?;
     Ok(Json(json!({ res.singular(): v })).into_response())
 }

@@ -414,7 +414,7 @@ async fn tenant_networks_get_vxlan_segments_and_exhaustion_is_503_no_network_ava
     let segments = SegmentConfig {
         vlan_ranges: SegmentConfig::parse_vlan_ranges("physnet1:100:199").unwrap(),
         vni_ranges: SegmentConfig::parse_vni_ranges("7:8").unwrap(),
-        tenant_types: vec!["vxlan".into()],
+        tenant_types: vec![qdhcp_registry::NetworkType::Vxlan],
     };
     let open = || {
         let store = Store::open(&dir.path().join("db.sqlite")).unwrap();

@@ -1,8 +1,10 @@
-//! `/metrics` for the dataplane, encoded by `prometheus-client`: a snapshot of the counters is
-//! taken at scrape time (the serving path only bumps atomics) and handed to the crate as a
-//! collector, with typed label sets whose values are enums matched exhaustively.
+//! How the dataplane's counters are shown: `/metrics`, encoded by `prometheus-client` (a
+//! snapshot of the counters is taken at scrape time, the serving path only bumps atomics, and
+//! handed to the crate as a collector, with typed label sets whose values are enums matched
+//! exhaustively), and the SIGUSR1 line.
 
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{
@@ -15,6 +17,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use crate::metrics::{LATENCY_BUCKETS, MALFORMED_LABELS};
+use crate::server::Dataplane;
 
 /// A client message type, as a label value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -297,6 +300,69 @@ pub(crate) fn encode(snapshot: Snapshot) -> String {
         out.truncate(body.len());
     }
     out
+}
+
+impl Dataplane {
+    /// Counters in Prometheus text format (encoded by `prometheus-client`, see `exposition`).
+    pub fn prometheus(&self) -> String {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let mut nets = self.networks();
+        nets.sort_by(|a, b| a.name.cmp(&b.name));
+        let c = &self.counters;
+        let mut dropped: Vec<(DropReason, u64)> = (0..MALFORMED_LABELS.len())
+            .map(|i| (DropReason::Malformed(i), g(&c.malformed[i])))
+            .collect();
+        dropped.extend([
+            (DropReason::NoAddress, g(&c.no_address)),
+            (DropReason::LeaseNotDurable, g(&c.persist_failures)),
+            (DropReason::SendError, g(&c.send_errors)),
+            (DropReason::RateLimited, g(&c.rate_limited)),
+        ]);
+        let snapshot = Snapshot {
+            nets: nets
+                .iter()
+                .map(|n| {
+                    let subnets: Vec<ipnet::Ipv4Net> =
+                        n.table().subnets.iter().map(|s| s.net).collect();
+                    let leases = n.leases();
+                    NetSnapshot {
+                        name: n.name.clone(),
+                        rx: std::array::from_fn(|i| g(&n.counters.rx[i])),
+                        tx: std::array::from_fn(|i| g(&n.counters.tx[i])),
+                        leases: subnets
+                            .iter()
+                            .map(|s| {
+                                let count = leases.leases().filter(|l| s.contains(&l.ip)).count();
+                                (s.to_string(), count as u64)
+                            })
+                            .collect(),
+                        latency: n.counters.latency.iter().map(g).collect(),
+                        latency_sum_secs: g(&n.counters.latency_us_sum) as f64 / 1e6,
+                    }
+                })
+                .collect(),
+            dropped,
+            renewed_from_durable: g(&c.renewed_from_durable),
+            log_suppressed: g(&c.log_suppressed),
+            commits: g(&c.commits),
+            records: g(&c.records),
+        };
+        encode(snapshot)
+    }
+
+    /// A one-line summary of the counters (dnsmasq dumps its statistics on SIGUSR1).
+    pub fn stats_line(&self) -> String {
+        let c = &self.counters;
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let malformed: u64 = c.malformed.iter().map(g).sum();
+        format!(
+            "DHCP statistics: discover {} request {} decline {} release {} inform {}; offer {} ack {} nak {}; \
+             no-address {} malformed {} persist-failures {} journal commits {} records {}",
+            g(&c.rx[0]), g(&c.rx[1]), g(&c.rx[2]), g(&c.rx[3]), g(&c.rx[4]),
+            g(&c.tx[0]), g(&c.tx[1]), g(&c.tx[2]),
+            g(&c.no_address), malformed, g(&c.persist_failures), g(&c.commits), g(&c.records)
+        )
+    }
 }
 
 #[cfg(test)]

@@ -5,6 +5,9 @@
 //! default, so a boot storm of a thousand clients across the networks fills it, and then the
 //! kernel drops unicast replies. ARP injection stays the fallback when no packet socket can be
 //! had (see docs/ARCHITECTURE.md, "Delivery").
+// Unsafe code here only to call the kernel directly (the packet socket replies to clients on the
+// link leave through); every block says why it is sound.
+#![allow(unsafe_code)]
 
 use std::fs::File;
 use std::io;

@@ -1,6 +1,9 @@
 //! Sockets: one UDP socket on port 67 per served interface, bound to that device (so the
 //! ingress interface selects the network), plus the ARP-cache injection that lets a reply
 //! reach a client that has no address yet, and interface address lookup for the server id.
+// Unsafe code here only to call the kernel directly (socket options socket2 does not wrap); every
+// block says why it is sound.
+#![allow(unsafe_code)]
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};

@@ -5,6 +5,9 @@
 //! serving threads (listeners and the journal writer) run at SCHED_FIFO: on a kernel that
 //! preempts only at its 4 ms tick (HZ=250, no kernel preemption), a listener that another
 //! thread on its core had preempted waited up to a tick; at real-time priority it does not.
+// Unsafe code here only to call the kernel directly (thread scheduling priorities); every block
+// says why it is sound.
+#![allow(unsafe_code)]
 
 fn set_policy(policy: libc::c_int, priority: libc::c_int) -> std::io::Result<()> {
     let param = libc::sched_param {

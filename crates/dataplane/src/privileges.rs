@@ -2,6 +2,9 @@
 //! `nobody`): the process keeps only the capabilities its packet path still needs. Linux keeps
 //! credentials per thread, so the drop must happen while the process has a single thread;
 //! threads spawned afterwards inherit the reduced credentials.
+// Unsafe code here only to call the kernel directly (capabilities and user switching); every block
+// says why it is sound.
+#![allow(unsafe_code)]
 
 use caps::{CapSet, Capability, CapsHashSet};
 use nix::unistd::{Gid, Group, Uid, User};

@@ -3,7 +3,6 @@
 //! made, drops by reason, forward round trips.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 
 use std::fmt::Write as _;
 
@@ -19,7 +18,6 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use crate::answer::{Answered, Dropped};
-use crate::server::DnsServer;
 
 /// What the DNS server did, for the stats line and `/metrics`.
 #[derive(Default, Debug)]
@@ -284,39 +282,37 @@ impl Collector for Snapshot {
     }
 }
 
-/// Prometheus text for the DNS servers of several networks (`qdhcp serve`'s `/metrics`),
-/// encoded by `prometheus-client` from a snapshot of the counters (without its closing
-/// `# EOF`: the API puts it together with the other sources).
-pub fn prometheus(servers: &[(String, Arc<DnsServer>)]) -> String {
+/// Prometheus text for the DNS servers of several networks (`qdhcp serve`'s `/metrics`):
+/// each network's name, counters and how many names it answers, encoded by
+/// `prometheus-client` from a snapshot of the counters (without its closing `# EOF`: the API
+/// puts it together with the other sources).
+pub fn encode<'a>(servers: impl IntoIterator<Item = (&'a str, &'a DnsCounters, usize)>) -> String {
     let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
     let nets = servers
-        .iter()
-        .map(|(net, srv)| {
-            let c = &srv.counters;
-            NetCounts {
-                network: net.clone(),
-                by_type: std::array::from_fn(|i| l(&c.by_type[i])),
-                answers: vec![
-                    (How::Local, l(&c.local)),
-                    (How::NoData, l(&c.nodata)),
-                    (How::NxDomain, l(&c.nxdomain)),
-                    (How::Refused, l(&c.refused)),
-                    (How::FormErr, l(&c.formerr)),
-                    (How::NotImp, l(&c.notimp)),
-                    (How::Cached, l(&c.cache_hits)),
-                    (How::Upstream, l(&c.upstream_answers)),
-                    (How::ServFail, l(&c.servfail)),
-                ],
-                dropped: vec![
-                    (Why::NotLocal, l(&c.dropped_not_local)),
-                    (Why::Malformed, l(&c.dropped_malformed)),
-                    (Why::NotQuery, l(&c.dropped_not_query)),
-                    (Why::Rate, l(&c.dropped_rate)),
-                ],
-                forward_secs: l(&c.forward_us) as f64 / 1e6,
-                forwards: l(&c.upstream_answers),
-                names: srv.names() as u64,
-            }
+        .into_iter()
+        .map(|(net, c, names)| NetCounts {
+            network: net.to_string(),
+            by_type: std::array::from_fn(|i| l(&c.by_type[i])),
+            answers: vec![
+                (How::Local, l(&c.local)),
+                (How::NoData, l(&c.nodata)),
+                (How::NxDomain, l(&c.nxdomain)),
+                (How::Refused, l(&c.refused)),
+                (How::FormErr, l(&c.formerr)),
+                (How::NotImp, l(&c.notimp)),
+                (How::Cached, l(&c.cache_hits)),
+                (How::Upstream, l(&c.upstream_answers)),
+                (How::ServFail, l(&c.servfail)),
+            ],
+            dropped: vec![
+                (Why::NotLocal, l(&c.dropped_not_local)),
+                (Why::Malformed, l(&c.dropped_malformed)),
+                (Why::NotQuery, l(&c.dropped_not_query)),
+                (Why::Rate, l(&c.dropped_rate)),
+            ],
+            forward_secs: l(&c.forward_us) as f64 / 1e6,
+            forwards: l(&c.upstream_answers),
+            names: names as u64,
         })
         .collect();
     let mut registry = Registry::default();

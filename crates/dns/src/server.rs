@@ -19,7 +19,6 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use crate::answer::{decide, Answered, Context, Outcome, Question, EDNS_PAYLOAD};
 use crate::cache::Cache;
-pub use crate::metrics::prometheus;
 use crate::metrics::{type_index, DnsCounters};
 use crate::zone::Zone;
 use qdhcp_reactor::{Reactor, SourceId};
@@ -61,6 +60,16 @@ struct Pending {
     tries: usize,
     sent: Instant,
     started: Instant,
+}
+
+/// Prometheus text for the DNS servers of several networks (`qdhcp serve`'s `/metrics`), as
+/// [`crate::metrics::encode`] makes it.
+pub fn prometheus(servers: &[(String, Arc<DnsServer>)]) -> String {
+    crate::metrics::encode(
+        servers
+            .iter()
+            .map(|(net, srv)| (net.as_str(), &srv.counters, srv.names())),
+    )
 }
 
 /// One network's DNS server (dnsmasq mode serves one).

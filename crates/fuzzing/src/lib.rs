@@ -1,6 +1,7 @@
 //! What each fuzz target does with its input. Every function must return normally for every
 //! input: a panic is a bug. `fuzz/` runs them under libFuzzer; `tests/replay.rs` replays the
 //! stored corpora (seeds from real clients, and every crash found) in the normal test run.
+#![forbid(unsafe_code)]
 
 use std::net::Ipv4Addr;
 
@@ -87,7 +88,7 @@ impl Env for FuzzEnv {
     fn now(&mut self) -> qdhcp_registry::Stamp {
         "2026-11-25T00:00:00Z".into()
     }
-    fn new_id(&mut self) -> qdhcp_registry::Id {
+    fn new_id(&mut self) -> qdhcp_registry::ArcStr {
         self.0 += 1;
         format!("id-{}", self.0).into()
     }

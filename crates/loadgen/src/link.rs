@@ -9,6 +9,9 @@
 //! link is a veth end facing the server or a bridge the server's port is plugged into (put in
 //! promiscuous mode, so that frames to the clients' MACs, which the bridge has not learned,
 //! reach us).
+// Unsafe code here only to call the kernel directly (the packet socket the clients on the link
+// send and receive through); every block says why it is sound.
+#![allow(unsafe_code)]
 
 use std::collections::HashMap;
 use std::ffi::CString;

@@ -3,6 +3,7 @@
 //! pair whose `tap…` end is a port of the network's bridge and whose `ns-…` end lives in the
 //! namespace with the DHCP port's address. Every operation is idempotent, so start-up can
 //! reconcile whatever a previous run left.
+#![forbid(unsafe_code)]
 
 use std::fs::File;
 use std::net::Ipv4Addr;

@@ -1,6 +1,9 @@
 //! Daemonizing as dnsmasq does: the parent returns only once the child is serving (or has
 //! failed, with its error), because Neutron's agent waits for the command, then follows the
 //! pid file. Must run before any thread is started.
+// Unsafe code here only to call the kernel directly (fork and setsid, as dnsmasq daemonizes);
+// every block says why it is sound.
+#![allow(unsafe_code)]
 
 use std::fs::File;
 use std::io::{Read, Write};

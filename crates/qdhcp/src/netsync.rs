@@ -20,9 +20,9 @@ use qdhcp_plumbing::{
 use qdhcp_protocol::NetworkTable;
 use qdhcp_reactor::Reactor;
 use qdhcp_registry::dhcp::{names_for, reservation_for, subnets_for};
-use qdhcp_registry::{Effect, Port, Registry, DHCP_OWNER};
+use qdhcp_registry::{Effect, Port, Registry};
 
-use crate::serve::ServeConfig;
+use crate::serve_config::ServeConfig;
 
 mod segment;
 use segment::{bridge_of, segment_bridge};
@@ -214,21 +214,29 @@ impl DhcpSync {
     /// that still holds anything else (a VM's tap, a physical interface) is left alone.
     /// Returns what was removed.
     pub fn remove_stale(&self, control: &qdhcp_control::Control) -> Vec<String> {
-        let ns_of = |id: &str| {
-            let id: String = id.chars().take(self.cfg.namespace_id_chars).collect();
-            format!("{}{id}", self.cfg.namespace_prefix)
+        let (prefix, chars) = (
+            self.cfg.namespace_prefix.clone(),
+            self.cfg.namespace_id_chars,
+        );
+        let ns_of = move |id: &str| {
+            let id: String = id.chars().take(chars).collect();
+            format!("{prefix}{id}")
         };
         let mut removed = Vec::new();
-        // Each removal is decided and done under the registry lock: a network created
-        // meanwhile is either seen or not plumbed yet.
+        // Each removal is decided and done on the DHCP side's thread, in order with the
+        // plumbing: a network created meanwhile is either seen or not plumbed yet.
         for ns in netns_with_prefix(&self.cfg.namespace_prefix) {
-            let reg = control.lock();
-            if reg.networks().any(|n| ns_of(&n.id) == ns) {
-                continue;
-            }
-            match delete_netns(&ns) {
-                Ok(()) => removed.push(ns),
-                Err(e) => tracing::warn!("stale namespace {ns}: {e}"),
+            let decided = {
+                let (ns, ns_of) = (ns.clone(), ns_of.clone());
+                control.on_dhcp_side(move |reg| {
+                    (!reg.networks().any(|n| ns_of(&n.id) == ns)).then(|| delete_netns(&ns))
+                })
+            };
+            match decided {
+                Some(Some(Ok(()))) => removed.push(ns),
+                Some(Some(Err(e))) => tracing::warn!("stale namespace {ns}: {e}"),
+                Some(None) => {}
+                None => return removed,
             }
         }
         let links = match links() {
@@ -249,19 +257,30 @@ impl DhcpSync {
             if !segment_only {
                 continue;
             }
-            let reg = control.lock();
-            if reg.networks().any(|n| segment_bridge(&n.id) == br.name) {
-                continue;
-            }
-            for l in ports
+            let names: Vec<String> = ports
                 .iter()
-                .map(|p| p.name.as_str())
-                .chain([br.name.as_str()])
-            {
-                match delete_link(l) {
-                    Ok(()) => removed.push(l.to_string()),
-                    Err(e) => tracing::warn!("stale link {l}: {e}"),
+                .map(|p| p.name.clone())
+                .chain([br.name.clone()])
+                .collect();
+            let bridge = br.name.clone();
+            let deleted = control.on_dhcp_side(move |reg| {
+                if reg.networks().any(|n| segment_bridge(&n.id) == bridge) {
+                    return Vec::new();
                 }
+                names
+                    .into_iter()
+                    .filter_map(|l| match delete_link(&l) {
+                        Ok(()) => Some(l),
+                        Err(e) => {
+                            tracing::warn!("stale link {l}: {e}");
+                            None
+                        }
+                    })
+                    .collect()
+            });
+            match deleted {
+                Some(d) => removed.extend(d),
+                None => return removed,
             }
         }
         removed
@@ -293,7 +312,15 @@ impl DhcpSync {
                 self.dp.add_network(net_id, t)
             }
         };
-        self.plumb_segment(reg, net_id);
+        if let Some(links) = reg
+            .network(net_id)
+            .and_then(|n| segment::plumb_segment(&self.cfg, n))
+        {
+            self.segments
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(net_id.into(), links);
+        }
         let spec = plug_for(&self.cfg, reg, net_id, port);
         if let Err(e) = plug(&spec) {
             tracing::error!("network {net_id}: plumbing failed: {e}");
@@ -476,7 +503,7 @@ impl DhcpSink for DhcpSync {
                     };
                     let dhcp = [before, after]
                         .iter()
-                        .any(|p| p.as_deref().is_some_and(|p| p.device_owner == DHCP_OWNER));
+                        .any(|p| p.as_deref().is_some_and(Port::is_dhcp));
                     if dhcp {
                         if synced.insert(net_id) {
                             self.sync_network(reg, net_id);

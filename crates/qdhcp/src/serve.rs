@@ -201,7 +201,7 @@ fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         cfg.segments.clone(),
     )?);
     // This node's heartbeat first: the scheduler places networks on live nodes, this one too.
-    control.set_nodes_per_network(cfg.nodes_per_network);
+    control.set_nodes_per_network(cfg.nodes_per_network)?;
     start_heartbeats(&control, &cfg)?;
     // Serve at once every network whose namespace survived (a restart), then check and repair
     // every network's plumbing in the background, one network at a time, while the API runs.

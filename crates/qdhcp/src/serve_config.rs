@@ -319,7 +319,7 @@ pub fn resolve(a: &ServeArgs) -> anyhow::Result<ServeConfig> {
             .map_err(|e| anyhow::anyhow!("--tenant-network-types: {e}"))?,
     };
     if tenant.is_none() && !segments.vni_ranges.is_empty() {
-        segments.tenant_types = vec!["vxlan".into()];
+        segments.tenant_types = vec![qdhcp_registry::NetworkType::Vxlan];
     }
     let listen = a
         .listen

@@ -4,7 +4,7 @@
 
 use qdhcp_protocol::{ClientMatch, Conditional, OptionSet, Reservation, Subnet as DhcpSubnet};
 
-use crate::model::{Port, DHCP_OWNER};
+use crate::model::Port;
 use crate::registry::Registry;
 
 /// DHCP settings that come from configuration, not from the API.
@@ -150,7 +150,7 @@ pub fn names_for(
 
 /// The reservation DHCP serves for a port: its first address in a DHCP-enabled subnet.
 pub fn reservation_for(reg: &Registry, p: &Port) -> Option<Reservation> {
-    if p.device_owner == DHCP_OWNER {
+    if p.is_dhcp() {
         return None;
     }
     let f = p

@@ -10,37 +10,9 @@ use std::collections::HashSet;
 
 use qdhcp_protocol::Mac;
 
-use crate::model::{FixedIp, Id, Port, DHCP_OWNER};
-use crate::registry::{Change, Effect, Env, Kind, Outcome, Registry};
-
-/// The scheduler's settings and the nodes it schedules onto.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Scheduling {
-    /// Nodes per network (Neutron's `dhcp_agents_per_network`); 0 is taken as 1.
-    pub per_network: usize,
-    /// The live nodes, sorted. None known: one unbound DHCP port that any node serves (a
-    /// registry used without nodes, as in unit tests and `qdhcp api`).
-    pub live: Vec<String>,
-    /// This node's name (empty: not one of several).
-    pub me: String,
-}
-
-impl Scheduling {
-    /// This node's place among the live nodes and how many there are, `(0, 1)` when alone or
-    /// not among them: which share of the addresses it prefers to hand out.
-    pub fn rank(&self) -> (u32, u32) {
-        match self.live.iter().position(|n| *n == self.me) {
-            Some(i) if self.live.len() > 1 => (i as u32, self.live.len() as u32),
-            _ => (0, 1),
-        }
-    }
-
-    /// The node that reschedules for everyone (the first live one), so that two nodes do not
-    /// move the same port at once.
-    pub fn leader(&self) -> Option<&str> {
-        self.live.first().map(String::as_str)
-    }
-}
+use crate::model::{FixedIp, NetworkId, NodeName, Port, PortStatus, SubnetId, DHCP_OWNER};
+use crate::registry::{Change, Effect, Env, ObjectId, Outcome, Registry};
+use crate::scheduling::Scheduling;
 
 /// The `device_id` of a node's DHCP port on a network, as Neutron's agent makes it
 /// (`dhcp<host id>-<network id>`).
@@ -72,7 +44,7 @@ impl Registry {
     /// Schedules every network again after the live nodes changed: networks short of nodes
     /// get ports on live ones, and ports of nodes that are down move to live nodes.
     pub fn reschedule_dhcp(&mut self, env: &mut dyn Env) -> Outcome {
-        let ids: Vec<Id> = self.networks().map(|n| n.id.clone()).collect();
+        let ids: Vec<NetworkId> = self.networks().map(|n| n.id.clone()).collect();
         let mut out = Outcome::default();
         for id in ids {
             let before = out.changes.len();
@@ -88,7 +60,7 @@ impl Registry {
     /// network has no DHCP-enabled subnet; otherwise ports on as many live nodes as wanted,
     /// each with one address in every DHCP-enabled subnet.
     pub(crate) fn sync_dhcp_ports(&mut self, net_id: &str, env: &mut dyn Env, out: &mut Outcome) {
-        let dhcp_subnets: Vec<Id> = self
+        let dhcp_subnets: Vec<SubnetId> = self
             .subnets_of(net_id)
             .filter(|s| s.enable_dhcp)
             .map(|s| s.id.clone())
@@ -97,9 +69,9 @@ impl Registry {
         if dhcp_subnets.is_empty() {
             for p in existing {
                 self.unindex_port(&p);
-                self.note(Kind::Port, &p.id);
                 self.ports.remove(&p.id);
-                out.changes.push(Change::Delete(Kind::Port, p.id.clone()));
+                out.changes
+                    .push(Change::Delete(ObjectId::Port(p.id.clone())));
                 out.effects
                     .push(Effect::PortChanged(Some(Box::new(p)), None));
             }
@@ -142,7 +114,7 @@ impl Registry {
 
     /// A node's name as the registry already holds it (on another DHCP port), so that ten
     /// thousand DHCP ports of one node share one copy.
-    fn node_name(&self, host: &str) -> Id {
+    fn node_name(&self, host: &str) -> NodeName {
         self.dhcp_load
             .get_key_value(host)
             .map(|(k, _)| k.clone())
@@ -165,7 +137,7 @@ impl Registry {
         net_id: &str,
         before: Option<Port>,
         host: &str,
-        subnets: &[Id],
+        subnets: &[SubnetId],
         env: &mut dyn Env,
         out: &mut Outcome,
     ) {
@@ -177,7 +149,7 @@ impl Registry {
             None => {
                 let now = env.now();
                 Port {
-                    id: env.new_id(),
+                    id: env.new_id().into(),
                     name: String::new(),
                     network_id: self
                         .network(net_id)
@@ -192,11 +164,11 @@ impl Registry {
                     admin_state_up: true,
                     device_id: String::new(),
                     device_owner: DHCP_OWNER.into(),
-                    binding_host_id: Id::new(),
+                    binding_host_id: NodeName::default(),
                     extra_dhcp_opts: vec![],
                     dns_name: String::new(),
                     description: String::new(),
-                    status: "ACTIVE".into(),
+                    status: PortStatus::Active,
                     created_at: now.clone(),
                     updated_at: now,
                     revision_number: 0,
@@ -226,13 +198,12 @@ impl Registry {
         if before.as_ref() != Some(&p) {
             p.revision_number += 1;
             p.updated_at = env.now();
-            out.changes.push(Change::Put(Kind::Port, p.id.clone()));
+            out.changes.push(Change::Put(ObjectId::Port(p.id.clone())));
             out.effects.push(Effect::PortChanged(
                 before.map(Box::new),
                 Some(Box::new(p.clone())),
             ));
         }
-        self.note(Kind::Port, &p.id);
         self.share_port(&mut p);
         self.index_port(&p);
         self.ports.insert(p.id.clone(), std::sync::Arc::new(p));

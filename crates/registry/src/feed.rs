@@ -3,7 +3,7 @@
 //! (`apply_stored`), or a whole registry read back compared with the old one
 //! (`effects_between`).
 
-use crate::{Effect, Id, Kind, Network, Port, Registry, Subnet};
+use crate::{Effect, Network, NetworkId, ObjectId, Port, Registry, Subnet};
 
 /// What changed from `old` to `new` (a registry read back after other nodes wrote), as the
 /// effects the DHCP side applies: networks gone, networks whose attributes or subnets changed
@@ -49,7 +49,7 @@ pub enum Stored {
     /// A port as written last.
     Port(Port),
     /// Deleted.
-    Gone(Kind, String),
+    Gone(ObjectId),
 }
 
 impl Registry {
@@ -64,23 +64,23 @@ impl Registry {
                 Stored::Network(n) => nets.push(n),
                 Stored::Subnet(s) => subs.push(s),
                 Stored::Port(p) => ports.push(p),
-                Stored::Gone(k, id) => gone.push((k, id)),
+                Stored::Gone(id) => gone.push(id),
             }
         }
-        let mut changed: Vec<Id> = Vec::new();
+        let mut changed: Vec<NetworkId> = Vec::new();
         let mut out = Vec::new();
         // ports deleted first: a port written since may hold their addresses now
-        gone.retain(|(k, id)| {
-            if *k != Kind::Port {
+        gone.retain(|id| {
+            let ObjectId::Port(id) = id else {
                 return true;
-            }
-            if let Some(p) = self.ports.remove(id.as_str()) {
+            };
+            if let Some(p) = self.ports.remove(id) {
                 self.unindex_port(&p);
                 out.push(Effect::PortChanged(Some(Box::new(Port::clone(&p))), None));
             }
             false
         });
-        let mut deleted: Vec<Id> = Vec::new();
+        let mut deleted: Vec<NetworkId> = Vec::new();
         for mut n in nets {
             self.share_network(&mut n);
             if self.networks.get(&n.id).map(|b| &**b) != Some(&n) {
@@ -116,22 +116,22 @@ impl Registry {
             ));
         }
         // then subnets, then networks (a network goes with its members)
-        gone.sort_by_key(|(k, _)| *k == Kind::Network);
-        for (k, id) in gone {
-            match k {
-                Kind::Port => {}
-                Kind::Subnet => {
-                    if let Some(s) = self.subnets.get(id.as_str()).cloned() {
+        gone.sort_by_key(|id| matches!(id, ObjectId::Network(_)));
+        for id in gone {
+            match id {
+                ObjectId::Port(_) => {}
+                ObjectId::Subnet(id) => {
+                    if let Some(s) = self.subnets.get(&id).cloned() {
                         let net = s.network_id.clone();
                         self.unindex_subnet(&id);
-                        self.subnets.remove(id.as_str());
+                        self.subnets.remove(&id);
                         self.ips.remove_subnet(&s.id);
                         self.free_from.remove(&id);
                         changed.push(net);
                     }
                 }
-                Kind::Network => {
-                    if let Some(n) = self.take_network(id.as_str()) {
+                ObjectId::Network(id) => {
+                    if let Some(n) = self.take_network(&id) {
                         self.members.remove_network(&n.id);
                         deleted.push(n.id.clone());
                     }

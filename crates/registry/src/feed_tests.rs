@@ -20,13 +20,13 @@ fn delta(old: &Registry, new: &Registry) -> Vec<Stored> {
         out.push(Stored::Port(p.clone()));
     }
     for n in old.networks().filter(|n| new.network(&n.id).is_none()) {
-        out.push(Stored::Gone(Kind::Network, n.id.to_string()));
+        out.push(Stored::Gone(ObjectId::Network(n.id.to_string().into())));
     }
     for s in old.subnets().filter(|s| new.subnet(&s.id).is_none()) {
-        out.push(Stored::Gone(Kind::Subnet, s.id.to_string()));
+        out.push(Stored::Gone(ObjectId::Subnet(s.id.to_string().into())));
     }
     for p in old.ports().filter(|p| new.port(&p.id).is_none()) {
-        out.push(Stored::Gone(Kind::Port, p.id.to_string()));
+        out.push(Stored::Gone(ObjectId::Port(p.id.to_string().into())));
     }
     // the database returns them in no particular order
     out.reverse();
@@ -172,7 +172,7 @@ fn changes_applied_in_place_equal_a_full_read_back() {
     {
         there.delete_port(&p).ok();
     }
-    let subs: Vec<Id> = there.subnets_of(&doomed.id).map(|s| s.id.clone()).collect();
+    let subs: Vec<SubnetId> = there.subnets_of(&doomed.id).map(|s| s.id.clone()).collect();
     for s in subs {
         there.delete_subnet(&s, &mut env).unwrap();
     }

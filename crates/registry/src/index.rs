@@ -8,32 +8,35 @@ use std::net::Ipv4Addr;
 
 use imbl::{OrdMap, OrdSet};
 
-use crate::model::Id;
+use crate::model::{NetworkId, PortId, SubnetId};
 
 /// (subnet, address) → the port holding it.
 #[derive(Debug, Default, Clone)]
-pub(crate) struct Ips(OrdMap<(Id, Ipv4Addr), Id>);
+pub(crate) struct Ips(OrdMap<(SubnetId, Ipv4Addr), PortId>);
 
 impl Ips {
     /// The port holding `ip` in `subnet`.
-    pub(crate) fn port_at(&self, subnet: &Id, ip: Ipv4Addr) -> Option<&Id> {
+    pub(crate) fn port_at(&self, subnet: &SubnetId, ip: Ipv4Addr) -> Option<&PortId> {
         self.0.get(&(subnet.clone(), ip))
     }
 
-    pub(crate) fn contains(&self, subnet: &Id, ip: Ipv4Addr) -> bool {
+    pub(crate) fn contains(&self, subnet: &SubnetId, ip: Ipv4Addr) -> bool {
         self.0.contains_key(&(subnet.clone(), ip))
     }
 
-    pub(crate) fn insert(&mut self, subnet: Id, ip: Ipv4Addr, port: Id) {
+    pub(crate) fn insert(&mut self, subnet: SubnetId, ip: Ipv4Addr, port: PortId) {
         self.0.insert((subnet, ip), port);
     }
 
-    pub(crate) fn remove(&mut self, subnet: &Id, ip: Ipv4Addr) {
+    pub(crate) fn remove(&mut self, subnet: &SubnetId, ip: Ipv4Addr) {
         self.0.remove(&(subnet.clone(), ip));
     }
 
     /// The addresses in use in `subnet`, in order, with their ports.
-    pub(crate) fn of<'a>(&'a self, subnet: &'a Id) -> impl Iterator<Item = (Ipv4Addr, &'a Id)> {
+    pub(crate) fn of<'a>(
+        &'a self,
+        subnet: &'a SubnetId,
+    ) -> impl Iterator<Item = (Ipv4Addr, &'a PortId)> {
         self.0
             .range((subnet.clone(), Ipv4Addr::UNSPECIFIED)..)
             .take_while(move |((s, _), _)| s == subnet)
@@ -41,7 +44,7 @@ impl Ips {
     }
 
     /// Forgets every address of a subnet that goes away.
-    pub(crate) fn remove_subnet(&mut self, subnet: &Id) {
+    pub(crate) fn remove_subnet(&mut self, subnet: &SubnetId) {
         let ips: Vec<Ipv4Addr> = self.of(subnet).map(|(ip, _)| ip).collect();
         for ip in ips {
             self.remove(subnet, ip);
@@ -53,43 +56,49 @@ impl Ips {
 /// members are found without a scan of every subnet and port.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Members {
-    subnets: OrdSet<(Id, Id)>,
-    ports: OrdSet<(Id, Id)>,
+    subnets: OrdSet<(NetworkId, SubnetId)>,
+    ports: OrdSet<(NetworkId, PortId)>,
 }
 
 /// The second halves of the pairs in `set` whose first half is `net`.
-fn of<'a>(set: &'a OrdSet<(Id, Id)>, net: &'a Id) -> impl Iterator<Item = &'a Id> {
-    set.range((net.clone(), Id::default())..)
+fn of<'a, M: Ord + Clone + Default>(
+    set: &'a OrdSet<(NetworkId, M)>,
+    net: &'a NetworkId,
+) -> impl Iterator<Item = &'a M> {
+    set.range((net.clone(), M::default())..)
         .take_while(move |(n, _)| n == net)
         .map(|(_, m)| m)
 }
 
 impl Members {
-    pub(crate) fn add_subnet(&mut self, net: &Id, subnet: &Id) {
+    pub(crate) fn add_subnet(&mut self, net: &NetworkId, subnet: &SubnetId) {
         self.subnets.insert((net.clone(), subnet.clone()));
     }
-    pub(crate) fn remove_subnet(&mut self, net: &Id, subnet: &Id) {
+    pub(crate) fn remove_subnet(&mut self, net: &NetworkId, subnet: &SubnetId) {
         self.subnets.remove(&(net.clone(), subnet.clone()));
     }
-    pub(crate) fn add_port(&mut self, net: &Id, port: &Id) {
+    pub(crate) fn add_port(&mut self, net: &NetworkId, port: &PortId) {
         self.ports.insert((net.clone(), port.clone()));
     }
-    pub(crate) fn remove_port(&mut self, net: &Id, port: &Id) {
+    pub(crate) fn remove_port(&mut self, net: &NetworkId, port: &PortId) {
         self.ports.remove(&(net.clone(), port.clone()));
     }
-    pub(crate) fn subnets_of<'a>(&'a self, net: &'a Id) -> impl Iterator<Item = &'a Id> {
+    pub(crate) fn subnets_of<'a>(
+        &'a self,
+        net: &'a NetworkId,
+    ) -> impl Iterator<Item = &'a SubnetId> {
         of(&self.subnets, net)
     }
-    pub(crate) fn ports_of<'a>(&'a self, net: &'a Id) -> impl Iterator<Item = &'a Id> {
+    pub(crate) fn ports_of<'a>(&'a self, net: &'a NetworkId) -> impl Iterator<Item = &'a PortId> {
         of(&self.ports, net)
     }
     /// Forgets a network that goes away with whatever it still lists.
-    pub(crate) fn remove_network(&mut self, net: &Id) {
-        let subnets: Vec<Id> = self.subnets_of(net).cloned().collect();
+    pub(crate) fn remove_network(&mut self, net: &NetworkId) {
+        let subnets: Vec<SubnetId> = self.subnets_of(net).cloned().collect();
         for s in subnets {
             self.remove_subnet(net, &s);
         }
-        let ports: Vec<Id> = self.ports_of(net).cloned().collect();
+        let ports: Vec<PortId> = self.ports_of(net).cloned().collect();
         for p in ports {
             self.remove_port(net, &p);
         }
@@ -102,7 +111,7 @@ mod tests {
 
     #[test]
     fn a_subnets_addresses_are_its_own_and_in_order() {
-        let (a, b) = (Id::from("a"), Id::from("ab"));
+        let (a, b) = (SubnetId::from("a"), SubnetId::from("ab"));
         let mut ips = Ips::default();
         ips.insert(b.clone(), Ipv4Addr::new(10, 0, 0, 1), "p1".into());
         ips.insert(a.clone(), Ipv4Addr::new(10, 0, 0, 9), "p2".into());
@@ -129,7 +138,7 @@ mod tests {
 
     #[test]
     fn a_networks_members_are_only_its_own() {
-        let (n1, n2) = (Id::from("n"), Id::from("n2"));
+        let (n1, n2) = (NetworkId::from("n"), NetworkId::from("n2"));
         let mut m = Members::default();
         m.add_port(&n1, &"p2".into());
         m.add_port(&n1, &"p1".into());

@@ -8,20 +8,22 @@ pub mod dhcp;
 mod dhcp_ports;
 pub mod error;
 mod feed;
+mod ids;
 mod index;
 pub mod model;
 mod networks;
 mod ports;
 pub mod registry;
 pub mod requests;
+mod scheduling;
 pub mod segments;
 mod subnets;
 
-pub use dhcp_ports::Scheduling;
 pub use error::RegistryError;
 pub use feed::{effects_between, Stored};
 pub use model::*;
-pub use registry::{Caller, Change, Effect, Env, Kind, Outcome, Registry};
+pub use registry::{Caller, Change, Effect, Env, Kind, ObjectId, Outcome, Registry};
+pub use scheduling::Scheduling;
 
 #[cfg(test)]
 mod feed_tests;

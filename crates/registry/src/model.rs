@@ -8,10 +8,7 @@ use ipnet::Ipv4Net;
 use qdhcp_protocol::Mac;
 use serde::{Deserialize, Serialize};
 
-/// An object's id, and other text the registry holds many times over (project ids, node
-/// names): a pointer to shared text, so that each copy in an index costs 8 bytes and no
-/// allocation (see docs/ARCHITECTURE.md, "Memory").
-pub type Id = ArcStr;
+pub use crate::ids::{NetworkId, NodeName, PortId, ProjectId, SubnetId};
 
 /// A timestamp as the API shows it (ISO 8601): shared, since `created_at` and `updated_at` are
 /// mostly the same text.
@@ -21,19 +18,19 @@ pub type Stamp = ArcStr;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Network {
     /// UUID.
-    pub id: Id,
+    pub id: NetworkId,
     /// Display name (not unique).
     pub name: String,
     /// Owning project.
-    pub project_id: Id,
+    pub project_id: ProjectId,
     /// Administrative state.
     pub admin_state_up: bool,
     /// MTU handed to instances (DHCP option 26).
     pub mtu: u32,
     /// Visible to every project.
     pub shared: bool,
-    /// `provider:network_type` (`flat`).
-    pub network_type: String,
+    /// `provider:network_type`.
+    pub network_type: NetworkType,
     /// `provider:physical_network`, mapped to a bridge by `bridge_mappings`.
     pub physical_network: Option<String>,
     /// `provider:segmentation_id`.
@@ -81,13 +78,13 @@ pub struct HostRoute {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Subnet {
     /// UUID.
-    pub id: Id,
+    pub id: SubnetId,
     /// Display name.
     pub name: String,
     /// The network it belongs to.
-    pub network_id: Id,
+    pub network_id: NetworkId,
     /// Owning project.
-    pub project_id: Id,
+    pub project_id: ProjectId,
     /// The prefix.
     pub cidr: Ipv4Net,
     /// Default router; `None` = no gateway.
@@ -114,7 +111,7 @@ pub struct Subnet {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FixedIp {
     /// Subnet the address is in.
-    pub subnet_id: Id,
+    pub subnet_id: SubnetId,
     /// The address.
     pub ip_address: Ipv4Addr,
 }
@@ -134,13 +131,13 @@ pub struct ExtraDhcpOpt {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Port {
     /// UUID.
-    pub id: Id,
+    pub id: PortId,
     /// Display name.
     pub name: String,
     /// The network it is on.
-    pub network_id: Id,
+    pub network_id: NetworkId,
     /// Owning project.
-    pub project_id: Id,
+    pub project_id: ProjectId,
     /// Hardware address, unique within the network.
     #[serde(with = "mac_serde")]
     pub mac_address: Mac,
@@ -154,7 +151,7 @@ pub struct Port {
     pub device_owner: String,
     /// The host the port is bound to (`binding:host_id`): for a DHCP port, the node serving it.
     #[serde(default)]
-    pub binding_host_id: Id,
+    pub binding_host_id: NodeName,
     /// Per-port DHCP options.
     pub extra_dhcp_opts: Vec<ExtraDhcpOpt>,
     /// Host name for DHCP option 12; empty = `host-<ip>`.
@@ -162,7 +159,7 @@ pub struct Port {
     /// Free text.
     pub description: String,
     /// `ACTIVE` or `DOWN`.
-    pub status: String,
+    pub status: PortStatus,
     /// Creation time.
     pub created_at: Stamp,
     /// Last change.
@@ -173,6 +170,71 @@ pub struct Port {
 
 /// The `device_owner` of the DHCP server's own port.
 pub const DHCP_OWNER: &str = "network:dhcp";
+
+impl Port {
+    /// Whether this is a DHCP server's own port (Neutron's `network:dhcp`), which the
+    /// scheduler manages and DHCP does not serve a reservation for.
+    pub fn is_dhcp(&self) -> bool {
+        self.device_owner == DHCP_OWNER
+    }
+}
+
+/// `provider:network_type`: the kinds of segment this server plumbs (ML2's type drivers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkType {
+    /// An untagged physical network (or no segment at all without a physical network).
+    Flat,
+    /// No segment: the network stays on this host.
+    Local,
+    /// A VLAN of a physical network.
+    Vlan,
+    /// A VXLAN segment over the tunnel interface.
+    Vxlan,
+}
+
+impl NetworkType {
+    /// The name Neutron's API uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NetworkType::Flat => "flat",
+            NetworkType::Local => "local",
+            NetworkType::Vlan => "vlan",
+            NetworkType::Vxlan => "vxlan",
+        }
+    }
+}
+
+impl std::fmt::Display for NetworkType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for NetworkType {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "flat" => Ok(NetworkType::Flat),
+            "local" => Ok(NetworkType::Local),
+            "vlan" => Ok(NetworkType::Vlan),
+            "vxlan" => Ok(NetworkType::Vxlan),
+            other => Err(format!(
+                "network type {other} is not supported (flat, local, vlan, vxlan)"
+            )),
+        }
+    }
+}
+
+/// A port's `status`, as Neutron shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum PortStatus {
+    /// In use (a DHCP port once scheduled).
+    Active,
+    /// Not bound to anything that brings it up.
+    Down,
+}
 
 mod mac_serde {
     use qdhcp_protocol::Mac;

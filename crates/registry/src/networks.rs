@@ -66,7 +66,10 @@ impl Registry {
         )?;
         let network_type = segment.network_type;
         let physical_network = segment.physical_network;
-        if let Some(pn) = physical_network.as_ref().filter(|_| network_type == "flat") {
+        if let Some(pn) = physical_network
+            .as_ref()
+            .filter(|_| network_type == NetworkType::Flat)
+        {
             // ML2's flat type driver: one flat network per physical network
             if self.in_use.has_flat(pn) {
                 return Err(RegistryError::FlatNetworkInUse(pn.clone()));
@@ -82,7 +85,7 @@ impl Registry {
         };
         let now = env.now();
         let mut n = Network {
-            id: env.new_id(),
+            id: env.new_id().into(),
             dns_domain,
             name: req.name.unwrap_or_default(),
             project_id: project_id.into(),
@@ -97,11 +100,10 @@ impl Registry {
             updated_at: now,
             revision_number: 1,
         };
-        self.note(Kind::Network, &n.id);
         self.share_network(&mut n);
         self.put_network(n.clone());
         let out = Outcome {
-            changes: vec![Change::Put(Kind::Network, n.id.clone())],
+            changes: vec![Change::Put(ObjectId::Network(n.id.clone()))],
             effects: vec![Effect::NetworkChanged(n.id.clone())],
         };
         Ok((n, out))
@@ -133,7 +135,6 @@ impl Registry {
             .map(valid_dns_domain)
             .transpose()?;
         let now = env.now();
-        self.note(Kind::Network, id);
         let n = std::sync::Arc::make_mut(
             self.networks
                 .get_mut(id)
@@ -163,7 +164,7 @@ impl Registry {
         Ok((
             n.clone(),
             Outcome {
-                changes: vec![Change::Put(Kind::Network, n.id.clone())],
+                changes: vec![Change::Put(ObjectId::Network(n.id.clone()))],
                 effects: vec![Effect::NetworkChanged(n.id)],
             },
         ))
@@ -174,30 +175,29 @@ impl Registry {
         if !self.networks.contains_key(id) {
             return Err(RegistryError::NetworkNotFound(id.into()));
         }
-        if self.ports_of(id).any(|p| p.device_owner != DHCP_OWNER) {
+        if self.ports_of(id).any(|p| !p.is_dhcp()) {
             return Err(RegistryError::NetworkInUse(id.into()));
         }
         let mut out = Outcome::default();
         let ports: Vec<Port> = self.ports_of(id).cloned().collect();
         for p in ports {
             self.unindex_port(&p);
-            self.note(Kind::Port, &p.id);
             self.ports.remove(&p.id);
-            out.changes.push(Change::Delete(Kind::Port, p.id.clone()));
+            out.changes
+                .push(Change::Delete(ObjectId::Port(p.id.clone())));
         }
-        let subnets: Vec<Id> = self.subnets_of(id).map(|s| s.id.clone()).collect();
+        let subnets: Vec<SubnetId> = self.subnets_of(id).map(|s| s.id.clone()).collect();
         for s in subnets {
             self.unindex_subnet(&s);
-            self.note(Kind::Subnet, &s);
             self.subnets.remove(&s);
             self.ips.remove_subnet(&s);
             self.free_from.remove(&s);
-            out.changes.push(Change::Delete(Kind::Subnet, s));
+            out.changes.push(Change::Delete(ObjectId::Subnet(s)));
         }
         self.members.remove_network(&self.id_of_network(id));
-        self.note(Kind::Network, id);
         self.take_network(id);
-        out.changes.push(Change::Delete(Kind::Network, id.into()));
+        out.changes
+            .push(Change::Delete(ObjectId::Network(id.into())));
         out.effects.push(Effect::NetworkDeleted(id.into()));
         Ok(out)
     }

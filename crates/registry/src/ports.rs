@@ -295,7 +295,7 @@ impl Registry {
         validate_dns_name(&dns_name)?;
         let now = env.now();
         let mut p = Port {
-            id,
+            id: id.into(),
             name: req.name.unwrap_or_default(),
             network_id: net_id,
             project_id: project_id.into(),
@@ -308,12 +308,11 @@ impl Registry {
             extra_dhcp_opts: extra,
             dns_name,
             description: req.description.unwrap_or_default(),
-            status: "DOWN".into(),
+            status: PortStatus::Down,
             created_at: now.clone(),
             updated_at: now,
             revision_number: 1,
         };
-        self.note(Kind::Port, &p.id);
         self.share_port(&mut p);
         self.index_port(&p);
         self.ports
@@ -321,7 +320,7 @@ impl Registry {
         Ok((
             p.clone(),
             Outcome {
-                changes: vec![Change::Put(Kind::Port, p.id.clone())],
+                changes: vec![Change::Put(ObjectId::Port(p.id.clone()))],
                 effects: vec![Effect::PortChanged(None, Some(Box::new(p)))],
             },
         ))
@@ -342,7 +341,7 @@ impl Registry {
         if req
             .network_id
             .as_ref()
-            .is_some_and(|n| *n != before.network_id)
+            .is_some_and(|n| before.network_id != *n)
         {
             return Err(invalid(
                 "network_id",
@@ -393,7 +392,6 @@ impl Registry {
         p.updated_at = env.now();
         p.revision_number += 1;
         self.unindex_port(&before);
-        self.note(Kind::Port, &p.id);
         self.share_port(&mut p);
         self.index_port(&p);
         self.ports
@@ -401,7 +399,7 @@ impl Registry {
         Ok((
             (*p).clone(),
             Outcome {
-                changes: vec![Change::Put(Kind::Port, id.into())],
+                changes: vec![Change::Put(ObjectId::Port(id.into()))],
                 effects: vec![Effect::PortChanged(Some(before), Some(p))],
             },
         ))
@@ -409,14 +407,13 @@ impl Registry {
 
     /// Deletes a port; its addresses are free again at once.
     pub fn delete_port(&mut self, id: &str) -> Result<Outcome, RegistryError> {
-        self.note(Kind::Port, id);
         let p = self
             .ports
             .remove(id)
             .ok_or_else(|| RegistryError::PortNotFound(id.into()))?;
         self.unindex_port(&p);
         Ok(Outcome {
-            changes: vec![Change::Delete(Kind::Port, id.into())],
+            changes: vec![Change::Delete(ObjectId::Port(id.into()))],
             effects: vec![Effect::PortChanged(Some(Box::new(Port::clone(&p))), None)],
         })
     }

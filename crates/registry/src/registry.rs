@@ -13,18 +13,18 @@ use imbl::OrdMap;
 
 use qdhcp_protocol::Mac;
 
-use crate::dhcp_ports::Scheduling;
 use crate::error::{invalid, RegistryError};
 use crate::index::{Ips, Members};
 use crate::model::*;
+use crate::scheduling::Scheduling;
 use crate::segments::SegmentConfig;
 
 /// What the registry needs from the outside world.
 pub trait Env {
     /// Current time as ISO 8601 (`2026-11-25T15:00:00Z`).
     fn now(&mut self) -> Stamp;
-    /// A fresh UUID.
-    fn new_id(&mut self) -> Id;
+    /// A fresh UUID (made the id of a new object of any kind).
+    fn new_id(&mut self) -> ArcStr;
     /// Random bits for MAC generation.
     fn random(&mut self) -> u32;
 }
@@ -40,22 +40,80 @@ pub enum Kind {
     Port,
 }
 
+/// Which object: its kind and its typed id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ObjectId {
+    /// A network.
+    Network(NetworkId),
+    /// A subnet.
+    Subnet(SubnetId),
+    /// A port.
+    Port(PortId),
+}
+
+impl ObjectId {
+    /// The object's kind.
+    pub fn kind(&self) -> Kind {
+        match self {
+            ObjectId::Network(_) => Kind::Network,
+            ObjectId::Subnet(_) => Kind::Subnet,
+            ObjectId::Port(_) => Kind::Port,
+        }
+    }
+
+    /// The id's text.
+    pub fn as_str(&self) -> &str {
+        match self {
+            ObjectId::Network(id) => id,
+            ObjectId::Subnet(id) => id,
+            ObjectId::Port(id) => id,
+        }
+    }
+
+    /// The id of an object of kind `kind` whose id reads `id` (a stored row's).
+    pub fn of(kind: Kind, id: &str) -> ObjectId {
+        match kind {
+            Kind::Network => ObjectId::Network(id.into()),
+            Kind::Subnet => ObjectId::Subnet(id.into()),
+            Kind::Port => ObjectId::Port(id.into()),
+        }
+    }
+}
+
+impl From<NetworkId> for ObjectId {
+    fn from(id: NetworkId) -> Self {
+        ObjectId::Network(id)
+    }
+}
+
+impl From<SubnetId> for ObjectId {
+    fn from(id: SubnetId) -> Self {
+        ObjectId::Subnet(id)
+    }
+}
+
+impl From<PortId> for ObjectId {
+    fn from(id: PortId) -> Self {
+        ObjectId::Port(id)
+    }
+}
+
 /// One change to persist: the object's new state is read from the registry, or it is gone.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
     /// Created or updated.
-    Put(Kind, Id),
+    Put(ObjectId),
     /// Deleted.
-    Delete(Kind, Id),
+    Delete(ObjectId),
 }
 
 /// What the DHCP side must do after an operation.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
     /// A network's subnets or settings changed: rebuild its subnets, check its plumbing.
-    NetworkChanged(Id),
+    NetworkChanged(NetworkId),
     /// A network is gone: stop serving it, remove its plumbing.
-    NetworkDeleted(Id),
+    NetworkDeleted(NetworkId),
     /// A port appeared, changed or went away (before, after).
     PortChanged(Option<Box<Port>>, Option<Box<Port>>),
 }
@@ -78,17 +136,18 @@ pub struct Caller {
     pub is_admin: bool,
 }
 
-/// Networks, subnets and ports with their indexes. Every map is persistent, so that
-/// [`Registry::snapshot`] is cheap (see docs/ARCHITECTURE.md, "Snapshots").
+/// Networks, subnets and ports with their indexes. Every map is persistent, so a clone costs a
+/// few reference counts: readers hold one that writes never change, and a write changes a
+/// clone that is published or dropped whole (see docs/ARCHITECTURE.md, "Snapshots").
 #[derive(Debug, Default, Clone)]
 pub struct Registry {
-    pub(crate) networks: OrdMap<Id, Arc<Network>>,
-    pub(crate) subnets: OrdMap<Id, Arc<Subnet>>,
-    pub(crate) ports: OrdMap<Id, Arc<Port>>,
+    pub(crate) networks: OrdMap<NetworkId, Arc<Network>>,
+    pub(crate) subnets: OrdMap<SubnetId, Arc<Subnet>>,
+    pub(crate) ports: OrdMap<PortId, Arc<Port>>,
     /// (subnet, address) → port.
     pub(crate) ips: Ips,
     /// (network, MAC) → port.
-    pub(crate) macs: OrdMap<(Id, Mac), Id>,
+    pub(crate) macs: OrdMap<(NetworkId, Mac), PortId>,
     /// Each network's subnets and ports: a network's members are found without a scan of
     /// every subnet and port (that scan was most of a create's CPU with thousands of
     /// networks).
@@ -101,37 +160,28 @@ pub struct Registry {
     /// Neutron's DHCP agent scheduler: nodes per network and the live nodes.
     pub(crate) scheduling: Scheduling,
     /// node → DHCP ports bound to it (the scheduler's load, kept with the port index).
-    pub(crate) dhcp_load: HashMap<Id, usize>,
+    pub(crate) dhcp_load: HashMap<NodeName, usize>,
     /// subnet → an address below which no address of its pools is free, so that finding the
     /// first free address does not walk every allocated one (that walk made creating the
     /// n-th port of a subnet O(n)). Kept with the port index; only for pools in order.
     pub(crate) free_from: Hints,
-    /// While on ([`Registry::begin_undo`]): each object as it was before the first change
-    /// to it, so that memory can show only what is committed while a write is being stored
-    /// (see docs/ARCHITECTURE.md, "The walk of an API call").
-    pub(crate) undo: Option<Undo>,
-}
-
-/// Before-images of the objects changed since the undo log was turned on.
-#[derive(Debug, Default, Clone)]
-pub(crate) struct Undo {
-    noted: std::collections::HashSet<(Kind, Id)>,
-    before: Vec<crate::Stored>,
 }
 
 /// The free-address hints, set by the lookups that find the first free address (`&self`).
 #[derive(Debug, Default)]
 pub(crate) struct Hints(std::sync::Mutex<HintMaps>);
 
+/// Persistent maps: a registry is cloned for every write (docs/ARCHITECTURE.md, "The walk of an
+/// API call"), and a clone must not copy a hint per subnet.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct HintMaps {
     /// subnet → an address below which no address of its pools is free.
-    first: HashMap<Id, u32>,
+    first: imbl::HashMap<SubnetId, u32>,
     /// subnet → (rank, nodes, from): below `from`, no address of the share `rank` of
     /// `nodes` (address mod nodes = rank) is free. Only for nodes that share a pool, so that
     /// a node taking its own share does not step over the other share's free addresses on
     /// every allocation (that walk was O(addresses in use)).
-    share: HashMap<Id, (u32, u32, u32)>,
+    share: imbl::HashMap<SubnetId, (u32, u32, u32)>,
 }
 
 impl Clone for Hints {
@@ -147,7 +197,7 @@ impl Hints {
     pub(crate) fn get(&self, subnet: &str) -> Option<u32> {
         self.map().first.get(subnet).copied()
     }
-    pub(crate) fn set(&self, subnet: &Id, from: u32) {
+    pub(crate) fn set(&self, subnet: &SubnetId, from: u32) {
         self.map().first.insert(subnet.clone(), from);
     }
     /// Where the share `rank` of `nodes` may have its first free address in `subnet`.
@@ -157,7 +207,7 @@ impl Hints {
             _ => None,
         }
     }
-    pub(crate) fn set_share(&self, subnet: &Id, rank: u32, nodes: u32, from: u32) {
+    pub(crate) fn set_share(&self, subnet: &SubnetId, rank: u32, nodes: u32, from: u32) {
         self.map().share.insert(subnet.clone(), (rank, nodes, from));
     }
     /// An address of `subnet` is free again.
@@ -178,8 +228,8 @@ impl Hints {
 }
 
 /// Makes `text` point at `to` when both say the same.
-fn share(text: &mut ArcStr, to: &ArcStr) {
-    if *text == *to && !ArcStr::ptr_eq(text, to) {
+fn share<T: crate::ids::SharedText>(text: &mut T, to: &T) {
+    if *text == *to && !text.same_pointer(to) {
         *text = to.clone();
     }
 }
@@ -194,26 +244,6 @@ impl Registry {
     /// Takes ML2's segment settings (kept across reloads by the caller).
     pub fn set_segments(&mut self, cfg: SegmentConfig) {
         self.segments = cfg;
-    }
-
-    /// A copy for readers, made in a few reference counts (every map is persistent): what
-    /// they read while writers go on changing the registry (see docs/ARCHITECTURE.md,
-    /// "Snapshots"). Without free-address hints and undo log: nothing allocates from it.
-    pub fn snapshot(&self) -> Registry {
-        Registry {
-            networks: self.networks.clone(),
-            subnets: self.subnets.clone(),
-            ports: self.ports.clone(),
-            ips: self.ips.clone(),
-            macs: self.macs.clone(),
-            members: self.members.clone(),
-            segments: self.segments.clone(),
-            in_use: self.in_use.clone(),
-            scheduling: self.scheduling.clone(),
-            dhcp_load: self.dhcp_load.clone(),
-            free_from: Hints::default(),
-            undo: None,
-        }
     }
 
     /// Rebuilds a registry from stored objects (at start).
@@ -263,81 +293,28 @@ impl Registry {
         }
     }
 
-    /// Starts keeping each object as it is before its first change (see
-    /// [`Registry::end_undo`]).
-    pub fn begin_undo(&mut self) {
-        self.undo = Some(Undo::default());
-    }
-
-    /// Stops keeping before-images and returns them: applied with
-    /// [`Registry::apply_stored`], they put every object changed since
-    /// [`Registry::begin_undo`] back as it was (created ones go away).
-    pub fn end_undo(&mut self) -> Vec<crate::Stored> {
-        self.undo.take().map(|u| u.before).unwrap_or_default()
-    }
-
-    /// Keeps the object `kind`/`id` as it is now, if the undo log is on and has not kept it
-    /// yet. Every operation calls it before it changes or removes an object.
-    pub(crate) fn note(&mut self, kind: Kind, id: &str) {
-        let Some(u) = self.undo.as_mut() else { return };
-        if !u.noted.insert((kind, Id::from(id))) {
-            return;
-        }
-        let now = match kind {
-            Kind::Network => self
-                .networks
-                .get(id)
-                .map(|o| crate::Stored::Network((**o).clone())),
-            Kind::Subnet => self
-                .subnets
-                .get(id)
-                .map(|o| crate::Stored::Subnet((**o).clone())),
-            Kind::Port => self
-                .ports
-                .get(id)
-                .map(|o| crate::Stored::Port((**o).clone())),
-        };
-        u.before
-            .push(now.unwrap_or_else(|| crate::Stored::Gone(kind, id.to_string())));
-    }
-
     /// The objects `changes` name as they are now (gone ones as [`crate::Stored::Gone`]):
-    /// what a write stores, and what memory applies once it is stored.
+    /// what a write hands the store.
     pub fn stored(&self, changes: &[Change]) -> Vec<crate::Stored> {
         let mut seen = std::collections::HashSet::new();
         let mut out = Vec::new();
         for c in changes {
-            let (Change::Put(k, id) | Change::Delete(k, id)) = c;
-            if !seen.insert((*k, id.clone())) {
+            let (Change::Put(id) | Change::Delete(id)) = c;
+            if !seen.insert(id) {
                 continue;
             }
-            let now = match k {
-                Kind::Network => self.network(id).cloned().map(crate::Stored::Network),
-                Kind::Subnet => self.subnet(id).cloned().map(crate::Stored::Subnet),
-                Kind::Port => self.port(id).cloned().map(crate::Stored::Port),
+            let now = match id {
+                ObjectId::Network(id) => self.network(id).cloned().map(crate::Stored::Network),
+                ObjectId::Subnet(id) => self.subnet(id).cloned().map(crate::Stored::Subnet),
+                ObjectId::Port(id) => self.port(id).cloned().map(crate::Stored::Port),
             };
-            out.push(now.unwrap_or_else(|| crate::Stored::Gone(*k, id.to_string())));
+            out.push(now.unwrap_or_else(|| crate::Stored::Gone(id.clone())));
         }
         out
     }
 
-    /// A registry holding only the objects of `stored` that exist (for the store to write
-    /// them from).
-    pub fn from_stored(stored: &[crate::Stored]) -> Registry {
-        let (mut n, mut s, mut p) = (Vec::new(), Vec::new(), Vec::new());
-        for o in stored {
-            match o {
-                crate::Stored::Network(x) => n.push(x.clone()),
-                crate::Stored::Subnet(x) => s.push(x.clone()),
-                crate::Stored::Port(x) => p.push(x.clone()),
-                crate::Stored::Gone(..) => {}
-            }
-        }
-        Registry::from_parts(n, s, p)
-    }
-
     /// The network's id as the registry holds it (a new copy for a network it lacks).
-    pub(crate) fn id_of_network(&self, id: &str) -> Id {
+    pub(crate) fn id_of_network(&self, id: &str) -> NetworkId {
         self.networks
             .get_key_value(id)
             .map(|(k, _)| k.clone())
@@ -387,7 +364,7 @@ impl Registry {
     }
 
     pub(crate) fn index_port(&mut self, p: &Port) {
-        if p.device_owner == DHCP_OWNER && !p.binding_host_id.is_empty() {
+        if p.is_dhcp() && !p.binding_host_id.is_empty() {
             *self.dhcp_load.entry(p.binding_host_id.clone()).or_default() += 1;
         }
         self.members.add_port(&p.network_id, &p.id);
@@ -426,7 +403,7 @@ impl Registry {
     }
 
     pub(crate) fn unindex_port(&mut self, p: &Port) {
-        if p.device_owner == DHCP_OWNER && !p.binding_host_id.is_empty() {
+        if p.is_dhcp() && !p.binding_host_id.is_empty() {
             if let Some(n) = self.dhcp_load.get_mut(&p.binding_host_id) {
                 *n = n.saturating_sub(1);
             }
@@ -487,7 +464,7 @@ impl Registry {
     }
     /// The DHCP ports of a network (one per node serving it), in id order.
     pub fn dhcp_ports<'a>(&'a self, net: &'a str) -> impl Iterator<Item = &'a Port> + 'a {
-        self.ports_of(net).filter(|p| p.device_owner == DHCP_OWNER)
+        self.ports_of(net).filter(|p| p.is_dhcp())
     }
 
     /// The DHCP port `node` serves the network on: the one bound to it, or an unbound one
@@ -506,7 +483,7 @@ impl Registry {
     }
 
     /// The network a new subnet or port names: required, and it must exist.
-    pub(crate) fn existing_network(&self, id: Option<&str>) -> Result<Id, RegistryError> {
+    pub(crate) fn existing_network(&self, id: Option<&str>) -> Result<NetworkId, RegistryError> {
         let id = id.ok_or_else(|| invalid("network_id", "it is required"))?;
         match self.networks.get_key_value(id) {
             Some((k, _)) => Ok(k.clone()),

@@ -110,7 +110,7 @@ fn a_dead_nodes_port_moves_with_its_address_and_mac_to_a_spare_live_node() {
     let out = r.reschedule_dhcp(&mut env);
     assert_eq!(
         out.changes,
-        vec![Change::Put(Kind::Port, a_port.clone())],
+        vec![Change::Put(ObjectId::Port(a_port.clone()))],
         "only the dead node's port changes"
     );
     assert!(out

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use crate::error::{invalid, RegistryError};
-use crate::model::Network;
+use crate::model::{Network, NetworkType};
 
 /// Highest VLAN id (802.1Q).
 pub const MAX_VLAN: u32 = 4094;
@@ -24,7 +24,7 @@ pub struct SegmentConfig {
     pub vni_ranges: Vec<(u32, u32)>,
     /// Types a network created without provider attributes gets, first with room first, as
     /// `tenant_network_types`; empty: such a network is `flat` without a physical network.
-    pub tenant_types: Vec<String>,
+    pub tenant_types: Vec<NetworkType>,
 }
 
 fn range(s: &str, max: u32, what: &str) -> Result<(u32, u32), String> {
@@ -72,15 +72,13 @@ impl SegmentConfig {
     }
 
     /// Parses `tenant_network_types`, checking each is a type this server can allocate.
-    pub fn parse_tenant_types(s: &str) -> Result<Vec<String>, String> {
+    pub fn parse_tenant_types(s: &str) -> Result<Vec<NetworkType>, String> {
         s.split(',')
             .map(str::trim)
             .filter(|i| !i.is_empty())
-            .map(|t| match t {
-                "vxlan" | "vlan" | "local" => Ok(t.to_string()),
-                other => Err(format!(
-                    "tenant network type {other:?} (vxlan, vlan, local)"
-                )),
+            .map(|t| match t.parse() {
+                Ok(t @ (NetworkType::Vxlan | NetworkType::Vlan | NetworkType::Local)) => Ok(t),
+                _ => Err(format!("tenant network type {t:?} (vxlan, vlan, local)")),
             })
             .collect()
     }
@@ -89,8 +87,8 @@ impl SegmentConfig {
 /// The segment a network gets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Segment {
-    /// `flat`, `local`, `vlan` or `vxlan`.
-    pub network_type: String,
+    /// Its type.
+    pub network_type: NetworkType,
     /// The physical network (flat, vlan).
     pub physical_network: Option<String>,
     /// VLAN id or VNI.
@@ -171,10 +169,12 @@ impl InUse {
     }
 
     fn key(n: &Network) -> Option<Key<'_>> {
-        match (n.network_type.as_str(), n.segmentation_id) {
-            ("vxlan", Some(id)) => Some(Key::Vni(id)),
-            ("vlan", Some(id)) => n.physical_network.as_deref().map(|p| Key::Vlan(p, id)),
-            ("flat", _) => n.physical_network.as_deref().map(Key::Flat),
+        match (n.network_type, n.segmentation_id) {
+            (NetworkType::Vxlan, Some(id)) => Some(Key::Vni(id)),
+            (NetworkType::Vlan, Some(id)) => {
+                n.physical_network.as_deref().map(|p| Key::Vlan(p, id))
+            }
+            (NetworkType::Flat, _) => n.physical_network.as_deref().map(Key::Flat),
             _ => None,
         }
     }
@@ -261,30 +261,30 @@ pub(crate) fn decide(
     // A tenant network: the first tenant type with a free segment.
     if !provider && !cfg.tenant_types.is_empty() {
         for t in &cfg.tenant_types {
-            match t.as_str() {
-                "vxlan" => {
+            match t {
+                NetworkType::Vxlan => {
                     if let Some(id) = in_use.free_vni(&cfg.vni_ranges) {
                         return Ok(Segment {
-                            network_type: "vxlan".into(),
+                            network_type: NetworkType::Vxlan,
                             physical_network: None,
                             segmentation_id: Some(id),
                         });
                     }
                 }
-                "vlan" => {
+                NetworkType::Vlan => {
                     for (physnet, ranges) in &cfg.vlan_ranges {
                         if let Some(id) = in_use.free_vlan(physnet, ranges) {
                             return Ok(Segment {
-                                network_type: "vlan".into(),
+                                network_type: NetworkType::Vlan,
                                 physical_network: Some(physnet.clone()),
                                 segmentation_id: Some(id),
                             });
                         }
                     }
                 }
-                _ => {
+                NetworkType::Local | NetworkType::Flat => {
                     return Ok(Segment {
-                        network_type: "local".into(),
+                        network_type: NetworkType::Local,
                         physical_network: None,
                         segmentation_id: None,
                     })
@@ -294,24 +294,29 @@ pub(crate) fn decide(
         return Err(RegistryError::NoNetworkAvailable);
     }
 
-    let network_type = req.network_type.unwrap_or("flat");
+    let network_type = match req.network_type {
+        None => NetworkType::Flat,
+        Some(t) => t
+            .parse()
+            .map_err(|e: String| invalid("provider:network_type", e))?,
+    };
     let seg_field = "provider:segmentation_id";
     let phys_field = "provider:physical_network";
     match network_type {
-        "flat" | "local" => {
+        NetworkType::Flat | NetworkType::Local => {
             if req.segmentation_id.is_some() {
                 return Err(invalid(
                     seg_field,
                     format!("segmentation_id not allowed for {network_type} provider network"),
                 ));
             }
-            if network_type == "local" && req.physical_network.is_some() {
+            if network_type == NetworkType::Local && req.physical_network.is_some() {
                 return Err(invalid(
                     phys_field,
                     "physical_network not allowed for local provider network",
                 ));
             }
-            if network_type == "flat"
+            if network_type == NetworkType::Flat
                 && req.network_type.is_some()
                 && req.physical_network.is_none()
             {
@@ -321,19 +326,19 @@ pub(crate) fn decide(
                 ));
             }
             Ok(Segment {
-                network_type: network_type.into(),
+                network_type,
                 physical_network: req.physical_network.map(str::to_string),
                 segmentation_id: None,
             })
         }
-        "vlan" => {
+        NetworkType::Vlan => {
             let physnet = match req.physical_network {
                 Some(p) => p.to_string(),
                 // none named: any physical network with room, as ML2 allocates one
                 None => {
                     return decide(
                         &SegmentConfig {
-                            tenant_types: vec!["vlan".into()],
+                            tenant_types: vec![NetworkType::Vlan],
                             ..cfg.clone()
                         },
                         &Requested {
@@ -383,12 +388,12 @@ pub(crate) fn decide(
                     .ok_or(RegistryError::NoNetworkAvailable)?,
             };
             Ok(Segment {
-                network_type: "vlan".into(),
+                network_type: NetworkType::Vlan,
                 physical_network: Some(physnet),
                 segmentation_id: Some(id),
             })
         }
-        "vxlan" => {
+        NetworkType::Vxlan => {
             if req.physical_network.is_some() {
                 return Err(invalid(
                     phys_field,
@@ -419,15 +424,11 @@ pub(crate) fn decide(
                     .ok_or(RegistryError::NoNetworkAvailable)?,
             };
             Ok(Segment {
-                network_type: "vxlan".into(),
+                network_type: NetworkType::Vxlan,
                 physical_network: None,
                 segmentation_id: Some(id),
             })
         }
-        other => Err(invalid(
-            "provider:network_type",
-            format!("network type {other} is not supported (flat, local, vlan, vxlan)"),
-        )),
     }
 }
 

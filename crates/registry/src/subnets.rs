@@ -197,7 +197,7 @@ impl Registry {
         let project_id = Self::project_for(caller, &req.project_id, &req.tenant_id)?;
         let now = env.now();
         let mut s = Subnet {
-            id: env.new_id(),
+            id: env.new_id().into(),
             name: req.name.unwrap_or_default(),
             network_id: net_id.clone(),
             project_id: project_id.into(),
@@ -212,13 +212,12 @@ impl Registry {
             updated_at: now,
             revision_number: 1,
         };
-        self.note(Kind::Subnet, &s.id);
         self.share_subnet(&mut s);
         self.index_subnet(&s);
         self.subnets
             .insert(s.id.clone(), std::sync::Arc::new(s.clone()));
         let mut out = Outcome {
-            changes: vec![Change::Put(Kind::Subnet, s.id.clone())],
+            changes: vec![Change::Put(ObjectId::Subnet(s.id.clone()))],
             effects: vec![],
         };
         self.sync_dhcp_ports(&net_id, env, &mut out);
@@ -292,12 +291,11 @@ impl Registry {
         s.updated_at = env.now();
         s.revision_number += 1;
         let net_id = s.network_id.clone();
-        self.note(Kind::Subnet, &s.id);
         self.share_subnet(&mut s);
         self.subnets
             .insert(s.id.clone(), std::sync::Arc::new(Subnet::clone(&s)));
         let mut out = Outcome {
-            changes: vec![Change::Put(Kind::Subnet, id.into())],
+            changes: vec![Change::Put(ObjectId::Subnet(id.into()))],
             effects: vec![],
         };
         self.sync_dhcp_ports(&net_id, env, &mut out);
@@ -312,19 +310,17 @@ impl Registry {
             .get(id)
             .cloned()
             .ok_or_else(|| RegistryError::SubnetNotFound(id.into()))?;
-        let users: HashSet<&Id> = self.ips.of(&s.id).map(|(_, p)| p).collect();
-        if users.iter().any(|p| {
-            self.ports
-                .get(*p)
-                .is_some_and(|p| p.device_owner != DHCP_OWNER)
-        }) {
+        let users: HashSet<&PortId> = self.ips.of(&s.id).map(|(_, p)| p).collect();
+        if users
+            .iter()
+            .any(|p| self.ports.get(*p).is_some_and(|p| !p.is_dhcp()))
+        {
             return Err(RegistryError::SubnetInUse(id.into()));
         }
         self.unindex_subnet(id);
-        self.note(Kind::Subnet, id);
         self.subnets.remove(id);
         let mut out = Outcome {
-            changes: vec![Change::Delete(Kind::Subnet, id.into())],
+            changes: vec![Change::Delete(ObjectId::Subnet(id.into()))],
             effects: vec![],
         };
         self.sync_dhcp_ports(&s.network_id, env, &mut out);

@@ -12,7 +12,7 @@ impl Env for TestEnv {
     fn now(&mut self) -> Stamp {
         "2026-11-25T15:00:00Z".into()
     }
-    fn new_id(&mut self) -> Id {
+    fn new_id(&mut self) -> ArcStr {
         self.0 += 1;
         format!("00000000-0000-4000-8000-{:012x}", self.0).into()
     }
@@ -495,10 +495,10 @@ fn tenant_networks_get_free_segments_in_type_order_until_exhausted() {
     assert_eq!(
         got,
         vec![
-            ("vxlan".into(), None, Some(1000)),
-            ("vxlan".into(), None, Some(1001)),
-            ("vlan".into(), Some("physnet1".into()), Some(100)),
-            ("vlan".into(), Some("physnet1".into()), Some(101)),
+            (NetworkType::Vxlan, None, Some(1000)),
+            (NetworkType::Vxlan, None, Some(1001)),
+            (NetworkType::Vlan, Some("physnet1".into()), Some(100)),
+            (NetworkType::Vlan, Some("physnet1".into()), Some(101)),
         ]
     );
     let e = r
@@ -529,7 +529,7 @@ fn in_use_by_scan(r: &Registry) -> crate::segments::InUse {
 }
 
 #[test]
-fn segments_in_use_follow_undo_and_changes_from_the_store() {
+fn segments_in_use_follow_dropped_writes_and_changes_from_the_store() {
     let mut r = Registry::default();
     r.set_segments(ml2());
     let mut env = TestEnv(0);
@@ -544,13 +544,12 @@ fn segments_in_use_follow_undo_and_changes_from_the_store() {
         (a.segmentation_id, b.segmentation_id),
         (Some(1000), Some(1001))
     );
-    // a write that is undone: A's VNI released and taken again by a new network, then both
-    // put back as committed
-    r.begin_undo();
-    r.delete_network(&a.id).unwrap();
-    assert_eq!(tenant(&mut r, &mut env).segmentation_id, Some(1000));
-    let undo = r.end_undo();
-    r.apply_stored(undo);
+    // a write that is dropped (not stored): A's VNI released and taken again by a new network
+    // in a clone, which goes; the registry still holds both as committed
+    let mut w = r.clone();
+    w.delete_network(&a.id).unwrap();
+    assert_eq!(tenant(&mut w, &mut env).segmentation_id, Some(1000));
+    drop(w);
     assert_eq!(r.in_use, in_use_by_scan(&r));
     // A holds 1000 again: the next tenant network is the first VLAN
     let c = tenant(&mut r, &mut env);
@@ -564,7 +563,7 @@ fn segments_in_use_follow_undo_and_changes_from_the_store() {
     seven.id = "00000000-0000-4000-8000-0000000000ff".into();
     seven.segmentation_id = Some(7);
     r.apply_stored(vec![
-        crate::Stored::Gone(Kind::Network, b.id.to_string()),
+        crate::Stored::Gone(ObjectId::Network(b.id.to_string().into())),
         crate::Stored::Network(seven),
     ]);
     assert_eq!(r.in_use, in_use_by_scan(&r));
@@ -583,7 +582,7 @@ fn a_released_vni_is_given_again_before_higher_ones() {
     let mut r = Registry::default();
     r.set_segments(crate::segments::SegmentConfig {
         vni_ranges: crate::segments::SegmentConfig::parse_vni_ranges("1:3,10:11").unwrap(),
-        tenant_types: vec!["vxlan".into()],
+        tenant_types: vec![NetworkType::Vxlan],
         ..Default::default()
     });
     let mut env = TestEnv(0);
@@ -746,7 +745,7 @@ fn a_networks_members_are_those_a_full_scan_finds() {
         .id
         .clone();
     r.delete_port(&victim).unwrap();
-    let p1: Vec<Id> = r
+    let p1: Vec<PortId> = r
         .ports_of(&nets[1].0)
         .filter(|p| p.device_owner != DHCP_OWNER)
         .map(|p| p.id.clone())
@@ -755,7 +754,7 @@ fn a_networks_members_are_those_a_full_scan_finds() {
         r.delete_port(&p).unwrap();
     }
     r.delete_subnet(&nets[1].1, &mut env).unwrap();
-    let p2: Vec<Id> = r
+    let p2: Vec<PortId> = r
         .ports_of(&nets[2].0)
         .filter(|p| p.device_owner != DHCP_OWNER)
         .map(|p| p.id.clone())
@@ -910,18 +909,18 @@ fn ids_and_stamps_are_shared_not_copied() {
     fn check(r: &Registry, net: &str, sub: &str) {
         let n = r.network(net).unwrap();
         let s = r.subnet(sub).unwrap();
-        assert!(ArcStr::ptr_eq(&s.network_id, &n.id));
+        assert!(NetworkId::ptr_eq(&s.network_id, &n.id));
         assert!(ArcStr::ptr_eq(&s.updated_at, &s.created_at));
         let p = r.dhcp_ports(net).next().expect("a DHCP port");
-        assert!(ArcStr::ptr_eq(&p.network_id, &n.id));
-        assert!(ArcStr::ptr_eq(&p.fixed_ips[0].subnet_id, &s.id));
-        assert!(ArcStr::ptr_eq(&p.project_id, &n.project_id));
+        assert!(NetworkId::ptr_eq(&p.network_id, &n.id));
+        assert!(SubnetId::ptr_eq(&p.fixed_ips[0].subnet_id, &s.id));
+        assert!(ProjectId::ptr_eq(&p.project_id, &n.project_id));
         for ((key_net, _), port) in &r.macs {
-            assert!(ArcStr::ptr_eq(key_net, &n.id));
-            assert!(ArcStr::ptr_eq(port, &r.port(port).unwrap().id));
+            assert!(NetworkId::ptr_eq(key_net, &n.id));
+            assert!(PortId::ptr_eq(port, &r.port(port).unwrap().id));
         }
         let (key, _) = r.networks.get_key_value(net).unwrap();
-        assert!(ArcStr::ptr_eq(key, &n.id));
+        assert!(NetworkId::ptr_eq(key, &n.id));
     }
     let (r, _, net, sub) = setup("172.16.1.200");
     check(&r, &net, &sub);
@@ -935,18 +934,18 @@ fn ids_and_stamps_are_shared_not_copied() {
         r.ports().map(copy).collect(),
     );
     let p = back.dhcp_ports(&net).next().unwrap();
-    assert!(!ArcStr::ptr_eq(
+    assert!(!PortId::ptr_eq(
         &p.id,
         &r.dhcp_ports(&net).next().unwrap().id
     ));
     check(&back, &net, &sub);
 }
 
-/// What a write changed is put back by its undo log: objects created go, changed and deleted
-/// ones come back as they were, and the indexes with them (the next port gets the address it
-/// would have got before).
+/// A write works on a clone that is published or dropped whole: a dropped one leaves every
+/// object, index and free-address hint of the registry as it was (the next port gets the
+/// address it would have got before).
 #[test]
-fn the_undo_log_puts_every_changed_object_back() {
+fn a_dropped_write_leaves_every_object_and_index_as_it_was() {
     let (mut r, mut env, net, _) = setup("172.16.1.200");
     let port = |r: &mut Registry, env: &mut TestEnv, name: &str| {
         r.create_port(
@@ -971,8 +970,8 @@ fn the_undo_log_puts_every_changed_object_back() {
         )
     };
     let before = snapshot(&r);
-    r.begin_undo();
-    let (n2, _) = r
+    let mut w = r.clone();
+    let (n2, _) = w
         .create_network(
             NetworkReq {
                 name: Some("two".into()),
@@ -982,7 +981,7 @@ fn the_undo_log_puts_every_changed_object_back() {
             &mut env,
         )
         .unwrap();
-    r.create_subnet(
+    w.create_subnet(
         SubnetReq {
             network_id: Some(n2.id.to_string()),
             cidr: Some("10.9.0.0/24".into()),
@@ -992,7 +991,7 @@ fn the_undo_log_puts_every_changed_object_back() {
         &mut env,
     )
     .unwrap();
-    r.update_network(
+    w.update_network(
         &net,
         NetworkReq {
             name: Some("renamed".into()),
@@ -1001,7 +1000,7 @@ fn the_undo_log_puts_every_changed_object_back() {
         &mut env,
     )
     .unwrap();
-    r.update_port(
+    w.update_port(
         &a.id,
         PortReq {
             name: Some("a2".into()),
@@ -1010,17 +1009,30 @@ fn the_undo_log_puts_every_changed_object_back() {
         &mut env,
     )
     .unwrap();
-    r.delete_port(&b.id).unwrap();
-    let c = port(&mut r, &mut env, "c");
+    w.delete_port(&b.id).unwrap();
+    let c = port(&mut w, &mut env, "c");
     assert_eq!(c.fixed_ips, b.fixed_ips, "b's address is free again");
-    assert_ne!(snapshot(&r), before);
-    let undo = r.end_undo();
-    r.apply_stored(undo);
+    // a port past the free addresses moves the dropped write's hint beyond what it leaves free
+    let e = port(&mut w, &mut env, "e");
+    assert_ne!(snapshot(&w), before);
+    drop(w);
     assert_eq!(snapshot(&r), before);
     assert!(r.port(&c.id).is_none());
     let d = port(&mut r, &mut env, "d");
     assert_ne!(d.fixed_ips, b.fixed_ips, "b holds its address again");
     assert_ne!(d.fixed_ips, a.fixed_ips);
+    assert_eq!(
+        d.fixed_ips, e.fixed_ips,
+        "the address the dropped write took is free"
+    );
+    // and no free-address hint of the dropped write: the same port in a registry without
+    // hints (a full walk) gets the same address
+    let mut walked = Registry::from_parts(
+        r.networks().cloned().collect(),
+        r.subnets().cloned().collect(),
+        r.ports().filter(|p| p.id != d.id).cloned().collect(),
+    );
+    assert_eq!(port(&mut walked, &mut env, "d").fixed_ips, d.fixed_ips);
     assert_eq!(r.subnets_of(&net).count(), 1);
 }
 
@@ -1030,7 +1042,7 @@ fn a_snapshot_keeps_what_it_saw_while_the_registry_changes() {
     let (p1, _) = r
         .create_port(port(&net, Some("172.16.1.150"), None), &admin(), &mut env)
         .unwrap();
-    let snap = r.snapshot();
+    let snap = r.clone();
     let seen = |reg: &Registry| {
         let mut ports: Vec<String> = reg
             .ports_of(&net)
@@ -1062,8 +1074,11 @@ fn a_snapshot_keeps_what_it_saw_while_the_registry_changes() {
     assert_eq!(seen(&r), (vec![], 0, 0));
     // and the snapshot's indexes still answer as the registry did then
     let ip = "172.16.1.150".parse().unwrap();
-    assert_eq!(snap.ips.port_at(&Id::from(sub.as_str()), ip), Some(&p1.id));
-    assert_eq!(r.ips.port_at(&Id::from(sub.as_str()), ip), None);
-    let mac = (Id::from(net.as_str()), p1.mac_address);
+    assert_eq!(
+        snap.ips.port_at(&SubnetId::from(sub.as_str()), ip),
+        Some(&p1.id)
+    );
+    assert_eq!(r.ips.port_at(&SubnetId::from(sub.as_str()), ip), None);
+    let mac = (NetworkId::from(net.as_str()), p1.mac_address);
     assert!(snap.macs.contains_key(&mac) && !r.macs.contains_key(&mac));
 }

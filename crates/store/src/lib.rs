@@ -13,13 +13,31 @@ mod pg_tls;
 mod rows;
 
 use migrations::MIGRATIONS;
-use rows::{body_of, decode, decode_one, kind_name, kind_of};
+use rows::{decode, decode_one, kind_name, kind_of, row_of, Row};
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use qdhcp_registry::{Change, Kind, Registry};
+use qdhcp_registry::{Kind, Registry, Stored};
 use rusqlite::{params, Connection};
+
+/// What a unique allocation another node made first holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Taken {
+    /// A fixed IP in its subnet.
+    Ip,
+    /// A MAC on its network.
+    Mac,
+}
+
+impl std::fmt::Display for Taken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Taken::Ip => "ip",
+            Taken::Mac => "mac",
+        })
+    }
+}
 
 /// A storage failure, naming the database file.
 #[derive(Debug, thiserror::Error)]
@@ -61,10 +79,20 @@ pub enum StoreError {
     /// constraints refused this write (nothing of it was stored).
     #[error("{what} {value} was taken by another node meanwhile")]
     Conflict {
-        /// `ip` or `mac`.
-        what: &'static str,
+        /// What was taken.
+        what: Taken,
         /// The address or MAC.
         value: String,
+    },
+    /// An object could not be encoded as a row (nothing of its write was stored).
+    #[error("{kind} {id} cannot be stored: {why}")]
+    Unencodable {
+        /// Object kind.
+        kind: &'static str,
+        /// Object id.
+        id: String,
+        /// The encoder's error.
+        why: String,
     },
     /// A stored row does not decode.
     #[error("database {path}: {kind} {id} is damaged ({why}); restore the file from a backup or remove the row")]
@@ -356,29 +384,28 @@ impl Store {
         rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
     }
 
-    /// Persists the changes of one operation in one transaction.
-    pub fn apply(&self, reg: &Registry, changes: &[Change]) -> Result<(), StoreError> {
+    /// Persists what one batch of writes changed, each object as it is now or gone
+    /// ([`Registry::stored`]), in one transaction: all of it or nothing.
+    pub fn apply(&self, changed: &[Stored]) -> Result<(), StoreError> {
         let mut conn = match &self.backend {
             Backend::Sqlite { conn, .. } => conn.lock().unwrap_or_else(|p| p.into_inner()),
-            Backend::Postgres(pg) => return pg.apply(reg, changes),
+            Backend::Postgres(pg) => return pg.apply(changed),
         };
         let tx = conn.transaction().map_err(|e| self.err(e))?;
-        for c in changes {
-            match c {
-                Change::Put(k, id) => {
-                    if let Some(body) = body_of(reg, *k, id) {
-                        tx.execute(
-                            "INSERT INTO objects (kind, id, body) VALUES (?1, ?2, ?3)
-                             ON CONFLICT(kind, id) DO UPDATE SET body = excluded.body",
-                            params![kind_name(*k), id.as_str(), body],
-                        )
-                        .map_err(|e| self.err(e))?;
-                    }
+        for o in changed {
+            match row_of(o)? {
+                Row::Put(k, id, body) => {
+                    tx.execute(
+                        "INSERT INTO objects (kind, id, body) VALUES (?1, ?2, ?3)
+                         ON CONFLICT(kind, id) DO UPDATE SET body = excluded.body",
+                        params![kind_name(k), id, body],
+                    )
+                    .map_err(|e| self.err(e))?;
                 }
-                Change::Delete(k, id) => {
+                Row::Gone(k, id) => {
                     tx.execute(
                         "DELETE FROM objects WHERE kind = ?1 AND id = ?2",
-                        params![kind_name(*k), id.as_str()],
+                        params![kind_name(k), id],
                     )
                     .map_err(|e| self.err(e))?;
                 }
@@ -399,7 +426,7 @@ mod tests {
         fn now(&mut self) -> qdhcp_registry::Stamp {
             "2026-11-25T15:00:00Z".into()
         }
-        fn new_id(&mut self) -> qdhcp_registry::Id {
+        fn new_id(&mut self) -> qdhcp_registry::ArcStr {
             self.0 += 1;
             format!("id-{}", self.0).into()
         }
@@ -430,7 +457,7 @@ mod tests {
             let (n, o) = reg
                 .create_network(NetworkReq::default(), &caller, &mut env)
                 .unwrap();
-            st.apply(&reg, &o.changes).unwrap();
+            st.apply(&reg.stored(&o.changes)).unwrap();
             let (_, o) = reg
                 .create_subnet(
                     SubnetReq {
@@ -442,7 +469,7 @@ mod tests {
                     &mut env,
                 )
                 .unwrap();
-            st.apply(&reg, &o.changes).unwrap();
+            st.apply(&reg.stored(&o.changes)).unwrap();
             let (p, o) = reg
                 .create_port(
                     PortReq {
@@ -453,7 +480,7 @@ mod tests {
                     &mut env,
                 )
                 .unwrap();
-            st.apply(&reg, &o.changes).unwrap();
+            st.apply(&reg.stored(&o.changes)).unwrap();
             let (p2, o) = reg
                 .create_port(
                     PortReq {
@@ -464,9 +491,9 @@ mod tests {
                     &mut env,
                 )
                 .unwrap();
-            st.apply(&reg, &o.changes).unwrap();
+            st.apply(&reg.stored(&o.changes)).unwrap();
             let o = reg.delete_port(&p2.id).unwrap();
-            st.apply(&reg, &o.changes).unwrap();
+            st.apply(&reg.stored(&o.changes)).unwrap();
             port_id = p.id;
         }
         let st = Store::open(&db).unwrap();
@@ -495,7 +522,7 @@ mod tests {
             let (_, o) = reg
                 .create_network(NetworkReq::default(), &caller, &mut env)
                 .unwrap();
-            st.apply(&reg, &o.changes).unwrap();
+            st.apply(&reg.stored(&o.changes)).unwrap();
         }
         // far below SQLite's own 1,000-page threshold: only the checkpoint thread moves them
         let start = std::time::Instant::now();

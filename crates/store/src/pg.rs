@@ -4,7 +4,7 @@
 
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::Client;
-use qdhcp_registry::{Change, Kind, Port, Registry};
+use qdhcp_registry::{Kind, Port, Stored};
 
 use crate::pg_batch::{conflicting_value, Rows};
 use crate::{kind_name, StoreError, MIGRATIONS};
@@ -288,7 +288,9 @@ impl PgStore {
                             out.push(s);
                         }
                     }
-                    None => out.push(qdhcp_registry::Stored::Gone(*k, id.clone())),
+                    None => out.push(qdhcp_registry::Stored::Gone(qdhcp_registry::ObjectId::of(
+                        *k, id,
+                    ))),
                 }
             }
             Ok(out)
@@ -335,7 +337,9 @@ impl PgStore {
             {
                 let (kind, id): (String, String) = (r.get(0), r.get(1));
                 if let Some(k) = crate::kind_of(&kind) {
-                    out.push(qdhcp_registry::Stored::Gone(k, id));
+                    out.push(qdhcp_registry::Stored::Gone(qdhcp_registry::ObjectId::of(
+                        k, &id,
+                    )));
                 }
             }
             tx.commit().map_err(|e| self.err(e))?;
@@ -343,9 +347,9 @@ impl PgStore {
         })
     }
 
-    /// Persists the changes of one operation in one transaction.
-    pub fn apply(&self, reg: &Registry, changes: &[Change]) -> Result<(), StoreError> {
-        off_runtime(|| self.apply_here(reg, changes))
+    /// See [`crate::Store::apply`].
+    pub fn apply(&self, changed: &[Stored]) -> Result<(), StoreError> {
+        off_runtime(|| self.apply_here(changed))
     }
 
     /// See [`crate::Store::heartbeat`].
@@ -387,8 +391,8 @@ impl PgStore {
     /// Stores a batch in a fixed number of statements, whatever its size: the rows of each
     /// table go in one statement as arrays (`unnest`), so a batch of 100 port creates costs the
     /// same round trips as one. Each object's last change in the batch is what is stored.
-    fn apply_here(&self, reg: &Registry, changes: &[Change]) -> Result<(), StoreError> {
-        let rows = Rows::of(reg, changes);
+    fn apply_here(&self, changed: &[Stored]) -> Result<(), StoreError> {
+        let rows = Rows::of(changed)?;
         let mut client = self.client()?;
         let mut tx = client.transaction().map_err(|e| self.err(e))?;
         // What the ports held under the unique constraints is released first, then what they
@@ -413,7 +417,7 @@ impl PgStore {
                  SELECT * FROM unnest($1::text[], $2::text[], $3::text[])",
                 &[&rows.macs.0, &rows.macs.1, &rows.macs.2],
             )
-            .map_err(|e| self.taken("mac", e))?;
+            .map_err(|e| self.taken(crate::Taken::Mac, e))?;
         }
         if !rows.ips.0.is_empty() {
             tx.execute(
@@ -421,7 +425,7 @@ impl PgStore {
                  SELECT * FROM unnest($1::text[], $2::text[], $3::text[])",
                 &[&rows.ips.0, &rows.ips.1, &rows.ips.2],
             )
-            .map_err(|e| self.taken("ip", e))?;
+            .map_err(|e| self.taken(crate::Taken::Ip, e))?;
         }
         // Then, in one statement, the revision, the rows stamped with it and the notice
         // (delivered to every listener when the transaction commits, never before). Writers
@@ -459,7 +463,7 @@ impl PgStore {
 
     /// A unique constraint refusing an address or MAC another port holds (another node's
     /// write, or a batch of this one's) is a [`StoreError::Conflict`] naming the value.
-    fn taken(&self, what: &'static str, e: postgres::Error) -> StoreError {
+    fn taken(&self, what: crate::Taken, e: postgres::Error) -> StoreError {
         match e.as_db_error() {
             Some(db) if db.code() == &postgres::error::SqlState::UNIQUE_VIOLATION => {
                 StoreError::Conflict {

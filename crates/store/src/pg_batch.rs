@@ -2,9 +2,10 @@
 //! each table's rows as arrays, whatever the batch's size), and the value a unique violation
 //! names.
 
-use qdhcp_registry::{Change, Kind, Registry};
+use qdhcp_registry::{Kind, Stored};
 
-use crate::{body_of, kind_name};
+use crate::rows::{kind_name, row_of, Row};
+use crate::StoreError;
 
 /// One batch as the columns of its statements.
 #[derive(Default)]
@@ -22,38 +23,27 @@ pub(crate) struct Rows {
 }
 
 impl Rows {
-    /// Each object's last change in `changes`, read from the registry as it is now.
-    pub(crate) fn of(reg: &Registry, changes: &[Change]) -> Rows {
-        let mut last: std::collections::HashMap<(Kind, &str), bool> = Default::default();
-        let mut order = Vec::new();
-        for c in changes {
-            let (key, put) = match c {
-                Change::Put(k, id) => ((*k, id.as_str()), true),
-                Change::Delete(k, id) => ((*k, id.as_str()), false),
-            };
-            if last.insert(key, put).is_none() {
-                order.push(key);
-            }
-        }
+    /// The rows of what one batch changed ([`qdhcp_registry::Registry::stored`]: each object
+    /// once, as it is after the batch, or gone).
+    pub(crate) fn of(changed: &[Stored]) -> Result<Rows, StoreError> {
         let mut r = Rows::default();
-        for key @ (k, id) in order {
-            let put = last[&key];
-            if k == Kind::Port {
-                r.ports.push(id.to_string());
+        for o in changed {
+            match row_of(o)? {
+                Row::Gone(k, id) => {
+                    if k == Kind::Port {
+                        r.ports.push(id.to_string());
+                    }
+                    r.gone.0.push(kind_name(k));
+                    r.gone.1.push(id.to_string());
+                }
+                Row::Put(k, id, body) => {
+                    r.put.0.push(kind_name(k));
+                    r.put.1.push(id.to_string());
+                    r.put.2.push(body);
+                }
             }
-            if !put {
-                r.gone.0.push(kind_name(k));
-                r.gone.1.push(id.to_string());
-                continue;
-            }
-            // an object the registry no longer holds was deleted by a later change
-            let Some(body) = body_of(reg, k, id) else {
-                continue;
-            };
-            r.put.0.push(kind_name(k));
-            r.put.1.push(id.to_string());
-            r.put.2.push(body);
-            if let (Kind::Port, Some(p)) = (k, reg.port(id)) {
+            if let Stored::Port(p) = o {
+                r.ports.push(p.id.to_string());
                 r.macs.0.push(p.network_id.to_string());
                 r.macs.1.push(p.mac_address.to_string());
                 r.macs.2.push(p.id.to_string());
@@ -64,7 +54,7 @@ impl Rows {
                 }
             }
         }
-        r
+        Ok(r)
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use qdhcp_registry::{Kind, Network, Port, Registry, Subnet};
+use qdhcp_registry::{Kind, Network, Port, Registry, Stored, Subnet};
 
 use crate::StoreError;
 
@@ -69,14 +69,30 @@ pub(crate) fn decode(
     Ok(Registry::from_parts(nets, subs, ports))
 }
 
-/// The body to store for a put, if the object still exists.
-pub(crate) fn body_of(reg: &Registry, k: Kind, id: &str) -> Option<String> {
-    match k {
-        Kind::Network => reg.network(id).map(serde_json::to_string),
-        Kind::Subnet => reg.subnet(id).map(serde_json::to_string),
-        Kind::Port => reg.port(id).map(serde_json::to_string),
-    }
-    .and_then(Result::ok)
+/// What to store for one changed object: `Put(kind, id, body)` for one that exists, `Gone`
+/// for one that was deleted.
+pub(crate) enum Row<'a> {
+    /// Written as this body.
+    Put(Kind, &'a str, String),
+    /// Deleted.
+    Gone(Kind, &'a str),
+}
+
+/// The row for one changed object; an object the encoder refuses is an error that stores
+/// nothing of its write.
+pub(crate) fn row_of(o: &Stored) -> Result<Row<'_>, StoreError> {
+    let (k, id, body) = match o {
+        Stored::Network(n) => (Kind::Network, n.id.as_str(), serde_json::to_string(n)),
+        Stored::Subnet(s) => (Kind::Subnet, s.id.as_str(), serde_json::to_string(s)),
+        Stored::Port(p) => (Kind::Port, p.id.as_str(), serde_json::to_string(p)),
+        Stored::Gone(id) => return Ok(Row::Gone(id.kind(), id.as_str())),
+    };
+    body.map(|b| Row::Put(k, id, b))
+        .map_err(|e| StoreError::Unencodable {
+            kind: kind_name(k),
+            id: id.to_string(),
+            why: e.to_string(),
+        })
 }
 
 pub(crate) fn kind_name(k: Kind) -> &'static str {

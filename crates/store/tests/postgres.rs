@@ -8,7 +8,7 @@ mod pg_server;
 
 use pg_server::Pg;
 use qdhcp_registry::requests::{NetworkReq, PortReq, SubnetReq};
-use qdhcp_registry::{Caller, Env, Registry};
+use qdhcp_registry::{Caller, Env, ObjectId, Registry};
 use qdhcp_store::Store;
 
 struct E(u32);
@@ -16,7 +16,7 @@ impl Env for E {
     fn now(&mut self) -> qdhcp_registry::Stamp {
         "2026-12-01T22:00:00Z".into()
     }
-    fn new_id(&mut self) -> qdhcp_registry::Id {
+    fn new_id(&mut self) -> qdhcp_registry::ArcStr {
         self.0 += 1;
         format!("00000000-0000-4000-8000-{:012x}", self.0).into()
     }
@@ -36,7 +36,7 @@ fn network_with_subnet(st: &Store, reg: &mut Registry, env: &mut E) -> qdhcp_reg
     let (n, o) = reg
         .create_network(NetworkReq::default(), &caller, env)
         .unwrap();
-    st.apply(reg, &o.changes).unwrap();
+    st.apply(&reg.stored(&o.changes)).unwrap();
     let (_, o) = reg
         .create_subnet(
             SubnetReq {
@@ -48,7 +48,7 @@ fn network_with_subnet(st: &Store, reg: &mut Registry, env: &mut E) -> qdhcp_reg
             env,
         )
         .unwrap();
-    st.apply(reg, &o.changes).unwrap();
+    st.apply(&reg.stored(&o.changes)).unwrap();
     n
 }
 
@@ -74,7 +74,7 @@ fn objects_round_trip_through_postgresql_with_migrations_applied_once() {
             &mut env,
         )
         .unwrap();
-    st.apply(&reg, &o.changes).unwrap();
+    st.apply(&reg.stored(&o.changes)).unwrap();
     drop(st);
 
     // a second node (or a restart) on the same database: nothing migrated twice, all read back
@@ -86,7 +86,7 @@ fn objects_round_trip_through_postgresql_with_migrations_applied_once() {
     assert_eq!(back.port(&p.id), reg.port(&p.id));
     // a delete is durable too
     let o = reg.delete_port(&p.id).unwrap();
-    again.apply(&reg, &o.changes).unwrap();
+    again.apply(&reg.stored(&o.changes)).unwrap();
     assert!(Store::open_url(&pg.url())
         .unwrap()
         .load()
@@ -216,7 +216,7 @@ fn nodes_opening_a_fresh_database_at_once_all_succeed() {
 /// deleted after it, at the revision the database is at; nothing from before.
 #[test]
 fn changes_since_a_revision_are_the_objects_written_and_deleted_after_it() {
-    use qdhcp_registry::{Kind, Stored};
+    use qdhcp_registry::Stored;
     let Some(pg) = Pg::start() else { return };
     let st = Store::open_url(&pg.url()).expect("open");
     let caller = Caller {
@@ -231,21 +231,21 @@ fn changes_since_a_revision_are_the_objects_written_and_deleted_after_it() {
         ..Default::default()
     };
     let (old, o) = reg.create_port(port(), &caller, &mut env).unwrap();
-    st.apply(&reg, &o.changes).unwrap();
+    st.apply(&reg.stored(&o.changes)).unwrap();
     let mark = st.revision().unwrap();
     let (at, none) = st.changes_since(mark).unwrap().unwrap();
     assert_eq!((at, none.len()), (mark, 0), "nothing since the mark yet");
     let (new, o) = reg.create_port(port(), &caller, &mut env).unwrap();
-    st.apply(&reg, &o.changes).unwrap();
+    st.apply(&reg.stored(&o.changes)).unwrap();
     let o = reg.delete_port(&old.id).unwrap();
-    st.apply(&reg, &o.changes).unwrap();
+    st.apply(&reg.stored(&o.changes)).unwrap();
     let (at, changes) = st.changes_since(mark).unwrap().unwrap();
     assert_eq!(at, mark + 2);
     let mut seen: Vec<String> = changes
         .iter()
         .map(|c| match c {
             Stored::Port(p) => format!("put {}", p.id),
-            Stored::Gone(Kind::Port, id) => format!("gone {id}"),
+            Stored::Gone(ObjectId::Port(id)) => format!("gone {id}"),
             other => format!("{other:?}"),
         })
         .collect();
@@ -266,7 +266,7 @@ fn one_network(st: &Store, reg: &mut Registry, env: &mut E) {
     let (_, o) = reg
         .create_network(NetworkReq::default(), &caller, env)
         .unwrap();
-    st.apply(reg, &o.changes).unwrap();
+    st.apply(&reg.stored(&o.changes)).unwrap();
 }
 
 /// Reads do not queue behind a write: while a write waits on a row another session holds
@@ -299,7 +299,7 @@ fn reads_are_answered_while_a_write_waits_on_the_database() {
     let writer = {
         let st = st.clone();
         let reg = reg.clone();
-        std::thread::spawn(move || st.apply(&reg, &o.changes))
+        std::thread::spawn(move || st.apply(&reg.stored(&o.changes)))
     };
     std::thread::sleep(std::time::Duration::from_millis(300));
     assert!(!writer.is_finished(), "the write waits for the held row");
@@ -382,7 +382,7 @@ fn a_batch_with_one_address_taken_meanwhile_is_refused_whole_naming_it() {
     let mut env_b = E(1_000);
 
     let (pa, o) = reg_a.create_port(port(), &caller, &mut env_a).unwrap();
-    a.apply(&reg_a, &o.changes).unwrap();
+    a.apply(&reg_a.stored(&o.changes)).unwrap();
 
     let mut batch = Vec::new();
     let mut made = Vec::new();
@@ -392,7 +392,9 @@ fn a_batch_with_one_address_taken_meanwhile_is_refused_whole_naming_it() {
         made.push(p);
     }
     assert_eq!(made[0].fixed_ips[0].ip_address, pa.fixed_ips[0].ip_address);
-    let e = b.apply(&reg_b, &batch).expect_err("the address is taken");
+    let e = b
+        .apply(&reg_b.stored(&batch))
+        .expect_err("the address is taken");
     assert!(e.is_conflict(), "{e}");
     assert!(
         e.to_string()

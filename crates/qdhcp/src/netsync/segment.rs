@@ -2,10 +2,9 @@
 //! device, VLAN sub-interface or mapped interface in it.
 
 use qdhcp_plumbing::{ensure_in_bridge, ensure_vlan, ensure_vxlan, VlanSegment, VxlanSegment};
-use qdhcp_registry::Registry;
+use qdhcp_registry::{Network, NetworkType};
 
-use super::DhcpSync;
-use crate::serve::ServeConfig;
+use crate::serve_config::ServeConfig;
 
 /// The bridge of a network's segment, `brq<network-id[:11]>` (Neutron's linuxbridge agent).
 pub(super) fn segment_bridge(net_id: &str) -> String {
@@ -17,14 +16,16 @@ pub(super) fn segment_bridge(net_id: &str) -> String {
 /// else `brq<network>` holding its mapped interface (`physical_interface_mappings`).
 pub(super) fn bridge_of(cfg: &ServeConfig, n: &qdhcp_registry::Network) -> Option<String> {
     let physnet = n.physical_network.as_ref();
-    match n.network_type.as_str() {
-        "vxlan" | "vlan" => Some(segment_bridge(&n.id)),
-        _ => match physnet.and_then(|p| cfg.bridge_mappings.get(p)) {
-            Some(b) => Some(b.clone()),
-            None => physnet
-                .filter(|p| cfg.interface_mappings.contains_key(*p))
-                .map(|_| segment_bridge(&n.id)),
-        },
+    match n.network_type {
+        NetworkType::Vxlan | NetworkType::Vlan => Some(segment_bridge(&n.id)),
+        NetworkType::Flat | NetworkType::Local => {
+            match physnet.and_then(|p| cfg.bridge_mappings.get(p)) {
+                Some(b) => Some(b.clone()),
+                None => physnet
+                    .filter(|p| cfg.interface_mappings.contains_key(*p))
+                    .map(|_| segment_bridge(&n.id)),
+            }
+        }
     }
 }
 
@@ -37,24 +38,25 @@ struct Plumbed {
     links: Vec<String>,
 }
 
-impl DhcpSync {
-    /// Plumbs a network's segment as the linuxbridge agent does: VXLAN (bridge and
-    /// `vxlan-<vni>`), VLAN (bridge and `<interface>.<vid>`), or a flat network's mapped
-    /// interface in its bridge.
-    pub(super) fn plumb_segment(&self, reg: &Registry, net_id: &str) {
-        let Some(n) = reg.network(net_id) else { return };
+/// Plumbs a network's segment as the linuxbridge agent does: VXLAN (bridge and
+/// `vxlan-<vni>`), VLAN (bridge and `<interface>.<vid>`), or a flat network's mapped
+/// interface in its bridge. Returns the links to delete with the network (none when there is
+/// nothing to plumb or plumbing failed, which is logged).
+pub(super) fn plumb_segment(cfg: &ServeConfig, n: &Network) -> Option<Vec<String>> {
+    let net_id = n.id.as_str();
+    {
         let physnet = n.physical_network.clone().unwrap_or_default();
-        let plumbed = match (n.network_type.as_str(), n.segmentation_id) {
-            ("vxlan", Some(vni)) => {
-                let Some(local) = self.cfg.vxlan.local_ip else {
+        let plumbed = match (n.network_type, n.segmentation_id) {
+            (NetworkType::Vxlan, Some(vni)) => {
+                let Some(local) = cfg.vxlan.local_ip else {
                     tracing::warn!("network {net_id}: VXLAN {vni} is not plumbed: no --local-ip");
-                    return;
+                    return None;
                 };
                 let seg = VxlanSegment {
                     vni,
                     local,
-                    group: self.cfg.vxlan.group,
-                    port: self.cfg.vxlan.port,
+                    group: cfg.vxlan.group,
+                    port: cfg.vxlan.port,
                     bridge: segment_bridge(net_id),
                 };
                 ensure_vxlan(&seg).map(|()| Plumbed {
@@ -67,10 +69,10 @@ impl DhcpSync {
                     links: vec![seg.device(), seg.bridge.clone()],
                 })
             }
-            ("vlan", Some(vid)) => {
-                let Some(parent) = self.cfg.interface_mappings.get(&physnet) else {
+            (NetworkType::Vlan, Some(vid)) => {
+                let Some(parent) = cfg.interface_mappings.get(&physnet) else {
                     tracing::warn!("network {net_id}: VLAN {vid} on {physnet} is not plumbed: no --physical-interface-mappings for {physnet}");
-                    return;
+                    return None;
                 };
                 let seg = VlanSegment {
                     parent: parent.clone(),
@@ -82,10 +84,8 @@ impl DhcpSync {
                     links: vec![seg.device(), seg.bridge.clone()],
                 })
             }
-            ("flat", _) if !self.cfg.bridge_mappings.contains_key(&physnet) => {
-                let Some(iface) = self.cfg.interface_mappings.get(&physnet) else {
-                    return;
-                };
+            (NetworkType::Flat, _) if !cfg.bridge_mappings.contains_key(&physnet) => {
+                let iface = cfg.interface_mappings.get(&physnet)?;
                 let bridge = segment_bridge(net_id);
                 ensure_in_bridge(iface, &bridge).map(|()| Plumbed {
                     what: format!("{iface} in {bridge}"),
@@ -93,22 +93,22 @@ impl DhcpSync {
                     links: vec![bridge.clone()],
                 })
             }
-            _ => return,
+            _ => return None,
         };
         match plumbed {
             Ok(p) => {
                 tracing::info!("network {net_id}: {}", p.what);
                 let mut links = p.links;
                 links.shrink_to_fit();
-                self.segments
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(net_id.into(), links);
+                Some(links)
             }
-            Err(e) => tracing::error!(
-                "network {net_id}: {} segment not plumbed: {e}",
-                n.network_type
-            ),
+            Err(e) => {
+                tracing::error!(
+                    "network {net_id}: {} segment not plumbed: {e}",
+                    n.network_type
+                );
+                None
+            }
         }
     }
 }
