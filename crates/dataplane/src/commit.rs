@@ -12,7 +12,7 @@ use socket2::Socket;
 use crate::delivery::Delivery;
 use crate::journal::Record;
 use crate::linkout::LinkOut;
-use crate::server::Network;
+use crate::network::Network;
 
 /// A reply waiting for its lease to be durable.
 pub(crate) struct Held {

@@ -308,7 +308,7 @@ impl Dataplane {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let mut nets = self.networks();
         nets.sort_by(|a, b| a.name.cmp(&b.name));
-        let c = &self.counters;
+        let c = &self.shared.counters;
         let mut dropped: Vec<(DropReason, u64)> = (0..MALFORMED_LABELS.len())
             .map(|i| (DropReason::Malformed(i), g(&c.malformed[i])))
             .collect();
@@ -352,7 +352,7 @@ impl Dataplane {
 
     /// A one-line summary of the counters (dnsmasq dumps its statistics on SIGUSR1).
     pub fn stats_line(&self) -> String {
-        let c = &self.counters;
+        let c = &self.shared.counters;
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let malformed: u64 = c.malformed.iter().map(g).sum();
         format!(

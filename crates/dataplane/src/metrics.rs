@@ -35,9 +35,6 @@ pub struct Counters {
     pub renewed_from_durable: AtomicU64,
 }
 
-/// Log lines a second, per interface, for messages that get no answer (unknown clients).
-pub const UNANSWERED_LINES_PER_SECOND: u16 = 200;
-
 /// Counter labels for `Counters::malformed`, in index order.
 pub const MALFORMED_LABELS: [&str; 10] = [
     "too_short",

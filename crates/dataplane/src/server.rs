@@ -1,131 +1,39 @@
-//! The dataplane: networks (reservation tables updated in place, O(1) per port, under a lock
-//! the event loops take for reading once per batch), their leases, the listeners the event
-//! loops serve (see [`crate::serving`]), and the journal writer that makes a batch's lease
+//! The dataplane: the networks served (their reservation tables changed in place, O(1) per
+//! port, and leases revoked through the journal), the listeners the event loops serve (see
+//! [`crate::serving`]), and the journal writer thread (`writer`) that makes a batch's lease
 //! changes durable with one commit before its ACKs leave.
 
-use ahash::{HashMap, HashSet};
 use std::io;
-use std::net::Ipv4Addr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::thread::JoinHandle;
-use std::time::{SystemTime, UNIX_EPOCH};
 
+use ahash::{HashMap, HashSet};
 use ipnet::Ipv4Net;
 use qdhcp_protocol::{
     ClientId, Lease, LeaseChange, LeaseView, Mac, NetworkTable, Policy, Reservation,
 };
+use qdhcp_reactor::{Reactor, SourceId};
 use socket2::Socket;
 
+use crate::clock::now_secs;
 use crate::commit::CommitQueue;
 use crate::journal::{replay, Journal, JournalError, Record};
 use crate::leases::LeaseTable;
-pub use crate::metrics::*;
+use crate::metrics::{Counters, NetCounters};
+use crate::network::{Network, ReloadStats};
+use crate::options::ServeOptions;
 use crate::serving::DhcpSource;
-use qdhcp_reactor::{Reactor, SourceId};
+use crate::shared::Shared;
 
-/// Most packets taken from a socket before their lease changes are committed together.
-pub const BATCH: usize = 64;
-pub(crate) const MAX_PACKET: usize = 1500;
-
-/// Current time in epoch seconds: the one clock read of the serving path.
-pub fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-/// How replies are sent and logged.
-#[derive(Debug, Clone)]
-pub struct ServeOptions {
-    /// Broadcast every reply (dnsmasq `--dhcp-broadcast`).
-    pub always_broadcast: bool,
-    /// Prefix lines with the transaction id (dnsmasq `--log-dhcp`).
-    pub log_xid: bool,
-    /// No per-message lines (dnsmasq `--quiet-dhcp`).
-    pub quiet: bool,
-    /// Messages one client (MAC) may send per second; 0 = no limit.
-    pub client_rate: u16,
-    /// Listeners and the journal writer at real-time priority (SCHED_FIFO), so that no other
-    /// thread on their core delays a reply (see [`crate::priority`]).
-    pub realtime: bool,
-    /// Event-loop threads that serve every listener (default: one per core).
-    pub loops: usize,
-}
-
-impl Default for ServeOptions {
-    fn default() -> Self {
-        ServeOptions {
-            always_broadcast: false,
-            log_xid: false,
-            quiet: false,
-            client_rate: MacLimiter::PER_SECOND,
-            realtime: false,
-            loops: std::thread::available_parallelism().map_or(2, |n| n.get()),
-        }
-    }
-}
-
-/// One network: its reservation table and its leases.
-pub struct Network {
-    /// Name used in the journal and logs.
-    pub name: String,
-    /// Packet counters of this network.
-    pub counters: NetCounters,
-    table: RwLock<NetworkTable>,
-    leases: Mutex<LeaseTable>,
-    /// The addresses its DHCP interface was given, when whoever plumbed it says so
-    /// ([`Dataplane::set_addrs`]): the server identifier comes from them, and the serving loop
-    /// never enters the namespace to read them (see docs/ARCHITECTURE.md, "Event loops").
-    addrs: RwLock<Option<Vec<Ipv4Net>>>,
-}
-
-/// What a reload changed.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct ReloadStats {
-    /// Reservations that are new.
-    pub added: usize,
-    /// Reservations that are gone.
-    pub removed: usize,
-    /// Reservations whose address, name or options changed.
-    pub changed: usize,
-    /// Reservations left as they were.
-    pub unchanged: usize,
-    /// Leases revoked because their reservation went away or moved.
-    pub revoked: usize,
-}
-
-impl Network {
-    /// The table being served now.
-    pub fn table(&self) -> RwLockReadGuard<'_, NetworkTable> {
-        self.table.read().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn table_mut(&self) -> RwLockWriteGuard<'_, NetworkTable> {
-        self.table.write().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The interface addresses set by [`Dataplane::set_addrs`], if any.
-    pub(crate) fn known_addrs(&self) -> RwLockReadGuard<'_, Option<Vec<Ipv4Net>>> {
-        self.addrs.read().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Locks the lease table (poisoning is survived: the table stays consistent per change).
-    pub fn leases(&self) -> MutexGuard<'_, LeaseTable> {
-        self.leases.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-/// Everything the serving threads share.
+/// The dataplane: its networks, the listeners the event loops serve, the journal and its
+/// writer thread.
 pub struct Dataplane {
+    /// What the event loops share with the journal writer (counters, options, the commit
+    /// queue): all a listener holds, so the listeners need nothing of this type.
+    pub(crate) shared: Arc<Shared>,
     pub(crate) journal: Journal,
-    /// Counters for metrics.
-    pub counters: Counters,
-    pub(crate) policy: Policy,
-    pub(crate) opts: ServeOptions,
-    shutdown: AtomicBool,
     /// A compaction was refused for want of write access (after a privilege drop).
     pub(crate) compaction_denied: AtomicBool,
     networks: Mutex<HashMap<String, Arc<Network>>>,
@@ -133,51 +41,7 @@ pub struct Dataplane {
     /// The event loops serving every listener (from [`Dataplane::start`] on).
     reactor: OnceLock<Reactor>,
     listeners: Mutex<HashMap<String, SourceId>>,
-    pub(crate) queue: Arc<CommitQueue>,
     writer_thread: Mutex<Option<JoinHandle<()>>>,
-}
-
-/// Per-client message budget: a client (MAC) may send `PER_SECOND` messages a second; more
-/// are dropped before any work is done, so one misbehaving or spoofed client cannot make the
-/// server commit leases in a loop. Memory is bounded: the map is cleared each second.
-pub struct MacLimiter {
-    second: u64,
-    per_second: u16,
-    counts: HashMap<Mac, u16>,
-}
-
-impl MacLimiter {
-    /// Default budget: a real client retries about once a second, so 30 is generous.
-    pub const PER_SECOND: u16 = 30;
-
-    /// A limiter allowing `per_second` messages per client (0 = no limit).
-    pub fn new(per_second: u16) -> Self {
-        MacLimiter {
-            second: 0,
-            per_second,
-            counts: HashMap::default(),
-        }
-    }
-
-    /// Whether `mac` may send one more message in second `now`.
-    pub fn allow(&mut self, mac: Mac, now: u64) -> bool {
-        if self.per_second == 0 {
-            return true;
-        }
-        if now != self.second {
-            self.second = now;
-            self.counts.clear();
-        }
-        let c = self.counts.entry(mac).or_insert(0);
-        *c = c.saturating_add(1);
-        *c <= self.per_second
-    }
-}
-
-impl Default for MacLimiter {
-    fn default() -> Self {
-        Self::new(Self::PER_SECOND)
-    }
 }
 
 impl Dataplane {
@@ -215,16 +79,18 @@ impl Dataplane {
         }
         let recovered = replay(&loaded.records, now_secs());
         let dp = Arc::new(Dataplane {
+            shared: Arc::new(Shared {
+                counters: Counters::default(),
+                policy,
+                opts,
+                shutdown: AtomicBool::new(false),
+                queue: Arc::new(CommitQueue::default()),
+            }),
             journal: j,
-            counters: Counters::default(),
-            policy,
-            opts,
-            shutdown: AtomicBool::new(false),
             networks: Mutex::new(HashMap::default()),
             recovered: Mutex::new(recovered),
             reactor: OnceLock::new(),
             listeners: Mutex::new(HashMap::default()),
-            queue: Arc::new(CommitQueue::default()),
             writer_thread: Mutex::new(None),
             compaction_denied: AtomicBool::new(false),
         });
@@ -244,7 +110,7 @@ impl Dataplane {
         let me = Arc::downgrade(self);
         let r = Reactor::new(
             "dhcp",
-            self.opts.loops,
+            self.shared.opts.loops,
             Arc::new(move || {
                 if let Some(dp) = me.upgrade() {
                     dp.take_serving_priority();
@@ -442,7 +308,7 @@ impl Dataplane {
             return Err(io::Error::other("the dataplane is not started"));
         };
         sock.set_nonblocking(false)?;
-        let src = DhcpSource::new(self.clone(), net, iface, sock, netns);
+        let src = DhcpSource::new(self.shared.clone(), net, iface, sock, netns);
         let id = reactor.add(Box::new(src));
         let old = self
             .listeners
@@ -464,7 +330,7 @@ impl Dataplane {
     /// a refusal of real-time priority is logged once and the thread runs at normal priority.
     fn take_serving_priority(&self) {
         static WARNED: AtomicBool = AtomicBool::new(false);
-        if let Err(e) = crate::priority::serving(self.opts.realtime) {
+        if let Err(e) = crate::priority::serving(self.shared.opts.realtime) {
             if !WARNED.swap(true, Ordering::Relaxed) {
                 let me = std::thread::current();
                 let thread = me.name().unwrap_or("serving thread");
@@ -505,7 +371,7 @@ impl Dataplane {
 
     /// Asks every serving thread to stop, waits for them, and compacts the journal.
     pub fn shutdown(&self) {
-        self.shutdown.store(true, Ordering::SeqCst);
+        self.shared.shutdown.store(true, Ordering::SeqCst);
         self.listeners
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -514,7 +380,7 @@ impl Dataplane {
             r.shutdown();
         }
         // The listeners are gone; the writer drains what they queued and ends.
-        self.queue.close();
+        self.shared.queue.close();
         if let Some(h) = self
             .writer_thread
             .lock()
@@ -534,7 +400,12 @@ impl Dataplane {
 
     /// True once `shutdown` was called.
     pub fn stopping(&self) -> bool {
-        self.shutdown.load(Ordering::SeqCst)
+        self.shared.stopping()
+    }
+
+    /// Packet and lease counters.
+    pub fn counters(&self) -> &Counters {
+        &self.shared.counters
     }
 
     /// Every network served.
@@ -545,43 +416,5 @@ impl Dataplane {
             .values()
             .cloned()
             .collect()
-    }
-
-    pub(crate) fn log(&self, iface: &str, xid: u32, line: &qdhcp_protocol::LogLine) {
-        if self.opts.quiet {
-            return;
-        }
-        if self.opts.log_xid {
-            tracing::info!(target: "dhcp", mac = %line.mac, xid, "{} {}", xid, line.render(iface));
-        } else {
-            tracing::info!(target: "dhcp", mac = %line.mac, xid, "{}", line.render(iface));
-        }
-    }
-}
-
-/// Our address on the interface: one inside a served subnet if there is one.
-pub(crate) fn pick_server_id(addrs: &[Ipv4Net], table: &NetworkTable) -> Option<Ipv4Addr> {
-    addrs
-        .iter()
-        .find(|a| table.subnets.iter().any(|s| s.net.contains(&a.addr())))
-        .or(addrs.first())
-        .map(|a| a.addr())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn one_client_over_budget_is_limited_others_are_not() {
-        let mut l = MacLimiter::default();
-        let a = Mac([0xfa, 0x16, 0x3e, 0, 0, 1]);
-        let b = Mac([0xfa, 0x16, 0x3e, 0, 0, 2]);
-        for _ in 0..MacLimiter::PER_SECOND {
-            assert!(l.allow(a, 100));
-        }
-        assert!(!l.allow(a, 100), "over budget in the same second");
-        assert!(l.allow(b, 100), "another client is unaffected");
-        assert!(l.allow(a, 101), "a new second, a new budget");
     }
 }

@@ -16,84 +16,30 @@ use qdhcp_protocol::{decide, parse, Context, Ignored, LeaseChange, LeaseView, Ma
 use qdhcp_reactor::{Source, Turn};
 use socket2::Socket;
 
+use crate::clock::now_secs;
 use crate::commit::{Commit, Held, Port};
 use crate::delivery::destination;
 use crate::journal::Record;
+use crate::limits::{MacLimiter, RateLimit, UNANSWERED_LINES_PER_SECOND};
 use crate::linkout::LinkOut;
 use crate::listener::iface_addrs;
-use crate::server::{
-    malformed_index, msg_index, now_secs, pick_server_id, Dataplane, MacLimiter, Network, BATCH,
-    MAX_PACKET, UNANSWERED_LINES_PER_SECOND,
-};
-
-/// Rate limit for log lines about bad input: a burst, then a count of what was suppressed.
-pub(crate) struct RateLimit {
-    window: Instant,
-    sent: u32,
-    suppressed: u64,
-}
-
-impl RateLimit {
-    const PER_WINDOW: u32 = 10;
-    const WINDOW: Duration = Duration::from_secs(10);
-
-    pub(crate) fn new() -> Self {
-        RateLimit {
-            window: Instant::now(),
-            sent: 0,
-            suppressed: 0,
-        }
-    }
-
-    /// Returns whether to log now; reports suppressed lines when a new window starts.
-    pub(crate) fn allow(&mut self, what: &str) -> bool {
-        if self.window.elapsed() >= Self::WINDOW {
-            if self.suppressed > 0 {
-                tracing::warn!(target: "dhcp", "{} more {what} suppressed", self.suppressed);
-            }
-            self.window = Instant::now();
-            self.sent = 0;
-            self.suppressed = 0;
-        }
-        if self.sent < Self::PER_WINDOW {
-            self.sent += 1;
-            true
-        } else {
-            self.suppressed += 1;
-            false
-        }
-    }
-}
+use crate::metrics::{malformed_index, msg_index};
+use crate::netns::in_namespace;
+use crate::network::{pick_server_id, Network};
+use crate::options::{BATCH, MAX_PACKET};
+use crate::send::deliver;
+use crate::shared::Shared;
 
 thread_local! {
     /// The receive buffers of the loop running on this thread: shared by every network it
     /// serves, so a quiet network costs no buffer of its own.
     static BUFS: RefCell<(Vec<[u8; MAX_PACKET]>, [usize; BATCH])> =
         RefCell::new((vec![[0u8; MAX_PACKET]; BATCH], [0; BATCH]));
-    /// The network namespace this loop thread started in (it returns there after a visit).
-    static HOME_NS: Option<File> = File::open("/proc/thread-self/ns/net").ok();
-}
-
-/// Runs `f` in the network namespace `ns`, then returns the thread to its own.
-pub(crate) fn in_namespace<T>(ns: &File, f: impl FnOnce() -> T) -> std::io::Result<T> {
-    use nix::sched::{setns, CloneFlags};
-    HOME_NS.with(|home| {
-        let home = home
-            .as_ref()
-            .ok_or_else(|| std::io::Error::other("own namespace unknown"))?;
-        setns(ns, CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)?;
-        let out = f();
-        if let Err(e) = setns(home, CloneFlags::CLONE_NEWNET) {
-            // A loop thread left in another namespace would read wrong addresses from then on.
-            panic!("cannot return to the loop's own network namespace: {e}");
-        }
-        Ok(out)
-    })
 }
 
 /// One listening interface of one network, served by an event loop.
 pub(crate) struct DhcpSource {
-    pub(crate) dp: Arc<Dataplane>,
+    pub(crate) shared: Arc<Shared>,
     pub(crate) net: Arc<Network>,
     pub(crate) port: Arc<Port>,
     /// The namespace the interface lives in (its path), to read its addresses there: opened
@@ -137,15 +83,15 @@ impl LogLimits {
 
 impl DhcpSource {
     pub(crate) fn new(
-        dp: Arc<Dataplane>,
+        shared: Arc<Shared>,
         net: Arc<Network>,
         iface: &str,
         sock: Socket,
         netns: Option<PathBuf>,
     ) -> Self {
-        let client_rate = dp.opts.client_rate;
+        let client_rate = shared.opts.client_rate;
         DhcpSource {
-            dp,
+            shared,
             net,
             port: Arc::new(Port {
                 sock,
@@ -184,7 +130,7 @@ impl DhcpSource {
 
     /// One batch: at most `BATCH` datagrams, the budget of one turn.
     fn serve_batch(&mut self, bufs: &mut [[u8; MAX_PACKET]], lens: &mut [usize; BATCH]) -> Turn {
-        let dp = self.dp.clone();
+        let dp = self.shared.clone();
         let net = self.net.clone();
         if dp.stopping() {
             return Turn::Drained;
@@ -320,7 +266,8 @@ impl DhcpSource {
                 return Turn::Drained;
             }
         }
-        dp.deliver(
+        deliver(
+            &dp,
             &net,
             &self.port,
             &mut self.outbox,

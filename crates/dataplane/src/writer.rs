@@ -1,26 +1,23 @@
 //! The journal writer: it takes the held replies of each batch from the commit queue, makes
-//! their lease changes durable with one journal commit (fdatasync), and only then sends them;
+//! their lease changes durable with one journal commit (fdatasync), and only then sends them
+//! (`send`);
 //! on a storage failure it decides again from the durable leases (see docs/ARCHITECTURE.md,
 //! "Durability"). Also the journal's compaction and the periodic lease reaping.
 
 use std::io;
-use std::net::{Ipv4Addr, SocketAddrV4};
-use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
 
 use qdhcp_batchio::Outbox;
-use qdhcp_protocol::reply::DEFAULT_MAX;
 use qdhcp_protocol::{renew_from_durable, LeaseChange};
-use socket2::Socket;
 
-use crate::commit::{Commit, Held, Port, QUEUE_CAP};
-use crate::delivery::{Delivery, CLIENT_PORT};
+use crate::clock::now_secs;
+use crate::commit::{Commit, Held, QUEUE_CAP};
 use crate::journal::{JournalError, Record};
-use crate::listener::inject_arp;
-use crate::server::*;
-use crate::serving::RateLimit;
+use crate::limits::RateLimit;
+use crate::network::Network;
+use crate::send::deliver;
+use crate::server::Dataplane;
 
 impl Dataplane {
     /// Rewrites the journal to the live leases and quarantines of every network.
@@ -92,73 +89,6 @@ impl Dataplane {
         }
     }
 
-    /// Sends a batch of replies with as few syscalls as the kernel allows (replies to one
-    /// relay leave as one segmented send; replies to clients without an address leave as
-    /// frames to their MAC, see [`crate::linkout`]), then counts and logs each; `replies`
-    /// ends empty.
-    pub(crate) fn deliver(
-        &self,
-        net: &Network,
-        port: &Port,
-        outbox: &mut Outbox,
-        replies: &mut Vec<Held>,
-        received_at: Instant,
-    ) {
-        if replies.is_empty() {
-            return;
-        }
-        let iface: &str = &port.iface;
-        // The replies of a batch leave together: one clock read gives their latency.
-        let mut latency = None;
-        let mut done = |h: &Held, sent: io::Result<()>| {
-            if let Err(e) = sent {
-                self.counters.send_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(target: "dhcp", "send on {iface} to {:?} failed: {e}", h.dest);
-                return;
-            }
-            self.counters.tx[kind_index(h.reply.kind)].fetch_add(1, Ordering::Relaxed);
-            net.counters.tx[kind_index(h.reply.kind)].fetch_add(1, Ordering::Relaxed);
-            net.counters
-                .observe(*latency.get_or_insert_with(|| received_at.elapsed()));
-            if let Some(s) = &h.sent {
-                self.log(iface, h.reply.xid, s);
-            }
-        };
-        // Encoded here, at the edge, just before they leave.
-        let mut wire = Vec::with_capacity(DEFAULT_MAX);
-        let mut frame = Vec::new();
-        let mut queued = Vec::with_capacity(replies.len());
-        for (i, h) in replies.iter().enumerate() {
-            h.reply.encode_into(&mut wire);
-            // A client on the link, with an address or not, gets a frame to its hardware
-            // address: neither a boot storm nor thousands of renewals at once may need a
-            // neighbour entry each (see crate::linkout).
-            let direct = match h.dest {
-                Delivery::UnicastNoArp(ip, mac) => Some((ip, mac)),
-                Delivery::Unicast(a) if h.reply.giaddr.is_unspecified() => {
-                    Some((*a.ip(), h.reply.chaddr))
-                }
-                _ => None,
-            };
-            if let Some((ip, mac)) = direct {
-                if port
-                    .link
-                    .send(h.reply.server_id, ip, mac, &wire, &mut frame)
-                    .is_ok()
-                {
-                    done(h, Ok(()));
-                    continue;
-                }
-            }
-            outbox.push(address(&port.sock, iface, h.dest), &wire);
-            queued.push(i);
-        }
-        outbox.flush(port.sock.as_raw_fd(), |k, sent| {
-            done(&replies[queued[k]], sent)
-        });
-        replies.clear();
-    }
-
     /// The journal writer: takes every batch waiting, appends their records, makes them
     /// durable with one fdatasync (group commit across all interfaces), then releases their
     /// ACKs. Receiving and deciding go on meanwhile in the serving threads.
@@ -170,7 +100,7 @@ impl Dataplane {
         let mut batch: Vec<Commit> = Vec::with_capacity(QUEUE_CAP);
         loop {
             batch.clear();
-            if !self.queue.recv(&mut batch) {
+            if !self.shared.queue.recv(&mut batch) {
                 break;
             }
             if batch.is_empty() {
@@ -182,12 +112,20 @@ impl Dataplane {
             }
             match self.journal.commit(&records, || ()) {
                 Ok(()) => {
-                    self.counters.commits.fetch_add(1, Ordering::Relaxed);
-                    self.counters
+                    self.shared.counters.commits.fetch_add(1, Ordering::Relaxed);
+                    self.shared
+                        .counters
                         .records
                         .fetch_add(records.len() as u64, Ordering::Relaxed);
                     for mut c in batch.drain(..) {
-                        self.deliver(&c.net, &c.port, &mut outbox, &mut c.held, c.received_at);
+                        deliver(
+                            &self.shared,
+                            &c.net,
+                            &c.port,
+                            &mut outbox,
+                            &mut c.held,
+                            c.received_at,
+                        );
                     }
                 }
                 Err(e) => {
@@ -216,39 +154,30 @@ impl Dataplane {
                             match again {
                                 Some(reply) => {
                                     h.reply = reply;
-                                    self.counters
+                                    self.shared
+                                        .counters
                                         .renewed_from_durable
                                         .fetch_add(1, Ordering::Relaxed);
                                     renewed.push(h);
                                 }
                                 None => {
-                                    self.counters
+                                    self.shared
+                                        .counters
                                         .persist_failures
                                         .fetch_add(1, Ordering::Relaxed);
                                 }
                             }
                         }
-                        self.deliver(&c.net, &c.port, &mut outbox, &mut renewed, c.received_at);
+                        deliver(
+                            &self.shared,
+                            &c.net,
+                            &c.port,
+                            &mut outbox,
+                            &mut renewed,
+                            c.received_at,
+                        );
                     }
                 }
-            }
-        }
-    }
-}
-
-/// Where a reply's datagram goes through the UDP socket. For a client without an address
-/// this is the fallback when no frame could be sent (see crate::linkout): unicast to yiaddr
-/// after its MAC is put in the ARP cache, or broadcast if that cannot be done either.
-fn address(sock: &Socket, iface: &str, dest: Delivery) -> SocketAddrV4 {
-    match dest {
-        Delivery::Relay(a) | Delivery::Unicast(a) => a,
-        Delivery::Broadcast => SocketAddrV4::new(Ipv4Addr::BROADCAST, CLIENT_PORT),
-        Delivery::UnicastNoArp(ip, mac) => {
-            if inject_arp(sock, iface, ip, mac).is_err() {
-                // Without the ARP entry the unicast would stall: broadcast instead.
-                SocketAddrV4::new(Ipv4Addr::BROADCAST, CLIENT_PORT)
-            } else {
-                SocketAddrV4::new(ip, CLIENT_PORT)
             }
         }
     }

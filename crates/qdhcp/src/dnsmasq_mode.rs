@@ -12,7 +12,7 @@ use qdhcp_compat::files::{parse_hosts, parse_leases, parse_opts};
 use qdhcp_compat::reload::{Applied, Delta};
 use qdhcp_compat::{build_with_context, parse_args, DnsmasqConfig};
 use qdhcp_dataplane::listener::iface_addrs;
-use qdhcp_dataplane::server::ReloadStats;
+use qdhcp_dataplane::ReloadStats;
 use qdhcp_dataplane::{now_secs, Dataplane, Network, ServeOptions};
 use qdhcp_dataplane::{priority, privileges};
 use qdhcp_protocol::{NetworkTable, Policy};
@@ -225,7 +225,7 @@ fn serve(cfg: &DnsmasqConfig, ready: Ready) -> anyhow::Result<()> {
         quiet: cfg.quiet_dhcp,
         client_rate: cfg
             .client_rate
-            .unwrap_or(qdhcp_dataplane::server::MacLimiter::PER_SECOND),
+            .unwrap_or(qdhcp_dataplane::MacLimiter::PER_SECOND),
         realtime: cfg.realtime,
         // one interface: one event loop serves it
         loops: 1,

@@ -383,7 +383,7 @@ pub fn resolve(a: &ServeArgs) -> anyhow::Result<ServeConfig> {
         client_rate: a
             .client_rate
             .or(file.client_rate)
-            .unwrap_or(qdhcp_dataplane::server::MacLimiter::PER_SECOND),
+            .unwrap_or(qdhcp_dataplane::MacLimiter::PER_SECOND),
         quiet_dhcp: a.quiet_dhcp || file.quiet_dhcp.unwrap_or(false),
         realtime: a.realtime || file.realtime.unwrap_or(false),
         loops: match a.dhcp_threads.or(file.dhcp_threads) {
