@@ -65,7 +65,7 @@ fn now() -> NaiveDateTime {
 fn nodes(st: &ApiState) -> Result<Vec<NodeRow>, ApiError> {
     st.control
         .nodes()
-        .map_err(|e| ApiError::from(crate::control::ControlError::Store(e)))
+        .map_err(|e| ApiError::from(qdhcp_control::ControlError::Store(e)))
 }
 
 /// Agents are for admins (Neutron's policy `get_agent: rule:admin_only`): others see none.

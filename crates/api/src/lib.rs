@@ -6,8 +6,6 @@
 #![warn(missing_docs)]
 
 pub mod agents;
-/// The control plane, from its own crate (kept under this name for the API's callers).
-pub use qdhcp_control as control;
 pub mod auth;
 mod discovery;
 pub mod render;
@@ -27,10 +25,10 @@ use qdhcp_registry::{Caller, RegistryError};
 use serde_json::json;
 
 use crate::auth::{Auth, NOAUTH_PROJECT};
-use crate::control::{Control, ControlError};
 use crate::discovery::{extension, extensions, resources, versions};
 use crate::resources::{list, show};
 use crate::writes::{create, delete, update};
+use qdhcp_control::{Control, ControlError};
 
 /// Largest request body accepted; larger ones get 413.
 pub const MAX_BODY: usize = 1 << 20;

@@ -13,9 +13,9 @@ use qdhcp_registry::requests::{NetworkReq, PortReq, SubnetReq};
 use qdhcp_registry::{Caller, ObjectId, Registry, RegistryError};
 use serde_json::{json, Value};
 
-use crate::control::ControlError;
 use crate::resources::*;
 use crate::{ApiError, ApiState, MAX_BODY};
+use qdhcp_control::ControlError;
 
 /// Reads the body (413 past `MAX_BODY`), parses JSON (400 naming the problem), and checks the
 /// attributes against what the resource takes (400 naming unknown ones).

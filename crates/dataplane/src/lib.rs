@@ -11,7 +11,6 @@ pub mod limits;
 mod linkout;
 pub mod listener;
 pub mod metrics;
-mod netns;
 pub mod network;
 pub mod options;
 pub mod priority;

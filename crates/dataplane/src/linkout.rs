@@ -98,7 +98,7 @@ impl LinkOut {
         };
         let r = match &self.netns {
             None => open_here(),
-            Some(p) => File::open(p).and_then(|ns| crate::netns::in_namespace(&ns, open_here))?,
+            Some(p) => File::open(p).and_then(|ns| qdhcp_netns::visit(&ns, open_here))?,
         };
         if let Err(e) = &r {
             tracing::warn!(target: "dhcp", "no packet socket on {}: {e}; replies to clients without an address go through ARP injection", self.iface);

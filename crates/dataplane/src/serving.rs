@@ -24,7 +24,6 @@ use crate::limits::{MacLimiter, RateLimit, UNANSWERED_LINES_PER_SECOND};
 use crate::linkout::LinkOut;
 use crate::listener::iface_addrs;
 use crate::metrics::{malformed_index, msg_index};
-use crate::netns::in_namespace;
 use crate::network::{pick_server_id, Network};
 use crate::options::{BATCH, MAX_PACKET};
 use crate::send::deliver;
@@ -115,16 +114,17 @@ impl DhcpSource {
         let iface = self.port.iface.clone();
         self.addrs = match &self.netns {
             None => iface_addrs(&iface),
-            Some(ns) => match File::open(ns).and_then(|f| in_namespace(&f, || iface_addrs(&iface)))
-            {
-                Ok(a) => a,
-                Err(e) => {
-                    if logs(&mut self.quiet).recv.allow("namespace lines") {
-                        tracing::warn!(target: "dhcp", "cannot read the addresses of {iface} in its namespace: {e}");
+            Some(ns) => {
+                match File::open(ns).and_then(|f| qdhcp_netns::visit(&f, || iface_addrs(&iface))) {
+                    Ok(a) => a,
+                    Err(e) => {
+                        if logs(&mut self.quiet).recv.allow("namespace lines") {
+                            tracing::warn!(target: "dhcp", "cannot read the addresses of {iface} in its namespace: {e}");
+                        }
+                        return;
                     }
-                    return;
                 }
-            },
+            }
         };
     }
 

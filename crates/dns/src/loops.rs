@@ -234,9 +234,7 @@ impl DnsServer {
     fn serve_connection(&self, mut s: TcpStream, from: SocketAddr) {
         let ns = self.netns.lock().unwrap_or_else(|p| p.into_inner()).clone();
         if let Some(ns) = ns {
-            let entered = std::fs::File::open(&ns).and_then(|f| {
-                nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).map_err(io::Error::from)
-            });
+            let entered = std::fs::File::open(&ns).and_then(|f| qdhcp_netns::enter_for_good(&f));
             if let Err(e) = entered {
                 tracing::warn!(target: "dns", "TCP connection from {from}: cannot enter the network's namespace: {e}");
                 return;

@@ -3,9 +3,7 @@
 //! thread, and visits to other namespaces (`setns` there and back) for the moment a socket is
 //! opened there.
 
-use std::fs::File;
-
-use nix::sched::{setns, CloneFlags};
+use qdhcp_netns::Visit;
 use rtnetlink::{new_connection, Handle};
 
 use crate::{nl, ns_err, open_netns, PlumbError};
@@ -115,30 +113,6 @@ fn current_netns_inode() -> std::io::Result<u64> {
     Ok(std::fs::metadata("/proc/thread-self/ns/net")?.ino())
 }
 
-/// The calling thread inside another network namespace until dropped.
-struct Visit {
-    home: File,
-}
-
-impl Visit {
-    fn enter(there: &File) -> nix::Result<Visit> {
-        let home = File::open("/proc/thread-self/ns/net")
-            .map_err(|e| nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(nix::libc::EIO)))?;
-        setns(there, CloneFlags::CLONE_NEWNET)?;
-        Ok(Visit { home })
-    }
-}
-
-impl Drop for Visit {
-    fn drop(&mut self) {
-        if let Err(e) = setns(&self.home, CloneFlags::CLONE_NEWNET) {
-            // every later socket of this thread would be made in the wrong namespace
-            eprintln!("qdhcp: cannot return a thread to its network namespace: {e}");
-            std::process::abort();
-        }
-    }
-}
-
 /// [`in_netns`] on a fresh thread (with a runtime and connection of its own).
 fn in_netns_on_thread<T, F, Fut>(ns: Option<&str>, f: F) -> Result<T, PlumbError>
 where
@@ -150,7 +124,7 @@ where
     let name = ns.unwrap_or("").to_string();
     std::thread::spawn(move || {
         if let Some(f) = file {
-            setns(f, CloneFlags::CLONE_NEWNET).map_err(|e| ns_err(&name, format!("setns: {e}")))?;
+            qdhcp_netns::enter_for_good(&f).map_err(|e| ns_err(&name, format!("setns: {e}")))?;
         }
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()

@@ -166,19 +166,13 @@ impl DhcpSync {
             .map(|(_, _, s)| (s.netns.clone(), s.inner.clone()))
             .collect();
         let opened = std::thread::spawn(move || {
-            let home = std::fs::File::open("/proc/thread-self/ns/net");
-            let out: Vec<anyhow::Result<socket2::Socket>> = wanted
+            wanted
                 .iter()
                 .map(|(ns, inner)| {
                     let f = open_netns(ns)?;
-                    nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET)?;
-                    Ok(open_dhcp_socket(inner)?)
+                    Ok(qdhcp_netns::visit(&f, || open_dhcp_socket(inner))??)
                 })
-                .collect();
-            if let Ok(h) = home {
-                let _ = nix::sched::setns(h, nix::sched::CloneFlags::CLONE_NEWNET);
-            }
-            out
+                .collect::<Vec<anyhow::Result<socket2::Socket>>>()
         })
         .join()
         .unwrap_or_default();

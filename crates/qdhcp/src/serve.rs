@@ -119,9 +119,9 @@ pub fn run(args: &ServeArgs) -> i32 {
         }
     };
     if let Some(ns) = &cfg.netns {
-        let entered = open_netns(ns).map_err(anyhow::Error::from).and_then(|f| {
-            nix::sched::setns(f, nix::sched::CloneFlags::CLONE_NEWNET).map_err(Into::into)
-        });
+        let entered = open_netns(ns)
+            .map_err(anyhow::Error::from)
+            .and_then(|f| qdhcp_netns::enter_for_good(&f).map_err(Into::into));
         if let Err(e) = entered {
             eprintln!("qdhcp serve: cannot enter namespace {ns}: {e:#}");
             return 1;
