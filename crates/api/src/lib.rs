@@ -12,8 +12,9 @@ pub mod render;
 mod resources;
 mod writes;
 
+use parking_lot::Mutex;
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::StatusCode;
@@ -47,9 +48,24 @@ pub struct ApiState {
     requests: Mutex<BTreeMap<(String, String, u16), u64>>,
     /// Seconds without a heartbeat after which a node is shown down (`--node-down-time`).
     node_down: std::sync::atomic::AtomicU64,
+    /// The domain ports' `dns_assignment` names are under (set once at start).
+    dns_domain: std::sync::OnceLock<String>,
 }
 
 impl ApiState {
+    /// Sets the domain ports' names are under (Neutron's `dns_domain`; empty: none). Only the
+    /// first call counts; `openstacklocal` until then.
+    pub fn set_dns_domain(&self, domain: &str) {
+        let _ = self.dns_domain.set(render::dns_domain_of(domain));
+    }
+
+    /// The domain ports' names are under, with its trailing dot (empty: none).
+    pub fn dns_domain(&self) -> &str {
+        self.dns_domain
+            .get()
+            .map_or("openstacklocal.", String::as_str)
+    }
+
     /// Sets the seconds without a heartbeat after which a node is shown down.
     pub fn set_node_down_secs(&self, secs: u64) {
         self.node_down
@@ -65,6 +81,7 @@ impl ApiState {
     pub fn new(control: Arc<Control>, auth: Auth, metrics: Option<MetricsSource>) -> Arc<Self> {
         Arc::new(ApiState {
             node_down: std::sync::atomic::AtomicU64::new(30),
+            dns_domain: std::sync::OnceLock::new(),
             control,
             auth,
             metrics,
@@ -213,11 +230,7 @@ async fn count_and_auth(State(st): State<Arc<ApiState>>, mut req: Request, next:
         .into_response(),
     };
     let key = (route, method, resp.status().as_u16());
-    *st.requests
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .entry(key)
-        .or_insert(0) += 1;
+    *st.requests.lock().entry(key).or_insert(0) += 1;
     resp
 }
 
@@ -316,7 +329,6 @@ async fn metrics(State(st): State<Arc<ApiState>>) -> Response {
     let requests: Vec<((String, String, u16), u64)> = st
         .requests
         .lock()
-        .unwrap_or_else(|p| p.into_inner())
         .iter()
         .map(|((route, method, status), n)| ((route.to_string(), method.to_string(), *status), *n))
         .collect();

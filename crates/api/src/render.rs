@@ -67,28 +67,21 @@ pub fn subnet(_reg: &Registry, s: &Subnet) -> Value {
     })
 }
 
-/// The domain the server answers its ports' names under (Neutron's `dns_domain` option),
-/// set once at start; `openstacklocal` until then.
-static DNS_DOMAIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-
-/// Sets the domain `dns_assignment` names are under (the first call wins).
-pub fn set_dns_domain(domain: &str) {
+/// The domain a port's `dns_assignment` names are under (Neutron's `dns_domain` option), as
+/// `ApiState` keeps it: with its trailing dot, or empty for none.
+pub fn dns_domain_of(domain: &str) -> String {
     let d = domain.trim().trim_end_matches('.');
-    let _ = DNS_DOMAIN.set(if d.is_empty() {
+    if d.is_empty() {
         String::new()
     } else {
         format!("{d}.")
-    });
+    }
 }
 
 /// A port's `dns_assignment` as Neutron's dns-integration computes it: per address, the host
 /// name (its `dns_name`, or `host-<ip with dashes>`) and the FQDN under the server's domain (a
 /// `dns_name` ending in a dot is already one).
-fn dns_assignment(p: &Port) -> Vec<Value> {
-    let domain = DNS_DOMAIN
-        .get()
-        .map(String::as_str)
-        .unwrap_or("openstacklocal.");
+fn dns_assignment(p: &Port, domain: &str) -> Vec<Value> {
     p.fixed_ips
         .iter()
         .map(|f| {
@@ -111,8 +104,8 @@ fn dns_assignment(p: &Port) -> Vec<Value> {
         .collect()
 }
 
-/// A port in Neutron's shape.
-pub fn port(_reg: &Registry, p: &Port) -> Value {
+/// A port in Neutron's shape; `domain` as [`dns_domain_of`] makes it.
+pub fn port(_reg: &Registry, p: &Port, domain: &str) -> Value {
     json!({
         "id": p.id,
         "name": p.name,
@@ -135,7 +128,7 @@ pub fn port(_reg: &Registry, p: &Port) -> Value {
         "binding:vif_details": {},
         "binding:profile": {},
         "dns_name": p.dns_name,
-        "dns_assignment": dns_assignment(p),
+        "dns_assignment": dns_assignment(p, domain),
         "qos_policy_id": null,
         "description": p.description,
         "tags": [],

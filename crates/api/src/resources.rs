@@ -208,7 +208,12 @@ pub(crate) fn owner_of<'a>(reg: &'a Registry, res: Res, id: &str) -> Option<(&'a
 }
 
 /// Every object of a collection `caller` may see, rendered (only those).
-pub(crate) fn render_visible(reg: &Registry, caller: &Caller, res: Res) -> Vec<Value> {
+pub(crate) fn render_visible(
+    reg: &Registry,
+    caller: &Caller,
+    res: Res,
+    domain: &str,
+) -> Vec<Value> {
     let see = |project: &str, net: &str| may_see(reg, caller, res, project, net);
     match res {
         Res::Network => reg
@@ -224,7 +229,7 @@ pub(crate) fn render_visible(reg: &Registry, caller: &Caller, res: Res) -> Vec<V
         Res::Port => reg
             .ports()
             .filter(|p| see(&p.project_id, &p.network_id))
-            .map(|p| render::port(reg, p))
+            .map(|p| render::port(reg, p, domain))
             .collect(),
     }
 }
@@ -248,11 +253,11 @@ pub(crate) fn for_caller(mut v: Value, caller: &Caller) -> Value {
     v
 }
 
-pub(crate) fn render_one(reg: &Registry, res: Res, id: &str) -> Option<Value> {
+pub(crate) fn render_one(reg: &Registry, res: Res, id: &str, domain: &str) -> Option<Value> {
     match res {
         Res::Network => reg.network(id).map(|n| render::network(reg, n)),
         Res::Subnet => reg.subnet(id).map(|s| render::subnet(reg, s)),
-        Res::Port => reg.port(id).map(|p| render::port(reg, p)),
+        Res::Port => reg.port(id).map(|p| render::port(reg, p, domain)),
     }
 }
 
@@ -361,7 +366,8 @@ pub(crate) async fn list(
     }
     let visible = {
         let (st, caller) = (st.clone(), caller.clone());
-        crate::blocking(move || render_visible(&st.control.read(), &caller, res)).await
+        crate::blocking(move || render_visible(&st.control.read(), &caller, res, st.dns_domain()))
+            .await
     };
     let mut items: Vec<Value> = {
         visible
@@ -441,7 +447,7 @@ pub(crate) async fn show(
             let reg = st.control.read();
             owner_of(&reg, res, &id)
                 .filter(|(project, net)| may_see(&reg, &caller, res, project, net))
-                .and_then(|_| render_one(&reg, res, &id))
+                .and_then(|_| render_one(&reg, res, &id, st.dns_domain()))
         })
         .await
     };

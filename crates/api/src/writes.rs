@@ -108,7 +108,7 @@ pub(crate) async fn create(
     let mut vals: Vec<Value> = written
         .value
         .iter()
-        .filter_map(|id| render_one(&written.registry, res, id.as_str()))
+        .filter_map(|id| render_one(&written.registry, res, id.as_str(), st.dns_domain()))
         .map(|v| for_caller(v, &caller))
         .collect();
     let body = if bulk {
@@ -232,7 +232,7 @@ pub(crate) async fn update(
             Ok(((), out))
         })
         .await?;
-    let v = render_one(&written.registry, res, &id)
+    let v = render_one(&written.registry, res, &id, st.dns_domain())
         .map(|v| for_caller(v, &caller))
         .ok_or_else(|| res.not_found(&id))?;
     Ok(Json(json!({ res.singular(): v })).into_response())

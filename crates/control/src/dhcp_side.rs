@@ -5,6 +5,7 @@
 //! next writes meanwhile and readers never wait for it.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
 
@@ -26,16 +27,21 @@ pub(crate) struct Telling {
     pub(crate) then: Vec<Then>,
 }
 
-/// Starts the DHCP side's thread; it ends when the writer (its one sender) does.
-pub(crate) fn start(sink: Arc<dyn DhcpSink>) -> std::io::Result<Sender<Telling>> {
+/// Starts the DHCP side's thread; it ends when the writer (its one sender) does. Returns its
+/// queue and the count of tellings not finished yet (the writer adds one per telling).
+pub(crate) fn start(
+    sink: Arc<dyn DhcpSink>,
+) -> std::io::Result<(Sender<Telling>, Arc<AtomicUsize>)> {
     let (tx, rx) = mpsc::channel();
+    let untold = Arc::new(AtomicUsize::new(0));
+    let done = untold.clone();
     std::thread::Builder::new()
         .name("dhcp-side".into())
-        .spawn(move || run(&*sink, rx))?;
-    Ok(tx)
+        .spawn(move || run(&*sink, rx, &done))?;
+    Ok((tx, untold))
 }
 
-fn run(sink: &dyn DhcpSink, rx: Receiver<Telling>) {
+fn run(sink: &dyn DhcpSink, rx: Receiver<Telling>, untold: &AtomicUsize) {
     for t in rx {
         if !t.effects.is_empty()
             && catch_unwind(AssertUnwindSafe(|| sink.apply(&t.reg, &t.effects))).is_err()
@@ -45,5 +51,6 @@ fn run(sink: &dyn DhcpSink, rx: Receiver<Telling>) {
         for f in t.then {
             f(&t.reg);
         }
+        untold.fetch_sub(1, Ordering::AcqRel);
     }
 }

@@ -11,10 +11,12 @@
 #![warn(missing_docs)]
 
 mod dhcp_side;
+pub mod nodes;
 mod writer;
 
+use parking_lot::Mutex;
 use std::sync::mpsc::{channel, sync_channel, Sender};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use tokio::sync::oneshot;
@@ -67,7 +69,7 @@ impl Env for SystemEnv {
         // one copy of the text per second, shared by everything written in it
         static LAST: Mutex<Option<(i64, qdhcp_registry::Stamp)>> = Mutex::new(None);
         let t = chrono::Utc::now();
-        let mut last = LAST.lock().unwrap_or_else(|p| p.into_inner());
+        let mut last = LAST.lock();
         match &*last {
             Some((secs, text)) if *secs == t.timestamp() => text.clone(),
             _ => {
@@ -200,12 +202,7 @@ impl Control {
     pub fn live_nodes(&self, mut live: Vec<String>, me: &str) -> Result<usize, ControlError> {
         live.sort();
         live.dedup();
-        let again = self
-            .scheduled_for
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-            != Some(&live);
+        let again = self.scheduled_for.lock().as_ref() != Some(&live);
         let (nodes, me) = (live.clone(), me.to_string());
         let moved = self.mutate(move |reg, env| {
             let mut s = reg.scheduling().clone();
@@ -223,7 +220,7 @@ impl Control {
             let out = reg.reschedule_dhcp(env);
             Ok((Some(out.changes.len()), out))
         })?;
-        let mut scheduled_for = self.scheduled_for.lock().unwrap_or_else(|p| p.into_inner());
+        let mut scheduled_for = self.scheduled_for.lock();
         let Some(moved) = moved else {
             *scheduled_for = None;
             return Ok(0);

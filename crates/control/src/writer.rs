@@ -7,8 +7,10 @@
 //! registry is never touched by a write that is not stored: no undo, no second apply.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use tokio::sync::oneshot;
@@ -22,6 +24,12 @@ use crate::{ControlError, SystemEnv, Written};
 
 /// Most writes stored in one transaction.
 const MAX_BATCH: usize = 256;
+
+/// Longest a batch waits for more writes while the DHCP side is busy (see `Writer::gather`).
+const GATHER_MAX: Duration = Duration::from_millis(100);
+
+/// How often the writer looks whether the DHCP side is done while it gathers.
+const GATHER_SLICE: Duration = Duration::from_millis(1);
 
 /// How often a write another node's allocation refused runs again on the caught-up registry.
 const CONFLICT_TRIES: u32 = 4;
@@ -103,6 +111,8 @@ pub(crate) struct Writer {
     store: Arc<Store>,
     /// The DHCP side's queue.
     told: Sender<Telling>,
+    /// Tellings the DHCP side has not finished yet.
+    untold: Arc<AtomicUsize>,
     /// ML2's segment settings, given to a registry read back whole.
     segments: SegmentConfig,
     /// The database revision the published registry holds.
@@ -122,7 +132,7 @@ impl Writer {
     pub(crate) fn new(
         published: Arc<ArcSwap<Registry>>,
         store: Arc<Store>,
-        told: Sender<Telling>,
+        (told, untold): (Sender<Telling>, Arc<AtomicUsize>),
         segments: SegmentConfig,
         revision: i64,
     ) -> Self {
@@ -130,6 +140,7 @@ impl Writer {
             published,
             store,
             told,
+            untold,
             segments,
             revision,
         }
@@ -139,9 +150,10 @@ impl Writer {
     /// other job ends the batch before it, so everything keeps the order it was queued in.
     fn run(mut self, rx: Receiver<Job>) {
         while let Ok(first) = rx.recv() {
+            let started = Instant::now();
             let mut batch = Vec::new();
-            let mut job = Some(first);
-            while let Some(j) = job.take() {
+            let mut next = Some(first);
+            while let Some(j) = next.take() {
                 match j {
                     Job::Write(w) => batch.push(w),
                     other => {
@@ -152,9 +164,32 @@ impl Writer {
                 if batch.len() >= MAX_BATCH {
                     break;
                 }
-                job = rx.try_recv().ok();
+                next = self.gather(&rx, !batch.is_empty(), started);
             }
             self.commit(batch, 0);
+        }
+    }
+
+    /// The next job queued. While the DHCP side is still busy with changes published before
+    /// (plumbing a network takes milliseconds), the writes of this batch could not be
+    /// answered before it is done anyway: the writer waits a little for more writes, so that
+    /// they go in one transaction (group commit), as they did when plumbing ran on the writer.
+    fn gather(&self, rx: &Receiver<Job>, have_writes: bool, started: Instant) -> Option<Job> {
+        loop {
+            match rx.try_recv() {
+                Ok(j) => return Some(j),
+                Err(mpsc::TryRecvError::Disconnected) => return None,
+                Err(mpsc::TryRecvError::Empty) => {}
+            }
+            let busy = self.untold.load(Ordering::Acquire) > 0;
+            if !have_writes || !busy || started.elapsed() >= GATHER_MAX {
+                return None;
+            }
+            match rx.recv_timeout(GATHER_SLICE) {
+                Ok(j) => return Some(j),
+                Err(mpsc::RecvTimeoutError::Disconnected) => return None,
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+            }
         }
     }
 
@@ -321,7 +356,9 @@ impl Writer {
     }
 
     fn tell(&self, reg: Arc<Registry>, effects: Vec<Effect>, then: Vec<Then>) {
+        self.untold.fetch_add(1, Ordering::AcqRel);
         if let Err(mpsc::SendError(t)) = self.told.send(Telling { reg, effects, then }) {
+            self.untold.fetch_sub(1, Ordering::AcqRel);
             // the DHCP side is gone (stopping): the answers still go
             for f in t.then {
                 f(&t.reg);

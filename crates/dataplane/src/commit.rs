@@ -2,8 +2,9 @@
 //! "Durability"): a batch's lease records and the replies that must wait until they are on
 //! disk.
 
+use parking_lot::{Condvar, Mutex};
 use std::collections::VecDeque;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use qdhcp_protocol::{Lease, Mac, Reply};
@@ -69,8 +70,8 @@ struct QueueState {
 }
 
 impl CommitQueue {
-    fn state(&self) -> std::sync::MutexGuard<'_, QueueState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    fn state(&self) -> parking_lot::MutexGuard<'_, QueueState> {
+        self.state.lock()
     }
 
     /// Queues `c`, waiting while the queue is full; gives it back once the queue is closed.
@@ -78,7 +79,7 @@ impl CommitQueue {
         let mut s = self.state();
         while s.items.len() >= QUEUE_CAP && !s.closed {
             s.senders_waiting += 1;
-            s = self.not_full.wait(s).unwrap_or_else(|p| p.into_inner());
+            self.not_full.wait(&mut s);
             s.senders_waiting -= 1;
         }
         if s.closed {
@@ -99,7 +100,7 @@ impl CommitQueue {
         let mut s = self.state();
         while s.items.is_empty() && !s.closed {
             s.writer_waiting = true;
-            s = self.not_empty.wait(s).unwrap_or_else(|p| p.into_inner());
+            self.not_empty.wait(&mut s);
             s.writer_waiting = false;
         }
         if s.items.is_empty() {

@@ -13,13 +13,13 @@
 #![allow(unsafe_code)]
 
 use ahash::HashMap;
+use parking_lot::Mutex;
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader};
 use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use qdhcp_protocol::{ClientId, Lease, LeaseChange, Mac};
@@ -260,8 +260,8 @@ impl Journal {
         Ok((j, loaded))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> parking_lot::MutexGuard<'_, Inner> {
+        self.inner.lock()
     }
 
     /// The journal file.

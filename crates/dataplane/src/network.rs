@@ -1,8 +1,8 @@
 //! One served network: its reservation table (changed in place, read by the event loops once
 //! per batch), its leases, its counters and the addresses of its DHCP interface.
 
+use parking_lot::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::net::Ipv4Addr;
-use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use ipnet::Ipv4Net;
 use qdhcp_protocol::NetworkTable;
@@ -42,21 +42,21 @@ pub struct ReloadStats {
 impl Network {
     /// The table being served now.
     pub fn table(&self) -> RwLockReadGuard<'_, NetworkTable> {
-        self.table.read().unwrap_or_else(|p| p.into_inner())
+        self.table.read()
     }
 
     pub(crate) fn table_mut(&self) -> RwLockWriteGuard<'_, NetworkTable> {
-        self.table.write().unwrap_or_else(|p| p.into_inner())
+        self.table.write()
     }
 
     /// The interface addresses set by [`Dataplane::set_addrs`], if any.
     pub(crate) fn known_addrs(&self) -> RwLockReadGuard<'_, Option<Vec<Ipv4Net>>> {
-        self.addrs.read().unwrap_or_else(|p| p.into_inner())
+        self.addrs.read()
     }
 
     /// Locks the lease table (poisoning is survived: the table stays consistent per change).
     pub fn leases(&self) -> MutexGuard<'_, LeaseTable> {
-        self.leases.lock().unwrap_or_else(|p| p.into_inner())
+        self.leases.lock()
     }
 }
 

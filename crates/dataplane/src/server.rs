@@ -3,10 +3,11 @@
 //! [`crate::serving`]), and the journal writer thread (`writer`) that makes a batch's lease
 //! changes durable with one commit before its ACKs leave.
 
+use parking_lot::{Mutex, RwLock};
 use std::io;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 
 use ahash::{HashMap, HashSet};
@@ -106,7 +107,7 @@ impl Dataplane {
                 w.take_serving_priority();
                 w.write_journal();
             })?;
-        *self.writer_thread.lock().unwrap_or_else(|p| p.into_inner()) = Some(h);
+        *self.writer_thread.lock() = Some(h);
         let me = Arc::downgrade(self);
         let r = Reactor::new(
             "dhcp",
@@ -124,12 +125,7 @@ impl Dataplane {
     /// Adds a network to serve, with the leases recovered for it.
     pub fn add_network(&self, name: &str, mut table: NetworkTable) -> Arc<Network> {
         table.shrink_options();
-        let leases = self
-            .recovered
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(name)
-            .unwrap_or_default();
+        let leases = self.recovered.lock().remove(name).unwrap_or_default();
         let n = Arc::new(Network {
             name: name.to_string(),
             table: RwLock::new(table),
@@ -137,10 +133,7 @@ impl Dataplane {
             leases: Mutex::new(leases),
             addrs: RwLock::new(None),
         });
-        self.networks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(name.to_string(), n.clone());
+        self.networks.lock().insert(name.to_string(), n.clone());
         n
     }
 
@@ -149,7 +142,7 @@ impl Dataplane {
     /// in its namespace every few seconds on the packet path.
     pub fn set_addrs(&self, net: &Network, mut addrs: Vec<Ipv4Net>) {
         addrs.shrink_to_fit();
-        *net.addrs.write().unwrap_or_else(|p| p.into_inner()) = Some(addrs);
+        *net.addrs.write() = Some(addrs);
     }
 
     /// Adds leases known from elsewhere (dnsmasq's leases file) that the journal lacks.
@@ -278,19 +271,12 @@ impl Dataplane {
 
     /// Stops serving a network and forgets it (its leases go with it).
     pub fn remove_network(&self, name: &str) {
-        self.networks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(name);
+        self.networks.lock().remove(name);
     }
 
     /// The network called `name`, if served.
     pub fn network(&self, name: &str) -> Option<Arc<Network>> {
-        self.networks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(name)
-            .cloned()
+        self.networks.lock().get(name).cloned()
     }
 
     /// Serves `net` on `iface` from a socket opened by `open_dhcp_socket` in the namespace
@@ -310,11 +296,7 @@ impl Dataplane {
         sock.set_nonblocking(false)?;
         let src = DhcpSource::new(self.shared.clone(), net, iface, sock, netns);
         let id = reactor.add(Box::new(src));
-        let old = self
-            .listeners
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key.to_string(), id);
+        let old = self.listeners.lock().insert(key.to_string(), id);
         if let Some(old) = old {
             reactor.remove(old);
         }
@@ -341,11 +323,7 @@ impl Dataplane {
 
     /// Stops the listener called `key`; once this returns its socket is closed.
     pub fn unlisten(&self, key: &str) {
-        let id = self
-            .listeners
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(key);
+        let id = self.listeners.lock().remove(key);
         if let (Some(id), Some(r)) = (id, self.reactor.get()) {
             r.remove(id);
         }
@@ -353,40 +331,24 @@ impl Dataplane {
 
     /// Whether a listener called `key` runs (without listing them all).
     pub fn is_listening(&self, key: &str) -> bool {
-        self.listeners
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains_key(key)
+        self.listeners.lock().contains_key(key)
     }
 
     /// Names of the running listeners.
     pub fn listeners(&self) -> Vec<String> {
-        self.listeners
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .keys()
-            .cloned()
-            .collect()
+        self.listeners.lock().keys().cloned().collect()
     }
 
     /// Asks every serving thread to stop, waits for them, and compacts the journal.
     pub fn shutdown(&self) {
         self.shared.shutdown.store(true, Ordering::SeqCst);
-        self.listeners
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
+        self.listeners.lock().clear();
         if let Some(r) = self.reactor.get() {
             r.shutdown();
         }
         // The listeners are gone; the writer drains what they queued and ends.
         self.shared.queue.close();
-        if let Some(h) = self
-            .writer_thread
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-        {
+        if let Some(h) = self.writer_thread.lock().take() {
             let _ = h.join();
         }
     }
@@ -410,11 +372,6 @@ impl Dataplane {
 
     /// Every network served.
     pub fn networks(&self) -> Vec<Arc<Network>> {
-        self.networks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect()
+        self.networks.lock().values().cloned().collect()
     }
 }

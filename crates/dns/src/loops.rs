@@ -179,7 +179,7 @@ impl Source for TcpAccept {
 impl DnsServer {
     fn register(&self, reactor: &Arc<Reactor>, src: Box<dyn Source>) -> qdhcp_reactor::SourceId {
         let id = reactor.add(src);
-        let mut loops = self.loops.lock().unwrap_or_else(|p| p.into_inner());
+        let mut loops = self.loops.lock();
         loops
             .get_or_insert_with(|| (reactor.clone(), Vec::new()))
             .1
@@ -232,7 +232,7 @@ impl DnsServer {
     /// One TCP connection, on its own thread, in the server's namespace (its forwarding
     /// connects from there).
     fn serve_connection(&self, mut s: TcpStream, from: SocketAddr) {
-        let ns = self.netns.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let ns = self.netns.lock().clone();
         if let Some(ns) = ns {
             let entered = std::fs::File::open(&ns).and_then(|f| qdhcp_netns::enter_for_good(&f));
             if let Err(e) = entered {

@@ -5,10 +5,11 @@
 //! rate limiting, counters and dnsmasq's `--log-queries` lines. What to answer is decided in
 //! [`crate::answer::decide`].
 
+use parking_lot::{Mutex, RwLock};
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ahash::HashMap;
@@ -188,7 +189,7 @@ impl DnsServer {
 
     /// Replaces the local names (a SIGHUP, a port change): the next query sees them.
     pub fn set_zone(&self, z: Zone) {
-        *self.zone.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(z);
+        *self.zone.write() = Arc::new(z);
     }
 
     /// The network's own domain (its `dns_domain`), answered with authority besides the
@@ -196,24 +197,24 @@ impl DnsServer {
     pub fn set_network_domain(&self, d: Option<Name>) {
         let mut v: Vec<Name> = self.settings.domain.iter().cloned().collect();
         v.extend(d.filter(|d| Some(d) != self.settings.domain.as_ref()));
-        *self.domains.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(v);
+        *self.domains.write() = Arc::new(v);
     }
 
     /// Replaces the network's subnets.
     pub fn set_nets(&self, nets: Vec<Ipv4Net>) {
-        *self.nets.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(nets);
+        *self.nets.write() = Arc::new(nets);
     }
 
     /// Local names held.
     pub fn names(&self) -> usize {
-        self.zone.read().unwrap_or_else(|p| p.into_inner()).len()
+        self.zone.read().len()
     }
 
     /// Stops serving: its sockets leave the event loops (and are closed) before this returns;
     /// a TCP connection being served ends within its read timeout.
     pub fn stop(&self) {
         self.stop.store(true, Ordering::SeqCst);
-        let loops = self.loops.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let loops = self.loops.lock().take();
         if let Some((reactor, ids)) = loops {
             for id in ids {
                 reactor.remove(id);
@@ -224,7 +225,7 @@ impl DnsServer {
     /// The namespace (path) its sockets were opened in, for the threads that serve TCP
     /// connections.
     pub fn set_netns(&self, ns: std::path::PathBuf) {
-        *self.netns.lock().unwrap_or_else(|p| p.into_inner()) = Some(ns);
+        *self.netns.lock() = Some(ns);
     }
 
     fn log(&self, f: impl FnOnce() -> String) {
@@ -239,7 +240,7 @@ impl DnsServer {
             return true;
         }
         let now = now_secs();
-        let mut g = self.per_source.lock().unwrap_or_else(|p| p.into_inner());
+        let mut g = self.per_source.lock();
         if g.0 != now {
             g.0 = now;
             g.1.clear();
@@ -261,13 +262,9 @@ impl DnsServer {
         from: SocketAddr,
         via: Option<&Arc<UdpSocket>>,
     ) -> Option<(Message, usize)> {
-        let zone = self.zone.read().unwrap_or_else(|p| p.into_inner()).clone();
-        let domains = self
-            .domains
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        let nets = self.nets.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let zone = self.zone.read().clone();
+        let domains = self.domains.read().clone();
+        let nets = self.nets.read().clone();
         let ctx = Context {
             zone: &zone,
             domains: &domains,
@@ -322,11 +319,7 @@ impl DnsServer {
                     )
                 });
                 let limit = limit_for(&msg);
-                let cached = self
-                    .cache
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .get(&question, now_secs());
+                let cached = self.cache.lock().get(&question, now_secs());
                 if let Some(mut c) = cached {
                     self.counters.cache_hits.fetch_add(1, Ordering::Relaxed);
                     c.metadata.id = msg.metadata.id;
@@ -354,7 +347,7 @@ impl DnsServer {
         via: Arc<UdpSocket>,
         client_limit: usize,
     ) {
-        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let mut pending = self.pending.lock();
         let first = pending.is_empty();
         let mut id = self.fresh_id();
         while pending.contains_key(&id) {
@@ -385,7 +378,7 @@ impl DnsServer {
     }
 
     fn poke_upstream(&self) {
-        let loops = self.loops.lock().unwrap_or_else(|p| p.into_inner());
+        let loops = self.loops.lock();
         if let (Some((reactor, _)), Some(id)) = (loops.as_ref(), self.upstream_source.get()) {
             reactor.poke(*id);
         }
@@ -425,11 +418,7 @@ impl DnsServer {
                     self.counters
                         .forward_us
                         .fetch_add(t0.elapsed().as_micros() as u64, Ordering::Relaxed);
-                    self.cache.lock().unwrap_or_else(|p| p.into_inner()).put(
-                        question,
-                        &answer,
-                        now_secs(),
-                    );
+                    self.cache.lock().put(question, &answer, now_secs());
                     self.log(|| format!("reply {} is {}", question.name, summary(&answer)));
                     return answer;
                 }
@@ -450,7 +439,7 @@ impl DnsServer {
         let Ok(mut answer) = Message::from_vec(bytes) else {
             return;
         };
-        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let mut pending = self.pending.lock();
         // only the server asked, with the id and the question sent, is believed
         let matches = pending.get(&answer.metadata.id).is_some_and(|p| {
             self.settings.upstreams.get(p.server) == Some(&from)
@@ -469,10 +458,7 @@ impl DnsServer {
         self.counters
             .forward_us
             .fetch_add(p.started.elapsed().as_micros() as u64, Ordering::Relaxed);
-        self.cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .put(&p.question, &answer, now_secs());
+        self.cache.lock().put(&p.question, &answer, now_secs());
         self.log(|| format!("reply {} is {}", p.question.name, summary(&answer)));
         answer.metadata.id = p.client_id;
         if let Some(b) = encode_within(&answer, p.client_limit) {
@@ -484,7 +470,6 @@ impl DnsServer {
     pub(crate) fn next_retry(&self) -> Option<Instant> {
         self.pending
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
             .values()
             .map(|p| p.sent + UPSTREAM_TIMEOUT)
             .min()
@@ -492,7 +477,7 @@ impl DnsServer {
 
     pub(crate) fn retry_or_fail(&self) {
         let now = Instant::now();
-        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let mut pending = self.pending.lock();
         let mut failed = Vec::new();
         for (id, p) in pending.iter_mut() {
             if now.duration_since(p.sent) < UPSTREAM_TIMEOUT {
@@ -543,7 +528,7 @@ impl DnsServer {
             l(&c.nodata),
             l(&c.forwarded),
             l(&c.cache_hits),
-            self.cache.lock().unwrap_or_else(|p| p.into_inner()).len(),
+            self.cache.lock().len(),
             l(&c.upstream_answers),
             l(&c.servfail),
             l(&c.refused),

@@ -185,14 +185,14 @@ pub fn create_netns(name: &str) -> Result<(), PlumbError> {
         std::fs::create_dir_all(NETNS_DIR).map_err(|e| ns_err(&n, e))?;
         // once per mount namespace: a shared mount stays shared, and each recursive remount
         // walks every namespace bound below it
-        static SHARED_IN: std::sync::Mutex<Option<u64>> = std::sync::Mutex::new(None);
+        static SHARED_IN: parking_lot::Mutex<Option<u64>> = parking_lot::Mutex::new(None);
         let here = {
             use std::os::unix::fs::MetadataExt;
             std::fs::metadata("/proc/thread-self/ns/mnt")
                 .map(|m| m.ino())
                 .ok()
         };
-        let mut shared = SHARED_IN.lock().unwrap_or_else(|p| p.into_inner());
+        let mut shared = SHARED_IN.lock();
         if here.is_none() || *shared != here {
             share_netns_dir().map_err(|e| ns_err(&n, e))?;
             *shared = here;

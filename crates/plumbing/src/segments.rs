@@ -34,7 +34,7 @@ impl VxlanSegment {
 
 /// Tunnel addresses and the index of the interface holding each, found once: the lookup dumps
 /// every address of the host.
-static TUNNEL_DEVICES: std::sync::Mutex<Option<(Ipv4Addr, u32)>> = std::sync::Mutex::new(None);
+static TUNNEL_DEVICES: parking_lot::Mutex<Option<(Ipv4Addr, u32)>> = parking_lot::Mutex::new(None);
 
 /// The index of the interface holding `addr`: a dump of IPv4 addresses only (getifaddrs would
 /// dump every link too, and a host with thousands of networks has thousands of links).
@@ -64,7 +64,7 @@ pub fn ensure_vxlan(v: &VxlanSegment) -> Result<(), PlumbError> {
     in_netns(None, move |h| async move {
         let name = v.device();
         if link_index(&h, &name).await?.is_none() {
-            let cached = *TUNNEL_DEVICES.lock().unwrap_or_else(|p| p.into_inner());
+            let cached = *TUNNEL_DEVICES.lock();
             let dev = match cached {
                 Some((a, i)) if a == v.local => i,
                 _ => {
@@ -74,7 +74,7 @@ pub fn ensure_vxlan(v: &VxlanSegment) -> Result<(), PlumbError> {
                             v.local
                         ))
                     })?;
-                    *TUNNEL_DEVICES.lock().unwrap_or_else(|p| p.into_inner()) = Some((v.local, i));
+                    *TUNNEL_DEVICES.lock() = Some((v.local, i));
                     i
                 }
             };
@@ -92,7 +92,7 @@ pub fn ensure_vxlan(v: &VxlanSegment) -> Result<(), PlumbError> {
                 .await
                 .map_err(|e| {
                     // the interface may have gone: look it up again next time
-                    *TUNNEL_DEVICES.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                    *TUNNEL_DEVICES.lock() = None;
                     PlumbError::Netlink(format!("add vxlan: {e}"))
                 })?;
         }

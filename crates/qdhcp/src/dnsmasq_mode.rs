@@ -280,7 +280,7 @@ fn serve(cfg: &DnsmasqConfig, ready: Ready) -> anyhow::Result<()> {
         .map(|n| std::net::IpAddr::V4(n.addr()))
         .collect();
     let (dns, dns_sockets) = match dnsmasq_dns::open(cfg, &dns_ifaces, &own) {
-        Ok(Some((side, opened))) => (Some(std::sync::Mutex::new(side)), opened),
+        Ok(Some((side, opened))) => (Some(parking_lot::Mutex::new(side)), opened),
         Ok(None) => (None, Vec::new()),
         Err(e) => {
             let msg = format!("{e:#}");
@@ -450,8 +450,8 @@ fn serve(cfg: &DnsmasqConfig, ready: Ready) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
+fn lock<T>(m: &parking_lot::Mutex<T>) -> parking_lot::MutexGuard<'_, T> {
+    m.lock()
 }
 
 /// True while this process is still the one its pid file names (or there is no pid file) and

@@ -3,8 +3,9 @@
 //! and its DNS server, as Neutron's DHCP and linuxbridge agents do. Called with the registry as
 //! it is after each operation (see `qdhcp_control::DhcpSink`).
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 
 use hickory_proto::rr::Name;
 use ipnet::Ipv4Net;
@@ -83,7 +84,6 @@ impl DhcpSync {
         let mut v: Vec<(String, Arc<DnsServer>)> = self
             .dns
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
@@ -92,32 +92,19 @@ impl DhcpSync {
     }
 
     fn teardown(&self, net_id: &str) {
-        if let Some(d) = self
-            .dns
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(net_id)
-        {
+        if let Some(d) = self.dns.lock().remove(net_id) {
             d.stop();
         }
         self.dp.unlisten(net_id);
         self.dp.remove_network(net_id);
-        let ns = self
-            .plugged
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(net_id);
+        let ns = self.plugged.lock().remove(net_id);
         if let Some(ns) = ns {
             match delete_netns(&ns) {
                 Ok(()) => tracing::info!("network {net_id}: namespace {ns} removed"),
                 Err(e) => tracing::error!("network {net_id}: {e}"),
             }
         }
-        let seg = self
-            .segments
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(net_id);
+        let seg = self.segments.lock().remove(net_id);
         if let Some(seg) = seg {
             for link in &seg {
                 if let Err(e) = delete_link(link) {
@@ -187,7 +174,6 @@ impl DhcpSync {
                     served += 1;
                     self.plugged
                         .lock()
-                        .unwrap_or_else(|p| p.into_inner())
                         .insert(net_id.clone(), spec.netns.clone());
                 }
                 Err(e) => {
@@ -310,10 +296,7 @@ impl DhcpSync {
             .network(net_id)
             .and_then(|n| segment::plumb_segment(&self.cfg, n))
         {
-            self.segments
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(net_id.into(), links);
+            self.segments.lock().insert(net_id.into(), links);
         }
         let spec = plug_for(&self.cfg, reg, net_id, port);
         if let Err(e) = plug(&spec) {
@@ -324,7 +307,6 @@ impl DhcpSync {
         self.dp.set_addrs(&net, spec.addrs.clone());
         self.plugged
             .lock()
-            .unwrap_or_else(|p| p.into_inner())
             .insert(net_id.into(), spec.netns.clone());
         let key = net_id.to_string();
         if !self.dp.is_listening(&key) {
@@ -353,12 +335,7 @@ impl DhcpSync {
     /// network's subnets and names.
     fn sync_dns(&self, reg: &Registry, net_id: &str, spec: &DhcpPlug) {
         let Some(dns) = &self.cfg.dns else { return };
-        let existing = self
-            .dns
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(net_id)
-            .cloned();
+        let existing = self.dns.lock().get(net_id).cloned();
         let server = match existing {
             Some(s) => s,
             None => {
@@ -389,10 +366,7 @@ impl DhcpSync {
                             spec.inner,
                             spec.netns
                         );
-                        self.dns
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .insert(net_id.into(), srv.clone());
+                        self.dns.lock().insert(net_id.into(), srv.clone());
                         srv
                     }
                     Err(e) => {
@@ -418,12 +392,7 @@ impl DhcpSync {
 
     /// Gives the network's DNS server the names of its ports as they are now.
     fn refresh_names(&self, reg: &Registry, net_id: &str) {
-        let server = self
-            .dns
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(net_id)
-            .cloned();
+        let server = self.dns.lock().get(net_id).cloned();
         let Some(server) = server else { return };
         let mut zone = Zone::default();
         for (ip, fqdn, name) in names_for(reg, net_id, self.cfg.dhcp.domain.as_deref()) {

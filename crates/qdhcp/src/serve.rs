@@ -44,71 +44,6 @@ fn raise_open_files_limit() {
     }
 }
 
-/// Records this node in the database and keeps its heartbeat going (every third of the down
-/// time), so that Neutron's agent API shows it alive; it keeps the agent id it had before.
-fn start_heartbeats(
-    control: &Arc<qdhcp_control::Control>,
-    cfg: &ServeConfig,
-) -> anyhow::Result<()> {
-    let fmt = qdhcp_api::agents::AGENT_TIME;
-    let id = control
-        .nodes()?
-        .into_iter()
-        .find(|n| n.host == cfg.node)
-        .map(|n| n.id)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let started = chrono::Utc::now().format(fmt).to_string();
-    let row = |at: String| qdhcp_store::NodeRow {
-        host: cfg.node.clone(),
-        id: id.clone(),
-        started_at: started.clone(),
-        heartbeat_at: at,
-    };
-    control.heartbeat(&row(started.clone()))?;
-    update_live_nodes(control, cfg);
-    tracing::info!(
-        "node {} (DHCP agent {id}) heartbeats every {} s",
-        cfg.node,
-        (cfg.node_down_secs / 3).max(1)
-    );
-    let every = std::time::Duration::from_secs((cfg.node_down_secs / 3).max(1));
-    let c = control.clone();
-    let me = cfg.clone();
-    let mut next = row(started.clone());
-    std::thread::Builder::new()
-        .name("heartbeat".into())
-        .spawn(move || loop {
-            std::thread::sleep(every);
-            next.heartbeat_at = chrono::Utc::now().format(fmt).to_string();
-            if let Err(e) = c.heartbeat(&next) {
-                tracing::warn!("heartbeat not recorded: {e}");
-            }
-            update_live_nodes(&c, &me);
-        })?;
-    Ok(())
-}
-
-/// Tells the scheduler which nodes are alive now (heartbeats younger than the down time);
-/// the first of them moves the networks of nodes that went down (see `Control::live_nodes`).
-fn update_live_nodes(control: &qdhcp_control::Control, cfg: &ServeConfig) {
-    let rows = match control.nodes() {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::warn!("cannot read the nodes' heartbeats: {e}");
-            return;
-        }
-    };
-    let now = chrono::Utc::now().naive_utc();
-    let live: Vec<String> = rows
-        .into_iter()
-        .filter(|n| qdhcp_api::agents::alive(&n.heartbeat_at, now, cfg.node_down_secs))
-        .map(|n| n.host)
-        .collect();
-    if let Err(e) = control.live_nodes(live, &cfg.node) {
-        tracing::warn!("DHCP scheduler: networks not moved yet: {e}");
-    }
-}
-
 /// Runs `qdhcp serve`; returns the exit code.
 pub fn run(args: &ServeArgs) -> i32 {
     let cfg = match resolve(args) {
@@ -202,7 +137,7 @@ fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     )?);
     // This node's heartbeat first: the scheduler places networks on live nodes, this one too.
     control.set_nodes_per_network(cfg.nodes_per_network)?;
-    start_heartbeats(&control, &cfg)?;
+    qdhcp_control::nodes::start_heartbeats(&control, &cfg.node, cfg.node_down_secs)?;
     // Serve at once every network whose namespace survived (a restart), then check and repair
     // every network's plumbing in the background, one network at a time, while the API runs.
     let t0 = std::time::Instant::now();
@@ -264,11 +199,11 @@ fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     let msync = sync.clone();
     let metrics: qdhcp_api::MetricsSource =
         Arc::new(move || mdp.prometheus() + &qdhcp_dns::server::prometheus(&msync.dns_servers()));
-    qdhcp_api::render::set_dns_domain(cfg.dhcp.domain.as_deref().unwrap_or(""));
     // writes through other nodes' APIs reach this node's tables (PostgreSQL's LISTEN/NOTIFY)
     control.watch()?;
     let state = ApiState::new(control, auth, Some(metrics));
     state.set_node_down_secs(cfg.node_down_secs);
+    state.set_dns_domain(cfg.dhcp.domain.as_deref().unwrap_or(""));
     // One async worker answers HTTP; one blocking thread runs the writes (they queue on the
     // registry lock anyway): threads stay few however many networks or requests there are.
     let rt = tokio::runtime::Builder::new_multi_thread()

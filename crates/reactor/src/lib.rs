@@ -7,13 +7,14 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+use parking_lot::Mutex;
 use std::cell::Cell;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::io;
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -132,7 +133,7 @@ impl Reactor {
 
     fn send(&self, lp: usize, cmd: Cmd) {
         let l = &self.loops[lp];
-        l.cmds.lock().unwrap_or_else(|p| p.into_inner()).push(cmd);
+        l.cmds.lock().push(cmd);
         if let Err(e) = l.waker.wake() {
             tracing::error!("event loop {lp}: cannot wake it: {e}");
         }
@@ -180,7 +181,7 @@ impl Reactor {
             if me == (self.id, i) {
                 continue;
             }
-            let t = l.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
+            let t = l.thread.lock().take();
             if let Some(t) = t {
                 let _ = t.join();
             }
@@ -241,7 +242,7 @@ fn run(mut poll: Poll, cmds: &Mutex<Vec<Cmd>>, count: &AtomicUsize) {
             }
         }
         if woken {
-            pending.append(&mut cmds.lock().unwrap_or_else(|p| p.into_inner()));
+            pending.append(&mut cmds.lock());
             for c in pending.drain(..) {
                 match c {
                     Cmd::Add(id, src) => {

@@ -20,7 +20,7 @@ impl Source for OnePerTurn {
         let mut b = [0u8; 64];
         match self.sock.recv_from(&mut b) {
             Ok(_) => {
-                self.log.lock().unwrap().push(self.name);
+                self.log.lock().push(self.name);
                 Turn::More
             }
             Err(_) => Turn::Drained,
@@ -114,8 +114,8 @@ fn a_flooded_source_does_not_starve_another_on_the_same_loop() {
     }
     tx.send_to(b"quiet", b_addr).unwrap();
     release.send(()).unwrap();
-    wait_for("every datagram served", || log.lock().unwrap().len() == 101);
-    let log = log.lock().unwrap();
+    wait_for("every datagram served", || log.lock().len() == 101);
+    let log = log.lock();
     let b_at = log.iter().position(|n| *n == "b").unwrap();
     assert!(
         b_at <= 2,
@@ -152,7 +152,7 @@ fn remove_returns_once_the_source_is_dropped_and_others_keep_serving() {
     let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
     tx.send_to(b"x", b_addr).unwrap();
     wait_for("b served after a's removal", || {
-        log.lock().unwrap().as_slice() == ["b"]
+        log.lock().as_slice() == ["b"]
     });
 }
 

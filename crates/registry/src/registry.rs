@@ -169,7 +169,7 @@ pub struct Registry {
 
 /// The free-address hints, set by the lookups that find the first free address (`&self`).
 #[derive(Debug, Default)]
-pub(crate) struct Hints(std::sync::Mutex<HintMaps>);
+pub(crate) struct Hints(parking_lot::Mutex<HintMaps>);
 
 /// Persistent maps: a registry is cloned for every write (docs/ARCHITECTURE.md, "The walk of an
 /// API call"), and a clone must not copy a hint per subnet.
@@ -186,13 +186,13 @@ pub(crate) struct HintMaps {
 
 impl Clone for Hints {
     fn clone(&self) -> Self {
-        Hints(std::sync::Mutex::new(self.map().clone()))
+        Hints(parking_lot::Mutex::new(self.map().clone()))
     }
 }
 
 impl Hints {
-    pub(crate) fn map(&self) -> std::sync::MutexGuard<'_, HintMaps> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    pub(crate) fn map(&self) -> parking_lot::MutexGuard<'_, HintMaps> {
+        self.0.lock()
     }
     pub(crate) fn get(&self, subnet: &str) -> Option<u32> {
         self.map().first.get(subnet).copied()

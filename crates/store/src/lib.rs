@@ -15,9 +15,10 @@ mod rows;
 use migrations::MIGRATIONS;
 use rows::{decode, decode_one, kind_name, kind_of, row_of, Row};
 
+use parking_lot::Mutex;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
+use chrono::NaiveDateTime;
 use qdhcp_registry::{Kind, Registry, Stored};
 use rusqlite::{params, Connection};
 
@@ -146,10 +147,31 @@ pub struct NodeRow {
     pub host: String,
     /// Its agent id, kept across restarts.
     pub id: String,
-    /// When it last started (`YYYY-MM-DD HH:MM:SS`, UTC, as Neutron shows agent times).
-    pub started_at: String,
-    /// Its last heartbeat, same format.
-    pub heartbeat_at: String,
+    /// When it last started (UTC).
+    pub started_at: NaiveDateTime,
+    /// Its last heartbeat (UTC).
+    pub heartbeat_at: NaiveDateTime,
+}
+
+/// How node times are stored, as Neutron shows agent times (`YYYY-MM-DD HH:MM:SS`, UTC).
+pub const NODE_TIME: &str = "%Y-%m-%d %H:%M:%S";
+
+impl NodeRow {
+    /// Whether the node is alive at `now`: its last heartbeat is at most `down_secs` old.
+    pub fn alive(&self, now: NaiveDateTime, down_secs: u64) -> bool {
+        (now - self.heartbeat_at).num_seconds() <= down_secs as i64
+    }
+
+    /// A row as stored; a time that does not parse is the zero time (a node long dead).
+    fn from_stored(host: String, id: String, started_at: &str, heartbeat_at: &str) -> NodeRow {
+        let parse = |t: &str| NaiveDateTime::parse_from_str(t, NODE_TIME).unwrap_or_default();
+        NodeRow {
+            host,
+            id,
+            started_at: parse(started_at),
+            heartbeat_at: parse(heartbeat_at),
+        }
+    }
 }
 
 /// How often the WAL is copied into the database, off the request path.
@@ -254,7 +276,6 @@ impl Store {
         match &self.backend {
             Backend::Sqlite { conn, .. } => conn
                 .lock()
-                .unwrap_or_else(|p| p.into_inner())
                 .query_row("PRAGMA user_version", [], |r| r.get(0))
                 .map_err(|e| self.err(e)),
             Backend::Postgres(pg) => pg.schema_version(),
@@ -271,7 +292,7 @@ impl Store {
     /// Reads every object back.
     pub fn load(&self) -> Result<Registry, StoreError> {
         let conn = match &self.backend {
-            Backend::Sqlite { conn, .. } => conn.lock().unwrap_or_else(|p| p.into_inner()),
+            Backend::Sqlite { conn, .. } => conn.lock(),
             Backend::Postgres(pg) => return decode(pg.rows()?, &self.path),
         };
         let mut stmt = conn
@@ -349,14 +370,19 @@ impl Store {
     /// node keeps the agent id it had.
     pub fn heartbeat(&self, n: &NodeRow) -> Result<(), StoreError> {
         let conn = match &self.backend {
-            Backend::Sqlite { conn, .. } => conn.lock().unwrap_or_else(|p| p.into_inner()),
+            Backend::Sqlite { conn, .. } => conn.lock(),
             Backend::Postgres(pg) => return pg.heartbeat(n),
         };
         conn.execute(
             "INSERT INTO nodes (host, id, started_at, heartbeat_at) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT(host) DO UPDATE SET started_at = excluded.started_at,
                                              heartbeat_at = excluded.heartbeat_at",
-            params![n.host, n.id, n.started_at, n.heartbeat_at],
+            params![
+                n.host,
+                n.id,
+                n.started_at.format(NODE_TIME).to_string(),
+                n.heartbeat_at.format(NODE_TIME).to_string()
+            ],
         )
         .map(|_| ())
         .map_err(|e| self.err(e))
@@ -365,7 +391,7 @@ impl Store {
     /// Every node that ever sent a heartbeat, by host.
     pub fn nodes(&self) -> Result<Vec<NodeRow>, StoreError> {
         let conn = match &self.backend {
-            Backend::Sqlite { conn, .. } => conn.lock().unwrap_or_else(|p| p.into_inner()),
+            Backend::Sqlite { conn, .. } => conn.lock(),
             Backend::Postgres(pg) => return pg.nodes(),
         };
         let mut stmt = conn
@@ -373,12 +399,12 @@ impl Store {
             .map_err(|e| self.err(e))?;
         let rows = stmt
             .query_map([], |r| {
-                Ok(NodeRow {
-                    host: r.get(0)?,
-                    id: r.get(1)?,
-                    started_at: r.get(2)?,
-                    heartbeat_at: r.get(3)?,
-                })
+                Ok(NodeRow::from_stored(
+                    r.get(0)?,
+                    r.get(1)?,
+                    &r.get::<_, String>(2)?,
+                    &r.get::<_, String>(3)?,
+                ))
             })
             .map_err(|e| self.err(e))?;
         rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
@@ -388,7 +414,7 @@ impl Store {
     /// ([`Registry::stored`]), in one transaction: all of it or nothing.
     pub fn apply(&self, changed: &[Stored]) -> Result<(), StoreError> {
         let mut conn = match &self.backend {
-            Backend::Sqlite { conn, .. } => conn.lock().unwrap_or_else(|p| p.into_inner()),
+            Backend::Sqlite { conn, .. } => conn.lock(),
             Backend::Postgres(pg) => return pg.apply(changed),
         };
         let tx = conn.transaction().map_err(|e| self.err(e))?;
@@ -418,6 +444,18 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_node_is_alive_until_its_heartbeat_is_older_than_the_down_time() {
+        let t = NaiveDateTime::parse_from_str("2026-12-02 01:00:30", NODE_TIME).unwrap();
+        let row = |at: &str| NodeRow::from_stored("n".into(), "i".into(), at, at);
+        assert!(row("2026-12-02 01:00:00").alive(t, 30));
+        assert!(!row("2026-12-02 00:59:59").alive(t, 30));
+        assert!(
+            !row("not a time").alive(t, 30),
+            "a time that does not parse is long dead"
+        );
+    }
     use qdhcp_registry::requests::{NetworkReq, PortReq, SubnetReq};
     use qdhcp_registry::{Caller, Env};
 
@@ -513,7 +551,6 @@ mod tests {
         };
         let auto: i64 = conn
             .lock()
-            .unwrap()
             .query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0))
             .unwrap();
         assert_eq!(auto, 0, "no commit runs a checkpoint");

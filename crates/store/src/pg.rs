@@ -360,7 +360,12 @@ impl PgStore {
                     "INSERT INTO nodes (host, id, started_at, heartbeat_at) VALUES ($1, $2, $3, $4)
                      ON CONFLICT (host) DO UPDATE SET started_at = excluded.started_at,
                                                       heartbeat_at = excluded.heartbeat_at",
-                    &[&n.host, &n.id, &n.started_at, &n.heartbeat_at],
+                    &[
+                        &n.host,
+                        &n.id,
+                        &n.started_at.format(crate::NODE_TIME).to_string(),
+                        &n.heartbeat_at.format(crate::NODE_TIME).to_string(),
+                    ],
                 )
                 .map(|_| ())
                 .map_err(|e| self.err(e))
@@ -378,11 +383,13 @@ impl PgStore {
                 )
                 .map_err(|e| self.err(e))?
                 .into_iter()
-                .map(|r| crate::NodeRow {
-                    host: r.get(0),
-                    id: r.get(1),
-                    started_at: r.get(2),
-                    heartbeat_at: r.get(3),
+                .map(|r| {
+                    crate::NodeRow::from_stored(
+                        r.get(0),
+                        r.get(1),
+                        r.get::<_, &str>(2),
+                        r.get::<_, &str>(3),
+                    )
                 })
                 .collect())
         })

@@ -120,11 +120,12 @@ fn node_heartbeats_are_shared_through_postgresql() {
     let Some(pg) = Pg::start() else { return };
     let a = Store::open_url(&pg.url()).expect("open");
     let b = Store::open_url(&pg.url()).expect("open");
+    let t = |s: &str| chrono::NaiveDateTime::parse_from_str(s, qdhcp_store::NODE_TIME).unwrap();
     let row = |host: &str, id: &str, at: &str| qdhcp_store::NodeRow {
         host: host.into(),
         id: id.into(),
-        started_at: "2026-12-02 01:00:00".into(),
-        heartbeat_at: at.into(),
+        started_at: t("2026-12-02 01:00:00"),
+        heartbeat_at: t(at),
     };
     a.heartbeat(&row("node-a", "id-a", "2026-12-02 01:00:00"))
         .unwrap();
