@@ -28,8 +28,9 @@ const MAX_BATCH: usize = 256;
 /// Longest a batch waits for more writes while the DHCP side is busy (see `Writer::gather`).
 const GATHER_MAX: Duration = Duration::from_millis(100);
 
-/// How often the writer looks whether the DHCP side is done while it gathers.
-const GATHER_SLICE: Duration = Duration::from_millis(1);
+/// How often the writer looks whether the DHCP side is done while it gathers: short, since
+/// a quick telling (a reservation upserted) is done in microseconds.
+const GATHER_SLICE: Duration = Duration::from_micros(100);
 
 /// How often a write another node's allocation refused runs again on the caught-up registry.
 const CONFLICT_TRIES: u32 = 4;
