@@ -115,7 +115,7 @@ fn in_ranges(ranges: &[(u32, u32)], id: u32) -> bool {
 /// network goes through [`InUse::add`] and [`InUse::remove`]), so that a create checks its
 /// segment and finds a free one without a scan of every network (that scan was 4% of a
 /// create's CPU at 4,000 networks, and grew with them). Persistent maps, as the registry's
-/// others (see [`crate::Registry::snapshot`]).
+/// others (a clone of the registry costs a few reference counts).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(crate) struct InUse {
     /// VNI → networks holding it (more than one only in data written around the checks).
