@@ -203,6 +203,18 @@ impl Control {
         live.sort();
         live.dedup();
         let again = self.scheduled_for.lock().as_ref() != Some(&live);
+        let leader = live.first().map(String::as_str) == Some(me);
+        {
+            // the usual heartbeat changes nothing: no write, no new registry published
+            let reg = self.read();
+            let s = reg.scheduling();
+            if s.live == live && s.me == me && !(leader && again) {
+                if !leader {
+                    *self.scheduled_for.lock() = None;
+                }
+                return Ok(0);
+            }
+        }
         let (nodes, me) = (live.clone(), me.to_string());
         let moved = self.mutate(move |reg, env| {
             let mut s = reg.scheduling().clone();
