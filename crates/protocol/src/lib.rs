@@ -9,6 +9,7 @@ pub mod log;
 pub mod options;
 pub mod reply;
 pub mod types;
+pub mod v6;
 
 pub use decide::{
     decide, renew_from_durable, time_left, Context, Decision, Ignored, Lease, LeaseChange,

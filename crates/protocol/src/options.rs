@@ -259,7 +259,7 @@ fn parse_ips(code: u8, value: &str) -> Result<Vec<Ipv4Addr>, OptionError> {
         .collect()
 }
 
-fn parse_secs(code: u8, value: &str) -> Result<u32, OptionError> {
+pub(crate) fn parse_secs(code: u8, value: &str) -> Result<u32, OptionError> {
     let v = value.trim();
     if v == "infinite" {
         return Ok(u32::MAX);
@@ -380,7 +380,7 @@ fn retag(tlv: &[u8], code: u8) -> Vec<u8> {
 }
 
 /// dnsmasq's guess for untyped options: addresses, then hex bytes, then an integer, else text.
-fn guess(value: &str) -> Vec<u8> {
+pub(crate) fn guess(value: &str) -> Vec<u8> {
     let v = value.trim();
     if let Ok(ips) = parse_ips(0, v) {
         return ips.iter().flat_map(|ip| ip.octets()).collect();

@@ -1,0 +1,20 @@
+//! The DHCPv6 server core (RFC 8415), beside the DHCPv4 one and as pure: the front door
+//! (`frontdoor.rs`), the link's subnets and hosts (`table.rs`), options as configured
+//! (`options.rs`), the decision (`decide.rs`) and its log lines (`log.rs`).
+
+pub mod decide;
+pub mod frontdoor;
+pub mod log;
+pub mod options;
+pub mod table;
+
+pub use decide::{
+    decide6, Change6, Context6, Decision6, Ignored6, Lease6, LeaseView6, Outcome6, Reply6,
+};
+pub use frontdoor::{parse6, Duid, IaAddr, IaNa, Inbound6, Malformed6, Msg6, Relay};
+pub use log::Log6;
+pub use options::Options6;
+pub use table::{Host6, Subnet6, Table6};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,100 @@
+//! What a DHCPv6 server serves on one link: the subnets (each with its lease time and options)
+//! and the hosts, keyed by MAC as Neutron's hosts file keys them (never by DUID), each with its
+//! fixed addresses (none on a stateless subnet) and its own options.
+
+use std::net::Ipv6Addr;
+
+use ahash::HashMap;
+use ipnet::Ipv6Net;
+
+use crate::types::Mac;
+use crate::v6::options::Options6;
+
+/// One IPv6 subnet served on the link (`--dhcp-range=set:subnet-…,2001:db8::,static,64,…`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subnet6 {
+    /// The prefix.
+    pub net: Ipv6Net,
+    /// The lease time for its addresses, seconds (`u32::MAX`: infinite).
+    pub lease_secs: u32,
+    /// Options for clients of this subnet (`tag:subnet-…,option6:…`).
+    pub options: Options6,
+}
+
+/// One host line with `tag:dhcpv6`: a port's MAC, its IPv6 addresses, its name and options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Host6 {
+    /// The port's MAC.
+    pub mac: Mac,
+    /// Its fixed addresses (empty on a stateless subnet: options only).
+    pub addrs: Vec<Ipv6Addr>,
+    /// Host name as written in the hosts file (may carry the domain).
+    pub hostname: Option<String>,
+    /// The port's own options (`tag:port-…,option6:…`).
+    pub options: Options6,
+}
+
+impl Host6 {
+    /// The name without its domain, as the leases file and log lines carry it.
+    pub fn short_name(&self) -> Option<&str> {
+        self.hostname
+            .as_deref()
+            .map(|h| h.split('.').next().unwrap_or(h))
+            .filter(|h| !h.is_empty())
+    }
+}
+
+/// The DHCPv6 side of one network: its subnets and hosts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Table6 {
+    /// Subnets, in configuration order.
+    pub subnets: Vec<Subnet6>,
+    hosts: HashMap<Mac, Host6>,
+    /// Options for everyone (untagged `option6:` lines).
+    pub global: Options6,
+    /// `--domain`: sent as the domain search list when none is configured.
+    pub domain: Option<String>,
+    /// `--dhcp-rapid-commit`: a SOLICIT with Rapid Commit is answered with a REPLY at once.
+    pub rapid_commit: bool,
+}
+
+impl Table6 {
+    /// A table of these subnets and hosts.
+    pub fn new(subnets: Vec<Subnet6>, hosts: impl IntoIterator<Item = Host6>) -> Table6 {
+        Table6 {
+            subnets,
+            hosts: hosts.into_iter().map(|h| (h.mac, h)).collect(),
+            ..Table6::default()
+        }
+    }
+
+    /// The host line for a MAC.
+    pub fn host(&self, mac: Mac) -> Option<&Host6> {
+        self.hosts.get(&mac)
+    }
+
+    /// Adds or replaces the host of a MAC.
+    pub fn upsert(&mut self, h: Host6) -> Option<Host6> {
+        self.hosts.insert(h.mac, h)
+    }
+
+    /// Removes the host of a MAC.
+    pub fn remove_mac(&mut self, mac: Mac) -> Option<Host6> {
+        self.hosts.remove(&mac)
+    }
+
+    /// Every host, in no particular order.
+    pub fn hosts(&self) -> impl Iterator<Item = &Host6> {
+        self.hosts.values()
+    }
+
+    /// The subnet holding an address.
+    pub fn subnet_of(&self, a: Ipv6Addr) -> Option<&Subnet6> {
+        self.subnets.iter().find(|s| s.net.contains(&a))
+    }
+
+    /// True when the table serves nothing (no DHCPv6 range).
+    pub fn is_empty(&self) -> bool {
+        self.subnets.is_empty()
+    }
+}
