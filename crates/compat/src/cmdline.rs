@@ -88,6 +88,7 @@ const FLAGS: &[(&str, Option<char>, Arity, Role)] = &[
     ("dhcp-authoritative", Some('K'), Arity::None, Role::Dhcp),
     ("dhcp-broadcast", None, Arity::Optional, Role::Dhcp),
     ("dhcp-sequential-ip", None, Arity::None, Role::Dhcp),
+    ("dhcp-rapid-commit", None, Arity::None, Role::Dhcp),
     ("dhcp-script", None, Arity::Required, Role::Dhcp),
     ("dhcp-client-update", None, Arity::None, Role::Dhcp),
     ("dhcp-fqdn", None, Arity::None, Role::Dhcp),
@@ -140,6 +141,18 @@ pub struct DhcpRange {
     pub lease_secs: Option<u32>,
 }
 
+/// One DHCPv6 `--dhcp-range` (`set:subnet-<id>,2001:db8::,static,64,86400s`, Neutron's form
+/// for dhcpv6-stateful and dhcpv6-stateless subnets alike).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DhcpRange6 {
+    /// The tag this range sets.
+    pub tag: Option<String>,
+    /// The subnet.
+    pub net: ipnet::Ipv6Net,
+    /// Lease seconds; `None` is infinite.
+    pub lease_secs: Option<u32>,
+}
+
 /// Everything from the command line that matters to DHCP service.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct DnsmasqConfig {
@@ -151,6 +164,10 @@ pub struct DnsmasqConfig {
     pub leasefile: Option<PathBuf>,
     /// `--dhcp-range`.
     pub ranges: Vec<DhcpRange>,
+    /// `--dhcp-range` for DHCPv6.
+    pub ranges6: Vec<DhcpRange6>,
+    /// `--dhcp-rapid-commit`: a SOLICIT asking for Rapid Commit gets its REPLY at once.
+    pub rapid_commit: bool,
     /// `--dhcp-host` lines given directly.
     pub hosts: Vec<String>,
     /// `--dhcp-option` lines given directly.
@@ -354,8 +371,11 @@ where
         "dhcp-leasefile" => cfg.leasefile = Some(v.into()),
         "dhcp-range" => {
             if is_ipv6_range(&v) {
-                // a dual-stack network: its IPv6 subnet is not ours to serve, the IPv4 one is
-                cfg.not_served.push(format!("--dhcp-range={v} (DHCPv6)"));
+                match parse_range6(&v) {
+                    Ok(r) => cfg.ranges6.push(r),
+                    // router-advertisement modes: Neutron's L3 agent runs radvd, not us
+                    Err(e) => cfg.not_served.push(format!("--dhcp-range={v} ({e})")),
+                }
             } else {
                 cfg.ranges.push(parse_range(&v).map_err(bad)?);
             }
@@ -385,6 +405,7 @@ where
         "log-dhcp" => cfg.log_dhcp = true,
         "quiet-dhcp" => cfg.quiet_dhcp = true,
         "dhcp-broadcast" => cfg.dhcp_broadcast = true,
+        "dhcp-rapid-commit" => cfg.rapid_commit = true,
         "keep-in-foreground" => cfg.keep_in_foreground = true,
         "no-daemon" => cfg.no_daemon = true,
         "test" => cfg.test_only = true,

@@ -83,6 +83,9 @@ pub fn parse_host(line: &str) -> Result<Option<HostLine>, String> {
             .or_else(|| tok.strip_prefix("net:"))
         {
             h.tags.push(t.to_string());
+        } else if tok == "tag:dhcpv6" {
+            // Neutron's mark for a DHCPv6 host line (see `parse_host6`)
+            saw_v6 = true;
         } else if tok.starts_with("tag:") {
             // a host entry conditional on a tag: not used by Neutron, accepted
         } else if tok.starts_with('[') {
@@ -123,6 +126,116 @@ pub fn parse_host(line: &str) -> Result<Option<HostLine>, String> {
         return Err(format!("no MAC or client id in {line:?}"));
     }
     Ok(Some(h))
+}
+
+/// One DHCPv6 `dhcp-host` entry as Neutron writes it:
+/// `mac,tag:dhcpv6,host-…,[2001:db8::103][,[…]][,set:port-<id>]`, or `mac,tag:dhcpv6,set:port-<id>`
+/// for a port on a stateless subnet (options only).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HostLine6 {
+    /// Hardware address: DHCPv6 clients are matched by it, never by DUID.
+    pub mac: Option<Mac>,
+    /// Reserved addresses (none for a stateless subnet).
+    pub addrs: Vec<std::net::Ipv6Addr>,
+    /// Host name as written (with its domain).
+    pub hostname: Option<String>,
+    /// Tags set for this host (`set:port-<id>`).
+    pub tags: Vec<String>,
+}
+
+/// Parses one `dhcp-host` value for DHCPv6: `Ok(None)` for a line with nothing for DHCPv6
+/// (no `tag:dhcpv6` and no `[address]`).
+pub fn parse_host6(line: &str) -> Result<Option<HostLine6>, String> {
+    let mut h = HostLine6::default();
+    let mut v6 = false;
+    for tok in line.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+        if tok == "tag:dhcpv6" {
+            v6 = true;
+        } else if let Some(a) = tok.strip_prefix('[').and_then(|t| t.strip_suffix(']')) {
+            v6 = true;
+            h.addrs
+                .push(a.parse().map_err(|_| format!("bad IPv6 address {tok:?}"))?);
+        } else if let Some(t) = tok
+            .strip_prefix("set:")
+            .or_else(|| tok.strip_prefix("net:"))
+        {
+            h.tags.push(t.to_string());
+        } else if tok.starts_with("tag:")
+            || tok.starts_with("id:")
+            || tok.parse::<Ipv4Addr>().is_ok()
+        {
+            // another condition, a DHCPv4 client id or address: not DHCPv6's
+        } else if let Ok(mac) = tok.parse::<Mac>() {
+            if h.mac.replace(mac).is_some() {
+                return Err(format!("more than one MAC in {line:?}: not supported"));
+            }
+        } else if tok == "infinite"
+            || tok == "ignore"
+            || tok.chars().next().is_some_and(|c| c.is_ascii_digit())
+        {
+            // a lease time or `ignore`: lease times come from the range
+        } else if valid_hostname(tok) {
+            h.hostname = Some(tok.trim_end_matches('.').to_string());
+        } else {
+            return Err(format!("cannot read {tok:?}"));
+        }
+    }
+    if !v6 {
+        return Ok(None);
+    }
+    if h.mac.is_none() {
+        return Err(format!(
+            "no MAC in DHCPv6 host line {line:?}: qdhcp matches DHCPv6 clients by MAC"
+        ));
+    }
+    Ok(Some(h))
+}
+
+/// Parses the DHCPv6 lines of a hosts file.
+pub fn parse_hosts6(text: &str) -> (Vec<HostLine6>, Vec<FileError>) {
+    parse_each(text, parse_host6)
+}
+
+/// One `dhcp-option` entry for DHCPv6: `[tag:T,…]option6:NAME|CODE,values`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OptLine6 {
+    /// Tags that must all be set; empty = everyone.
+    pub tags: Vec<String>,
+    /// Option code.
+    pub code: u16,
+    /// The value text, commas included.
+    pub value: String,
+}
+
+/// Parses one `dhcp-option` value for DHCPv6: `Ok(None)` for a DHCPv4 option.
+pub fn parse_opt6(line: &str) -> Result<Option<OptLine6>, String> {
+    let mut tags = Vec::new();
+    let mut rest = line;
+    loop {
+        let (head, tail) = rest.split_once(',').unwrap_or((rest, ""));
+        let head = head.trim();
+        if let Some(t) = head
+            .strip_prefix("tag:")
+            .or_else(|| head.strip_prefix("net:"))
+        {
+            tags.push(t.to_string());
+            rest = tail;
+        } else if let Some(spec) = head.strip_prefix("option6:") {
+            let code = qdhcp_protocol::v6::options::code_for(spec).map_err(|e| e.to_string())?;
+            return Ok(Some(OptLine6 {
+                tags,
+                code,
+                value: tail.trim().to_string(),
+            }));
+        } else {
+            return Ok(None);
+        }
+    }
+}
+
+/// Parses the DHCPv6 lines of an opts file.
+pub fn parse_opts6(text: &str) -> (Vec<OptLine6>, Vec<FileError>) {
+    parse_each(text, parse_opt6)
 }
 
 fn valid_hostname(s: &str) -> bool {

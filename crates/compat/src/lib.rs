@@ -6,9 +6,12 @@
 
 pub mod cmdline;
 pub mod files;
+pub mod leases6;
 pub mod reload;
 pub mod table;
+pub mod table6;
 
-pub use cmdline::{parse_args, CmdlineError, DhcpRange, DnsmasqConfig};
+pub use cmdline::{parse_args, CmdlineError, DhcpRange, DhcpRange6, DnsmasqConfig};
 pub use files::{parse_hosts, parse_leases, parse_opts, FileError, HostLine, LeaseLine, OptLine};
 pub use table::{build_table, build_with_context, Built, HostContext};
+pub use table6::build_table6;

@@ -19,6 +19,7 @@ mod send;
 pub mod server;
 mod serving;
 mod shared;
+pub mod v6;
 mod writer;
 
 pub use clock::now_secs;

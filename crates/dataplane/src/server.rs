@@ -27,6 +27,7 @@ use crate::network::{Network, ReloadStats};
 use crate::options::ServeOptions;
 use crate::serving::DhcpSource;
 use crate::shared::Shared;
+use crate::v6::{replay6, Dhcp6Source, Leases6, Net6};
 
 /// The dataplane: its networks, the listeners the event loops serve, the journal and its
 /// writer thread.
@@ -34,11 +35,14 @@ pub struct Dataplane {
     /// What the event loops share with the journal writer (counters, options, the commit
     /// queue): all a listener holds, so the listeners need nothing of this type.
     pub(crate) shared: Arc<Shared>,
-    pub(crate) journal: Journal,
+    pub(crate) journal: Arc<Journal>,
     /// A compaction was refused for want of write access (after a privilege drop).
     pub(crate) compaction_denied: AtomicBool,
     networks: Mutex<HashMap<String, Arc<Network>>>,
     recovered: Mutex<HashMap<String, LeaseTable>>,
+    /// The DHCPv6 side of networks that have IPv6 subnets.
+    nets6: Mutex<HashMap<String, Arc<Net6>>>,
+    recovered6: Mutex<HashMap<String, Leases6>>,
     /// The event loops serving every listener (from [`Dataplane::start`] on).
     reactor: OnceLock<Reactor>,
     listeners: Mutex<HashMap<String, SourceId>>,
@@ -79,6 +83,7 @@ impl Dataplane {
             );
         }
         let recovered = replay(&loaded.records, now_secs());
+        let recovered6 = replay6(&loaded.records, now_secs());
         let dp = Arc::new(Dataplane {
             shared: Arc::new(Shared {
                 counters: Counters::default(),
@@ -87,9 +92,11 @@ impl Dataplane {
                 shutdown: AtomicBool::new(false),
                 queue: Arc::new(CommitQueue::default()),
             }),
-            journal: j,
+            journal: Arc::new(j),
             networks: Mutex::new(HashMap::default()),
             recovered: Mutex::new(recovered),
+            nets6: Mutex::new(HashMap::default()),
+            recovered6: Mutex::new(recovered6),
             reactor: OnceLock::new(),
             listeners: Mutex::new(HashMap::default()),
             writer_thread: Mutex::new(None),
@@ -258,7 +265,7 @@ impl Dataplane {
                 if let Some(l) = t.revoke(m) {
                     records.push(Record {
                         network: net.name.clone(),
-                        change: LeaseChange::Release { mac: m, ip: l.ip },
+                        change: LeaseChange::Release { mac: m, ip: l.ip }.into(),
                     });
                 }
             }
@@ -295,6 +302,54 @@ impl Dataplane {
         };
         sock.set_nonblocking(false)?;
         let src = DhcpSource::new(self.shared.clone(), net, iface, sock, netns);
+        let id = reactor.add(Box::new(src));
+        let old = self.listeners.lock().insert(key.to_string(), id);
+        if let Some(old) = old {
+            reactor.remove(old);
+        }
+        Ok(())
+    }
+
+    /// Adds the DHCPv6 side of a network, with the leases recovered for it; `server_id` is
+    /// our DUID there (kept across restarts by the caller).
+    pub fn add_network6(
+        &self,
+        name: &str,
+        table: qdhcp_protocol::v6::Table6,
+        server_id: qdhcp_protocol::v6::Duid,
+    ) -> Arc<Net6> {
+        let leases = self.recovered6.lock().remove(name).unwrap_or_default();
+        let n = Arc::new(Net6::new(name, table, server_id, leases));
+        self.nets6.lock().insert(name.to_string(), n.clone());
+        n
+    }
+
+    /// The DHCPv6 side of every network that has one.
+    pub fn networks6(&self) -> Vec<Arc<Net6>> {
+        self.nets6.lock().values().cloned().collect()
+    }
+
+    /// Serves `net`'s DHCPv6 on `sock` (see [`crate::v6::open_dhcp6_socket`]), opened on
+    /// `iface` in the calling thread's namespace, under the listener name `key`.
+    pub fn listen6(
+        self: &Arc<Self>,
+        net: Arc<Net6>,
+        key: &str,
+        iface: &str,
+        sock: Socket,
+        netns: Option<std::path::PathBuf>,
+    ) -> io::Result<()> {
+        let Some(reactor) = self.reactor.get() else {
+            return Err(io::Error::other("the dataplane is not started"));
+        };
+        let src = Dhcp6Source::new(
+            self.shared.clone(),
+            self.journal.clone(),
+            net,
+            iface,
+            sock,
+            netns,
+        )?;
         let id = reactor.add(Box::new(src));
         let old = self.listeners.lock().insert(key.to_string(), id);
         if let Some(old) = old {

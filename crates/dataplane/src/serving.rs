@@ -234,7 +234,7 @@ impl DhcpSource {
                     }
                     records.push(Record {
                         network: net.name.clone(),
-                        change: c.clone(),
+                        change: c.clone().into(),
                     });
                 }
                 let Some(reply) = d.reply else { continue };

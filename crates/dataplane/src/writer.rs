@@ -23,20 +23,29 @@ impl Dataplane {
     /// Rewrites the journal to the live leases and quarantines of every network.
     pub fn compact(&self) -> Result<usize, JournalError> {
         let nets: Vec<Arc<Network>> = self.networks().into_iter().collect();
+        let nets6 = self.networks6();
         self.journal.compact(|| {
             let mut out = Vec::new();
+            for n in &nets6 {
+                for l in n.leases().iter() {
+                    out.push(Record {
+                        network: n.name.clone(),
+                        change: qdhcp_protocol::v6::Change6::Bind(l.clone()).into(),
+                    });
+                }
+            }
             for n in &nets {
                 let t = n.leases();
                 for l in t.leases() {
                     out.push(Record {
                         network: n.name.clone(),
-                        change: LeaseChange::Bind(l.clone()),
+                        change: LeaseChange::Bind(l.clone()).into(),
                     });
                 }
                 for (mac, ip, until) in t.quarantines() {
                     out.push(Record {
                         network: n.name.clone(),
-                        change: LeaseChange::Decline { mac, ip, until },
+                        change: LeaseChange::Decline { mac, ip, until }.into(),
                     });
                 }
             }
@@ -52,6 +61,11 @@ impl Dataplane {
         let mut live = 0;
         crate::priority::at_normal_priority(|| {
             for n in self.networks() {
+                let mut t = n.leases();
+                t.reap(now);
+                live += t.len();
+            }
+            for n in self.networks6() {
                 let mut t = n.leases();
                 t.reap(now);
                 live += t.len();

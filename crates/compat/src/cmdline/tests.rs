@@ -115,18 +115,27 @@ fn dns_flags_neutron_passes_are_kept() {
 }
 
 #[test]
-fn a_dual_stack_networks_ipv6_range_is_set_aside_not_refused() {
+fn a_dual_stack_networks_ipv6_range_is_served_and_ra_modes_are_set_aside() {
     let c = parse_args(
         &args(
             "--dhcp-range=set:subnet-4,172.16.1.0,static,255.255.255.0,86400s \
-               --dhcp-range=set:subnet-6,fd00:1::,static,64,86400s",
+               --dhcp-range=set:subnet-6,fd00:1::,static,64,86400s \
+               --dhcp-range=set:subnet-7,2001:db8:7::,static,48,2h \
+               --dhcp-range=fd00:9::,ra-only --dhcp-rapid-commit",
         ),
         |_| unreachable!(),
     )
     .unwrap();
     assert_eq!(c.ranges.len(), 1);
+    assert_eq!(c.ranges6.len(), 2);
+    assert_eq!(c.ranges6[0].tag.as_deref(), Some("subnet-6"));
+    assert_eq!(c.ranges6[0].net, "fd00:1::/64".parse().unwrap());
+    assert_eq!(c.ranges6[0].lease_secs, Some(86400));
+    assert_eq!(c.ranges6[1].net, "2001:db8:7::/48".parse().unwrap());
+    assert_eq!(c.ranges6[1].lease_secs, Some(7200));
+    assert!(c.rapid_commit);
     assert_eq!(c.not_served.len(), 1);
-    assert!(c.not_served[0].contains("fd00:1::"));
+    assert!(c.not_served[0].contains("ra-only"), "{:?}", c.not_served);
 }
 
 #[test]

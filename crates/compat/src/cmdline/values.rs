@@ -74,6 +74,66 @@ pub(super) fn is_ipv6_range(v: &str) -> bool {
     })
 }
 
+/// `[set:T,]START[,END],static|MODE[,PREFIXLEN][,LEASE]` for DHCPv6. Only `static` is served
+/// (reservations from the hosts file, what Neutron writes for every DHCPv6 subnet).
+pub(super) fn parse_range6(v: &str) -> Result<super::DhcpRange6, String> {
+    let mut tag = None;
+    let mut start: Option<std::net::Ipv6Addr> = None;
+    let mut is_static = false;
+    let mut numbers: Vec<&str> = Vec::new();
+    for tok in v.split(',').map(str::trim) {
+        if let Some(t) = tok.strip_prefix("set:") {
+            tag = Some(t.to_string());
+        } else if tok.starts_with("tag:") || tok.starts_with("constructor:") || tok.is_empty() {
+            continue;
+        } else if let Ok(a) = tok.parse::<std::net::Ipv6Addr>() {
+            start.get_or_insert(a);
+        } else if tok == "static" {
+            is_static = true;
+        } else if matches!(
+            tok,
+            "ra-only" | "slaac" | "ra-names" | "ra-stateless" | "ra-advrouter" | "off-link"
+        ) {
+            return Err(format!(
+                "mode {tok}: router advertisements are not served by qdhcp"
+            ));
+        } else {
+            numbers.push(tok);
+        }
+    }
+    let start = start.ok_or_else(|| format!("no IPv6 address in {v:?}"))?;
+    if !is_static {
+        return Err(
+            "only static DHCPv6 ranges are served (reservations from the hosts file)".into(),
+        );
+    }
+    // `[PREFIXLEN,]LEASE`: with two numbers the first is the prefix length
+    let (prefix, lease) = match numbers.as_slice() {
+        [] => (64, None),
+        [l] => (64, Some(*l)),
+        [p, l] => (
+            p.parse::<u8>()
+                .ok()
+                .filter(|p| *p <= 128)
+                .ok_or_else(|| format!("bad prefix length {p:?} in {v:?}"))?,
+            Some(*l),
+        ),
+        _ => return Err(format!("cannot read {v:?}")),
+    };
+    let lease = match lease {
+        Some(l) => parse_secs(l).ok_or_else(|| format!("bad lease time {l:?} in {v:?}"))?,
+        None => Some(86400),
+    };
+    let net = ipnet::Ipv6Net::new(start, prefix)
+        .map_err(|e| e.to_string())?
+        .trunc();
+    Ok(super::DhcpRange6 {
+        tag,
+        net,
+        lease_secs: lease,
+    })
+}
+
 /// `[tag:T,][set:T,]START,static,MASK[,BCAST][,LEASE]`.
 pub(super) fn parse_range(v: &str) -> Result<DhcpRange, String> {
     let mut tag = None;

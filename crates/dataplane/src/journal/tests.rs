@@ -24,8 +24,57 @@ fn bind(m: u8, exp: Option<u64>) -> Record {
             ip: Ipv4Addr::new(10, 0, 0, m),
             expires: exp,
             hostname: Some(format!("host-{m}")),
-        }),
+        })
+        .into(),
     }
+}
+
+#[test]
+fn dhcpv6_records_round_trip_beside_dhcpv4_ones() {
+    use qdhcp_protocol::v6::{Change6, Lease6};
+    let duid: qdhcp_protocol::v6::Duid =
+        "00:01:00:01:2c:aa:bb:cc:fa:16:3e:00:00:01".parse().unwrap();
+    let addr: std::net::Ipv6Addr = "2001:db8:6::103".parse().unwrap();
+    for change in [
+        Change6::Bind(Lease6 {
+            duid: duid.clone(),
+            iaid: 7,
+            addr,
+            mac: Mac([0xfa, 0x16, 0x3e, 0, 0, 1]),
+            expires: Some(1_700_000_000),
+            hostname: Some("host-2001-db8-6--103".into()),
+        }),
+        Change6::Release {
+            duid: duid.clone(),
+            iaid: 7,
+            addr,
+        },
+        Change6::Decline {
+            duid,
+            iaid: 4_000_000_000,
+            addr,
+        },
+    ] {
+        let r = Record {
+            network: "default".into(),
+            change: change.into(),
+        };
+        let mut line = Vec::new();
+        encode(&r, &mut line);
+        let text = String::from_utf8(line).unwrap();
+        assert_eq!(decode(text.trim_end()), Some(r), "{text}");
+    }
+    // the v4 replay leaves v6 records alone
+    let b6 = Record {
+        network: "default".into(),
+        change: Change6::Release {
+            duid: "00:03:00:01:fa:16:3e:00:00:01".parse().unwrap(),
+            iaid: 1,
+            addr,
+        }
+        .into(),
+    };
+    assert!(!replay(&[b6], 0).contains_key("default"));
 }
 
 #[test]
@@ -200,7 +249,7 @@ fn records_appended_during_a_compaction_are_copied_outside_the_journal() {
                 // the writer goes on while the snapshot is written: 2,000 records
                 for i in 0..2_000u16 {
                     let mut r = bind(2, None);
-                    if let LeaseChange::Bind(l) = &mut r.change {
+                    if let Change::V4(LeaseChange::Bind(l)) = &mut r.change {
                         l.mac = Mac([0xfa, 0x16, 0x3e, 2, (i >> 8) as u8, i as u8]);
                     }
                     j.commit(std::slice::from_ref(&r), || ()).unwrap();
@@ -236,7 +285,7 @@ fn commits_during_a_compaction_survive_it() {
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 // a new client each time: a record lost from a compaction stays lost
                 let mut r = bind(1, None);
-                if let LeaseChange::Bind(l) = &mut r.change {
+                if let Change::V4(LeaseChange::Bind(l)) = &mut r.change {
                     l.mac = Mac([0xfa, 0x16, 0x3e, 0, (i >> 8) as u8, i as u8]);
                 }
                 i = i.wrapping_add(1);

@@ -1,0 +1,273 @@
+//! DHCPv6 serving (see docs/ARCHITECTURE.md, "DHCPv6"): one UDP socket on port 547 per served
+//! interface, joined to ff02::1:2, served by the same event loops as DHCPv4; the client's MAC
+//! from the neighbour table (`neigh.rs`) or a relay; the decision in
+//! `qdhcp_protocol::v6::decide6`; leases in the same journal as DHCPv4 leases, each REPLY that
+//! binds sent only after its batch is on disk (`source.rs`).
+
+mod neigh;
+mod source;
+
+use parking_lot::{Mutex, MutexGuard, RwLock, RwLockReadGuard};
+use std::io;
+use std::net::{Ipv6Addr, SocketAddrV6};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use ahash::HashMap;
+use qdhcp_protocol::v6::{Change6, Duid, Lease6, LeaseView6, Malformed6, Msg6, Table6};
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+
+pub(crate) use source::Dhcp6Source;
+
+/// ff02::1:2, All_DHCP_Relay_Agents_and_Servers (RFC 8415 §7.1).
+pub const ALL_SERVERS: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 1, 2);
+/// Port servers and relays listen on.
+pub const SERVER_PORT6: u16 = 547;
+/// Port clients listen on.
+pub const CLIENT_PORT6: u16 = 546;
+
+/// The DHCPv6 leases of one network, by address.
+#[derive(Debug, Default)]
+pub struct Leases6 {
+    by_addr: HashMap<Ipv6Addr, Lease6>,
+    /// Bumped on every change: the leases file is rewritten when it moves.
+    generation: u64,
+    /// Told when a lease goes away, so the leases file shows it at once (dhcp_release6).
+    wake: Option<std::sync::mpsc::SyncSender<()>>,
+}
+
+impl LeaseView6 for Leases6 {
+    fn by_addr(&self, addr: Ipv6Addr) -> Option<&Lease6> {
+        self.by_addr.get(&addr)
+    }
+}
+
+impl Leases6 {
+    /// Applies one change; returns the lease it replaced or removed.
+    pub fn apply(&mut self, c: &Change6) -> Option<Lease6> {
+        self.generation += 1;
+        match c {
+            Change6::Bind(l) => self.by_addr.insert(l.addr, l.clone()),
+            Change6::Release { duid, iaid, addr } | Change6::Decline { duid, iaid, addr } => {
+                let held = self
+                    .by_addr
+                    .get(addr)
+                    .is_some_and(|l| &l.duid == duid && l.iaid == *iaid);
+                let gone = held.then(|| self.by_addr.remove(addr)).flatten();
+                if gone.is_some() {
+                    if let Some(w) = &self.wake {
+                        let _ = w.try_send(());
+                    }
+                }
+                gone
+            }
+        }
+    }
+
+    /// Puts back what a bind replaced (its commit failed).
+    pub(crate) fn undo(&mut self, addr: Ipv6Addr, before: Option<Lease6>) {
+        self.generation += 1;
+        match before {
+            Some(l) => self.by_addr.insert(addr, l),
+            None => self.by_addr.remove(&addr),
+        };
+    }
+
+    /// Drops leases expired by `now`; returns how many.
+    pub fn reap(&mut self, now: u64) -> usize {
+        let before = self.by_addr.len();
+        self.by_addr
+            .retain(|_, l| l.expires.is_none_or(|e| e > now));
+        let n = before - self.by_addr.len();
+        if n > 0 {
+            self.generation += 1;
+        }
+        n
+    }
+
+    /// Every lease, in no order.
+    pub fn iter(&self) -> impl Iterator<Item = &Lease6> {
+        self.by_addr.values()
+    }
+
+    /// Number of leases.
+    pub fn len(&self) -> usize {
+        self.by_addr.len()
+    }
+
+    /// True when there is none.
+    pub fn is_empty(&self) -> bool {
+        self.by_addr.is_empty()
+    }
+
+    /// Moves on every change.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Wakes `w` whenever a lease is released or declined.
+    pub fn wake_on_removal(&mut self, w: std::sync::mpsc::SyncSender<()>) {
+        self.wake = Some(w);
+    }
+}
+
+/// Replays the DHCPv6 records of the journal into per-network lease tables.
+pub fn replay6(records: &[crate::journal::Record], now: u64) -> HashMap<String, Leases6> {
+    let mut out: HashMap<String, Leases6> = HashMap::default();
+    for r in records {
+        if let crate::journal::Change::V6(c) = &r.change {
+            out.entry(r.network.clone()).or_default().apply(c);
+        }
+    }
+    for t in out.values_mut() {
+        t.reap(now);
+        t.generation = 0;
+    }
+    out
+}
+
+/// DHCPv6 counters of one network.
+#[derive(Debug, Default)]
+pub struct Counters6 {
+    /// Messages received, by [`msg_index`].
+    pub rx: [AtomicU64; 8],
+    /// ADVERTISEs sent.
+    pub advertise: AtomicU64,
+    /// REPLYs sent.
+    pub reply: AtomicU64,
+    /// Datagrams refused by the front door.
+    pub malformed: AtomicU64,
+    /// Messages not answered (wrong server id, missing client id…).
+    pub ignored: AtomicU64,
+    /// Messages answered without a MAC (no neighbour entry after every probe).
+    pub no_mac: AtomicU64,
+    /// Binds whose commit failed (no REPLY sent).
+    pub persist_failures: AtomicU64,
+    /// Replies the kernel refused.
+    pub send_errors: AtomicU64,
+}
+
+/// The index of a message type in [`Counters6::rx`].
+pub fn msg_index(m: Msg6) -> usize {
+    match m {
+        Msg6::Solicit => 0,
+        Msg6::Request => 1,
+        Msg6::Confirm => 2,
+        Msg6::Renew => 3,
+        Msg6::Rebind => 4,
+        Msg6::Release => 5,
+        Msg6::Decline => 6,
+        Msg6::InformationRequest => 7,
+    }
+}
+
+/// Every message type, in [`msg_index`] order.
+pub const MSGS6: [Msg6; 8] = [
+    Msg6::Solicit,
+    Msg6::Request,
+    Msg6::Confirm,
+    Msg6::Renew,
+    Msg6::Rebind,
+    Msg6::Release,
+    Msg6::Decline,
+    Msg6::InformationRequest,
+];
+
+impl Counters6 {
+    /// A bad datagram, counted.
+    pub(crate) fn malformed(&self, _why: Malformed6) {
+        self.malformed.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The DHCPv6 side of one network: its table (changed in place on reload), leases and DUID.
+pub struct Net6 {
+    /// Name in the journal (the same as the network's DHCPv4 name).
+    pub name: String,
+    table: RwLock<Table6>,
+    leases: Mutex<Leases6>,
+    server_id: Duid,
+    /// Its counters.
+    pub counters: Counters6,
+}
+
+impl Net6 {
+    /// A network served with `table`, as `server_id`, holding `leases`.
+    pub(crate) fn new(name: &str, table: Table6, server_id: Duid, leases: Leases6) -> Net6 {
+        Net6 {
+            name: name.to_string(),
+            table: RwLock::new(table),
+            leases: Mutex::new(leases),
+            server_id,
+            counters: Counters6::default(),
+        }
+    }
+
+    /// The table served now.
+    pub fn table(&self) -> RwLockReadGuard<'_, Table6> {
+        self.table.read()
+    }
+
+    /// Serves `t` from now on (a SIGHUP's rebuilt table); leases stay.
+    pub fn replace_table(&self, t: Table6) {
+        *self.table.write() = t;
+    }
+
+    /// The leases.
+    pub fn leases(&self) -> MutexGuard<'_, Leases6> {
+        self.leases.lock()
+    }
+
+    /// Our DUID on this network.
+    pub fn server_id(&self) -> &Duid {
+        &self.server_id
+    }
+}
+
+/// Opens the DHCPv6 server socket for `iface` in the calling thread's namespace: UDP port 547
+/// bound to the device and joined to ff02::1:2 there.
+pub fn open_dhcp6_socket(iface: &str) -> io::Result<Socket> {
+    open_socket6(iface, SERVER_PORT6)
+}
+
+/// As [`open_dhcp6_socket`] on any port (tests use port 0).
+pub fn open_socket6(iface: &str, port: u16) -> io::Result<Socket> {
+    let ifindex = nix::net::if_::if_nametoindex(iface).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("no interface {iface}: {e}"),
+        )
+    })?;
+    let s = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP))?;
+    s.set_only_v6(true)?;
+    s.set_reuse_address(true)?;
+    let _ = s.set_recv_buffer_size(4 << 20);
+    s.bind_device(Some(iface.as_bytes()))
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot bind to interface {iface}: {e}")))?;
+    s.bind(&SockAddr::from(SocketAddrV6::new(
+        Ipv6Addr::UNSPECIFIED,
+        port,
+        0,
+        0,
+    )))
+    .map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("cannot bind UDP port {port} on {iface} (IPv6): {e}"),
+        )
+    })?;
+    s.join_multicast_v6(&ALL_SERVERS, ifindex)
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot join ff02::1:2 on {iface}: {e}")))?;
+    s.set_multicast_loop_v6(true)?;
+    Ok(s)
+}
+
+/// The IPv6 addresses of `iface` in the calling thread's namespace.
+pub fn iface_addrs6(iface: &str) -> Vec<Ipv6Addr> {
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
+        return Vec::new();
+    };
+    addrs
+        .filter(|a| a.interface_name == iface)
+        .filter_map(|a| Some(a.address?.as_sockaddr_in6()?.ip()))
+        .collect()
+}

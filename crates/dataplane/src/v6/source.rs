@@ -1,0 +1,359 @@
+//! One interface's DHCPv6 socket as an event-loop source: a batch of datagrams received,
+//! each validated and decided by the protocol core, the batch's lease changes committed to the
+//! journal with one fdatasync, then the replies sent (a REPLY that binds only after its lease
+//! is on disk). A message from the link whose source has no neighbour entry yet waits, while
+//! the neighbour is probed, up to five tries 100 ms apart (as dnsmasq does), on the loop's timer.
+
+use std::fs::File;
+use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6, UdpSocket};
+use std::os::fd::{AsRawFd, RawFd};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use qdhcp_protocol::v6::{decide6, parse6, Change6, Context6, Lease6, Msg6, Outcome6};
+use qdhcp_protocol::Mac;
+use qdhcp_reactor::{Source, Turn};
+
+use super::neigh::Neighbours;
+use super::{iface_addrs6, msg_index, Net6, CLIENT_PORT6, SERVER_PORT6};
+use crate::clock::now_secs;
+use crate::journal::{Journal, Record};
+use crate::limits::{MacLimiter, RateLimit};
+use crate::options::BATCH;
+use crate::shared::Shared;
+
+/// Largest datagram read (a relayed message with options fits many times over).
+const MAX6: usize = 4096;
+/// Neighbour probes before a message is decided without a MAC.
+const PROBES: u8 = 5;
+/// Between probes.
+const PROBE_GAP: Duration = Duration::from_millis(100);
+/// Messages waiting for a neighbour entry at most: a flood from random link-locals cannot grow
+/// this, and clients the kernel already knows never wait behind it.
+const MAX_PENDING: usize = 256;
+/// Interface addresses are read again at most this often.
+const ADDRS_TTL: Duration = Duration::from_secs(2);
+
+/// A message waiting for its sender's neighbour entry.
+struct Pending {
+    bytes: Vec<u8>,
+    from: SocketAddrV6,
+    tries: u8,
+    due: Instant,
+}
+
+/// A reply decided, waiting for the batch's commit.
+struct Out {
+    bytes: Vec<u8>,
+    to: SocketAddrV6,
+    binds: bool,
+    sent: Option<qdhcp_protocol::v6::Log6>,
+    advertise: bool,
+}
+
+/// One interface served for DHCPv6.
+pub(crate) struct Dhcp6Source {
+    shared: Arc<Shared>,
+    journal: Arc<Journal>,
+    net: Arc<Net6>,
+    sock: UdpSocket,
+    iface: Arc<str>,
+    ifindex: u32,
+    netns: Option<PathBuf>,
+    neigh: Option<Neighbours>,
+    pending: Vec<Pending>,
+    own: Vec<Ipv6Addr>,
+    own_read: Option<Instant>,
+    limiter: MacLimiter,
+    bad_log: RateLimit,
+    buf: Vec<u8>,
+    records: Vec<Record>,
+    undo: Vec<(Ipv6Addr, Option<Lease6>)>,
+    out: Vec<Out>,
+}
+
+impl Dhcp6Source {
+    /// Serves `net` on `sock` (opened on `iface` in the calling thread's namespace, where the
+    /// neighbour socket is opened too).
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        journal: Arc<Journal>,
+        net: Arc<Net6>,
+        iface: &str,
+        sock: socket2::Socket,
+        netns: Option<PathBuf>,
+    ) -> std::io::Result<Self> {
+        let ifindex = nix::net::if_::if_nametoindex(iface).map_err(std::io::Error::from)?;
+        sock.set_nonblocking(true)?;
+        let neigh = match Neighbours::open() {
+            Ok(n) => Some(n),
+            Err(e) => {
+                tracing::warn!(target: "dhcp", "{iface}: no neighbour table ({e}): DHCPv6 clients are matched only through relays");
+                None
+            }
+        };
+        let client_rate = shared.opts.client_rate;
+        Ok(Dhcp6Source {
+            shared,
+            journal,
+            net,
+            sock: sock.into(),
+            iface: Arc::from(iface),
+            ifindex,
+            netns,
+            neigh,
+            pending: Vec::new(),
+            own: Vec::new(),
+            own_read: None,
+            limiter: MacLimiter::new(client_rate),
+            bad_log: RateLimit::new(),
+            buf: vec![0; MAX6],
+            records: Vec::new(),
+            undo: Vec::new(),
+            out: Vec::new(),
+        })
+    }
+
+    fn own_addrs(&mut self) -> &[Ipv6Addr] {
+        if self.own_read.is_none_or(|t| t.elapsed() >= ADDRS_TTL) {
+            self.own_read = Some(Instant::now());
+            let iface = self.iface.clone();
+            self.own = match &self.netns {
+                None => iface_addrs6(&iface),
+                Some(ns) => File::open(ns)
+                    .and_then(|f| qdhcp_netns::visit(&f, || iface_addrs6(&iface)))
+                    .unwrap_or_default(),
+            };
+        }
+        &self.own
+    }
+
+    /// The MAC of a message from the link: `Ok(None)` when it should wait for a probe.
+    fn mac_of(&mut self, from: &SocketAddrV6, tries: u8) -> Result<Option<Mac>, ()> {
+        let Some(n) = &mut self.neigh else {
+            return Ok(None);
+        };
+        match n.lookup(self.ifindex, *from.ip()) {
+            Ok(Some(m)) => Ok(Some(m)),
+            Ok(None) if tries < PROBES => {
+                n.probe(self.ifindex, *from.ip());
+                Err(())
+            }
+            Ok(None) => Ok(None),
+            Err(e) => {
+                if self.bad_log.allow("neighbour lookup errors") {
+                    tracing::warn!(target: "dhcp", "{}: neighbour lookup failed: {e}", self.iface);
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    /// Validates and decides one datagram; its reply and lease changes join the batch.
+    fn handle(&mut self, bytes: &[u8], from: SocketAddrV6, tries: u8) {
+        let net = self.net.clone();
+        let c = &net.counters;
+        let m = match parse6(bytes) {
+            Ok(m) => m,
+            Err(why) => {
+                c.malformed(why);
+                if self.bad_log.allow("malformed DHCPv6 lines") {
+                    tracing::warn!(target: "dhcp", "{}: dropped a DHCPv6 datagram from {}: {why}", self.iface, from.ip());
+                }
+                return;
+            }
+        };
+        if tries == 0 {
+            c.rx[msg_index(m.kind)].fetch_add(1, Ordering::Relaxed);
+        }
+        let relayed = !m.relays.is_empty();
+        // A RELEASE, DECLINE or CONFIRM needs no host: no waiting for a neighbour entry (a
+        // RELEASE from dhcp_release6 comes from the server's own address).
+        let needs_mac = !matches!(m.kind, Msg6::Release | Msg6::Decline | Msg6::Confirm);
+        let mac = if relayed {
+            m.relayed_mac()
+        } else if needs_mac {
+            match self.mac_of(&from, tries) {
+                Ok(mac) => mac,
+                Err(()) => {
+                    if self.pending.len() < MAX_PENDING {
+                        self.pending.push(Pending {
+                            bytes: bytes.to_vec(),
+                            from,
+                            tries: tries + 1,
+                            due: Instant::now() + PROBE_GAP,
+                        });
+                    }
+                    return;
+                }
+            }
+        } else {
+            None
+        };
+        if mac.is_none() && needs_mac {
+            c.no_mac.fetch_add(1, Ordering::Relaxed);
+        }
+        let now = now_secs();
+        if let Some(mac) = mac {
+            if !self.limiter.allow(mac, now) {
+                c.ignored.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        }
+        let own = self.own_addrs().to_vec();
+        let d = {
+            let table = net.table();
+            let ctx = Context6 {
+                table: &table,
+                server_id: net.server_id(),
+                mac,
+                source: *from.ip(),
+                own_addrs: &own,
+                now,
+            };
+            let leases = net.leases();
+            decide6(&m, &ctx, &*leases)
+        };
+        if let Outcome6::Ignored(_) = d.outcome {
+            c.ignored.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        if let Some(l) = &d.received {
+            self.log(l);
+        }
+        let binds = d.changes.iter().any(|c| matches!(c, Change6::Bind(_)));
+        {
+            let mut leases = net.leases();
+            for ch in &d.changes {
+                let before = leases.apply(ch);
+                if let Change6::Bind(l) = ch {
+                    self.undo.push((l.addr, before));
+                }
+                self.records.push(Record {
+                    network: net.name.clone(),
+                    change: ch.clone().into(),
+                });
+            }
+        }
+        let Some(reply) = d.reply else { return };
+        let to = if relayed {
+            // back to the relay that sent it
+            SocketAddrV6::new(*from.ip(), SERVER_PORT6, 0, from.scope_id())
+        } else {
+            SocketAddrV6::new(*from.ip(), CLIENT_PORT6, 0, self.ifindex)
+        };
+        let mut bytes = Vec::with_capacity(256);
+        reply.encode_into(&mut bytes);
+        self.out.push(Out {
+            bytes,
+            to,
+            binds,
+            sent: d.sent,
+            advertise: reply.msg.msg_type() == dhcproto::v6::MessageType::Advertise,
+        });
+    }
+
+    fn log(&self, l: &qdhcp_protocol::v6::Log6) {
+        if !self.shared.opts.quiet {
+            tracing::info!(target: "dhcp", "{}", l.render(&self.iface));
+        }
+    }
+
+    /// Commits the batch's lease changes, then sends its replies; a REPLY that binds is
+    /// dropped (and memory put back) when the commit fails, so nothing is promised that a
+    /// crash would take back.
+    fn finish_batch(&mut self) {
+        let mut committed = true;
+        if !self.records.is_empty() {
+            if let Err(e) = self.journal.commit(&self.records, || ()) {
+                committed = false;
+                if self.bad_log.allow("lease-storage errors") {
+                    tracing::error!(target: "dhcp", "{e}: DHCPv6 leases not stored, not replying for them");
+                }
+                let mut leases = self.net.leases();
+                for (addr, before) in self.undo.drain(..).rev() {
+                    leases.undo(addr, before);
+                }
+            }
+            self.records.clear();
+            self.undo.clear();
+        }
+        let c = &self.net.counters;
+        for o in std::mem::take(&mut self.out) {
+            if o.binds && !committed {
+                c.persist_failures.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            match self.sock.send_to(&o.bytes, SocketAddr::V6(o.to)) {
+                Ok(_) => {
+                    if o.advertise {
+                        c.advertise.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        c.reply.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if let Some(l) = &o.sent {
+                        self.log(l);
+                    }
+                }
+                Err(e) => {
+                    c.send_errors.fetch_add(1, Ordering::Relaxed);
+                    if self.bad_log.allow("DHCPv6 send errors") {
+                        tracing::warn!(target: "dhcp", "{}: DHCPv6 reply to {} failed: {e}", self.iface, o.to);
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Source for Dhcp6Source {
+    fn fd(&self) -> RawFd {
+        self.sock.as_raw_fd()
+    }
+
+    fn ready(&mut self) -> Turn {
+        if self.shared.stopping() {
+            return Turn::Drained;
+        }
+        let mut turn = Turn::More;
+        for _ in 0..BATCH {
+            let mut buf = std::mem::take(&mut self.buf);
+            let got = self.sock.recv_from(&mut buf);
+            match got {
+                Ok((n, SocketAddr::V6(from))) => self.handle(&buf[..n], from, 0),
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    turn = Turn::Drained;
+                    self.buf = buf;
+                    break;
+                }
+                Err(e) => {
+                    if self.bad_log.allow("DHCPv6 receive errors") {
+                        tracing::warn!(target: "dhcp", "{}: DHCPv6 receive failed: {e}", self.iface);
+                    }
+                }
+            }
+            self.buf = buf;
+        }
+        self.finish_batch();
+        turn
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        self.pending.iter().map(|p| p.due).min()
+    }
+
+    fn timer(&mut self) {
+        let now = Instant::now();
+        let (due, wait): (Vec<Pending>, Vec<Pending>) = std::mem::take(&mut self.pending)
+            .into_iter()
+            .partition(|p| p.due <= now);
+        self.pending = wait;
+        for p in due {
+            self.handle(&p.bytes, p.from, p.tries);
+        }
+        self.finish_batch();
+    }
+}
