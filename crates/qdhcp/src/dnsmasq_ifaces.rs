@@ -24,7 +24,10 @@ pub(crate) fn wanted_ifaces(cfg: &DnsmasqConfig) -> Vec<String> {
                     && !cfg.except_interfaces.contains(i)
             }
         })
-        .filter(|i| !iface_addrs(i).is_empty())
+        .filter(|i| {
+            !iface_addrs(i).is_empty()
+                || (!cfg.ranges6.is_empty() && !qdhcp_dataplane::v6::iface_addrs6(i).is_empty())
+        })
         .collect()
 }
 

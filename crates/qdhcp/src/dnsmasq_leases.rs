@@ -5,7 +5,9 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use qdhcp_compat::files::{format_leases, LeaseLine};
+use qdhcp_compat::leases6::format_leases6;
 use qdhcp_dataplane::leases::Catchup;
+use qdhcp_dataplane::v6::Net6;
 use qdhcp_dataplane::{priority, Network};
 use qdhcp_protocol::Lease;
 
@@ -25,6 +27,8 @@ pub(crate) fn lease_from_line(l: LeaseLine) -> Lease {
 /// outgrew the table, to copy the table), never for the 100,000-lease write.
 pub(crate) struct LeaseExport {
     copy: qdhcp_dataplane::leases::LeaseTable,
+    /// The DHCPv6 side, when served, and the generation of its leases last written.
+    net6: Option<(std::sync::Arc<Net6>, u64)>,
     path: PathBuf,
     /// The file, kept open to be rewritten in place once the process may no longer create
     /// files in its directory (after the privilege drop); `None`: replaced atomically.
@@ -35,8 +39,14 @@ impl LeaseExport {
     /// Follows `net`'s leases; `wake` is sent to when a lease is released, declined or
     /// revoked, so that the file shows it gone before Neutron re-reads it after a
     /// `dhcp_release` (0.3 s later) instead of at the next once-a-second export.
-    pub(crate) fn new(net: &Network, path: PathBuf, wake: std::sync::mpsc::SyncSender<()>) -> Self {
+    pub(crate) fn new(
+        net: &Network,
+        net6: Option<std::sync::Arc<Net6>>,
+        path: PathBuf,
+        wake: std::sync::mpsc::SyncSender<()>,
+    ) -> Self {
         LeaseExport {
+            net6: net6.map(|n| (n, u64::MAX)),
             copy: net.leases().follow_waking(wake),
             path,
             in_place: None,
@@ -75,7 +85,13 @@ impl LeaseExport {
             }
         };
         let reaped = self.copy.reap(now) > 0;
-        if changed || reaped || force {
+        let mut changed6 = false;
+        if let Some((n6, written)) = &mut self.net6 {
+            let g = n6.leases().generation();
+            changed6 = g != *written;
+            *written = g;
+        }
+        if changed || reaped || changed6 || force {
             self.write();
         }
     }
@@ -96,7 +112,14 @@ impl LeaseExport {
         priority::yield_to_serving();
         lines.sort_by_key(|l| l.ip);
         priority::yield_to_serving();
-        let text = format_leases(&lines);
+        let mut text = format_leases(&lines);
+        if let Some((n6, _)) = &self.net6 {
+            format_leases6(
+                &mut text,
+                n6.server_id(),
+                &crate::dnsmasq_v6::lease_lines6(n6),
+            );
+        }
         priority::yield_to_serving();
         let res = match &self.in_place {
             // as dnsmasq does: over the old text, then cut to length (a reader never sees an

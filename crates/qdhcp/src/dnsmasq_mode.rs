@@ -5,23 +5,22 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::Context as _;
-use qdhcp_compat::files::{parse_hosts, parse_leases, parse_opts};
-use qdhcp_compat::reload::{Applied, Delta};
-use qdhcp_compat::{build_with_context, parse_args, DnsmasqConfig};
+use qdhcp_compat::files::parse_leases;
+use qdhcp_compat::{parse_args, DnsmasqConfig};
 use qdhcp_dataplane::listener::iface_addrs;
-use qdhcp_dataplane::ReloadStats;
-use qdhcp_dataplane::{now_secs, Dataplane, Network, ServeOptions};
+use qdhcp_dataplane::{now_secs, Dataplane, ServeOptions};
 use qdhcp_dataplane::{priority, privileges};
-use qdhcp_protocol::{NetworkTable, Policy};
+use qdhcp_protocol::Policy;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 
 use crate::daemon::{daemonize, Ready};
 use crate::dnsmasq_dns;
 use crate::dnsmasq_ifaces::{listen_on, open_sockets, start_listeners, wanted_ifaces};
 use crate::dnsmasq_leases::{lease_from_line, LeaseExport};
+use crate::dnsmasq_tables::{load_table, reload};
+use crate::dnsmasq_v6;
 use crate::logging;
 
 /// dnsmasq's default leases file.
@@ -52,8 +51,8 @@ pub fn run(args: &[String]) -> i32 {
     }
     if cfg.test_only {
         return match load_table(&cfg) {
-            Ok((_, warnings, _)) => {
-                for w in warnings {
+            Ok(loaded) => {
+                for w in loaded.warnings {
                     eprintln!("qdhcp dnsmasq: {w}");
                 }
                 println!("qdhcp dnsmasq: syntax check OK.");
@@ -105,69 +104,10 @@ pub const DNSMASQ_COMPAT_VERSION: &str = "2.90";
 pub fn version_banner() -> String {
     format!(
         "Dnsmasq version {DNSMASQ_COMPAT_VERSION} compatible: qdhcp version {}\n\
-         Compile time options: IPv4 DHCP no-DHCPv6 no-TFTP no-DNSSEC no-scripts\n\
-         qdhcp serves DHCPv4 from dnsmasq's command line and files; it is not dnsmasq.\n",
+         Compile time options: IPv4 IPv6 DHCP DHCPv6 no-TFTP no-DNSSEC no-scripts\n\
+         qdhcp serves DHCPv4 and DHCPv6 from dnsmasq's command line and files; it is not dnsmasq.\n",
         env!("CARGO_PKG_VERSION")
     )
-}
-
-fn read_optional(p: &Path) -> anyhow::Result<String> {
-    std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))
-}
-
-/// The hosts and opts files as read: the texts a table is built from and diffed against.
-struct Texts {
-    hosts: Vec<String>,
-    opts: Vec<String>,
-}
-
-/// Reads the hosts and opts files; an unreadable file is an error (the caller keeps the
-/// previous table on reload).
-fn read_texts(cfg: &DnsmasqConfig) -> anyhow::Result<Texts> {
-    Ok(Texts {
-        hosts: cfg
-            .hostsfiles
-            .iter()
-            .map(|p| read_optional(p))
-            .collect::<Result<_, _>>()?,
-        opts: cfg
-            .optsfiles
-            .iter()
-            .map(|p| read_optional(p))
-            .collect::<Result<_, _>>()?,
-    })
-}
-
-/// Builds the table from the files' texts, with the warnings and what a later reload needs to
-/// apply only what changed.
-fn build(cfg: &DnsmasqConfig, texts: Texts) -> (NetworkTable, Vec<String>, Applied) {
-    let mut hosts = Vec::new();
-    let mut opts = Vec::new();
-    let mut warnings = Vec::new();
-    for (p, text) in cfg.hostsfiles.iter().zip(&texts.hosts) {
-        let (h, errs) = parse_hosts(text);
-        hosts.extend(h);
-        warnings.extend(errs.iter().map(|e| format!("{}: {e}", p.display())));
-    }
-    for (p, text) in cfg.optsfiles.iter().zip(&texts.opts) {
-        let (o, errs) = parse_opts(text);
-        opts.extend(o);
-        warnings.extend(errs.iter().map(|e| format!("{}: {e}", p.display())));
-    }
-    let (built, ctx) = build_with_context(cfg, hosts, &opts);
-    warnings.extend(built.warnings);
-    let applied = Applied::new(
-        texts.hosts,
-        texts.opts,
-        ctx,
-        &built.table,
-        !warnings.is_empty(),
-    );
-    (built.table, warnings, applied)
-}
-
-fn load_table(cfg: &DnsmasqConfig) -> anyhow::Result<(NetworkTable, Vec<String>, Applied)> {
-    Ok(build(cfg, read_texts(cfg)?))
 }
 
 fn leasefile(cfg: &DnsmasqConfig) -> PathBuf {
@@ -195,11 +135,11 @@ fn serve(cfg: &DnsmasqConfig, ready: Ready) -> anyhow::Result<()> {
     }
     if !cfg.not_served.is_empty() {
         tracing::warn!(
-            "not served (qdhcp serves DHCPv4): {}",
+            "not served (qdhcp serves static DHCPv4 and DHCPv6 ranges, no router advertisements): {}",
             cfg.not_served.join(" ")
         );
     }
-    let (table, warnings, mut applied) = match load_table(cfg) {
+    let loaded = match load_table(cfg) {
         Ok(t) => t,
         Err(e) => {
             let msg = format!("{e:#}");
@@ -207,7 +147,8 @@ fn serve(cfg: &DnsmasqConfig, ready: Ready) -> anyhow::Result<()> {
             anyhow::bail!(msg);
         }
     };
-    for w in &warnings {
+    let (table, table6, mut applied) = (loaded.table, loaded.table6, loaded.applied);
+    for w in &loaded.warnings {
         tracing::warn!("{w}");
     }
     let leasefile = leasefile(cfg);
@@ -262,7 +203,14 @@ fn serve(cfg: &DnsmasqConfig, ready: Ready) -> anyhow::Result<()> {
     dp.compact_if_grown(live, 1_000);
 
     let (stop_wake, export_wake) = std::sync::mpsc::sync_channel(1);
-    let mut export = LeaseExport::new(&net, leasefile.clone(), stop_wake.clone());
+    // DHCPv6 when the command line has an IPv6 range: our DUID kept in the leases file
+    let net6 = (!table6.is_empty()).then(|| {
+        let duid = dnsmasq_v6::server_duid(&leasefile, &wanted_ifaces(cfg), now_secs());
+        let n6 = dp.add_network6(NET, table6, duid);
+        n6.leases().wake_on_removal(stop_wake.clone());
+        n6
+    });
+    let mut export = LeaseExport::new(&net, net6.clone(), leasefile.clone(), stop_wake.clone());
 
     let mut serving: HashSet<String> = HashSet::new();
     let sockets = match open_sockets(cfg, &serving) {
@@ -272,6 +220,18 @@ fn serve(cfg: &DnsmasqConfig, ready: Ready) -> anyhow::Result<()> {
             ready.fail(&msg);
             anyhow::bail!(msg);
         }
+    };
+    let mut serving6: HashSet<String> = HashSet::new();
+    let sockets6 = match &net6 {
+        Some(_) => match dnsmasq_v6::open_sockets6(&wanted_ifaces(cfg), &serving6) {
+            Ok(s) => s,
+            Err(e) => {
+                let msg = format!("{e:#}");
+                ready.fail(&msg);
+                anyhow::bail!(msg);
+            }
+        },
+        None => Vec::new(),
     };
     let dns_ifaces = wanted_ifaces(cfg);
     let own: Vec<std::net::IpAddr> = dns_ifaces
@@ -311,6 +271,10 @@ fn serve(cfg: &DnsmasqConfig, ready: Ready) -> anyhow::Result<()> {
         .start()
         .map_err(anyhow::Error::from)
         .and_then(|_| listen_on(&dp, &net, sockets, &mut serving))
+        .and_then(|_| match &net6 {
+            Some(n6) => dnsmasq_v6::listen_on6(&dp, n6, sockets6, &mut serving6),
+            None => Ok(()),
+        })
         .and_then(|_| match &dns {
             Some(d) => lock(d).serve(dns_sockets),
             None => Ok(()),
@@ -339,6 +303,10 @@ fn serve(cfg: &DnsmasqConfig, ready: Ready) -> anyhow::Result<()> {
         tracing::info!(target: "dhcp", "DHCP, static leases only on {}, lease time {}", s.net.network(),
             s.lease_secs.map(|l| format!("{l}s")).unwrap_or_else(|| "infinite".into()));
     }
+    if let Some(n6) = &net6 {
+        dnsmasq_v6::log_ranges(&n6.table());
+        tracing::info!(target: "dhcp", "DHCPv6 server DUID {}", n6.server_id());
+    }
     ready.ok();
 
     // signals arrive on a thread of their own so that a SIGHUP is acted on at once, not at
@@ -363,7 +331,7 @@ fn serve(cfg: &DnsmasqConfig, ready: Ready) -> anyhow::Result<()> {
     let export_stop = std::sync::atomic::AtomicBool::new(false);
     let (export_stop, wake_rx) = (&export_stop, export_wake);
     let mut export = std::thread::scope(|sc| {
-        let (dp, net, dns) = (&dp, &net, &dns);
+        let (dp, net, dns, net6) = (&dp, &net, &dns, &net6);
         std::thread::Builder::new()
             .name("housekeeping".into())
             .spawn_scoped(sc, move || {
@@ -375,6 +343,14 @@ fn serve(cfg: &DnsmasqConfig, ready: Ready) -> anyhow::Result<()> {
                     dp.housekeeping(now_secs());
                     if let Err(e) = start_listeners(cfg, dp, net, &mut serving) {
                         tracing::warn!("{e:#}");
+                    }
+                    if let Some(n6) = net6 {
+                        let opened = dnsmasq_v6::open_sockets6(&wanted_ifaces(cfg), &serving6);
+                        if let Err(e) =
+                            opened.and_then(|o| dnsmasq_v6::listen_on6(dp, n6, o, &mut serving6))
+                        {
+                            tracing::warn!("{e:#}");
+                        }
                     }
                     if let Some(d) = dns {
                         let mut d = lock(d);
@@ -405,7 +381,7 @@ fn serve(cfg: &DnsmasqConfig, ready: Ready) -> anyhow::Result<()> {
         loop {
             match sig_rx.recv() {
                 Ok(SIGHUP) => {
-                    reload(cfg, dp, net, &mut applied);
+                    reload(cfg, dp, net, net6.as_deref(), &mut applied);
                     if let Some(d) = dns {
                         lock(d).reload(cfg);
                     }
@@ -495,52 +471,4 @@ fn drop_privileges(
     export.keep_open()?;
     privileges::drop_to(&target, &privileges::packet_path_caps())?;
     Ok(Some(target))
-}
-
-/// SIGHUP: re-reads the files; a change of a few host lines is applied in place (a few
-/// microseconds of write lock), anything else rebuilds the table beside the served one and
-/// swaps it in. Serving never stops.
-fn reload(cfg: &DnsmasqConfig, dp: &Dataplane, net: &Network, applied: &mut Applied) {
-    let t0 = Instant::now();
-    let texts = match read_texts(cfg) {
-        Ok(t) => t,
-        Err(e) => {
-            tracing::error!("reload failed, keeping the previous tables: {e:#}");
-            return;
-        }
-    };
-    let delta = applied.delta(&texts.hosts, &texts.opts, &net.table());
-    let (s, how) = match delta {
-        Delta::Changes(c) => {
-            let total_before = net.table().reservations().len();
-            applied.commit(texts.hosts, &c);
-            let s = ReloadStats {
-                added: c.upsert.len() - c.changed,
-                removed: c.remove.len(),
-                changed: c.changed,
-                unchanged: total_before - c.remove.len() - c.changed,
-                revoked: 0,
-            };
-            let revoked = dp.apply_changes(net, c.upsert, &c.remove);
-            (ReloadStats { revoked, ..s }, "in place")
-        }
-        Delta::Full(why) => {
-            tracing::debug!("reload: full rebuild: {why}");
-            let (table, warnings, fresh) = build(cfg, texts);
-            for w in &warnings {
-                tracing::warn!("{w}");
-            }
-            *applied = fresh;
-            (dp.reload(net, table), "rebuilt")
-        }
-    };
-    let n = net.table().reservations().len();
-    for p in &cfg.hostsfiles {
-        tracing::info!(target: "dhcp", "read {} - {n} addresses", p.display());
-    }
-    tracing::info!(
-        target: "dhcp",
-        "reload: {} added, {} removed, {} changed, {} unchanged, {} lease(s) revoked, {how} in {:.2} ms",
-        s.added, s.removed, s.changed, s.unchanged, s.revoked, t0.elapsed().as_secs_f64() * 1000.0
-    );
 }

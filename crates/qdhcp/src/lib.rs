@@ -6,6 +6,8 @@ pub mod dnsmasq_dns;
 mod dnsmasq_ifaces;
 mod dnsmasq_leases;
 pub mod dnsmasq_mode;
+mod dnsmasq_tables;
+mod dnsmasq_v6;
 pub mod loadgen_cmd;
 pub mod logging;
 pub mod netsync;

@@ -199,12 +199,15 @@ fn ignored(why: Ignored6) -> Decision6 {
     }
 }
 
-/// The lifetime of one address: min(what the client asked, the subnet's lease time).
-fn lifetime(subnet: Option<&Subnet6>, asked: Option<u32>) -> u32 {
+/// Preferred and valid lifetimes of one address: each the lesser of what the client asked
+/// (0: no preference) and the subnet's lease time; asked lifetimes with preferred > valid are
+/// ignored (RFC 8415 §21.6), as dnsmasq does.
+fn lifetimes(subnet: Option<&Subnet6>, asked: Option<(u32, u32)>) -> (u32, u32) {
     let lease = subnet.map(|s| s.lease_secs).unwrap_or(DEFAULT_LEASE);
+    let pick = |a: u32| if a == 0 { lease } else { a.min(lease) };
     match asked {
-        Some(a) if a > 0 => a.min(lease),
-        _ => lease,
+        Some((p, v)) if p <= v => (pick(p), pick(v)),
+        _ => (lease, lease),
     }
 }
 
@@ -236,8 +239,8 @@ fn served_addrs<'t>(table: &'t Table6, host: Option<&'t Host6>) -> Vec<Ipv6Addr>
 }
 
 /// The subnet whose options a client gets: the one holding its addresses, else the one its
-/// source or relay link address lies in, else the only subnet, else the only subnet where the
-/// host has no address (a stateless subnet beside a stateful one); else none, as dnsmasq.
+/// source or relay link address lies in, else the only subnet, else the only subnet where no
+/// host has an address (a stateless subnet beside a stateful one); else none, as dnsmasq.
 fn subnet_for<'t>(ctx: &Context6<'t>, m: &Inbound6, addrs: &[Ipv6Addr]) -> Option<&'t Subnet6> {
     let t = ctx.table;
     if let Some(s) = addrs.iter().find_map(|a| t.subnet_of(*a)) {
@@ -255,12 +258,10 @@ fn subnet_for<'t>(ctx: &Context6<'t>, m: &Inbound6, addrs: &[Ipv6Addr]) -> Optio
     if t.subnets.len() == 1 {
         return t.subnets.first();
     }
-    let host = ctx.mac.and_then(|mac| t.host(mac))?;
-    let mut without = t
-        .subnets
-        .iter()
-        .filter(|s| !host.addrs.iter().any(|a| s.net.contains(a)));
-    match (without.next(), without.next()) {
+    // A client without addresses here: the link's one stateless subnet (where no host has an
+    // address), when there is exactly one.
+    let mut stateless = t.stateless_subnets();
+    match (stateless.next(), stateless.next()) {
         (Some(s), None) => Some(s),
         _ => None,
     }
@@ -523,13 +524,16 @@ fn answer_ia(
     let mut o = DhcpOptions::new();
     let mut min_pref = u32::MAX;
     for &a in mine {
-        let asked = ia.addrs.iter().find(|x| x.addr == a).map(|x| x.valid);
-        let subnet = t.subnet_of(a);
-        let valid = lifetime(subnet, asked);
-        min_pref = min_pref.min(valid);
+        let asked = ia
+            .addrs
+            .iter()
+            .find(|x| x.addr == a)
+            .map(|x| (x.preferred, x.valid));
+        let (preferred, valid) = lifetimes(t.subnet_of(a), asked);
+        min_pref = min_pref.min(preferred);
         o.insert(DhcpOption::IAAddr(IAAddr {
             addr: a,
-            preferred_life: valid,
+            preferred_life: preferred,
             valid_life: valid,
             opts: DhcpOptions::new(),
         }));

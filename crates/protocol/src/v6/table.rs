@@ -50,6 +50,8 @@ pub struct Table6 {
     /// Subnets, in configuration order.
     pub subnets: Vec<Subnet6>,
     hosts: HashMap<Mac, Host6>,
+    /// Per subnet, how many host addresses lie in it (none: a stateless subnet).
+    addrs_in: Vec<usize>,
     /// Options for everyone (untagged `option6:` lines).
     pub global: Options6,
     /// `--domain`: sent as the domain search list when none is configured.
@@ -61,11 +63,34 @@ pub struct Table6 {
 impl Table6 {
     /// A table of these subnets and hosts.
     pub fn new(subnets: Vec<Subnet6>, hosts: impl IntoIterator<Item = Host6>) -> Table6 {
-        Table6 {
+        let mut t = Table6 {
+            addrs_in: vec![0; subnets.len()],
             subnets,
-            hosts: hosts.into_iter().map(|h| (h.mac, h)).collect(),
             ..Table6::default()
+        };
+        for h in hosts {
+            t.upsert(h);
         }
+        t
+    }
+
+    /// Adds (`+1`) or takes away (`-1`) a host's addresses from the per-subnet counts.
+    fn count(&mut self, h: &Host6, add: bool) {
+        for a in &h.addrs {
+            if let Some(i) = self.subnets.iter().position(|s| s.net.contains(a)) {
+                let c = &mut self.addrs_in[i];
+                *c = if add { *c + 1 } else { c.saturating_sub(1) };
+            }
+        }
+    }
+
+    /// Subnets where no host has an address: stateless ones (options only).
+    pub fn stateless_subnets(&self) -> impl Iterator<Item = &Subnet6> {
+        self.subnets
+            .iter()
+            .zip(&self.addrs_in)
+            .filter(|(_, n)| **n == 0)
+            .map(|(s, _)| s)
     }
 
     /// The host line for a MAC.
@@ -75,12 +100,21 @@ impl Table6 {
 
     /// Adds or replaces the host of a MAC.
     pub fn upsert(&mut self, h: Host6) -> Option<Host6> {
-        self.hosts.insert(h.mac, h)
+        self.count(&h, true);
+        let old = self.hosts.insert(h.mac, h);
+        if let Some(o) = &old {
+            self.count(o, false);
+        }
+        old
     }
 
     /// Removes the host of a MAC.
     pub fn remove_mac(&mut self, mac: Mac) -> Option<Host6> {
-        self.hosts.remove(&mac)
+        let old = self.hosts.remove(&mac);
+        if let Some(o) = &old {
+            self.count(o, false);
+        }
+        old
     }
 
     /// Every host, in no particular order.

@@ -225,7 +225,66 @@ fn lifetimes_are_the_lesser_of_the_clients_request_and_the_lease_time() {
     m.encode(&mut Encoder::new(&mut buf)).unwrap();
     let r = reply(&run(&buf, &t, Some(MAC), &Leases::default()));
     let ia = ia_of(&r);
-    assert_eq!((ia.t1, ia.t2), (500, 875));
+    let Some(DhcpOption::IAAddr(ad)) = ia.opts.get(OptionCode::IAAddr) else {
+        panic!()
+    };
+    assert_eq!((ad.preferred_life, ad.valid_life), (600, 1000));
+    assert_eq!(
+        (ia.t1, ia.t2),
+        (300, 525),
+        "1/2 and 7/8 of the preferred lifetime"
+    );
+    // preferred above valid: the client's lifetimes are ignored (RFC 8415 §21.6)
+    let mut inner = DhcpOptions::new();
+    inner.insert(DhcpOption::IAAddr(IAAddr {
+        addr: a("2001:db8:6::103"),
+        preferred_life: 2000,
+        valid_life: 1000,
+        opts: DhcpOptions::new(),
+    }));
+    m.opts_mut().remove(OptionCode::IANA);
+    m.opts_mut().insert(DhcpOption::IANA(IANA {
+        id: 1,
+        t1: 0,
+        t2: 0,
+        opts: inner,
+    }));
+    let mut buf = Vec::new();
+    m.encode(&mut Encoder::new(&mut buf)).unwrap();
+    let r = reply(&run(&buf, &t, Some(MAC), &Leases::default()));
+    assert_eq!((ia_of(&r).t1, ia_of(&r).t2), (43200, 75600));
+}
+
+#[test]
+fn a_stateless_port_beside_a_stateful_one_gets_the_stateless_subnets_options() {
+    let mut t = table();
+    let other = Mac([0xfa, 0x16, 0x3e, 0, 0, 0x42]);
+    t.upsert(Host6 {
+        mac: other,
+        addrs: vec![],
+        hostname: None,
+        options: Options6::default(),
+    });
+    let r = reply(&run(
+        &msg(MessageType::InformationRequest, false, vec![], &[23]),
+        &t,
+        Some(other),
+        &Leases::default(),
+    ));
+    assert_eq!(
+        r.opts().get(OptionCode::DomainNameServers),
+        Some(&DhcpOption::DomainNameServers(vec![a("2001:db8:7::53")]))
+    );
+    // once the stateful port is gone, neither subnet holds an address: which one is unknown,
+    // and (as dnsmasq) neither's options are sent
+    t.remove_mac(MAC);
+    let r = reply(&run(
+        &msg(MessageType::InformationRequest, false, vec![], &[23]),
+        &t,
+        Some(other),
+        &Leases::default(),
+    ));
+    assert_eq!(r.opts().get(OptionCode::DomainNameServers), None);
 }
 
 #[test]

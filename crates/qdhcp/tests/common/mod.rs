@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod serve;
+pub mod v6;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -49,7 +50,7 @@ pub fn require_tool(name: &str) {
     );
 }
 
-fn sh(args: &[&str]) {
+pub fn sh(args: &[&str]) {
     let out = Command::new(args[0])
         .args(&args[1..])
         .output()
@@ -334,7 +335,7 @@ fn script(t: &Topo, name: &str, body: &str) -> PathBuf {
     script_at(t.dir.path(), name, body)
 }
 
-fn script_at(dir: &Path, name: &str, body: &str) -> PathBuf {
+pub fn script_at(dir: &Path, name: &str, body: &str) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
     let p = dir.join(name);
     std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();

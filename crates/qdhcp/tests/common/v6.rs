@@ -1,0 +1,233 @@
+//! DHCPv6 in the namespace test bed: IPv6 on the server's `ns-…` interface, VMs whose
+//! link-local addresses are usable at once, and ISC `dhclient -6` (stateful, or `-S`
+//! stateless) run as a real client.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::{die_with_test, script_at, sh, Topo, Vm};
+
+/// Waits until no address in namespace `ns` is tentative (duplicate address detection done).
+pub fn wait_no_tentative(ns: &str) {
+    let start = Instant::now();
+    loop {
+        let out = Command::new("ip")
+            .args(["-n", ns, "-6", "addr", "show", "tentative"])
+            .output()
+            .expect("ip addr");
+        if out.stdout.is_empty() {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "addresses in {ns} still tentative: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Gives the server's interface `cidr` (no DAD) and waits for its link-local address.
+pub fn server_v6(t: &Topo, cidr: &str) {
+    sh(&[
+        "ip", "-n", &t.srv_ns, "-6", "addr", "add", cidr, "dev", &t.srv_if, "nodad",
+    ]);
+    wait_no_tentative(&t.srv_ns);
+}
+
+/// A running `dhclient -6`, keeping its lease until dropped.
+pub struct Dhclient6 {
+    child: Option<Child>,
+    pub events: PathBuf,
+    pub leasefile: PathBuf,
+    pub pidfile: PathBuf,
+    pub conf: PathBuf,
+    pub ns: String,
+    pub iface: String,
+}
+
+impl Dhclient6 {
+    /// Every event the client-script saw, in order.
+    pub fn events(&self) -> Vec<HashMap<String, String>> {
+        std::fs::read_to_string(&self.events)
+            .unwrap_or_default()
+            .split("\n--\n")
+            .filter(|b| !b.trim().is_empty())
+            .map(|b| {
+                b.lines()
+                    .filter_map(|l| l.split_once('='))
+                    .map(|(k, v)| (k.to_string(), v.trim_matches('\'').to_string()))
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// The reasons seen, in order.
+    pub fn reasons(&self) -> Vec<String> {
+        self.events()
+            .iter()
+            .filter_map(|e| e.get("reason").cloned())
+            .collect()
+    }
+
+    /// Waits until `reason` has been seen `n` times; returns that event.
+    pub fn wait_reason(
+        &self,
+        reason: &str,
+        n: usize,
+        timeout: Duration,
+    ) -> HashMap<String, String> {
+        let start = Instant::now();
+        loop {
+            let ev: Vec<_> = self
+                .events()
+                .into_iter()
+                .filter(|e| e.get("reason").map(String::as_str) == Some(reason))
+                .collect();
+            if ev.len() >= n {
+                return ev[n - 1].clone();
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "dhclient -6 never reached {reason} x{n}; saw {:?}",
+                self.reasons()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The client's DUID, as dhclient stored it in its lease file (`default-duid "…";`),
+    /// in dnsmasq's colon-hex form.
+    pub fn duid(&self) -> String {
+        let text = std::fs::read_to_string(&self.leasefile).unwrap_or_default();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("default-duid"))
+            .expect("default-duid in dhclient's lease file");
+        let quoted = line.split('"').nth(1).expect("quoted DUID");
+        // dhclient writes the DUID as an escaped string: \ooo octal or printable characters
+        let mut bytes = Vec::new();
+        let mut it = quoted.bytes().peekable();
+        while let Some(b) = it.next() {
+            if b == b'\\' {
+                let oct: String = (0..3)
+                    .filter_map(|_| it.next().map(|c| c as char))
+                    .collect();
+                bytes.push(u8::from_str_radix(&oct, 8).expect("octal escape"));
+            } else {
+                bytes.push(b);
+            }
+        }
+        bytes
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join(":")
+    }
+
+    /// `dhclient -6 -r`: sends RELEASE and stops.
+    pub fn release(&self) {
+        let st = Command::new("ip")
+            .args(["netns", "exec", &self.ns, "dhclient", "-6", "-r"])
+            .arg("-cf")
+            .arg(&self.conf)
+            .arg("-lf")
+            .arg(&self.leasefile)
+            .arg("-pf")
+            .arg(&self.pidfile)
+            .arg("-sf")
+            .arg("/bin/true")
+            .arg(&self.iface)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("dhclient -6 -r");
+        assert!(st.success());
+    }
+}
+
+impl Drop for Dhclient6 {
+    fn drop(&mut self) {
+        if let Some(c) = self.child.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Starts `dhclient -6` (stateless with `-S` when `stateless`) on `vm`, with `extra` lines in
+/// its configuration; returns once it reached BOUND6 (stateful) or the first event (stateless),
+/// or failed.
+pub fn dhclient6(t: &Topo, vm: &Vm, stateless: bool, extra: &str) -> (bool, Dhclient6) {
+    super::v6::wait_no_tentative(&vm.ns);
+    let base = t.dir.path().join(format!("dhclient6-{}", vm.ns));
+    let conf = base.with_extension("conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "timeout 20;\nretry 1;\ninitial-interval 1;\n\
+             request dhcp6.name-servers, dhcp6.domain-search;\n{extra}"
+        ),
+    )
+    .unwrap();
+    let mut d = Dhclient6 {
+        child: None,
+        events: base.with_extension("events"),
+        leasefile: base.with_extension("leases"),
+        pidfile: base.with_extension("pid"),
+        conf,
+        ns: vm.ns.clone(),
+        iface: vm.iface.clone(),
+    };
+    let s = script_at(
+        t.dir.path(),
+        &format!("dhclient6-{}.sh", vm.ns),
+        &format!(
+            "{{ env | grep -E '^(reason|new_|old_|cur_)' | sort; echo --; }} >> {}\n\
+             case $reason in BOUND6|RENEW6|REBIND6) [ -n \"$new_ip6_address\" ] && ip -6 addr replace $new_ip6_address/128 dev $interface nodad ;; \
+             RELEASE6|EXPIRE6|STOP6) [ -n \"$old_ip6_address\" ] && ip -6 addr del $old_ip6_address/128 dev $interface ;; esac; exit 0",
+            d.events.display()
+        ),
+    );
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &vm.ns, "dhclient", "-6", "-1", "-d", "-v"]);
+    if stateless {
+        cmd.arg("-S");
+    }
+    cmd.arg("-cf")
+        .arg(&d.conf)
+        .arg("-lf")
+        .arg(&d.leasefile)
+        .arg("-pf")
+        .arg(&d.pidfile)
+        .arg("-sf")
+        .arg(&s)
+        .arg(&vm.iface)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(base.with_extension("stderr")).unwrap());
+    die_with_test(&mut cmd);
+    d.child = Some(cmd.spawn().expect("run dhclient -6"));
+    let start = Instant::now();
+    let want: &[&str] = if stateless {
+        &["BOUND6", "RENEW6", "INFORM6"]
+    } else {
+        &["BOUND6"]
+    };
+    let ok = loop {
+        if d.reasons().iter().any(|r| want.contains(&r.as_str())) {
+            break true;
+        }
+        if let Some(c) = d.child.as_mut() {
+            if c.try_wait().ok().flatten().is_some() {
+                break false;
+            }
+        }
+        if start.elapsed() > Duration::from_secs(25) {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    (ok, d)
+}

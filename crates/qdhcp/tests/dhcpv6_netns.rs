@@ -1,0 +1,382 @@
+//! `qdhcp dnsmasq` serving DHCPv6 to ISC `dhclient -6` in network namespaces, with the
+//! command line and files Neutron's driver writes for a dual-stack network: an IPv4 subnet, a
+//! dhcpv6-stateful subnet (2001:db8:6::/64) and a dhcpv6-stateless one (2001:db8:7::/64).
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::v6::{dhclient6, server_v6, wait_no_tentative};
+use common::*;
+use nix::sys::signal::Signal;
+
+const VM1_MAC: &str = "fa:16:3e:7a:06:03";
+const VM1_V6: &str = "2001:db8:6::103";
+const VM2_MAC: &str = "fa:16:3e:7a:06:04";
+const STRANGER_MAC: &str = "fa:16:3e:7a:06:99";
+
+/// Neutron's lines: VM1 on all three subnets, VM2 on the stateless one only.
+const HOSTS: &str = "\
+fa:16:3e:7a:06:03,host-172-16-1-103.openstacklocal.,172.16.1.103
+fa:16:3e:7a:06:03,tag:dhcpv6,host-2001-db8-6--103.openstacklocal,[2001:db8:6::103]
+fa:16:3e:7a:06:04,tag:dhcpv6,set:port-p2
+";
+const OPTS: &str = "\
+tag:subnet-flat,option:router,172.16.1.1
+tag:subnet-v6a,option6:dns-server,[2001:db8:6::53]
+tag:subnet-v6a,option6:domain-search,openstacklocal
+tag:subnet-v6b,option6:dns-server,[2001:db8:7::53]
+tag:subnet-v6b,option6:domain-search,openstacklocal
+";
+
+fn dual_stack() -> (Topo, DnsmasqSetup) {
+    let t = Topo::new("172.16.1.2/24");
+    server_v6(&t, "2001:db8:6::2/64");
+    let mut s = neutron_args(&t, "172.16.1.0", "255.255.255.0", 86400);
+    s.args
+        .push("--dhcp-range=set:subnet-v6a,2001:db8:6::,static,64,86400s".into());
+    s.args
+        .push("--dhcp-range=set:subnet-v6b,2001:db8:7::,static,64,86400s".into());
+    std::fs::write(&s.host, HOSTS).unwrap();
+    std::fs::write(&s.opts, OPTS).unwrap();
+    std::fs::write(&s.leases, "").unwrap();
+    (t, s)
+}
+
+/// Starts the server and waits until this instance serves DHCPv6.
+fn start(t: &Topo, s: &DnsmasqSetup) -> Proc {
+    let before = count_in(&s.log, "DHCPv6 listening on");
+    let p = start_dnsmasq(t, s);
+    wait_until(Duration::from_secs(10), "DHCPv6 listening", || {
+        count_in(&s.log, "DHCPv6 listening on") > before
+    });
+    p
+}
+
+fn wait_until(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn leases_text(s: &DnsmasqSetup) -> String {
+    std::fs::read_to_string(&s.leases).unwrap_or_default()
+}
+
+#[test]
+fn dhclient6_gets_its_ports_address_dns_and_search_list_with_dnsmasqs_log_and_leases_file() {
+    if !netns_available("dhclient6 stateful") {
+        return;
+    }
+    require_tool("dhclient");
+    let (mut t, s) = dual_stack();
+    let _srv = start(&t, &s);
+    let vm = t.vm(VM1_MAC);
+    let (ok, c) = dhclient6(&t, &vm, false, "");
+    assert!(
+        ok,
+        "no lease; events {:?}; log:\n{}",
+        c.reasons(),
+        std::fs::read_to_string(&s.log).unwrap_or_default()
+    );
+    let ev = c.wait_reason("BOUND6", 1, Duration::from_secs(1));
+    assert_eq!(
+        ev.get("new_ip6_address").map(String::as_str),
+        Some(VM1_V6),
+        "{ev:?}"
+    );
+    assert_eq!(
+        ev.get("new_dhcp6_name_servers").map(String::as_str),
+        Some("2001:db8:6::53"),
+        "{ev:?}"
+    );
+    assert_eq!(
+        ev.get("new_dhcp6_domain_search").map(String::as_str),
+        Some("openstacklocal."),
+        "{ev:?}"
+    );
+    // dhclient asks for 7200 s preferred, 7500 s valid: the lesser of that and the lease time,
+    // T1 and T2 at 1/2 and 7/8 of the preferred lifetime, as dnsmasq
+    assert_eq!(
+        ev.get("new_preferred_life").map(String::as_str),
+        Some("7200"),
+        "{ev:?}"
+    );
+    assert_eq!(
+        ev.get("new_max_life").map(String::as_str),
+        Some("7500"),
+        "{ev:?}"
+    );
+    assert_eq!(
+        ev.get("new_renew").map(String::as_str),
+        Some("3600"),
+        "{ev:?}"
+    );
+    assert_eq!(
+        ev.get("new_rebind").map(String::as_str),
+        Some("6300"),
+        "{ev:?}"
+    );
+    let duid = c.duid();
+    let i = &t.srv_if;
+    let log = wait_for_log(
+        &s.log,
+        &format!("DHCPREPLY({i}) {VM1_V6} {duid} host-2001-db8-6--103"),
+        Duration::from_secs(5),
+    );
+    for needle in [
+        format!("DHCPSOLICIT({i}) {duid}"),
+        format!("DHCPADVERTISE({i}) {VM1_V6} {duid} host-2001-db8-6--103"),
+        format!("DHCPREQUEST({i}) {duid}"),
+    ] {
+        assert!(log.contains(&needle), "{needle} not in\n{log}");
+    }
+    // the leases file: the server's DUID line, then the lease with the IAID in decimal
+    wait_until(
+        Duration::from_secs(5),
+        "the v6 lease in the leases file",
+        || leases_text(&s).contains(&format!("{VM1_V6} host-2001-db8-6--103 {duid}")),
+    );
+    let text = leases_text(&s);
+    let duid_line = text
+        .lines()
+        .find(|l| l.starts_with("duid "))
+        .expect("duid line");
+    let mac = Command::new("ip")
+        .args(["-n", &t.srv_ns, "-br", "link", "show", &t.srv_if])
+        .output()
+        .unwrap();
+    let mac = String::from_utf8_lossy(&mac.stdout)
+        .split_whitespace()
+        .nth(2)
+        .unwrap()
+        .to_string();
+    assert!(
+        duid_line.starts_with("duid 00:01:00:01:") && duid_line.ends_with(&mac),
+        "{duid_line} vs {mac}"
+    );
+    let lease = text.lines().find(|l| l.contains(VM1_V6)).unwrap();
+    let f: Vec<&str> = lease.split_whitespace().collect();
+    assert_eq!(f.len(), 5, "{lease}");
+    assert!(f[1].parse::<u32>().is_ok(), "IAID in decimal: {lease}");
+
+    // dhclient -6 -r: RELEASE, and the lease leaves the file at once
+    c.release();
+    wait_for_log(
+        &s.log,
+        &format!("DHCPRELEASE({i}) {duid}"),
+        Duration::from_secs(5),
+    );
+    wait_until(
+        Duration::from_secs(3),
+        "the released lease gone from the file",
+        || !leases_text(&s).contains(VM1_V6),
+    );
+}
+
+#[test]
+fn a_stateless_client_gets_options_only_and_an_unknown_mac_gets_no_address() {
+    if !netns_available("dhclient6 stateless") {
+        return;
+    }
+    require_tool("dhclient");
+    let (mut t, s) = dual_stack();
+    let _srv = start(&t, &s);
+    // VM2 is a port on the stateless subnet only: its options, from that subnet
+    let vm2 = t.vm(VM2_MAC);
+    let (ok, c) = dhclient6(&t, &vm2, true, "");
+    assert!(ok, "no reply; events {:?}", c.reasons());
+    let ev = c
+        .events()
+        .into_iter()
+        .find(|e| e.contains_key("new_dhcp6_name_servers"))
+        .unwrap_or_else(|| {
+            panic!(
+                "no name servers: {:?}\n{}",
+                c.events(),
+                std::fs::read_to_string(&s.log).unwrap_or_default()
+            )
+        });
+    assert_eq!(
+        ev.get("new_dhcp6_name_servers").map(String::as_str),
+        Some("2001:db8:7::53"),
+        "{ev:?}"
+    );
+    assert!(!ev.contains_key("new_ip6_address"), "{ev:?}");
+    wait_for_log(
+        &s.log,
+        &format!("DHCPINFORMATION-REQUEST({})", t.srv_if),
+        Duration::from_secs(5),
+    );
+
+    // a MAC with no host line: ADVERTISE with NoAddrsAvail, no address
+    let stranger = t.vm(STRANGER_MAC);
+    let (ok, c) = dhclient6(&t, &stranger, false, "timeout 4;\n");
+    assert!(!ok, "an unknown MAC got an address: {:?}", c.events());
+    wait_for_log(
+        &s.log,
+        &format!("DHCPADVERTISE({}) ", t.srv_if),
+        Duration::from_secs(5),
+    );
+    let log = std::fs::read_to_string(&s.log).unwrap();
+    assert!(log.contains("no addresses available"), "{log}");
+}
+
+#[test]
+fn a_client_with_a_random_link_local_and_a_duid_without_a_mac_is_matched_by_its_mac() {
+    if !netns_available("dhclient6 random link-local") {
+        return;
+    }
+    require_tool("dhclient");
+    let (mut t, s) = dual_stack();
+    let _srv = start(&t, &s);
+    let vm = t.vm(VM1_MAC);
+    // a random interface identifier instead of EUI-64 (addr_gen_mode 3), re-made by a flap
+    for args in [
+        vec![
+            "ip",
+            "netns",
+            "exec",
+            &vm.ns,
+            "sysctl",
+            "-qw",
+            &format!("net.ipv6.conf.{}.addr_gen_mode=3", vm.iface),
+        ],
+        vec!["ip", "-n", &vm.ns, "link", "set", &vm.iface, "down"],
+        vec!["ip", "-n", &vm.ns, "link", "set", &vm.iface, "up"],
+    ] {
+        sh(&args);
+    }
+    wait_no_tentative(&vm.ns);
+    let ll = Command::new("ip")
+        .args([
+            "-n", &vm.ns, "-6", "addr", "show", "dev", &vm.iface, "scope", "link",
+        ])
+        .output()
+        .unwrap();
+    let ll = String::from_utf8_lossy(&ll.stdout).to_string();
+    assert!(!ll.contains("ff:fe"), "not an EUI-64 link-local: {ll}");
+    // DUID-EN (type 2): enterprise number and an identifier, no MAC in it
+    let (ok, c) = dhclient6(
+        &t,
+        &vm,
+        false,
+        "send dhcp6.client-id 00:02:00:00:ab:cd:01:02:03:04:05:06:07:08;\n",
+    );
+    assert!(
+        ok,
+        "no lease; events {:?}; log:\n{}",
+        c.reasons(),
+        std::fs::read_to_string(&s.log).unwrap_or_default()
+    );
+    let ev = c.wait_reason("BOUND6", 1, Duration::from_secs(1));
+    assert_eq!(
+        ev.get("new_ip6_address").map(String::as_str),
+        Some(VM1_V6),
+        "{ev:?}"
+    );
+    wait_for_log(
+        &s.log,
+        &format!(
+            "DHCPREPLY({}) {VM1_V6} 00:02:00:00:ab:cd:01:02:03:04:05:06:07:08",
+            t.srv_if
+        ),
+        Duration::from_secs(5),
+    );
+}
+
+#[test]
+fn dhcp_release6_frees_one_lease_and_a_restart_keeps_the_server_duid_for_renewals() {
+    if !netns_available("dhcp_release6") {
+        return;
+    }
+    require_tool("dhclient");
+    require_tool("dhcp_release6");
+    let (mut t, s) = dual_stack();
+    let mut srv = start(&t, &s);
+    let vm = t.vm(VM1_MAC);
+    let (ok, c) = dhclient6(&t, &vm, false, "");
+    assert!(ok, "no lease; events {:?}", c.reasons());
+    let duid = c.duid();
+    wait_until(Duration::from_secs(5), "the lease in the file", || {
+        leases_text(&s).contains(VM1_V6)
+    });
+    let text = leases_text(&s);
+    let server_duid = text
+        .lines()
+        .find_map(|l| l.strip_prefix("duid "))
+        .unwrap()
+        .to_string();
+    let iaid = text
+        .lines()
+        .find(|l| l.contains(VM1_V6))
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_string();
+
+    // restart: the same DUID from the leases file, the lease from the journal
+    srv.signal(Signal::SIGTERM);
+    let _ = srv.child.wait();
+    let _srv2 = start(&t, &s);
+    let text = leases_text(&s);
+    assert!(text.contains(&format!("duid {server_duid}")), "{text}");
+    assert!(
+        text.contains(VM1_V6),
+        "the lease survives the restart: {text}"
+    );
+
+    // Neutron's reload_allocations() for a removed port: the host line goes, then
+    // dhcp_release6 with the lease's DUID, IAID and server id
+    std::fs::write(
+        &s.host,
+        HOSTS
+            .lines()
+            .filter(|l| !l.contains(VM1_MAC))
+            .map(|l| format!("{l}\n"))
+            .collect::<String>(),
+    )
+    .unwrap();
+    _srv2.signal(Signal::SIGHUP);
+    let t0 = Instant::now();
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &t.srv_ns,
+            "dhcp_release6",
+            "--iface",
+            &t.srv_if,
+            "--ip",
+            VM1_V6,
+            "--client-id",
+            &duid,
+            "--server-id",
+            &server_duid,
+            "--iaid",
+            &iaid,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "dhcp_release6: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        std::fs::read_to_string(&s.log).unwrap_or_default()
+    );
+    assert!(
+        t0.elapsed() < Duration::from_secs(2),
+        "dhcp_release6 took {:?} (no reply?)",
+        t0.elapsed()
+    );
+    wait_until(
+        Duration::from_secs(2),
+        "the released lease gone from the file",
+        || !leases_text(&s).contains(VM1_V6),
+    );
+    drop(c);
+}
