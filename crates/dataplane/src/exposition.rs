@@ -289,9 +289,10 @@ impl Collector for Snapshot {
 
 /// The snapshot in the Prometheus text format, as the crate encodes it (without its closing
 /// `# EOF`: the API appends the other sources' metrics after it).
-pub(crate) fn encode(snapshot: Snapshot) -> String {
+pub(crate) fn encode(snapshot: Snapshot, v6: crate::v6::exposition::Snapshot6) -> String {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(snapshot));
+    registry.register_collector(Box::new(v6));
     let mut out = String::new();
     if prometheus_client::encoding::text::encode(&mut out, &registry).is_err() {
         return String::new();
@@ -347,7 +348,10 @@ impl Dataplane {
             commits: g(&c.commits),
             records: g(&c.records),
         };
-        encode(snapshot)
+        encode(
+            snapshot,
+            crate::v6::exposition::Snapshot6::of(&self.networks6()),
+        )
     }
 
     /// A one-line summary of the counters (dnsmasq dumps its statistics on SIGUSR1).
@@ -375,19 +379,22 @@ mod tests {
         latency[0] = 2;
         latency[3] = 1;
         latency[LATENCY_BUCKETS.len()] = 1;
-        let text = encode(Snapshot {
-            nets: vec![NetSnapshot {
-                name: "n1".into(),
-                rx: [3, 1, 0, 0, 0],
-                tx: [3, 1, 0],
-                leases: vec![("10.0.0.0/24".into(), 2)],
-                latency,
-                latency_sum_secs: 0.5,
-            }],
-            dropped: vec![(DropReason::Malformed(0), 1), (DropReason::NoAddress, 4)],
-            commits: 7,
-            ..Default::default()
-        });
+        let text = encode(
+            Snapshot {
+                nets: vec![NetSnapshot {
+                    name: "n1".into(),
+                    rx: [3, 1, 0, 0, 0],
+                    tx: [3, 1, 0],
+                    leases: vec![("10.0.0.0/24".into(), 2)],
+                    latency,
+                    latency_sum_secs: 0.5,
+                }],
+                dropped: vec![(DropReason::Malformed(0), 1), (DropReason::NoAddress, 4)],
+                commits: 7,
+                ..Default::default()
+            },
+            Default::default(),
+        );
         eprintln!("{text}");
         for line in [
             "# TYPE qdhcp_dhcp_packets_in counter",

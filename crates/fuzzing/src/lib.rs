@@ -81,6 +81,102 @@ pub fn dnsmasq_files(data: &[u8]) {
     let args: Vec<String> = text.split_whitespace().map(str::to_string).collect();
     let cfg = qdhcp_compat::parse_args(&args, |_| Ok(text.to_string())).unwrap_or_default();
     let _ = qdhcp_compat::build_table(&cfg, hosts, &opts);
+    let (hosts6, _) = qdhcp_compat::files::parse_hosts6(&text);
+    let (opts6, _) = qdhcp_compat::files::parse_opts6(&text);
+    let _ = qdhcp_compat::leases6::parse_leases6(&text);
+    let _ = qdhcp_compat::build_table6(&cfg, hosts6, &opts6);
+}
+
+/// The DHCPv6 table the `packet6` target decides against: a stateful subnet with a host per
+/// MAC `fa:16:3e:00:00:NN` holding `2001:db8:6::NN`, and a stateless one.
+fn table6() -> qdhcp_protocol::v6::Table6 {
+    use qdhcp_protocol::v6::{Host6, Options6, Subnet6, Table6};
+    let mut o = Options6::default();
+    let _ = o.set_text(23, "[2001:db8:6::53],[::]");
+    let _ = o.set_text(24, "openstacklocal");
+    let _ = o.set_text(59, "http://[2001:db8:6::1]/boot.ipxe");
+    let subnets = vec![
+        Subnet6 {
+            net: "2001:db8:6::/64".parse().expect("static"),
+            lease_secs: 86400,
+            options: o.clone(),
+        },
+        Subnet6 {
+            net: "2001:db8:7::/64".parse().expect("static"),
+            lease_secs: u32::MAX,
+            options: o,
+        },
+    ];
+    let hosts = (0u8..=255).map(|i| Host6 {
+        mac: Mac([0xfa, 0x16, 0x3e, 0, 0, i]),
+        addrs: vec![std::net::Ipv6Addr::new(
+            0x2001,
+            0xdb8,
+            6,
+            0,
+            0,
+            0,
+            0,
+            u16::from(i),
+        )],
+        hostname: Some(format!("host-{i}.openstacklocal")),
+        options: Default::default(),
+    });
+    Table6::new(subnets, hosts)
+}
+
+/// Leases for the `packet6` target: every address held by one DUID.
+struct Held6(Vec<qdhcp_protocol::v6::Lease6>);
+impl qdhcp_protocol::v6::LeaseView6 for Held6 {
+    fn by_addr(&self, addr: std::net::Ipv6Addr) -> Option<&qdhcp_protocol::v6::Lease6> {
+        self.0.iter().find(|l| l.addr == addr)
+    }
+}
+
+/// A datagram to port 547 through the DHCPv6 front door and, if it passes, the decision (the
+/// client's MAC from the relay, else from the first payload byte) and the reply's encoding; an
+/// unrelayed reply must decode again.
+pub fn packet6(data: &[u8]) {
+    use qdhcp_protocol::v6::{decide6, parse6, Context6, Duid, Lease6};
+    let Ok(m) = parse6(data) else { return };
+    let t = table6();
+    let server = Duid::llt(1, Mac([0xfa, 0x16, 0x3e, 0, 0, 0xfe]));
+    let mac = m
+        .relayed_mac()
+        .or_else(|| data.get(4).map(|b| Mac([0xfa, 0x16, 0x3e, 0, 0, *b])));
+    let leases = Held6(
+        (0u16..4)
+            .map(|i| Lease6 {
+                duid: m.client_id.clone().unwrap_or(Duid(vec![0, 3])),
+                iaid: u32::from(i),
+                addr: std::net::Ipv6Addr::new(0x2001, 0xdb8, 6, 0, 0, 0, 0, i),
+                mac: Mac([0xfa, 0x16, 0x3e, 0, 0, i as u8]),
+                expires: Some(1_700_086_400),
+                hostname: None,
+            })
+            .collect(),
+    );
+    let own = ["2001:db8:6::2".parse().expect("static")];
+    let ctx = Context6 {
+        table: &t,
+        server_id: &server,
+        mac,
+        source: "fe80::1".parse().expect("static"),
+        own_addrs: &own,
+        now: 1_700_000_000,
+    };
+    let d = decide6(&m, &ctx, &leases);
+    if let Some(r) = d.reply {
+        let mut out = Vec::new();
+        r.encode_into(&mut out);
+        if !r.via_relay() {
+            use dhcproto::Decodable;
+            assert!(
+                dhcproto::v6::Message::decode(&mut dhcproto::Decoder::new(&out)).is_ok(),
+                "a reply that does not decode"
+            );
+        }
+    }
 }
 
 struct FuzzEnv(u32);

@@ -35,3 +35,8 @@ fn api_body_corpus_replays_cleanly() {
 fn dns_query_corpus_replays_cleanly() {
     replay("dns_query", qdhcp_fuzzing::dns_query);
 }
+
+#[test]
+fn packet6_corpus_replays_cleanly() {
+    replay("packet6", qdhcp_fuzzing::packet6);
+}

@@ -380,3 +380,108 @@ fn dhcp_release6_frees_one_lease_and_a_restart_keeps_the_server_duid_for_renewal
     );
     drop(c);
 }
+
+/// Runs a python `script` in namespace `ns` that sends datagrams out of `iface` (as a hostile
+/// or broken client would).
+fn send6(ns: &str, iface: &str, script: &str) {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "python3", "-c", script, iface])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+const GARBAGE: &str = r#"
+import socket, sys, os, struct
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+idx = socket.if_nametoindex(sys.argv[1])
+dst = ('ff02::1:2', 547, 0, idx)
+def opt(c, d): return struct.pack('!HH', c, len(d)) + d
+cid = opt(1, b'\x00\x03\x00\x01' + os.urandom(6))
+for i in range(200):
+    for pkt in [
+        b'\x01',                                          # too short
+        b'\x01\x00\x00\x01' + struct.pack('!HH', 1, 500) + b'x',  # option past the end
+        b'\x01\x00\x00\x01' + cid + opt(3, b'\x00' * 5),     # IA_NA too short
+        b'\x01\x00\x00\x01' + cid + opt(13, b'\x00'),        # status code of one byte
+        b'\x02\x00\x00\x01' + cid,                         # an ADVERTISE: not for a server
+        bytes([12, 0]) + bytes(32) + opt(9, bytes([12, 0]) + bytes(32)),  # relay, nothing in it
+        os.urandom(i % 300),
+    ]:
+        s.sendto(pkt, dst)
+    # relays nested past the limit
+    m = b'\x01\x00\x00\x01' + cid
+    for h in range(12):
+        m = bytes([12, h]) + bytes(32) + opt(9, m)
+    s.sendto(m, dst)
+"#;
+
+const SOLICIT_FLOOD: &str = r#"
+import socket, sys, os, struct
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+idx = socket.if_nametoindex(sys.argv[1])
+def opt(c, d): return struct.pack('!HH', c, len(d)) + d
+for i in range(3000):
+    duid = b'\x00\x04' + os.urandom(16)   # DUID-UUID: random, no MAC
+    m = b'\x01' + os.urandom(3) + opt(1, duid) + opt(8, b'\x00\x00') + opt(3, os.urandom(4) + bytes(8))
+    s.sendto(m, ('ff02::1:2', 547, 0, idx))
+"#;
+
+#[test]
+fn hostile_datagrams_are_dropped_counted_and_logged_and_a_solicit_flood_does_not_starve_a_known_client(
+) {
+    if !netns_available("dhcpv6 hostile input") {
+        return;
+    }
+    require_tool("dhclient");
+    require_tool("python3");
+    let (mut t, s) = dual_stack();
+    let srv = start(&t, &s);
+    let bad = t.vm(STRANGER_MAC);
+    wait_no_tentative(&bad.ns);
+    send6(&bad.ns, &bad.iface, GARBAGE);
+    wait_for_log(&s.log, "dropped a DHCPv6 datagram", Duration::from_secs(5));
+    // rate-limited: 1,600 bad datagrams, a few lines and a count of the rest
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        count_in(&s.log, "dropped a DHCPv6 datagram") <= 20,
+        "not rate-limited"
+    );
+    assert!(
+        std::fs::read_to_string(format!("/proc/{}/status", srv.pid())).is_ok(),
+        "server died"
+    );
+
+    // a flood of SOLICITs from random DUIDs (one stranger MAC) while a known client binds
+    let flood = std::thread::spawn({
+        let ns = bad.ns.clone();
+        let iface = bad.iface.clone();
+        move || send6(&ns, &iface, SOLICIT_FLOOD)
+    });
+    let vm = t.vm(VM1_MAC);
+    let t0 = Instant::now();
+    let (ok, c) = dhclient6(&t, &vm, false, "");
+    assert!(
+        ok,
+        "the known client got nothing during the flood: {:?}",
+        c.reasons()
+    );
+    assert!(
+        t0.elapsed() < Duration::from_secs(15),
+        "took {:?}",
+        t0.elapsed()
+    );
+    let ev = c.wait_reason("BOUND6", 1, Duration::from_secs(1));
+    assert_eq!(ev.get("new_ip6_address").map(String::as_str), Some(VM1_V6));
+    flood.join().unwrap();
+    // the stranger's SOLICITs were answered NoAddrsAvail at most 30 a second (its budget)
+    let advertised = count_in(&s.log, "no addresses available");
+    assert!(
+        advertised < 3000,
+        "every flooded SOLICIT was answered: {advertised}"
+    );
+}

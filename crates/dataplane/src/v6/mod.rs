@@ -4,6 +4,7 @@
 //! `qdhcp_protocol::v6::decide6`; leases in the same journal as DHCPv4 leases, each REPLY that
 //! binds sent only after its batch is on disk (`source.rs`).
 
+pub(crate) mod exposition;
 mod neigh;
 mod source;
 

@@ -120,7 +120,7 @@ impl Duid {
 }
 
 /// The client messages a server acts on (RFC 8415 §7.3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Msg6 {
     /// Looking for servers.
     Solicit,

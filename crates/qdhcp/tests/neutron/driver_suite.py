@@ -1603,6 +1603,7 @@ CASES = [
     ('lease_max', case_lease_max),
     ('extra_dhcp_opts', case_extra_dhcp_opts),
     ('two_subnets', case_two_subnets),
+    ('dual_stack', lambda s: __import__('dual_stack').case_dual_stack(s)),
 ]
 
 
