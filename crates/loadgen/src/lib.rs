@@ -22,6 +22,7 @@ pub mod dns;
 pub mod keep;
 pub mod link;
 mod report;
+pub mod v6;
 mod wire;
 
 pub use report::{Latencies, Report};

@@ -42,7 +42,8 @@ pub struct LoadgenArgs {
     /// dora, discover, renew (renews every `mac ip` line of --renew-from), keep (on the
     /// link: clients that keep their leases, renewing at T1 and rebinding at T2, for
     /// --duration seconds; the first leases are taken at --rate a second), or dns (queries
-    /// from --queries to --server port --dns-port, --rate a second or --window outstanding).
+    /// from --queries to --server port --dns-port, --rate a second or --window outstanding),
+    /// or dhcpv6 (SOLICIT/ADVERTISE/REQUEST/REPLY as a relay from --relay6 to --server6).
     #[arg(long, default_value = "dora")]
     pub mode: String,
     /// File of `mac ip …` lines to renew (a --record file).
@@ -86,6 +87,55 @@ pub struct LoadgenArgs {
     /// --mode dns: source sockets the queries are spread over (dnsperf's -c).
     #[arg(long, default_value_t = 4)]
     pub sockets: usize,
+    /// --mode dhcpv6: the server's address (port 547).
+    #[arg(long, default_value = "::1")]
+    pub server6: std::net::Ipv6Addr,
+    /// --mode dhcpv6: our relay address (replies come to it on port 547).
+    #[arg(long, default_value = "::1")]
+    pub relay6: std::net::Ipv6Addr,
+    /// --mode dhcpv6: the link-address in each RELAY-FORW (an address of the served subnet).
+    #[arg(long, default_value = "2001:db8:1::1")]
+    pub link6: std::net::Ipv6Addr,
+}
+
+/// `--mode dhcpv6`: SOLICIT/ADVERTISE/REQUEST/REPLY through a relay ([`qdhcp_loadgen::v6`]).
+fn run_dhcpv6(a: &LoadgenArgs) -> i32 {
+    let cfg = qdhcp_loadgen::v6::Config6 {
+        server: std::net::SocketAddrV6::new(a.server6, 547, 0, 0),
+        relay: a.relay6,
+        link: a.link6,
+        device: Some(a.device.clone()).filter(|d| !d.is_empty()),
+        clients: a.clients,
+        first_client: a.first_client,
+        rate: a.rate,
+        duration: Duration::from_secs_f64(a.duration),
+        window: a.window,
+        timeout: Duration::from_millis(a.timeout_ms),
+        spin: a.spin,
+    };
+    match qdhcp_loadgen::v6::run6(&cfg) {
+        Ok(r) if a.json => {
+            println!("{}", r.json(Mode::Dora, a.rate));
+            0
+        }
+        Ok(r) => {
+            let p = |l: &qdhcp_loadgen::Latencies, q| {
+                l.percentile(q)
+                    .map(|v| format!("{v}us"))
+                    .unwrap_or_else(|| "-".into())
+            };
+            println!(
+                "started {} advertises {} replies {} refusals {} drops {} ({:.2}%) in {:.2}s: {:.0}/s; SOLICIT->ADVERTISE p50 {} p99 {}; REQUEST->REPLY p50 {} p99 {}",
+                r.started, r.offers, r.acks, r.naks, r.drops, r.drop_pct(), r.elapsed.as_secs_f64(), r.rate(Mode::Dora),
+                p(&r.offer_latency, 50.0), p(&r.offer_latency, 99.0), p(&r.ack_latency, 50.0), p(&r.ack_latency, 99.0)
+            );
+            0
+        }
+        Err(e) => {
+            eprintln!("qdhcp loadgen: {e}");
+            1
+        }
+    }
 }
 
 /// `--mode dns`: the DNS query generator ([`qdhcp_loadgen::dns`]).
@@ -137,6 +187,9 @@ fn run_dns(a: &LoadgenArgs) -> i32 {
 
 /// Runs the generator; returns the exit code.
 pub fn run(a: &LoadgenArgs) -> i32 {
+    if a.mode == "dhcpv6" {
+        return run_dhcpv6(a);
+    }
     let mode = match a.mode.as_str() {
         "dns" => return run_dns(a),
         "keep" => Mode::Dora,
@@ -144,7 +197,9 @@ pub fn run(a: &LoadgenArgs) -> i32 {
         "discover" => Mode::Discover,
         "renew" => Mode::Renew,
         m => {
-            eprintln!("qdhcp loadgen: unknown --mode {m} (dora, discover, renew, keep, dns)");
+            eprintln!(
+                "qdhcp loadgen: unknown --mode {m} (dora, discover, renew, keep, dns, dhcpv6)"
+            );
             return 2;
         }
     };

@@ -1,0 +1,334 @@
+//! `qdhcp loadgen --mode dhcpv6`: many simulated DHCPv6 clients doing SOLICIT → ADVERTISE →
+//! REQUEST → REPLY through one relay agent (as `perfdhcp -6 -A1` sends them), each relayed
+//! message carrying the client's MAC in RFC 6939's option 79, so servers that match
+//! reservations by MAC (qdhcp, dnsmasq, Kea with `mac-sources`) can. Reports exchanges/s,
+//! drops and latency percentiles in the same [`Report`] as the DHCPv4 modes (ADVERTISEs as
+//! offers, REPLYs as acks).
+//!
+//! Messages are built from fixed byte templates here rather than through `dhcproto`: the
+//! generator must not be the bottleneck, and each message is a handful of fixed-size options.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6, UdpSocket};
+use std::time::{Duration, Instant};
+
+use crate::report::Report;
+use crate::wire::mac_of;
+
+/// Load parameters for DHCPv6.
+#[derive(Debug, Clone)]
+pub struct Config6 {
+    /// The server (port 547).
+    pub server: SocketAddrV6,
+    /// Our relay address: we send from `[relay]:547`, replies come back there.
+    pub relay: Ipv6Addr,
+    /// The link-address the relay puts in RELAY-FORW: an address in the served subnet.
+    pub link: Ipv6Addr,
+    /// Bind the socket to this device.
+    pub device: Option<String>,
+    /// Distinct clients (MACs `fa:16:3e:xx:xx:xx` from `first_client`).
+    pub clients: u32,
+    /// Index of the first client.
+    pub first_client: u32,
+    /// Exchanges started per second; 0 = as fast as the window allows.
+    pub rate: u32,
+    /// How long to start new exchanges.
+    pub duration: Duration,
+    /// Most exchanges in flight.
+    pub window: usize,
+    /// A reply later than this is a drop.
+    pub timeout: Duration,
+    /// Busy-poll instead of sleeping between turns.
+    pub spin: bool,
+}
+
+fn opt(out: &mut Vec<u8>, code: u16, data: &[u8]) {
+    out.extend_from_slice(&code.to_be_bytes());
+    out.extend_from_slice(&(data.len() as u16).to_be_bytes());
+    out.extend_from_slice(data);
+}
+
+/// The client's DUID-LL (type 3, Ethernet).
+fn duid(mac: [u8; 6]) -> [u8; 10] {
+    let mut d = [0, 3, 0, 1, 0, 0, 0, 0, 0, 0];
+    d[4..].copy_from_slice(&mac);
+    d
+}
+
+/// A client's message: SOLICIT, or REQUEST for `addr` from `server_id`.
+fn client_msg(kind: u8, xid: u32, mac: [u8; 6], request: Option<(&[u8], Ipv6Addr)>) -> Vec<u8> {
+    let mut m = Vec::with_capacity(96);
+    m.push(kind);
+    m.extend_from_slice(&xid.to_be_bytes()[1..]);
+    opt(&mut m, 1, &duid(mac));
+    if let Some((sid, _)) = request {
+        opt(&mut m, 2, sid);
+    }
+    opt(&mut m, 8, &[0, 0]);
+    opt(&mut m, 6, &[0, 23, 0, 24]);
+    let mut ia = Vec::with_capacity(40);
+    ia.extend_from_slice(&1u32.to_be_bytes());
+    ia.extend_from_slice(&[0; 8]);
+    if let Some((_, a)) = request {
+        let mut ad = Vec::with_capacity(24);
+        ad.extend_from_slice(&a.octets());
+        ad.extend_from_slice(&[0; 8]);
+        opt(&mut ia, 5, &ad);
+    }
+    opt(&mut m, 3, &ia);
+    m
+}
+
+/// The client's message in a RELAY-FORW with its MAC (option 79) and an interface-id.
+fn relayed(cfg: &Config6, mac: [u8; 6], inner: &[u8]) -> Vec<u8> {
+    let mut r = Vec::with_capacity(inner.len() + 64);
+    r.push(12);
+    r.push(0);
+    r.extend_from_slice(&cfg.link.octets());
+    // the client's link-local address, EUI-64 from its MAC
+    let peer = Ipv6Addr::new(
+        0xfe80,
+        0,
+        0,
+        0,
+        u16::from_be_bytes([mac[0] ^ 2, mac[1]]),
+        u16::from_be_bytes([mac[2], 0xff]),
+        u16::from_be_bytes([0xfe, mac[3]]),
+        u16::from_be_bytes([mac[4], mac[5]]),
+    );
+    r.extend_from_slice(&peer.octets());
+    let mut ll = vec![0, 1];
+    ll.extend_from_slice(&mac);
+    opt(&mut r, 79, &ll);
+    opt(&mut r, 18, b"lg0");
+    opt(&mut r, 9, inner);
+    r
+}
+
+/// What a RELAY-REPL carried: (message type, xid, server id, first address).
+fn parse_repl(b: &[u8]) -> Option<(u8, u32, Vec<u8>, Option<Ipv6Addr>)> {
+    if b.len() < 34 || b[0] != 13 {
+        return None;
+    }
+    let inner = tlvs(&b[34..]).find(|(c, _)| *c == 9)?.1;
+    if inner.len() < 4 {
+        return None;
+    }
+    let xid = u32::from_be_bytes([0, inner[1], inner[2], inner[3]]);
+    let mut sid = Vec::new();
+    let mut addr = None;
+    for (c, v) in tlvs(&inner[4..]) {
+        match c {
+            2 => sid = v.to_vec(),
+            3 if v.len() >= 12 => {
+                addr = tlvs(&v[12..])
+                    .find(|(c, v)| *c == 5 && v.len() >= 24)
+                    .map(|(_, v)| {
+                        Ipv6Addr::from(<[u8; 16]>::try_from(&v[..16]).expect("16 bytes"))
+                    });
+            }
+            _ => {}
+        }
+    }
+    Some((inner[0], xid, sid, addr))
+}
+
+fn tlvs(mut b: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    std::iter::from_fn(move || {
+        if b.len() < 4 {
+            return None;
+        }
+        let c = u16::from_be_bytes([b[0], b[1]]);
+        let l = u16::from_be_bytes([b[2], b[3]]) as usize;
+        let v = b.get(4..4 + l)?;
+        b = &b[4 + l..];
+        Some((c, v))
+    })
+}
+
+/// One exchange in flight.
+struct Flight {
+    client: u32,
+    sent: Instant,
+    /// True once the REQUEST went out.
+    requesting: bool,
+}
+
+/// Runs the DHCPv6 load.
+pub fn run6(cfg: &Config6) -> io::Result<Report> {
+    let s = socket2::Socket::new(
+        socket2::Domain::IPV6,
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
+    s.set_only_v6(true)?;
+    s.set_reuse_address(true)?;
+    let _ = s.set_recv_buffer_size(8 << 20);
+    let _ = s.set_send_buffer_size(8 << 20);
+    if let Some(d) = &cfg.device {
+        s.bind_device(Some(d.as_bytes()))?;
+    }
+    s.bind(&SocketAddr::V6(SocketAddrV6::new(cfg.relay, 547, 0, 0)).into())?;
+    s.set_nonblocking(true)?;
+    let sock: UdpSocket = s.into();
+    let server = SocketAddr::V6(cfg.server);
+    let start = Instant::now();
+    let cpu0 = crate::cpu_seconds();
+    let mut r = Report::default();
+    let mut flights: HashMap<u32, Flight> = HashMap::new();
+    let mut next_xid: u32 = 1;
+    let mut next_client = 0u32;
+    let mut buf = vec![0u8; 2048];
+    let mut last_sweep = start;
+    let mut idle = Duration::ZERO;
+    loop {
+        let now = Instant::now();
+        let elapsed = now - start;
+        let sending = elapsed < cfg.duration;
+        // start exchanges due by now (at `rate` a second, or up to the window)
+        if sending {
+            let due = if cfg.rate == 0 {
+                r.started + (cfg.window.saturating_sub(flights.len())) as u64
+            } else {
+                (elapsed.as_secs_f64() * f64::from(cfg.rate)) as u64
+            };
+            while r.started < due && flights.len() < cfg.window.max(1) * 4 {
+                let client = cfg.first_client + next_client % cfg.clients.max(1);
+                next_client += 1;
+                let xid = next_xid & 0xff_ffff;
+                next_xid = next_xid.wrapping_add(1);
+                let mac = mac_of(client);
+                let msg = relayed(cfg, mac, &client_msg(1, xid, mac, None));
+                if sock.send_to(&msg, server).is_ok() {
+                    r.sent += 1;
+                }
+                r.started += 1;
+                flights.insert(
+                    xid,
+                    Flight {
+                        client,
+                        sent: Instant::now(),
+                        requesting: false,
+                    },
+                );
+            }
+        } else if r.window.is_zero() {
+            r.window = elapsed;
+        }
+        // take every reply waiting
+        let mut got = false;
+        loop {
+            match sock.recv_from(&mut buf) {
+                Ok((n, _)) => {
+                    got = true;
+                    r.received += 1;
+                    let Some((kind, xid, sid, addr)) = parse_repl(&buf[..n]) else {
+                        continue;
+                    };
+                    let Some(f) = flights.get_mut(&xid) else {
+                        continue;
+                    };
+                    let t = Instant::now();
+                    match (kind, f.requesting, addr) {
+                        (2, false, Some(a)) => {
+                            r.offers += 1;
+                            r.offer_latency.push(t - f.sent);
+                            let mac = mac_of(f.client);
+                            let msg = relayed(cfg, mac, &client_msg(3, xid, mac, Some((&sid, a))));
+                            if sock.send_to(&msg, server).is_ok() {
+                                r.sent += 1;
+                            }
+                            f.sent = Instant::now();
+                            f.requesting = true;
+                        }
+                        (7, true, Some(_)) => {
+                            r.acks += 1;
+                            r.ack_latency.push(t - f.sent);
+                            flights.remove(&xid);
+                        }
+                        // ADVERTISE without an address, or a REPLY with a status: a refusal
+                        (2 | 7, _, _) => {
+                            r.naks += 1;
+                            flights.remove(&xid);
+                        }
+                        _ => {}
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e),
+            }
+        }
+        // exchanges past the timeout are drops
+        if now - last_sweep >= Duration::from_millis(20) {
+            last_sweep = now;
+            let before = flights.len();
+            flights.retain(|_, f| now - f.sent < cfg.timeout);
+            r.drops += (before - flights.len()) as u64;
+        }
+        if !sending && flights.is_empty() {
+            break;
+        }
+        if !sending && elapsed > cfg.duration + cfg.timeout * 2 {
+            r.drops += flights.len() as u64;
+            break;
+        }
+        if !got && !cfg.spin {
+            let t = Instant::now();
+            std::thread::sleep(Duration::from_micros(100));
+            idle += t.elapsed();
+        }
+    }
+    r.elapsed = start.elapsed();
+    if r.window.is_zero() {
+        r.window = cfg.duration.min(r.elapsed);
+    }
+    r.cpu_s = crate::cpu_seconds() - cpu0;
+    r.idle_s = idle.as_secs_f64();
+    Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_relayed_request_is_read_by_the_servers_front_door() {
+        let cfg = Config6 {
+            server: "[::1]:547".parse().unwrap(),
+            relay: "2001:db8::2".parse().unwrap(),
+            link: "2001:db8:1::1".parse().unwrap(),
+            device: None,
+            clients: 1,
+            first_client: 0,
+            rate: 0,
+            duration: Duration::ZERO,
+            window: 1,
+            timeout: Duration::from_secs(1),
+            spin: false,
+        };
+        let mac = mac_of(7);
+        let sid = [0u8, 3, 0, 1, 1, 2, 3, 4, 5, 6];
+        let m = relayed(
+            &cfg,
+            mac,
+            &client_msg(
+                3,
+                0x123456,
+                mac,
+                Some((&sid, "2001:db8:1::7".parse().unwrap())),
+            ),
+        );
+        let parsed = qdhcp_protocol::v6::parse6(&m).expect("valid");
+        assert_eq!(parsed.relayed_mac(), Some(qdhcp_protocol::Mac(mac)));
+        assert_eq!(parsed.xid, [0x12, 0x34, 0x56]);
+        assert_eq!(
+            parsed.server_id.as_ref().map(|d| d.0.clone()),
+            Some(sid.to_vec())
+        );
+        assert_eq!(
+            parsed.ias[0].addrs[0].addr,
+            "2001:db8:1::7".parse::<Ipv6Addr>().unwrap()
+        );
+    }
+}
