@@ -41,6 +41,8 @@ pub struct Config6 {
     pub timeout: Duration,
     /// Busy-poll instead of sleeping between turns.
     pub spin: bool,
+    /// Where to append `mac address` for every REPLY with an address.
+    pub record: Option<std::path::PathBuf>,
 }
 
 fn opt(out: &mut Vec<u8>, code: u16, data: &[u8]) {
@@ -182,6 +184,7 @@ pub fn run6(cfg: &Config6) -> io::Result<Report> {
     let mut buf = vec![0u8; 2048];
     let mut last_sweep = start;
     let mut idle = Duration::ZERO;
+    let mut record = String::new();
     loop {
         let now = Instant::now();
         let elapsed = now - start;
@@ -242,9 +245,18 @@ pub fn run6(cfg: &Config6) -> io::Result<Report> {
                             f.sent = Instant::now();
                             f.requesting = true;
                         }
-                        (7, true, Some(_)) => {
+                        (7, true, Some(a)) => {
                             r.acks += 1;
                             r.ack_latency.push(t - f.sent);
+                            if cfg.record.is_some() {
+                                let m = mac_of(f.client);
+                                use std::fmt::Write as _;
+                                let _ = writeln!(
+                                    record,
+                                    "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x} {a}",
+                                    m[0], m[1], m[2], m[3], m[4], m[5]
+                                );
+                            }
                             flights.remove(&xid);
                         }
                         // ADVERTISE without an address, or a REPLY with a status: a refusal
@@ -285,6 +297,14 @@ pub fn run6(cfg: &Config6) -> io::Result<Report> {
     }
     r.cpu_s = crate::cpu_seconds() - cpu0;
     r.idle_s = idle.as_secs_f64();
+    if let Some(p) = &cfg.record {
+        use std::io::Write as _;
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)?
+            .write_all(record.as_bytes())?;
+    }
     Ok(r)
 }
 
@@ -306,6 +326,7 @@ mod tests {
             window: 1,
             timeout: Duration::from_secs(1),
             spin: false,
+            record: None,
         };
         let mac = mac_of(7);
         let sid = [0u8, 3, 0, 1, 1, 2, 3, 4, 5, 6];

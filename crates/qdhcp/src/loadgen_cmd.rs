@@ -49,7 +49,8 @@ pub struct LoadgenArgs {
     /// File of `mac ip …` lines to renew (a --record file).
     #[arg(long)]
     pub renew_from: Option<PathBuf>,
-    /// Append `mac ip lease_end` for every ACK to this file.
+    /// Append `mac ip lease_end` for every ACK to this file (`mac address` for every REPLY in
+    /// --mode dhcpv6).
     #[arg(long)]
     pub record: Option<PathBuf>,
     /// Print one JSON object instead of text.
@@ -112,6 +113,7 @@ fn run_dhcpv6(a: &LoadgenArgs) -> i32 {
         window: a.window,
         timeout: Duration::from_millis(a.timeout_ms),
         spin: a.spin,
+        record: a.record.clone(),
     };
     match qdhcp_loadgen::v6::run6(&cfg) {
         Ok(r) if a.json => {
