@@ -485,3 +485,55 @@ fn hostile_datagrams_are_dropped_counted_and_logged_and_a_solicit_flood_does_not
         "every flooded SOLICIT was answered: {advertised}"
     );
 }
+
+#[test]
+fn dhcpcd6_gets_its_ports_address_and_dns() {
+    if !netns_available("dhcpcd -6") {
+        return;
+    }
+    require_tool("dhcpcd");
+    let (mut t, s) = dual_stack();
+    let _srv = start(&t, &s);
+    let vm = t.vm(VM1_MAC);
+    wait_no_tentative(&vm.ns);
+    let env = t.path("dhcpcd6.env");
+    let script = script_at(
+        t.dir.path(),
+        "dhcpcd6.sh",
+        &format!(
+            "[ \"$reason\" = BOUND6 ] && env | grep -E '^new_dhcp6' | sort > {}; exit 0",
+            env.display()
+        ),
+    );
+    let conf = t.path("dhcpcd6.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "noipv6rs\nipv6only\nia_na 1\noption dhcp6_name_servers, dhcp6_domain_search\nscript {}\n",
+            script.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new("ip")
+        .args(["netns", "exec", &vm.ns, "timeout", "30", "dhcpcd", "-f"])
+        .arg(&conf)
+        .args(["-6", "-1", "-B", "-t", "15", &vm.iface])
+        .output()
+        .unwrap();
+    // dhcpcd keeps its lease outside the namespace
+    let _ = std::fs::remove_file(format!("/var/lib/dhcpcd/{}.lease6", vm.iface));
+    let text = std::fs::read_to_string(&env).unwrap_or_default();
+    assert!(
+        text.contains(&format!("new_dhcp6_ia_na1_ia_addr1={VM1_V6}")),
+        "dhcpcd: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("new_dhcp6_name_servers=2001:db8:6::53"),
+        "{text}"
+    );
+    assert!(
+        text.contains("new_dhcp6_domain_search=openstacklocal"),
+        "{text}"
+    );
+}
