@@ -208,6 +208,13 @@ fn serve(cfg: &DnsmasqConfig, ready: Ready) -> anyhow::Result<()> {
         let duid = dnsmasq_v6::server_duid(&leasefile, &wanted_ifaces(cfg), now_secs());
         let n6 = dp.add_network6(NET, table6, duid);
         n6.leases().wake_on_removal(stop_wake.clone());
+        let seeded = dnsmasq_v6::seed_from_leasefile(&n6, &leasefile);
+        if seeded > 0 {
+            tracing::info!(
+                "{seeded} DHCPv6 lease(s) taken from {}",
+                leasefile.display()
+            );
+        }
         n6
     });
     let mut export = LeaseExport::new(&net, net6.clone(), leasefile.clone(), stop_wake.clone());

@@ -13,7 +13,7 @@ use qdhcp_compat::leases6::{parse_leases6, LeaseLine6};
 use qdhcp_compat::DnsmasqConfig;
 use qdhcp_dataplane::v6::{iface_addrs6, open_dhcp6_socket, Net6};
 use qdhcp_dataplane::Dataplane;
-use qdhcp_protocol::v6::{Duid, Table6};
+use qdhcp_protocol::v6::{Duid, Lease6, Table6};
 use qdhcp_protocol::Mac;
 
 /// Seconds from the Unix epoch to 2000-01-01, where DUID-LLT time starts (RFC 8415 §11.2).
@@ -67,6 +67,33 @@ pub(crate) fn server_duid(leasefile: &Path, ifaces: &[String], now: u64) -> Duid
         .find_map(|i| iface_mac(i))
         .unwrap_or(Mac([0x02, 0, 0, 0, 0, 1]));
     Duid::llt(now.saturating_sub(DUID_EPOCH) as u32, mac)
+}
+
+/// Takes the DHCPv6 leases of the leases file that the journal lacks (dnsmasq's file, when
+/// qdhcp replaces it on a running network): each for the host that reserves its address;
+/// lines for addresses no host reserves are left out.
+pub(crate) fn seed_from_leasefile(net: &Net6, leasefile: &Path) -> usize {
+    let Ok(text) = std::fs::read_to_string(leasefile) else {
+        return 0;
+    };
+    let table = net.table();
+    let leases: Vec<Lease6> = parse_leases6(&text)
+        .leases
+        .into_iter()
+        .filter_map(|l| {
+            let host = table.hosts().find(|h| h.addrs.contains(&l.addr))?;
+            Some(Lease6 {
+                duid: l.duid,
+                iaid: l.iaid,
+                addr: l.addr,
+                mac: host.mac,
+                expires: (l.expiry != 0).then_some(l.expiry),
+                hostname: l.hostname,
+            })
+        })
+        .collect();
+    drop(table);
+    net.seed(leases)
 }
 
 /// Opens the DHCPv6 sockets of the wanted interfaces not served yet (before the privilege

@@ -222,6 +222,20 @@ impl Net6 {
     pub fn server_id(&self) -> &Duid {
         &self.server_id
     }
+
+    /// Takes leases the journal lacks (a leases file written by dnsmasq before qdhcp took
+    /// over); an address that already has a lease keeps it. Returns how many were taken.
+    pub fn seed(&self, leases: impl IntoIterator<Item = Lease6>) -> usize {
+        let mut t = self.leases.lock();
+        let mut n = 0;
+        for l in leases {
+            if t.by_addr(l.addr).is_none() {
+                t.apply(&Change6::Bind(l));
+                n += 1;
+            }
+        }
+        n
+    }
 }
 
 /// Opens the DHCPv6 server socket for `iface` in the calling thread's namespace: UDP port 547

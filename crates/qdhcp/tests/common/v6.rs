@@ -7,7 +7,10 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{die_with_test, script_at, sh, Topo, Vm};
+use super::{
+    count_in, die_with_test, neutron_args, script_at, sh, start_dnsmasq, DnsmasqSetup, Proc, Topo,
+    Vm,
+};
 
 /// Waits until no address in namespace `ns` is tentative (duplicate address detection done).
 pub fn wait_no_tentative(ns: &str) {
@@ -230,4 +233,61 @@ pub fn dhclient6(t: &Topo, vm: &Vm, stateless: bool, extra: &str) -> (bool, Dhcl
         std::thread::sleep(Duration::from_millis(50));
     };
     (ok, d)
+}
+
+// --- the dual-stack network of the dnsmasq-mode DHCPv6 tests -------------------------------
+
+pub const VM1_MAC: &str = "fa:16:3e:7a:06:03";
+pub const VM1_V6: &str = "2001:db8:6::103";
+pub const VM2_MAC: &str = "fa:16:3e:7a:06:04";
+pub const STRANGER_MAC: &str = "fa:16:3e:7a:06:99";
+
+/// Neutron's lines: VM1 on all three subnets, VM2 on the stateless one only.
+pub const HOSTS: &str = "\
+fa:16:3e:7a:06:03,host-172-16-1-103.openstacklocal.,172.16.1.103
+fa:16:3e:7a:06:03,tag:dhcpv6,host-2001-db8-6--103.openstacklocal,[2001:db8:6::103]
+fa:16:3e:7a:06:04,tag:dhcpv6,set:port-p2
+";
+pub const OPTS: &str = "\
+tag:subnet-flat,option:router,172.16.1.1
+tag:subnet-v6a,option6:dns-server,[2001:db8:6::53]
+tag:subnet-v6a,option6:domain-search,openstacklocal
+tag:subnet-v6b,option6:dns-server,[2001:db8:7::53]
+tag:subnet-v6b,option6:domain-search,openstacklocal
+";
+
+pub fn dual_stack() -> (Topo, DnsmasqSetup) {
+    let t = Topo::new("172.16.1.2/24");
+    server_v6(&t, "2001:db8:6::2/64");
+    let mut s = neutron_args(&t, "172.16.1.0", "255.255.255.0", 86400);
+    s.args
+        .push("--dhcp-range=set:subnet-v6a,2001:db8:6::,static,64,86400s".into());
+    s.args
+        .push("--dhcp-range=set:subnet-v6b,2001:db8:7::,static,64,86400s".into());
+    std::fs::write(&s.host, HOSTS).unwrap();
+    std::fs::write(&s.opts, OPTS).unwrap();
+    std::fs::write(&s.leases, "").unwrap();
+    (t, s)
+}
+
+/// Starts the server and waits until this instance serves DHCPv6.
+pub fn start(t: &Topo, s: &DnsmasqSetup) -> Proc {
+    let before = count_in(&s.log, "DHCPv6 listening on");
+    let p = start_dnsmasq(t, s);
+    wait_until(Duration::from_secs(10), "DHCPv6 listening", || {
+        count_in(&s.log, "DHCPv6 listening on") > before
+    });
+    p
+}
+
+pub fn wait_until(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub fn leases_text(s: &DnsmasqSetup) -> String {
+    std::fs::read_to_string(&s.leases).unwrap_or_default()
 }
