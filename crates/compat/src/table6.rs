@@ -128,6 +128,7 @@ pub fn build_table6(
     table.global = global;
     table.domain = cfg.domain.clone();
     table.rapid_commit = cfg.rapid_commit;
+    table.default_dns_self = cfg.dns_port != Some(0);
     (table, warnings)
 }
 

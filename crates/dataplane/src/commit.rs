@@ -43,6 +43,25 @@ pub(crate) struct Commit {
     pub(crate) received_at: Instant,
 }
 
+/// What the journal writer takes: a DHCPv4 batch, or a DHCPv6 one (its replies go out on the
+/// interface's DHCPv6 socket).
+pub(crate) enum Batch {
+    /// DHCPv4.
+    V4(Commit),
+    /// DHCPv6.
+    V6(crate::v6::Commit6),
+}
+
+impl Batch {
+    /// The lease records that must be durable before the batch's held replies leave.
+    pub(crate) fn records_mut(&mut self) -> &mut Vec<Record> {
+        match self {
+            Batch::V4(c) => &mut c.records,
+            Batch::V6(c) => &mut c.records,
+        }
+    }
+}
+
 /// Batches waiting for the journal writer at most: when the disk is slower than the clients,
 /// receiving slows down too.
 pub(crate) const QUEUE_CAP: usize = 256;
@@ -60,7 +79,7 @@ pub(crate) struct CommitQueue {
 
 #[derive(Default)]
 struct QueueState {
-    items: VecDeque<Commit>,
+    items: VecDeque<Batch>,
     closed: bool,
     /// The writer waits for a batch: a send wakes it. Otherwise no wake-up is made, since each
     /// costs a futex syscall and a send happens once per received batch.
@@ -75,7 +94,7 @@ impl CommitQueue {
     }
 
     /// Queues `c`, waiting while the queue is full; gives it back once the queue is closed.
-    pub(crate) fn send(&self, c: Commit) -> Result<(), Commit> {
+    pub(crate) fn send(&self, c: Batch) -> Result<(), Batch> {
         let mut s = self.state();
         while s.items.len() >= QUEUE_CAP && !s.closed {
             s.senders_waiting += 1;
@@ -96,7 +115,7 @@ impl CommitQueue {
 
     /// Waits for batches (without waking while none comes) and moves all that are queued
     /// into `out`; false once the queue is closed and drained.
-    pub(crate) fn recv(&self, out: &mut Vec<Commit>) -> bool {
+    pub(crate) fn recv(&self, out: &mut Vec<Batch>) -> bool {
         let mut s = self.state();
         while s.items.is_empty() && !s.closed {
             s.writer_waiting = true;

@@ -342,14 +342,7 @@ impl Dataplane {
         let Some(reactor) = self.reactor.get() else {
             return Err(io::Error::other("the dataplane is not started"));
         };
-        let src = Dhcp6Source::new(
-            self.shared.clone(),
-            self.journal.clone(),
-            net,
-            iface,
-            sock,
-            netns,
-        )?;
+        let src = Dhcp6Source::new(self.shared.clone(), net, iface, sock, netns)?;
         let id = reactor.add(Box::new(src));
         let old = self.listeners.lock().insert(key.to_string(), id);
         if let Some(old) = old {

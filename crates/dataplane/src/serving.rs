@@ -262,7 +262,7 @@ impl DhcpSource {
                 held,
                 received_at,
             };
-            if dp.queue.send(c).is_err() {
+            if dp.queue.send(crate::commit::Batch::V4(c)).is_err() {
                 return Turn::Drained;
             }
         }

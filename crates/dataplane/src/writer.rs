@@ -12,7 +12,7 @@ use qdhcp_batchio::Outbox;
 use qdhcp_protocol::{renew_from_durable, LeaseChange};
 
 use crate::clock::now_secs;
-use crate::commit::{Commit, Held, QUEUE_CAP};
+use crate::commit::{Batch, Held, QUEUE_CAP};
 use crate::journal::{JournalError, Record};
 use crate::limits::RateLimit;
 use crate::network::Network;
@@ -111,7 +111,7 @@ impl Dataplane {
         let mut records: Vec<Record> = Vec::with_capacity(4096);
         let mut outbox = Outbox::default();
         let mut renewed: Vec<Held> = Vec::new();
-        let mut batch: Vec<Commit> = Vec::with_capacity(QUEUE_CAP);
+        let mut batch: Vec<Batch> = Vec::with_capacity(QUEUE_CAP);
         loop {
             batch.clear();
             if !self.shared.queue.recv(&mut batch) {
@@ -122,7 +122,7 @@ impl Dataplane {
             }
             records.clear();
             for c in &mut batch {
-                records.append(&mut c.records);
+                records.append(c.records_mut());
             }
             match self.journal.commit(&records, || ()) {
                 Ok(()) => {
@@ -131,15 +131,18 @@ impl Dataplane {
                         .counters
                         .records
                         .fetch_add(records.len() as u64, Ordering::Relaxed);
-                    for mut c in batch.drain(..) {
-                        deliver(
-                            &self.shared,
-                            &c.net,
-                            &c.port,
-                            &mut outbox,
-                            &mut c.held,
-                            c.received_at,
-                        );
+                    for c in batch.drain(..) {
+                        match c {
+                            Batch::V4(mut c) => deliver(
+                                &self.shared,
+                                &c.net,
+                                &c.port,
+                                &mut outbox,
+                                &mut c.held,
+                                c.received_at,
+                            ),
+                            Batch::V6(c) => c.deliver(true),
+                        }
                     }
                 }
                 Err(e) => {
@@ -148,6 +151,14 @@ impl Dataplane {
                     }
                     let now = now_secs();
                     for c in batch.drain(..) {
+                        let c = match c {
+                            Batch::V4(c) => c,
+                            // memory goes back to what is durable; no REPLY that promised a lease
+                            Batch::V6(c) => {
+                                c.deliver(false);
+                                continue;
+                            }
+                        };
                         for mut h in c.held {
                             // Memory goes back to what is durable.
                             let Some((mac, prev)) = h.before.take() else {

@@ -17,7 +17,7 @@ use ahash::HashMap;
 use qdhcp_protocol::v6::{Change6, Duid, Lease6, LeaseView6, Malformed6, Msg6, Table6};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
-pub(crate) use source::Dhcp6Source;
+pub(crate) use source::{Commit6, Dhcp6Source};
 
 /// ff02::1:2, All_DHCP_Relay_Agents_and_Servers (RFC 8415 §7.1).
 pub const ALL_SERVERS: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 1, 2);

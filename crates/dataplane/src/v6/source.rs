@@ -1,7 +1,7 @@
-//! One interface's DHCPv6 socket as an event-loop source: a batch of datagrams received,
-//! each validated and decided by the protocol core, the batch's lease changes committed to the
-//! journal with one fdatasync, then the replies sent (a REPLY that binds only after its lease
-//! is on disk). A message from the link whose source has no neighbour entry yet waits, while
+//! One interface's DHCPv6 socket as an event-loop source: a batch of datagrams received, each
+//! validated and decided by the protocol core; what promises nothing durable leaves at once,
+//! the batch's lease changes go to the journal writer with the REPLYs that wait for them (a
+//! REPLY that binds leaves only after its lease is on disk). A message from the link whose source has no neighbour entry yet waits, while
 //! the neighbour is probed, up to five tries 100 ms apart (as dnsmasq does), on the loop's timer.
 
 use std::fs::File;
@@ -19,7 +19,7 @@ use qdhcp_reactor::{Source, Turn};
 use super::neigh::Neighbours;
 use super::{iface_addrs6, msg_index, Net6, CLIENT_PORT6, SERVER_PORT6};
 use crate::clock::now_secs;
-use crate::journal::{Journal, Record};
+use crate::journal::Record;
 use crate::limits::{MacLimiter, RateLimit};
 use crate::options::BATCH;
 use crate::shared::Shared;
@@ -56,9 +56,8 @@ struct Out {
 /// One interface served for DHCPv6.
 pub(crate) struct Dhcp6Source {
     shared: Arc<Shared>,
-    journal: Arc<Journal>,
     net: Arc<Net6>,
-    sock: UdpSocket,
+    sock: Arc<UdpSocket>,
     iface: Arc<str>,
     ifindex: u32,
     netns: Option<PathBuf>,
@@ -79,7 +78,6 @@ impl Dhcp6Source {
     /// neighbour socket is opened too).
     pub(crate) fn new(
         shared: Arc<Shared>,
-        journal: Arc<Journal>,
         net: Arc<Net6>,
         iface: &str,
         sock: socket2::Socket,
@@ -97,9 +95,8 @@ impl Dhcp6Source {
         let client_rate = shared.opts.client_rate;
         Ok(Dhcp6Source {
             shared,
-            journal,
             net,
-            sock: sock.into(),
+            sock: Arc::new(sock.into()),
             iface: Arc::from(iface),
             ifindex,
             netns,
@@ -261,31 +258,54 @@ impl Dhcp6Source {
         }
     }
 
-    /// Commits the batch's lease changes, then sends its replies; a REPLY that binds is
-    /// dropped (and memory put back) when the commit fails, so nothing is promised that a
-    /// crash would take back.
+    /// Sends what promises nothing durable (ADVERTISEs, REPLYs to RELEASE, CONFIRM,
+    /// INFORMATION-REQUEST…) at once, and hands the batch's lease records with the REPLYs that
+    /// wait for them to the journal writer, which sends those after the batch's fdatasync
+    /// (group commit with every other interface, DHCPv4 and DHCPv6 alike).
     fn finish_batch(&mut self) {
-        let mut committed = true;
-        if !self.records.is_empty() {
-            if let Err(e) = self.journal.commit(&self.records, || ()) {
-                committed = false;
-                if self.bad_log.allow("lease-storage errors") {
-                    tracing::error!(target: "dhcp", "{e}: DHCPv6 leases not stored, not replying for them");
-                }
-                let mut leases = self.net.leases();
-                for (addr, before) in self.undo.drain(..).rev() {
-                    leases.undo(addr, before);
-                }
-            }
-            self.records.clear();
-            self.undo.clear();
+        let out = std::mem::take(&mut self.out);
+        let (held, now): (Vec<Out>, Vec<Out>) = if self.records.is_empty() {
+            (Vec::new(), out)
+        } else {
+            out.into_iter().partition(|o| o.binds)
+        };
+        let sender = Sender {
+            net: self.net.clone(),
+            sock: self.sock.clone(),
+            iface: self.iface.clone(),
+            quiet: self.shared.opts.quiet,
+        };
+        sender.send_all(now);
+        if self.records.is_empty() {
+            return;
         }
+        let c = Commit6 {
+            sender,
+            records: std::mem::take(&mut self.records),
+            undo: std::mem::take(&mut self.undo),
+            held,
+        };
+        if let Err(crate::commit::Batch::V6(c)) =
+            self.shared.queue.send(crate::commit::Batch::V6(c))
+        {
+            // shutting down: nothing is promised that the journal does not hold
+            c.deliver(false);
+        }
+    }
+}
+
+/// What sends a batch's replies: the interface's socket, its name and counters.
+pub(crate) struct Sender {
+    net: Arc<Net6>,
+    sock: Arc<UdpSocket>,
+    iface: Arc<str>,
+    quiet: bool,
+}
+
+impl Sender {
+    fn send_all(&self, out: Vec<Out>) {
         let c = &self.net.counters;
-        for o in std::mem::take(&mut self.out) {
-            if o.binds && !committed {
-                c.persist_failures.fetch_add(1, Ordering::Relaxed);
-                continue;
-            }
+        for o in out {
             match self.sock.send_to(&o.bytes, SocketAddr::V6(o.to)) {
                 Ok(_) => {
                     if o.advertise {
@@ -293,17 +313,46 @@ impl Dhcp6Source {
                     } else {
                         c.reply.fetch_add(1, Ordering::Relaxed);
                     }
-                    if let Some(l) = &o.sent {
-                        self.log(l);
+                    if let (Some(l), false) = (&o.sent, self.quiet) {
+                        tracing::info!(target: "dhcp", "{}", l.render(&self.iface));
                     }
                 }
                 Err(e) => {
-                    c.send_errors.fetch_add(1, Ordering::Relaxed);
-                    if self.bad_log.allow("DHCPv6 send errors") {
+                    if c.send_errors.fetch_add(1, Ordering::Relaxed) % 1000 == 0 {
                         tracing::warn!(target: "dhcp", "{}: DHCPv6 reply to {} failed: {e}", self.iface, o.to);
                     }
                 }
             }
+        }
+    }
+}
+
+/// A DHCPv6 batch handed to the journal writer: its lease records, how to undo them in memory,
+/// and the REPLYs that wait for them.
+pub(crate) struct Commit6 {
+    sender: Sender,
+    pub(crate) records: Vec<Record>,
+    undo: Vec<(Ipv6Addr, Option<Lease6>)>,
+    held: Vec<Out>,
+}
+
+impl Commit6 {
+    /// After the journal commit: sends the held REPLYs, or (`committed` false) puts memory back
+    /// to what is durable and sends none of them (the clients retry).
+    pub(crate) fn deliver(self, committed: bool) {
+        if committed {
+            self.sender.send_all(self.held);
+            return;
+        }
+        let n = self.held.len() as u64;
+        self.sender
+            .net
+            .counters
+            .persist_failures
+            .fetch_add(n, Ordering::Relaxed);
+        let mut leases = self.sender.net.leases();
+        for (addr, before) in self.undo.into_iter().rev() {
+            leases.undo(addr, before);
         }
     }
 }

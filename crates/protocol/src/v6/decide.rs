@@ -298,6 +298,26 @@ fn asked_options(
                     out.insert(DhcpOption::DomainSearchList(vec![d]));
                 }
             }
+            None if code == 23 && t.default_dns_self => {
+                // our own address on the client's subnet, else any of ours that is not link-local
+                let global = ctx.own_addrs.iter().filter(|a| !is_link_local(**a));
+                let mine: Vec<Ipv6Addr> = match subnet {
+                    Some(s) => global
+                        .clone()
+                        .filter(|a| s.net.contains(*a))
+                        .copied()
+                        .collect(),
+                    None => Vec::new(),
+                };
+                let v = if mine.is_empty() {
+                    global.copied().collect()
+                } else {
+                    mine
+                };
+                if !v.is_empty() {
+                    out.insert(DhcpOption::DomainNameServers(v));
+                }
+            }
             None => {}
         }
     }

@@ -58,6 +58,9 @@ pub struct Table6 {
     pub domain: Option<String>,
     /// `--dhcp-rapid-commit`: a SOLICIT with Rapid Commit is answered with a REPLY at once.
     pub rapid_commit: bool,
+    /// With no DNS servers configured, announce our own address (dnsmasq does, unless its DNS
+    /// is off with `--port=0`).
+    pub default_dns_self: bool,
 }
 
 impl Table6 {

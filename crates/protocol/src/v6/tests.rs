@@ -714,3 +714,18 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn with_no_dns_servers_configured_our_own_address_is_announced_unless_dns_is_off() {
+    let mut t = table();
+    t.subnets[0].options = Options6::default();
+    let solicit = msg(MessageType::Solicit, false, vec![(1, vec![])], &[23]);
+    let r = reply(&run(&solicit, &t, Some(MAC), &Leases::default()));
+    assert_eq!(r.opts().get(OptionCode::DomainNameServers), None, "DNS off");
+    t.default_dns_self = true;
+    let r = reply(&run(&solicit, &t, Some(MAC), &Leases::default()));
+    assert_eq!(
+        r.opts().get(OptionCode::DomainNameServers),
+        Some(&DhcpOption::DomainNameServers(vec![a("2001:db8:6::2")]))
+    );
+}
