@@ -318,7 +318,10 @@ impl Sender {
                     }
                 }
                 Err(e) => {
-                    if c.send_errors.fetch_add(1, Ordering::Relaxed) % 1000 == 0 {
+                    if c.send_errors
+                        .fetch_add(1, Ordering::Relaxed)
+                        .is_multiple_of(1000)
+                    {
                         tracing::warn!(target: "dhcp", "{}: DHCPv6 reply to {} failed: {e}", self.iface, o.to);
                     }
                 }
