@@ -87,7 +87,7 @@ impl LeaseExport {
         let reaped = self.copy.reap(now) > 0;
         let mut changed6 = false;
         if let Some((n6, written)) = &mut self.net6 {
-            let g = n6.leases().generation();
+            let g = priority::at_normal_priority(|| n6.leases().generation());
             changed6 = g != *written;
             *written = g;
         }
