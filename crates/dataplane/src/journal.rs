@@ -25,8 +25,6 @@ use std::time::{Duration, Instant};
 use qdhcp_protocol::v6::{Change6, Lease6};
 use qdhcp_protocol::{ClientId, Lease, LeaseChange, Mac};
 
-use crate::priority;
-
 /// A journal failure, naming the file.
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
@@ -46,6 +44,38 @@ pub enum JournalError {
         /// How long was waited.
         waited: Duration,
     },
+}
+
+/// How the journal's long work (preallocating zeros, rewriting itself) shares the machine with
+/// the threads that serve: the journal says where it holds what serving waits for and where
+/// serving may go first; its owner decides what that means (thread priorities in the
+/// dataplane, [`crate::priority::ThreadPriority`]; nothing in tests and tools, [`Unpaced`]).
+pub trait Pacing: Send + Sync {
+    /// A section that serving waits for begins; the token goes back to [`Pacing::done`].
+    fn urgent(&self) -> bool;
+    /// That section ended.
+    fn done(&self, token: bool);
+    /// A point between chunks of work where serving may run first.
+    fn yield_now(&self);
+}
+
+/// No pacing: the journal's work runs as it comes.
+pub struct Unpaced;
+
+impl Pacing for Unpaced {
+    fn urgent(&self) -> bool {
+        false
+    }
+    fn done(&self, _: bool) {}
+    fn yield_now(&self) {}
+}
+
+/// Runs `f` as a section that serving waits for.
+fn urgently<T>(p: &dyn Pacing, f: impl FnOnce() -> T) -> T {
+    let token = p.urgent();
+    let out = f();
+    p.done(token);
+    out
 }
 
 /// One journal record: a lease change in a named network.
@@ -92,6 +122,8 @@ pub struct Loaded {
 pub struct Journal {
     path: PathBuf,
     inner: Mutex<Inner>,
+    /// How compaction shares the machine with serving (see [`Pacing`]).
+    pacing: Box<dyn Pacing>,
 }
 
 struct Inner {
@@ -114,7 +146,7 @@ fn reserve_for(content: u64) -> u64 {
 /// Writes `len` zeros at `at` and makes them durable; on any failure (a full disk) the file is
 /// cut back to `at` and runs without the reserve. Skipped on tmpfs, where it would only take
 /// memory. Returns the bytes reserved.
-fn zero_fill(file: &File, at: u64, len: u64) -> u64 {
+fn zero_fill(file: &File, at: u64, len: u64, pacing: &dyn Pacing) -> u64 {
     const TMPFS: nix::sys::statfs::FsType = nix::sys::statfs::TMPFS_MAGIC;
     if nix::sys::statfs::fstatfs(file).is_ok_and(|s| s.filesystem_type() == TMPFS) {
         return 0;
@@ -126,7 +158,7 @@ fn zero_fill(file: &File, at: u64, len: u64) -> u64 {
             let n = (len - done).min(zeros.len() as u64) as usize;
             file.write_all_at(&zeros[..n], at + done)?;
             done += n as u64;
-            priority::yield_to_serving();
+            pacing.yield_now();
         }
         file.sync_data()
     })();
@@ -309,7 +341,7 @@ impl Journal {
             file.write_all_at(b"\n", pos).map_err(io_err(path))?;
             pos += 1;
         }
-        zero_fill(&file, pos, reserve_for(pos));
+        zero_fill(&file, pos, reserve_for(pos), &Unpaced);
         let j = Journal {
             path: path.to_path_buf(),
             inner: Mutex::new(Inner {
@@ -319,8 +351,15 @@ impl Journal {
                 records: loaded.records.len() as u64,
                 buf: Vec::with_capacity(64 * 1024),
             }),
+            pacing: Box::new(Unpaced),
         };
         Ok((j, loaded))
+    }
+
+    /// The journal, its compactions paced by `p` from now on.
+    pub fn paced(mut self, p: impl Pacing + 'static) -> Journal {
+        self.pacing = Box::new(p);
+        self
     }
 
     fn lock(&self) -> parking_lot::MutexGuard<'_, Inner> {
@@ -391,7 +430,8 @@ impl Journal {
     ) -> Result<Compacted, JournalError> {
         // The sections holding the journal run at normal priority even when the encoding and
         // writing between them run at idle priority: ACKs wait for the journal.
-        let (records, mark, count_at_mark, old) = priority::at_normal_priority(|| {
+        let pacing = &*self.pacing;
+        let (records, mark, count_at_mark, old) = urgently(pacing, || {
             let g = self.lock();
             // Only compaction replaces the file, so this handle reads the journal until the swap.
             let old = g.file.try_clone().map_err(io_err(&self.path))?;
@@ -402,7 +442,7 @@ impl Journal {
         for (i, r) in records.iter().enumerate() {
             encode(r, &mut buf);
             if i % 1024 == 1023 {
-                priority::yield_to_serving();
+                pacing.yield_now();
             }
         }
         let f = OpenOptions::new()
@@ -417,7 +457,7 @@ impl Journal {
         try_lock(&f).map_err(io_err(&tmp))?;
         f.write_all_at(&buf, 0).map_err(io_err(&tmp))?;
         let content = buf.len() as u64;
-        zero_fill(&f, content, reserve_for(content));
+        zero_fill(&f, content, reserve_for(content), &*self.pacing);
         // The snapshot, the zeros and the file's size are durable before the journal is held:
         // under it, the tail overwrites zeros in place and needs a data-only fdatasync, not a
         // filesystem journal commit, so ACKs wait less.
@@ -431,18 +471,18 @@ impl Journal {
         let src = (&old, self.path.as_path());
         let (mut from, mut to) = (mark, content);
         for _ in 0..8 {
-            let end = priority::at_normal_priority(|| self.lock().pos);
+            let end = urgently(pacing, || self.lock().pos);
             if end - from <= CATCH_UP_LEFT {
                 break;
             }
             to += copy_range(src, (&f, &tmp), from..end, to)?;
             from = end;
-            priority::yield_to_serving();
+            pacing.yield_now();
         }
         f.sync_data().map_err(io_err(&tmp))?;
         let caught_up = to - content;
 
-        let locked_tail = priority::at_normal_priority(|| {
+        let locked_tail = urgently(pacing, || {
             let mut g = self.lock();
             let tail = copy_range(src, (&f, &tmp), from..g.pos, to)?;
             f.sync_data().map_err(io_err(&tmp))?;

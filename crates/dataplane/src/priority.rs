@@ -69,6 +69,25 @@ pub fn at_normal_priority<T>(f: impl FnOnce() -> T) -> T {
     out
 }
 
+/// The journal's pacing in a server: its sections that hold the journal run at normal
+/// priority, and it yields between chunks of background work (see [`at_normal_priority`] and
+/// [`yield_to_serving`]).
+pub struct ThreadPriority;
+
+impl crate::journal::Pacing for ThreadPriority {
+    fn urgent(&self) -> bool {
+        is_idle() && set_policy(libc::SCHED_OTHER, 0).is_ok()
+    }
+    fn done(&self, raised: bool) {
+        if raised {
+            lower_to_idle();
+        }
+    }
+    fn yield_now(&self) {
+        yield_to_serving();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -73,6 +73,7 @@ impl Dataplane {
         opts: ServeOptions,
     ) -> Result<Arc<Self>, JournalError> {
         let (j, loaded) = Journal::open(journal)?;
+        let j = j.paced(crate::priority::ThreadPriority);
         if !loaded.damaged.is_empty() {
             tracing::warn!(
                 target: "dhcp",

@@ -235,6 +235,64 @@ fn compaction_keeps_only_live_records() {
     assert_eq!(l.records, vec![bind(1, None), bind(2, None)]);
 }
 
+/// Counts what the journal tells its pacing, and checks that an urgent section is the only
+/// place the journal is held by compaction.
+#[derive(Default)]
+struct Counted {
+    urgent: std::sync::atomic::AtomicUsize,
+    done: std::sync::atomic::AtomicUsize,
+    yields: std::sync::atomic::AtomicUsize,
+}
+
+impl Pacing for std::sync::Arc<Counted> {
+    fn urgent(&self) -> bool {
+        self.urgent
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        true
+    }
+    fn done(&self, token: bool) {
+        assert!(token, "done with the token urgent gave");
+        self.done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+    fn yield_now(&self) {
+        self.yields
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn compaction_tells_its_pacing_where_it_holds_the_journal_and_where_serving_may_go_first() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("j");
+    let counted = std::sync::Arc::new(Counted::default());
+    let (j, _) = Journal::open(&p).unwrap();
+    let j = j.paced(counted.clone());
+    let live: Vec<Record> = (0..3000u16)
+        .map(|i| {
+            let mut r = bind(1, None);
+            if let Change::V4(LeaseChange::Bind(l)) = &mut r.change {
+                l.mac = Mac([0xfa, 0x16, 0x3e, 1, (i >> 8) as u8, i as u8]);
+            }
+            r
+        })
+        .collect();
+    j.compact(|| live.clone()).unwrap();
+    // the snapshot taken, the end read while catching up, the swap: each held, each ended
+    let urgent = counted.urgent.load(SeqCst);
+    assert!(urgent >= 2, "{urgent}");
+    assert_eq!(counted.done.load(SeqCst), urgent);
+    // 3,000 records encoded in chunks of 1,024, and zeros written ahead: serving may go first
+    assert!(
+        counted.yields.load(SeqCst) >= 2,
+        "{}",
+        counted.yields.load(SeqCst)
+    );
+    drop(j);
+    let (_, l) = Journal::open(&p).unwrap();
+    assert_eq!(l.records.len(), 3000);
+}
+
 #[test]
 fn records_appended_during_a_compaction_are_copied_outside_the_journal() {
     let dir = tempfile::tempdir().unwrap();
