@@ -22,6 +22,7 @@ use arc_swap::ArcSwap;
 use tokio::sync::oneshot;
 
 use qdhcp_registry::segments::SegmentConfig;
+use qdhcp_registry::NodeName;
 use qdhcp_registry::{Effect, Env, Outcome, Registry, RegistryError};
 use qdhcp_store::{Store, StoreError};
 
@@ -107,7 +108,7 @@ pub struct Control {
     store: Arc<Store>,
     /// The live nodes this node last rescheduled for as the leader (see
     /// [`Control::live_nodes`]); only the heartbeat thread uses it.
-    scheduled_for: Mutex<Option<Vec<String>>>,
+    scheduled_for: Mutex<Option<Vec<NodeName>>>,
 }
 
 impl Control {
@@ -199,11 +200,12 @@ impl Control {
     /// again (ports of nodes that are down move to live ones, networks short of nodes get
     /// more) and stores the moves, which reach the other nodes through the change feed.
     /// Returns how many ports it changed.
-    pub fn live_nodes(&self, mut live: Vec<String>, me: &str) -> Result<usize, ControlError> {
+    pub fn live_nodes(&self, live: Vec<String>, me: &str) -> Result<usize, ControlError> {
+        let mut live: Vec<NodeName> = live.into_iter().map(NodeName::from).collect();
         live.sort();
         live.dedup();
         let again = self.scheduled_for.lock().as_ref() != Some(&live);
-        let leader = live.first().map(String::as_str) == Some(me);
+        let leader = live.first().map(NodeName::as_str) == Some(me);
         {
             // the usual heartbeat changes nothing: no write, no new registry published
             let reg = self.read();
@@ -215,7 +217,7 @@ impl Control {
                 return Ok(0);
             }
         }
-        let (nodes, me) = (live.clone(), me.to_string());
+        let (nodes, me) = (live.clone(), NodeName::from(me));
         let moved = self.mutate(move |reg, env| {
             let mut s = reg.scheduling().clone();
             s.live = nodes.clone();
@@ -241,7 +243,10 @@ impl Control {
         if moved > 0 {
             tracing::info!(
                 "DHCP scheduler: {moved} DHCP ports placed on the live nodes {}",
-                live.join(", ")
+                live.iter()
+                    .map(NodeName::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
         }
         Ok(moved)

@@ -428,8 +428,8 @@ impl Journal {
         live: impl FnOnce() -> Vec<Record>,
         before_catch_up: impl FnOnce(),
     ) -> Result<Compacted, JournalError> {
-        // The sections holding the journal run at normal priority even when the encoding and
-        // writing between them run at idle priority: ACKs wait for the journal.
+        // The sections holding the journal are urgent to the pacing (normal priority in a
+        // server) even when the encoding and writing between them are not: ACKs wait for it.
         let pacing = &*self.pacing;
         let (records, mark, count_at_mark, old) = urgently(pacing, || {
             let g = self.lock();

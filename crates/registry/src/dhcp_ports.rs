@@ -91,11 +91,11 @@ impl Registry {
         let want = self.scheduling.per_network.max(1).min(live.len());
         let mut serving: HashSet<String> = existing
             .iter()
-            .filter(|p| live.iter().any(|l| p.binding_host_id == *l))
+            .filter(|p| live.contains(&p.binding_host_id))
             .map(|p| p.binding_host_id.to_string())
             .collect();
         for p in existing {
-            let host = if live.iter().any(|l| p.binding_host_id == *l) || serving.len() >= want {
+            let host = if live.contains(&p.binding_host_id) || serving.len() >= want {
                 // on a live node, or kept for its node (Neutron keeps a dead agent's port)
                 p.binding_host_id.to_string()
             } else {
@@ -122,11 +122,11 @@ impl Registry {
     }
 
     /// The live node with the fewest DHCP ports that is not in `taken` (ties by name).
-    fn least_loaded(&self, live: &[String], taken: &HashSet<String>) -> String {
+    fn least_loaded(&self, live: &[NodeName], taken: &HashSet<String>) -> String {
         live.iter()
-            .filter(|n| !taken.contains(*n))
+            .filter(|n| !taken.contains(n.as_str()))
             .min_by_key(|n| (self.dhcp_load(n), n.as_str()))
-            .cloned()
+            .map(|n| n.to_string())
             .unwrap_or_default()
     }
 

@@ -195,7 +195,7 @@ fn nodes_allocating_at_once_prefer_their_own_share_of_the_pool() {
     )
     .unwrap();
     let mut b = a.clone();
-    let live = vec!["node-a".to_string(), "node-b".to_string()];
+    let live: Vec<NodeName> = vec!["node-a".into(), "node-b".into()];
     for (r, me) in [(&mut a, "node-a"), (&mut b, "node-b")] {
         r.set_scheduling(Scheduling {
             per_network: 2,

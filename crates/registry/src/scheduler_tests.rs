@@ -11,7 +11,7 @@ use crate::*;
 fn live(r: &mut Registry, per_network: usize, nodes: &[&str]) {
     r.set_scheduling(Scheduling {
         per_network,
-        live: nodes.iter().map(|n| n.to_string()).collect(),
+        live: nodes.iter().map(|n| NodeName::from(*n)).collect(),
         ..Default::default()
     });
 }

@@ -2,6 +2,8 @@
 //! alive, and which one this is. Plain data, read by the registry and the scheduler
 //! (`dhcp_ports`).
 
+use crate::ids::NodeName;
+
 /// The scheduler's settings and the nodes it schedules onto.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Scheduling {
@@ -9,9 +11,9 @@ pub struct Scheduling {
     pub per_network: usize,
     /// The live nodes, sorted. None known: one unbound DHCP port that any node serves (a
     /// registry used without nodes, as in unit tests and `qdhcp api`).
-    pub live: Vec<String>,
+    pub live: Vec<NodeName>,
     /// This node's name (empty: not one of several).
-    pub me: String,
+    pub me: NodeName,
 }
 
 impl Scheduling {
@@ -27,6 +29,6 @@ impl Scheduling {
     /// The node that reschedules for everyone (the first live one), so that two nodes do not
     /// move the same port at once.
     pub fn leader(&self) -> Option<&str> {
-        self.live.first().map(String::as_str)
+        self.live.first().map(NodeName::as_str)
     }
 }
