@@ -16,78 +16,26 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-use crate::metrics::{LATENCY_BUCKETS, MALFORMED_LABELS};
+use qdhcp_protocol::{ClientMsg, Malformed, ReplyKind};
+
+use crate::metrics::{Kind, LATENCY_BUCKETS};
 use crate::server::Dataplane;
 
-/// A client message type, as a label value.
+/// A counted kind (message type, reply type, front-door reason) as a label value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum MsgType {
-    /// DHCPDISCOVER.
-    Discover,
-    /// DHCPREQUEST.
-    Request,
-    /// DHCPDECLINE.
-    Decline,
-    /// DHCPRELEASE.
-    Release,
-    /// DHCPINFORM.
-    Inform,
-}
+pub struct Label<K>(pub K);
 
-impl MsgType {
-    /// In `Counters::rx` order.
-    pub const ALL: [MsgType; 5] = [
-        MsgType::Discover,
-        MsgType::Request,
-        MsgType::Decline,
-        MsgType::Release,
-        MsgType::Inform,
-    ];
-}
-
-impl EncodeLabelValue for MsgType {
+impl<K: Kind + std::fmt::Debug> EncodeLabelValue for Label<K> {
     fn encode(&self, e: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
-        e.write_str(match self {
-            MsgType::Discover => "discover",
-            MsgType::Request => "request",
-            MsgType::Decline => "decline",
-            MsgType::Release => "release",
-            MsgType::Inform => "inform",
-        })
-    }
-}
-
-/// A reply type, as a label value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ReplyType {
-    /// DHCPOFFER.
-    Offer,
-    /// DHCPACK.
-    Ack,
-    /// DHCPNAK.
-    Nak,
-}
-
-impl ReplyType {
-    /// In `Counters::tx` order.
-    pub const ALL: [ReplyType; 3] = [ReplyType::Offer, ReplyType::Ack, ReplyType::Nak];
-}
-
-impl EncodeLabelValue for ReplyType {
-    fn encode(&self, e: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
-        e.write_str(match self {
-            ReplyType::Offer => "offer",
-            ReplyType::Ack => "ack",
-            ReplyType::Nak => "nak",
-        })
+        e.write_str(self.0.label())
     }
 }
 
 /// Why a packet was dropped or not answered, as a label value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DropReason {
-    /// Refused by the front door (index into `MALFORMED_LABELS`).
-    Malformed(usize),
+    /// Refused by the front door.
+    Malformed(Malformed),
     /// No reservation for the client.
     NoAddress,
     /// Its lease could not be made durable.
@@ -101,7 +49,7 @@ pub enum DropReason {
 impl EncodeLabelValue for DropReason {
     fn encode(&self, e: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
         e.write_str(match self {
-            DropReason::Malformed(i) => MALFORMED_LABELS.get(*i).copied().unwrap_or("malformed"),
+            DropReason::Malformed(m) => m.label(),
             DropReason::NoAddress => "no_address",
             DropReason::LeaseNotDurable => "lease_not_durable",
             DropReason::SendError => "send_error",
@@ -113,13 +61,13 @@ impl EncodeLabelValue for DropReason {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct InLabels {
     network: String,
-    r#type: MsgType,
+    r#type: Label<ClientMsg>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct OutLabels {
     network: String,
-    r#type: ReplyType,
+    r#type: Label<ReplyKind>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -142,8 +90,8 @@ struct NetworkLabel {
 #[derive(Debug, Default)]
 pub(crate) struct NetSnapshot {
     pub(crate) name: String,
-    pub(crate) rx: [u64; 5],
-    pub(crate) tx: [u64; 3],
+    pub(crate) rx: Vec<(ClientMsg, u64)>,
+    pub(crate) tx: Vec<(ReplyKind, u64)>,
     /// Leases held, by subnet.
     pub(crate) leases: Vec<(String, u64)>,
     /// Replies per latency bucket (`LATENCY_BUCKETS`, then +Inf), not cumulated.
@@ -189,12 +137,12 @@ impl Collector for Snapshot {
             counter,
         )?;
         for n in &self.nets {
-            for (t, v) in MsgType::ALL.iter().zip(n.rx) {
+            for (t, v) in &n.rx {
                 let l = InLabels {
                     network: n.name.clone(),
-                    r#type: *t,
+                    r#type: Label(*t),
                 };
-                ConstCounter::new(v).encode(f.encode_family(&l)?)?;
+                ConstCounter::new(*v).encode(f.encode_family(&l)?)?;
             }
         }
         let mut f = e.encode_descriptor(
@@ -204,12 +152,12 @@ impl Collector for Snapshot {
             counter,
         )?;
         for n in &self.nets {
-            for (t, v) in ReplyType::ALL.iter().zip(n.tx) {
+            for (t, v) in &n.tx {
                 let l = OutLabels {
                     network: n.name.clone(),
-                    r#type: *t,
+                    r#type: Label(*t),
                 };
-                ConstCounter::new(v).encode(f.encode_family(&l)?)?;
+                ConstCounter::new(*v).encode(f.encode_family(&l)?)?;
             }
         }
         let mut f = e.encode_descriptor(
@@ -310,8 +258,11 @@ impl Dataplane {
         let mut nets = self.networks();
         nets.sort_by(|a, b| a.name.cmp(&b.name));
         let c = &self.shared.counters;
-        let mut dropped: Vec<(DropReason, u64)> = (0..MALFORMED_LABELS.len())
-            .map(|i| (DropReason::Malformed(i), g(&c.malformed[i])))
+        let mut dropped: Vec<(DropReason, u64)> = c
+            .malformed
+            .snapshot()
+            .into_iter()
+            .map(|(m, n)| (DropReason::Malformed(m), n))
             .collect();
         dropped.extend([
             (DropReason::NoAddress, g(&c.no_address)),
@@ -328,8 +279,8 @@ impl Dataplane {
                     let leases = n.leases();
                     NetSnapshot {
                         name: n.name.clone(),
-                        rx: std::array::from_fn(|i| g(&n.counters.rx[i])),
-                        tx: std::array::from_fn(|i| g(&n.counters.tx[i])),
+                        rx: n.counters.rx.snapshot(),
+                        tx: n.counters.tx.snapshot(),
                         leases: subnets
                             .iter()
                             .map(|s| {
@@ -358,12 +309,13 @@ impl Dataplane {
     pub fn stats_line(&self) -> String {
         let c = &self.shared.counters;
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let malformed: u64 = c.malformed.iter().map(g).sum();
+        let malformed: u64 = c.malformed.snapshot().iter().map(|(_, n)| n).sum();
+        let (rx, tx) = (|m| c.rx.get(m), |k| c.tx.get(k));
         format!(
             "DHCP statistics: discover {} request {} decline {} release {} inform {}; offer {} ack {} nak {}; \
              no-address {} malformed {} persist-failures {} journal commits {} records {}",
-            g(&c.rx[0]), g(&c.rx[1]), g(&c.rx[2]), g(&c.rx[3]), g(&c.rx[4]),
-            g(&c.tx[0]), g(&c.tx[1]), g(&c.tx[2]),
+            rx(ClientMsg::Discover), rx(ClientMsg::Request), rx(ClientMsg::Decline), rx(ClientMsg::Release), rx(ClientMsg::Inform),
+            tx(ReplyKind::Offer), tx(ReplyKind::Ack), tx(ReplyKind::Nak),
             g(&c.no_address), malformed, g(&c.persist_failures), g(&c.commits), g(&c.records)
         )
     }
@@ -383,13 +335,16 @@ mod tests {
             Snapshot {
                 nets: vec![NetSnapshot {
                     name: "n1".into(),
-                    rx: [3, 1, 0, 0, 0],
-                    tx: [3, 1, 0],
+                    rx: vec![(ClientMsg::Discover, 3), (ClientMsg::Request, 1)],
+                    tx: vec![(ReplyKind::Offer, 3), (ReplyKind::Ack, 1)],
                     leases: vec![("10.0.0.0/24".into(), 2)],
                     latency,
                     latency_sum_secs: 0.5,
                 }],
-                dropped: vec![(DropReason::Malformed(0), 1), (DropReason::NoAddress, 4)],
+                dropped: vec![
+                    (DropReason::Malformed(Malformed::TooShort), 1),
+                    (DropReason::NoAddress, 4),
+                ],
                 commits: 7,
                 ..Default::default()
             },

@@ -15,7 +15,6 @@ use socket2::Socket;
 use crate::commit::{Held, Port};
 use crate::delivery::{Delivery, CLIENT_PORT};
 use crate::listener::inject_arp;
-use crate::metrics::kind_index;
 use crate::network::Network;
 use crate::shared::Shared;
 
@@ -43,8 +42,8 @@ pub(crate) fn deliver(
             tracing::warn!(target: "dhcp", "send on {iface} to {:?} failed: {e}", h.dest);
             return;
         }
-        shared.counters.tx[kind_index(h.reply.kind)].fetch_add(1, Ordering::Relaxed);
-        net.counters.tx[kind_index(h.reply.kind)].fetch_add(1, Ordering::Relaxed);
+        shared.counters.tx.add(h.reply.kind);
+        net.counters.tx.add(h.reply.kind);
         net.counters
             .observe(*latency.get_or_insert_with(|| received_at.elapsed()));
         if let Some(s) = &h.sent {

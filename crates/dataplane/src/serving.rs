@@ -23,7 +23,6 @@ use crate::journal::Record;
 use crate::limits::{MacLimiter, RateLimit, UNANSWERED_LINES_PER_SECOND};
 use crate::linkout::LinkOut;
 use crate::listener::iface_addrs;
-use crate::metrics::{malformed_index, msg_index};
 use crate::network::{pick_server_id, Network};
 use crate::options::{BATCH, MAX_PACKET};
 use crate::send::deliver;
@@ -187,7 +186,7 @@ impl DhcpSource {
                 let m = match parse(&bufs[i][..lens[i]]) {
                     Ok(m) => m,
                     Err(e) => {
-                        dp.counters.malformed[malformed_index(&e)].fetch_add(1, Ordering::Relaxed);
+                        dp.counters.malformed.add(e);
                         if logs(&mut self.quiet)
                             .bad_input
                             .allow("malformed-packet lines")
@@ -197,8 +196,8 @@ impl DhcpSource {
                         continue;
                     }
                 };
-                dp.counters.rx[msg_index(m.msg)].fetch_add(1, Ordering::Relaxed);
-                net.counters.rx[msg_index(m.msg)].fetch_add(1, Ordering::Relaxed);
+                dp.counters.rx.add(m.msg);
+                net.counters.rx.add(m.msg);
                 if !self.limiter.allow(m.chaddr, now) {
                     dp.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
                     if logs(&mut self.quiet).limit.allow("rate-limit lines") {

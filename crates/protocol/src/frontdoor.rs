@@ -16,7 +16,7 @@ use crate::types::{ClientId, Mac};
 pub const HEADER_LEN: usize = 240;
 
 /// Why an inbound packet was dropped; the label names a counter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
 pub enum Malformed {
     /// Shorter than header + cookie.
     #[error("packet too short")]
@@ -69,7 +69,7 @@ impl Malformed {
 }
 
 /// The client messages a server acts on (RFC 2131 table 2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ClientMsg {
     /// Looking for servers.
     Discover,

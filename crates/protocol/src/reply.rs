@@ -22,7 +22,7 @@ pub const DEFAULT_MAX: usize = 576;
 const MAX_REPLY: usize = 1500;
 
 /// Which reply the server sends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ReplyKind {
     /// DHCPOFFER.
     Offer,

@@ -13,7 +13,8 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use qdhcp_protocol::v6::Msg6;
 
-use super::{Net6, MSGS6};
+use super::Net6;
+use crate::metrics::Kind;
 
 /// A DHCPv6 client message type, as a label value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -21,7 +22,7 @@ struct MsgLabel(Msg6);
 
 impl EncodeLabelValue for MsgLabel {
     fn encode(&self, e: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
-        std::fmt::Write::write_str(e, self.0.label())
+        std::fmt::Write::write_str(e, Kind::label(self.0))
     }
 }
 
@@ -101,7 +102,7 @@ struct NetworkLabel {
 #[derive(Debug, Default)]
 pub(crate) struct Net6Snapshot {
     name: String,
-    rx: [u64; 8],
+    rx: Vec<(Msg6, u64)>,
     advertise: u64,
     reply: u64,
     /// Malformed, ignored, not durable, send errors, without a MAC.
@@ -125,7 +126,7 @@ impl Snapshot6 {
                 let c = &n.counters;
                 Net6Snapshot {
                     name: n.name.clone(),
-                    rx: std::array::from_fn(|i| g(&c.rx[i])),
+                    rx: c.rx.snapshot(),
                     advertise: g(&c.advertise),
                     reply: g(&c.reply),
                     dropped: [(
@@ -157,11 +158,12 @@ impl Collector for Snapshot6 {
             counter,
         )?;
         for n in &self.nets {
-            for (t, v) in MSGS6.iter().zip(n.rx) {
+            for (t, v) in &n.rx {
                 let l = InLabels {
                     network: n.name.clone(),
                     r#type: MsgLabel(*t),
                 };
+                let v = *v;
                 ConstCounter::new(v).encode(f.encode_family(&l)?)?;
             }
         }
@@ -227,8 +229,7 @@ mod tests {
 
     #[test]
     fn dhcpv6_families_carry_network_and_type_labels() {
-        let mut rx = [0; 8];
-        rx[0] = 2;
+        let rx = vec![(Msg6::Solicit, 2), (Msg6::Request, 0)];
         let s = Snapshot6 {
             nets: vec![Net6Snapshot {
                 name: "n1".into(),

@@ -17,6 +17,8 @@ use ahash::HashMap;
 use qdhcp_protocol::v6::{Change6, Duid, Lease6, LeaseView6, Malformed6, Msg6, Table6};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
+use crate::metrics::{Kind, PerKind};
+
 pub(crate) use source::{Commit6, Dhcp6Source};
 
 /// ff02::1:2, All_DHCP_Relay_Agents_and_Servers (RFC 8415 §7.1).
@@ -129,8 +131,8 @@ pub fn replay6(records: &[crate::journal::Record], now: u64) -> HashMap<String, 
 /// DHCPv6 counters of one network.
 #[derive(Debug, Default)]
 pub struct Counters6 {
-    /// Messages received, by [`msg_index`].
-    pub rx: [AtomicU64; 8],
+    /// Messages received, by type.
+    pub rx: PerKind<Msg6, 8>,
     /// ADVERTISEs sent.
     pub advertise: AtomicU64,
     /// REPLYs sent.
@@ -147,31 +149,33 @@ pub struct Counters6 {
     pub send_errors: AtomicU64,
 }
 
-/// The index of a message type in [`Counters6::rx`].
-pub fn msg_index(m: Msg6) -> usize {
-    match m {
-        Msg6::Solicit => 0,
-        Msg6::Request => 1,
-        Msg6::Confirm => 2,
-        Msg6::Renew => 3,
-        Msg6::Rebind => 4,
-        Msg6::Release => 5,
-        Msg6::Decline => 6,
-        Msg6::InformationRequest => 7,
+impl Kind for Msg6 {
+    const ALL: &'static [Self] = &[
+        Msg6::Solicit,
+        Msg6::Request,
+        Msg6::Confirm,
+        Msg6::Renew,
+        Msg6::Rebind,
+        Msg6::Release,
+        Msg6::Decline,
+        Msg6::InformationRequest,
+    ];
+    fn slot(self) -> usize {
+        match self {
+            Msg6::Solicit => 0,
+            Msg6::Request => 1,
+            Msg6::Confirm => 2,
+            Msg6::Renew => 3,
+            Msg6::Rebind => 4,
+            Msg6::Release => 5,
+            Msg6::Decline => 6,
+            Msg6::InformationRequest => 7,
+        }
+    }
+    fn label(self) -> &'static str {
+        Msg6::label(self)
     }
 }
-
-/// Every message type, in [`msg_index`] order.
-pub const MSGS6: [Msg6; 8] = [
-    Msg6::Solicit,
-    Msg6::Request,
-    Msg6::Confirm,
-    Msg6::Renew,
-    Msg6::Rebind,
-    Msg6::Release,
-    Msg6::Decline,
-    Msg6::InformationRequest,
-];
 
 impl Counters6 {
     /// A bad datagram, counted.

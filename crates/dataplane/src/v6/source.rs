@@ -17,7 +17,7 @@ use qdhcp_protocol::Mac;
 use qdhcp_reactor::{Source, Turn};
 
 use super::neigh::Neighbours;
-use super::{iface_addrs6, msg_index, Net6, CLIENT_PORT6, SERVER_PORT6};
+use super::{iface_addrs6, Net6, CLIENT_PORT6, SERVER_PORT6};
 use crate::clock::now_secs;
 use crate::journal::Record;
 use crate::limits::{MacLimiter, RateLimit};
@@ -163,7 +163,7 @@ impl Dhcp6Source {
             }
         };
         if tries == 0 {
-            c.rx[msg_index(m.kind)].fetch_add(1, Ordering::Relaxed);
+            c.rx.add(m.kind);
         }
         let relayed = !m.relays.is_empty();
         // A RELEASE, DECLINE or CONFIRM needs no host: no waiting for a neighbour entry (a
