@@ -34,8 +34,9 @@ use qdhcp_control::{Control, ControlError};
 /// Largest request body accepted; larger ones get 413.
 pub const MAX_BODY: usize = 1 << 20;
 
-/// Extra metrics text appended to `/metrics` (the DHCP dataplane's counters).
-pub type MetricsSource = Arc<dyn Fn() -> String + Send + Sync>;
+/// The other parts' metrics (the DHCP dataplane's and DNS counters): at each scrape they put
+/// their collectors into the one registry `/metrics` is encoded from.
+pub type MetricsSource = Arc<dyn Fn(&mut prometheus_client::registry::Registry) + Send + Sync>;
 
 /// Shared state of the HTTP handlers.
 pub struct ApiState {
@@ -354,16 +355,17 @@ async fn metrics(State(st): State<Arc<ApiState>>) -> Response {
         })
         .await
     };
+    // one registry, encoded once: the API's collector and every other part's
     let mut registry = prometheus_client::registry::Registry::default();
     registry.register_collector(Box::new(ApiSnapshot { requests, pools }));
+    if let Some(m) = &st.metrics {
+        m(&mut registry);
+    }
     let mut out = String::new();
     let _ = prometheus_client::encoding::text::encode(&mut out, &registry);
-    // the other sources follow, each encoded by the same crate; text format 0.0.4 has no end mark
+    // text format 0.0.4 has no end mark
     if let Some(body) = out.strip_suffix("# EOF\n") {
         out.truncate(body.len());
-    }
-    if let Some(m) = &st.metrics {
-        out.push_str(&m());
     }
     ([("content-type", "text/plain; version=0.0.4")], out).into_response()
 }

@@ -235,8 +235,9 @@ impl Collector for Snapshot {
     }
 }
 
-/// The snapshot in the Prometheus text format, as the crate encodes it (without its closing
-/// `# EOF`: the API appends the other sources' metrics after it).
+/// The snapshots in the Prometheus text format, as the crate encodes them (without its closing
+/// `# EOF`), for the tests: the API registers them with its own and encodes once.
+#[cfg(test)]
 pub(crate) fn encode(snapshot: Snapshot, v6: crate::v6::exposition::Snapshot6) -> String {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(snapshot));
@@ -252,8 +253,17 @@ pub(crate) fn encode(snapshot: Snapshot, v6: crate::v6::exposition::Snapshot6) -
 }
 
 impl Dataplane {
-    /// Counters in Prometheus text format (encoded by `prometheus-client`, see `exposition`).
-    pub fn prometheus(&self) -> String {
+    /// Puts the counters, as read now, into `registry` (the API encodes `/metrics` from one
+    /// registry, once).
+    pub fn register_metrics(&self, registry: &mut Registry) {
+        registry.register_collector(Box::new(self.snapshot()));
+        registry.register_collector(Box::new(crate::v6::exposition::Snapshot6::of(
+            &self.networks6(),
+        )));
+    }
+
+    /// The counters as read now.
+    fn snapshot(&self) -> Snapshot {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let mut nets = self.networks();
         nets.sort_by(|a, b| a.name.cmp(&b.name));
@@ -270,7 +280,7 @@ impl Dataplane {
             (DropReason::SendError, g(&c.send_errors)),
             (DropReason::RateLimited, g(&c.rate_limited)),
         ]);
-        let snapshot = Snapshot {
+        Snapshot {
             nets: nets
                 .iter()
                 .map(|n| {
@@ -298,11 +308,7 @@ impl Dataplane {
             log_suppressed: g(&c.log_suppressed),
             commits: g(&c.commits),
             records: g(&c.records),
-        };
-        encode(
-            snapshot,
-            crate::v6::exposition::Snapshot6::of(&self.networks6()),
-        )
+        }
     }
 
     /// A one-line summary of the counters (dnsmasq dumps its statistics on SIGUSR1).
@@ -367,6 +373,6 @@ mod tests {
                 "missing {line:?} in\n{text}"
             );
         }
-        assert!(!text.contains("# EOF"), "the API appends more after it");
+        assert!(!text.contains("# EOF"));
     }
 }

@@ -282,11 +282,18 @@ impl Collector for Snapshot {
     }
 }
 
-/// Prometheus text for the DNS servers of several networks (`qdhcp serve`'s `/metrics`):
-/// each network's name, counters and how many names it answers, encoded by
-/// `prometheus-client` from a snapshot of the counters (without its closing `# EOF`: the API
-/// puts it together with the other sources).
-pub fn encode<'a>(servers: impl IntoIterator<Item = (&'a str, &'a DnsCounters, usize)>) -> String {
+/// Puts the DNS servers' counters of several networks (`qdhcp serve`'s `/metrics`), read now,
+/// into `registry`: each network's name, counters and how many names it answers (the API
+/// encodes one registry, once).
+pub fn register<'a>(
+    servers: impl IntoIterator<Item = (&'a str, &'a DnsCounters, usize)>,
+    registry: &mut Registry,
+) {
+    registry.register_collector(Box::new(snapshot(servers)));
+}
+
+/// The counters of several networks' DNS servers, read now.
+fn snapshot<'a>(servers: impl IntoIterator<Item = (&'a str, &'a DnsCounters, usize)>) -> Snapshot {
     let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
     let nets = servers
         .into_iter()
@@ -315,16 +322,7 @@ pub fn encode<'a>(servers: impl IntoIterator<Item = (&'a str, &'a DnsCounters, u
             names: names as u64,
         })
         .collect();
-    let mut registry = Registry::default();
-    registry.register_collector(Box::new(Snapshot(nets)));
-    let mut out = String::new();
-    if prometheus_client::encoding::text::encode(&mut out, &registry).is_err() {
-        return String::new();
-    }
-    if let Some(body) = out.strip_suffix("# EOF\n") {
-        out.truncate(body.len());
-    }
-    out
+    Snapshot(nets)
 }
 
 impl DnsCounters {

@@ -63,13 +63,17 @@ struct Pending {
     started: Instant,
 }
 
-/// Prometheus text for the DNS servers of several networks (`qdhcp serve`'s `/metrics`), as
-/// [`crate::metrics::encode`] makes it.
-pub fn prometheus(servers: &[(String, Arc<DnsServer>)]) -> String {
-    crate::metrics::encode(
+/// Puts the DNS servers' counters of several networks into the registry `/metrics` is encoded
+/// from (see [`crate::metrics::register`]).
+pub fn register_metrics(
+    servers: &[(String, Arc<DnsServer>)],
+    registry: &mut prometheus_client::registry::Registry,
+) {
+    crate::metrics::register(
         servers
             .iter()
             .map(|(net, srv)| (net.as_str(), &srv.counters, srv.names())),
+        registry,
     )
 }
 

@@ -197,8 +197,10 @@ fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
 
     let mdp = dp.clone();
     let msync = sync.clone();
-    let metrics: qdhcp_api::MetricsSource =
-        Arc::new(move || mdp.prometheus() + &qdhcp_dns::server::prometheus(&msync.dns_servers()));
+    let metrics: qdhcp_api::MetricsSource = Arc::new(move |registry| {
+        mdp.register_metrics(registry);
+        qdhcp_dns::server::register_metrics(&msync.dns_servers(), registry);
+    });
     // writes through other nodes' APIs reach this node's tables (PostgreSQL's LISTEN/NOTIFY)
     control.watch()?;
     let state = ApiState::new(control, auth, Some(metrics));
