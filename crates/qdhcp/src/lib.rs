@@ -10,6 +10,5 @@ mod dnsmasq_tables;
 mod dnsmasq_v6;
 pub mod loadgen_cmd;
 pub mod logging;
-pub mod netsync;
 pub mod serve;
 pub mod serve_config;

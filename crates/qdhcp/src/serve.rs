@@ -17,7 +17,7 @@ use qdhcp_protocol::Policy;
 use qdhcp_store::Store;
 
 use crate::logging;
-use crate::netsync::DhcpSync;
+use qdhcp_agent::DhcpSync;
 
 pub use crate::serve_config::{
     resolve, serve_options, DnsConfig, ServeArgs, ServeConfig, VxlanConfig,
@@ -129,7 +129,7 @@ fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     .map_err(|e| {
         anyhow::anyhow!("{e} (fix or move the file away to start with an empty lease table)")
     })?;
-    let sync = Arc::new(DhcpSync::new(dp.clone(), cfg.clone()));
+    let sync = Arc::new(DhcpSync::new(dp.clone(), cfg.agent()));
     let control = Arc::new(Control::open_with(
         store,
         sync.clone(),

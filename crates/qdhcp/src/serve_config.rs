@@ -154,6 +154,23 @@ struct FileConfig {
     database: Option<String>,
 }
 
+impl ServeConfig {
+    /// What the network agent needs of it.
+    pub fn agent(&self) -> qdhcp_agent::AgentConfig {
+        qdhcp_agent::AgentConfig {
+            node: self.node.clone(),
+            namespace_prefix: self.namespace_prefix.clone(),
+            namespace_id_chars: self.namespace_id_chars,
+            bridge_mappings: self.bridge_mappings.clone(),
+            interface_mappings: self.interface_mappings.clone(),
+            dhcp: self.dhcp.clone(),
+            dns: self.dns.clone(),
+            loops: self.loops,
+            vxlan: self.vxlan.clone(),
+        }
+    }
+}
+
 /// The resolved configuration.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
@@ -201,23 +218,7 @@ pub struct ServeConfig {
     pub database: Option<String>,
 }
 
-/// How VXLAN segments are plumbed on this host.
-#[derive(Debug, Clone)]
-pub struct VxlanConfig {
-    /// Tunnel endpoint address; `None`: VXLAN networks are not plumbed (said in the log).
-    pub local_ip: Option<std::net::Ipv4Addr>,
-    /// Multicast group.
-    pub group: std::net::Ipv4Addr,
-    /// UDP port (0: the kernel's default).
-    pub port: u16,
-}
-
-/// How the DHCP ports answer DNS.
-#[derive(Debug, Clone, Default)]
-pub struct DnsConfig {
-    /// Where names that are not the network's own go.
-    pub upstreams: Vec<SocketAddr>,
-}
+pub use qdhcp_agent::{DnsConfig, VxlanConfig};
 
 fn parse_dns_servers(list: &[&str]) -> anyhow::Result<Vec<SocketAddr>> {
     list.iter()

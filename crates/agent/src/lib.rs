@@ -2,6 +2,7 @@
 //! reservation table, its namespace and veth (plumbing), its VXLAN segment, its DHCP listener
 //! and its DNS server, as Neutron's DHCP and linuxbridge agents do. Called with the registry as
 //! it is after each operation (see `qdhcp_control::DhcpSink`).
+#![forbid(unsafe_code)]
 
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -23,13 +24,53 @@ use qdhcp_reactor::Reactor;
 use qdhcp_registry::dhcp::{names_for, reservation_for, subnets_for};
 use qdhcp_registry::{Effect, Port, Registry};
 
-use crate::serve_config::ServeConfig;
-
 mod segment;
 use segment::{bridge_of, segment_bridge};
 
+/// What the agent needs of the node's configuration (`qdhcp serve` resolves it from its
+/// flags and TOML file).
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// This node's name (its DHCP agent's host).
+    pub node: String,
+    /// Namespace prefix (`qdhcp-`).
+    pub namespace_prefix: String,
+    /// Characters of the network id in namespace names.
+    pub namespace_id_chars: usize,
+    /// physnet → bridge.
+    pub bridge_mappings: std::collections::HashMap<String, String>,
+    /// physnet → physical interface (VLAN sub-interfaces, flat networks without a bridge).
+    pub interface_mappings: std::collections::HashMap<String, String>,
+    /// DHCP settings from configuration.
+    pub dhcp: qdhcp_registry::dhcp::DhcpSettings,
+    /// The DNS service of the DHCP ports; `None` when off.
+    pub dns: Option<DnsConfig>,
+    /// Event-loop threads for DNS.
+    pub loops: usize,
+    /// VXLAN tunnel endpoint, group and port.
+    pub vxlan: VxlanConfig,
+}
+
+/// How VXLAN segments are plumbed on this host.
+#[derive(Debug, Clone)]
+pub struct VxlanConfig {
+    /// Tunnel endpoint address; `None`: VXLAN networks are not plumbed (said in the log).
+    pub local_ip: Option<std::net::Ipv4Addr>,
+    /// Multicast group.
+    pub group: std::net::Ipv4Addr,
+    /// UDP port (0: the kernel's default).
+    pub port: u16,
+}
+
+/// How the DHCP ports answer DNS.
+#[derive(Debug, Clone, Default)]
+pub struct DnsConfig {
+    /// Where names that are not the network's own go.
+    pub upstreams: Vec<std::net::SocketAddr>,
+}
+
 /// Names derived from a network and its DHCP port, as Neutron's agent names them.
-fn plug_for(cfg: &ServeConfig, reg: &Registry, net_id: &str, port: &Port) -> DhcpPlug {
+fn plug_for(cfg: &AgentConfig, reg: &Registry, net_id: &str, port: &Port) -> DhcpPlug {
     let short: String = port.id.chars().take(11).collect();
     let ns_id: String = net_id.chars().take(cfg.namespace_id_chars).collect();
     let net = reg.network(net_id);
@@ -55,7 +96,7 @@ fn plug_for(cfg: &ServeConfig, reg: &Registry, net_id: &str, port: &Port) -> Dhc
 /// Applies registry changes to the dataplane and the plumbing.
 pub struct DhcpSync {
     dp: Arc<Dataplane>,
-    cfg: ServeConfig,
+    cfg: AgentConfig,
     plugged: Mutex<HashMap<String, String>>,
     /// Segments plumbed (VXLAN, VLAN, a flat network's interface), by network, to remove
     /// with it.
@@ -68,7 +109,7 @@ pub struct DhcpSync {
 
 impl DhcpSync {
     /// Nothing applied yet; `Control::open_with` then calls for every network.
-    pub fn new(dp: Arc<Dataplane>, cfg: ServeConfig) -> Self {
+    pub fn new(dp: Arc<Dataplane>, cfg: AgentConfig) -> Self {
         DhcpSync {
             dp,
             cfg,

@@ -4,7 +4,7 @@
 use qdhcp_plumbing::{ensure_in_bridge, ensure_vlan, ensure_vxlan, VlanSegment, VxlanSegment};
 use qdhcp_registry::{Network, NetworkType};
 
-use crate::serve_config::ServeConfig;
+use crate::AgentConfig;
 
 /// The bridge of a network's segment, `brq<network-id[:11]>` (Neutron's linuxbridge agent).
 pub(super) fn segment_bridge(net_id: &str) -> String {
@@ -14,7 +14,7 @@ pub(super) fn segment_bridge(net_id: &str) -> String {
 /// The bridge a network's DHCP tap goes into, as the linuxbridge agent plumbs it: a VXLAN or
 /// VLAN segment's own `brq<network>`; a flat network's mapped bridge (`bridge_mappings`), or
 /// else `brq<network>` holding its mapped interface (`physical_interface_mappings`).
-pub(super) fn bridge_of(cfg: &ServeConfig, n: &qdhcp_registry::Network) -> Option<String> {
+pub(super) fn bridge_of(cfg: &AgentConfig, n: &qdhcp_registry::Network) -> Option<String> {
     let physnet = n.physical_network.as_ref();
     match n.network_type {
         NetworkType::Vxlan | NetworkType::Vlan => Some(segment_bridge(&n.id)),
@@ -42,7 +42,7 @@ struct Plumbed {
 /// `vxlan-<vni>`), VLAN (bridge and `<interface>.<vid>`), or a flat network's mapped
 /// interface in its bridge. Returns the links to delete with the network (none when there is
 /// nothing to plumb or plumbing failed, which is logged).
-pub(super) fn plumb_segment(cfg: &ServeConfig, n: &Network) -> Option<Vec<String>> {
+pub(super) fn plumb_segment(cfg: &AgentConfig, n: &Network) -> Option<Vec<String>> {
     let net_id = n.id.as_str();
     {
         let physnet = n.physical_network.clone().unwrap_or_default();
