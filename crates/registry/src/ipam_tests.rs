@@ -232,3 +232,29 @@ fn nodes_allocating_at_once_prefer_their_own_share_of_the_pool() {
     let next = a.create_port(port(), &admin(), &mut env).unwrap().0;
     assert_eq!(next.fixed_ips[0].ip_address.octets()[3], 11);
 }
+
+#[test]
+fn only_a_routers_port_may_take_the_gateway_address() {
+    use crate::tests::{port, setup};
+    let (mut r, mut env, net, sub) = setup("172.16.1.200");
+    let gw = Some("172.16.1.1");
+    let err = r
+        .create_port(port(&net, gw, Some(&sub)), &admin(), &mut env)
+        .unwrap_err();
+    assert!(
+        matches!(err, RegistryError::InvalidIpForSubnet { .. }),
+        "{err:?}"
+    );
+    for owner in [
+        "network:router_interface",
+        "network:ha_router_replicated_interface",
+    ] {
+        let mut req = port(&net, gw, Some(&sub));
+        req.device_owner = Some(owner.into());
+        let (p, _) = r.create_port(req, &admin(), &mut env).unwrap();
+        assert_eq!(p.owner_kind(), OwnerKind::Router);
+        r.delete_port(&p.id).unwrap();
+    }
+    assert_eq!(OwnerKind::of("network:dhcp"), OwnerKind::Dhcp);
+    assert_eq!(OwnerKind::of("compute:nova"), OwnerKind::Other);
+}

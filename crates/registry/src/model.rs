@@ -171,11 +171,44 @@ pub struct Port {
 /// The `device_owner` of the DHCP server's own port.
 pub const DHCP_OWNER: &str = "network:dhcp";
 
+/// The kinds of `device_owner` the code branches on; the text itself is free (Neutron keeps
+/// whatever a caller sets) and is stored and shown as given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OwnerKind {
+    /// `network:dhcp`: a DHCP server's own port.
+    Dhcp,
+    /// A router's port (`network:router_interface`, `…_gateway`, `…_distributed`, HA
+    /// replicas): it may hold the subnet's gateway address.
+    Router,
+    /// Anything else (`compute:nova`, `baremetal:none`, empty…).
+    Other,
+}
+
+impl OwnerKind {
+    /// The kind of a `device_owner` text.
+    pub fn of(owner: &str) -> OwnerKind {
+        match owner {
+            DHCP_OWNER => OwnerKind::Dhcp,
+            o if o.starts_with("network:router")
+                || o == "network:ha_router_replicated_interface" =>
+            {
+                OwnerKind::Router
+            }
+            _ => OwnerKind::Other,
+        }
+    }
+}
+
 impl Port {
+    /// What kind of owner the port has.
+    pub fn owner_kind(&self) -> OwnerKind {
+        OwnerKind::of(&self.device_owner)
+    }
+
     /// Whether this is a DHCP server's own port (Neutron's `network:dhcp`), which the
     /// scheduler manages and DHCP does not serve a reservation for.
     pub fn is_dhcp(&self) -> bool {
-        self.device_owner == DHCP_OWNER
+        self.owner_kind() == OwnerKind::Dhcp
     }
 }
 

@@ -149,7 +149,7 @@ impl Registry {
                         Some(ip) => {
                             let c = subnet.cidr;
                             let is_gw = subnet.gateway_ip == Some(ip)
-                                && !device_owner.starts_with("network:router");
+                                && OwnerKind::of(device_owner) != OwnerKind::Router;
                             if !c.contains(&ip) || ip == c.network() || ip == c.broadcast() || is_gw
                             {
                                 return Err(RegistryError::InvalidIpForSubnet {

@@ -29,7 +29,7 @@ pub(crate) fn admin() -> Caller {
     }
 }
 
-fn setup(pool_end: &str) -> (Registry, TestEnv, String, String) {
+pub(crate) fn setup(pool_end: &str) -> (Registry, TestEnv, String, String) {
     let mut r = Registry::default();
     let mut env = TestEnv(0);
     let (n, _) = r
@@ -67,7 +67,7 @@ fn setup(pool_end: &str) -> (Registry, TestEnv, String, String) {
     (r, env, n.id.to_string(), s.id.to_string())
 }
 
-fn port(net: &str, ip: Option<&str>, subnet: Option<&str>) -> PortReq {
+pub(crate) fn port(net: &str, ip: Option<&str>, subnet: Option<&str>) -> PortReq {
     PortReq {
         network_id: Some(net.into()),
         fixed_ips: if ip.is_none() && subnet.is_none() {
