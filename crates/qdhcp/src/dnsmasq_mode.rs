@@ -123,6 +123,22 @@ fn journal_path(leasefile: &Path) -> PathBuf {
 }
 
 fn serve(cfg: &DnsmasqConfig, ready: Ready) -> anyhow::Result<()> {
+    warn_set_aside(cfg);
+    let (server, signals) = match start_serving(cfg) {
+        Ok(s) => s,
+        Err(e) => {
+            let msg = format!("{e:#}");
+            ready.fail(&msg);
+            anyhow::bail!(msg);
+        }
+    };
+    server.log_started();
+    ready.ok();
+    server.run(cfg, signals)
+}
+
+/// Says once which options are accepted without effect and what is not served.
+fn warn_set_aside(cfg: &DnsmasqConfig) {
     if !cfg.ignored.is_empty() {
         tracing::warn!(
             "DNS options accepted without effect in qdhcp: {}",
@@ -139,15 +155,58 @@ fn serve(cfg: &DnsmasqConfig, ready: Ready) -> anyhow::Result<()> {
             cfg.not_served.join(" ")
         );
     }
-    let loaded = match load_table(cfg) {
-        Ok(t) => t,
-        Err(e) => {
-            let msg = format!("{e:#}");
-            ready.fail(&msg);
-            anyhow::bail!(msg);
-        }
-    };
-    let (table, table6, mut applied) = (loaded.table, loaded.table6, loaded.applied);
+}
+
+/// A running dnsmasq-mode server: its dataplane and networks, the leases file it writes, what
+/// the next SIGHUP diffs against, the interfaces served, its DNS.
+struct Server {
+    dp: std::sync::Arc<Dataplane>,
+    net: std::sync::Arc<qdhcp_dataplane::Network>,
+    net6: Option<std::sync::Arc<qdhcp_dataplane::v6::Net6>>,
+    applied: qdhcp_compat::reload::Applied,
+    leasefile: PathBuf,
+    export: LeaseExport,
+    /// Wakes the leases-file thread (a lease went away, or shutdown).
+    stop_wake: std::sync::mpsc::SyncSender<()>,
+    export_wake: std::sync::mpsc::Receiver<()>,
+    serving: HashSet<String>,
+    serving6: HashSet<String>,
+    dns: Option<parking_lot::Mutex<dnsmasq_dns::DnsSide>>,
+    dropped: Option<privileges::Target>,
+}
+
+/// The sockets opened as root, served once the dataplane has started.
+struct Sockets {
+    v4: Vec<(String, socket2::Socket)>,
+    v6: Vec<(String, socket2::Socket)>,
+    dns: dnsmasq_dns::Opened,
+}
+
+/// Everything up to serving: what needs root is opened first, with one thread (credentials are
+/// per thread); then root is given up; then the journal writer and the listeners start.
+fn start_serving(cfg: &DnsmasqConfig) -> anyhow::Result<(Server, signal_hook::iterator::Signals)> {
+    let (mut s, sockets) = open_as_root(cfg)?;
+    s.dropped = drop_privileges(cfg, &mut s.export)?;
+    s.export.update(&s.net, now_secs(), true);
+    // Handlers first: a SIGHUP sent as soon as "DHCP listening" is logged (Neutron reloads
+    // right after it starts us) must be queued, not kill the process by its default action.
+    let signals = signal_hook::iterator::Signals::new([SIGHUP, SIGTERM, SIGINT, SIGUSR1])?;
+    s.dp.start()?;
+    listen_on(&s.dp, &s.net, sockets.v4, &mut s.serving)?;
+    if let Some(n6) = &s.net6 {
+        dnsmasq_v6::listen_on6(&s.dp, n6, sockets.v6, &mut s.serving6)?;
+    }
+    if let Some(d) = &s.dns {
+        lock(d).serve(sockets.dns)?;
+    }
+    Ok((s, signals))
+}
+
+/// As root: the tables, the dataplane with the leases recovered and taken from the leases
+/// file, every socket, the pid file.
+fn open_as_root(cfg: &DnsmasqConfig) -> anyhow::Result<(Server, Sockets)> {
+    let loaded = load_table(cfg)?;
+    let (table, table6, applied) = (loaded.table, loaded.table6, loaded.applied);
     for w in &loaded.warnings {
         tracing::warn!("{w}");
     }
@@ -171,16 +230,11 @@ fn serve(cfg: &DnsmasqConfig, ready: Ready) -> anyhow::Result<()> {
         // one interface: one event loop serves it
         loops: 1,
     };
-    // Until the privilege drop below the process has one thread: the journal writer and the
+    // Until the privilege drop the process has one thread: the journal writer and the
     // listeners start after it (credentials are per thread).
-    let dp = match Dataplane::open_unstarted(&journal_path(&leasefile), policy, opts) {
-        Ok(d) => d,
-        Err(e) => {
-            let msg = format!("{e} (fix or move the file away to start with an empty lease table)");
-            ready.fail(&msg);
-            anyhow::bail!(msg);
-        }
-    };
+    let dp = Dataplane::open_unstarted(&journal_path(&leasefile), policy, opts).map_err(|e| {
+        anyhow::anyhow!("{e} (fix or move the file away to start with an empty lease table)")
+    })?;
     let hosts = table.reservations().len();
     let net = dp.add_network(NET, table);
     // Neutron pre-seeds the leases file (`0 <mac> <ip> * *`) at spawn: take what the journal lacks.
@@ -217,27 +271,13 @@ fn serve(cfg: &DnsmasqConfig, ready: Ready) -> anyhow::Result<()> {
         }
         n6
     });
-    let mut export = LeaseExport::new(&net, net6.clone(), leasefile.clone(), stop_wake.clone());
+    let export = LeaseExport::new(&net, net6.clone(), leasefile.clone(), stop_wake.clone());
 
-    let mut serving: HashSet<String> = HashSet::new();
-    let sockets = match open_sockets(cfg, &serving) {
-        Ok(s) => s,
-        Err(e) => {
-            let msg = format!("{e:#}");
-            ready.fail(&msg);
-            anyhow::bail!(msg);
-        }
-    };
-    let mut serving6: HashSet<String> = HashSet::new();
-    let sockets6 = match &net6 {
-        Some(_) => match dnsmasq_v6::open_sockets6(&wanted_ifaces(cfg), &serving6) {
-            Ok(s) => s,
-            Err(e) => {
-                let msg = format!("{e:#}");
-                ready.fail(&msg);
-                anyhow::bail!(msg);
-            }
-        },
+    let serving: HashSet<String> = HashSet::new();
+    let v4 = open_sockets(cfg, &serving)?;
+    let serving6: HashSet<String> = HashSet::new();
+    let v6 = match &net6 {
+        Some(_) => dnsmasq_v6::open_sockets6(&wanted_ifaces(cfg), &serving6)?,
         None => Vec::new(),
     };
     let dns_ifaces = wanted_ifaces(cfg);
@@ -246,191 +286,203 @@ fn serve(cfg: &DnsmasqConfig, ready: Ready) -> anyhow::Result<()> {
         .flat_map(|i| iface_addrs(i))
         .map(|n| std::net::IpAddr::V4(n.addr()))
         .collect();
-    let (dns, dns_sockets) = match dnsmasq_dns::open(cfg, &dns_ifaces, &own) {
-        Ok(Some((side, opened))) => (Some(parking_lot::Mutex::new(side)), opened),
-        Ok(None) => (None, Vec::new()),
-        Err(e) => {
-            let msg = format!("{e:#}");
-            ready.fail(&msg);
-            anyhow::bail!(msg);
-        }
+    let (dns, dns_sockets) = match dnsmasq_dns::open(cfg, &dns_ifaces, &own)? {
+        Some((side, opened)) => (Some(parking_lot::Mutex::new(side)), opened),
+        None => (None, Default::default()),
     };
     if let Some(p) = &cfg.pid_file {
-        if let Err(e) = std::fs::write(p, format!("{}\n", std::process::id())) {
-            let msg = format!("cannot write pid file {}: {e}", p.display());
-            ready.fail(&msg);
-            anyhow::bail!(msg);
-        }
+        std::fs::write(p, format!("{}\n", std::process::id()))
+            .map_err(|e| anyhow::anyhow!("cannot write pid file {}: {e}", p.display()))?;
     }
-    let dropped = match drop_privileges(cfg, &mut export) {
-        Ok(d) => d,
-        Err(e) => {
-            let msg = format!("{e:#}");
-            ready.fail(&msg);
-            anyhow::bail!(msg);
-        }
+    let server = Server {
+        dp,
+        net,
+        net6,
+        applied,
+        leasefile,
+        export,
+        stop_wake,
+        export_wake,
+        serving,
+        serving6,
+        dns,
+        dropped: None,
     };
-    export.update(&net, now_secs(), true);
-    // Handlers first: a SIGHUP sent as soon as "DHCP listening" is logged (Neutron reloads
-    // right after it starts us) must be queued, not kill the process by its default action.
-    let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGTERM, SIGINT, SIGUSR1])?;
-    let started = dp
-        .start()
-        .map_err(anyhow::Error::from)
-        .and_then(|_| listen_on(&dp, &net, sockets, &mut serving))
-        .and_then(|_| match &net6 {
-            Some(n6) => dnsmasq_v6::listen_on6(&dp, n6, sockets6, &mut serving6),
-            None => Ok(()),
-        })
-        .and_then(|_| match &dns {
-            Some(d) => lock(d).serve(dns_sockets),
-            None => Ok(()),
-        });
-    if let Err(e) = started {
-        let msg = format!("{e:#}");
-        ready.fail(&msg);
-        anyhow::bail!(msg);
-    }
-    if let Some(t) = &dropped {
-        tracing::info!(
-            "running as user {} (uid {}, gid {}), keeping only CAP_NET_ADMIN, CAP_NET_RAW, CAP_NET_BIND_SERVICE, CAP_SYS_NICE",
-            t.user, t.uid, t.gid
-        );
-    }
-    tracing::info!(
-        "started, qdhcp version {} (dnsmasq compatible), DHCP on {}",
-        env!("CARGO_PKG_VERSION"),
-        if serving.is_empty() {
-            "no interface yet".to_string()
-        } else {
-            serving.iter().cloned().collect::<Vec<_>>().join(", ")
-        }
-    );
-    for s in &net.table().subnets {
-        tracing::info!(target: "dhcp", "DHCP, static leases only on {}, lease time {}", s.net.network(),
-            s.lease_secs.map(|l| format!("{l}s")).unwrap_or_else(|| "infinite".into()));
-    }
-    if let Some(n6) = &net6 {
-        dnsmasq_v6::log_ranges(&n6.table());
-        tracing::info!(target: "dhcp", "DHCPv6 server DUID {}", n6.server_id());
-    }
-    ready.ok();
+    Ok((
+        server,
+        Sockets {
+            v4,
+            v6,
+            dns: dns_sockets,
+        },
+    ))
+}
 
-    // signals arrive on a thread of their own so that a SIGHUP is acted on at once, not at
-    // the next tick of a polling loop (their handlers were installed before the first
-    // listener started)
-    let (sig_tx, sig_rx) = std::sync::mpsc::channel();
-    std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            for sig in signals.forever() {
-                if sig_tx.send(sig).is_err() {
-                    break;
-                }
+impl Server {
+    /// The start-up lines dnsmasq writes once it serves.
+    fn log_started(&self) {
+        if let Some(t) = &self.dropped {
+            tracing::info!(
+                "running as user {} (uid {}, gid {}), keeping only CAP_NET_ADMIN, CAP_NET_RAW, CAP_NET_BIND_SERVICE, CAP_SYS_NICE",
+                t.user, t.uid, t.gid
+            );
+        }
+        tracing::info!(
+            "started, qdhcp version {} (dnsmasq compatible), DHCP on {}",
+            env!("CARGO_PKG_VERSION"),
+            if self.serving.is_empty() {
+                "no interface yet".to_string()
+            } else {
+                self.serving.iter().cloned().collect::<Vec<_>>().join(", ")
             }
-        })?;
-    // Housekeeping (reaping, compaction, new interfaces) and the leases file run on threads of
-    // their own so that a SIGHUP never waits behind them, and at idle priority so that their
-    // work (compaction encodes and writes megabytes; the leases file formats 100,000 lines every
-    // second) yields to the serving threads. Where they hold a serving lock they run at normal
-    // priority (see `priority`).
-    let (stop_house, house_stop) = std::sync::mpsc::channel::<()>();
-    let export_stop = std::sync::atomic::AtomicBool::new(false);
-    let (export_stop, wake_rx) = (&export_stop, export_wake);
-    let mut export = std::thread::scope(|sc| {
-        let (dp, net, dns, net6) = (&dp, &net, &dns, &net6);
+        );
+        for s in &self.net.table().subnets {
+            tracing::info!(target: "dhcp", "DHCP, static leases only on {}, lease time {}", s.net.network(),
+                s.lease_secs.map(|l| format!("{l}s")).unwrap_or_else(|| "infinite".into()));
+        }
+        if let Some(n6) = &self.net6 {
+            dnsmasq_v6::log_ranges(&n6.table());
+            tracing::info!(target: "dhcp", "DHCPv6 server DUID {}", n6.server_id());
+        }
+    }
+
+    /// Serves until SIGTERM or SIGINT: SIGHUP reloads, SIGUSR1 logs the counters; housekeeping
+    /// and the leases file on threads of their own; then shuts down.
+    fn run(
+        self,
+        cfg: &DnsmasqConfig,
+        mut signals: signal_hook::iterator::Signals,
+    ) -> anyhow::Result<()> {
+        let Server {
+            dp,
+            net,
+            net6,
+            mut applied,
+            leasefile,
+            export,
+            stop_wake,
+            export_wake,
+            serving,
+            mut serving6,
+            dns,
+            dropped: _,
+        } = self;
+        // signals arrive on a thread of their own so that a SIGHUP is acted on at once, not at
+        // the next tick of a polling loop (their handlers were installed before the first
+        // listener started)
+        let (sig_tx, sig_rx) = std::sync::mpsc::channel();
         std::thread::Builder::new()
-            .name("housekeeping".into())
-            .spawn_scoped(sc, move || {
-                priority::lower_to_idle();
-                let mut serving = serving;
-                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
-                    house_stop.recv_timeout(Duration::from_secs(1))
-                {
-                    dp.housekeeping(now_secs());
-                    if let Err(e) = start_listeners(cfg, dp, net, &mut serving) {
-                        tracing::warn!("{e:#}");
-                    }
-                    if let Some(n6) = net6 {
-                        let opened = dnsmasq_v6::open_sockets6(&wanted_ifaces(cfg), &serving6);
-                        if let Err(e) =
-                            opened.and_then(|o| dnsmasq_v6::listen_on6(dp, n6, o, &mut serving6))
-                        {
-                            tracing::warn!("{e:#}");
-                        }
-                    }
-                    if let Some(d) = dns {
-                        let mut d = lock(d);
-                        let opened = d.open_new(&wanted_ifaces(cfg));
-                        if let Err(e) = opened.and_then(|o| d.serve(o)) {
-                            tracing::warn!("{e:#}");
-                        }
-                    }
-                }
-            })
-            .expect("cannot start the housekeeping thread");
-        let exporter = std::thread::Builder::new()
-            .name("leases-file".into())
-            .spawn_scoped(sc, move || {
-                priority::lower_to_idle();
-                let mut export = export;
-                // once a second, and at once when a lease goes away (see LeaseExport::new)
-                loop {
-                    let _ = wake_rx.recv_timeout(Duration::from_secs(1));
-                    if export_stop.load(std::sync::atomic::Ordering::SeqCst) {
+            .name("signals".into())
+            .spawn(move || {
+                for sig in signals.forever() {
+                    if sig_tx.send(sig).is_err() {
                         break;
                     }
-                    export.update(net, now_secs(), false);
                 }
-                export
-            })
-            .expect("cannot start the leases-file thread");
-        loop {
-            match sig_rx.recv() {
-                Ok(SIGHUP) => {
-                    reload(cfg, dp, net, net6.as_deref(), &mut applied);
-                    if let Some(d) = dns {
-                        lock(d).reload(cfg);
+            })?;
+        // Housekeeping (reaping, compaction, new interfaces) and the leases file run on threads of
+        // their own so that a SIGHUP never waits behind them, and at idle priority so that their
+        // work (compaction encodes and writes megabytes; the leases file formats 100,000 lines every
+        // second) yields to the serving threads. Where they hold a serving lock they run at normal
+        // priority (see `priority`).
+        let (stop_house, house_stop) = std::sync::mpsc::channel::<()>();
+        let export_stop = std::sync::atomic::AtomicBool::new(false);
+        let (export_stop, wake_rx) = (&export_stop, export_wake);
+        let mut export = std::thread::scope(|sc| {
+            let (dp, net, dns, net6) = (&dp, &net, &dns, &net6);
+            std::thread::Builder::new()
+                .name("housekeeping".into())
+                .spawn_scoped(sc, move || {
+                    priority::lower_to_idle();
+                    let mut serving = serving;
+                    while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                        house_stop.recv_timeout(Duration::from_secs(1))
+                    {
+                        dp.housekeeping(now_secs());
+                        if let Err(e) = start_listeners(cfg, dp, net, &mut serving) {
+                            tracing::warn!("{e:#}");
+                        }
+                        if let Some(n6) = net6 {
+                            let opened = dnsmasq_v6::open_sockets6(&wanted_ifaces(cfg), &serving6);
+                            if let Err(e) = opened
+                                .and_then(|o| dnsmasq_v6::listen_on6(dp, n6, o, &mut serving6))
+                            {
+                                tracing::warn!("{e:#}");
+                            }
+                        }
+                        if let Some(d) = dns {
+                            let mut d = lock(d);
+                            let opened = d.open_new(&wanted_ifaces(cfg));
+                            if let Err(e) = opened.and_then(|o| d.serve(o)) {
+                                tracing::warn!("{e:#}");
+                            }
+                        }
                     }
-                }
-                Ok(SIGUSR1) => {
-                    tracing::info!(target: "dhcp", "{}", dp.stats_line());
-                    if let Some(d) = dns {
-                        tracing::info!(target: "dns", "{}", lock(d).server.stats_line());
+                })
+                .expect("cannot start the housekeeping thread");
+            let exporter = std::thread::Builder::new()
+                .name("leases-file".into())
+                .spawn_scoped(sc, move || {
+                    priority::lower_to_idle();
+                    let mut export = export;
+                    // once a second, and at once when a lease goes away (see LeaseExport::new)
+                    loop {
+                        let _ = wake_rx.recv_timeout(Duration::from_secs(1));
+                        if export_stop.load(std::sync::atomic::Ordering::SeqCst) {
+                            break;
+                        }
+                        export.update(net, now_secs(), false);
                     }
+                    export
+                })
+                .expect("cannot start the leases-file thread");
+            loop {
+                match sig_rx.recv() {
+                    Ok(SIGHUP) => {
+                        reload(cfg, dp, net, net6.as_deref(), &mut applied);
+                        if let Some(d) = dns {
+                            lock(d).reload(cfg);
+                        }
+                    }
+                    Ok(SIGUSR1) => {
+                        tracing::info!(target: "dhcp", "{}", dp.stats_line());
+                        if let Some(d) = dns {
+                            tracing::info!(target: "dns", "{}", lock(d).server.stats_line());
+                        }
+                    }
+                    Ok(SIGTERM | SIGINT) | Err(_) => break,
+                    Ok(_) => {}
                 }
-                Ok(SIGTERM | SIGINT) | Err(_) => break,
-                Ok(_) => {}
             }
+            drop(stop_house);
+            export_stop.store(true, std::sync::atomic::Ordering::SeqCst);
+            let _ = stop_wake.try_send(());
+            exporter.join().expect("leases file thread")
+        });
+        tracing::info!("exiting on receipt of SIGTERM");
+        if let Some(d) = &dns {
+            lock(d).server.stop();
         }
-        drop(stop_house);
-        export_stop.store(true, std::sync::atomic::Ordering::SeqCst);
-        let _ = stop_wake.try_send(());
-        exporter.join().expect("leases file thread")
-    });
-    tracing::info!("exiting on receipt of SIGTERM");
-    if let Some(d) = &dns {
-        lock(d).server.stop();
-    }
-    // Neutron's restart() and disable() remove the pid file right after the signal, then
-    // start a new instance (which writes its own pid file once it holds the journal this one
-    // still holds) or remove the whole directory. An instance whose pid file is gone or names
-    // another process has been replaced: it writes, renames and removes nothing, so that it
-    // neither deletes the new instance's pid file nor recreates files in a directory being
-    // removed. Every ACKed lease is in the journal already.
-    // No compaction on the way out: the next start compacts before it serves, and nothing
-    // is created here while Neutron may be removing the directory.
-    if owns_its_files(cfg.pid_file.as_deref(), &leasefile) {
-        dp.shutdown();
-        export.update(&net, now_secs(), true);
-        if let Some(p) = &cfg.pid_file {
-            let _ = std::fs::remove_file(p);
+        // Neutron's restart() and disable() remove the pid file right after the signal, then
+        // start a new instance (which writes its own pid file once it holds the journal this one
+        // still holds) or remove the whole directory. An instance whose pid file is gone or names
+        // another process has been replaced: it writes, renames and removes nothing, so that it
+        // neither deletes the new instance's pid file nor recreates files in a directory being
+        // removed. Every ACKed lease is in the journal already.
+        // No compaction on the way out: the next start compacts before it serves, and nothing
+        // is created here while Neutron may be removing the directory.
+        if owns_its_files(cfg.pid_file.as_deref(), &leasefile) {
+            dp.shutdown();
+            export.update(&net, now_secs(), true);
+            if let Some(p) = &cfg.pid_file {
+                let _ = std::fs::remove_file(p);
+            }
+        } else {
+            dp.shutdown();
+            tracing::info!("replaced: pid file or directory gone, leaving the files as they are");
         }
-    } else {
-        dp.shutdown();
-        tracing::info!("replaced: pid file or directory gone, leaving the files as they are");
+        Ok(())
     }
-    Ok(())
 }
 
 fn lock<T>(m: &parking_lot::Mutex<T>) -> parking_lot::MutexGuard<'_, T> {
