@@ -258,7 +258,53 @@ pub fn resolve(a: &ServeArgs) -> anyhow::Result<ServeConfig> {
         }
         None => FileConfig::default(),
     };
-    let mappings = match (&a.bridge_mappings, &file.bridge_mappings) {
+    let mappings = bridge_mappings(a, &file)?;
+    let dns_on = !a.no_dns && file.dns.unwrap_or(true);
+    let node = match a.node.clone().or(file.node.clone()) {
+        Some(n) if n.trim().is_empty() => anyhow::bail!("node must not be empty"),
+        Some(n) => n,
+        None => nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_else(|| "localhost".into()),
+    };
+    let upstreams = dns_upstreams(a, &file)?;
+    let segments = segments(a, &file)?;
+    let listen = a
+        .listen
+        .clone()
+        .or(file.listen.clone())
+        .unwrap_or_else(|| "127.0.0.1:9696".into());
+    let listen: SocketAddr = listen
+        .parse()
+        .with_context(|| format!("--listen {listen:?} is not ADDR:PORT"))?;
+    assemble(
+        a,
+        file,
+        Resolved {
+            mappings,
+            dns_on,
+            node,
+            upstreams,
+            segments,
+            listen,
+        },
+    )
+}
+
+/// What `resolve` worked out before assembling the configuration.
+struct Resolved {
+    mappings: HashMap<String, String>,
+    dns_on: bool,
+    node: String,
+    upstreams: Vec<SocketAddr>,
+    segments: SegmentConfig,
+    listen: SocketAddr,
+}
+
+/// `--bridge-mappings` or the file's `bridge_mappings` (text or table), else `physnet1:br-flat`.
+fn bridge_mappings(a: &ServeArgs, file: &FileConfig) -> anyhow::Result<HashMap<String, String>> {
+    Ok(match (&a.bridge_mappings, &file.bridge_mappings) {
         (Some(s), _) => parse_mappings(s)?,
         (None, Some(toml::Value::String(s))) => parse_mappings(s)?,
         (None, Some(toml::Value::Table(t))) => t
@@ -274,16 +320,12 @@ pub fn resolve(a: &ServeArgs) -> anyhow::Result<ServeConfig> {
             .collect::<anyhow::Result<_>>()?,
         (None, Some(_)) => anyhow::bail!("bridge_mappings must be \"physnet:bridge,…\" or a table"),
         (None, None) => parse_mappings("physnet1:br-flat")?,
-    };
-    let dns_on = !a.no_dns && file.dns.unwrap_or(true);
-    let node = match a.node.clone().or(file.node.clone()) {
-        Some(n) if n.trim().is_empty() => anyhow::bail!("node must not be empty"),
-        Some(n) => n,
-        None => nix::unistd::gethostname()
-            .ok()
-            .and_then(|h| h.into_string().ok())
-            .unwrap_or_else(|| "localhost".into()),
-    };
+    })
+}
+
+/// Where the DNS service forwards: `--dns-servers` or the file's list, plus the host's
+/// resolv.conf servers with `dns_local_resolv`.
+fn dns_upstreams(a: &ServeArgs, file: &FileConfig) -> anyhow::Result<Vec<SocketAddr>> {
     let mut upstreams = match (&a.dns_servers, &file.dns_servers) {
         (Some(s), _) => parse_dns_servers(&s.split(',').collect::<Vec<_>>())?,
         (None, Some(toml::Value::String(s))) => {
@@ -308,9 +350,21 @@ pub fn resolve(a: &ServeArgs) -> anyhow::Result<ServeConfig> {
             .collect();
         upstreams.extend(parse_dns_servers(&found)?);
     }
-    let vlan = a.network_vlan_ranges.clone().or(file.network_vlan_ranges);
-    let vni = a.vni_ranges.clone().or(file.vni_ranges);
-    let tenant = a.tenant_network_types.clone().or(file.tenant_network_types);
+    Ok(upstreams)
+}
+
+/// ML2's segment settings: VLAN and VNI ranges, tenant network types (VXLAN when only VNI
+/// ranges are given).
+fn segments(a: &ServeArgs, file: &FileConfig) -> anyhow::Result<SegmentConfig> {
+    let vlan = a
+        .network_vlan_ranges
+        .clone()
+        .or(file.network_vlan_ranges.clone());
+    let vni = a.vni_ranges.clone().or(file.vni_ranges.clone());
+    let tenant = a
+        .tenant_network_types
+        .clone()
+        .or(file.tenant_network_types.clone());
     let mut segments = SegmentConfig {
         vlan_ranges: SegmentConfig::parse_vlan_ranges(vlan.as_deref().unwrap_or(""))
             .map_err(|e| anyhow::anyhow!("--network-vlan-ranges: {e}"))?,
@@ -322,14 +376,19 @@ pub fn resolve(a: &ServeArgs) -> anyhow::Result<ServeConfig> {
     if tenant.is_none() && !segments.vni_ranges.is_empty() {
         segments.tenant_types = vec![qdhcp_registry::NetworkType::Vxlan];
     }
-    let listen = a
-        .listen
-        .clone()
-        .or(file.listen)
-        .unwrap_or_else(|| "127.0.0.1:9696".into());
-    let listen: SocketAddr = listen
-        .parse()
-        .with_context(|| format!("--listen {listen:?} is not ADDR:PORT"))?;
+    Ok(segments)
+}
+
+/// The configuration from the flags over the file over defaults, with what `resolve` worked out.
+fn assemble(a: &ServeArgs, file: FileConfig, r: Resolved) -> anyhow::Result<ServeConfig> {
+    let Resolved {
+        mappings,
+        dns_on,
+        node,
+        upstreams,
+        segments,
+        listen,
+    } = r;
     Ok(ServeConfig {
         state_dir: a
             .state_dir
