@@ -2,6 +2,8 @@
 
 use super::*;
 use qdhcp_protocol::LeaseView;
+use qdhcp_protocol::{ClientId, Lease, LeaseChange, Mac};
+use std::net::Ipv4Addr;
 
 /// Where the records end: the first zero byte, or the end of the file.
 fn end_of_records(p: &Path) -> u64 {

@@ -11,60 +11,14 @@ use dhcproto::v6::{
 };
 
 use crate::types::Mac;
-use crate::v6::frontdoor::{Duid, IaNa, Inbound6, Msg6, Relay};
+use crate::v6::frontdoor::{Duid, IaNa, Inbound6, Msg6};
+pub use crate::v6::lease::{Change6, Lease6, LeaseView6};
 use crate::v6::log::Log6;
+pub use crate::v6::reply::Reply6;
 use crate::v6::table::{Host6, Subnet6, Table6};
 
 /// Lease time when an address lies in no configured subnet (never for a sane table).
 const DEFAULT_LEASE: u32 = 3600;
-
-/// A DHCPv6 lease: one address of one IA of one client.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Lease6 {
-    /// The client's DUID.
-    pub duid: Duid,
-    /// The IA it holds the address in.
-    pub iaid: u32,
-    /// The address.
-    pub addr: Ipv6Addr,
-    /// The MAC of the host line it was granted for.
-    pub mac: Mac,
-    /// Expiry, seconds since the epoch (`None`: infinite).
-    pub expires: Option<u64>,
-    /// Host name (without domain) recorded with it.
-    pub hostname: Option<String>,
-}
-
-/// What the decision may ask of the lease state.
-pub trait LeaseView6 {
-    /// The lease of an address, if any.
-    fn by_addr(&self, addr: Ipv6Addr) -> Option<&Lease6>;
-}
-
-/// A lease change the dataplane applies (and makes durable, for `Bind`, before replying).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Change6 {
-    /// Granted or extended.
-    Bind(Lease6),
-    /// Given back by its holder.
-    Release {
-        /// Holder.
-        duid: Duid,
-        /// Its IA.
-        iaid: u32,
-        /// The address.
-        addr: Ipv6Addr,
-    },
-    /// Found in use by someone else.
-    Decline {
-        /// Holder.
-        duid: Duid,
-        /// Its IA.
-        iaid: u32,
-        /// The address.
-        addr: Ipv6Addr,
-    },
-}
 
 /// Why a message got no answer; each names a counter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,46 +86,6 @@ pub struct Context6<'a> {
     pub own_addrs: &'a [Ipv6Addr],
     /// Seconds since the epoch.
     pub now: u64,
-}
-
-/// A decided reply: the message, and the relays to wrap it for on the way back.
-#[derive(Debug, Clone)]
-pub struct Reply6 {
-    /// The message to the client.
-    pub msg: Message,
-    /// The relays it came through (outermost first).
-    pub relays: Vec<Relay>,
-}
-
-impl Reply6 {
-    /// Encodes the reply, wrapped in one RELAY-REPL per relay (RFC 8415 §19.3).
-    pub fn encode_into(&self, out: &mut Vec<u8>) {
-        out.clear();
-        let mut e = dhcproto::Encoder::new(out);
-        // Encoding a message we built ourselves into a Vec cannot fail.
-        let _ = dhcproto::Encodable::encode(&self.msg, &mut e);
-        for r in self.relays.iter().rev() {
-            let inner = std::mem::take(out);
-            out.push(u8::from(MessageType::RelayRepl));
-            out.push(r.hop_count);
-            out.extend_from_slice(&r.link.octets());
-            out.extend_from_slice(&r.peer.octets());
-            if let Some(id) = &r.interface_id {
-                out.extend_from_slice(&18u16.to_be_bytes());
-                out.extend_from_slice(&(id.len() as u16).to_be_bytes());
-                out.extend_from_slice(id);
-            }
-            out.extend_from_slice(&9u16.to_be_bytes());
-            out.extend_from_slice(&(inner.len() as u16).to_be_bytes());
-            out.extend_from_slice(&inner);
-        }
-    }
-
-    /// Where it goes: the nearest relay's peer address when relayed (the outermost relay is
-    /// the one that sent it to us), else the client.
-    pub fn via_relay(&self) -> bool {
-        !self.relays.is_empty()
-    }
 }
 
 /// The outcome of one client message.

@@ -1,11 +1,14 @@
 //! The DHCPv6 server core (RFC 8415), beside the DHCPv4 one and as pure: the front door
 //! (`frontdoor.rs`), the link's subnets and hosts (`table.rs`), options as configured
-//! (`options.rs`), the decision (`decide.rs`) and its log lines (`log.rs`).
+//! (`options.rs`), leases (`lease.rs`), the decision (`decide.rs`), the reply's encoding
+//! (`reply.rs`) and its log lines (`log.rs`).
 
 pub mod decide;
 pub mod frontdoor;
+pub mod lease;
 pub mod log;
 pub mod options;
+pub mod reply;
 pub mod table;
 
 pub use decide::{
