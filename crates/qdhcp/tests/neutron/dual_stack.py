@@ -254,12 +254,19 @@ def case_dual_stack(s):
         m0 = d.CAPTURE.mark()
         t0 = time.time()
         net.remove_port(p1)
+        # the SIGHUP that follows a lease to a tagged host line kills dnsmasq 2.90 (a known
+        # defect of the control, see KNOWN_DEFECTS), at once or a moment later: its respawn by
+        # the process monitor is expected there, and only there
+        if R.defect_applies('dnsmasq-2.90-hup-tag'):
+            s.expected_respawns.add(net.id)
         net.call('reload_allocations')
         took = time.time() - t0
         warned = d.CAPTURE.since(m0, 'release')
         R.info(f'dual_stack.remove: reload_allocations took {took:.2f} s; warnings {warned}')
         # each dhcp_release6 left unanswered costs 5 s (five tries a second apart)
-        R.check('dual_stack.remove.fast', took < 4.5, f'reload_allocations took {took:.2f} s')
+        # (dnsmasq 2.90 killed by the SIGHUP leaves the release unanswered: its known defect)
+        R.check('dual_stack.remove.fast', took < 4.5, f'reload_allocations took {took:.2f} s',
+                known='dnsmasq-2.90-hup-tag')
         R.check('dual_stack.remove.lease_gone',
                 d.wait_for(lambda: '2001:db8:6::103' not in leases_text(net), 3),
                 leases_text(net))
