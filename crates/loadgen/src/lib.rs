@@ -296,6 +296,14 @@ pub fn run(cfg: &Config) -> Result<Report, LoadError> {
     let start = Instant::now();
     let cpu0 = cpu_seconds();
     let end_start = start + cfg.duration;
+    // A paced run starts rate × duration exchanges: the last tick of the window may fall short
+    // of it by a few (at most a batch), which are started at once when the window ends; a
+    // generator further behind than that is not made to catch up.
+    let target = if cfg.rate == 0 {
+        u64::MAX
+    } else {
+        (cfg.duration.as_secs_f64() * f64::from(cfg.rate)).round() as u64
+    };
     // Paced runs start new exchanges in bursts every TICK (as perfdhcp's rate timer does); a
     // REQUEST leaves as soon as its OFFER is in, as a client sends it. Replies are waited for
     // in poll (or spinning), so their latency is taken when they arrive.
@@ -303,7 +311,8 @@ pub fn run(cfg: &Config) -> Result<Report, LoadError> {
     loop {
         let now = Instant::now();
         let iteration = now;
-        let sending = now < end_start;
+        let sending = now < end_start
+            || (cfg.rate > 0 && r.started < target && target - r.started <= BATCH as u64);
         if !sending && pending.is_empty() && requests.is_empty() {
             break;
         }
@@ -317,9 +326,10 @@ pub fn run(cfg: &Config) -> Result<Report, LoadError> {
             let allowed = if cfg.rate == 0 {
                 u64::MAX
             } else {
-                (now - start)
+                ((now - start)
                     .as_secs_f64()
-                    .mul_add(f64::from(cfg.rate), 1.0) as u64
+                    .mul_add(f64::from(cfg.rate), 1.0) as u64)
+                    .min(target)
             };
             // Paced runs send at the offered rate whatever is outstanding (as perfdhcp does), so a
             // saturated server shows up as drops; unpaced runs are bounded by the window.
