@@ -59,15 +59,20 @@ impl FromStr for Mac {
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ClientId(pub Vec<u8>);
 
+/// Writes bytes as dnsmasq shows opaque identifiers (client ids, DUIDs): `01:fa:16:…`.
+pub(crate) fn colon_hex(bytes: &[u8], f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    for (i, b) in bytes.iter().enumerate() {
+        if i > 0 {
+            f.write_str(":")?;
+        }
+        write!(f, "{b:02x}")?;
+    }
+    Ok(())
+}
+
 impl fmt::Display for ClientId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, b) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str(":")?;
-            }
-            write!(f, "{b:02x}")?;
-        }
-        Ok(())
+        colon_hex(&self.0, f)
     }
 }
 

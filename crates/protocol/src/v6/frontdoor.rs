@@ -73,13 +73,7 @@ pub struct Duid(pub Vec<u8>);
 
 impl fmt::Display for Duid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, b) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str(":")?;
-            }
-            write!(f, "{b:02x}")?;
-        }
-        Ok(())
+        crate::types::colon_hex(&self.0, f)
     }
 }
 
