@@ -49,6 +49,8 @@ pub struct AgentConfig {
     pub loops: usize,
     /// VXLAN tunnel endpoint, group and port.
     pub vxlan: VxlanConfig,
+    /// Instance metadata on each DHCP port; `None` when off.
+    pub metadata: Option<qdhcp_metadata::Settings>,
 }
 
 /// How VXLAN segments are plumbed on this host.
@@ -103,8 +105,11 @@ pub struct DhcpSync {
     segments: Mutex<HashMap<String, Vec<String>>>,
     /// Each network's DNS server, on its DHCP port.
     dns: Mutex<HashMap<String, Arc<DnsServer>>>,
-    /// The event loops serving every network's DNS sockets (started with the first).
+    /// The event loops serving every network's DNS sockets (started with the first) and
+    /// metadata connections.
     dns_loops: OnceLock<Arc<Reactor>>,
+    /// The metadata service, once started ([`DhcpSync::start_metadata`]).
+    metadata: OnceLock<Arc<qdhcp_metadata::Service>>,
 }
 
 impl DhcpSync {
@@ -117,7 +122,31 @@ impl DhcpSync {
             segments: Mutex::new(HashMap::new()),
             dns: Mutex::new(HashMap::new()),
             dns_loops: OnceLock::new(),
+            metadata: OnceLock::new(),
         }
+    }
+
+    /// Starts the metadata service if configured (before the first network is applied, so
+    /// that a bad setting, such as an unreadable CA file, stops the start), on the DNS loops.
+    pub fn start_metadata(&self) -> anyhow::Result<()> {
+        let Some(settings) = &self.cfg.metadata else {
+            return Ok(());
+        };
+        let service = qdhcp_metadata::Service::new(settings.clone(), self.dns_loops()?)?;
+        let _ = self.metadata.set(service);
+        Ok(())
+    }
+
+    /// Where metadata requests read the registry from (the control plane's published one).
+    pub fn set_registry(&self, view: qdhcp_metadata::RegistryView) {
+        if let Some(m) = self.metadata.get() {
+            m.set_registry(view);
+        }
+    }
+
+    /// The metadata service, for `/metrics`.
+    pub fn metadata(&self) -> Option<Arc<qdhcp_metadata::Service>> {
+        self.metadata.get().cloned()
     }
 
     /// Each network's DNS server, by network id, for `/metrics`.
@@ -135,6 +164,9 @@ impl DhcpSync {
     fn teardown(&self, net_id: &str) {
         if let Some(d) = self.dns.lock().remove(net_id) {
             d.stop();
+        }
+        if let Some(m) = self.metadata.get() {
+            m.stop(net_id);
         }
         self.dp.unlisten(net_id);
         self.dp.remove_network(net_id);
@@ -339,13 +371,18 @@ impl DhcpSync {
         {
             self.segments.lock().insert(net_id.into(), links);
         }
-        let spec = plug_for(&self.cfg, reg, net_id, port);
+        let mut spec = plug_for(&self.cfg, reg, net_id, port);
+        let dhcp_addrs = spec.addrs.clone();
+        if self.metadata.get().is_some() {
+            // as Neutron's agent does for isolated metadata
+            spec.addrs.push(Ipv4Net::from(qdhcp_metadata::METADATA_V4));
+        }
         if let Err(e) = plug(&spec) {
             tracing::error!("network {net_id}: plumbing failed: {e}");
             return;
         }
         // plug() made sure these are on the interface: the listener need not read them back
-        self.dp.set_addrs(&net, spec.addrs.clone());
+        self.dp.set_addrs(&net, dhcp_addrs);
         self.plugged
             .lock()
             .insert(net_id.into(), spec.netns.clone());
@@ -370,6 +407,33 @@ impl DhcpSync {
             }
         }
         self.sync_dns(reg, net_id, &spec);
+        self.sync_metadata(net_id, &spec);
+    }
+
+    /// Starts the network's metadata listener on 169.254.169.254:80 if it has none.
+    fn sync_metadata(&self, net_id: &str, spec: &DhcpPlug) {
+        let Some(service) = self.metadata.get() else {
+            return;
+        };
+        if service.serves(net_id) {
+            return;
+        }
+        let addr = std::net::SocketAddr::from((qdhcp_metadata::METADATA_V4, 80));
+        let opened = qdhcp_plumbing::within_netns(&spec.netns, || {
+            qdhcp_metadata::open_listener(addr, &spec.inner)
+        });
+        match opened {
+            Ok(Ok(listener)) => match service.serve(net_id, &spec.inner, listener) {
+                Ok(_) => tracing::info!(
+                    "network {net_id}: metadata ({}) listening on {addr} in {}",
+                    service.mode(),
+                    spec.netns
+                ),
+                Err(e) => tracing::error!("network {net_id}: metadata not served: {e}"),
+            },
+            Ok(Err(e)) => tracing::error!("network {net_id}: metadata not served: {e}"),
+            Err(e) => tracing::error!("network {net_id}: metadata not served: {e}"),
+        }
     }
 
     /// Starts the network's DNS server on its DHCP port if it has none, and gives it the

@@ -125,8 +125,9 @@ impl Source for UpstreamAnswers {
         self.server.next_retry()
     }
 
-    fn timer(&mut self) {
+    fn timer(&mut self) -> Turn {
         self.server.retry_or_fail();
+        Turn::Drained
     }
 }
 

@@ -87,6 +87,22 @@ pub enum Why {
     NoInstance,
     /// A method the service does not take.
     Method,
+    /// Over the source's request rate.
+    Limited,
+}
+
+impl Why {
+    /// Its name in the log line.
+    pub fn label(self) -> &'static str {
+        match self {
+            Why::Served => "served",
+            Why::Forwarded => "forwarded",
+            Why::NoPort => "no port holds the address",
+            Why::NoInstance => "the port has no device_id",
+            Why::Method => "method not allowed",
+            Why::Limited => "over the rate limit",
+        }
+    }
 }
 
 /// The port of `network_id` that holds `source`.

@@ -8,15 +8,21 @@
 #![forbid(unsafe_code)]
 
 pub mod answer;
+mod conn;
 pub mod limit;
+mod metrics;
 pub mod nova;
 pub mod request;
 pub mod response;
+pub mod serve;
 pub mod sign;
+pub mod upstream;
 
 pub use answer::{decide, Asked, Decision, Forward, Mode, Why};
 pub use request::{parse, Parsed, Request};
 pub use response::Response;
+pub use serve::{open_listener, RegistryView, Service, Settings, Site, METADATA_V4};
+pub use upstream::UpstreamConfig;
 
 #[cfg(test)]
 mod tests;

@@ -12,3 +12,4 @@ pub mod loadgen_cmd;
 pub mod logging;
 pub mod serve;
 pub mod serve_config;
+pub mod serve_metadata;

@@ -130,11 +130,15 @@ fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         anyhow::anyhow!("{e} (fix or move the file away to start with an empty lease table)")
     })?;
     let sync = Arc::new(DhcpSync::new(dp.clone(), cfg.agent()));
+    sync.start_metadata()?;
     let control = Arc::new(Control::open_with(
         store,
         sync.clone(),
         cfg.segments.clone(),
     )?);
+    // metadata requests read the registry as published at the moment they arrive
+    let published = Arc::downgrade(&control);
+    sync.set_registry(Arc::new(move || published.upgrade().map(|c| c.read())));
     // This node's heartbeat first: the scheduler places networks on live nodes, this one too.
     control.set_nodes_per_network(cfg.nodes_per_network)?;
     qdhcp_control::nodes::start_heartbeats(&control, &cfg.node, cfg.node_down_secs)?;
@@ -200,6 +204,9 @@ fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     let metrics: qdhcp_api::MetricsSource = Arc::new(move |registry| {
         mdp.register_metrics(registry);
         qdhcp_dns::server::register_metrics(&msync.dns_servers(), registry);
+        if let Some(m) = msync.metadata() {
+            m.register_metrics(registry);
+        }
     });
     // writes through other nodes' APIs reach this node's tables (PostgreSQL's LISTEN/NOTIFY)
     control.watch()?;

@@ -119,6 +119,9 @@ pub struct ServeArgs {
     /// network on a PHYSNET without a bridge mapping gets INTERFACE itself in that bridge.
     #[arg(long)]
     pub physical_interface_mappings: Option<String>,
+    /// Instance metadata at 169.254.169.254.
+    #[command(flatten)]
+    pub metadata: crate::serve_metadata::MetadataArgs,
 }
 
 #[derive(Deserialize, Default, Debug)]
@@ -152,6 +155,14 @@ struct FileConfig {
     node_down_time: Option<u64>,
     dhcp_nodes_per_network: Option<usize>,
     database: Option<String>,
+    isolated_metadata: Option<bool>,
+    nova_metadata_url: Option<String>,
+    metadata_proxy_shared_secret: Option<String>,
+    nova_metadata_ca_cert: Option<PathBuf>,
+    nova_metadata_insecure: Option<bool>,
+    metadata_rate_limit: Option<u32>,
+    nova_metadata_timeout: Option<u64>,
+    metadata_client_timeout: Option<u64>,
 }
 
 impl ServeConfig {
@@ -167,6 +178,7 @@ impl ServeConfig {
             dns: self.dns.clone(),
             loops: self.loops,
             vxlan: self.vxlan.clone(),
+            metadata: self.metadata.clone(),
         }
     }
 }
@@ -216,6 +228,8 @@ pub struct ServeConfig {
     pub vxlan: VxlanConfig,
     /// The registry database URL; `None`: SQLite in the state directory.
     pub database: Option<String>,
+    /// The metadata service; `None` when off.
+    pub metadata: Option<qdhcp_metadata::Settings>,
 }
 
 pub use qdhcp_agent::{DnsConfig, VxlanConfig};
@@ -389,6 +403,19 @@ fn assemble(a: &ServeArgs, file: FileConfig, r: Resolved) -> anyhow::Result<Serv
         segments,
         listen,
     } = r;
+    let domain = a.dns_domain.clone().or(file.dns_domain.clone());
+    let domain = Some(domain.unwrap_or_else(|| "openstacklocal".into()));
+    let metadata_file = crate::serve_metadata::MetadataFile {
+        isolated_metadata: file.isolated_metadata,
+        nova_metadata_url: file.nova_metadata_url.clone(),
+        metadata_proxy_shared_secret: file.metadata_proxy_shared_secret.clone(),
+        nova_metadata_ca_cert: file.nova_metadata_ca_cert.clone(),
+        nova_metadata_insecure: file.nova_metadata_insecure,
+        metadata_rate_limit: file.metadata_rate_limit,
+        nova_metadata_timeout: file.nova_metadata_timeout,
+        metadata_client_timeout: file.metadata_client_timeout,
+    };
+    let metadata = crate::serve_metadata::resolve(&a.metadata, &metadata_file, domain.clone())?;
     Ok(ServeConfig {
         state_dir: a
             .state_dir
@@ -428,13 +455,8 @@ fn assemble(a: &ServeArgs, file: FileConfig, r: Resolved) -> anyhow::Result<Serv
         tokens_file: a.tokens_file.clone().or(file.tokens_file),
         dhcp: DhcpSettings {
             lease_secs: Some(a.lease_duration.or(file.lease_duration).unwrap_or(86400)),
-            domain: Some(
-                a.dns_domain
-                    .clone()
-                    .or(file.dns_domain)
-                    .unwrap_or_else(|| "openstacklocal".into()),
-            ),
-            metadata_route: true,
+            domain,
+            metadata_route: metadata.is_some(),
             dns_self: dns_on,
             node,
         },
@@ -454,6 +476,7 @@ fn assemble(a: &ServeArgs, file: FileConfig, r: Resolved) -> anyhow::Result<Serv
         dns: dns_on.then_some(DnsConfig { upstreams }),
         segments,
         database: a.database.clone().or(file.database),
+        metadata,
         vxlan: VxlanConfig {
             local_ip: a.local_ip.or(file.local_ip),
             group: a
@@ -477,85 +500,5 @@ pub fn serve_options(cfg: &ServeConfig) -> ServeOptions {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn flags_override_the_toml_file_and_reach_the_dataplane() {
-        let dir = tempfile::tempdir().unwrap();
-        let toml = dir.path().join("qdhcp.toml");
-        std::fs::write(&toml, "listen = \"127.0.0.1:19696\"\nclient_rate = 7\nquiet_dhcp = true\nrealtime = true\n[bridge_mappings]\nphysnet1 = \"br-x\"\n").unwrap();
-        let a = ServeArgs {
-            config: Some(toml.clone()),
-            ..Default::default()
-        };
-        let c = resolve(&a).unwrap();
-        assert_eq!(c.listen.port(), 19696);
-        assert_eq!(
-            c.bridge_mappings.get("physnet1").map(String::as_str),
-            Some("br-x")
-        );
-        let o = serve_options(&c);
-        assert_eq!(o.client_rate, 7);
-        assert!(o.quiet);
-        assert!(o.realtime, "realtime from the file reaches the dataplane");
-        let a = ServeArgs {
-            config: Some(toml),
-            client_rate: Some(0),
-            bridge_mappings: Some("p:b".into()),
-            ..Default::default()
-        };
-        let c = resolve(&a).unwrap();
-        assert_eq!(serve_options(&c).client_rate, 0, "the flag wins");
-        assert_eq!(c.bridge_mappings.get("p").map(String::as_str), Some("b"));
-        let bad = ServeArgs {
-            bridge_mappings: Some("nocolon".into()),
-            ..Default::default()
-        };
-        assert!(resolve(&bad).is_err());
-        let defaults = resolve(&ServeArgs::default()).unwrap();
-        assert_eq!(defaults.listen.to_string(), "127.0.0.1:9696");
-        assert_eq!(defaults.namespace_prefix, "qdhcp-");
-        assert_eq!(serve_options(&defaults).client_rate, 30);
-        assert!(!serve_options(&defaults).realtime, "off unless asked for");
-        let flag = ServeArgs {
-            realtime: true,
-            ..Default::default()
-        };
-        assert!(serve_options(&resolve(&flag).unwrap()).realtime);
-    }
-
-    #[test]
-    fn the_readmes_two_node_toml_is_a_valid_configuration() {
-        let readme =
-            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))
-                .unwrap();
-        let section = readme
-            .split("## Several nodes on PostgreSQL")
-            .nth(1)
-            .expect("README has the two-node section");
-        let toml_text = section
-            .split("```toml\n")
-            .nth(1)
-            .and_then(|t| t.split("```").next())
-            .expect("a TOML example");
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("qdhcp.toml");
-        std::fs::write(&path, toml_text).unwrap();
-        let c = resolve(&ServeArgs {
-            config: Some(path),
-            ..Default::default()
-        })
-        .unwrap();
-        assert_eq!(c.node, "net1");
-        assert_eq!(c.nodes_per_network, 2);
-        assert_eq!(c.node_down_secs, 30);
-        assert!(c.database.as_deref().unwrap().starts_with("postgresql://"));
-        assert_eq!(c.dhcp.node, "net1", "DHCP serves this node's ports");
-        let one = resolve(&ServeArgs {
-            dhcp_nodes_per_network: Some(0),
-            ..Default::default()
-        });
-        assert!(one.is_err(), "at least one node per network");
-    }
-}
+#[path = "serve_config_tests.rs"]
+mod tests;

@@ -28,6 +28,8 @@ pub enum Turn {
     Drained,
     /// It used its whole budget and may have more: serve it again after the others.
     More,
+    /// It is finished (a closed connection): deregister and drop it.
+    Close,
 }
 
 /// Something served by a loop: a socket and what to do when it is readable.
@@ -40,8 +42,15 @@ pub trait Source: Send + 'static {
     fn deadline(&self) -> Option<Instant> {
         None
     }
-    /// Runs at or after [`Source::deadline`].
-    fn timer(&mut self) {}
+    /// Runs at or after [`Source::deadline`]; `Turn::Close` ends the source.
+    fn timer(&mut self) -> Turn {
+        Turn::Drained
+    }
+    /// Whether it also waits for its socket to take more output (a reply the kernel could not
+    /// take at once); looked at after each turn.
+    fn wants_write(&self) -> bool {
+        false
+    }
 }
 
 /// Identifies a registered source, for [`Reactor::remove`].
@@ -141,13 +150,20 @@ impl Reactor {
 
     /// Hands `src` to the least busy loop; it is served from its next turn on.
     pub fn add(&self, src: Box<dyn Source>) -> SourceId {
+        self.add_with(|_| src)
+    }
+
+    /// As [`Reactor::add`], for a source that must know its own id (to be poked from
+    /// elsewhere when work it handed out comes back).
+    pub fn add_with(&self, make: impl FnOnce(SourceId) -> Box<dyn Source>) -> SourceId {
         let lp = (0..self.loops.len())
             .min_by_key(|&i| self.loops[i].sources.load(Ordering::Relaxed))
             .unwrap_or(0);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let sid = SourceId { id, lp };
         self.loops[lp].sources.fetch_add(1, Ordering::Relaxed);
-        self.send(lp, Cmd::Add(id, src));
-        SourceId { id, lp }
+        self.send(lp, Cmd::Add(id, make(sid)));
+        sid
     }
 
     /// Deregisters and drops a source; once this returns its socket is closed (unless called
@@ -200,6 +216,8 @@ struct Entry {
     src: Box<dyn Source>,
     queued: bool,
     deadline: Option<Instant>,
+    /// Watched for writability too.
+    writing: bool,
 }
 
 /// The loop: wait, serve the sources that are ready (each once, those with more go to the back
@@ -268,20 +286,13 @@ fn run(mut poll: Poll, cmds: &Mutex<Vec<Cmd>>, count: &AtomicUsize) {
                                 src,
                                 queued: true,
                                 deadline,
+                                writing: false,
                             },
                         );
                         turn.push(id);
                     }
                     Cmd::Remove(id, done) => {
-                        if let Some(e) = entries.remove(&id) {
-                            let fd = e.src.fd();
-                            let _ = poll.registry().deregister(&mut SourceFd(&fd));
-                            if let Some(d) = e.deadline {
-                                timers.remove(&(d, id));
-                            }
-                            drop(e);
-                            count.fetch_sub(1, Ordering::Relaxed);
-                        }
+                        drop_entry(&poll, &mut entries, &mut timers, count, id);
                         if let Some(done) = done {
                             let _ = done.send(());
                         }
@@ -310,11 +321,19 @@ fn run(mut poll: Poll, cmds: &Mutex<Vec<Cmd>>, count: &AtomicUsize) {
                 continue;
             };
             e.queued = false;
-            if e.src.ready() == Turn::More {
-                e.queued = true;
-                again.push_back(id);
+            match e.src.ready() {
+                Turn::More => {
+                    e.queued = true;
+                    again.push_back(id);
+                }
+                Turn::Drained => {}
+                Turn::Close => {
+                    drop_entry(&poll, &mut entries, &mut timers, count, id);
+                    continue;
+                }
             }
             retime(&mut timers, id, e);
+            rewatch(&poll, id, e);
         }
         let now = Instant::now();
         while let Some(&(t, id)) = timers.first() {
@@ -326,9 +345,53 @@ fn run(mut poll: Poll, cmds: &Mutex<Vec<Cmd>>, count: &AtomicUsize) {
                 continue;
             };
             e.deadline = None;
-            e.src.timer();
+            if e.src.timer() == Turn::Close {
+                drop_entry(&poll, &mut entries, &mut timers, count, id);
+                continue;
+            }
             retime(&mut timers, id, e);
+            rewatch(&poll, id, e);
         }
+    }
+}
+
+/// Deregisters and drops a source (closing its socket).
+fn drop_entry(
+    poll: &Poll,
+    entries: &mut HashMap<u64, Entry>,
+    timers: &mut BTreeSet<(Instant, u64)>,
+    count: &AtomicUsize,
+    id: u64,
+) {
+    if let Some(e) = entries.remove(&id) {
+        let fd = e.src.fd();
+        let _ = poll.registry().deregister(&mut SourceFd(&fd));
+        if let Some(d) = e.deadline {
+            timers.remove(&(d, id));
+        }
+        drop(e);
+        count.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Watches for writability while the source has output waiting, and only then.
+fn rewatch(poll: &Poll, id: u64, e: &mut Entry) {
+    let want = e.src.wants_write();
+    if want == e.writing {
+        return;
+    }
+    let interest = if want {
+        Interest::READABLE | Interest::WRITABLE
+    } else {
+        Interest::READABLE
+    };
+    let fd = e.src.fd();
+    match poll
+        .registry()
+        .reregister(&mut SourceFd(&fd), Token(id as usize), interest)
+    {
+        Ok(()) => e.writing = want,
+        Err(err) => tracing::error!("event loop: cannot rewatch descriptor {fd}: {err}"),
     }
 }
 

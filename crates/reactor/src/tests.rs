@@ -177,9 +177,10 @@ impl Source for Counting {
     fn deadline(&self) -> Option<Instant> {
         self.deadline
     }
-    fn timer(&mut self) {
+    fn timer(&mut self) -> Turn {
         self.timers.fetch_add(1, Ordering::SeqCst);
         self.deadline = None;
+        Turn::Drained
     }
 }
 
@@ -258,9 +259,10 @@ impl Source for Poked {
             .load(Ordering::SeqCst)
             .then(|| Instant::now() + Duration::from_millis(20))
     }
-    fn timer(&mut self) {
+    fn timer(&mut self) -> Turn {
         self.work.store(false, Ordering::SeqCst);
         self.timers.fetch_add(1, Ordering::SeqCst);
+        Turn::Drained
     }
 }
 
@@ -282,4 +284,73 @@ fn a_poke_makes_a_source_look_at_its_deadline_again() {
     wait_for("the timer after the poke", || {
         timers.load(Ordering::SeqCst) == 1
     });
+}
+
+/// Writes a large reply into a socket the peer does not read, then the rest once it is
+/// writable; ends itself (`Turn::Close`) when all is written.
+struct Writer {
+    sock: std::net::TcpStream,
+    left: usize,
+    dropped: Arc<AtomicBool>,
+    wakes: Arc<AtomicU64>,
+}
+
+impl Source for Writer {
+    fn fd(&self) -> RawFd {
+        self.sock.as_raw_fd()
+    }
+    fn ready(&mut self) -> Turn {
+        use std::io::Write;
+        self.wakes.fetch_add(1, Ordering::SeqCst);
+        let chunk = [7u8; 65536];
+        while self.left > 0 {
+            match self.sock.write(&chunk[..self.left.min(chunk.len())]) {
+                Ok(n) => self.left -= n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Turn::Drained,
+                Err(_) => return Turn::Close,
+            }
+        }
+        Turn::Close
+    }
+    fn wants_write(&self) -> bool {
+        self.left > 0
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.dropped.store(true, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn a_source_waiting_to_write_is_woken_when_writable_and_closing_drops_it() {
+    use std::io::Read;
+    let r = Reactor::new("qt-write", 1, noop()).unwrap();
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut client = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+    let (server, _) = l.accept().unwrap();
+    server.set_nonblocking(true).unwrap();
+    let total = 8 << 20;
+    let dropped = Arc::new(AtomicBool::new(false));
+    let wakes = Arc::new(AtomicU64::new(0));
+    r.add_with(|_| {
+        Box::new(Writer {
+            sock: server,
+            left: total,
+            dropped: dropped.clone(),
+            wakes: wakes.clone(),
+        })
+    });
+    // nothing is read yet: the source is stuck on a full socket, not spinning
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(!dropped.load(Ordering::SeqCst));
+    let stuck = wakes.load(Ordering::SeqCst);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(wakes.load(Ordering::SeqCst), stuck, "no turns while nothing changes");
+    let mut got = Vec::new();
+    client.read_to_end(&mut got).unwrap();
+    assert_eq!(got.len(), total, "every byte came: the loop woke it as the socket drained");
+    wait_for("the closed source dropped", || dropped.load(Ordering::SeqCst));
+    assert_eq!(r.sources(), 0);
 }

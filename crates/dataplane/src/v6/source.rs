@@ -397,7 +397,7 @@ impl Source for Dhcp6Source {
         self.pending.iter().map(|p| p.due).min()
     }
 
-    fn timer(&mut self) {
+    fn timer(&mut self) -> Turn {
         let now = Instant::now();
         let (due, wait): (Vec<Pending>, Vec<Pending>) = std::mem::take(&mut self.pending)
             .into_iter()
@@ -407,5 +407,6 @@ impl Source for Dhcp6Source {
             self.handle(&p.bytes, p.from, p.tries);
         }
         self.finish_batch();
+        Turn::Drained
     }
 }
