@@ -279,3 +279,90 @@ pub fn dns_query(data: &[u8]) {
         Outcome::Drop(_) => {}
     }
 }
+
+/// A network with a VM port (10.0.0.10, instance `vm-1`) and a port without an instance
+/// (10.0.0.11), made once.
+fn metadata_world() -> &'static (Registry, String) {
+    static WORLD: std::sync::OnceLock<(Registry, String)> = std::sync::OnceLock::new();
+    WORLD.get_or_init(|| {
+        let caller = Caller {
+            project_id: "p".into(),
+            is_admin: true,
+        };
+        let mut env = FuzzEnv(0);
+        let mut reg = Registry::default();
+        let (n, _) = reg
+            .create_network(NetworkReq::default(), &caller, &mut env)
+            .expect("network");
+        let net = n.id.to_string();
+        reg.create_subnet(
+            SubnetReq {
+                network_id: Some(net.clone()),
+                cidr: Some("10.0.0.0/24".into()),
+                ..Default::default()
+            },
+            &caller,
+            &mut env,
+        )
+        .expect("subnet");
+        for (ip, dev) in [("10.0.0.10", "vm-1"), ("10.0.0.11", "")] {
+            reg.create_port(
+                PortReq {
+                    network_id: Some(net.clone()),
+                    device_id: Some(dev.into()),
+                    fixed_ips: Some(vec![qdhcp_registry::requests::FixedIpReq {
+                        subnet_id: None,
+                        ip_address: Some(ip.into()),
+                    }]),
+                    ..Default::default()
+                },
+                &caller,
+                &mut env,
+            )
+            .expect("port");
+        }
+        (reg, net)
+    })
+}
+
+/// The first byte picks the mode and the source; the rest is what a VM sent to
+/// 169.254.169.254:80: every whole request in it read (pipelined), decided in built-in or
+/// proxy mode for the VM, a port without an instance or a stranger, and its answer written; a
+/// refused head answered with its status.
+pub fn metadata_request(data: &[u8]) {
+    use qdhcp_metadata::{decide, parse, Asked, Mode, Parsed, Response};
+    let (reg, net) = metadata_world();
+    let flags = data.first().copied().unwrap_or(0);
+    let mode = if flags & 1 == 1 {
+        Mode::Proxy {
+            secret: b"fuzz".to_vec().into(),
+        }
+    } else {
+        Mode::Builtin
+    };
+    let source = ["10.0.0.10", "10.0.0.11", "10.0.0.99"][usize::from(flags >> 1) % 3];
+    let asked = Asked {
+        reg,
+        network_id: net,
+        source: source.parse().expect("static"),
+        domain: Some("openstacklocal"),
+    };
+    let mut rest = data.get(1..).unwrap_or_default();
+    for _ in 0..64 {
+        match parse(rest) {
+            Parsed::Partial => return,
+            Parsed::Bad(bad) => {
+                let _ = Response::error(bad.status()).encode(false, false, false);
+                return;
+            }
+            Parsed::Done(req, used) => {
+                assert!(used > 0 && used <= rest.len(), "a request takes its bytes");
+                rest = &rest[used..];
+                let (decision, _) = decide(&req, &asked, &mode);
+                if let qdhcp_metadata::Decision::Respond(r) = decision {
+                    let _ = r.encode(req.keep_alive, req.http10, false);
+                }
+            }
+        }
+    }
+}

@@ -40,3 +40,8 @@ fn dns_query_corpus_replays_cleanly() {
 fn packet6_corpus_replays_cleanly() {
     replay("packet6", qdhcp_fuzzing::packet6);
 }
+
+#[test]
+fn metadata_request_corpus_replays_cleanly() {
+    replay("metadata_request", qdhcp_fuzzing::metadata_request);
+}

@@ -343,12 +343,25 @@ fn builtin_answers_reach_curl_and_cloud_inits_reader_over_the_leased_route() {
 
 /// The Nova stand-in, in the host namespace; killed with the test.
 fn nova(h: &Host, port: u16, record: &std::path::Path) -> Proc {
+    nova_tls(h, port, record, None)
+}
+
+/// The Nova stand-in over HTTPS with `(cert, key)` when given.
+fn nova_tls(
+    h: &Host,
+    port: u16,
+    record: &std::path::Path,
+    tls: Option<(&std::path::Path, &std::path::Path)>,
+) -> Proc {
     let mut cmd = Command::new("ip");
     cmd.args(["netns", "exec", &h.ns, "python3"])
         .arg(standin_dir().join("nova_standin.py"))
         .args(["s3cret", "127.0.0.1", &port.to_string()])
-        .arg(record)
-        .stdin(Stdio::null())
+        .arg(record);
+    if let Some((cert, key)) = tls {
+        cmd.arg(cert).arg(key);
+    }
+    cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());
     let p = Proc {
@@ -558,6 +571,96 @@ fn proxy_mode_signs_for_the_source_port_only_and_a_slow_nova_gives_504() {
     assert!(
         metrics.contains("status=\"504\",mode=\"proxy\"} 1"),
         "{metrics}"
+    );
+}
+
+#[test]
+fn proxy_mode_over_https_checks_novas_certificate_against_the_ca_given() {
+    if !netns_available("metadata tls") {
+        return;
+    }
+    require_tool("dhclient");
+    require_tool("curl");
+    require_tool("openssl");
+    let mut h = Host::new("t", 600);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display().to_string();
+    for cmd in [
+        format!("cd {d} && openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 2 -subj /CN=qt-nova-ca"),
+        format!("cd {d} && openssl req -newkey rsa:2048 -nodes -keyout nova.key -out nova.csr -subj /CN=nova"),
+        format!("cd {d} && printf 'subjectAltName=IP:127.0.0.1\\n' > san && openssl x509 -req -in nova.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out nova.crt -days 2 -extfile san"),
+    ] {
+        let o = Command::new("sh").args(["-c", &cmd]).output().unwrap();
+        assert!(o.status.success(), "{cmd}: {}", String::from_utf8_lossy(&o.stderr));
+    }
+    let record = dir.path().join("nova.jsonl");
+    let _nova = nova_tls(
+        &h,
+        8776,
+        &record,
+        Some((&dir.path().join("nova.crt"), &dir.path().join("nova.key"))),
+    );
+    let ca = dir.path().join("ca.crt");
+    let mut srv = h.start_with(&[
+        "--nova-metadata-url",
+        "https://127.0.0.1:8776",
+        "--metadata-proxy-shared-secret",
+        "s3cret",
+        "--nova-metadata-ca-cert",
+        ca.to_str().unwrap(),
+    ]);
+    let (_net, macs) = network(&h, "physnet1", &[("vm-tls", "t")]);
+    let (vm, _d, _) = vm_with_lease(&mut h, "qtbr", &macs[0], dir.path());
+    h.wait_log("metadata (proxy) listening");
+    assert_eq!(
+        json_at(&vm, "/openstack/latest/meta_data.json")["uuid"],
+        "vm-tls"
+    );
+    assert_eq!(recorded(&record).len(), 1);
+    // without the CA, Nova's certificate is not trusted: 502, and nothing reached Nova
+    srv.kill9();
+    let _srv = h.start_with(&[
+        "--nova-metadata-url",
+        "https://127.0.0.1:8776",
+        "--metadata-proxy-shared-secret",
+        "s3cret",
+    ]);
+    let t0 = Instant::now();
+    loop {
+        let (s, _) = curl(&vm, "/openstack/latest/meta_data.json", &["-m", "3"]);
+        if s == 502 {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(15), "status {s}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        recorded(&record).len(),
+        1,
+        "an untrusted Nova is never sent a request"
+    );
+    // a CA file that cannot be read stops the start with its name
+    let out = Command::new(qdhcp_bin())
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--nova-metadata-url",
+            "https://127.0.0.1:8776",
+            "--metadata-proxy-shared-secret",
+            "s3cret",
+            "--nova-metadata-ca-cert",
+            "/nonexistent/ca.pem",
+            "--state-dir",
+        ])
+        .arg(dir.path().join("state2"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("/nonexistent/ca.pem"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }
 

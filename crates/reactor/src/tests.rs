@@ -347,10 +347,20 @@ fn a_source_waiting_to_write_is_woken_when_writable_and_closing_drops_it() {
     assert!(!dropped.load(Ordering::SeqCst));
     let stuck = wakes.load(Ordering::SeqCst);
     std::thread::sleep(Duration::from_millis(200));
-    assert_eq!(wakes.load(Ordering::SeqCst), stuck, "no turns while nothing changes");
+    assert_eq!(
+        wakes.load(Ordering::SeqCst),
+        stuck,
+        "no turns while nothing changes"
+    );
     let mut got = Vec::new();
     client.read_to_end(&mut got).unwrap();
-    assert_eq!(got.len(), total, "every byte came: the loop woke it as the socket drained");
-    wait_for("the closed source dropped", || dropped.load(Ordering::SeqCst));
+    assert_eq!(
+        got.len(),
+        total,
+        "every byte came: the loop woke it as the socket drained"
+    );
+    wait_for("the closed source dropped", || {
+        dropped.load(Ordering::SeqCst)
+    });
     assert_eq!(r.sources(), 0);
 }

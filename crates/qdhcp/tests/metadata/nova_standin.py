@@ -6,11 +6,12 @@ missing, 403 when the signature is not the HMAC-SHA256 of the instance id keyed 
 secret, compared in constant time) and records every request it received, one JSON line each.
 A path under /slow waits 5 s before answering.
 
-usage: nova_standin.py SECRET ADDR PORT RECORD_FILE
+usage: nova_standin.py SECRET ADDR PORT RECORD_FILE [CERT KEY]   (HTTPS with CERT and KEY)
 """
 import hashlib
 import hmac
 import json
+import ssl
 import sys
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -80,4 +81,9 @@ class Nova(BaseHTTPRequestHandler):
         pass
 
 
-ThreadingHTTPServer((ADDR, PORT), Nova).serve_forever()
+server = ThreadingHTTPServer((ADDR, PORT), Nova)
+if len(sys.argv) > 6:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(sys.argv[5], sys.argv[6])
+    server.socket = ctx.wrap_socket(server.socket, server_side=True)
+server.serve_forever()
