@@ -144,6 +144,20 @@ impl DhcpSync {
         }
     }
 
+    /// Networks this node should serve (a DHCP port here and a DHCP subnet) that are not
+    /// listening, for readiness.
+    pub fn unserved(&self, reg: &Registry) -> Vec<String> {
+        reg.networks()
+            .map(|n| n.id.as_str())
+            .filter(|id| {
+                reg.dhcp_port_for(id, &self.cfg.node).is_some()
+                    && !subnets_for(reg, id, &self.cfg.dhcp).0.is_empty()
+                    && !self.dp.is_listening(id)
+            })
+            .map(str::to_string)
+            .collect()
+    }
+
     /// The metadata service, for `/metrics`.
     pub fn metadata(&self) -> Option<Arc<qdhcp_metadata::Service>> {
         self.metadata.get().cloned()

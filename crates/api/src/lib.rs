@@ -8,6 +8,7 @@
 pub mod agents;
 pub mod auth;
 mod discovery;
+pub mod health;
 pub mod render;
 mod resources;
 mod writes;
@@ -51,9 +52,16 @@ pub struct ApiState {
     node_down: std::sync::atomic::AtomicU64,
     /// The domain ports' `dns_assignment` names are under (set once at start).
     dns_domain: std::sync::OnceLock<String>,
+    /// Which networks scheduled here are not served, for `/readyz` (set once at start).
+    unserved: std::sync::OnceLock<health::Unserved>,
 }
 
 impl ApiState {
+    /// Tells `/readyz` how to find the networks scheduled here that are not served.
+    pub fn set_unserved(&self, f: health::Unserved) {
+        let _ = self.unserved.set(f);
+    }
+
     /// Sets the domain ports' names are under (Neutron's `dns_domain`; empty: none). Only the
     /// first call counts; `openstacklocal` until then.
     pub fn set_dns_domain(&self, domain: &str) {
@@ -83,6 +91,7 @@ impl ApiState {
         Arc::new(ApiState {
             node_down: std::sync::atomic::AtomicU64::new(30),
             dns_domain: std::sync::OnceLock::new(),
+            unserved: std::sync::OnceLock::new(),
             control,
             auth,
             metrics,
@@ -186,6 +195,8 @@ pub fn router(state: Arc<ApiState>) -> Router {
             get(show).put(update).delete(delete),
         )
         .route("/metrics", get(metrics))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
         .route("/openapi.json", get(openapi))
         .fallback(|| async {
             ApiError::new(404, "HTTPNotFound", "The resource could not be found.")
@@ -205,7 +216,10 @@ async fn count_and_auth(State(st): State<Arc<ApiState>>, mut req: Request, next:
         .map(|m| m.as_str().to_string())
         .unwrap_or_else(|| "unmatched".into());
     let method = req.method().to_string();
-    let open = matches!(route.as_str(), "/" | "/metrics" | "/openapi.json");
+    let open = matches!(
+        route.as_str(),
+        "/" | "/metrics" | "/openapi.json" | "/healthz" | "/readyz"
+    );
     let caller = match &st.auth {
         Auth::NoAuth => Some(Caller {
             project_id: NOAUTH_PROJECT.into(),

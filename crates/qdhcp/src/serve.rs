@@ -213,6 +213,11 @@ fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     let state = ApiState::new(control, auth, Some(metrics));
     state.set_node_down_secs(cfg.node_down_secs);
     state.set_dns_domain(cfg.dhcp.domain.as_deref().unwrap_or(""));
+    let (rsync, rcontrol) = (sync.clone(), Arc::downgrade(&state.control));
+    state.set_unserved(Arc::new(move || match rcontrol.upgrade() {
+        Some(c) => rsync.unserved(&c.read()),
+        None => Vec::new(),
+    }));
     // One async worker answers HTTP; one blocking thread runs the writes (they queue on the
     // registry lock anyway): threads stay few however many networks or requests there are.
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -225,6 +230,11 @@ fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen on {}", cfg.listen))?;
         tracing::info!("started, qdhcp version {}: Neutron API on http://{}/ , state in {}", env!("CARGO_PKG_VERSION"), cfg.listen, cfg.state_dir.display());
+        // systemd's Type=notify: `systemctl start` returns now, with the API up and every
+        // network that survived a restart served
+        if let Err(e) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
+            tracing::warn!("cannot tell the service manager we are ready: {e}");
+        }
         axum::serve(listener, router(state))
             .with_graceful_shutdown(async {
                 let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
