@@ -24,6 +24,7 @@ use qdhcp_reactor::Reactor;
 use qdhcp_registry::dhcp::{names_for, reservation_for, subnets_for};
 use qdhcp_registry::{Effect, Port, Registry};
 
+mod leases;
 mod segment;
 use segment::{bridge_of, segment_bridge};
 
@@ -156,6 +157,17 @@ impl DhcpSync {
             })
             .map(str::to_string)
             .collect()
+    }
+
+    /// Every lease of the networks served here, as `GET /v2.0/leases` shows them.
+    pub fn lease_rows(&self, reg: &Registry) -> Vec<serde_json::Value> {
+        leases::lease_rows(
+            &self.dp,
+            reg,
+            &self.cfg.node,
+            self.cfg.dhcp.lease_secs.unwrap_or(86400),
+            qdhcp_dataplane::now_secs(),
+        )
     }
 
     /// The metadata service, for `/metrics`.

@@ -47,6 +47,7 @@ pub(crate) const EXTENSIONS: &[(&str, &str, &str)] = &[
     ("dns-integration", "DNS Integration", "Provides integration with DNS."),
     ("agent", "agent", "The agent management extension."),
     ("dhcp_agent_scheduler", "DHCP Agent Scheduler", "Schedule networks among dhcp agents"),
+    ("qdhcp-leases", "DHCP leases", "qdhcp extension: GET /v2.0/leases lists the leases the serving node holds (offered, bound, expired, released, declined), admin only."),
 ];
 
 pub(crate) fn ext_json(alias: &str, name: &str, desc: &str) -> Value {

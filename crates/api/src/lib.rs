@@ -9,6 +9,7 @@ pub mod agents;
 pub mod auth;
 mod discovery;
 pub mod health;
+pub mod leases;
 pub mod render;
 mod resources;
 mod writes;
@@ -54,9 +55,16 @@ pub struct ApiState {
     dns_domain: std::sync::OnceLock<String>,
     /// Which networks scheduled here are not served, for `/readyz` (set once at start).
     unserved: std::sync::OnceLock<health::Unserved>,
+    /// This node's leases, for `/v2.0/leases` (set once at start).
+    leases: std::sync::OnceLock<leases::LeasesSource>,
 }
 
 impl ApiState {
+    /// Tells `/v2.0/leases` where this node's leases are.
+    pub fn set_leases(&self, f: leases::LeasesSource) {
+        let _ = self.leases.set(f);
+    }
+
     /// Tells `/readyz` how to find the networks scheduled here that are not served.
     pub fn set_unserved(&self, f: health::Unserved) {
         let _ = self.unserved.set(f);
@@ -92,6 +100,7 @@ impl ApiState {
             node_down: std::sync::atomic::AtomicU64::new(30),
             dns_domain: std::sync::OnceLock::new(),
             unserved: std::sync::OnceLock::new(),
+            leases: std::sync::OnceLock::new(),
             control,
             auth,
             metrics,
@@ -189,6 +198,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/v2.0/agents/{id}", get(agents::show))
         .route("/v2.0/agents/{id}/dhcp-networks", get(agents::networks_of))
         .route("/v2.0/networks/{id}/dhcp-agents", get(agents::agents_of))
+        .route("/v2.0/leases", get(leases::list))
         .route("/v2.0/{collection}", get(list).post(create))
         .route(
             "/v2.0/{collection}/{id}",

@@ -328,6 +328,100 @@ pub(crate) const NON_FILTERS: &[&str] = &[
     "verbose",
 ];
 
+/// A list request's filters, `fields=`, sorting and paging, as Neutron reads them.
+pub(crate) struct ListParams {
+    filters: BTreeMap<String, Vec<String>>,
+    fields: Vec<String>,
+    limit: Option<usize>,
+    marker: Option<String>,
+    sort: Vec<(String, bool)>,
+}
+
+impl ListParams {
+    pub(crate) fn parse(q: Option<String>) -> Result<ListParams, ApiError> {
+        let mut p = ListParams {
+            filters: BTreeMap::new(),
+            fields: Vec::new(),
+            limit: None,
+            marker: None,
+            sort: Vec::new(),
+        };
+        let mut dirs: Vec<bool> = Vec::new();
+        for (k, v) in query_pairs(q)? {
+            match k.as_str() {
+                "fields" => p.fields.extend(v.split(',').map(str::to_string)),
+                "limit" => p.limit = Some(v.parse().map_err(|_| ApiError::bad(format!("Invalid input for limit. Reason: '{v}' is not an integer.")))?),
+                "marker" => p.marker = Some(v),
+                "sort_key" => p.sort.push((v, true)),
+                "sort_dir" => dirs.push(match v.as_str() {
+                    "asc" => true,
+                    "desc" => false,
+                    _ => return Err(ApiError::bad(format!("Invalid input for sort_dir. Reason: '{v}' is not a valid value, use asc or desc."))),
+                }),
+                k if NON_FILTERS.contains(&k) => {}
+                _ => p.filters.entry(k).or_default().push(v),
+            }
+        }
+        for (i, d) in dirs.into_iter().enumerate() {
+            if let Some(s) = p.sort.get_mut(i) {
+                s.1 = d;
+            }
+        }
+        Ok(p)
+    }
+
+    /// The body of a list of `plural`: `items` filtered, sorted, paged (with the `next` link)
+    /// and cut to the fields asked for.
+    pub(crate) fn apply(&self, items: Vec<Value>, headers: &HeaderMap, plural: &str) -> Value {
+        let mut items: Vec<Value> = items
+            .into_iter()
+            .filter(|v| matches_filters(v, &self.filters))
+            .collect();
+        if !self.sort.is_empty() {
+            items.sort_by(|a, b| {
+                for (k, asc) in &self.sort {
+                    let o = cmp_json(a.get(k), b.get(k));
+                    let o = if *asc { o } else { o.reverse() };
+                    if o != std::cmp::Ordering::Equal {
+                        return o;
+                    }
+                }
+                std::cmp::Ordering::Equal
+            });
+        }
+        if let Some(m) = &self.marker {
+            if let Some(pos) = items
+                .iter()
+                .position(|v| v.get("id").and_then(Value::as_str) == Some(m.as_str()))
+            {
+                items.drain(..=pos);
+            }
+        }
+        let mut body = Map::new();
+        if let Some(l) = self.limit.filter(|l| *l > 0) {
+            if items.len() > l {
+                items.truncate(l);
+                let last = items
+                    .last()
+                    .and_then(|v| v.get("id"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
+                let base = base_url(headers);
+                body.insert(
+                    format!("{plural}_links"),
+                    json!([{"rel": "next", "href": format!("{base}/v2.0/{plural}?limit={l}&marker={last}")}]),
+                );
+            }
+        }
+        let items: Vec<Value> = items
+            .into_iter()
+            .map(|v| keep_fields(v, &self.fields))
+            .collect();
+        body.insert(plural.into(), Value::Array(items));
+        Value::Object(body)
+    }
+}
+
 pub(crate) async fn list(
     State(st): State<Arc<ApiState>>,
     Path(collection): Path<String>,
@@ -337,84 +431,17 @@ pub(crate) async fn list(
 ) -> Result<Response, ApiError> {
     let res = Res::from_collection(&collection)?;
     let caller = caller_of(c);
-    let pairs = query_pairs(q)?;
-    let mut filters: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    let mut fields = Vec::new();
-    let mut limit: Option<usize> = None;
-    let mut marker: Option<String> = None;
-    let mut sort: Vec<(String, bool)> = Vec::new();
-    let mut dirs: Vec<bool> = Vec::new();
-    for (k, v) in pairs {
-        match k.as_str() {
-            "fields" => fields.extend(v.split(',').map(str::to_string)),
-            "limit" => limit = Some(v.parse().map_err(|_| ApiError::bad(format!("Invalid input for limit. Reason: '{v}' is not an integer.")))?),
-            "marker" => marker = Some(v),
-            "sort_key" => sort.push((v, true)),
-            "sort_dir" => dirs.push(match v.as_str() {
-                "asc" => true,
-                "desc" => false,
-                _ => return Err(ApiError::bad(format!("Invalid input for sort_dir. Reason: '{v}' is not a valid value, use asc or desc."))),
-            }),
-            k if NON_FILTERS.contains(&k) => {}
-            _ => filters.entry(k).or_default().push(v),
-        }
-    }
-    for (i, d) in dirs.into_iter().enumerate() {
-        if let Some(s) = sort.get_mut(i) {
-            s.1 = d;
-        }
-    }
+    let params = ListParams::parse(q)?;
     let visible = {
         let (st, caller) = (st.clone(), caller.clone());
         crate::blocking(move || render_visible(&st.control.read(), &caller, res, st.dns_domain()))
             .await
     };
-    let mut items: Vec<Value> = {
-        visible
-            .into_iter()
-            .map(|v| for_caller(v, &caller))
-            .filter(|v| matches_filters(v, &filters))
-            .collect()
-    };
-    if !sort.is_empty() {
-        items.sort_by(|a, b| {
-            for (k, asc) in &sort {
-                let o = cmp_json(a.get(k), b.get(k));
-                let o = if *asc { o } else { o.reverse() };
-                if o != std::cmp::Ordering::Equal {
-                    return o;
-                }
-            }
-            std::cmp::Ordering::Equal
-        });
-    }
-    if let Some(m) = &marker {
-        if let Some(pos) = items
-            .iter()
-            .position(|v| v.get("id").and_then(Value::as_str) == Some(m.as_str()))
-        {
-            items.drain(..=pos);
-        }
-    }
-    let mut body = Map::new();
-    if let Some(l) = limit.filter(|l| *l > 0) {
-        if items.len() > l {
-            items.truncate(l);
-            let last = items
-                .last()
-                .and_then(|v| v.get("id"))
-                .and_then(Value::as_str)
-                .unwrap_or("");
-            let base = base_url(&headers);
-            body.insert(
-                format!("{}_links", res.plural()),
-                json!([{"rel": "next", "href": format!("{base}/v2.0/{}?limit={l}&marker={last}", res.plural())}]),
-            );
-        }
-    }
-    let items: Vec<Value> = items.into_iter().map(|v| keep_fields(v, &fields)).collect();
-    body.insert(res.plural().into(), Value::Array(items));
-    Ok(Json(Value::Object(body)).into_response())
+    let items: Vec<Value> = visible
+        .into_iter()
+        .map(|v| for_caller(v, &caller))
+        .collect();
+    Ok(Json(params.apply(items, &headers, res.plural())).into_response())
 }
 
 pub(crate) fn cmp_json(a: Option<&Value>, b: Option<&Value>) -> std::cmp::Ordering {

@@ -402,6 +402,9 @@ async fn openapi_document_is_served_and_describes_every_route() {
         "/v2.0/ports",
         "/v2.0/ports/{id}",
         "/metrics",
+        "/healthz",
+        "/readyz",
+        "/v2.0/leases",
     ] {
         assert!(v["paths"][p].is_object(), "{p} missing");
     }
@@ -708,4 +711,129 @@ async fn a_shared_network_is_seen_and_used_by_others_but_not_its_ports() {
         "a's port and the DHCP port"
     );
     assert!(v["ports"][0].get("binding:host_id").is_some());
+}
+
+/// Three leases on two networks, as the serve wiring hands them to the API.
+fn lease_rows() -> Vec<Value> {
+    let row = |id: &str, net: &str, sub: &str, ip: &str, mac: &str, state: &str| {
+        json!({"id": id, "ip_address": ip, "mac_address": mac, "network_id": net, "subnet_id": sub,
+               "port_id": "p-".to_string() + mac, "ip_version": 4, "state": state,
+               "granted_at": "2026-12-07T00:00:00Z", "expires_at": "2026-12-08T00:00:00Z", "host": "node-a"})
+    };
+    vec![
+        row(
+            "n1:10.0.0.5",
+            "n1",
+            "s1",
+            "10.0.0.5",
+            "fa:16:3e:00:00:05",
+            "bound",
+        ),
+        row(
+            "n1:10.0.0.6",
+            "n1",
+            "s1",
+            "10.0.0.6",
+            "fa:16:3e:00:00:06",
+            "offered",
+        ),
+        row(
+            "n2:10.1.0.7",
+            "n2",
+            "s2",
+            "10.1.0.7",
+            "fa:16:3e:00:00:07",
+            "declined",
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn leases_list_filters_pages_and_is_for_admins_only() {
+    let t = Tokens::parse("tok-admin admin-proj admin\ntok-a proj-a member\n", "t").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("db.sqlite")).unwrap();
+    let control = Arc::new(Control::open(store, Arc::new(NoDhcp)).unwrap());
+    let state = ApiState::new(control, Auth::Tokens(t), None);
+    state.set_leases(Arc::new(lease_rows));
+    let a = Api {
+        app: router(state),
+        _dir: dir,
+    };
+    let ips = |v: &Value| -> Vec<String> {
+        v["leases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["ip_address"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let admin = Some("tok-admin");
+    let (s, v) = a.call("GET", "/v2.0/leases", None, admin).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(ips(&v), ["10.0.0.5", "10.0.0.6", "10.1.0.7"]);
+    for (q, want) in [
+        ("network_id=n1", vec!["10.0.0.5", "10.0.0.6"]),
+        ("subnet_id=s2", vec!["10.1.0.7"]),
+        ("mac_address=fa:16:3e:00:00:06", vec!["10.0.0.6"]),
+        ("ip_address=10.0.0.5", vec!["10.0.0.5"]),
+        ("state=declined", vec!["10.1.0.7"]),
+        ("state=bound&state=offered", vec!["10.0.0.5", "10.0.0.6"]),
+        ("network_id=n1&state=bound", vec!["10.0.0.5"]),
+        (
+            "sort_key=ip_address&sort_dir=desc",
+            vec!["10.1.0.7", "10.0.0.6", "10.0.0.5"],
+        ),
+    ] {
+        let (s, v) = a
+            .call("GET", &format!("/v2.0/leases?{q}"), None, admin)
+            .await;
+        assert_eq!(s, StatusCode::OK, "{q}");
+        assert_eq!(ips(&v), want, "{q}");
+    }
+    // fields=
+    let (_, v) = a
+        .call(
+            "GET",
+            "/v2.0/leases?fields=ip_address&fields=state",
+            None,
+            admin,
+        )
+        .await;
+    assert_eq!(
+        v["leases"][0],
+        json!({"ip_address": "10.0.0.5", "state": "bound"})
+    );
+    // paging: limit, the next link, and the page after the marker
+    let (_, v) = a.call("GET", "/v2.0/leases?limit=2", None, admin).await;
+    assert_eq!(ips(&v), ["10.0.0.5", "10.0.0.6"]);
+    let next = v["leases_links"][0]["href"].as_str().unwrap();
+    assert!(
+        next.ends_with("/v2.0/leases?limit=2&marker=n1:10.0.0.6"),
+        "{next}"
+    );
+    let (_, v) = a
+        .call(
+            "GET",
+            "/v2.0/leases?limit=2&marker=n1:10.0.0.6",
+            None,
+            admin,
+        )
+        .await;
+    assert_eq!(ips(&v), ["10.1.0.7"]);
+    assert!(v.get("leases_links").is_none());
+    // bad paging input is a Neutron error
+    let (s, v) = a.call("GET", "/v2.0/leases?limit=x", None, admin).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(v["NeutronError"]["type"], "HTTPBadRequest", "{v}");
+    // members see none; strangers are 401
+    let (s, v) = a.call("GET", "/v2.0/leases", None, Some("tok-a")).await;
+    assert_eq!((s, v), (StatusCode::OK, json!({"leases": []})));
+    let (s, _) = a.call("GET", "/v2.0/leases", None, None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    // listed as an extension
+    let (_, v) = a
+        .call("GET", "/v2.0/extensions/qdhcp-leases", None, admin)
+        .await;
+    assert_eq!(v["extension"]["alias"], "qdhcp-leases", "{v}");
 }

@@ -140,6 +140,7 @@ impl Dataplane {
             counters: NetCounters::default(),
             leases: Mutex::new(leases),
             addrs: RwLock::new(None),
+            recent: Mutex::new(Default::default()),
         });
         self.networks.lock().insert(name.to_string(), n.clone());
         n

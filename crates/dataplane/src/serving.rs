@@ -23,7 +23,7 @@ use crate::journal::Record;
 use crate::limits::{MacLimiter, RateLimit, UNANSWERED_LINES_PER_SECOND};
 use crate::linkout::LinkOut;
 use crate::listener::iface_addrs;
-use crate::network::{pick_server_id, Network};
+use crate::network::{pick_server_id, Network, RecentKind};
 use crate::options::{BATCH, MAX_PACKET};
 use crate::send::deliver;
 use crate::shared::Shared;
@@ -160,6 +160,7 @@ impl DhcpSource {
         let now = now_secs();
         let mut records = Vec::new();
         let mut held = Vec::new();
+        let mut recent: Vec<(Mac, RecentKind, std::net::Ipv4Addr)> = Vec::new();
         {
             // The table is read-locked only while deciding, never across the fsync.
             let table = net.table();
@@ -206,6 +207,15 @@ impl DhcpSource {
                     continue;
                 }
                 let d = decide(&m, &ctx, &*leases, now);
+                match (&d.outcome, &d.reply, &d.lease) {
+                    (Outcome::Offered, Some(r), _) => {
+                        recent.push((m.chaddr, RecentKind::Offered, r.yiaddr));
+                    }
+                    (Outcome::Released, _, Some(LeaseChange::Release { mac, ip })) => {
+                        recent.push((*mac, RecentKind::Released, *ip));
+                    }
+                    _ => {}
+                }
                 if matches!(
                     d.outcome,
                     Outcome::Ignored(Ignored::NoAddress | Ignored::LeaseLimit)
@@ -251,6 +261,12 @@ impl DhcpSource {
                     // with this batch, once the locks are released.
                     self.replies.push(h);
                 }
+            }
+        }
+        if !recent.is_empty() {
+            let mut r = net.recent.lock();
+            for (mac, kind, ip) in recent {
+                r.note(mac, kind, ip, now);
             }
         }
         if !records.is_empty() {

@@ -8,6 +8,7 @@ mod dnsmasq_leases;
 pub mod dnsmasq_mode;
 mod dnsmasq_tables;
 mod dnsmasq_v6;
+pub mod leases_cmd;
 pub mod loadgen_cmd;
 pub mod logging;
 pub mod serve;

@@ -18,6 +18,9 @@ enum Cmd {
     /// Load generator: simulated clients doing DORA or renewals as a relay agent (giaddr),
     /// batched with sendmmsg/recvmmsg; reports exchanges/s, drops and latency percentiles.
     Loadgen(Box<qdhcp::loadgen_cmd::LoadgenArgs>),
+    /// Lists leases: from a running `qdhcp serve` (`GET /v2.0/leases`) or a `qdhcp dnsmasq`
+    /// leases file, as a table or JSON.
+    Leases(Box<qdhcp::leases_cmd::LeasesArgs>),
     /// Drop-in for the dnsmasq that Neutron's DHCP agent runs: takes dnsmasq's command line
     /// (`--dhcp-hostsfile`, `--dhcp-optsfile`, `--dhcp-range=…,static,…`, …) and its files.
     #[command(disable_help_flag = true)]
@@ -34,6 +37,7 @@ fn main() {
         Cmd::Dnsmasq { args } => qdhcp::dnsmasq_mode::run(&args),
         Cmd::Serve(a) => qdhcp::serve::run(&a),
         Cmd::Loadgen(a) => qdhcp::loadgen_cmd::run(&a),
+        Cmd::Leases(a) => qdhcp::leases_cmd::run(&a),
     };
     std::process::exit(code);
 }

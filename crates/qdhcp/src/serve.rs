@@ -213,6 +213,11 @@ fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     let state = ApiState::new(control, auth, Some(metrics));
     state.set_node_down_secs(cfg.node_down_secs);
     state.set_dns_domain(cfg.dhcp.domain.as_deref().unwrap_or(""));
+    let (lsync, lcontrol) = (sync.clone(), Arc::downgrade(&state.control));
+    state.set_leases(Arc::new(move || match lcontrol.upgrade() {
+        Some(c) => lsync.lease_rows(&c.read()),
+        None => Vec::new(),
+    }));
     let (rsync, rcontrol) = (sync.clone(), Arc::downgrade(&state.control));
     state.set_unserved(Arc::new(move || match rcontrol.upgrade() {
         Some(c) => rsync.unserved(&c.read()),
