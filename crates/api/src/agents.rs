@@ -48,7 +48,7 @@ fn agent_json(n: &NodeRow, reg: &Registry, now: NaiveDateTime, down_secs: u64) -
     })
 }
 
-fn now() -> NaiveDateTime {
+pub(crate) fn now() -> NaiveDateTime {
     chrono::Utc::now().naive_utc()
 }
 

@@ -272,6 +272,15 @@ struct ApiSnapshot {
     requests: Vec<((String, String, u16), u64)>,
     /// (subnet, network, used, total) per subnet.
     pools: Vec<(String, String, u64, u64)>,
+    /// Every node in the database and whether its heartbeats say it is alive.
+    nodes: Vec<(String, bool)>,
+    /// The revision the published registry holds, and the database's (when reachable).
+    revisions: (i64, Option<i64>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, prometheus_client::encoding::EncodeLabelSet)]
+struct NodeLabel {
+    node: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, prometheus_client::encoding::EncodeLabelSet)]
@@ -309,6 +318,32 @@ impl prometheus_client::collector::Collector for ApiSnapshot {
                 status: *status,
             };
             ConstCounter::new(*n).encode(f.encode_family(&l)?)?;
+        }
+        let mut f = e.encode_descriptor(
+            "qdhcp_node_up",
+            "Whether a node's heartbeats in the database are younger than the down time",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (node, up) in &self.nodes {
+            ConstGauge::new(i64::from(*up))
+                .encode(f.encode_family(&NodeLabel { node: node.clone() })?)?;
+        }
+        let f = e.encode_descriptor(
+            "qdhcp_registry_revision",
+            "The database revision this node's registry holds",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(self.revisions.0).encode(f)?;
+        if let Some(db) = self.revisions.1 {
+            let f = e.encode_descriptor(
+                "qdhcp_database_revision",
+                "The database's revision (ahead of qdhcp_registry_revision while the change feed has other nodes' writes to apply)",
+                None,
+                MetricType::Gauge,
+            )?;
+            ConstGauge::new(db).encode(f)?;
         }
         for (name, help, used) in [
             (
@@ -380,8 +415,31 @@ async fn metrics(State(st): State<Arc<ApiState>>) -> Response {
         .await
     };
     // one registry, encoded once: the API's collector and every other part's
+    let (nodes, revisions) = {
+        let st = st.clone();
+        blocking(move || {
+            let now = agents::now();
+            let nodes = st
+                .control
+                .nodes()
+                .map(|rows| {
+                    rows.iter()
+                        .map(|n| (n.host.clone(), n.alive(now, st.node_down_secs())))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let revisions = (st.control.revision(), st.control.database_revision().ok());
+            (nodes, revisions)
+        })
+        .await
+    };
     let mut registry = prometheus_client::registry::Registry::default();
-    registry.register_collector(Box::new(ApiSnapshot { requests, pools }));
+    registry.register_collector(Box::new(ApiSnapshot {
+        requests,
+        pools,
+        nodes,
+        revisions,
+    }));
     if let Some(m) = &st.metrics {
         m(&mut registry);
     }

@@ -109,6 +109,8 @@ pub struct Control {
     /// The live nodes this node last rescheduled for as the leader (see
     /// [`Control::live_nodes`]); only the heartbeat thread uses it.
     scheduled_for: Mutex<Option<Vec<NodeName>>>,
+    /// The database revision the published registry holds (the writer keeps it).
+    revision: Arc<std::sync::atomic::AtomicI64>,
 }
 
 impl Control {
@@ -129,19 +131,32 @@ impl Control {
         let published = Arc::new(ArcSwap::from_pointee(reg));
         let store = Arc::new(store);
         let told = dhcp_side::start(dhcp)?;
+        let shown = Arc::new(std::sync::atomic::AtomicI64::new(revision));
         let jobs = writer::start(writer::Writer::new(
             published.clone(),
             store.clone(),
             told,
             segments,
-            revision,
+            (revision, shown.clone()),
         ))?;
         Ok(Control {
             published,
             jobs,
             store,
             scheduled_for: Mutex::new(None),
+            revision: shown,
         })
+    }
+
+    /// The database revision the published registry holds.
+    pub fn revision(&self) -> i64 {
+        self.revision.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The database's own revision now (ahead of [`Control::revision`] while the change feed
+    /// has writes of other nodes still to apply).
+    pub fn database_revision(&self) -> Result<i64, StoreError> {
+        self.store.revision()
     }
 
     /// Read access: the registry as last published (every write answered before is in it).

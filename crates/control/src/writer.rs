@@ -118,6 +118,8 @@ pub(crate) struct Writer {
     segments: SegmentConfig,
     /// The database revision the published registry holds.
     revision: i64,
+    /// The same, for `/metrics` (how far the change feed is behind the database).
+    shown: Arc<std::sync::atomic::AtomicI64>,
 }
 
 /// Starts the writer thread; its queue goes away with the last sender (the `Control`).
@@ -135,8 +137,9 @@ impl Writer {
         store: Arc<Store>,
         (told, untold): (Sender<Telling>, Arc<AtomicUsize>),
         segments: SegmentConfig,
-        revision: i64,
+        (revision, shown): (i64, Arc<std::sync::atomic::AtomicI64>),
     ) -> Self {
+        shown.store(revision, std::sync::atomic::Ordering::Relaxed);
         Writer {
             published,
             store,
@@ -144,6 +147,7 @@ impl Writer {
             untold,
             segments,
             revision,
+            shown,
         }
     }
 
@@ -261,6 +265,8 @@ impl Writer {
             // between (the change feed brings that, and ours again with it)
             if self.store.last_written() == Some(self.revision + 1) {
                 self.revision += 1;
+                self.shown
+                    .store(self.revision, std::sync::atomic::Ordering::Relaxed);
             }
         }
         let then = done
@@ -321,6 +327,7 @@ impl Writer {
             }
         };
         self.revision = at;
+        self.shown.store(at, std::sync::atomic::Ordering::Relaxed);
         let n = effects.len();
         self.publish(next, effects, Vec::new());
         if n > 0 {

@@ -18,7 +18,7 @@ use prometheus_client::registry::Registry;
 
 use qdhcp_protocol::{ClientMsg, Malformed, ReplyKind};
 
-use crate::metrics::{Kind, LATENCY_BUCKETS};
+use crate::metrics::{Kind, COMMIT_BUCKETS, LATENCY_BUCKETS};
 use crate::server::Dataplane;
 
 /// A counted kind (message type, reply type, front-door reason) as a label value.
@@ -108,6 +108,9 @@ pub(crate) struct Snapshot {
     pub(crate) log_suppressed: u64,
     pub(crate) commits: u64,
     pub(crate) records: u64,
+    /// Journal commits per duration bucket (`COMMIT_BUCKETS`, then +Inf), not cumulated.
+    pub(crate) commit_time: Vec<u64>,
+    pub(crate) commit_sum_secs: f64,
 }
 
 /// A histogram already counted (the serving path keeps atomics per bucket).
@@ -209,6 +212,24 @@ impl Collector for Snapshot {
                 ConstGauge::new(*count as i64).encode(f.encode_family(&l)?)?;
             }
         }
+        let f = e.encode_descriptor(
+            "qdhcp_journal_commit_seconds",
+            "Time a lease journal commit (write and fdatasync) took",
+            None,
+            MetricType::Histogram,
+        )?;
+        let buckets: Vec<(f64, u64)> = COMMIT_BUCKETS
+            .iter()
+            .copied()
+            .chain([f64::MAX])
+            .zip(self.commit_time.iter().copied())
+            .collect();
+        Counted {
+            sum: self.commit_sum_secs,
+            count: self.commit_time.iter().sum(),
+            buckets: &buckets,
+        }
+        .encode(f)?;
         let mut f = e.encode_descriptor(
             "qdhcp_dhcp_reply_latency_seconds",
             "Time from receipt to reply",
@@ -308,6 +329,8 @@ impl Dataplane {
             log_suppressed: g(&c.log_suppressed),
             commits: g(&c.commits),
             records: g(&c.records),
+            commit_time: c.commit_time.iter().map(g).collect(),
+            commit_sum_secs: g(&c.commit_us_sum) as f64 / 1e6,
         }
     }
 

@@ -154,6 +154,10 @@ pub struct Counters {
     pub commits: AtomicU64,
     /// Lease records made durable.
     pub records: AtomicU64,
+    /// Journal commits (write and fdatasync) by duration (`COMMIT_BUCKETS`, then +Inf).
+    pub commit_time: [AtomicU64; 12],
+    /// Sum of journal commit durations in microseconds.
+    pub commit_us_sum: AtomicU64,
     /// Replies the kernel refused to send.
     pub send_errors: AtomicU64,
     /// Messages dropped because one client sent too many.
@@ -168,6 +172,25 @@ pub struct Counters {
 pub const LATENCY_BUCKETS: [f64; 11] = [
     0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
 ];
+
+/// Upper bounds (seconds) of the journal-commit histogram buckets: an fdatasync on a good SSD
+/// takes well under a millisecond, on a slow or overloaded disk tens to hundreds.
+pub const COMMIT_BUCKETS: [f64; 11] = [
+    0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+];
+
+impl Counters {
+    pub(crate) fn commit_took(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        let i = COMMIT_BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(COMMIT_BUCKETS.len());
+        self.commit_time[i].fetch_add(1, Ordering::Relaxed);
+        self.commit_us_sum
+            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+    }
+}
 
 /// Per-network packet counters and the reply-latency histogram, for metrics.
 #[derive(Default)]

@@ -124,7 +124,12 @@ impl Dataplane {
             for c in &mut batch {
                 records.append(c.records_mut());
             }
-            match self.journal.commit(&records, || ()) {
+            let t0 = std::time::Instant::now();
+            let committed = self.journal.commit(&records, || ());
+            if committed.is_ok() && !records.is_empty() {
+                self.shared.counters.commit_took(t0.elapsed());
+            }
+            match committed {
                 Ok(()) => {
                     self.shared.counters.commits.fetch_add(1, Ordering::Relaxed);
                     self.shared
