@@ -118,14 +118,18 @@ fn get(path: &str) -> Request {
     }
 }
 
-fn ask(reg: &Registry, net: &str, src: &str, path: &str, mode: &Mode) -> (Decision, Why) {
-    let asked = Asked {
+/// A request from `src` reaching network `net`'s namespace.
+fn asked<'a>(reg: &'a Registry, net: &'a str, src: &str) -> Asked<'a> {
+    Asked {
         reg,
         network_id: net,
         source: src.parse::<IpAddr>().unwrap(),
         domain: Some("openstacklocal"),
-    };
-    decide(&get(path), &asked, mode)
+    }
+}
+
+fn ask(reg: &Registry, net: &str, src: &str, path: &str, mode: &Mode) -> (Decision, Why) {
+    decide(&get(path), &asked(reg, net, src), mode)
 }
 
 fn body(d: &Decision) -> (u16, String) {
@@ -381,12 +385,7 @@ fn proxy_mode_forwards_path_query_and_body_with_a_fresh_signed_header_set() {
     let Parsed::Done(req, _) = parse(raw.as_bytes()) else {
         panic!()
     };
-    let asked = Asked {
-        reg: &reg,
-        network_id: &a,
-        source: "10.0.0.10".parse().unwrap(),
-        domain: None,
-    };
+    let asked = asked(&reg, &a, "10.0.0.10");
     let (d, why) = decide(&req, &asked, &mode);
     assert_eq!(why, Why::Forwarded);
     let Decision::Forward(f) = d else { panic!() };
@@ -413,12 +412,7 @@ fn methods_not_taken_get_405_with_allow() {
     let Parsed::Done(req, _) = parse(raw) else {
         panic!()
     };
-    let asked = Asked {
-        reg: &reg,
-        network_id: &a,
-        source: "10.0.0.10".parse().unwrap(),
-        domain: None,
-    };
+    let asked = asked(&reg, &a, "10.0.0.10");
     let (d, why) = decide(&req, &asked, &Mode::Builtin);
     assert_eq!(why, Why::Method);
     let Decision::Respond(r) = d else { panic!() };

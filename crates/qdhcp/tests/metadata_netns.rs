@@ -7,7 +7,7 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::serve::Host;
@@ -19,6 +19,8 @@ const DHCP_PORT_IP: &str = "172.16.1.100";
 fn standin_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/metadata")
 }
+
+use common::nova::{nova_standin, recorded};
 
 /// A network on `physnet` with 172.16.1.0/24 (DNS 172.16.1.53, pool from .100), and a port
 /// per `(device_id, dns_name)` at .103, .104, …; returns the network id and each port's MAC.
@@ -96,6 +98,33 @@ fn vm_with_lease(
         assert!(st.success(), "route {dst} via {gw}");
     }
     (vm, d, routes)
+}
+
+/// A namespace on `qtbr` addressed by hand with `ip` (an address no port holds, or one of a
+/// port without an instance) and the metadata route via the DHCP port.
+fn by_hand(h: &mut Host, mac: &str, ip: &str) -> Vm {
+    let vm = h.vm_on("qtbr", mac);
+    sh(&[
+        "ip",
+        "-n",
+        &vm.ns,
+        "addr",
+        "add",
+        &format!("{ip}/24"),
+        "dev",
+        &vm.iface,
+    ]);
+    sh(&[
+        "ip",
+        "-n",
+        &vm.ns,
+        "route",
+        "replace",
+        "169.254.169.254/32",
+        "via",
+        DHCP_PORT_IP,
+    ]);
+    vm
 }
 
 /// `curl` in the VM's namespace: (status, body).
@@ -261,37 +290,11 @@ fn builtin_answers_reach_curl_and_cloud_inits_reader_over_the_leased_route() {
             .map_or(0, |v| v.trim().parse::<u64>().unwrap())
     };
     let before = not_found(&h);
-    let stranger = h.vm_on("qtbr", "fa:16:3e:99:99:99");
-    for ip in ["172.16.1.104", "172.16.1.150"] {
-        sh(&[
-            "ip",
-            "-n",
-            &stranger.ns,
-            "addr",
-            "flush",
-            "dev",
-            &stranger.iface,
-        ]);
-        sh(&[
-            "ip",
-            "-n",
-            &stranger.ns,
-            "addr",
-            "add",
-            &format!("{ip}/24"),
-            "dev",
-            &stranger.iface,
-        ]);
-        sh(&[
-            "ip",
-            "-n",
-            &stranger.ns,
-            "route",
-            "replace",
-            "169.254.169.254/32",
-            "via",
-            DHCP_PORT_IP,
-        ]);
+    for (mac, ip) in [
+        ("fa:16:3e:99:99:99", "172.16.1.104"),
+        ("fa:16:3e:99:99:9a", "172.16.1.150"),
+    ] {
+        let stranger = by_hand(&mut h, mac, ip);
         assert_eq!(
             curl(&stranger, "/openstack/latest/meta_data.json", &[]).0,
             404,
@@ -341,60 +344,6 @@ fn builtin_answers_reach_curl_and_cloud_inits_reader_over_the_leased_route() {
     assert_ne!(curl(&vm, "/openstack", &["-m", "2"]).0, 200);
 }
 
-/// The Nova stand-in, in the host namespace; killed with the test.
-fn nova(h: &Host, port: u16, record: &std::path::Path) -> Proc {
-    nova_tls(h, port, record, None)
-}
-
-/// The Nova stand-in over HTTPS with `(cert, key)` when given.
-fn nova_tls(
-    h: &Host,
-    port: u16,
-    record: &std::path::Path,
-    tls: Option<(&std::path::Path, &std::path::Path)>,
-) -> Proc {
-    let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", &h.ns, "python3"])
-        .arg(standin_dir().join("nova_standin.py"))
-        .args(["s3cret", "127.0.0.1", &port.to_string()])
-        .arg(record);
-    if let Some((cert, key)) = tls {
-        cmd.arg(cert).arg(key);
-    }
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit());
-    let p = Proc {
-        child: die_with_test(&mut cmd).spawn().expect("nova stand-in"),
-    };
-    let t0 = Instant::now();
-    loop {
-        let ns = std::fs::File::open(format!("/var/run/netns/{}", h.ns)).unwrap();
-        let up = std::thread::spawn(move || {
-            nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        })
-        .join()
-        .unwrap();
-        if up {
-            return p;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "Nova stand-in did not start"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn recorded(record: &std::path::Path) -> Vec<Value> {
-    std::fs::read_to_string(record)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 #[test]
 fn proxy_mode_signs_for_the_source_port_only_and_a_slow_nova_gives_504() {
     if !netns_available("metadata proxy") {
@@ -406,7 +355,7 @@ fn proxy_mode_signs_for_the_source_port_only_and_a_slow_nova_gives_504() {
     let mut h = Host::new("p", 600);
     let dir = tempfile::tempdir().unwrap();
     let record = dir.path().join("nova.jsonl");
-    let _nova = nova(&h, 8775, &record);
+    let _nova = nova_standin(&h, 8775, &record, None);
     let _srv = h.start_with(&[
         "--nova-metadata-url",
         "http://127.0.0.1:8775",
@@ -477,27 +426,7 @@ fn proxy_mode_signs_for_the_source_port_only_and_a_slow_nova_gives_504() {
     // Nova's own statuses come back
     assert_eq!(curl(&vm1, "/missing", &[]).0, 404);
     // a source that holds no port: 404, nothing forwarded
-    let stranger = h.vm_on("qtbr", "fa:16:3e:99:99:98");
-    sh(&[
-        "ip",
-        "-n",
-        &stranger.ns,
-        "addr",
-        "add",
-        "172.16.1.150/24",
-        "dev",
-        &stranger.iface,
-    ]);
-    sh(&[
-        "ip",
-        "-n",
-        &stranger.ns,
-        "route",
-        "replace",
-        "169.254.169.254/32",
-        "via",
-        DHCP_PORT_IP,
-    ]);
+    let stranger = by_hand(&mut h, "fa:16:3e:99:99:98", "172.16.1.150");
     assert_eq!(
         curl(&stranger, "/openstack/latest/meta_data.json", &[]).0,
         404
@@ -594,7 +523,7 @@ fn proxy_mode_over_https_checks_novas_certificate_against_the_ca_given() {
         assert!(o.status.success(), "{cmd}: {}", String::from_utf8_lossy(&o.stderr));
     }
     let record = dir.path().join("nova.jsonl");
-    let _nova = nova_tls(
+    let _nova = nova_standin(
         &h,
         8776,
         &record,

@@ -9,7 +9,7 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::serve::Host;
@@ -148,16 +148,7 @@ fn every_metric_and_label_in_the_dashboard_and_the_rules_is_exported() {
     let mut h = Host::new("b", 600);
     let dir = tempfile::tempdir().unwrap();
     let record = dir.path().join("nova.jsonl");
-    let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", &h.ns, "python3"])
-        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/metadata/nova_standin.py"))
-        .args(["s3cret", "127.0.0.1", "8775"])
-        .arg(&record)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null());
-    let _nova = Proc {
-        child: die_with_test(&mut cmd).spawn().unwrap(),
-    };
+    let _nova = common::nova::nova_standin(&h, 8775, &record, None);
     let _srv = h.start_with(&[
         "--nova-metadata-url",
         "http://127.0.0.1:8775",

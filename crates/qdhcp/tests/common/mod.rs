@@ -5,6 +5,7 @@
 
 #![allow(dead_code)]
 
+pub mod nova;
 pub mod serve;
 pub mod v6;
 
