@@ -9,7 +9,7 @@
 #      bind in the DHCP namespace, option http-server-close, forwardfor, X-Neutron-Network-ID,
 #      server on a unix socket) forwarding to the same upstream;
 # each server and the upstream pinned to core 0. Then memory per network with metadata on and
-# off (1,000 tenant networks each). Raw output: bench/metadata-last.txt; written up in
+# off (1,000 tenant networks each). Raw output: bench/metadata-last.txt (kept runs: bench/metadata-run*.txt); written up in
 # bench/METADATA.md. Usage (as root): bench/metadata.sh [SECONDS] [NETWORKS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -115,12 +115,16 @@ setup; upstream
 start_serve --nova-metadata-url http://127.0.0.1:8775 --metadata-proxy-shared-secret bench-secret
 one_network
 wrk_run "qdhcp proxy -> upstream" http://169.254.169.254/openstack/latest/meta_data.json
-# Neutron's haproxy.cfg for a network (driver.py's template; port 8080 here: 80 is qdhcp's)
+# Neutron's haproxy.cfg for a network (driver.py's template; port 8080 here: 80 is qdhcp's).
+# Neutron logs every request (`log /dev/log local0 debug`, option httplog); with no syslog
+# daemon here it logs to a file instead, as qdhcp does its line per request.
 cat > "$W/neutron-haproxy.cfg" <<CFG
 global
+    log         stdout format raw local0 debug
     maxconn     1024
     nbthread    1
 defaults
+    log                     global
     mode                    http
     option httplog
     option dontlognull
@@ -138,10 +142,11 @@ listen listener
     http-request del-header X-Neutron-Network-ID
     http-request set-header X-Neutron-Network-ID $NET
 CFG
-ip netns exec "$DNS_NS" taskset -c 0 haproxy -db -f "$W/neutron-haproxy.cfg" &
+ip netns exec "$DNS_NS" taskset -c 0 haproxy -db -f "$W/neutron-haproxy.cfg" > "$W/haproxy.log" 2>&1 &
 PIDS+=("$!")
 until ip netns exec qmv curl -s -m 1 -o /dev/null http://169.254.169.254:8080/; do sleep 0.2; done
 wrk_run "haproxy (Neutron's config) -> upstream" http://169.254.169.254:8080/openstack/latest/meta_data.json
+echo "log lines: qdhcp $(grep -c 'status: 200' "$W/serve.log"), haproxy $(grep -c 'GET /openstack' "$W/haproxy.log")" | tee -a "$OUT"
 teardown
 
 # memory per network: NETS tenant networks with metadata on, then off

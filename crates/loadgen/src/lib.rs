@@ -270,6 +270,16 @@ pub fn open(cfg: &Config) -> Result<Socket, LoadError> {
     Ok(s)
 }
 
+/// How many exchanges a run at `rate` a second (0: unpaced, no bound) starts over `duration`:
+/// rate × duration, and at least one, as the first tick always started one (a probe of one
+/// exchange in a millisecond, as `bench/tenants.sh` makes, must send it).
+fn paced_target(rate: u32, duration: Duration) -> u64 {
+    if rate == 0 {
+        return u64::MAX;
+    }
+    ((duration.as_secs_f64() * f64::from(rate)).round() as u64).max(1)
+}
+
 /// Runs the load and reports.
 pub fn run(cfg: &Config) -> Result<Report, LoadError> {
     let mut wire = Transport::open(cfg)?;
@@ -299,11 +309,7 @@ pub fn run(cfg: &Config) -> Result<Report, LoadError> {
     // A paced run starts rate × duration exchanges: the last tick of the window may fall short
     // of it by a few (at most a batch), which are started at once when the window ends; a
     // generator further behind than that is not made to catch up.
-    let target = if cfg.rate == 0 {
-        u64::MAX
-    } else {
-        (cfg.duration.as_secs_f64() * f64::from(cfg.rate)).round() as u64
-    };
+    let target = paced_target(cfg.rate, cfg.duration);
     // Paced runs start new exchanges in bursts every TICK (as perfdhcp's rate timer does); a
     // REQUEST leaves as soon as its OFFER is in, as a client sends it. Replies are waited for
     // in poll (or spinning), so their latency is taken when they arrive.
@@ -530,6 +536,16 @@ pub fn run(cfg: &Config) -> Result<Report, LoadError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_paced_run_starts_rate_times_duration_and_at_least_one() {
+        assert_eq!(paced_target(2000, Duration::from_secs(1)), 2000);
+        assert_eq!(paced_target(200, Duration::from_secs(10)), 2000);
+        // bench/tenants.sh's restart probe: one exchange in a millisecond (it started none,
+        // and the probe waited for ever)
+        assert_eq!(paced_target(1, Duration::from_millis(1)), 1);
+        assert_eq!(paced_target(0, Duration::from_millis(1)), u64::MAX);
+    }
 
     #[test]
     fn macs_round_trip() {
