@@ -2,10 +2,14 @@
 //! syscalls as the kernel allows. Datagrams of one size to one unicast address leave as one
 //! `sendmsg` with UDP segmentation offload (`UDP_SEGMENT`), so the kernel's UDP/IP path (and on
 //! a veth pair, the receiver's too) runs once per run instead of once per datagram; the rest
-//! leave in `sendmmsg` calls. No DHCP here: bytes, addresses and file descriptors only.
+//! leave in `sendmmsg` calls. Packet sockets (`packet`): frames to and from hardware addresses
+//! for the dataplane and the load generator. No DHCP here: bytes, addresses and file
+//! descriptors only.
 // Unsafe code here only to call the kernel directly (this crate is the safe interface over
 // recvmmsg/sendmmsg); every block says why it is sound.
 #![allow(unsafe_code)]
+
+pub mod packet;
 
 use std::io;
 use std::mem::MaybeUninit;

@@ -5,17 +5,14 @@
 //! default, so a boot storm of a thousand clients across the networks fills it, and then the
 //! kernel drops unicast replies. ARP injection stays the fallback when no packet socket can be
 //! had (see docs/ARCHITECTURE.md, "Delivery").
-// Unsafe code here only to call the kernel directly (the packet socket replies to clients on the
-// link leave through); every block says why it is sound.
-#![allow(unsafe_code)]
 
 use std::fs::File;
 use std::io;
 use std::net::Ipv4Addr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
+use qdhcp_batchio::packet::{self, Kind, LinkAddr, PacketSocket};
 use qdhcp_protocol::Mac;
 
 use crate::delivery::{CLIENT_PORT, SERVER_PORT};
@@ -26,7 +23,7 @@ use crate::delivery::{CLIENT_PORT, SERVER_PORT};
 pub(crate) struct LinkOut {
     netns: Option<PathBuf>,
     iface: Arc<str>,
-    sock: OnceLock<Option<(OwnedFd, i32)>>,
+    sock: OnceLock<Option<(PacketSocket, i32)>>,
 }
 
 impl LinkOut {
@@ -53,48 +50,20 @@ impl LinkOut {
             return Err(io::Error::other("no packet socket"));
         };
         datagram(src, dst, payload, frame);
-        // SAFETY: sockaddr_ll is plain data; all zero is a valid start.
-        let mut a: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        a.sll_family = libc::AF_PACKET as u16;
-        a.sll_protocol = (libc::ETH_P_IP as u16).to_be();
-        a.sll_ifindex = *ifindex;
-        a.sll_halen = 6;
-        a.sll_addr[..6].copy_from_slice(&mac.0);
-        // SAFETY: a valid buffer and address for the duration of the call.
-        let n = unsafe {
-            libc::sendto(
-                fd.as_raw_fd(),
-                frame.as_ptr() as *const libc::c_void,
-                frame.len(),
-                0,
-                &a as *const _ as *const libc::sockaddr,
-                std::mem::size_of::<libc::sockaddr_ll>() as u32,
-            )
+        let to = LinkAddr {
+            ifindex: *ifindex,
+            protocol: packet::ETH_P_IP,
+            mac: mac.0,
+            outgoing: false,
         };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
+        fd.send_to(frame, to).map(|_| ())
     }
 
-    fn open(&self) -> io::Result<(OwnedFd, i32)> {
-        let open_here = || -> io::Result<(OwnedFd, i32)> {
-            let name = std::ffi::CString::new(self.iface.as_bytes())
-                .map_err(|_| io::Error::other("interface name with NUL"))?;
-            // SAFETY: a valid NUL-terminated string.
-            let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
-            if ifindex == 0 {
-                return Err(io::Error::last_os_error());
-            }
+    fn open(&self) -> io::Result<(PacketSocket, i32)> {
+        let open_here = || -> io::Result<(PacketSocket, i32)> {
+            let ifindex = packet::ifindex(&self.iface)?;
             // Protocol 0: a socket that only sends, so nothing is ever queued on it.
-            // SAFETY: plain socket creation; the descriptor is owned at once.
-            let fd =
-                unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-            if fd < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // SAFETY: a fresh descriptor nobody else owns.
-            Ok((unsafe { OwnedFd::from_raw_fd(fd) }, ifindex as i32))
+            Ok((PacketSocket::open(Kind::Dgram, false)?, ifindex))
         };
         let r = match &self.netns {
             None => open_here(),

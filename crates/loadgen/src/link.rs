@@ -9,15 +9,14 @@
 //! link is a veth end facing the server or a bridge the server's port is plugged into (put in
 //! promiscuous mode, so that frames to the clients' MACs, which the bridge has not learned,
 //! reach us).
-// Unsafe code here only to call the kernel directly (the packet socket the clients on the link
-// send and receive through); every block says why it is sound.
-#![allow(unsafe_code)]
 
 use std::collections::HashMap;
-use std::ffi::CString;
 use std::io;
 use std::net::Ipv4Addr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
+
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
+use qdhcp_batchio::packet::{self, Bpf, Kind, LinkAddr, PacketSocket};
 
 /// Frames handled per system call.
 const BATCH: usize = 64;
@@ -31,9 +30,9 @@ const FRAME: usize = 1514;
 /// that link's frames (an unbound one would see every frame of every interface, and filter
 /// them on the server's core too), all in one epoll set.
 pub struct Links {
-    fd: OwnedFd,
-    rx_fds: Vec<OwnedFd>,
-    epoll: OwnedFd,
+    tx: PacketSocket,
+    rx_fds: Vec<PacketSocket>,
+    epoll: Epoll,
     ifindex: Vec<i32>,
     /// Frames waiting for the next [`Links::flush`].
     frames: Vec<u8>,
@@ -47,8 +46,8 @@ pub struct Links {
 
 /// Classic BPF: ARP requests, and IPv4 UDP datagrams to port 68 (replies to clients) that
 /// are not fragments.
-fn filter() -> [libc::sock_filter; 14] {
-    let op = |code: u16, jt: u8, jf: u8, k: u32| libc::sock_filter { code, jt, jf, k };
+fn filter() -> [Bpf; 14] {
+    let op = |code: u16, jt: u8, jf: u8, k: u32| Bpf { code, jt, jf, k };
     [
         op(0x28, 0, 0, 12),      // 0: ldh [12]            ethertype
         op(0x15, 8, 0, 0x0806),  // 1: ARP → 10
@@ -85,14 +84,6 @@ pub fn arp_target(f: &[u8]) -> Option<Ipv4Addr> {
     let a = f.get(ETH_LEN..ETH_LEN + 28)?;
     (f[12..14] == [0x08, 0x06] && a[..8] == [0, 1, 0x08, 0x00, 6, 4, 0, 1])
         .then(|| Ipv4Addr::new(a[24], a[25], a[26], a[27]))
-}
-
-fn cvt(r: libc::c_int) -> io::Result<libc::c_int> {
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(r)
-    }
 }
 
 /// The RFC 1071 checksum of an IPv4 header.
@@ -159,121 +150,39 @@ pub fn payload(f: &[u8]) -> Option<&[u8]> {
     udp.get(UDP_LEN..len.min(udp.len()))
 }
 
-/// A non-blocking packet socket of protocol 0: it receives nothing until bound.
-fn packet_socket() -> io::Result<OwnedFd> {
-    // SAFETY: plain socket creation; the descriptor is owned at once.
-    Ok(unsafe {
-        OwnedFd::from_raw_fd(cvt(libc::socket(
-            libc::AF_PACKET,
-            libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-            0,
-        ))?)
-    })
-}
-
-/// Makes `fd` receive the replies and ARP requests on interface `ifindex`: the filter first,
-/// then big buffers, promiscuous mode, and the binding (only then does anything arrive).
-fn attach(fd: &OwnedFd, ifindex: i32) -> io::Result<()> {
-    let prog = filter();
-    let fprog = libc::sock_fprog {
-        len: prog.len() as u16,
-        filter: prog.as_ptr() as *mut libc::sock_filter,
-    };
-    // SAFETY: the program outlives the call, which copies it.
-    cvt(unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_ATTACH_FILTER,
-            &fprog as *const _ as *const libc::c_void,
-            std::mem::size_of::<libc::sock_fprog>() as u32,
-        )
-    })?;
-    let big: libc::c_int = 4 << 20;
-    // SAFETY: an int option. A smaller buffer is only slower: a refusal is ignored.
-    unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            &big as *const _ as *const libc::c_void,
-            4,
-        )
-    };
-    let mreq = libc::packet_mreq {
-        mr_ifindex: ifindex,
-        mr_type: libc::PACKET_MR_PROMISC as u16,
-        mr_alen: 0,
-        mr_address: [0; 8],
-    };
-    // SAFETY: a valid packet_mreq; undone by the kernel when the socket closes.
-    cvt(unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_PACKET,
-            libc::PACKET_ADD_MEMBERSHIP,
-            &mreq as *const _ as *const libc::c_void,
-            std::mem::size_of::<libc::packet_mreq>() as u32,
-        )
-    })?;
-    // SAFETY: sockaddr_ll is plain data; all zero is a valid start.
-    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-    sll.sll_family = libc::AF_PACKET as u16;
-    sll.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
-    sll.sll_ifindex = ifindex;
-    // SAFETY: a valid sockaddr_ll of the size given.
-    cvt(unsafe {
-        libc::bind(
-            fd.as_raw_fd(),
-            &sll as *const _ as *const libc::sockaddr,
-            std::mem::size_of::<libc::sockaddr_ll>() as u32,
-        )
-    })?;
-    Ok(())
+/// Makes a packet socket receive the replies and ARP requests on interface `ifindex`: the
+/// filter first, then big buffers, promiscuous mode, and the binding (only then does anything
+/// arrive).
+fn receiver(ifindex: i32) -> io::Result<PacketSocket> {
+    let rx = PacketSocket::open(Kind::Raw, true)?;
+    rx.set_filter(&filter())?;
+    // A smaller buffer is only slower: a refusal is ignored.
+    let _ = rx.set_recv_buffer(4 << 20);
+    rx.add_promiscuous(ifindex)?;
+    rx.bind(ifindex, packet::ETH_P_ALL)?;
+    Ok(rx)
 }
 
 impl Links {
     /// Opens the socket on the named interfaces (in this network namespace).
     pub fn open(names: &[String]) -> io::Result<Links> {
-        let mut ifindex = Vec::with_capacity(names.len());
-        for n in names {
-            let c = CString::new(n.as_str())
-                .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "bad interface name"))?;
-            // SAFETY: a valid NUL-terminated string.
-            let i = unsafe { libc::if_nametoindex(c.as_ptr()) };
-            if i == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::NotFound,
-                    format!("no interface {n}"),
-                ));
-            }
-            ifindex.push(i as i32);
-        }
+        let ifindex = names
+            .iter()
+            .map(|n| packet::ifindex(n))
+            .collect::<io::Result<Vec<i32>>>()?;
         // The sender: protocol 0, so nothing is ever queued on it.
-        let fd = packet_socket()?;
-        // SAFETY: plain epoll creation; the descriptor is owned at once.
-        let epoll = unsafe { OwnedFd::from_raw_fd(cvt(libc::epoll_create1(libc::EPOLL_CLOEXEC))?) };
+        let tx = PacketSocket::open(Kind::Raw, true)?;
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC).map_err(io::Error::from)?;
         let mut rx_fds = Vec::with_capacity(ifindex.len());
         for (k, &i) in ifindex.iter().enumerate() {
-            let rx = packet_socket()?;
-            attach(&rx, i)?;
-            let mut ev = libc::epoll_event {
-                events: libc::EPOLLIN as u32,
-                u64: k as u64,
-            };
-            // SAFETY: valid descriptors and event for the call.
-            cvt(unsafe {
-                libc::epoll_ctl(
-                    epoll.as_raw_fd(),
-                    libc::EPOLL_CTL_ADD,
-                    rx.as_raw_fd(),
-                    &mut ev,
-                )
-            })?;
+            let rx = receiver(i)?;
+            epoll
+                .add(&rx, EpollEvent::new(EpollFlags::EPOLLIN, k as u64))
+                .map_err(io::Error::from)?;
             rx_fds.push(rx);
         }
         Ok(Links {
-            fd,
+            tx,
             rx_fds,
             epoll,
             ifindex,
@@ -297,7 +206,7 @@ impl Links {
 
     /// The descriptor to wait on: readable when any link has a frame for us.
     pub fn fd(&self) -> RawFd {
-        self.epoll.as_raw_fd()
+        self.epoll.0.as_raw_fd()
     }
 
     /// Queues `dhcp` broadcast from client MAC `mac` on link `link` (modulo the number of
@@ -331,56 +240,40 @@ impl Links {
         let mut at = 0;
         while at < self.sizes.len() {
             let chunk = &self.sizes[at..(at + BATCH).min(self.sizes.len())];
-            let mut addrs: Vec<libc::sockaddr_ll> = chunk
+            let frames: Vec<(&[u8], LinkAddr)> = chunk
                 .iter()
-                .map(|&(link, _, _)| {
-                    // SAFETY: sockaddr_ll is plain data; all zero is a valid start.
-                    let mut a: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-                    a.sll_family = libc::AF_PACKET as u16;
-                    a.sll_protocol = (libc::ETH_P_IP as u16).to_be();
-                    a.sll_ifindex = self.ifindex[link];
-                    a.sll_halen = 6;
-                    a.sll_addr[..6].copy_from_slice(&[0xff; 6]);
-                    a
+                .map(|&(link, start, len)| {
+                    let to = LinkAddr {
+                        ifindex: self.ifindex[link],
+                        protocol: packet::ETH_P_IP,
+                        mac: [0xff; 6],
+                        outgoing: false,
+                    };
+                    (&self.frames[start..start + len], to)
                 })
                 .collect();
-            let mut iovs: Vec<libc::iovec> = chunk
-                .iter()
-                .map(|&(_, start, len)| libc::iovec {
-                    iov_base: self.frames[start..].as_mut_ptr() as *mut libc::c_void,
-                    iov_len: len,
-                })
-                .collect();
-            let mut msgs = headers(&mut addrs, &mut iovs);
             let mut off = 0;
-            while off < msgs.len() {
-                // SAFETY: every header points into `addrs`, `iovs` and `self.frames`, which
-                // live and stay unmoved until the call returns.
-                let n = unsafe {
-                    libc::sendmmsg(
-                        self.fd.as_raw_fd(),
-                        msgs[off..].as_mut_ptr(),
-                        (msgs.len() - off) as u32,
-                        0,
-                    )
-                };
-                if n <= 0 {
-                    let e = io::Error::last_os_error();
-                    if e.kind() == io::ErrorKind::WouldBlock
-                        || e.kind() == io::ErrorKind::Interrupted
-                    {
-                        wait_writable(self.fd.as_raw_fd());
-                        continue;
+            while off < frames.len() {
+                match self.tx.send_batch(&frames[off..]) {
+                    Ok(n) if n > 0 => {
+                        for _ in 0..n {
+                            done(true);
+                        }
+                        off += n;
                     }
-                    // This frame is lost; count it and go on with the next.
-                    done(false);
-                    off += 1;
-                    continue;
+                    Ok(_) => self.tx.wait_writable(10),
+                    Err(e)
+                        if e.kind() == io::ErrorKind::WouldBlock
+                            || e.kind() == io::ErrorKind::Interrupted =>
+                    {
+                        self.tx.wait_writable(10)
+                    }
+                    Err(_) => {
+                        // This frame is lost; count it and go on with the next.
+                        done(false);
+                        off += 1;
+                    }
                 }
-                for _ in 0..n {
-                    done(true);
-                }
-                off += n as usize;
             }
             at += chunk.len();
         }
@@ -402,25 +295,16 @@ impl Links {
         };
         let mut out = Vec::with_capacity(42);
         arp_reply(f, mac, &mut out);
-        // SAFETY: sockaddr_ll is plain data; all zero is a valid start.
-        let mut a: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        a.sll_family = libc::AF_PACKET as u16;
-        a.sll_protocol = (libc::ETH_P_ARP as u16).to_be();
-        a.sll_ifindex = ifindex;
-        a.sll_halen = 6;
-        a.sll_addr[..6].copy_from_slice(&out[..6]);
-        // SAFETY: a valid buffer and address for the call. A lost reply is asked for again.
-        let n = unsafe {
-            libc::sendto(
-                self.fd.as_raw_fd(),
-                out.as_ptr() as *const libc::c_void,
-                out.len(),
-                0,
-                &a as *const _ as *const libc::sockaddr,
-                std::mem::size_of::<libc::sockaddr_ll>() as u32,
-            )
+        let mut to_mac = [0u8; 6];
+        to_mac.copy_from_slice(&out[..6]);
+        let to = LinkAddr {
+            ifindex,
+            protocol: packet::ETH_P_ARP,
+            mac: to_mac,
+            outgoing: false,
         };
-        if n > 0 {
+        // A lost reply is asked for again.
+        if self.tx.send_to(&out, to).is_ok() {
             self.arp_replies += 1;
         }
     }
@@ -441,17 +325,14 @@ impl Links {
             .min(from.len())
             .min(senders.len())
             .min(BATCH);
-        let mut events = [libc::epoll_event { events: 0, u64: 0 }; BATCH];
-        // SAFETY: a valid epoll descriptor and event array of the length given.
-        let ready = unsafe {
-            libc::epoll_wait(self.epoll.as_raw_fd(), events.as_mut_ptr(), BATCH as i32, 0)
-        };
+        let mut events = [EpollEvent::empty(); BATCH];
+        let ready = self.epoll.wait(&mut events, 0u8).unwrap_or(0);
         let mut got = 0;
-        for ev in &events[..ready.max(0) as usize] {
+        for ev in &events[..ready] {
             if got == cap {
                 break;
             }
-            let link = ev.u64 as usize;
+            let link = ev.data() as usize;
             let n = self.recv_link(
                 link,
                 &mut bufs[got..cap],
@@ -472,38 +353,23 @@ impl Links {
         lens: &mut [usize],
         senders: &mut [[u8; 6]],
     ) -> usize {
-        let want = bufs.len();
-        // SAFETY: sockaddr_ll is plain data.
-        let mut names: Vec<libc::sockaddr_ll> = vec![unsafe { std::mem::zeroed() }; want];
-        let mut iovs: Vec<libc::iovec> = self.rx[..want]
-            .iter_mut()
-            .map(|b| libc::iovec {
-                iov_base: b.as_mut_ptr() as *mut libc::c_void,
-                iov_len: FRAME,
-            })
-            .collect();
-        let mut msgs = headers(&mut names, &mut iovs);
-        // SAFETY: every header points into `names`, `iovs` and `self.rx`, alive for the call.
-        let n = unsafe {
-            libc::recvmmsg(
-                self.rx_fds[link].as_raw_fd(),
-                msgs.as_mut_ptr(),
-                want as u32,
-                libc::MSG_DONTWAIT,
-                std::ptr::null_mut(),
-            )
-        };
+        let want = bufs.len().min(BATCH);
+        let mut frame_lens = [0usize; BATCH];
+        let mut from = [LinkAddr::default(); BATCH];
+        let n = self.rx_fds[link].recv_batch(
+            &mut self.rx[..want],
+            &mut frame_lens[..want],
+            &mut from[..want],
+        );
         let mut got = 0;
-        for k in 0..n.max(0) as usize {
-            let name = &names[k];
+        for k in 0..n {
             // Our own frames going out are not replies to us.
-            if name.sll_pkttype == libc::PACKET_OUTGOING {
+            if from[k].outgoing {
                 continue;
             }
-            let len = (msgs[k].msg_len as usize).min(FRAME);
-            if name.sll_protocol == (libc::ETH_P_ARP as u16).to_be() {
-                let ifindex = name.sll_ifindex;
-                self.answer_arp(k, len, ifindex);
+            let len = frame_lens[k].min(FRAME);
+            if from[k].protocol == packet::ETH_P_ARP {
+                self.answer_arp(k, len, from[k].ifindex);
                 continue;
             }
             let Some(p) = payload(&self.rx[k][..len]) else {
@@ -517,34 +383,6 @@ impl Links {
         }
         got
     }
-}
-
-/// One message header per address and buffer, for `sendmmsg`/`recvmmsg`. The headers point
-/// into `names` and `iovs`, which must stay alive and unmoved while they are used.
-fn headers(names: &mut [libc::sockaddr_ll], iovs: &mut [libc::iovec]) -> Vec<libc::mmsghdr> {
-    names
-        .iter_mut()
-        .zip(iovs.iter_mut())
-        .map(|(name, iov)| {
-            // SAFETY: msghdr is plain data; all zero is a valid start.
-            let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
-            h.msg_hdr.msg_name = name as *mut _ as *mut libc::c_void;
-            h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_ll>() as u32;
-            h.msg_hdr.msg_iov = iov;
-            h.msg_hdr.msg_iovlen = 1;
-            h
-        })
-        .collect()
-}
-
-fn wait_writable(fd: RawFd) {
-    let mut p = libc::pollfd {
-        fd,
-        events: libc::POLLOUT,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd.
-    unsafe { libc::poll(&mut p, 1, 10) };
 }
 
 #[cfg(test)]
