@@ -35,15 +35,18 @@ pub enum RecentKind {
     Released,
 }
 
-/// The last offer or release per client of a network, at most [`Recent::CAP`] of them (the
-/// oldest forgotten first): what an operator asks after "did this VM ask, what did it get".
+/// The last offer or release per client of a network, for the leases view: at most
+/// [`Recent::CAP`] clients, in two generations (when the newer fills up it becomes the older and
+/// the old older one is forgotten), so that noting one costs the same however many clients
+/// there are: it happens on the packet path, once per OFFER.
 #[derive(Debug, Default)]
 pub struct Recent {
-    by_mac: std::collections::HashMap<qdhcp_protocol::Mac, (RecentKind, Ipv4Addr, u64)>,
+    newer: std::collections::HashMap<qdhcp_protocol::Mac, (RecentKind, Ipv4Addr, u64)>,
+    older: std::collections::HashMap<qdhcp_protocol::Mac, (RecentKind, Ipv4Addr, u64)>,
 }
 
 impl Recent {
-    /// Clients remembered per network.
+    /// Clients remembered per network, at most.
     pub const CAP: usize = 4096;
 
     pub(crate) fn note(
@@ -53,12 +56,15 @@ impl Recent {
         ip: Ipv4Addr,
         at: u64,
     ) {
-        if self.by_mac.len() >= Self::CAP && !self.by_mac.contains_key(&mac) {
-            if let Some(oldest) = self.by_mac.iter().min_by_key(|(_, v)| v.2).map(|(k, _)| *k) {
-                self.by_mac.remove(&oldest);
-            }
+        if self.newer.len() >= Self::CAP / 2 && !self.newer.contains_key(&mac) {
+            self.older = std::mem::take(&mut self.newer);
         }
-        self.by_mac.insert(mac, (kind, ip, at));
+        self.older.remove(&mac);
+        self.newer.insert(mac, (kind, ip, at));
+    }
+
+    fn all(&self) -> impl Iterator<Item = (&qdhcp_protocol::Mac, &(RecentKind, Ipv4Addr, u64))> {
+        self.older.iter().chain(self.newer.iter())
     }
 }
 
@@ -96,8 +102,7 @@ impl Network {
     pub fn recent(&self) -> Vec<(qdhcp_protocol::Mac, RecentKind, Ipv4Addr, u64)> {
         self.recent
             .lock()
-            .by_mac
-            .iter()
+            .all()
             .map(|(m, (k, ip, at))| (*m, *k, *ip, *at))
             .collect()
     }
@@ -115,4 +120,35 @@ pub(crate) fn pick_server_id(addrs: &[Ipv4Net], table: &NetworkTable) -> Option<
         .find(|a| table.subnets.iter().any(|s| s.net.contains(&a.addr())))
         .or(addrs.first())
         .map(|a| a.addr())
+}
+
+#[cfg(test)]
+mod recent_tests {
+    use super::*;
+    use qdhcp_protocol::Mac;
+
+    #[test]
+    fn recent_keeps_the_newest_clients_within_its_bound_and_one_entry_per_client() {
+        let mut r = Recent::default();
+        let mac = |i: u32| Mac([0xfa, 0x16, 0x3e, (i >> 16) as u8, (i >> 8) as u8, i as u8]);
+        let ip = Ipv4Addr::new(10, 0, 0, 1);
+        for i in 0..10_000u32 {
+            r.note(mac(i), RecentKind::Offered, ip, u64::from(i));
+            assert!(r.newer.len() + r.older.len() <= Recent::CAP);
+        }
+        let all: Vec<_> = r.all().collect();
+        assert!(
+            all.iter().any(|(m, _)| **m == mac(9_999)),
+            "the newest is kept"
+        );
+        assert!(
+            !all.iter().any(|(m, _)| **m == mac(0)),
+            "the oldest are forgotten"
+        );
+        // a client noted again is listed once, with its last event
+        r.note(mac(9_000), RecentKind::Released, ip, 20_000);
+        let again: Vec<_> = r.all().filter(|(m, _)| **m == mac(9_000)).collect();
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].1 .0, RecentKind::Released);
+    }
 }
