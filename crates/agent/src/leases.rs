@@ -26,10 +26,7 @@ pub fn lease_rows(
 ) -> Vec<Value> {
     let mut rows = Vec::new();
     for n in reg.networks() {
-        let Some(net) = dp.network(&n.id) else {
-            continue;
-        };
-        let subnet_of = |ip: std::net::Ipv4Addr| {
+        let subnet_of = |ip: std::net::IpAddr| {
             reg.subnets_of(&n.id)
                 .find(|s| s.cidr.contains(&ip))
                 .map(|s| s.id.to_string())
@@ -39,7 +36,7 @@ pub fn lease_rows(
                 .find(|p| p.mac_address == mac)
                 .map(|p| p.id.to_string())
         };
-        let row = |ip: std::net::Ipv4Addr,
+        let row = |ip: std::net::IpAddr,
                    mac: qdhcp_protocol::Mac,
                    state: &str,
                    granted: Option<u64>,
@@ -51,12 +48,31 @@ pub fn lease_rows(
                 "network_id": n.id.as_str(),
                 "subnet_id": subnet_of(ip),
                 "port_id": port_of(mac),
-                "ip_version": 4,
+                "ip_version": if ip.is_ipv4() { 4 } else { 6 },
                 "state": state,
                 "granted_at": stamp(granted),
                 "expires_at": stamp(expires),
                 "host": node,
             })
+        };
+        // DHCPv6 leases, with the client's DUID and IAID
+        if let Some(net6) = dp.network6(&n.id) {
+            let leases: Vec<_> = net6.leases().iter().cloned().collect();
+            for l in leases {
+                let state = if l.expires.is_some_and(|e| e <= now) {
+                    "expired"
+                } else {
+                    "bound"
+                };
+                let granted = l.expires.map(|e| e.saturating_sub(u64::from(lease_secs)));
+                let mut r = row(l.addr.into(), l.mac, state, granted, l.expires);
+                r["client_duid"] = json!(l.duid.to_string());
+                r["iaid"] = json!(l.iaid);
+                rows.push(r);
+            }
+        }
+        let Some(net) = dp.network(&n.id) else {
+            continue;
         };
         let (bound, declined): (Vec<_>, Vec<_>) = {
             let t = net.leases();
@@ -69,10 +85,10 @@ pub fn lease_rows(
                 "bound"
             };
             let granted = l.expires.map(|e| e.saturating_sub(u64::from(lease_secs)));
-            rows.push(row(l.ip, l.mac, state, granted, l.expires));
+            rows.push(row(l.ip.into(), l.mac, state, granted, l.expires));
         }
         for (mac, ip, until) in declined {
-            rows.push(row(ip, mac, "declined", None, Some(until)));
+            rows.push(row(ip.into(), mac, "declined", None, Some(until)));
         }
         for (mac, kind, ip, at) in net.recent() {
             // a lease since then says more than the offer before it
@@ -83,7 +99,7 @@ pub fn lease_rows(
                 RecentKind::Offered => "offered",
                 RecentKind::Released => "released",
             };
-            rows.push(row(ip, mac, state, Some(at), None));
+            rows.push(row(ip.into(), mac, state, Some(at), None));
         }
     }
     rows.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));

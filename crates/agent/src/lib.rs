@@ -8,7 +8,7 @@ use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv4Net};
 use qdhcp_control::DhcpSink;
 use qdhcp_dataplane::listener::open_dhcp_socket;
 use qdhcp_dataplane::Dataplane;
@@ -25,6 +25,7 @@ use qdhcp_registry::{Effect, Port, Registry};
 mod leases;
 mod segment;
 mod services;
+mod v6;
 use segment::{bridge_of, segment_bridge};
 
 /// What the agent needs of the node's configuration (`qdhcp serve` resolves it from its
@@ -82,7 +83,7 @@ fn plug_for(cfg: &AgentConfig, reg: &Registry, net_id: &str, port: &Port) -> Dhc
         .iter()
         .filter_map(|f| {
             reg.subnet(&f.subnet_id)
-                .and_then(|s| Ipv4Net::new(f.ip_address, s.cidr.prefix_len()).ok())
+                .and_then(|s| IpNet::new(f.ip_address, s.cidr.prefix_len()).ok())
         })
         .collect();
     DhcpPlug {
@@ -105,6 +106,8 @@ pub struct DhcpSync {
     segments: Mutex<HashMap<String, Vec<String>>>,
     /// Each network's DNS server, on its DHCP port.
     dns: Mutex<HashMap<String, Arc<DnsServer>>>,
+    /// Networks whose DNS server listens on IPv6 too.
+    dns6: Mutex<std::collections::HashSet<String>>,
     /// The event loops serving every network's DNS sockets (started with the first) and
     /// metadata connections.
     dns_loops: OnceLock<Arc<Reactor>>,
@@ -121,6 +124,7 @@ impl DhcpSync {
             plugged: Mutex::new(HashMap::new()),
             segments: Mutex::new(HashMap::new()),
             dns: Mutex::new(HashMap::new()),
+            dns6: Mutex::new(Default::default()),
             dns_loops: OnceLock::new(),
             metadata: OnceLock::new(),
         }
@@ -190,11 +194,13 @@ impl DhcpSync {
         if let Some(d) = self.dns.lock().remove(net_id) {
             d.stop();
         }
+        self.dns6.lock().remove(net_id);
         if let Some(m) = self.metadata.get() {
             m.stop(net_id);
         }
         self.dp.unlisten(net_id);
         self.dp.remove_network(net_id);
+        self.teardown6(net_id);
         let ns = self.plugged.lock().remove(net_id);
         if let Some(ns) = ns {
             match delete_netns(&ns) {
@@ -360,13 +366,15 @@ impl DhcpSync {
 
     fn sync_network(&self, reg: &Registry, net_id: &str) {
         let (subnets, global) = subnets_for(reg, net_id, &self.cfg.dhcp);
+        let table6 = self.table6(reg, net_id);
         let Some(port) = reg
             .dhcp_port_for(net_id, &self.cfg.node)
-            .filter(|_| !subnets.is_empty())
+            .filter(|_| !subnets.is_empty() || !table6.is_empty())
         else {
             self.teardown(net_id);
             return;
         };
+        let serve_v4 = !subnets.is_empty();
         let domain = self.cfg.dhcp.domain.clone();
         let net = match self.dp.network(net_id) {
             Some(n) => {
@@ -384,10 +392,22 @@ impl DhcpSync {
             self.segments.lock().insert(net_id.into(), links);
         }
         let mut spec = plug_for(&self.cfg, reg, net_id, port);
-        let dhcp_addrs = spec.addrs.clone();
+        let dhcp_addrs: Vec<Ipv4Net> = spec
+            .addrs
+            .iter()
+            .filter_map(|a| match a {
+                IpNet::V4(a) => Some(*a),
+                IpNet::V6(_) => None,
+            })
+            .collect();
         if self.metadata.get().is_some() {
-            // as Neutron's agent does for isolated metadata
-            spec.addrs.push(Ipv4Net::from(qdhcp_metadata::METADATA_V4));
+            // as Neutron's agent does for isolated metadata (and fe80::a9fe:a9fe/64 where the
+            // network has IPv6)
+            spec.addrs
+                .push(IpNet::V4(Ipv4Net::from(qdhcp_metadata::METADATA_V4)));
+            if reg.subnets_of(net_id).any(|s| s.ip_version() == 6) {
+                spec.addrs.push(qdhcp_metadata::metadata_v6_net());
+            }
         }
         if let Err(e) = plug(&spec) {
             tracing::error!("network {net_id}: plumbing failed: {e}");
@@ -399,7 +419,9 @@ impl DhcpSync {
             .lock()
             .insert(net_id.into(), spec.netns.clone());
         let key = net_id.to_string();
-        if !self.dp.is_listening(&key) {
+        if !serve_v4 {
+            self.dp.unlisten(&key);
+        } else if !self.dp.is_listening(&key) {
             match socket_in(&spec.netns, &spec.inner) {
                 Ok(sock) => {
                     let ns = netns_path(&spec.netns);
@@ -420,6 +442,7 @@ impl DhcpSync {
         }
         self.sync_dns(reg, net_id, &spec);
         self.sync_metadata(net_id, &spec);
+        self.sync_v6(net_id, table6, port, &spec);
     }
 }
 
@@ -484,6 +507,7 @@ impl DhcpSink for DhcpSync {
                         }
                         continue;
                     }
+                    self.apply_port6(reg, before.as_deref(), after.as_deref());
                     let Some(net) = self.dp.network(net_id) else {
                         continue;
                     };

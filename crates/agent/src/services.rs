@@ -19,24 +19,37 @@ impl DhcpSync {
         let Some(service) = self.metadata.get() else {
             return;
         };
-        if service.serves(net_id) {
-            return;
-        }
-        let addr = std::net::SocketAddr::from((qdhcp_metadata::METADATA_V4, 80));
-        let opened = qdhcp_plumbing::within_netns(&spec.netns, || {
-            qdhcp_metadata::open_listener(addr, &spec.inner)
-        });
-        match opened {
-            Ok(Ok(listener)) => match service.serve(net_id, &spec.inner, listener) {
-                Ok(_) => tracing::info!(
+        let v6 = spec.addrs.contains(&qdhcp_metadata::metadata_v6_net());
+        let wanted = [
+            Some(std::net::SocketAddr::from((
+                qdhcp_metadata::METADATA_V4,
+                80,
+            ))),
+            v6.then(|| std::net::SocketAddr::from((qdhcp_metadata::METADATA_V6, 80))),
+        ];
+        for addr in wanted.into_iter().flatten() {
+            if service.listens_on(net_id, &addr) {
+                continue;
+            }
+            let opened = qdhcp_plumbing::within_netns(&spec.netns, || {
+                qdhcp_metadata::open_listener(addr, &spec.inner)
+            });
+            let served = match opened {
+                Ok(Ok(listener)) if service.serves(net_id) => {
+                    service.also_serve(net_id, listener).map(|_| ())
+                }
+                Ok(Ok(listener)) => service.serve(net_id, &spec.inner, listener).map(|_| ()),
+                Ok(Err(e)) => Err(e),
+                Err(e) => Err(std::io::Error::other(e.to_string())),
+            };
+            match served {
+                Ok(()) => tracing::info!(
                     "network {net_id}: metadata ({}) listening on {addr} in {}",
                     service.mode(),
                     spec.netns
                 ),
-                Err(e) => tracing::error!("network {net_id}: metadata not served: {e}"),
-            },
-            Ok(Err(e)) => tracing::error!("network {net_id}: metadata not served: {e}"),
-            Err(e) => tracing::error!("network {net_id}: metadata not served: {e}"),
+                Err(e) => tracing::error!("network {net_id}: metadata not served on {addr}: {e}"),
+            }
         }
     }
 
@@ -86,6 +99,30 @@ impl DhcpSync {
             }
         };
         server.set_nets(reg.subnets_of(net_id).map(|s| s.cidr).collect());
+        // on IPv6 too once the network has an IPv6 subnet: DHCPv6 announces the DHCP port's
+        // IPv6 addresses as DNS servers
+        let v6 = reg.subnets_of(net_id).any(|s| s.ip_version() == 6);
+        if v6 && !self.dns6.lock().contains(net_id) {
+            let opened = qdhcp_plumbing::within_netns(&spec.netns, || {
+                qdhcp_dns::server::open_sockets6(&spec.inner, 53)
+            });
+            let served = match opened {
+                Ok(Ok((u, t))) => self.dns_loops().and_then(|loops| {
+                    server.serve_udp6(&loops, u)?;
+                    server.serve_tcp(&loops, t)?;
+                    Ok(())
+                }),
+                Ok(Err(e)) => Err(e.into()),
+                Err(e) => Err(e.into()),
+            };
+            match served {
+                Ok(()) => {
+                    self.dns6.lock().insert(net_id.to_string());
+                    tracing::info!("network {net_id}: DNS listening on IPv6 on {}", spec.inner);
+                }
+                Err(e) => tracing::error!("network {net_id}: DNS not served on IPv6: {e:#}"),
+            }
+        }
         self.refresh_names(reg, net_id);
     }
 

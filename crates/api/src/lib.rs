@@ -16,6 +16,7 @@ mod writes;
 
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::extract::{MatchedPath, Request, State};
@@ -401,8 +402,18 @@ async fn metrics(State(st): State<Arc<ApiState>>) -> Response {
                     let total: u64 = s
                         .allocation_pools
                         .iter()
-                        .map(|p| u64::from(u32::from(p.end)) - u64::from(u32::from(p.start)) + 1)
-                        .sum();
+                        .map(|p| match p.v4_range() {
+                            Some((start, end)) => u64::from(end) - u64::from(start) + 1,
+                            // an IPv6 pool: as many as fit the gauge
+                            None => match (p.start, p.end) {
+                                (IpAddr::V6(a), IpAddr::V6(b)) => {
+                                    u64::try_from((u128::from(b) - u128::from(a)).saturating_add(1))
+                                        .unwrap_or(u64::MAX)
+                                }
+                                _ => 0,
+                            },
+                        })
+                        .fold(0u64, u64::saturating_add);
                     (
                         s.id.to_string(),
                         s.network_id.to_string(),

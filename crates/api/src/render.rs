@@ -46,15 +46,15 @@ pub fn subnet(_reg: &Registry, s: &Subnet) -> Value {
         "network_id": s.network_id,
         "tenant_id": s.project_id,
         "project_id": s.project_id,
-        "ip_version": 4,
+        "ip_version": s.ip_version(),
         "cidr": s.cidr.to_string(),
         "gateway_ip": s.gateway_ip.map(|g| g.to_string()),
         "allocation_pools": s.allocation_pools.iter().map(|p| json!({"start": p.start.to_string(), "end": p.end.to_string()})).collect::<Vec<_>>(),
         "dns_nameservers": s.dns_nameservers.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
         "host_routes": s.host_routes.iter().map(|r| json!({"destination": r.destination.to_string(), "nexthop": r.nexthop.to_string()})).collect::<Vec<_>>(),
         "enable_dhcp": s.enable_dhcp,
-        "ipv6_ra_mode": null,
-        "ipv6_address_mode": null,
+        "ipv6_ra_mode": s.ipv6_ra_mode.map(|m| m.as_str()),
+        "ipv6_address_mode": s.ipv6_address_mode.map(|m| m.as_str()),
         "subnetpool_id": null,
         "service_types": [],
         "segment_id": null,
@@ -87,7 +87,7 @@ fn dns_assignment(p: &Port, domain: &str) -> Vec<Value> {
         .map(|f| {
             let ip = f.ip_address.to_string();
             let (hostname, fqdn) = if p.dns_name.is_empty() {
-                let h = format!("host-{}", ip.replace('.', "-"));
+                let h = qdhcp_registry::dhcp::host_name_of(f.ip_address);
                 let fqdn = if domain.is_empty() {
                     h.clone()
                 } else {

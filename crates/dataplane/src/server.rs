@@ -326,6 +326,17 @@ impl Dataplane {
         n
     }
 
+    /// The DHCPv6 side of the network called `name`, if it has one.
+    pub fn network6(&self, name: &str) -> Option<Arc<Net6>> {
+        self.nets6.lock().get(name).cloned()
+    }
+
+    /// Forgets the DHCPv6 side of a network (its leases go with it, as with
+    /// [`Dataplane::remove_network`]); stop its listener first.
+    pub fn remove_network6(&self, name: &str) {
+        self.nets6.lock().remove(name);
+    }
+
     /// The DHCPv6 side of every network that has one.
     pub fn networks6(&self) -> Vec<Arc<Net6>> {
         self.nets6.lock().values().cloned().collect()

@@ -2,12 +2,12 @@
 //! function read top to bottom. Typed messages in and out; bytes are decoded here only because
 //! a malformed query still gets a FORMERR, and encoded at the edge. No I/O, no clock here.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
-use hickory_proto::rr::rdata::{A, PTR, SOA, TXT};
+use hickory_proto::rr::rdata::{A, AAAA, PTR, SOA, TXT};
 use hickory_proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
-use ipnet::Ipv4Net;
+use ipnet::IpNet;
 
 use crate::zone::Zone;
 
@@ -23,7 +23,7 @@ pub struct Context<'a> {
     pub domains: &'a [Name],
     /// The network's subnets: clients that may ask (`--local-service`), and the reverse space
     /// answered here.
-    pub local_nets: &'a [Ipv4Net],
+    pub local_nets: &'a [IpNet],
     /// Only clients inside `local_nets` get answers (no open resolver).
     pub local_only: bool,
     /// Upstream servers are configured.
@@ -93,7 +93,7 @@ pub enum Outcome {
     Drop(Dropped),
 }
 
-fn in_nets(nets: &[Ipv4Net], ip: Ipv4Addr) -> bool {
+fn in_nets(nets: &[IpNet], ip: IpAddr) -> bool {
     nets.iter().any(|n| n.contains(&ip))
 }
 
@@ -130,10 +130,7 @@ fn soa(domain: &Name) -> Record {
 pub fn decide(bytes: &[u8], client: IpAddr, ctx: &Context<'_>) -> Outcome {
     // --local-service: nobody outside the network's subnets gets anything, not even an error
     // (no amplification, no open resolver).
-    let local = match client {
-        IpAddr::V4(ip) => in_nets(ctx.local_nets, ip),
-        IpAddr::V6(_) => false,
-    };
+    let local = in_nets(ctx.local_nets, client);
     if ctx.local_only && !local {
         return Outcome::Drop(Dropped::NotLocal);
     }
@@ -205,13 +202,18 @@ pub fn decide(bytes: &[u8], client: IpAddr, ctx: &Context<'_>) -> Outcome {
     if let Some(ips) = ctx.zone.addresses(&question.name) {
         let mut r = reply_to(&q, ResponseCode::NoError, ctx);
         r.metadata.authoritative = true;
-        if question.qtype == RecordType::A {
-            for ip in ips {
-                r.answers.push(Record::from_rdata(
-                    name.clone(),
-                    ctx.local_ttl,
-                    RData::A(A(*ip)),
-                ));
+        let records: Vec<RData> = ips
+            .iter()
+            .filter_map(|ip| match (question.qtype, ip) {
+                (RecordType::A, IpAddr::V4(a)) => Some(RData::A(A(*a))),
+                (RecordType::AAAA, IpAddr::V6(a)) => Some(RData::AAAA(AAAA(*a))),
+                _ => None,
+            })
+            .collect();
+        if !records.is_empty() {
+            for rdata in records {
+                r.answers
+                    .push(Record::from_rdata(name.clone(), ctx.local_ttl, rdata));
             }
             return Outcome::Reply {
                 msg: r,
@@ -236,8 +238,8 @@ pub fn decide(bytes: &[u8], client: IpAddr, ctx: &Context<'_>) -> Outcome {
 
     // 3. The reverse name of an address of the network's subnets: answered here.
     if question.qtype == RecordType::PTR {
-        if let Ok(ipnet::IpNet::V4(n)) = name.parse_arpa_name() {
-            if n.prefix_len() == 32 {
+        if let Ok(n) = name.parse_arpa_name() {
+            if n.prefix_len() == n.max_prefix_len() {
                 let ip = n.addr();
                 if let Some(target) = ctx.zone.name_of(ip) {
                     let mut r = reply_to(&q, ResponseCode::NoError, ctx);
@@ -292,11 +294,15 @@ pub fn decide(bytes: &[u8], client: IpAddr, ctx: &Context<'_>) -> Outcome {
 mod tests {
     use super::*;
     use hickory_proto::op::Query;
+    use std::net::Ipv4Addr;
 
     fn zone() -> Zone {
         Zone::parse_hosts(
             "172.16.1.103 host-172-16-1-103.openstacklocal. host-172-16-1-103\n\
-             172.16.1.104 vm2.openstacklocal. vm2\n",
+             172.16.1.104 vm2.openstacklocal. vm2\n\
+             2001:db8:16::10 host-2001-db8-16--10.openstacklocal. host-2001-db8-16--10\n\
+             172.16.1.105 dual.openstacklocal. dual\n\
+             2001:db8:16::11 dual.openstacklocal. dual\n",
         )
         .0
     }
@@ -332,6 +338,47 @@ mod tests {
     }
 
     const VM: &str = "172.16.1.50";
+
+    #[test]
+    fn aaaa_and_ip6_arpa_ptr_are_answered_from_the_ports_ipv6_addresses() {
+        let (m, how) = reply(run(
+            &query("host-2001-db8-16--10.openstacklocal.", RecordType::AAAA),
+            VM,
+            true,
+        ));
+        assert_eq!(how, Answered::Local);
+        let v6: std::net::Ipv6Addr = "2001:db8:16::10".parse().unwrap();
+        assert_eq!(m.answers.len(), 1);
+        assert_eq!(&m.answers[0].data, &RData::AAAA(AAAA(v6)));
+        // a dual-stack name: A gets only its IPv4 address, AAAA only its IPv6 one
+        let (m, _) = reply(run(&query("dual.", RecordType::A), VM, true));
+        assert_eq!(m.answers.len(), 1);
+        assert_eq!(
+            &m.answers[0].data,
+            &RData::A(A(Ipv4Addr::new(172, 16, 1, 105)))
+        );
+        let (m, _) = reply(run(&query("dual.", RecordType::AAAA), VM, true));
+        assert_eq!(m.answers.len(), 1);
+        let dual: std::net::Ipv6Addr = "2001:db8:16::11".parse().unwrap();
+        assert_eq!(&m.answers[0].data, &RData::AAAA(AAAA(dual)));
+        // an IPv6-only name asked for A: no data, not no such name
+        let (m, how) = reply(run(
+            &query("host-2001-db8-16--10.", RecordType::A),
+            VM,
+            true,
+        ));
+        assert_eq!((how, m.answers.len()), (Answered::NoData, 0));
+        let arpa = "0.1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.6.1.0.0.8.b.d.0.1.0.0.2.ip6.arpa.";
+        let (m, how) = reply(run(&query(arpa, RecordType::PTR), VM, true));
+        assert_eq!(how, Answered::Local);
+        assert_eq!(
+            &m.answers[0].data,
+            &RData::PTR(PTR(Name::from_ascii(
+                "host-2001-db8-16--10.openstacklocal."
+            )
+            .unwrap()))
+        );
+    }
 
     #[test]
     fn fqdn_and_bare_name_get_the_ports_address() {

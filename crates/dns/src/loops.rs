@@ -73,6 +73,41 @@ impl Source for UdpQueries {
     }
 }
 
+/// The UDP socket on port 53 of one interface over IPv6 (the DHCP port's IPv6 addresses,
+/// announced by DHCPv6 as DNS servers): a datagram at a time, since the batch path is IPv4's.
+struct UdpQueries6 {
+    server: Arc<DnsServer>,
+    sock: Arc<UdpSocket>,
+}
+
+impl Source for UdpQueries6 {
+    fn fd(&self) -> RawFd {
+        self.sock.as_raw_fd()
+    }
+
+    fn ready(&mut self) -> Turn {
+        let mut buf = [0u8; QUERY_MAX];
+        let me = &self.server;
+        for _ in 0..BUDGET {
+            let (n, from) = match self.sock.recv_from(&mut buf) {
+                Ok(x) => x,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return Turn::Drained,
+            };
+            if !me.within_rate(from.ip()) {
+                me.counters.dropped_rate.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            if let Some((reply, limit)) = me.handle(&buf[..n], from, Some(&self.sock)) {
+                if let Some(bytes) = encode_within(&reply, limit) {
+                    let _ = self.sock.send_to(&bytes, from);
+                }
+            }
+        }
+        Turn::More
+    }
+}
+
 /// Largest query taken over UDP (EDNS allows 4,096-byte messages; queries are far smaller).
 const QUERY_MAX: usize = 4096;
 
@@ -194,6 +229,20 @@ impl DnsServer {
         self.register(
             reactor,
             Box::new(UdpQueries {
+                server: self.clone(),
+                sock: Arc::new(sock),
+            }),
+        );
+        Ok(())
+    }
+
+    /// Serves queries arriving on an IPv6 socket (see [`crate::server::open_sockets6`]) until
+    /// [`DnsServer::stop`].
+    pub fn serve_udp6(self: &Arc<Self>, reactor: &Arc<Reactor>, sock: UdpSocket) -> io::Result<()> {
+        sock.set_nonblocking(true)?;
+        self.register(
+            reactor,
+            Box::new(UdpQueries6 {
                 server: self.clone(),
                 sock: Arc::new(sock),
             }),

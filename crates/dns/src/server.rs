@@ -7,7 +7,7 @@
 
 use parking_lot::{Mutex, RwLock};
 use std::io::{self, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use ahash::HashMap;
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{Name, RData, RecordType};
-use ipnet::Ipv4Net;
+use ipnet::IpNet;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
 use crate::answer::{decide, Answered, Context, Outcome, Question, EDNS_PAYLOAD};
@@ -83,7 +83,7 @@ pub struct DnsServer {
     zone: RwLock<Arc<Zone>>,
     /// The domains answered with authority: the server's, then the network's own.
     domains: RwLock<Arc<Vec<Name>>>,
-    nets: RwLock<Arc<Vec<Ipv4Net>>>,
+    nets: RwLock<Arc<Vec<IpNet>>>,
     cache: Mutex<Cache>,
     /// Where forwarded queries leave from and their answers arrive: only with upstreams.
     pub(crate) upstream: Option<UdpSocket>,
@@ -114,21 +114,34 @@ fn now_secs() -> u64 {
 /// Opens a UDP and a TCP socket on port `port` of `iface` (in the calling thread's network
 /// namespace), bound to the device as dnsmasq's `--bind-dynamic` does.
 pub fn open_sockets(iface: &str, port: u16) -> io::Result<(UdpSocket, TcpListener)> {
+    open_sockets_on(iface, SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)))
+}
+
+/// [`open_sockets`] on IPv6 (`[::]:port` on `iface`, IPv6 only).
+pub fn open_sockets6(iface: &str, port: u16) -> io::Result<(UdpSocket, TcpListener)> {
+    open_sockets_on(
+        iface,
+        SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port)),
+    )
+}
+
+fn open_sockets_on(iface: &str, at: SocketAddr) -> io::Result<(UdpSocket, TcpListener)> {
     let bind = |s: &Socket| -> io::Result<()> {
+        if at.is_ipv6() {
+            s.set_only_v6(true)?;
+        }
         s.set_reuse_address(true)?;
         s.bind_device(Some(iface.as_bytes()))?;
-        s.bind(&SockAddr::from(SocketAddrV4::new(
-            Ipv4Addr::UNSPECIFIED,
-            port,
-        )))
-        .map_err(|e| io::Error::new(e.kind(), format!("DNS port {port} on {iface}: {e}")))
+        s.bind(&SockAddr::from(at))
+            .map_err(|e| io::Error::new(e.kind(), format!("DNS {at} on {iface}: {e}")))
     };
-    let u = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+    let domain = Domain::for_address(at);
+    let u = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
     bind(&u)?;
     // room for a burst (a flood is dropped after it is read; queries behind it must not be
     // dropped by the kernel before)
     let _ = u.set_recv_buffer_size(4 << 20);
-    let t = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
+    let t = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
     bind(&t)?;
     t.listen(64)?;
     Ok((u.into(), t.into()))
@@ -205,7 +218,7 @@ impl DnsServer {
     }
 
     /// Replaces the network's subnets.
-    pub fn set_nets(&self, nets: Vec<Ipv4Net>) {
+    pub fn set_nets(&self, nets: Vec<IpNet>) {
         *self.nets.write() = Arc::new(nets);
     }
 

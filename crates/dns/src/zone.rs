@@ -2,7 +2,7 @@
 //! `dns_name`) under the network's domain and bare, as Neutron writes them into dnsmasq's
 //! `--addn-hosts` file (`<ip> <fqdn> <name>`). Pure data: no I/O here.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use ahash::HashMap;
 use hickory_proto::rr::{LowerName, Name};
@@ -20,11 +20,11 @@ pub struct ZoneError {
 /// Local names and addresses of one network.
 #[derive(Debug, Default, Clone)]
 pub struct Zone {
-    by_name: HashMap<LowerName, Vec<Ipv4Addr>>,
+    by_name: HashMap<LowerName, Vec<IpAddr>>,
     /// TXT records (dnsmasq's `--txt-record`, Neutron's `dnsmasq_txt_record`).
     txt: HashMap<LowerName, Vec<String>>,
     /// The first name given for an address: the answer to its PTR query.
-    by_ip: HashMap<Ipv4Addr, Name>,
+    by_ip: HashMap<IpAddr, Name>,
 }
 
 fn fqdn(s: &str) -> Option<Name> {
@@ -35,7 +35,7 @@ fn fqdn(s: &str) -> Option<Name> {
 
 impl Zone {
     /// Adds `names` for `ip`; the first becomes the address's PTR target.
-    pub fn insert(&mut self, ip: Ipv4Addr, names: &[Name]) {
+    pub fn insert(&mut self, ip: IpAddr, names: &[Name]) {
         for n in names {
             let ips = self.by_name.entry(LowerName::new(n)).or_default();
             if !ips.contains(&ip) {
@@ -47,8 +47,8 @@ impl Zone {
         }
     }
 
-    /// Reads dnsmasq's hosts-file format (`IP NAME [NAME…]`, `#` comments). IPv6 lines are
-    /// skipped (qdhcp serves IPv4); unreadable lines are reported and skipped.
+    /// Reads dnsmasq's hosts-file format (`IP NAME [NAME…]`, `#` comments; IPv4 and IPv6, as
+    /// Neutron writes both into addn_hosts); unreadable lines are reported and skipped.
     pub fn parse_hosts(text: &str) -> (Zone, Vec<ZoneError>) {
         let mut z = Zone::default();
         let errs = z.add_hosts(text);
@@ -67,10 +67,7 @@ impl Zone {
             }
             let mut words = line.split_whitespace();
             let Some(addr) = words.next() else { continue };
-            if addr.contains(':') {
-                continue;
-            }
-            let Ok(ip) = addr.parse::<Ipv4Addr>() else {
+            let Ok(ip) = addr.parse::<IpAddr>() else {
                 errs.push(ZoneError {
                     line: i + 1,
                     why: format!("{addr:?} is not an address"),
@@ -121,12 +118,12 @@ impl Zone {
     }
 
     /// The addresses of `name`, if it is a local name.
-    pub fn addresses(&self, name: &LowerName) -> Option<&[Ipv4Addr]> {
+    pub fn addresses(&self, name: &LowerName) -> Option<&[IpAddr]> {
         self.by_name.get(name).map(Vec::as_slice)
     }
 
     /// The name of `ip`, if it is a local address.
-    pub fn name_of(&self, ip: Ipv4Addr) -> Option<&Name> {
+    pub fn name_of(&self, ip: IpAddr) -> Option<&Name> {
         self.by_ip.get(&ip)
     }
 
@@ -159,16 +156,22 @@ mod tests {
         let a = |s: &str| z.addresses(&LowerName::new(&fqdn(s).unwrap()));
         assert_eq!(
             a("HOST-172-16-1-103.openstacklocal"),
-            Some(&[Ipv4Addr::new(172, 16, 1, 103)][..])
+            Some(&[IpAddr::from([172, 16, 1, 103])][..])
         );
         assert_eq!(a("host-172-16-1-103").map(<[_]>::len), Some(1));
-        assert_eq!(a("vm2"), Some(&[Ipv4Addr::new(172, 16, 1, 104)][..]));
+        assert_eq!(a("vm2"), Some(&[IpAddr::from([172, 16, 1, 104])][..]));
         assert_eq!(
-            z.name_of(Ipv4Addr::new(172, 16, 1, 103))
+            z.name_of(IpAddr::from([172, 16, 1, 103]))
                 .unwrap()
                 .to_ascii(),
             "host-172-16-1-103.openstacklocal."
         );
-        assert!(a("host-fd00--5").is_none(), "IPv6 lines are skipped");
+        // IPv6 lines too: Neutron writes each v6 fixed IP there and dnsmasq answers AAAA
+        let v6: IpAddr = "fd00::5".parse().unwrap();
+        assert_eq!(a("host-fd00--5"), Some(&[v6][..]));
+        assert_eq!(
+            z.name_of(v6).unwrap().to_ascii(),
+            "host-fd00--5.openstacklocal."
+        );
     }
 }

@@ -105,13 +105,31 @@ impl Why {
     }
 }
 
-/// The port of `network_id` that holds `source`.
+/// The port of `network_id` that holds `source`; for an IPv6 link-local source (a VM asking
+/// `[fe80::a9fe:a9fe]`), the port whose MAC its EUI-64 interface id carries, as Neutron's
+/// metadata agent finds it.
 pub fn port_of<'r>(reg: &'r Registry, network_id: &'r str, source: IpAddr) -> Option<&'r Port> {
-    let IpAddr::V4(v4) = source else {
+    if let Some(mac) = mac_of_link_local(source) {
+        return reg.ports_of(network_id).find(|p| p.mac_address.0 == mac);
+    }
+    reg.ports_of(network_id)
+        .find(|p| p.fixed_ips.iter().any(|f| f.ip_address == source))
+}
+
+/// The MAC in an EUI-64 link-local address (`fe80::f816:3eff:fe7a:603` →
+/// `fa:16:3e:7a:06:03`); `None` for any other address.
+pub fn mac_of_link_local(ip: IpAddr) -> Option<[u8; 6]> {
+    let IpAddr::V6(a) = ip else {
         return None;
     };
-    reg.ports_of(network_id)
-        .find(|p| p.fixed_ips.iter().any(|f| f.ip_address == v4))
+    if !a.is_unicast_link_local() {
+        return None;
+    }
+    let o = a.octets();
+    if o[11] != 0xff || o[12] != 0xfe {
+        return None;
+    }
+    Some([o[8] ^ 0x02, o[9], o[10], o[13], o[14], o[15]])
 }
 
 /// Decides what `req` gets.

@@ -21,7 +21,9 @@ pub mod upstream;
 pub use answer::{decide, Asked, Decision, Forward, Mode, Why};
 pub use request::{parse, Parsed, Request};
 pub use response::Response;
-pub use serve::{open_listener, RegistryView, Service, Settings, Site, METADATA_V4};
+pub use serve::{
+    metadata_v6_net, open_listener, RegistryView, Service, Settings, Site, METADATA_V4, METADATA_V6,
+};
 pub use upstream::UpstreamConfig;
 
 #[cfg(test)]

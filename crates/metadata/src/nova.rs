@@ -64,8 +64,9 @@ impl Instance<'_> {
         if !self.port.dns_name.is_empty() {
             return self.port.dns_name.clone();
         }
-        match self.port.fixed_ips.first() {
-            Some(f) => format!("host-{}", f.ip_address.to_string().replace('.', "-")),
+        let first = self.port.fixed_ips.iter().find(|f| f.ip_address.is_ipv4());
+        match first.or(self.port.fixed_ips.first()) {
+            Some(f) => qdhcp_registry::dhcp::host_name_of(f.ip_address),
             None => format!(
                 "host-{}",
                 &self.port.id.as_str()[..8.min(self.port.id.len())]
@@ -144,7 +145,8 @@ impl Instance<'_> {
                         services.push(s.clone());
                     }
                 }
-                if subnet.enable_dhcp {
+                let version = subnet.ip_version();
+                if subnet.enable_dhcp && version == 4 {
                     networks.push(json!({
                         "id": id,
                         "type": "ipv4_dhcp",
@@ -155,9 +157,10 @@ impl Instance<'_> {
                 }
                 let mut routes = Vec::new();
                 if let Some(gw) = subnet.gateway_ip {
+                    let any = if version == 4 { "0.0.0.0" } else { "::" };
                     routes.push(json!({
-                        "network": "0.0.0.0",
-                        "netmask": "0.0.0.0",
+                        "network": any,
+                        "netmask": any,
                         "gateway": gw.to_string(),
                     }));
                 }
@@ -168,9 +171,15 @@ impl Instance<'_> {
                         "gateway": r.nexthop.to_string(),
                     }));
                 }
+                // IPv6 as Nova types it: by the subnet's address mode
+                let kind = match (version, subnet.ipv6_address_mode) {
+                    (4, _) => "ipv4".to_string(),
+                    (_, Some(m)) => format!("ipv6_{}", m.as_str()),
+                    (_, None) => "ipv6".to_string(),
+                };
                 networks.push(json!({
                     "id": id,
-                    "type": "ipv4",
+                    "type": kind,
                     "link": link_id,
                     "ip_address": f.ip_address.to_string(),
                     "netmask": subnet.cidr.netmask().to_string(),
@@ -188,7 +197,13 @@ impl Instance<'_> {
             "ami-launch-index" => "0".into(),
             "hostname" | "local-hostname" => self.hostname(),
             "instance-id" => self.port.device_id.clone(),
-            "local-ipv4" => self.port.fixed_ips.first()?.ip_address.to_string(),
+            "local-ipv4" => self
+                .port
+                .fixed_ips
+                .iter()
+                .find(|f| f.ip_address.is_ipv4())?
+                .ip_address
+                .to_string(),
             "mac" => self.port.mac_address.to_string(),
             _ => return None,
         })

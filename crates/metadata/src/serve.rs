@@ -24,6 +24,15 @@ use crate::upstream::{Upstream, UpstreamConfig};
 
 /// The metadata address, where Neutron's agent serves it.
 pub const METADATA_V4: std::net::Ipv4Addr = std::net::Ipv4Addr::new(169, 254, 169, 254);
+/// The IPv6 metadata address, on networks with an IPv6 subnet (Neutron's `METADATA_V6_IP`).
+pub const METADATA_V6: std::net::Ipv6Addr =
+    std::net::Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0xa9fe, 0xa9fe);
+
+/// [`METADATA_V6`] with the prefix Neutron's agent adds it with (`fe80::a9fe:a9fe/64`).
+pub fn metadata_v6_net() -> ipnet::IpNet {
+    ipnet::IpNet::V6(ipnet::Ipv6Net::new(METADATA_V6, 64).unwrap_or_default())
+}
+
 /// Open connections one network may hold; past it new ones are closed at once.
 pub const CONNECTIONS_PER_NETWORK: usize = 256;
 /// Connections accepted per listener turn.
@@ -116,14 +125,10 @@ impl Service {
             )),
             open: AtomicUsize::new(0),
             conns: Mutex::new(HashSet::new()),
-            listener: Mutex::new(None),
+            listeners: Mutex::new(Vec::new()),
             counters: SiteCounters::default(),
         });
-        let id = self.loops.add(Box::new(Accept {
-            site: site.clone(),
-            listener,
-        }));
-        *site.listener.lock() = Some(id);
+        site.add(&self.loops, listener)?;
         if let Some(old) = self
             .sites
             .lock()
@@ -132,6 +137,23 @@ impl Service {
             old.stop(&self.loops);
         }
         Ok(site)
+    }
+
+    /// Serves another listener (the IPv6 address beside the IPv4 one) for a network that has
+    /// a site; `false` when it has none.
+    pub fn also_serve(&self, network_id: &str, listener: TcpListener) -> io::Result<bool> {
+        listener.set_nonblocking(true)?;
+        let site = self.sites.lock().get(network_id).cloned();
+        match site {
+            Some(site) => site.add(&self.loops, listener).map(|()| true),
+            None => Ok(false),
+        }
+    }
+
+    /// Whether the network's site listens on `addr`.
+    pub fn listens_on(&self, network_id: &str, addr: &SocketAddr) -> bool {
+        let site = self.sites.lock().get(network_id).cloned();
+        site.is_some_and(|s| s.listeners.lock().iter().any(|(a, _)| a.ip() == addr.ip()))
     }
 
     /// Stops the network's site: its listener and every connection closed.
@@ -171,13 +193,25 @@ pub struct Site {
     pub(crate) limiter: Mutex<RateLimit>,
     pub(crate) open: AtomicUsize,
     pub(crate) conns: Mutex<HashSet<SourceId>>,
-    listener: Mutex<Option<SourceId>>,
+    /// Its listening sockets on the loops, by address.
+    listeners: Mutex<Vec<(SocketAddr, SourceId)>>,
     pub(crate) counters: SiteCounters,
 }
 
 impl Site {
+    /// Puts `listener` on the loops for this site.
+    fn add(self: &Arc<Self>, loops: &Reactor, listener: TcpListener) -> io::Result<()> {
+        let addr = listener.local_addr()?;
+        let id = loops.add(Box::new(Accept {
+            site: self.clone(),
+            listener,
+        }));
+        self.listeners.lock().push((addr, id));
+        Ok(())
+    }
+
     fn stop(&self, loops: &Reactor) {
-        if let Some(id) = self.listener.lock().take() {
+        for (_, id) in self.listeners.lock().drain(..) {
             loops.remove(id);
         }
         let conns: Vec<SourceId> = self.conns.lock().drain().collect();

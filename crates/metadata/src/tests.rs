@@ -432,3 +432,111 @@ proptest::proptest! {
         let _ = body(&d);
     }
 }
+
+/// A dhcpv6-stateful subnet added to network `a`: `vm-1` gets an IPv6 address there.
+#[test]
+fn ipv6_addresses_are_novas_ipv6_networks_and_a_link_local_source_finds_its_port() {
+    let (mut reg, a, _) = world();
+    let mut env = TestEnv(7, 100);
+    let s6 = reg
+        .create_subnet(
+            SubnetReq {
+                network_id: Some(a.clone()),
+                cidr: Some("2001:db8:16::/64".into()),
+                ip_version: Some(6),
+                ipv6_address_mode: Some(Some("dhcpv6-stateful".into())),
+                ipv6_ra_mode: Some(Some("dhcpv6-stateful".into())),
+                ..Default::default()
+            },
+            &admin(),
+            &mut env,
+        )
+        .unwrap()
+        .0;
+    let vm = reg
+        .ports_of(&a)
+        .find(|p| p.device_id == "vm-1")
+        .unwrap()
+        .clone();
+    let mut fixed: Vec<FixedIpReq> = vm
+        .fixed_ips
+        .iter()
+        .map(|f| FixedIpReq {
+            subnet_id: Some(f.subnet_id.to_string()),
+            ip_address: Some(f.ip_address.to_string()),
+        })
+        .collect();
+    fixed.push(FixedIpReq {
+        subnet_id: Some(s6.id.to_string()),
+        ip_address: Some("2001:db8:16::10".into()),
+    });
+    reg.update_port(
+        &vm.id,
+        PortReq {
+            fixed_ips: Some(fixed),
+            ..Default::default()
+        },
+        &mut env,
+    )
+    .unwrap();
+    let n = json_of(
+        &ask(
+            &reg,
+            &a,
+            "10.0.0.10",
+            "/openstack/latest/network_data.json",
+            &Mode::Builtin,
+        )
+        .0,
+    );
+    let v6 = n["networks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["type"] == "ipv6_dhcpv6-stateful")
+        .unwrap_or_else(|| panic!("no ipv6 network: {n}"))
+        .clone();
+    assert_eq!(v6["ip_address"], "2001:db8:16::10");
+    assert_eq!(v6["netmask"], "ffff:ffff:ffff:ffff::");
+    assert_eq!(
+        v6["routes"],
+        json!([{"network": "::", "netmask": "::", "gateway": "2001:db8:16::1"}])
+    );
+    // the VM's global IPv6 address, and its EUI-64 link-local, both find its port
+    let mac = vm.mac_address.0;
+    let ll = format!(
+        "fe80::{:02x}{:02x}:{:02x}ff:fe{:02x}:{:02x}{:02x}",
+        mac[0] ^ 2,
+        mac[1],
+        mac[2],
+        mac[3],
+        mac[4],
+        mac[5]
+    );
+    for src in ["2001:db8:16::10", ll.as_str()] {
+        let m = json_of(
+            &ask(
+                &reg,
+                &a,
+                src,
+                "/openstack/latest/meta_data.json",
+                &Mode::Builtin,
+            )
+            .0,
+        );
+        assert_eq!(m["uuid"], "vm-1", "from {src}");
+    }
+    // a link-local that is no EUI-64 (a privacy address) finds nothing
+    let (d, why) = ask(
+        &reg,
+        &a,
+        "fe80::1234:5678:9abc:def0",
+        "/openstack/latest/meta_data.json",
+        &Mode::Builtin,
+    );
+    assert_eq!((body(&d).0, why), (404, Why::NoPort));
+    assert_eq!(
+        crate::answer::mac_of_link_local("fe80::f816:3eff:fe7a:603".parse().unwrap()),
+        Some([0xfa, 0x16, 0x3e, 0x7a, 0x06, 0x03])
+    );
+}

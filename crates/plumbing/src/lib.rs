@@ -6,11 +6,11 @@
 #![forbid(unsafe_code)]
 
 use std::fs::File;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::path::PathBuf;
 
 use futures_util::TryStreamExt;
-use ipnet::Ipv4Net;
+use ipnet::IpNet;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{setns, unshare, CloneFlags};
 use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth};
@@ -382,8 +382,8 @@ pub struct DhcpPlug {
     pub bridge: Option<String>,
     /// The DHCP port's MAC for the inside end.
     pub mac: [u8; 6],
-    /// The DHCP port's addresses with their prefixes.
-    pub addrs: Vec<Ipv4Net>,
+    /// The DHCP port's addresses with their prefixes (IPv4 and IPv6).
+    pub addrs: Vec<IpNet>,
 }
 
 /// Creates or repairs a DHCP port's plumbing: namespace, veth pair, bridge port, addresses.
@@ -456,6 +456,19 @@ pub fn plug(p: &DhcpPlug) -> Result<(), PlumbError> {
             .await
             .map_err(nl("tap up"))
     })?;
+    // Before the inside end comes up, as Neutron's agent sets the DHCP port: no router
+    // advertisements taken (the port is a server, not a host), and no duplicate address
+    // detection, which would hold its link-local and IPv6 addresses (unique by IPAM)
+    // tentative for a second or two, when DHCPv6 and metadata cannot bind to them. Sysctls
+    // are read in the namespace of the thread that opens them: written from inside.
+    within_netns(&p.netns, || {
+        for (key, value) in [("accept_ra", "0"), ("accept_dad", "0")] {
+            let path = format!("/proc/sys/net/ipv6/conf/{}/{key}", p.inner);
+            if let Err(e) = std::fs::write(&path, value) {
+                tracing::warn!("{path}: {e}");
+            }
+        }
+    })?;
     let q = p.clone();
     in_netns(Some(&p.netns), move |h| async move {
         let idx = link_index(&h, &q.inner)
@@ -466,14 +479,11 @@ pub fn plug(p: &DhcpPlug) -> Result<(), PlumbError> {
             .execute()
             .await
             .map_err(nl("inner up"))?;
-        let mut have: Vec<(Ipv4Addr, u8)> = Vec::new();
+        let mut have: Vec<(IpAddr, u8)> = Vec::new();
         let mut addrs = h.address().get().set_link_index_filter(idx).execute();
         while let Some(a) = addrs.try_next().await.map_err(nl("get addresses"))? {
             for attr in a.attributes {
-                if let rtnetlink::packet_route::address::AddressAttribute::Address(
-                    std::net::IpAddr::V4(ip),
-                ) = attr
-                {
+                if let rtnetlink::packet_route::address::AddressAttribute::Address(ip) = attr {
                     have.push((ip, a.header.prefix_len));
                 }
             }
@@ -481,7 +491,7 @@ pub fn plug(p: &DhcpPlug) -> Result<(), PlumbError> {
         for n in &q.addrs {
             if !have.contains(&(n.addr(), n.prefix_len())) {
                 h.address()
-                    .add(idx, std::net::IpAddr::V4(n.addr()), n.prefix_len())
+                    .add(idx, n.addr(), n.prefix_len())
                     .execute()
                     .await
                     .map_err(nl("add address"))?;

@@ -107,7 +107,13 @@ pub fn open(
         tracing::warn!(target: "dns", "{w}");
     }
     server.set_zone(zone);
-    server.set_nets(cfg.ranges.iter().map(|r| r.net.trunc()).collect());
+    server.set_nets(
+        cfg.ranges
+            .iter()
+            .map(|r| ipnet::IpNet::V4(r.net.trunc()))
+            .chain(cfg.ranges6.iter().map(|r| ipnet::IpNet::V6(r.net.trunc())))
+            .collect(),
+    );
     let mut side = DnsSide {
         server,
         port,

@@ -2,10 +2,27 @@
 //! dnsmasq's files: subnet options (router, DNS, classless routes with the metadata route via
 //! the DHCP port, MTU, domain) and one reservation per port. Pure functions.
 
+use std::net::{IpAddr, Ipv4Addr};
+
+use ipnet::IpNet;
 use qdhcp_protocol::{ClientMatch, Conditional, OptionSet, Reservation, Subnet as DhcpSubnet};
 
 use crate::model::Port;
 use crate::registry::Registry;
+
+/// The IPv4 address, if it is one.
+fn v4(ip: IpAddr) -> Option<Ipv4Addr> {
+    match ip {
+        IpAddr::V4(a) => Some(a),
+        IpAddr::V6(_) => None,
+    }
+}
+
+/// Neutron's host name for an address without a `dns_name`: `host-10-0-0-3`,
+/// `host-2001-db8-16--10`.
+pub fn host_name_of(ip: IpAddr) -> String {
+    format!("host-{}", ip.to_string().replace(['.', ':'], "-"))
+}
 
 /// DHCP settings that come from configuration, not from the API.
 #[derive(Debug, Clone)]
@@ -47,16 +64,19 @@ pub fn subnets_for(
     let dhcp_port = reg.dhcp_port_for(net_id, &cfg.node);
     let mut out = Vec::new();
     for s in reg.subnets_of(net_id).filter(|s| s.enable_dhcp) {
+        let IpNet::V4(net) = s.cidr else {
+            continue;
+        };
         let mut o = OptionSet::default();
         let ip_in = |p: &Port| {
             p.fixed_ips
                 .iter()
                 .find(|f| f.subnet_id == s.id)
-                .map(|f| f.ip_address)
+                .and_then(|f| v4(f.ip_address))
         };
         let server = dhcp_port.and_then(ip_in);
         // every DHCP port of the subnet answers DNS (one per serving node): this node's first
-        let mut dns_ports: Vec<std::net::Ipv4Addr> = server.into_iter().collect();
+        let mut dns_ports: Vec<Ipv4Addr> = server.into_iter().collect();
         for ip in reg.dhcp_ports(net_id).filter_map(ip_in) {
             if !dns_ports.contains(&ip) {
                 dns_ports.push(ip);
@@ -70,7 +90,7 @@ pub fn subnets_for(
         );
         // Option 6 as Neutron's agent writes it: the subnet's servers; `0.0.0.0` alone means
         // "announce none"; none given, the DHCP ports themselves when they answer DNS.
-        let unspecified = [std::net::Ipv4Addr::UNSPECIFIED];
+        let unspecified = [IpAddr::V4(Ipv4Addr::UNSPECIFIED)];
         if s.dns_nameservers == unspecified {
             let _ = o.set_text(6, "", false);
         } else if !s.dns_nameservers.is_empty() {
@@ -105,7 +125,7 @@ pub fn subnets_for(
             let _ = o.set_text(249, &v, false);
         }
         out.push(DhcpSubnet {
-            net: s.cidr,
+            net,
             lease_secs: cfg.lease_secs,
             options: o,
         });
@@ -121,12 +141,12 @@ pub fn names_for(
     reg: &Registry,
     net_id: &str,
     domain: Option<&str>,
-) -> Vec<(std::net::Ipv4Addr, String, String)> {
+) -> Vec<(IpAddr, String, String)> {
     let mut out = Vec::new();
     for p in reg.ports_of(net_id) {
         for f in &p.fixed_ips {
             let name = if p.dns_name.is_empty() {
-                format!("host-{}", f.ip_address.to_string().replace('.', "-"))
+                host_name_of(f.ip_address)
             } else {
                 p.dns_name.clone()
             };
@@ -148,17 +168,19 @@ pub fn names_for(
     out
 }
 
-/// The reservation DHCP serves for a port: its first address in a DHCP-enabled subnet.
+/// The reservation DHCPv4 serves for a port: its first IPv4 address in a DHCP-enabled subnet.
 pub fn reservation_for(reg: &Registry, p: &Port) -> Option<Reservation> {
     if p.is_dhcp() {
         return None;
     }
-    let f = p
-        .fixed_ips
-        .iter()
-        .find(|f| reg.subnet(&f.subnet_id).is_some_and(|s| s.enable_dhcp))?;
+    let (f, ip) = p.fixed_ips.iter().find_map(|f| {
+        let ip = v4(f.ip_address)?;
+        reg.subnet(&f.subnet_id)
+            .is_some_and(|s| s.enable_dhcp)
+            .then_some((f, ip))
+    })?;
     let hostname = if p.dns_name.is_empty() {
-        format!("host-{}", f.ip_address.to_string().replace('.', "-"))
+        host_name_of(f.ip_address)
     } else {
         p.dns_name.clone()
     };
@@ -201,7 +223,7 @@ pub fn reservation_for(reg: &Registry, p: &Port) -> Option<Reservation> {
     Some(Reservation {
         mac: Some(p.mac_address),
         client_id: None,
-        ip: f.ip_address,
+        ip,
         hostname: Some(hostname),
         options,
         conditional,

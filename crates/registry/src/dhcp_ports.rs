@@ -185,7 +185,11 @@ impl Registry {
         p.fixed_ips.retain(|f| subnets.contains(&f.subnet_id));
         for sid in subnets {
             if !p.fixed_ips.iter().any(|f| &f.subnet_id == sid) {
-                if let Some(ip) = self.next_free(sid) {
+                let auto = self
+                    .subnets
+                    .get(sid)
+                    .and_then(|s| crate::ipv6::auto_address(s, p.mac_address));
+                if let Some(ip) = auto.or_else(|| self.next_free(sid)) {
                     p.fixed_ips.push(FixedIp {
                         subnet_id: sid.clone(),
                         ip_address: ip,

@@ -43,6 +43,14 @@ pub enum RegistryError {
         /// The address.
         ip: String,
     },
+    /// A fixed address asked for on a subnet whose hosts make their own (EUI-64).
+    #[error("IPv6 address {ip} cannot be directly assigned to a port on subnet {subnet_id} as the subnet is configured for automatic addresses")]
+    AllocationOnAutoAddressSubnet {
+        /// The address.
+        ip: String,
+        /// The subnet.
+        subnet_id: String,
+    },
     /// Ports still use the subnet.
     #[error("Unable to complete operation on subnet {0}: One or more ports have an IP allocation from this subnet.")]
     SubnetInUse(String),
@@ -100,6 +108,7 @@ impl RegistryError {
             RegistryError::MacAddressInUse { .. } => "MacAddressInUse",
             RegistryError::IpAddressGenerationFailure(_) => "IpAddressGenerationFailure",
             RegistryError::InvalidIpForSubnet { .. } => "InvalidIpForSubnet",
+            RegistryError::AllocationOnAutoAddressSubnet { .. } => "AllocationOnAutoAddressSubnet",
             RegistryError::SubnetInUse(_) => "SubnetInUse",
             RegistryError::NetworkInUse(_) => "NetworkInUse",
             RegistryError::FlatNetworkInUse(_) => "FlatNetworkInUse",
@@ -118,6 +127,7 @@ impl RegistryError {
         match self {
             RegistryError::BadRequest(_)
             | RegistryError::InvalidIpForSubnet { .. }
+            | RegistryError::AllocationOnAutoAddressSubnet { .. }
             | RegistryError::Overlap { .. } => 400,
             RegistryError::NetworkNotFound(_)
             | RegistryError::SubnetNotFound(_)

@@ -4,7 +4,7 @@
 //! map of small maps: a persistent map's first node is a fixed kilobyte, too much for each
 //! of ten thousand networks.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use imbl::{OrdMap, OrdSet};
 
@@ -12,23 +12,23 @@ use crate::model::{NetworkId, PortId, SubnetId};
 
 /// (subnet, address) → the port holding it.
 #[derive(Debug, Default, Clone)]
-pub(crate) struct Ips(OrdMap<(SubnetId, Ipv4Addr), PortId>);
+pub(crate) struct Ips(OrdMap<(SubnetId, IpAddr), PortId>);
 
 impl Ips {
     /// The port holding `ip` in `subnet`.
-    pub(crate) fn port_at(&self, subnet: &SubnetId, ip: Ipv4Addr) -> Option<&PortId> {
+    pub(crate) fn port_at(&self, subnet: &SubnetId, ip: IpAddr) -> Option<&PortId> {
         self.0.get(&(subnet.clone(), ip))
     }
 
-    pub(crate) fn contains(&self, subnet: &SubnetId, ip: Ipv4Addr) -> bool {
+    pub(crate) fn contains(&self, subnet: &SubnetId, ip: IpAddr) -> bool {
         self.0.contains_key(&(subnet.clone(), ip))
     }
 
-    pub(crate) fn insert(&mut self, subnet: SubnetId, ip: Ipv4Addr, port: PortId) {
+    pub(crate) fn insert(&mut self, subnet: SubnetId, ip: IpAddr, port: PortId) {
         self.0.insert((subnet, ip), port);
     }
 
-    pub(crate) fn remove(&mut self, subnet: &SubnetId, ip: Ipv4Addr) {
+    pub(crate) fn remove(&mut self, subnet: &SubnetId, ip: IpAddr) {
         self.0.remove(&(subnet.clone(), ip));
     }
 
@@ -36,16 +36,29 @@ impl Ips {
     pub(crate) fn of<'a>(
         &'a self,
         subnet: &'a SubnetId,
-    ) -> impl Iterator<Item = (Ipv4Addr, &'a PortId)> {
+    ) -> impl Iterator<Item = (IpAddr, &'a PortId)> {
         self.0
-            .range((subnet.clone(), Ipv4Addr::UNSPECIFIED)..)
+            .range((subnet.clone(), IpAddr::V4(Ipv4Addr::UNSPECIFIED))..)
             .take_while(move |((s, _), _)| s == subnet)
             .map(|((_, ip), p)| (*ip, p))
     }
 
+    /// The addresses in use in `subnet` from `from` on, in order (IPv6 IPAM walks these to
+    /// find the first gap instead of probing address by address).
+    pub(crate) fn of_from<'a>(
+        &'a self,
+        subnet: &'a SubnetId,
+        from: IpAddr,
+    ) -> impl Iterator<Item = IpAddr> + 'a {
+        self.0
+            .range((subnet.clone(), from)..)
+            .take_while(move |((s, _), _)| s == subnet)
+            .map(|((_, ip), _)| *ip)
+    }
+
     /// Forgets every address of a subnet that goes away.
     pub(crate) fn remove_subnet(&mut self, subnet: &SubnetId) {
-        let ips: Vec<Ipv4Addr> = self.of(subnet).map(|(ip, _)| ip).collect();
+        let ips: Vec<IpAddr> = self.of(subnet).map(|(ip, _)| ip).collect();
         for ip in ips {
             self.remove(subnet, ip);
         }
@@ -113,9 +126,9 @@ mod tests {
     fn a_subnets_addresses_are_its_own_and_in_order() {
         let (a, b) = (SubnetId::from("a"), SubnetId::from("ab"));
         let mut ips = Ips::default();
-        ips.insert(b.clone(), Ipv4Addr::new(10, 0, 0, 1), "p1".into());
-        ips.insert(a.clone(), Ipv4Addr::new(10, 0, 0, 9), "p2".into());
-        ips.insert(a.clone(), Ipv4Addr::new(10, 0, 0, 3), "p3".into());
+        ips.insert(b.clone(), IpAddr::from([10, 0, 0, 1]), "p1".into());
+        ips.insert(a.clone(), IpAddr::from([10, 0, 0, 9]), "p2".into());
+        ips.insert(a.clone(), IpAddr::from([10, 0, 0, 3]), "p3".into());
         let of_a: Vec<_> = ips
             .of(&a)
             .map(|(ip, p)| (ip.to_string(), p.to_string()))
@@ -130,7 +143,7 @@ mod tests {
         ips.remove_subnet(&a);
         assert_eq!(ips.of(&a).count(), 0);
         assert_eq!(
-            ips.port_at(&b, Ipv4Addr::new(10, 0, 0, 1))
+            ips.port_at(&b, IpAddr::from([10, 0, 0, 1]))
                 .map(|p| p.as_str()),
             Some("p1")
         );

@@ -2,20 +2,20 @@
 //! addresses and pool changes, a port without an address gets exactly the lowest free pool
 //! address a full walk finds.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use crate::requests::*;
 use crate::tests::{admin, TestEnv};
 use crate::*;
 
 /// The lowest free address of `subnet`'s pools, in pool order, by walking them all.
-fn lowest_free(r: &Registry, subnet: &str) -> Option<Ipv4Addr> {
+fn lowest_free(r: &Registry, subnet: &str) -> Option<IpAddr> {
     lowest_free_of_share(r, subnet, 0, 1)
 }
 
 /// [`lowest_free`] among the addresses of the share `rank` of `nodes` (address mod nodes).
-fn lowest_free_of_share(r: &Registry, subnet: &str, rank: u32, nodes: u32) -> Option<Ipv4Addr> {
-    let used: Vec<Ipv4Addr> = r
+fn lowest_free_of_share(r: &Registry, subnet: &str, rank: u32, nodes: u32) -> Option<IpAddr> {
+    let used: Vec<IpAddr> = r
         .ports()
         .flat_map(|p| p.fixed_ips.iter())
         .filter(|f| f.subnet_id == subnet)
@@ -24,9 +24,9 @@ fn lowest_free_of_share(r: &Registry, subnet: &str, rank: u32, nodes: u32) -> Op
     let s = r.subnet(subnet).unwrap();
     s.allocation_pools
         .iter()
-        .flat_map(|p| u32::from(p.start)..=u32::from(p.end))
+        .flat_map(|p| p.v4_range().map(|(a, b)| a..=b).into_iter().flatten())
         .filter(|a| a % nodes == rank)
-        .map(Ipv4Addr::from)
+        .map(|a| IpAddr::V4(Ipv4Addr::from(a)))
         .find(|ip| !used.contains(ip))
 }
 
@@ -225,12 +225,19 @@ fn nodes_allocating_at_once_prefer_their_own_share_of_the_pool() {
                 .ip_address,
         );
     }
-    let last = |v: &[Ipv4Addr]| v.iter().map(|i| i.octets()[3]).collect::<Vec<_>>();
+    let last = |v: &[IpAddr]| v.iter().map(|i| last_octet(*i)).collect::<Vec<_>>();
     assert_eq!(last(&got_a), [10, 12, 14, 16], "node-a: even addresses");
     assert_eq!(last(&got_b), [11, 13, 15, 17], "node-b: odd addresses");
     // node a's share is full: it takes what is left (b's, as it knows it)
     let next = a.create_port(port(), &admin(), &mut env).unwrap().0;
-    assert_eq!(next.fixed_ips[0].ip_address.octets()[3], 11);
+    assert_eq!(last_octet(next.fixed_ips[0].ip_address), 11);
+}
+
+fn last_octet(ip: IpAddr) -> u8 {
+    match ip {
+        IpAddr::V4(a) => a.octets()[3],
+        IpAddr::V6(a) => panic!("an IPv4 address was expected, not {a}"),
+    }
 }
 
 #[test]

@@ -5,11 +5,13 @@
 #![warn(missing_docs)]
 
 pub mod dhcp;
+pub mod dhcp6;
 mod dhcp_ports;
 pub mod error;
 mod feed;
 mod ids;
 mod index;
+pub mod ipv6;
 pub mod model;
 mod networks;
 mod ports;
@@ -29,6 +31,8 @@ pub use scheduling::Scheduling;
 mod feed_tests;
 #[cfg(test)]
 mod ipam_tests;
+#[cfg(test)]
+mod ipv6_tests;
 #[cfg(test)]
 mod scheduler_tests;
 #[cfg(test)]

@@ -1,10 +1,10 @@
 //! The objects of the Networking API v2.0 that matter to DHCP, as validated values.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 pub use arcstr::ArcStr;
 
-use ipnet::Ipv4Net;
+use ipnet::IpNet;
 use qdhcp_protocol::Mac;
 use serde::{Deserialize, Serialize};
 
@@ -53,15 +53,24 @@ pub struct Network {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pool {
     /// First address.
-    pub start: Ipv4Addr,
+    pub start: IpAddr,
     /// Last address (inclusive).
-    pub end: Ipv4Addr,
+    pub end: IpAddr,
 }
 
 impl Pool {
     /// True when `ip` is inside the pool.
-    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+    pub fn contains(&self, ip: IpAddr) -> bool {
         self.start <= ip && ip <= self.end
+    }
+
+    /// The pool as IPv4 numbers (IPAM's hints and node shares count in them); `None` for an
+    /// IPv6 pool.
+    pub fn v4_range(&self) -> Option<(u32, u32)> {
+        match (self.start, self.end) {
+            (IpAddr::V4(a), IpAddr::V4(b)) => Some((u32::from(a), u32::from(b))),
+            _ => None,
+        }
     }
 }
 
@@ -69,12 +78,52 @@ impl Pool {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostRoute {
     /// Destination prefix.
-    pub destination: Ipv4Net,
+    pub destination: IpNet,
     /// Next hop.
-    pub nexthop: Ipv4Addr,
+    pub nexthop: IpAddr,
 }
 
-/// An IPv4 subnet of a network (Neutron `subnet`).
+/// How an IPv6 subnet's hosts get their addresses and options (Neutron's
+/// `ipv6_address_mode`, and `ipv6_ra_mode` for what the router advertises).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Ipv6Mode {
+    /// Addresses from router advertisements (EUI-64), no DHCPv6.
+    #[serde(rename = "slaac")]
+    Slaac,
+    /// Addresses and options from DHCPv6.
+    #[serde(rename = "dhcpv6-stateful")]
+    Stateful,
+    /// Addresses from router advertisements (EUI-64), options from DHCPv6.
+    #[serde(rename = "dhcpv6-stateless")]
+    Stateless,
+}
+
+impl Ipv6Mode {
+    /// The name Neutron's API uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Ipv6Mode::Slaac => "slaac",
+            Ipv6Mode::Stateful => "dhcpv6-stateful",
+            Ipv6Mode::Stateless => "dhcpv6-stateless",
+        }
+    }
+}
+
+impl std::str::FromStr for Ipv6Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "slaac" => Ok(Ipv6Mode::Slaac),
+            "dhcpv6-stateful" => Ok(Ipv6Mode::Stateful),
+            "dhcpv6-stateless" => Ok(Ipv6Mode::Stateless),
+            other => Err(format!(
+                "'{other}' is not in ['dhcpv6-stateful', 'dhcpv6-stateless', 'slaac']"
+            )),
+        }
+    }
+}
+
+/// A subnet of a network (Neutron `subnet`), IPv4 or IPv6.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Subnet {
     /// UUID.
@@ -86,17 +135,23 @@ pub struct Subnet {
     /// Owning project.
     pub project_id: ProjectId,
     /// The prefix.
-    pub cidr: Ipv4Net,
+    pub cidr: IpNet,
     /// Default router; `None` = no gateway.
-    pub gateway_ip: Option<Ipv4Addr>,
+    pub gateway_ip: Option<IpAddr>,
     /// Where IPAM allocates from.
     pub allocation_pools: Vec<Pool>,
     /// DNS servers for instances.
-    pub dns_nameservers: Vec<Ipv4Addr>,
+    pub dns_nameservers: Vec<IpAddr>,
     /// Extra routes for instances.
     pub host_routes: Vec<HostRoute>,
     /// Whether DHCP serves this subnet.
     pub enable_dhcp: bool,
+    /// `ipv6_address_mode` (IPv6 only); stored objects from before IPv6 load with none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6_address_mode: Option<Ipv6Mode>,
+    /// `ipv6_ra_mode` (IPv6 only): kept and shown, since the router, not qdhcp, advertises.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6_ra_mode: Option<Ipv6Mode>,
     /// Free text.
     pub description: String,
     /// Creation time.
@@ -107,13 +162,48 @@ pub struct Subnet {
     pub revision_number: u64,
 }
 
+impl Subnet {
+    /// 4 or 6.
+    pub fn ip_version(&self) -> u8 {
+        match self.cidr {
+            IpNet::V4(_) => 4,
+            IpNet::V6(_) => 6,
+        }
+    }
+
+    /// An IPv6 subnet whose hosts make their own addresses (EUI-64): `slaac` or
+    /// `dhcpv6-stateless`, where IPAM may hand out no other address (Neutron's
+    /// `is_auto_address_subnet`).
+    pub fn is_auto_address(&self) -> bool {
+        let auto = |m: Option<Ipv6Mode>| matches!(m, Some(Ipv6Mode::Slaac | Ipv6Mode::Stateless));
+        auto(self.ipv6_address_mode) || auto(self.ipv6_ra_mode)
+    }
+
+    /// An IPv6 subnet DHCPv6 serves, as Neutron's dnsmasq driver gives it a range: DHCP on,
+    /// and an address mode `dhcpv6-stateful` or `dhcpv6-stateless`, or neither mode set.
+    pub fn serves_dhcp6(&self) -> bool {
+        self.ip_version() == 6
+            && self.enable_dhcp
+            && match self.ipv6_address_mode {
+                Some(m) => m != Ipv6Mode::Slaac,
+                None => self.ipv6_ra_mode.is_none(),
+            }
+    }
+
+    /// A served IPv6 subnet whose hosts take their addresses from DHCPv6 (as opposed to
+    /// options only).
+    pub fn is_stateful6(&self) -> bool {
+        self.serves_dhcp6() && !self.is_auto_address()
+    }
+}
+
 /// One address of a port.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FixedIp {
     /// Subnet the address is in.
     pub subnet_id: SubnetId,
     /// The address.
-    pub ip_address: Ipv4Addr,
+    pub ip_address: IpAddr,
 }
 
 /// A per-port DHCP option (Neutron `extra_dhcp_opts`).

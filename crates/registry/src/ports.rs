@@ -2,11 +2,12 @@
 //! network), fixed IPs requested or the first free in the pools, per-port DHCP options. Pure,
 //! like the rest of the registry.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use qdhcp_protocol::Mac;
 
 use crate::error::{invalid, RegistryError};
+use crate::ipv6;
 use crate::model::*;
 use crate::registry::*;
 use crate::requests::*;
@@ -23,8 +24,17 @@ impl Registry {
     }
 
     /// The first free address in the subnet's pools.
-    pub(crate) fn next_free(&self, subnet_id: &str) -> Option<Ipv4Addr> {
+    pub(crate) fn next_free(&self, subnet_id: &str) -> Option<IpAddr> {
         let s = self.subnets.get(subnet_id)?;
+        if s.ip_version() == 6 {
+            return self.next_free6(s, None, &[]);
+        }
+        self.next_free4(s).map(IpAddr::V4)
+    }
+
+    /// [`Registry::next_free`] in an IPv4 subnet, with the hints.
+    fn next_free4(&self, s: &Subnet) -> Option<Ipv4Addr> {
+        let subnet_id = s.id.as_str();
         let hinted = self.first_candidate(subnet_id);
         let from = hinted.unwrap_or(0);
         // With several nodes allocating at once, each prefers its own share of the addresses
@@ -39,10 +49,10 @@ impl Registry {
             (rank, nodes) = (0, 1);
         }
         let mut first_free = None;
-        for p in &s.allocation_pools {
-            let mut a = u32::from(p.start).max(from);
-            while a <= u32::from(p.end) {
-                let ip = Ipv4Addr::from(a);
+        for (start, end) in s.allocation_pools.iter().filter_map(Pool::v4_range) {
+            let mut a = start.max(from);
+            while a <= end {
+                let ip = IpAddr::V4(Ipv4Addr::from(a));
                 if !self.ips.contains(&s.id, ip) {
                     first_free.get_or_insert(a);
                     if a % nodes == rank {
@@ -51,7 +61,7 @@ impl Registry {
                 }
                 a += 1;
             }
-            if a <= u32::from(p.end) {
+            if a <= end {
                 if hinted.is_some() {
                     // nothing below the first free address seen is free
                     self.free_from.set(&s.id, first_free.unwrap_or(a));
@@ -71,14 +81,14 @@ impl Registry {
     /// order), from `from` or the share's own hint, stepping over the share's addresses only.
     fn next_free_in_share(&self, s: &Subnet, from: u32, rank: u32, nodes: u32) -> Option<Ipv4Addr> {
         let from = from.max(self.free_from.share_from(&s.id, rank, nodes).unwrap_or(0));
-        for p in &s.allocation_pools {
-            let start = u64::from(u32::from(p.start).max(from));
+        for (start, end) in s.allocation_pools.iter().filter_map(Pool::v4_range) {
+            let start = u64::from(start.max(from));
             let (rank, nodes) = (u64::from(rank), u64::from(nodes));
             // the share's first address at or after `start`
             let mut a = start + (rank + nodes - start % nodes) % nodes;
-            while a <= u64::from(u32::from(p.end)) {
+            while a <= u64::from(end) {
                 let ip = Ipv4Addr::from(a as u32);
-                if !self.ips.contains(&s.id, ip) {
+                if !self.ips.contains(&s.id, IpAddr::V4(ip)) {
                     self.free_from
                         .set_share(&s.id, rank as u32, nodes as u32, a as u32);
                     return Some(ip);
@@ -91,17 +101,21 @@ impl Registry {
         None
     }
 
-    /// Resolves requested fixed IPs (or allocates one from the network's first subnet with
-    /// room) into addresses; does not reserve them.
+    /// Resolves requested fixed IPs into addresses; does not reserve them. Nothing asked:
+    /// as Neutron's IPAM, one address from the first IPv4 subnet with room and one from the
+    /// first stateful IPv6 subnet with room. Either way, a port that is not a router's gets
+    /// its EUI-64 address on every auto-address subnet (`slaac`, `dhcpv6-stateless`).
     fn resolve_fixed_ips(
         &self,
         net_id: &str,
         req: Option<&[FixedIpReq]>,
         port_id: &str,
         device_owner: &str,
+        mac: Mac,
     ) -> Result<Vec<FixedIp>, RegistryError> {
         let mut out: Vec<FixedIp> = Vec::new();
-        let taken_by_other = |sid: &str, ip: Ipv4Addr| {
+        let router = OwnerKind::of(device_owner) == OwnerKind::Router;
+        let taken_by_other = |sid: &str, ip: IpAddr| {
             self.subnets
                 .get_key_value(sid)
                 .and_then(|(sid, _)| self.ips.port_at(sid, ip))
@@ -109,19 +123,26 @@ impl Registry {
         };
         match req {
             None => {
-                let mut any = false;
-                for s in self.subnets_of(net_id) {
-                    any = true;
-                    if let Some(ip) = self.next_free(&s.id) {
-                        out.push(FixedIp {
-                            subnet_id: s.id.clone(),
-                            ip_address: ip,
-                        });
-                        break;
+                for family in [4, 6] {
+                    let mut any = false;
+                    let mut found = false;
+                    for s in self
+                        .subnets_of(net_id)
+                        .filter(|s| s.ip_version() == family && !s.is_auto_address())
+                    {
+                        any = true;
+                        if let Some(ip) = self.next_free(&s.id) {
+                            out.push(FixedIp {
+                                subnet_id: s.id.clone(),
+                                ip_address: ip,
+                            });
+                            found = true;
+                            break;
+                        }
                     }
-                }
-                if any && out.is_empty() {
-                    return Err(RegistryError::IpAddressGenerationFailure(net_id.into()));
+                    if any && !found {
+                        return Err(RegistryError::IpAddressGenerationFailure(net_id.into()));
+                    }
                 }
             }
             Some(list) => {
@@ -147,11 +168,16 @@ impl Registry {
                     };
                     let ip = match ip {
                         Some(ip) => {
+                            if subnet.is_auto_address() && !router {
+                                return Err(RegistryError::AllocationOnAutoAddressSubnet {
+                                    ip: ip.to_string(),
+                                    subnet_id: subnet.id.to_string(),
+                                });
+                            }
                             let c = subnet.cidr;
-                            let is_gw = subnet.gateway_ip == Some(ip)
-                                && OwnerKind::of(device_owner) != OwnerKind::Router;
-                            if !c.contains(&ip) || ip == c.network() || ip == c.broadcast() || is_gw
-                            {
+                            let is_gw = subnet.gateway_ip == Some(ip) && !router;
+                            let v4_broadcast = ip.is_ipv4() && ip == c.broadcast();
+                            if !c.contains(&ip) || ip == c.network() || v4_broadcast || is_gw {
                                 return Err(RegistryError::InvalidIpForSubnet {
                                     ip: ip.to_string(),
                                 });
@@ -166,31 +192,12 @@ impl Registry {
                             }
                             ip
                         }
-                        None => {
-                            // the first free address not already chosen in this request,
-                            // from the subnet's hint for a new port (an existing one may
-                            // hold an address below it, which is free for it)
-                            let from = match self.ports.contains_key(port_id) {
-                                true => 0,
-                                false => self.first_candidate(&subnet.id).unwrap_or(0),
-                            };
-                            let mut found = None;
-                            'pools: for p in &subnet.allocation_pools {
-                                for a in u32::from(p.start).max(from)..=u32::from(p.end) {
-                                    let ip = Ipv4Addr::from(a);
-                                    let holder = self.ips.port_at(&subnet.id, ip);
-                                    let free = holder.is_none_or(|p| p == port_id)
-                                        && !out.iter().any(|f| f.ip_address == ip);
-                                    if free {
-                                        found = Some(ip);
-                                        break 'pools;
-                                    }
-                                }
-                            }
-                            found.ok_or_else(|| {
+                        None => match ipv6::auto_address(subnet, mac) {
+                            Some(ip) => ip,
+                            None => self.free_for(subnet, port_id, &out).ok_or_else(|| {
                                 RegistryError::IpAddressGenerationFailure(net_id.into())
-                            })?
-                        }
+                            })?,
+                        },
                     };
                     out.push(FixedIp {
                         subnet_id: subnet.id.clone(),
@@ -199,7 +206,45 @@ impl Registry {
                 }
             }
         }
+        if !router {
+            for s in self.subnets_of(net_id) {
+                if out.iter().any(|f| f.subnet_id == s.id) {
+                    continue;
+                }
+                if let Some(ip) = ipv6::auto_address(s, mac) {
+                    out.push(FixedIp {
+                        subnet_id: s.id.clone(),
+                        ip_address: ip,
+                    });
+                }
+            }
+        }
         Ok(out)
+    }
+
+    /// The first free address of `subnet` for `port_id`, not already chosen in `out` (an
+    /// address the port holds counts as free for it).
+    fn free_for(&self, subnet: &Subnet, port_id: &str, out: &[FixedIp]) -> Option<IpAddr> {
+        let chosen: Vec<IpAddr> = out.iter().map(|f| f.ip_address).collect();
+        if subnet.ip_version() == 6 {
+            return self.next_free6(subnet, Some(port_id), &chosen);
+        }
+        // from the subnet's hint for a new port (an existing one may hold an address below
+        // it, which is free for it)
+        let from = match self.ports.contains_key(port_id) {
+            true => 0,
+            false => self.first_candidate(&subnet.id).unwrap_or(0),
+        };
+        for (start, end) in subnet.allocation_pools.iter().filter_map(Pool::v4_range) {
+            for a in start.max(from)..=end {
+                let ip = IpAddr::V4(Ipv4Addr::from(a));
+                let holder = self.ips.port_at(&subnet.id, ip);
+                if holder.is_none_or(|p| p == port_id) && !chosen.contains(&ip) {
+                    return Some(ip);
+                }
+            }
+        }
+        None
     }
 
     fn parse_extra_opts(v: &[ExtraDhcpOptReq]) -> Result<Vec<ExtraDhcpOpt>, RegistryError> {
@@ -240,6 +285,12 @@ impl Registry {
                 probe
                     .set_text(code, &value, false)
                     .map_err(|e| invalid("extra_dhcp_opts", e))?;
+            }
+            if ip_version == 6 {
+                use qdhcp_protocol::v6::options::{code_for, parse_value};
+                let code = code_for(crate::dhcp6::option6_name(&o.opt_name))
+                    .map_err(|e| invalid("extra_dhcp_opts", e))?;
+                parse_value(code, &value).map_err(|e| invalid("extra_dhcp_opts", e))?;
             }
             out.push(ExtraDhcpOpt {
                 opt_name: o.opt_name.clone(),
@@ -289,7 +340,7 @@ impl Registry {
         let device_owner = req.device_owner.clone().unwrap_or_default();
         let id = env.new_id();
         let fixed_ips =
-            self.resolve_fixed_ips(&net_id, req.fixed_ips.as_deref(), &id, &device_owner)?;
+            self.resolve_fixed_ips(&net_id, req.fixed_ips.as_deref(), &id, &device_owner, mac)?;
         let extra = Self::parse_extra_opts(req.extra_dhcp_opts.as_deref().unwrap_or(&[]))?;
         let dns_name = req.dns_name.clone().unwrap_or_default();
         validate_dns_name(&dns_name)?;
@@ -365,7 +416,19 @@ impl Registry {
             p.device_owner = v;
         }
         if let Some(f) = req.fixed_ips.as_deref() {
-            p.fixed_ips = self.resolve_fixed_ips(&p.network_id, Some(f), id, &p.device_owner)?;
+            p.fixed_ips =
+                self.resolve_fixed_ips(&p.network_id, Some(f), id, &p.device_owner, p.mac_address)?;
+        } else if p.mac_address != before.mac_address {
+            // a new MAC makes new EUI-64 addresses, as in Neutron
+            for f in &mut p.fixed_ips {
+                if let Some(ip) = self
+                    .subnets
+                    .get(&f.subnet_id)
+                    .and_then(|s| ipv6::auto_address(s, p.mac_address))
+                {
+                    f.ip_address = ip;
+                }
+            }
         }
         if let Some(e) = req.extra_dhcp_opts.as_deref() {
             p.extra_dhcp_opts = Self::parse_extra_opts(e)?;

@@ -6,7 +6,7 @@
 //! persist it and update the DHCP tables. No I/O here.
 
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
 use imbl::OrdMap;
@@ -234,10 +234,18 @@ fn share<T: crate::ids::SharedText>(text: &mut T, to: &T) {
     }
 }
 
-pub(crate) fn parse_ip(field: &str, s: &str) -> Result<Ipv4Addr, RegistryError> {
+pub(crate) fn parse_ip(field: &str, s: &str) -> Result<IpAddr, RegistryError> {
     s.trim()
-        .parse::<Ipv4Addr>()
-        .map_err(|_| invalid(field, format!("'{s}' is not a valid IPv4 address")))
+        .parse::<IpAddr>()
+        .map_err(|_| invalid(field, format!("'{s}' is not a valid IP address")))
+}
+
+/// The 32-bit number of an IPv4 address, which IPAM's hints count in; `None` for IPv6.
+pub(crate) fn v4_bits(ip: IpAddr) -> Option<u32> {
+    match ip {
+        IpAddr::V4(a) => Some(u32::from(a)),
+        IpAddr::V6(_) => None,
+    }
 }
 
 impl Registry {
@@ -374,9 +382,15 @@ impl Registry {
             self.ips
                 .insert(f.subnet_id.clone(), f.ip_address, p.id.clone());
             // the first free address taken: the next is past it and whatever is used after it
-            if self.first_candidate(&f.subnet_id) == Some(u32::from(f.ip_address)) {
-                let mut next = u32::from(f.ip_address).saturating_add(1);
-                while self.ips.contains(&f.subnet_id, Ipv4Addr::from(next)) {
+            let Some(bits) = v4_bits(f.ip_address) else {
+                continue;
+            };
+            if self.first_candidate(&f.subnet_id) == Some(bits) {
+                let mut next = bits.saturating_add(1);
+                while self
+                    .ips
+                    .contains(&f.subnet_id, IpAddr::V4(Ipv4Addr::from(next)))
+                {
                     next = next.saturating_add(1);
                 }
                 self.free_from.set(&f.subnet_id, next);
@@ -388,18 +402,16 @@ impl Registry {
     /// pools (`None` for pools out of order, which are searched in full).
     pub(crate) fn first_candidate(&self, subnet_id: &str) -> Option<u32> {
         let s = self.subnets.get(subnet_id)?;
-        if !s
+        let pools: Vec<(u32, u32)> = s
             .allocation_pools
-            .windows(2)
-            .all(|w| u32::from(w[0].end) < u32::from(w[1].start))
-        {
+            .iter()
+            .map(Pool::v4_range)
+            .collect::<Option<_>>()?;
+        if !pools.windows(2).all(|w| w[0].1 < w[1].0) {
             return None;
         }
         let from = self.free_from.get(subnet_id).unwrap_or(0);
-        s.allocation_pools
-            .iter()
-            .find(|p| u32::from(p.end) >= from)
-            .map(|p| from.max(u32::from(p.start)))
+        pools.iter().find(|p| p.1 >= from).map(|p| from.max(p.0))
     }
 
     pub(crate) fn unindex_port(&mut self, p: &Port) {
@@ -418,7 +430,9 @@ impl Registry {
             if self.ips.port_at(&f.subnet_id, f.ip_address) == Some(&p.id) {
                 self.ips.remove(&f.subnet_id, f.ip_address);
             }
-            self.free_from.lower(&f.subnet_id, u32::from(f.ip_address));
+            if let Some(bits) = v4_bits(f.ip_address) {
+                self.free_from.lower(&f.subnet_id, bits);
+            }
         }
     }
 

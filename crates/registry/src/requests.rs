@@ -104,8 +104,14 @@ pub struct SubnetReq {
     pub network_id: Option<String>,
     /// The prefix.
     pub cidr: Option<String>,
-    /// Must be 4.
+    /// 4 or 6; absent: the CIDR's.
     pub ip_version: Option<u8>,
+    /// `ipv6_address_mode` (`slaac`, `dhcpv6-stateful`, `dhcpv6-stateless`); `null`: none.
+    #[serde(default, deserialize_with = "nullable")]
+    pub ipv6_address_mode: Option<Option<String>>,
+    /// `ipv6_ra_mode`, the same values.
+    #[serde(default, deserialize_with = "nullable")]
+    pub ipv6_ra_mode: Option<Option<String>>,
     /// Gateway; `null` for none.
     #[serde(default, deserialize_with = "nullable")]
     pub gateway_ip: Option<Option<String>>,

@@ -1,8 +1,6 @@
 //! The DHCP scheduler: DHCP ports per node, least loaded first, failover that moves a dead
 //! node's port (address and MAC) to a live node, and option 6 with every DHCP port.
 
-use std::net::Ipv4Addr;
-
 use crate::dhcp::{subnets_for, DhcpSettings};
 use crate::requests::*;
 use crate::tests::{admin, TestEnv};
@@ -44,7 +42,7 @@ fn net(r: &mut Registry, env: &mut TestEnv, k: u8) -> (String, String) {
 }
 
 /// (host, first address, MAC) of each DHCP port of `net`, by host.
-fn placed(r: &Registry, net: &str) -> Vec<(String, Ipv4Addr, String)> {
+fn placed(r: &Registry, net: &str) -> Vec<(String, std::net::IpAddr, String)> {
     let mut v: Vec<_> = r
         .dhcp_ports(net)
         .map(|p| {
@@ -145,13 +143,13 @@ fn without_a_spare_node_the_dead_nodes_port_stays_reserved() {
     let b_ip = r.dhcp_port_for(&n1, "node-b").unwrap().fixed_ips[0].ip_address;
     let a_ip = r.dhcp_port_for(&n1, "node-a").unwrap().fixed_ips[0].ip_address;
     let mut want = vec![6, 8];
-    want.extend(b_ip.octets());
-    want.extend(a_ip.octets());
+    want.extend(octets(b_ip));
+    want.extend(octets(a_ip));
     assert_eq!(subnets[0].options.get(6).unwrap().tlv, want);
     let routes = &subnets[0].options.get(121).unwrap().tlv;
     assert_eq!(
         &routes[7..11],
-        &b_ip.octets(),
+        &octets(b_ip),
         "metadata via this node's port"
     );
     // ... and when node a is back, it is served by a again, untouched
@@ -213,4 +211,11 @@ fn only_admins_bind_a_port_to_a_host() {
     assert_eq!((e.status(), e.kind()), (403, "PolicyNotAuthorized"));
     let (p, _) = r.create_port(req, &admin(), &mut env).unwrap();
     assert_eq!(p.binding_host_id, "compute-1");
+}
+
+fn octets(ip: std::net::IpAddr) -> [u8; 4] {
+    match ip {
+        std::net::IpAddr::V4(a) => a.octets(),
+        std::net::IpAddr::V6(a) => panic!("an IPv4 address was expected, not {a}"),
+    }
 }

@@ -217,6 +217,11 @@ impl Net6 {
         *self.table.write() = t;
     }
 
+    /// Changes the table served in place (a port added, changed or removed).
+    pub fn update_table(&self, f: impl FnOnce(&mut Table6)) {
+        f(&mut self.table.write());
+    }
+
     /// The leases.
     pub fn leases(&self) -> MutexGuard<'_, Leases6> {
         self.leases.lock()

@@ -111,6 +111,14 @@ impl Duid {
         v.extend_from_slice(&mac.0);
         Duid(v)
     }
+
+    /// DUID-LL (RFC 8415 §11.4) for an Ethernet address: no time in it, so every node that
+    /// takes over a DHCP port (and its MAC) answers with the identifier clients know.
+    pub fn ll(mac: Mac) -> Duid {
+        let mut v = vec![0, 3, 0, 1];
+        v.extend_from_slice(&mac.0);
+        Duid(v)
+    }
 }
 
 /// The client messages a server acts on (RFC 8415 §7.3).

@@ -164,8 +164,18 @@ impl Drop for Dhclient6 {
 /// its configuration; returns once it reached BOUND6 (stateful) or the first event (stateless),
 /// or failed.
 pub fn dhclient6(t: &Topo, vm: &Vm, stateless: bool, extra: &str) -> (bool, Dhclient6) {
+    dhclient6_in(t.dir.path(), vm, stateless, extra)
+}
+
+/// [`dhclient6`] with its files in `dir` (for test beds other than [`Topo`]).
+pub fn dhclient6_in(
+    dir: &std::path::Path,
+    vm: &Vm,
+    stateless: bool,
+    extra: &str,
+) -> (bool, Dhclient6) {
     super::v6::wait_no_tentative(&vm.ns);
-    let base = t.dir.path().join(format!("dhclient6-{}", vm.ns));
+    let base = dir.join(format!("dhclient6-{}", vm.ns));
     let conf = base.with_extension("conf");
     std::fs::write(
         &conf,
@@ -185,7 +195,7 @@ pub fn dhclient6(t: &Topo, vm: &Vm, stateless: bool, extra: &str) -> (bool, Dhcl
         iface: vm.iface.clone(),
     };
     let s = script_at(
-        t.dir.path(),
+        dir,
         &format!("dhclient6-{}.sh", vm.ns),
         &format!(
             "{{ env | grep -E '^(reason|new_|old_|cur_)' | sort; echo --; }} >> {}\n\

@@ -1,0 +1,233 @@
+//! `qdhcp serve` with IPv6 subnets, driven by the real OpenStack CLI: a dhcpv6-stateful subnet
+//! beside an IPv4 one, Neutron's validation of the address modes, a VM namespace on the bridge
+//! that takes its port's IPv6 address, DNS servers and search list with ISC `dhclient -6`,
+//! resolves a neighbour's AAAA and PTR at the DHCP port, reads its metadata at
+//! `[fe80::a9fe:a9fe]`, and loses the address once its port is deleted.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::serve::{openstack_available, Host};
+use common::v6::dhclient6_in;
+use common::*;
+use serde_json::Value;
+
+/// The port's address in the subnet `cidr_prefix` (text prefix of the address).
+fn address_in(p: &Value, prefix: &str) -> String {
+    p["fixed_ips"]
+        .as_array()
+        .expect("fixed_ips")
+        .iter()
+        .filter_map(|f| f["ip_address"].as_str())
+        .find(|a| a.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no address under {prefix} in {p}"))
+        .to_string()
+}
+
+fn in_vm(vm: &Vm, args: &[&str]) -> String {
+    let o = Command::new("ip")
+        .args(["netns", "exec", &vm.ns])
+        .args(args)
+        .output()
+        .expect("command in the VM");
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+#[test]
+fn a_vm_on_a_dhcpv6_stateful_subnet_gets_its_ports_address_dns_and_metadata_and_loses_it_on_delete()
+{
+    if !netns_available("serve v6") || !openstack_available("serve v6") {
+        return;
+    }
+    require_tool("dhclient");
+    require_tool("dig");
+    require_tool("curl");
+    let mut h = Host::new("6", 8);
+    let _srv = h.start();
+    h.openstack_json(&[
+        "network",
+        "create",
+        "dual_net",
+        "--provider-network-type",
+        "flat",
+        "--provider-physical-network",
+        "physnet1",
+    ]);
+    h.openstack_json(&[
+        "subnet",
+        "create",
+        "--network",
+        "dual_net",
+        "--subnet-range",
+        "172.16.1.0/24",
+        "v4_subnet",
+    ]);
+    // Neutron's refusal of modes that differ, with its error type
+    let (ok, text) = h.openstack(&[
+        "subnet",
+        "create",
+        "--network",
+        "dual_net",
+        "--ip-version",
+        "6",
+        "--ipv6-address-mode",
+        "slaac",
+        "--ipv6-ra-mode",
+        "dhcpv6-stateful",
+        "--subnet-range",
+        "2001:db8:17::/64",
+        "bad_v6",
+    ]);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("400") && text.contains("must be the same value"),
+        "{text}"
+    );
+    let s = h.openstack_json(&[
+        "subnet",
+        "create",
+        "--network",
+        "dual_net",
+        "--ip-version",
+        "6",
+        "--ipv6-address-mode",
+        "dhcpv6-stateful",
+        "--ipv6-ra-mode",
+        "dhcpv6-stateful",
+        "--subnet-range",
+        "2001:db8:16::/64",
+        "v6_subnet",
+    ]);
+    assert_eq!(s["ip_version"], 6, "{s}");
+    assert_eq!(s["ipv6_address_mode"], "dhcpv6-stateful", "{s}");
+    assert_eq!(s["ipv6_ra_mode"], "dhcpv6-stateful", "{s}");
+    assert_eq!(s["gateway_ip"], "2001:db8:16::1", "{s}");
+    let vm1 = h.openstack_json(&[
+        "port",
+        "create",
+        "--network",
+        "dual_net",
+        "--device",
+        "0b5c6e4e-6a0e-4c1f-9f45-0123456789ab",
+        "vm1-port",
+    ]);
+    let vm2 = h.openstack_json(&["port", "create", "--network", "dual_net", "vm2-port"]);
+    let mac = vm1["mac_address"].as_str().unwrap().to_string();
+    let v6 = address_in(&vm1, "2001:db8:16:");
+    let v6_vm2 = address_in(&vm2, "2001:db8:16:");
+    let (code, dhcp) = h.http("GET", "/v2.0/ports?device_owner=network:dhcp", None);
+    assert_eq!(code, 200, "{dhcp}");
+    let dhcp = dhcp["ports"][0].clone();
+    assert_eq!(
+        address_in(&dhcp, "2001:db8:16:"),
+        "2001:db8:16::2",
+        "{dhcp}"
+    );
+
+    // the VM boots on the bridge and asks with dhclient -6
+    let vm = h.vm(&mac);
+    let (ok, d) = dhclient6_in(h.dir.path(), &vm, false, "");
+    assert!(
+        ok,
+        "dhclient -6 got no lease; events {:?}; log:\n{}",
+        d.reasons(),
+        std::fs::read_to_string(h.log()).unwrap_or_default()
+    );
+    let env = d.wait_reason("BOUND6", 1, Duration::from_secs(5));
+    assert_eq!(env["new_ip6_address"], v6);
+    assert_eq!(env["new_dhcp6_name_servers"], "2001:db8:16::2");
+    assert!(
+        env["new_dhcp6_domain_search"].contains("openstacklocal"),
+        "{env:?}"
+    );
+    let log = h.wait_log("DHCPREPLY(ns-");
+    assert!(log.contains("DHCPSOLICIT(ns-"), "{log}");
+    assert!(log.contains("DHCPADVERTISE(ns-"), "{log}");
+    assert!(log.contains(&v6), "{log}");
+
+    // the lease in the operators' view, with the client's DUID
+    let (code, leases) = h.http("GET", "/v2.0/leases", None);
+    assert_eq!(code, 200, "{leases}");
+    let row = leases["leases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["ip_address"] == v6.as_str())
+        .unwrap_or_else(|| panic!("no lease for {v6}: {leases}"))
+        .clone();
+    assert_eq!(row["state"], "bound", "{row}");
+    assert_eq!(row["ip_version"], 6, "{row}");
+    assert_eq!(row["port_id"], vm1["id"], "{row}");
+    assert_eq!(row["client_duid"], d.duid().as_str(), "{row}");
+
+    // DNS at the DHCP port's IPv6 address, the server option 23 named (the on-link route is
+    // what the router's advertisement would give)
+    let st = Command::new("ip")
+        .args([
+            "-n",
+            &vm.ns,
+            "-6",
+            "route",
+            "add",
+            "2001:db8:16::/64",
+            "dev",
+            &vm.iface,
+        ])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let dns = "2001:db8:16::2";
+    let name2 = format!("host-{}.openstacklocal", v6_vm2.replace(':', "-"));
+    let at = format!("@{dns}");
+    let start = Instant::now();
+    let aaaa = loop {
+        let a = in_vm(
+            &vm,
+            &["dig", "+short", "+tries=1", "+time=2", &at, "AAAA", &name2],
+        );
+        if !a.is_empty() || start.elapsed() > Duration::from_secs(10) {
+            break a;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(aaaa, v6_vm2, "AAAA of the neighbour");
+    let ptr = in_vm(
+        &vm,
+        &["dig", "+short", "+tries=1", "+time=2", &at, "-x", &v6_vm2],
+    );
+    assert_eq!(
+        ptr,
+        format!("{name2}."),
+        "PTR of the neighbour's IPv6 address"
+    );
+
+    // metadata at the IPv6 address, from the VM's link-local source
+    let url = format!(
+        "http://[fe80::a9fe:a9fe%{}]/openstack/latest/meta_data.json",
+        vm.iface
+    );
+    let body = in_vm(&vm, &["curl", "-s", "-g", "--max-time", "5", &url]);
+    let md: Value =
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("metadata over IPv6: {e}: {body:?}"));
+    assert_eq!(md["uuid"], "0b5c6e4e-6a0e-4c1f-9f45-0123456789ab", "{md}");
+
+    // port delete: the next renewal is answered NoBinding and the address goes away
+    let (ok, out) = h.openstack(&["port", "delete", "vm1-port"]);
+    assert!(ok, "{out}");
+    let start = Instant::now();
+    loop {
+        let addrs = in_vm(&vm, &["ip", "-6", "addr", "show", "dev", &vm.iface]);
+        let gone = !addrs.contains(&v6);
+        if gone {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(40),
+            "{v6} still on the VM after its port was deleted; events {:?}",
+            d.reasons()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
