@@ -148,15 +148,17 @@ impl DhcpSync {
         }
     }
 
-    /// Networks this node should serve (a DHCP port here and a DHCP subnet) that are not
-    /// listening, for readiness.
+    /// Networks this node should serve (a DHCP port here and a DHCP or DHCPv6 subnet) that
+    /// are not listening on each, for readiness.
     pub fn unserved(&self, reg: &Registry) -> Vec<String> {
         reg.networks()
             .map(|n| n.id.as_str())
             .filter(|id| {
-                reg.dhcp_port_for(id, &self.cfg.node).is_some()
-                    && !subnets_for(reg, id, &self.cfg.dhcp).0.is_empty()
-                    && !self.dp.is_listening(id)
+                let v4 =
+                    !subnets_for(reg, id, &self.cfg.dhcp).0.is_empty() && !self.dp.is_listening(id);
+                let v6 = reg.subnets_of(id).any(|s| s.serves_dhcp6())
+                    && !self.dp.is_listening(&format!("{id}/dhcpv6"));
+                reg.dhcp_port_for(id, &self.cfg.node).is_some() && (v4 || v6)
             })
             .map(str::to_string)
             .collect()

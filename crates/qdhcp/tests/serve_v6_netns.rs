@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use common::serve::{openstack_available, Host};
 use common::v6::dhclient6_in;
 use common::*;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 /// The port's address in the subnet `cidr_prefix` (text prefix of the address).
 fn address_in(p: &Value, prefix: &str) -> String {
@@ -230,4 +230,98 @@ fn a_vm_on_a_dhcpv6_stateful_subnet_gets_its_ports_address_dns_and_metadata_and_
         );
         std::thread::sleep(Duration::from_millis(250));
     }
+}
+
+/// kill -9 and a restart: the network is served again with the same DUID (made from the DHCP
+/// port's MAC), the REPLYed lease comes back from the journal (the leases view lists it), the
+/// VM's next RENEW is answered, and readiness waits for the DHCPv6 listener too.
+#[test]
+fn after_kill_9_the_dhcpv6_lease_comes_back_and_the_vms_renewal_is_answered() {
+    if !netns_available("serve v6 restart") {
+        return;
+    }
+    require_tool("dhclient");
+    let mut h = Host::new("r6", 8);
+    let mut srv = h.start();
+    let (s, n) = h.http(
+        "POST",
+        "/v2.0/networks",
+        Some(&json!({"network": {"name": "v6only", "provider:network_type": "flat", "provider:physical_network": "physnet1"}})),
+    );
+    assert_eq!(s, 201, "{n}");
+    let net = n["network"]["id"].as_str().unwrap().to_string();
+    let (s, sub) = h.http(
+        "POST",
+        "/v2.0/subnets",
+        Some(
+            &json!({"subnet": {"network_id": net, "cidr": "2001:db8:30::/64", "ip_version": 6,
+            "ipv6_address_mode": "dhcpv6-stateful", "ipv6_ra_mode": "dhcpv6-stateful"}}),
+        ),
+    );
+    assert_eq!(s, 201, "{sub}");
+    let (s, p) = h.http(
+        "POST",
+        "/v2.0/ports",
+        Some(&json!({"port": {"network_id": net, "name": "vm"}})),
+    );
+    assert_eq!(s, 201, "{p}");
+    let mac = p["port"]["mac_address"].as_str().unwrap().to_string();
+    let addr = p["port"]["fixed_ips"][0]["ip_address"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(addr.starts_with("2001:db8:30::"), "{p}");
+    h.wait_log(&format!("network {net}: DHCPv6 listening"));
+    let vm = h.vm(&mac);
+    let (ok, d) = dhclient6_in(h.dir.path(), &vm, false, "");
+    assert!(
+        ok,
+        "{:?}\n{}",
+        d.reasons(),
+        std::fs::read_to_string(h.log()).unwrap()
+    );
+    assert_eq!(
+        d.wait_reason("BOUND6", 1, Duration::from_secs(5))["new_ip6_address"],
+        addr
+    );
+
+    srv.kill9();
+    let _srv = h.start();
+    let (code, ready) = h.http("GET", "/readyz", None);
+    let start = Instant::now();
+    let mut code = code;
+    while code != 200 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "never ready: {ready}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+        code = h.http("GET", "/readyz", None).0;
+    }
+    // ready means DHCPv6 listens again
+    let log = std::fs::read_to_string(h.log()).unwrap();
+    assert_eq!(
+        log.matches(&format!("network {net}: DHCPv6 listening"))
+            .count(),
+        2,
+        "{log}"
+    );
+    let (_, leases) = h.http("GET", "/v2.0/leases", None);
+    let row = leases["leases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["ip_address"] == addr.as_str())
+        .unwrap_or_else(|| panic!("the lease did not come back from the journal: {leases}"))
+        .clone();
+    assert_eq!(row["client_duid"], d.duid().as_str(), "{row}");
+    // the next RENEW (T1 = 4 s) names the server the VM knows, and is answered
+    let renewed = d.wait_reason("RENEW6", 1, Duration::from_secs(15));
+    assert_eq!(renewed["new_ip6_address"], addr, "{renewed:?}");
+    let log = std::fs::read_to_string(h.log()).unwrap();
+    assert_eq!(
+        log.matches("DHCPSOLICIT(").count(),
+        1,
+        "the VM never had to solicit again: {log}"
+    );
 }
