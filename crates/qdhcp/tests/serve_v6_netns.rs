@@ -325,3 +325,83 @@ fn after_kill_9_the_dhcpv6_lease_comes_back_and_the_vms_renewal_is_answered() {
         "the VM never had to solicit again: {log}"
     );
 }
+
+/// A dhcpv6-stateless subnet in `qdhcp serve`: the port's address is its EUI-64 (asking for
+/// another is 400 `AllocationOnAutoAddressSubnet`), and `dhclient -6 -S` gets the subnet's DNS
+/// servers and search list, and no address, from the DHCP port.
+#[test]
+fn a_stateless_subnets_vm_gets_options_only_and_its_port_an_eui64_address() {
+    if !netns_available("serve v6 stateless") {
+        return;
+    }
+    require_tool("dhclient");
+    let mut h = Host::new("s6", 60);
+    let _srv = h.start();
+    let (s, n) = h.http(
+        "POST",
+        "/v2.0/networks",
+        Some(&json!({"network": {"name": "sl", "provider:network_type": "flat", "provider:physical_network": "physnet1"}})),
+    );
+    assert_eq!(s, 201, "{n}");
+    let net = n["network"]["id"].as_str().unwrap().to_string();
+    let (s, sub) = h.http(
+        "POST",
+        "/v2.0/subnets",
+        Some(
+            &json!({"subnet": {"network_id": net, "cidr": "2001:db8:40::/64", "ip_version": 6,
+            "ipv6_address_mode": "dhcpv6-stateless", "ipv6_ra_mode": "dhcpv6-stateless",
+            "dns_nameservers": ["2001:db8:40::53"]}}),
+        ),
+    );
+    assert_eq!(s, 201, "{sub}");
+    assert_eq!(sub["subnet"]["ipv6_address_mode"], "dhcpv6-stateless");
+    let (s, e) = h.http(
+        "POST",
+        "/v2.0/ports",
+        Some(
+            &json!({"port": {"network_id": net, "fixed_ips": [{"ip_address": "2001:db8:40::99"}]}}),
+        ),
+    );
+    assert_eq!(
+        (s, e["NeutronError"]["type"].as_str()),
+        (400, Some("AllocationOnAutoAddressSubnet")),
+        "{e}"
+    );
+    let mac = "fa:16:3e:40:00:07";
+    let (s, p) = h.http(
+        "POST",
+        "/v2.0/ports",
+        Some(&json!({"port": {"network_id": net, "mac_address": mac}})),
+    );
+    assert_eq!(s, 201, "{p}");
+    // Neutron's EUI-64 of fa:16:3e:40:00:07 in 2001:db8:40::/64
+    let eui: std::net::Ipv6Addr = p["port"]["fixed_ips"][0]["ip_address"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let want: std::net::Ipv6Addr = "2001:db8:40::f816:3eff:fe40:7".parse().unwrap();
+    assert_eq!(eui, want, "{p}");
+    h.wait_log(&format!("network {net}: DHCPv6 listening"));
+    let vm = h.vm(mac);
+    let (ok, c) = dhclient6_in(h.dir.path(), &vm, true, "");
+    assert!(
+        ok,
+        "no reply: {:?}\n{}",
+        c.reasons(),
+        std::fs::read_to_string(h.log()).unwrap()
+    );
+    let ev = c
+        .events()
+        .into_iter()
+        .find(|e| e.contains_key("new_dhcp6_name_servers"))
+        .unwrap_or_else(|| panic!("no name servers: {:?}", c.events()));
+    assert_eq!(ev["new_dhcp6_name_servers"], "2001:db8:40::53", "{ev:?}");
+    assert!(
+        ev.get("new_dhcp6_domain_search")
+            .is_some_and(|d| d.contains("openstacklocal")),
+        "{ev:?}"
+    );
+    assert!(!ev.contains_key("new_ip6_address"), "{ev:?}");
+    h.wait_log("DHCPINFORMATION-REQUEST(ns-");
+}
