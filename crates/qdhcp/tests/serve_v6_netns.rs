@@ -355,6 +355,20 @@ fn a_stateless_subnets_vm_gets_options_only_and_its_port_an_eui64_address() {
     );
     assert_eq!(s, 201, "{sub}");
     assert_eq!(sub["subnet"]["ipv6_address_mode"], "dhcpv6-stateless");
+    // Neutron's refusal of modes that differ: 400 InvalidInput
+    let (s, e) = h.http(
+        "POST",
+        "/v2.0/subnets",
+        Some(
+            &json!({"subnet": {"network_id": net, "cidr": "2001:db8:41::/64", "ip_version": 6,
+            "ipv6_address_mode": "slaac", "ipv6_ra_mode": "dhcpv6-stateless"}}),
+        ),
+    );
+    assert_eq!(
+        (s, e["NeutronError"]["type"].as_str()),
+        (400, Some("InvalidInput")),
+        "{e}"
+    );
     let (s, e) = h.http(
         "POST",
         "/v2.0/ports",

@@ -6,6 +6,10 @@ pub enum RegistryError {
     /// A field is missing or invalid; the message names it.
     #[error("{0}")]
     BadRequest(String),
+    /// A request Neutron's plugin refuses as a whole (its `InvalidInput`: IPv6 modes that do not
+    /// go together, a CIDR of the other family…).
+    #[error("Invalid input for operation: {0}.")]
+    InvalidInput(String),
     /// Neutron's policy refuses the caller this (an attribute for admins only).
     #[error("{0} is disallowed by policy")]
     PolicyNotAuthorized(String),
@@ -100,6 +104,7 @@ impl RegistryError {
     pub fn kind(&self) -> &'static str {
         match self {
             RegistryError::BadRequest(_) => "HTTPBadRequest",
+            RegistryError::InvalidInput(_) => "InvalidInput",
             RegistryError::PolicyNotAuthorized(_) => "PolicyNotAuthorized",
             RegistryError::NetworkNotFound(_) => "NetworkNotFound",
             RegistryError::SubnetNotFound(_) => "SubnetNotFound",
@@ -126,6 +131,7 @@ impl RegistryError {
     pub fn status(&self) -> u16 {
         match self {
             RegistryError::BadRequest(_)
+            | RegistryError::InvalidInput(_)
             | RegistryError::InvalidIpForSubnet { .. }
             | RegistryError::AllocationOnAutoAddressSubnet { .. }
             | RegistryError::Overlap { .. } => 400,

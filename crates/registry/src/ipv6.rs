@@ -85,7 +85,7 @@ pub(crate) fn modes(
 
 /// Neutron's `InvalidInput` without a field: "Invalid input for operation: …".
 pub(crate) fn operation(why: impl std::fmt::Display) -> RegistryError {
-    RegistryError::BadRequest(format!("Invalid input for operation: {why}."))
+    RegistryError::InvalidInput(why.to_string())
 }
 
 /// The default pool of an IPv6 prefix (Neutron's `generate_pools`): every address after the

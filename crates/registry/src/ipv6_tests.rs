@@ -175,6 +175,8 @@ fn neutrons_ipv6_validation_answers_400_with_its_messages() {
     let bad = |r: &mut Registry, env: &mut TestEnv, req: SubnetReq| {
         let e = r.create_subnet(req, &admin(), env).unwrap_err();
         assert_eq!(e.status(), 400, "{e}");
+        // what Neutron's plugin refuses is its InvalidInput
+        assert_eq!(e.kind(), "InvalidInput", "{e}");
         e.to_string()
     };
     let base = SubnetReq {
