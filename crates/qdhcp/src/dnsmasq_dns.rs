@@ -14,13 +14,25 @@ use qdhcp_dns::Zone;
 use qdhcp_reactor::Reactor;
 
 /// Sockets opened for one interface (before the privilege drop).
-pub type Opened = Vec<(String, UdpSocket, TcpListener)>;
+pub type Opened = Vec<(String, Family, UdpSocket, TcpListener)>;
+
+/// Which family a pair of DNS sockets serves (IPv6 beside IPv4 on a dual-stack network, where
+/// DHCPv6 announces the server's own IPv6 address as DNS server).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// IPv4.
+    V4,
+    /// IPv6.
+    V6,
+}
 
 /// The running DNS server and the interfaces it serves.
 pub struct DnsSide {
     /// The server.
     pub server: Arc<DnsServer>,
     port: u16,
+    /// Also on IPv6 (the configuration has a DHCPv6 range).
+    v6: bool,
     serving: HashSet<String>,
     /// The event loop serving its sockets: started with the first of them, after the
     /// privilege drop (threads inherit the credentials).
@@ -117,6 +129,7 @@ pub fn open(
     let mut side = DnsSide {
         server,
         port,
+        v6: !cfg.ranges6.is_empty(),
         serving: HashSet::new(),
         loops: None,
     };
@@ -131,7 +144,14 @@ impl DnsSide {
         for i in ifaces {
             if !self.serving.contains(i) {
                 let (u, t) = open_sockets(i, self.port)?;
-                out.push((i.clone(), u, t));
+                out.push((i.clone(), Family::V4, u, t));
+                if self.v6 {
+                    // an interface without IPv6 keeps its IPv4 DNS
+                    match qdhcp_dns::server::open_sockets6(i, self.port) {
+                        Ok((u, t)) => out.push((i.clone(), Family::V6, u, t)),
+                        Err(e) => tracing::warn!(target: "dns", "{i}: no DNS on IPv6: {e}"),
+                    }
+                }
             }
         }
         Ok(out)
@@ -149,10 +169,14 @@ impl DnsSide {
             }
         };
         self.server.start_forwarder(&loops)?;
-        for (iface, u, t) in opened {
-            self.server.serve_udp(&loops, u)?;
+        for (iface, family, u, t) in opened {
+            match family {
+                Family::V4 => self.server.serve_udp(&loops, u)?,
+                Family::V6 => self.server.serve_udp6(&loops, u)?,
+            }
             self.server.serve_tcp(&loops, t)?;
-            tracing::info!("DNS listening on {iface} port {}", self.port);
+            let on = if family == Family::V6 { " (IPv6)" } else { "" };
+            tracing::info!("DNS listening on {iface} port {}{on}", self.port);
             self.serving.insert(iface);
         }
         Ok(())

@@ -482,3 +482,62 @@ fn dhcpcd6_gets_its_ports_address_and_dns() {
         "{text}"
     );
 }
+
+/// On a dual-stack network `qdhcp dnsmasq` answers DNS on IPv6 too, as dnsmasq does: the IPv6
+/// lines of Neutron's addn_hosts file give AAAA and ip6.arpa PTR, asked at the server's IPv6
+/// address by a VM that took its address with dhclient -6.
+#[test]
+fn dns_answers_aaaa_and_ip6_arpa_over_ipv6_from_neutrons_addn_hosts() {
+    if !netns_available("dnsmasq DNS over IPv6") {
+        return;
+    }
+    require_tool("dhclient");
+    require_tool("dig");
+    let (mut t, s) = dual_stack();
+    std::fs::write(
+        t.path("addn_hosts"),
+        "2001:db8:6::103\thost-2001-db8-6--103.openstacklocal. host-2001-db8-6--103\n\
+         2001:db8:6::104\thost-2001-db8-6--104.openstacklocal. host-2001-db8-6--104\n",
+    )
+    .unwrap();
+    let _srv = start(&t, &s);
+    wait_for_log(&s.log, "DNS listening on", Duration::from_secs(5));
+    let vm = t.vm(VM1_MAC);
+    let (ok, c) = dhclient6(&t, &vm, false, "");
+    assert!(ok, "no lease: {:?}", c.reasons());
+    // the on-link route a router advertisement would give
+    sh(&[
+        "ip",
+        "-n",
+        &vm.ns,
+        "-6",
+        "route",
+        "add",
+        "2001:db8:6::/64",
+        "dev",
+        &vm.iface,
+    ]);
+    let dig = |args: &[&str]| {
+        let o = Command::new("ip")
+            .args([
+                "netns", "exec", &vm.ns, "dig", "+short", "+tries=1", "+time=2",
+            ])
+            .args(["@2001:db8:6::2"])
+            .args(args)
+            .output()
+            .expect("dig");
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    assert_eq!(
+        dig(&["AAAA", "host-2001-db8-6--104.openstacklocal"]),
+        "2001:db8:6::104",
+        "{}",
+        std::fs::read_to_string(&s.log).unwrap_or_default()
+    );
+    assert_eq!(
+        dig(&["-x", "2001:db8:6::104"]),
+        "host-2001-db8-6--104.openstacklocal."
+    );
+    let log = std::fs::read_to_string(&s.log).unwrap();
+    assert!(log.contains("port 53 (IPv6)"), "{log}");
+}
