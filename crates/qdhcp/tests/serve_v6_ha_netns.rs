@@ -77,22 +77,8 @@ fn a_dead_nodes_dhcpv6_network_moves_with_its_duid_and_the_vm_keeps_its_address(
     let mut srv_a = node(&a, "node-a");
     let _srv_b = node(&b, "node-b");
     std::thread::sleep(Duration::from_millis(1500));
-    let (s, n) = a.http(
-        "POST",
-        "/v2.0/networks",
-        Some(&json!({"network": {"name": "ha6", "provider:network_type": "flat", "provider:physical_network": "physnet1"}})),
-    );
-    assert_eq!(s, 201, "{n}");
-    let net = n["network"]["id"].as_str().unwrap().to_string();
-    let (s, sub) = a.http(
-        "POST",
-        "/v2.0/subnets",
-        Some(
-            &json!({"subnet": {"network_id": net, "cidr": "2001:db8:20::/64", "ip_version": 6,
-            "ipv6_address_mode": "dhcpv6-stateful", "ipv6_ra_mode": "dhcpv6-stateful"}}),
-        ),
-    );
-    assert_eq!(s, 201, "{sub}");
+    let net = a.flat_network("ha6");
+    a.subnet6(&net, "2001:db8:20::/64", "dhcpv6-stateful", json!({}));
     let mut before = Vec::new();
     wait_until("the DHCP port on node-a", Duration::from_secs(15), || {
         before = dhcp_ports(&b, &net);

@@ -243,22 +243,8 @@ fn after_kill_9_the_dhcpv6_lease_comes_back_and_the_vms_renewal_is_answered() {
     require_tool("dhclient");
     let mut h = Host::new("r6", 8);
     let mut srv = h.start();
-    let (s, n) = h.http(
-        "POST",
-        "/v2.0/networks",
-        Some(&json!({"network": {"name": "v6only", "provider:network_type": "flat", "provider:physical_network": "physnet1"}})),
-    );
-    assert_eq!(s, 201, "{n}");
-    let net = n["network"]["id"].as_str().unwrap().to_string();
-    let (s, sub) = h.http(
-        "POST",
-        "/v2.0/subnets",
-        Some(
-            &json!({"subnet": {"network_id": net, "cidr": "2001:db8:30::/64", "ip_version": 6,
-            "ipv6_address_mode": "dhcpv6-stateful", "ipv6_ra_mode": "dhcpv6-stateful"}}),
-        ),
-    );
-    assert_eq!(s, 201, "{sub}");
+    let net = h.flat_network("v6only");
+    h.subnet6(&net, "2001:db8:30::/64", "dhcpv6-stateful", json!({}));
     let (s, p) = h.http(
         "POST",
         "/v2.0/ports",
@@ -337,24 +323,14 @@ fn a_stateless_subnets_vm_gets_options_only_and_its_port_an_eui64_address() {
     require_tool("dhclient");
     let mut h = Host::new("s6", 60);
     let _srv = h.start();
-    let (s, n) = h.http(
-        "POST",
-        "/v2.0/networks",
-        Some(&json!({"network": {"name": "sl", "provider:network_type": "flat", "provider:physical_network": "physnet1"}})),
+    let net = h.flat_network("sl");
+    let sub = h.subnet6(
+        &net,
+        "2001:db8:40::/64",
+        "dhcpv6-stateless",
+        json!({"dns_nameservers": ["2001:db8:40::53"]}),
     );
-    assert_eq!(s, 201, "{n}");
-    let net = n["network"]["id"].as_str().unwrap().to_string();
-    let (s, sub) = h.http(
-        "POST",
-        "/v2.0/subnets",
-        Some(
-            &json!({"subnet": {"network_id": net, "cidr": "2001:db8:40::/64", "ip_version": 6,
-            "ipv6_address_mode": "dhcpv6-stateless", "ipv6_ra_mode": "dhcpv6-stateless",
-            "dns_nameservers": ["2001:db8:40::53"]}}),
-        ),
-    );
-    assert_eq!(s, 201, "{sub}");
-    assert_eq!(sub["subnet"]["ipv6_address_mode"], "dhcpv6-stateless");
+    assert_eq!(sub["ipv6_address_mode"], "dhcpv6-stateless");
     // Neutron's refusal of modes that differ: 400 InvalidInput
     let (s, e) = h.http(
         "POST",

@@ -231,6 +231,34 @@ impl Host {
         }
     }
 
+    /// A flat network on physnet1, created through the API; its id.
+    pub fn flat_network(&self, name: &str) -> String {
+        let (s, n) = self.http(
+            "POST",
+            "/v2.0/networks",
+            Some(&serde_json::json!({"network": {"name": name, "provider:network_type": "flat", "provider:physical_network": "physnet1"}})),
+        );
+        assert_eq!(s, 201, "{n}");
+        n["network"]["id"].as_str().unwrap().to_string()
+    }
+
+    /// An IPv6 subnet of `net` whose address and RA modes are both `mode`, with `extra` fields;
+    /// the subnet as the API answered it.
+    pub fn subnet6(&self, net: &str, cidr: &str, mode: &str, extra: Value) -> Value {
+        let mut body = serde_json::json!({"network_id": net, "cidr": cidr, "ip_version": 6,
+            "ipv6_address_mode": mode, "ipv6_ra_mode": mode});
+        if let (Some(b), Value::Object(e)) = (body.as_object_mut(), extra) {
+            b.extend(e);
+        }
+        let (s, sub) = self.http(
+            "POST",
+            "/v2.0/subnets",
+            Some(&serde_json::json!({ "subnet": body })),
+        );
+        assert_eq!(s, 201, "{sub}");
+        sub["subnet"].clone()
+    }
+
     pub fn wait_log(&self, needle: &str) -> String {
         wait_for_log(&self.log(), needle, Duration::from_secs(10))
     }
