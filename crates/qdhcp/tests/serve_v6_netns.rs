@@ -35,6 +35,21 @@ fn in_vm(vm: &Vm, args: &[&str]) -> String {
     String::from_utf8_lossy(&o.stdout).trim().to_string()
 }
 
+/// A random DUID byte can be a quote or a backslash, which dhclient writes as `\"` and
+/// `\\` (CI once failed on a DUID holding one).
+#[test]
+fn dhclients_quoted_duid_is_read_with_every_escape_it_writes() {
+    let line = r#"default-duid "\000\001\000\001\"\\a \377";"#;
+    assert_eq!(
+        common::v6::dhclient_quoted_bytes(line),
+        Some(vec![0, 1, 0, 1, b'"', b'\\', b'a', b' ', 0xff])
+    );
+    assert_eq!(
+        common::v6::dhclient_quoted_bytes(r#"default-duid "\00"#),
+        None
+    );
+}
+
 #[test]
 fn a_vm_on_a_dhcpv6_stateful_subnet_gets_its_ports_address_dns_and_metadata_and_loses_it_on_delete()
 {

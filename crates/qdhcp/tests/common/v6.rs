@@ -109,20 +109,7 @@ impl Dhclient6 {
             .lines()
             .find(|l| l.starts_with("default-duid"))
             .expect("default-duid in dhclient's lease file");
-        let quoted = line.split('"').nth(1).expect("quoted DUID");
-        // dhclient writes the DUID as an escaped string: \ooo octal or printable characters
-        let mut bytes = Vec::new();
-        let mut it = quoted.bytes().peekable();
-        while let Some(b) = it.next() {
-            if b == b'\\' {
-                let oct: String = (0..3)
-                    .filter_map(|_| it.next().map(|c| c as char))
-                    .collect();
-                bytes.push(u8::from_str_radix(&oct, 8).expect("octal escape"));
-            } else {
-                bytes.push(b);
-            }
-        }
+        let bytes = dhclient_quoted_bytes(line).expect("quoted DUID");
         bytes
             .iter()
             .map(|b| format!("{b:02x}"))
@@ -300,4 +287,29 @@ pub fn wait_until(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) {
 
 pub fn leases_text(s: &DnsmasqSetup) -> String {
     std::fs::read_to_string(&s.leases).unwrap_or_default()
+}
+
+/// The bytes of the first quoted string in a dhclient lease-file line, as ISC's
+/// `quotify_buf` escapes them: `\ooo` octal for unprintable bytes, `\"` and `\\` for a
+/// quote and a backslash, anything else as itself. `None` without a closed quote.
+pub fn dhclient_quoted_bytes(line: &str) -> Option<Vec<u8>> {
+    let start = line.find('"')? + 1;
+    let mut it = line.as_bytes()[start..].iter().copied();
+    let mut bytes = Vec::new();
+    while let Some(b) = it.next() {
+        match b {
+            b'"' => return Some(bytes),
+            b'\\' => {
+                let first = it.next()?;
+                if first.is_ascii_digit() {
+                    let oct = [first, it.next()?, it.next()?];
+                    bytes.push(u8::from_str_radix(std::str::from_utf8(&oct).ok()?, 8).ok()?);
+                } else {
+                    bytes.push(first);
+                }
+            }
+            _ => bytes.push(b),
+        }
+    }
+    None
 }
