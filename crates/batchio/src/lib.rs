@@ -13,8 +13,90 @@ pub mod packet;
 
 use std::io;
 use std::mem::MaybeUninit;
-use std::net::SocketAddrV4;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::RawFd;
+
+/// A socket address datagrams are batched to and from, in the kernel's raw form: IPv4
+/// (`sockaddr_in`) or IPv6 (`sockaddr_in6`), so one batch path serves DHCPv4, DHCPv6 and DNS.
+pub trait Addr: Copy + PartialEq + std::fmt::Debug {
+    /// The kernel's socket address for it.
+    type Raw: Copy;
+    /// The raw form, for the kernel.
+    fn to_raw(&self) -> Self::Raw;
+    /// Back from what the kernel wrote; `None` for another family.
+    fn from_raw(raw: &Self::Raw) -> Option<Self>;
+    /// A raw address for the kernel to fill in.
+    fn empty() -> Self::Raw;
+    /// What a source of another family is given as.
+    fn unspecified() -> Self;
+    /// Whether a send there cannot be segmented (broadcast or multicast).
+    fn is_group(&self) -> bool;
+}
+
+impl Addr for SocketAddrV4 {
+    type Raw = libc::sockaddr_in;
+    fn to_raw(&self) -> libc::sockaddr_in {
+        libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: self.port().to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(*self.ip()).to_be(),
+            },
+            sin_zero: [0; 8],
+        }
+    }
+    fn from_raw(a: &libc::sockaddr_in) -> Option<Self> {
+        (a.sin_family == libc::AF_INET as libc::sa_family_t).then(|| {
+            SocketAddrV4::new(
+                Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)),
+                u16::from_be(a.sin_port),
+            )
+        })
+    }
+    fn empty() -> libc::sockaddr_in {
+        SocketAddrV4::unspecified().to_raw()
+    }
+    fn unspecified() -> Self {
+        SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)
+    }
+    fn is_group(&self) -> bool {
+        self.ip().is_broadcast() || self.ip().is_multicast()
+    }
+}
+
+impl Addr for SocketAddrV6 {
+    type Raw = libc::sockaddr_in6;
+    fn to_raw(&self) -> libc::sockaddr_in6 {
+        libc::sockaddr_in6 {
+            sin6_family: libc::AF_INET6 as libc::sa_family_t,
+            sin6_port: self.port().to_be(),
+            sin6_flowinfo: self.flowinfo().to_be(),
+            sin6_addr: libc::in6_addr {
+                s6_addr: self.ip().octets(),
+            },
+            sin6_scope_id: self.scope_id(),
+        }
+    }
+    fn from_raw(a: &libc::sockaddr_in6) -> Option<Self> {
+        (a.sin6_family == libc::AF_INET6 as libc::sa_family_t).then(|| {
+            SocketAddrV6::new(
+                Ipv6Addr::from(a.sin6_addr.s6_addr),
+                u16::from_be(a.sin6_port),
+                u32::from_be(a.sin6_flowinfo),
+                a.sin6_scope_id,
+            )
+        })
+    }
+    fn empty() -> libc::sockaddr_in6 {
+        SocketAddrV6::unspecified().to_raw()
+    }
+    fn unspecified() -> Self {
+        SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, 0, 0, 0)
+    }
+    fn is_group(&self) -> bool {
+        self.ip().is_multicast()
+    }
+}
 
 /// Most datagrams one call moves: also the kernel's limit of segments in one UDP GSO send.
 pub const MAX_BATCH: usize = 64;
@@ -65,19 +147,18 @@ pub fn recv_batch<B: AsMut<[u8]>>(
 }
 
 /// [`recv_batch`] that also gives each datagram's source (a server answering its clients);
-/// never blocks. A source that is not IPv4 is given as `0.0.0.0:0`.
-pub fn recv_batch_from<B: AsMut<[u8]>>(
+/// never blocks. A source of another family is given as [`Addr::unspecified`].
+pub fn recv_batch_from<A: Addr, B: AsMut<[u8]>>(
     fd: RawFd,
     bufs: &mut [B],
     lens: &mut [usize],
-    froms: &mut [SocketAddrV4],
+    froms: &mut [A],
 ) -> io::Result<usize> {
     let n = bufs.len().min(lens.len()).min(froms.len()).min(MAX_BATCH);
     let mut got = 0;
     while got < n {
         let want = (n - got).min(RECV_CHUNK);
-        let mut names =
-            [sockaddr(SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 0)); RECV_CHUNK];
+        let mut names = [A::empty(); RECV_CHUNK];
         match recv_chunk_named(
             fd,
             &mut bufs[got..got + want],
@@ -87,14 +168,7 @@ pub fn recv_batch_from<B: AsMut<[u8]>>(
         ) {
             Ok(k) => {
                 for (f, a) in froms[got..got + k].iter_mut().zip(&names[..k]) {
-                    *f = if a.sin_family == libc::AF_INET as libc::sa_family_t {
-                        SocketAddrV4::new(
-                            std::net::Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr)),
-                            u16::from_be(a.sin_port),
-                        )
-                    } else {
-                        SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 0)
-                    };
+                    *f = A::from_raw(a).unwrap_or_else(A::unspecified);
                 }
                 got += k;
                 if k < want {
@@ -115,15 +189,15 @@ fn recv_chunk<B: AsMut<[u8]>>(
     lens: &mut [usize],
     flags: libc::c_int,
 ) -> io::Result<usize> {
-    recv_chunk_named(fd, bufs, lens, None, flags)
+    recv_chunk_named::<libc::sockaddr_in, B>(fd, bufs, lens, None, flags)
 }
 
 /// [`recv_chunk`], with the sources written to `names` when given.
-fn recv_chunk_named<B: AsMut<[u8]>>(
+fn recv_chunk_named<R, B: AsMut<[u8]>>(
     fd: RawFd,
     bufs: &mut [B],
     lens: &mut [usize],
-    mut names: Option<&mut [libc::sockaddr_in]>,
+    mut names: Option<&mut [R]>,
     flags: libc::c_int,
 ) -> io::Result<usize> {
     let n = bufs
@@ -169,8 +243,8 @@ fn recv_chunk_named<B: AsMut<[u8]>>(
 
 /// One queued datagram: where to, and where its bytes sit in the outbox.
 #[derive(Debug, Clone, Copy)]
-struct Item {
-    to: SocketAddrV4,
+struct Item<A> {
+    to: A,
     start: usize,
     len: usize,
 }
@@ -178,19 +252,19 @@ struct Item {
 /// Datagrams gathered during a batch and sent together by `flush`, in the order pushed.
 /// Buffers are kept between batches, so a steady load does not allocate.
 #[derive(Debug)]
-pub struct Outbox {
+pub struct Outbox<A: Addr = SocketAddrV4> {
     bytes: Vec<u8>,
-    items: Vec<Item>,
+    items: Vec<Item<A>>,
     segmenting: bool,
 }
 
-impl Default for Outbox {
+impl<A: Addr> Default for Outbox<A> {
     fn default() -> Self {
         Self::new(true)
     }
 }
 
-impl Outbox {
+impl<A: Addr> Outbox<A> {
     /// An empty outbox; `segmenting` allows UDP segmentation offload (turned off for good the
     /// first time the kernel refuses it).
     pub fn new(segmenting: bool) -> Self {
@@ -203,7 +277,7 @@ impl Outbox {
     }
 
     /// Queues `bytes` for `to`; its index (for `flush`'s report) is the number queued before it.
-    pub fn push(&mut self, to: SocketAddrV4, bytes: &[u8]) {
+    pub fn push(&mut self, to: A, bytes: &[u8]) {
         self.items.push(Item {
             to,
             start: self.bytes.len(),
@@ -264,7 +338,7 @@ impl Outbox {
     /// same size as the first (the last may be shorter), within the kernel's limits.
     fn run_at(&self, i: usize) -> usize {
         let first = self.items[i];
-        if first.to.ip().is_broadcast() || first.to.ip().is_multicast() || first.len == 0 {
+        if first.to.is_group() || first.len == 0 {
             return 1;
         }
         let mut total = first.len;
@@ -292,7 +366,7 @@ impl Outbox {
         let first = self.items[i];
         let last = self.items[i + run - 1];
         let seg = first.len as u16;
-        let to = sockaddr(first.to);
+        let to = first.to.to_raw();
         let data = &mut self.bytes[first.start..last.start + last.len];
         let mut iov = libc::iovec {
             iov_base: data.as_mut_ptr() as *mut libc::c_void,
@@ -304,8 +378,8 @@ impl Outbox {
         // and the control buffer (32 bytes) holds CMSG_SPACE(2) = 24 bytes.
         unsafe {
             let mut msg: libc::msghdr = std::mem::zeroed();
-            msg.msg_name = &to as *const libc::sockaddr_in as *mut libc::c_void;
-            msg.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            msg.msg_name = &to as *const A::Raw as *mut libc::c_void;
+            msg.msg_namelen = std::mem::size_of::<A::Raw>() as libc::socklen_t;
             msg.msg_iov = &mut iov;
             msg.msg_iovlen = 1;
             msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
@@ -339,12 +413,12 @@ impl Outbox {
             let count = (range.end - k).min(MAX_BATCH);
             // Only the first `count` entries are written; every pointer set below points into
             // these arrays or `self.bytes`, which outlive the sendmmsg calls.
-            let mut addrs = [MaybeUninit::<libc::sockaddr_in>::uninit(); MAX_BATCH];
+            let mut addrs = [MaybeUninit::<A::Raw>::uninit(); MAX_BATCH];
             let mut iovs = [MaybeUninit::<libc::iovec>::uninit(); MAX_BATCH];
             let mut hdrs = [MaybeUninit::<libc::mmsghdr>::uninit(); MAX_BATCH];
             for j in 0..count {
                 let it = self.items[k + j];
-                let addr = addrs[j].write(sockaddr(it.to));
+                let addr = addrs[j].write(it.to.to_raw());
                 let iov = iovs[j].write(libc::iovec {
                     iov_base: self.bytes[it.start..].as_mut_ptr() as *mut libc::c_void,
                     iov_len: it.len,
@@ -388,12 +462,12 @@ impl Outbox {
 
 /// One mmsghdr for one buffer, with the destination when sending; `iov` and `to` must outlive
 /// the call that uses it.
-fn mmsghdr(iov: &mut libc::iovec, to: Option<&mut libc::sockaddr_in>) -> libc::mmsghdr {
+fn mmsghdr<R>(iov: &mut libc::iovec, to: Option<&mut R>) -> libc::mmsghdr {
     // SAFETY: a zeroed mmsghdr is a valid empty header; the fields used are set below.
     let mut h: libc::mmsghdr = unsafe { std::mem::zeroed() };
     if let Some(to) = to {
-        h.msg_hdr.msg_name = to as *mut libc::sockaddr_in as *mut libc::c_void;
-        h.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        h.msg_hdr.msg_name = to as *mut R as *mut libc::c_void;
+        h.msg_hdr.msg_namelen = std::mem::size_of::<R>() as libc::socklen_t;
     }
     h.msg_hdr.msg_iov = iov;
     h.msg_hdr.msg_iovlen = 1;
@@ -406,17 +480,6 @@ fn refuses_segmentation(e: &io::Error) -> bool {
         e.raw_os_error(),
         Some(libc::EINVAL | libc::EIO | libc::EOPNOTSUPP | libc::ENOPROTOOPT)
     )
-}
-
-fn sockaddr(a: SocketAddrV4) -> libc::sockaddr_in {
-    libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: a.port().to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from(*a.ip()).to_be(),
-        },
-        sin_zero: [0; 8],
-    }
 }
 
 #[cfg(test)]

@@ -185,3 +185,45 @@ fn a_batch_received_names_each_datagrams_source() {
         0
     );
 }
+
+#[test]
+fn ipv6_batches_go_out_segmented_and_come_in_with_their_sources() {
+    use std::net::{Ipv6Addr, SocketAddrV6};
+    let bound6 = || {
+        let s = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP)).unwrap();
+        s.set_only_v6(true).unwrap();
+        s.bind(&SocketAddrV6::new(Ipv6Addr::LOCALHOST, 0, 0, 0).into())
+            .unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(500)))
+            .unwrap();
+        let a = s.local_addr().unwrap().as_socket_ipv6().unwrap();
+        (s, a)
+    };
+    for segmenting in [true, false] {
+        let (tx, from) = bound6();
+        let (rx, to) = bound6();
+        let mut out: Outbox<SocketAddrV6> = Outbox::new(segmenting);
+        let sent: Vec<Vec<u8>> = (0..40u8).map(|t| datagram(t, 200)).collect();
+        sent.iter().for_each(|d| out.push(to, d));
+        let report = send_all6(&mut out, &tx);
+        assert_eq!(report, (0..40).map(|i| (i, true)).collect::<Vec<_>>());
+        // they are queued now: take them with their sources, without blocking
+        std::thread::sleep(Duration::from_millis(50));
+        let mut bufs = vec![[0u8; 2048]; MAX_BATCH];
+        let mut lens = [0usize; MAX_BATCH];
+        let mut froms = [SocketAddrV6::unspecified(); MAX_BATCH];
+        let n = recv_batch_from(rx.as_raw_fd(), &mut bufs, &mut lens, &mut froms).unwrap();
+        assert_eq!(n, 40, "segmenting={segmenting}");
+        for i in 0..n {
+            assert_eq!(&bufs[i][..lens[i]], &sent[i][..]);
+            assert_eq!(froms[i].ip(), from.ip());
+            assert_eq!(froms[i].port(), from.port());
+        }
+    }
+}
+
+fn send_all6(out: &mut Outbox<std::net::SocketAddrV6>, tx: &Socket) -> Vec<(usize, bool)> {
+    let mut report = Vec::new();
+    out.flush(tx.as_raw_fd(), |i, r| report.push((i, r.is_ok())));
+    report
+}

@@ -4,14 +4,16 @@
 //! REPLY that binds leaves only after its lease is on disk). A message from the link whose source has no neighbour entry yet waits, while
 //! the neighbour is probed, up to five tries 100 ms apart (as dnsmasq does), on the loop's timer.
 
+use std::cell::RefCell;
 use std::fs::File;
-use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6, UdpSocket};
+use std::net::{Ipv6Addr, SocketAddrV6, UdpSocket};
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use qdhcp_batchio::{recv_batch_from, Addr, Outbox};
 use qdhcp_protocol::v6::{decide6, parse6, Change6, Context6, Lease6, Msg6, Outcome6};
 use qdhcp_protocol::Mac;
 use qdhcp_reactor::{Source, Turn};
@@ -35,6 +37,25 @@ const PROBE_GAP: Duration = Duration::from_millis(100);
 const MAX_PENDING: usize = 256;
 /// Interface addresses are read again at most this often.
 const ADDRS_TTL: Duration = Duration::from_secs(2);
+
+/// One loop thread's receive batch and outbox, shared by every interface it serves (a batch is
+/// done before the next interface's turn), so ten thousand networks do not each hold them.
+struct Batch6 {
+    bufs: Vec<[u8; MAX6]>,
+    lens: [usize; BATCH],
+    froms: [SocketAddrV6; BATCH],
+}
+
+thread_local! {
+    static BATCH6: RefCell<Batch6> = RefCell::new(Batch6 {
+        bufs: Vec::new(),
+        lens: [0; BATCH],
+        froms: [SocketAddrV6::unspecified(); BATCH],
+    });
+    /// Replies of a batch, sent with as few syscalls as the kernel allows (`sendmmsg`, and one
+    /// segmented send for a run to one relay).
+    static OUT6: RefCell<Outbox<SocketAddrV6>> = RefCell::new(Outbox::new(true));
+}
 
 /// A message waiting for its sender's neighbour entry.
 struct Pending {
@@ -67,7 +88,6 @@ pub(crate) struct Dhcp6Source {
     own_read: Option<Instant>,
     limiter: MacLimiter,
     bad_log: RateLimit,
-    buf: Vec<u8>,
     records: Vec<Record>,
     undo: Vec<(Ipv6Addr, Option<Lease6>)>,
     out: Vec<Out>,
@@ -106,7 +126,6 @@ impl Dhcp6Source {
             own_read: None,
             limiter: MacLimiter::new(client_rate),
             bad_log: RateLimit::new(),
-            buf: vec![0; MAX6],
             records: Vec::new(),
             undo: Vec::new(),
             out: Vec::new(),
@@ -199,7 +218,9 @@ impl Dhcp6Source {
                 return;
             }
         }
-        let own = self.own_addrs().to_vec();
+        // the interface's addresses, refreshed at most every ADDRS_TTL, lent to the decision
+        self.own_addrs();
+        let own = std::mem::take(&mut self.own);
         let d = {
             let table = net.table();
             let ctx = Context6 {
@@ -213,6 +234,7 @@ impl Dhcp6Source {
             let leases = net.leases();
             decide6(&m, &ctx, &*leases)
         };
+        self.own = own;
         if let Outcome6::Ignored(_) = d.outcome {
             c.ignored.fetch_add(1, Ordering::Relaxed);
             return;
@@ -304,29 +326,39 @@ pub(crate) struct Sender {
 
 impl Sender {
     fn send_all(&self, out: Vec<Out>) {
-        let c = &self.net.counters;
-        for o in out {
-            match self.sock.send_to(&o.bytes, SocketAddr::V6(o.to)) {
-                Ok(_) => {
-                    if o.advertise {
-                        c.advertise.fetch_add(1, Ordering::Relaxed);
-                    } else {
-                        c.reply.fetch_add(1, Ordering::Relaxed);
-                    }
-                    if let (Some(l), false) = (&o.sent, self.quiet) {
-                        tracing::info!(target: "dhcp", "{}", l.render(&self.iface));
-                    }
-                }
-                Err(e) => {
-                    if c.send_errors
-                        .fetch_add(1, Ordering::Relaxed)
-                        .is_multiple_of(1000)
-                    {
-                        tracing::warn!(target: "dhcp", "{}: DHCPv6 reply to {} failed: {e}", self.iface, o.to);
-                    }
-                }
-            }
+        if out.is_empty() {
+            return;
         }
+        let c = &self.net.counters;
+        OUT6.with(|box6| {
+            let box6 = &mut *box6.borrow_mut();
+            for o in &out {
+                box6.push(o.to, &o.bytes);
+            }
+            box6.flush(self.sock.as_raw_fd(), |i, r| {
+                let o = &out[i];
+                match r {
+                    Ok(()) => {
+                        if o.advertise {
+                            c.advertise.fetch_add(1, Ordering::Relaxed);
+                        } else {
+                            c.reply.fetch_add(1, Ordering::Relaxed);
+                        }
+                        if let (Some(l), false) = (&o.sent, self.quiet) {
+                            tracing::info!(target: "dhcp", "{}", l.render(&self.iface));
+                        }
+                    }
+                    Err(e) => {
+                        if c.send_errors
+                            .fetch_add(1, Ordering::Relaxed)
+                            .is_multiple_of(1000)
+                        {
+                            tracing::warn!(target: "dhcp", "{}: DHCPv6 reply to {} failed: {e}", self.iface, o.to);
+                        }
+                    }
+                }
+            });
+        });
     }
 }
 
@@ -369,28 +401,38 @@ impl Source for Dhcp6Source {
         if self.shared.stopping() {
             return Turn::Drained;
         }
-        let mut turn = Turn::More;
-        for _ in 0..BATCH {
-            let mut buf = std::mem::take(&mut self.buf);
-            let got = self.sock.recv_from(&mut buf);
-            match got {
-                Ok((n, SocketAddr::V6(from))) => self.handle(&buf[..n], from, 0),
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    turn = Turn::Drained;
-                    self.buf = buf;
-                    break;
-                }
+        // one recvmmsg for the batch, the replies out together (see `Sender::send_all`)
+        let fd = self.sock.as_raw_fd();
+        let n = BATCH6.with(|b| {
+            let b = &mut *b.borrow_mut();
+            if b.bufs.is_empty() {
+                b.bufs = vec![[0u8; MAX6]; BATCH];
+            }
+            let n = match recv_batch_from(fd, &mut b.bufs, &mut b.lens, &mut b.froms) {
+                Ok(n) => n,
                 Err(e) => {
                     if self.bad_log.allow("DHCPv6 receive errors") {
                         tracing::warn!(target: "dhcp", "{}: DHCPv6 receive failed: {e}", self.iface);
                     }
+                    0
                 }
+            };
+            for i in 0..n {
+                let from = b.froms[i];
+                if from.ip().is_unspecified() {
+                    continue;
+                }
+                self.handle(&b.bufs[i][..b.lens[i]], from, 0);
             }
-            self.buf = buf;
-        }
+            n
+        });
         self.finish_batch();
-        turn
+        // fewer than asked for: the queue was empty (a new datagram makes a new event)
+        if n < BATCH {
+            Turn::Drained
+        } else {
+            Turn::More
+        }
     }
 
     fn deadline(&self) -> Option<Instant> {
