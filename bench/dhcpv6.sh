@@ -9,12 +9,15 @@
 # REPLY within 1 s; then p99 at half the peak, three times. perfdhcp -6 -A1 cross-checks Kea
 # (it matches by the MAC inside perfdhcp's DUID-LLT; qdhcp and dnsmasq never match by DUID).
 #
-# Usage (as root): bench/dhcpv6.sh [-n RESERVATIONS] [-d SECONDS_PER_STEP] [-s "qdhcp-dnsmasq dnsmasq kea"]
+# qdhcp-dnsmasq keeps its lease journal on disk (/tmp); qdhcp-dnsmasq-shm on /dev/shm, as Kea's
+# memfile and dnsmasq's leases file are here.
+#
+# Usage (as root): bench/dhcpv6.sh [-n RESERVATIONS] [-d SECONDS_PER_STEP] [-s "qdhcp-dnsmasq qdhcp-dnsmasq-shm dnsmasq kea"]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=10000
 D=5
-SERVERS="qdhcp-dnsmasq dnsmasq kea"
+SERVERS="qdhcp-dnsmasq qdhcp-dnsmasq-shm dnsmasq kea"
 while getopts "n:d:s:" o; do case $o in n) N=$OPTARG ;; d) D=$OPTARG ;; s) SERVERS=$OPTARG ;; *) exit 2 ;; esac; done
 
 need=()
@@ -86,6 +89,14 @@ start_server() {
       ip netns exec qbs taskset -c 0 "$Q" dnsmasq -k -u root --no-hosts --no-resolv --port=0 --interface=qbs0 --bind-interfaces \
         --dhcp-range=set:s6,2001:db8:1::,static,64,86400s --dhcp-hostsfile="$W/hosts6" \
         --dhcp-leasefile="$W/qdhcp.leases" --quiet-dhcp --qdhcp-client-rate=0 --log-facility="$W/qdhcp.log" &
+      SRV_PID=$!; wait_port ;;
+    qdhcp-dnsmasq-shm)
+      # the lease journal and leases file on tmpfs, where Kea's memfile and dnsmasq's leases
+      # file are here: the same storage for all three (bench/dhcpv6_floor.sh measures the disk)
+      rm -f "$SHM"/qdhcp.leases*
+      ip netns exec qbs taskset -c 0 "$Q" dnsmasq -k -u root --no-hosts --no-resolv --port=0 --interface=qbs0 --bind-interfaces \
+        --dhcp-range=set:s6,2001:db8:1::,static,64,86400s --dhcp-hostsfile="$W/hosts6" \
+        --dhcp-leasefile="$SHM/qdhcp.leases" --quiet-dhcp --qdhcp-client-rate=0 --log-facility="$W/qdhcp.log" &
       SRV_PID=$!; wait_port ;;
     dnsmasq)
       ip netns exec qbs taskset -c 0 dnsmasq -k -u root --no-hosts --no-resolv --port=0 --interface=qbs0 --bind-interfaces \
