@@ -43,17 +43,17 @@ impl Ips {
             .map(|((_, ip), p)| (*ip, p))
     }
 
-    /// The addresses in use in `subnet` from `from` on, in order (IPv6 IPAM walks these to
-    /// find the first gap instead of probing address by address).
+    /// The addresses in use in `subnet` from `from` on, in order, with the port holding each
+    /// (IPv6 IPAM walks these to find the first gap instead of probing address by address).
     pub(crate) fn of_from<'a>(
         &'a self,
         subnet: &'a SubnetId,
         from: IpAddr,
-    ) -> impl Iterator<Item = IpAddr> + 'a {
+    ) -> impl Iterator<Item = (IpAddr, &'a PortId)> + 'a {
         self.0
             .range((subnet.clone(), from)..)
             .take_while(move |((s, _), _)| s == subnet)
-            .map(|((_, ip), _)| *ip)
+            .map(|((_, ip), port)| (*ip, port))
     }
 
     /// Forgets every address of a subnet that goes away.

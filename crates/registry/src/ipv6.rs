@@ -134,10 +134,8 @@ impl Registry {
             let mut used = self
                 .ips
                 .of_from(&s.id, IpAddr::V6(start))
-                .filter(|ip| {
-                    port.is_none_or(|me| self.ips.port_at(&s.id, *ip).is_none_or(|h| h != me))
-                })
-                .filter_map(|ip| match ip {
+                .filter(|(_, holder)| port.is_none_or(|me| *holder != me))
+                .filter_map(|(ip, _)| match ip {
                     IpAddr::V6(a) => Some(u128::from(a)),
                     IpAddr::V4(_) => None,
                 })

@@ -452,6 +452,21 @@ impl Registry {
         if let Some(v) = req.description {
             p.description = v;
         }
+        let mut out = Outcome::default();
+        let stored = self.put_changed_port(before, p, env, &mut out);
+        Ok((stored, out))
+    }
+
+    /// Stores a changed port (from the API, or a subnet's automatic addresses): its revision
+    /// and time moved on, its addresses indexed and shared, the change and its effect told in
+    /// `out` as for any port change. Returns the port as stored.
+    pub(crate) fn put_changed_port(
+        &mut self,
+        before: Box<Port>,
+        mut p: Box<Port>,
+        env: &mut dyn Env,
+        out: &mut Outcome,
+    ) -> Port {
         p.updated_at = env.now();
         p.revision_number += 1;
         self.unindex_port(&before);
@@ -459,13 +474,10 @@ impl Registry {
         self.index_port(&p);
         self.ports
             .insert(p.id.clone(), std::sync::Arc::new(Port::clone(&p)));
-        Ok((
-            (*p).clone(),
-            Outcome {
-                changes: vec![Change::Put(ObjectId::Port(id.into()))],
-                effects: vec![Effect::PortChanged(Some(before), Some(p))],
-            },
-        ))
+        let stored = Port::clone(&p);
+        out.changes.push(Change::Put(ObjectId::Port(p.id.clone())));
+        out.effects.push(Effect::PortChanged(Some(before), Some(p)));
+        stored
     }
 
     /// Deletes a port; its addresses are free again at once.

@@ -280,7 +280,7 @@ impl Registry {
                 subnet_id: s.id.clone(),
                 ip_address: ip,
             });
-            self.put_changed_port(before, p, env, out);
+            self.put_changed_port(Box::new(before), Box::new(p), env, out);
         }
     }
 
@@ -297,30 +297,8 @@ impl Registry {
             }
             let mut p = before.clone();
             p.fixed_ips.retain(|f| f.subnet_id != s.id);
-            self.put_changed_port(before, p, env, out);
+            self.put_changed_port(Box::new(before), Box::new(p), env, out);
         }
-    }
-
-    /// Stores a port changed by a subnet operation, indexed and told as any port change.
-    fn put_changed_port(
-        &mut self,
-        before: Port,
-        mut p: Port,
-        env: &mut dyn Env,
-        out: &mut Outcome,
-    ) {
-        p.revision_number += 1;
-        p.updated_at = env.now();
-        self.unindex_port(&before);
-        self.share_port(&mut p);
-        self.index_port(&p);
-        self.ports
-            .insert(p.id.clone(), std::sync::Arc::new(p.clone()));
-        out.changes.push(Change::Put(ObjectId::Port(p.id.clone())));
-        out.effects.push(Effect::PortChanged(
-            Some(Box::new(before)),
-            Some(Box::new(p)),
-        ));
     }
 
     /// Updates a subnet's mutable attributes.
