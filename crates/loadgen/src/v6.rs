@@ -11,10 +11,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6, UdpSocket};
-use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
-
-use qdhcp_batchio::{recv_batch, Outbox, MAX_BATCH};
 
 use crate::report::Report;
 use crate::wire::mac_of;
@@ -160,15 +157,6 @@ struct Flight {
     requesting: bool,
 }
 
-/// Sends what is queued, counting what the kernel took.
-fn flush(outbox: &mut Outbox<SocketAddrV6>, fd: std::os::fd::RawFd, r: &mut Report) {
-    outbox.flush(fd, |_, res| {
-        if res.is_ok() {
-            r.sent += 1;
-        }
-    });
-}
-
 /// Runs the DHCPv6 load.
 pub fn run6(cfg: &Config6) -> io::Result<Report> {
     let s = socket2::Socket::new(
@@ -186,18 +174,14 @@ pub fn run6(cfg: &Config6) -> io::Result<Report> {
     s.bind(&SocketAddr::V6(SocketAddrV6::new(cfg.relay, 547, 0, 0)).into())?;
     s.set_nonblocking(true)?;
     let sock: UdpSocket = s.into();
-    let fd = sock.as_raw_fd();
-    // messages out in batches (one segmented send for a run of one size), replies in with
-    // recvmmsg: the generator must not be what limits the server
-    let mut outbox: Outbox<SocketAddrV6> = Outbox::new(true);
-    let mut bufs = vec![[0u8; 2048]; MAX_BATCH];
-    let mut lens = [0usize; MAX_BATCH];
+    let server = SocketAddr::V6(cfg.server);
     let start = Instant::now();
     let cpu0 = crate::cpu_seconds();
     let mut r = Report::default();
     let mut flights: HashMap<u32, Flight> = HashMap::new();
     let mut next_xid: u32 = 1;
     let mut next_client = 0u32;
+    let mut buf = vec![0u8; 2048];
     let mut last_sweep = start;
     let mut idle = Duration::ZERO;
     let mut record = String::new();
@@ -219,7 +203,9 @@ pub fn run6(cfg: &Config6) -> io::Result<Report> {
                 next_xid = next_xid.wrapping_add(1);
                 let mac = mac_of(client);
                 let msg = relayed(cfg, mac, &client_msg(1, xid, mac, None));
-                outbox.push(cfg.server, &msg);
+                if sock.send_to(&msg, server).is_ok() {
+                    r.sent += 1;
+                }
                 r.started += 1;
                 flights.insert(
                     xid,
@@ -233,19 +219,14 @@ pub fn run6(cfg: &Config6) -> io::Result<Report> {
         } else if r.window.is_zero() {
             r.window = elapsed;
         }
-        flush(&mut outbox, fd, &mut r);
         // take every reply waiting
         let mut got = false;
         loop {
-            let n = recv_batch(fd, &mut bufs, &mut lens, false)?;
-            if n == 0 {
-                break;
-            }
-            got = true;
-            for (buf, &len) in bufs.iter().zip(&lens).take(n) {
-                {
+            match sock.recv_from(&mut buf) {
+                Ok((n, _)) => {
+                    got = true;
                     r.received += 1;
-                    let Some((kind, xid, sid, addr)) = parse_repl(&buf[..len]) else {
+                    let Some((kind, xid, sid, addr)) = parse_repl(&buf[..n]) else {
                         continue;
                     };
                     let Some(f) = flights.get_mut(&xid) else {
@@ -258,7 +239,9 @@ pub fn run6(cfg: &Config6) -> io::Result<Report> {
                             r.offer_latency.push(t - f.sent);
                             let mac = mac_of(f.client);
                             let msg = relayed(cfg, mac, &client_msg(3, xid, mac, Some((&sid, a))));
-                            outbox.push(cfg.server, &msg);
+                            if sock.send_to(&msg, server).is_ok() {
+                                r.sent += 1;
+                            }
                             f.sent = Instant::now();
                             f.requesting = true;
                         }
@@ -284,8 +267,9 @@ pub fn run6(cfg: &Config6) -> io::Result<Report> {
                         _ => {}
                     }
                 }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e),
             }
-            flush(&mut outbox, fd, &mut r);
         }
         // exchanges past the timeout are drops
         if now - last_sweep >= Duration::from_millis(20) {
