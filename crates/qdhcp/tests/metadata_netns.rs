@@ -740,3 +740,24 @@ fn without_isolated_metadata_there_is_no_route_and_no_listener() {
         .unwrap()
         .contains("metadata ("));
 }
+
+/// The CI failure of session 17: a route via the lease's router was added as soon as the
+/// script's BOUND block appeared, before the script had put the address on the link. The
+/// script now records after applying, and a block still being written is not read.
+#[test]
+fn a_client_scripts_event_is_read_only_once_its_block_is_finished() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events");
+    std::fs::write(&path, "reason=PREINIT\n--\nnew_ip_address=172.16.1.5\nreas").unwrap();
+    let ev = script_events(&path);
+    assert_eq!(ev.len(), 1, "{ev:?}");
+    assert_eq!(ev[0]["reason"], "PREINIT");
+    std::fs::write(
+        &path,
+        "reason=PREINIT\n--\nnew_ip_address=172.16.1.5\nreason=BOUND\n--\n",
+    )
+    .unwrap();
+    let ev = script_events(&path);
+    assert_eq!(ev.len(), 2, "{ev:?}");
+    assert_eq!(ev[1]["new_ip_address"], "172.16.1.5");
+}

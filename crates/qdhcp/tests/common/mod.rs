@@ -395,20 +395,27 @@ pub struct Dhclient {
     pub iface: String,
 }
 
+/// The events a client-script appended to `path` (`env` lines, each block ended by `--`):
+/// only blocks the script finished, so a block still being appended is left for the next read.
+pub fn script_events(path: &Path) -> Vec<HashMap<String, String>> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let done = text.rfind("\n--\n").map_or(0, |i| i + 4);
+    text[..done]
+        .split("\n--\n")
+        .filter(|b| !b.trim().is_empty())
+        .map(|b| {
+            b.lines()
+                .filter_map(|l| l.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.trim_matches('\'').to_string()))
+                .collect()
+        })
+        .collect()
+}
+
 impl Dhclient {
     /// Every event the client-script saw, in order, as (reason, env).
     pub fn events(&self) -> Vec<HashMap<String, String>> {
-        std::fs::read_to_string(&self.events)
-            .unwrap_or_default()
-            .split("\n--\n")
-            .filter(|b| !b.trim().is_empty())
-            .map(|b| {
-                b.lines()
-                    .filter_map(|l| l.split_once('='))
-                    .map(|(k, v)| (k.to_string(), v.trim_matches('\'').to_string()))
-                    .collect()
-            })
-            .collect()
+        script_events(&self.events)
     }
     pub fn reasons(&self) -> Vec<String> {
         self.events()
@@ -504,9 +511,9 @@ pub fn dhclient_at(dir: &Path, vm: &Vm, timeout_s: u32) -> (bool, Dhclient) {
         iface: vm.iface.clone(),
     };
     let s = script_at(dir, &format!("dhclient-{}.sh", vm.ns), &format!(
-        "{{ env | grep -E '^(reason|new_|old_)' | sort; echo --; }} >> {}\n\
-         case $reason in BOUND|RENEW|REBIND|REBOOT) ip addr replace $new_ip_address/24 dev $interface ;; \
-         RELEASE|EXPIRE|FAIL|STOP) ip addr flush dev $interface ;; esac",
+        "case $reason in BOUND|RENEW|REBIND|REBOOT) ip addr replace $new_ip_address/24 dev $interface ;; \
+         RELEASE|EXPIRE|FAIL|STOP) ip addr flush dev $interface ;; esac\n\
+         {{ env | grep -E '^(reason|new_|old_)' | sort; echo --; }} > {0}.part.$$ && cat {0}.part.$$ >> {0}; rm -f {0}.part.$$",
         d.events.display()
     ));
     // Foreground (-d) and our child, so it dies with the test; -1: give up after `timeout`.
@@ -541,6 +548,31 @@ pub fn dhclient_at(dir: &Path, vm: &Vm, timeout_s: u32) -> (bool, Dhclient) {
         }
         std::thread::sleep(Duration::from_millis(50));
     };
+    if bound {
+        // The script records an event only after it applied the address: routes via the
+        // lease's router can be added as soon as BOUND is seen.
+        let ev = d.events();
+        let ip = ev
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e.get("reason").map(String::as_str),
+                    Some("BOUND" | "REBOOT")
+                )
+            })
+            .find_map(|e| e.get("new_ip_address"))
+            .expect("BOUND without new_ip_address");
+        let out = Command::new("ip")
+            .args(["-n", &vm.ns, "-4", "-o", "addr", "show", "dev", &vm.iface])
+            .output()
+            .unwrap();
+        let shown = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            shown.contains(&format!(" {ip}/")),
+            "BOUND seen but {ip} not on {}: {shown}",
+            vm.iface
+        );
+    }
     (bound, d)
 }
 

@@ -54,17 +54,7 @@ pub struct Dhclient6 {
 impl Dhclient6 {
     /// Every event the client-script saw, in order.
     pub fn events(&self) -> Vec<HashMap<String, String>> {
-        std::fs::read_to_string(&self.events)
-            .unwrap_or_default()
-            .split("\n--\n")
-            .filter(|b| !b.trim().is_empty())
-            .map(|b| {
-                b.lines()
-                    .filter_map(|l| l.split_once('='))
-                    .map(|(k, v)| (k.to_string(), v.trim_matches('\'').to_string()))
-                    .collect()
-            })
-            .collect()
+        super::script_events(&self.events)
     }
 
     /// The reasons seen, in order.
@@ -185,9 +175,9 @@ pub fn dhclient6_in(
         dir,
         &format!("dhclient6-{}.sh", vm.ns),
         &format!(
-            "{{ env | grep -E '^(reason|new_|old_|cur_)' | sort; echo --; }} >> {}\n\
-             case $reason in BOUND6|RENEW6|REBIND6) [ -n \"$new_ip6_address\" ] && ip -6 addr replace $new_ip6_address/128 dev $interface nodad ;; \
-             RELEASE6|EXPIRE6|STOP6) [ -n \"$old_ip6_address\" ] && ip -6 addr del $old_ip6_address/128 dev $interface ;; esac; exit 0",
+            "case $reason in BOUND6|RENEW6|REBIND6) [ -n \"$new_ip6_address\" ] && ip -6 addr replace $new_ip6_address/128 dev $interface nodad ;; \
+             RELEASE6|EXPIRE6|STOP6) [ -n \"$old_ip6_address\" ] && ip -6 addr del $old_ip6_address/128 dev $interface ;; esac\n\
+             {{ env | grep -E '^(reason|new_|old_|cur_)' | sort; echo --; }} > {0}.part.$$ && cat {0}.part.$$ >> {0}; rm -f {0}.part.$$; exit 0",
             d.events.display()
         ),
     );
