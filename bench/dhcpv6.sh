@@ -12,13 +12,30 @@
 # qdhcp-dnsmasq keeps its lease journal on disk (/tmp); qdhcp-dnsmasq-shm on /dev/shm, as Kea's
 # memfile and dnsmasq's leases file are here.
 #
-# Usage (as root): bench/dhcpv6.sh [-n RESERVATIONS] [-d SECONDS_PER_STEP] [-s "qdhcp-dnsmasq qdhcp-dnsmasq-shm dnsmasq kea"]
+# -m link: the generator is the clients themselves on the link (`--link qbc0`): each client
+# sends from its own MAC and EUI-64 link-local address to ff02::1:2 and answers the server's
+# neighbour solicitations; the reservations are in the server's own 2001:db8::/64. qdhcp and
+# dnsmasq find each client's MAC in the kernel's neighbour table, Kea derives it from the
+# EUI-64 link-local (`mac-sources: ipv6-link-local`). The kernel's IPv6 neighbour table is one
+# for every namespace and holds 1,024 entries by default, fewer than the clients: the script
+# raises net.ipv6.neigh.default.gc_thresh1/2/3 for the run (as operators of large networks do)
+# and puts the old values back at exit. A warm-up pass first makes each client known to the
+# server's kernel, as the VMs of a network are once they have booted; results go to
+# bench/dhcpv6-link-results.jsonl.
+#
+# Usage (as root): bench/dhcpv6.sh [-m relay|link] [-n RESERVATIONS] [-d SECONDS_PER_STEP] [-s "qdhcp-dnsmasq qdhcp-dnsmasq-shm dnsmasq kea"]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=10000
 D=5
 SERVERS="qdhcp-dnsmasq qdhcp-dnsmasq-shm dnsmasq kea"
-while getopts "n:d:s:" o; do case $o in n) N=$OPTARG ;; d) D=$OPTARG ;; s) SERVERS=$OPTARG ;; *) exit 2 ;; esac; done
+MODE=relay
+while getopts "m:n:d:s:" o; do case $o in m) MODE=$OPTARG ;; n) N=$OPTARG ;; d) D=$OPTARG ;; s) SERVERS=$OPTARG ;; *) exit 2 ;; esac; done
+case $MODE in
+  relay) NET=2001:db8:1:: ;;
+  link) NET=2001:db8:: ;;
+  *) echo "-m relay or -m link" >&2; exit 2 ;;
+esac
 
 need=()
 for pair in dnsmasq:dnsmasq-base kea-dhcp6:kea-dhcp6-server perfdhcp:kea-admin ip:iproute2; do
@@ -32,16 +49,26 @@ Q=$PWD/target/release/qdhcp
 W=$(mktemp -d /tmp/qdhcp-bench6.XXXX)
 SHM=$(mktemp -d /dev/shm/qdhcp-bench6.XXXX)
 OUT=bench/dhcpv6-results.jsonl
+[ "$MODE" = link ] && OUT=bench/dhcpv6-link-results.jsonl
 : > "$OUT"
 SRV_PID=""
+GC_OLD=""
 del_netns() { for n in qbs qbc; do ip netns del "$n" 2>/dev/null || true; done; }
 cleanup() {
   [ -n "$SRV_PID" ] && kill "$SRV_PID" 2>/dev/null || true
   del_netns
   rm -rf "$SHM"
+  if [ -n "$GC_OLD" ]; then
+    read -r g1 g2 g3 <<<"$GC_OLD"
+    sysctl -qw net.ipv6.neigh.default.gc_thresh1="$g1" net.ipv6.neigh.default.gc_thresh2="$g2" net.ipv6.neigh.default.gc_thresh3="$g3"
+  fi
 }
 trap cleanup EXIT
 del_netns
+if [ "$MODE" = link ]; then
+  GC_OLD="$(sysctl -n net.ipv6.neigh.default.gc_thresh1) $(sysctl -n net.ipv6.neigh.default.gc_thresh2) $(sysctl -n net.ipv6.neigh.default.gc_thresh3)"
+  sysctl -qw net.ipv6.neigh.default.gc_thresh1=$((N + 1024)) net.ipv6.neigh.default.gc_thresh2=$((2 * N + 2048)) net.ipv6.neigh.default.gc_thresh3=$((4 * N + 4096))
+fi
 
 ip netns add qbs; ip netns add qbc
 ip -n qbs link set lo up; ip -n qbc link set lo up
@@ -55,11 +82,12 @@ ip -n qbc addr add 2001:db8::2/64 dev qbc0 nodad; ip -n qbc link set qbc0 up
 ip -n qbs -6 route add 2001:db8:1::/64 via 2001:db8::2 dev qbs0
 sleep 1
 
-python3 - "$N" "$W" "$SHM" <<'PY'
+python3 - "$N" "$W" "$SHM" "$MODE" <<'PY'
 import json, sys
-n, w, shm = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+n, w, shm, mode = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+net = "2001:db8:1::" if mode == "relay" else "2001:db8::"
 def mac(i): return "fa:16:3e:%02x:%02x:%02x" % ((i >> 16) & 255, (i >> 8) & 255, i & 255)
-def ip(i): return "2001:db8:1::%x:%x" % ((i + 16) >> 16, (i + 16) & 0xffff)
+def ip(i): return "%s%x:%x" % (net, (i + 16) >> 16, (i + 16) & 0xffff)
 rows = [(mac(i), ip(i)) for i in range(n)]
 with open(w + "/hosts6", "w") as f:
     for i, (m, a) in enumerate(rows): f.write("%s,tag:dhcpv6,host-%d,[%s]\n" % (m, i, a))
@@ -68,11 +96,12 @@ kea = {"Dhcp6": {
     "server-id": {"type": "LL", "persist": False},
     "lease-database": {"type": "memfile", "persist": True, "name": shm + "/kea-leases6.csv", "lfc-interval": 0},
     "multi-threading": {"enable-multi-threading": True, "thread-pool-size": 2, "packet-queue-size": 64},
-    "mac-sources": ["client-link-addr-option", "duid"],
+    "mac-sources": ["client-link-addr-option", "duid"] if mode == "relay" else ["ipv6-link-local"],
     "host-reservation-identifiers": ["hw-address"],
     "preferred-lifetime": 86400, "valid-lifetime": 86400,
-    "subnet6": [{"id": 1, "subnet": "2001:db8:1::/64", "pools": [],
-                 "reservations": [{"hw-address": m, "ip-addresses": [a]} for m, a in rows]}],
+    "subnet6": [dict({"id": 1, "subnet": net + "/64", "pools": [],
+                 "reservations": [{"hw-address": m, "ip-addresses": [a]} for m, a in rows]},
+                 **({} if mode == "relay" else {"interface": "qbs0"}))],
     "loggers": [{"name": "kea-dhcp6", "severity": "WARN", "output_options": [{"output": "stderr"}]}]}}
 with open(w + "/kea6.json", "w") as f: json.dump(kea, f)
 PY
@@ -87,7 +116,7 @@ start_server() {
     qdhcp-dnsmasq)
       rm -f "$W"/qdhcp.leases*
       ip netns exec qbs taskset -c 0 "$Q" dnsmasq -k -u root --no-hosts --no-resolv --port=0 --interface=qbs0 --bind-interfaces \
-        --dhcp-range=set:s6,2001:db8:1::,static,64,86400s --dhcp-hostsfile="$W/hosts6" \
+        --dhcp-range=set:s6,$NET,static,64,86400s --dhcp-hostsfile="$W/hosts6" \
         --dhcp-leasefile="$W/qdhcp.leases" --quiet-dhcp --qdhcp-client-rate=0 --log-facility="$W/qdhcp.log" &
       SRV_PID=$!; wait_port ;;
     qdhcp-dnsmasq-shm)
@@ -95,12 +124,12 @@ start_server() {
       # file are here: the same storage for all three (bench/dhcpv6_floor.sh measures the disk)
       rm -f "$SHM"/qdhcp.leases*
       ip netns exec qbs taskset -c 0 "$Q" dnsmasq -k -u root --no-hosts --no-resolv --port=0 --interface=qbs0 --bind-interfaces \
-        --dhcp-range=set:s6,2001:db8:1::,static,64,86400s --dhcp-hostsfile="$W/hosts6" \
+        --dhcp-range=set:s6,$NET,static,64,86400s --dhcp-hostsfile="$W/hosts6" \
         --dhcp-leasefile="$SHM/qdhcp.leases" --quiet-dhcp --qdhcp-client-rate=0 --log-facility="$W/qdhcp.log" &
       SRV_PID=$!; wait_port ;;
     dnsmasq)
       ip netns exec qbs taskset -c 0 dnsmasq -k -u root --no-hosts --no-resolv --port=0 --interface=qbs0 --bind-interfaces \
-        --dhcp-range=set:s6,2001:db8:1::,static,64,86400s --dhcp-hostsfile="$W/hosts6" \
+        --dhcp-range=set:s6,$NET,static,64,86400s --dhcp-hostsfile="$W/hosts6" \
         --dhcp-leasefile="$SHM/dnsmasq.leases" --dhcp-lease-max=4000000 --quiet-dhcp --log-facility="$W/dnsmasq.log" &
       SRV_PID=$!; wait_port ;;
     kea)
@@ -116,21 +145,30 @@ stop_server() {
   SRV_PID=""
 }
 load() {
-  ip netns exec qbc taskset -c 1 "$Q" loadgen --mode dhcpv6 --spin --server6 2001:db8::1 --relay6 2001:db8::2 \
-    --link6 2001:db8:1::1 --device qbc0 --clients "$N" --rate "$1" --duration "$D" --json
+  if [ "$MODE" = link ]; then
+    ip netns exec qbc taskset -c 1 "$Q" loadgen --mode dhcpv6 --spin --link qbc0 --clients "$N" --rate "$1" --duration "${2:-$D}" --json
+  else
+    ip netns exec qbc taskset -c 1 "$Q" loadgen --mode dhcpv6 --spin --server6 2001:db8::1 --relay6 2001:db8::2 \
+      --link6 2001:db8:1::1 --device qbc0 --clients "$N" --rate "$1" --duration "${2:-$D}" --json
+  fi
 }
 
 RATES="250 500 1000 2000 4000 6000 8000 10000 12000 16000 20000 25000 30000 35000 40000 50000 60000 70000 80000 90000 100000 120000 140000"
 for s in $SERVERS; do
   echo "== $s"
   start_server "$s"
+  if [ "$MODE" = link ]; then
+    # warm-up: every client once, so that the server's kernel knows each (not counted)
+    res=$(load 1000 "$(python3 -c "print($N / 1000)")")
+    python3 -c "import json,sys; d=json.loads(sys.argv[1]); d.update(server='$s', tool='qdhcp-loadgen-dhcpv6-warmup'); print(json.dumps(d))" "$res" | tee -a "$OUT"
+  fi
   fails=0; ok_rate=0
   for r in $RATES; do
     c0=$(cpu_ticks "$SRV_PID")
     res=$(load "$r")
     c1=$(cpu_ticks "$SRV_PID")
     cpu=$(python3 -c "print(round(100*($c1-$c0)/($(getconf CLK_TCK)*$D),1))")
-    line=$(python3 -c "import json,sys; d=json.loads(sys.argv[1]); d.update(server='$s', tool='qdhcp-loadgen-dhcpv6', reservations=$N, cpu_pct=$cpu, rss_kb=$(hwm_kb "$SRV_PID")); print(json.dumps(d))" "$res")
+    line=$(python3 -c "import json,sys; d=json.loads(sys.argv[1]); d.update(server='$s', tool='qdhcp-loadgen-dhcpv6', mode='$MODE', reservations=$N, cpu_pct=$cpu, rss_kb=$(hwm_kb "$SRV_PID")); print(json.dumps(d))" "$res")
     echo "$line" | tee -a "$OUT"
     drop=$(python3 -c "import json,sys; print(json.loads(sys.argv[1])['drop_pct'])" "$line")
     if python3 -c "import sys; sys.exit(0 if float('$drop') > 2.5 else 1)"; then fails=$((fails+1)); [ $fails -ge 2 ] && break; elif [ $fails -eq 0 ]; then ok_rate=$r; fi
@@ -141,7 +179,7 @@ for s in $SERVERS; do
     python3 -c "import json,sys; d=json.loads(sys.argv[1]); d.update(server='$s', tool='qdhcp-loadgen-dhcpv6-half'); print(json.dumps(d))" "$res" | tee -a "$OUT"
   done
   echo "{\"server\": \"$s\", \"peak_ok_rate\": $ok_rate}" | tee -a "$OUT"
-  if [ "$s" = kea ]; then
+  if [ "$s" = kea ] && [ "$MODE" = relay ]; then
     out=$(ip netns exec qbc taskset -c 1 perfdhcp -6 -A1 -l qbc0 -r 1000 -p "$D" -R "$N" -b mac=fa:16:3e:00:00:00 2001:db8::1 2>&1 || true)
     echo "$out" | grep -E "sent packets|received packets|drops ratio|min delay|avg delay|max delay" | sed "s/^/perfdhcp kea: /"
   fi

@@ -21,6 +21,7 @@ use qdhcp_batchio::{recv_batch, Outbox};
 pub mod dns;
 pub mod keep;
 pub mod link;
+pub mod link6;
 mod report;
 pub mod v6;
 mod wire;

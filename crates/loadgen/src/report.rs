@@ -68,7 +68,8 @@ pub struct Report {
     /// On the link: replies that came in on another link than their client's (a leak between
     /// networks); they complete nothing.
     pub wrong_link: u64,
-    /// On the link: ARP requests from the server answered by the clients.
+    /// On the link: the server's ARP requests (DHCPv4) or neighbour solicitations (DHCPv6)
+    /// answered by the clients.
     pub arp_replies: u64,
 }
 

@@ -13,6 +13,7 @@ use std::io;
 use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6, UdpSocket};
 use std::time::{Duration, Instant};
 
+use crate::link6::Links6;
 use crate::report::Report;
 use crate::wire::mac_of;
 
@@ -43,6 +44,82 @@ pub struct Config6 {
     pub spin: bool,
     /// Where to append `mac address` for every REPLY with an address.
     pub record: Option<std::path::PathBuf>,
+    /// Be the clients on these links instead of a relay ([`crate::link6`]); empty: a relay.
+    pub links: Vec<String>,
+}
+
+/// How client messages reach the server and replies come back.
+enum Path6 {
+    /// As a relay agent: RELAY-FORW to the server, RELAY-REPL back.
+    Relay { sock: UdpSocket, server: SocketAddr },
+    /// As the clients themselves, on the link.
+    Link(Box<Links6>),
+}
+
+/// What one receive found.
+enum Got {
+    /// Nothing queued.
+    Nothing,
+    /// A datagram that is no reply to a client.
+    Other,
+    /// A server message to a client: its bytes in the buffer.
+    Msg(std::ops::Range<usize>),
+}
+
+impl Path6 {
+    fn open(cfg: &Config6) -> io::Result<Path6> {
+        if !cfg.links.is_empty() {
+            let first = cfg.first_client;
+            let clients = first..first.saturating_add(cfg.clients.max(1));
+            return Ok(Path6::Link(Box::new(Links6::open(&cfg.links, clients)?)));
+        }
+        let s = socket2::Socket::new(
+            socket2::Domain::IPV6,
+            socket2::Type::DGRAM,
+            Some(socket2::Protocol::UDP),
+        )?;
+        s.set_only_v6(true)?;
+        s.set_reuse_address(true)?;
+        let _ = s.set_recv_buffer_size(8 << 20);
+        let _ = s.set_send_buffer_size(8 << 20);
+        if let Some(d) = &cfg.device {
+            s.bind_device(Some(d.as_bytes()))?;
+        }
+        s.bind(&SocketAddr::V6(SocketAddrV6::new(cfg.relay, 547, 0, 0)).into())?;
+        s.set_nonblocking(true)?;
+        Ok(Path6::Relay {
+            sock: s.into(),
+            server: SocketAddr::V6(cfg.server),
+        })
+    }
+
+    fn send(&mut self, cfg: &Config6, client: u32, msg: &[u8]) -> bool {
+        let mac = mac_of(client);
+        match self {
+            Path6::Relay { sock, server } => sock.send_to(&relayed(cfg, mac, msg), *server).is_ok(),
+            Path6::Link(l) => l.send(client, mac, msg),
+        }
+    }
+
+    fn recv(&mut self, buf: &mut [u8]) -> io::Result<Got> {
+        match self {
+            Path6::Relay { sock, .. } => match sock.recv_from(buf) {
+                Ok((n, _)) => Ok(match relay_inner(&buf[..n]) {
+                    Some(inner) => {
+                        let at = inner.as_ptr() as usize - buf.as_ptr() as usize;
+                        Got::Msg(at..at + inner.len())
+                    }
+                    None => Got::Other,
+                }),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Got::Nothing),
+                Err(e) => Err(e),
+            },
+            Path6::Link(l) => Ok(match l.recv(buf) {
+                Some(n) => Got::Msg(0..n),
+                None => Got::Nothing,
+            }),
+        }
+    }
 }
 
 fn opt(out: &mut Vec<u8>, code: u16, data: &[u8]) {
@@ -89,16 +166,7 @@ fn relayed(cfg: &Config6, mac: [u8; 6], inner: &[u8]) -> Vec<u8> {
     r.push(0);
     r.extend_from_slice(&cfg.link.octets());
     // the client's link-local address, EUI-64 from its MAC
-    let peer = Ipv6Addr::new(
-        0xfe80,
-        0,
-        0,
-        0,
-        u16::from_be_bytes([mac[0] ^ 2, mac[1]]),
-        u16::from_be_bytes([mac[2], 0xff]),
-        u16::from_be_bytes([0xfe, mac[3]]),
-        u16::from_be_bytes([mac[4], mac[5]]),
-    );
+    let peer = crate::link6::link_local(mac);
     r.extend_from_slice(&peer.octets());
     let mut ll = vec![0, 1];
     ll.extend_from_slice(&mac);
@@ -108,12 +176,16 @@ fn relayed(cfg: &Config6, mac: [u8; 6], inner: &[u8]) -> Vec<u8> {
     r
 }
 
-/// What a RELAY-REPL carried: (message type, xid, server id, first address).
-fn parse_repl(b: &[u8]) -> Option<(u8, u32, Vec<u8>, Option<Ipv6Addr>)> {
+/// The server's message inside a RELAY-REPL.
+fn relay_inner(b: &[u8]) -> Option<&[u8]> {
     if b.len() < 34 || b[0] != 13 {
         return None;
     }
-    let inner = tlvs(&b[34..]).find(|(c, _)| *c == 9)?.1;
+    tlvs(&b[34..]).find(|(c, _)| *c == 9).map(|(_, v)| v)
+}
+
+/// What a server's message carried: (message type, xid, server id, first address).
+fn parse_reply(inner: &[u8]) -> Option<(u8, u32, Vec<u8>, Option<Ipv6Addr>)> {
     if inner.len() < 4 {
         return None;
     }
@@ -159,22 +231,7 @@ struct Flight {
 
 /// Runs the DHCPv6 load.
 pub fn run6(cfg: &Config6) -> io::Result<Report> {
-    let s = socket2::Socket::new(
-        socket2::Domain::IPV6,
-        socket2::Type::DGRAM,
-        Some(socket2::Protocol::UDP),
-    )?;
-    s.set_only_v6(true)?;
-    s.set_reuse_address(true)?;
-    let _ = s.set_recv_buffer_size(8 << 20);
-    let _ = s.set_send_buffer_size(8 << 20);
-    if let Some(d) = &cfg.device {
-        s.bind_device(Some(d.as_bytes()))?;
-    }
-    s.bind(&SocketAddr::V6(SocketAddrV6::new(cfg.relay, 547, 0, 0)).into())?;
-    s.set_nonblocking(true)?;
-    let sock: UdpSocket = s.into();
-    let server = SocketAddr::V6(cfg.server);
+    let mut path = Path6::open(cfg)?;
     let start = Instant::now();
     let cpu0 = crate::cpu_seconds();
     let mut r = Report::default();
@@ -201,9 +258,8 @@ pub fn run6(cfg: &Config6) -> io::Result<Report> {
                 next_client += 1;
                 let xid = next_xid & 0xff_ffff;
                 next_xid = next_xid.wrapping_add(1);
-                let mac = mac_of(client);
-                let msg = relayed(cfg, mac, &client_msg(1, xid, mac, None));
-                if sock.send_to(&msg, server).is_ok() {
+                let msg = client_msg(1, xid, mac_of(client), None);
+                if path.send(cfg, client, &msg) {
                     r.sent += 1;
                 }
                 r.started += 1;
@@ -222,11 +278,16 @@ pub fn run6(cfg: &Config6) -> io::Result<Report> {
         // take every reply waiting
         let mut got = false;
         loop {
-            match sock.recv_from(&mut buf) {
-                Ok((n, _)) => {
+            match path.recv(&mut buf)? {
+                Got::Nothing => break,
+                Got::Other => {
                     got = true;
                     r.received += 1;
-                    let Some((kind, xid, sid, addr)) = parse_repl(&buf[..n]) else {
+                }
+                Got::Msg(at) => {
+                    got = true;
+                    r.received += 1;
+                    let Some((kind, xid, sid, addr)) = parse_reply(&buf[at]) else {
                         continue;
                     };
                     let Some(f) = flights.get_mut(&xid) else {
@@ -237,9 +298,8 @@ pub fn run6(cfg: &Config6) -> io::Result<Report> {
                         (2, false, Some(a)) => {
                             r.offers += 1;
                             r.offer_latency.push(t - f.sent);
-                            let mac = mac_of(f.client);
-                            let msg = relayed(cfg, mac, &client_msg(3, xid, mac, Some((&sid, a))));
-                            if sock.send_to(&msg, server).is_ok() {
+                            let msg = client_msg(3, xid, mac_of(f.client), Some((&sid, a)));
+                            if path.send(cfg, f.client, &msg) {
                                 r.sent += 1;
                             }
                             f.sent = Instant::now();
@@ -267,8 +327,6 @@ pub fn run6(cfg: &Config6) -> io::Result<Report> {
                         _ => {}
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => return Err(e),
             }
         }
         // exchanges past the timeout are drops
@@ -292,6 +350,9 @@ pub fn run6(cfg: &Config6) -> io::Result<Report> {
         }
     }
     r.elapsed = start.elapsed();
+    if let Path6::Link(l) = &path {
+        r.arp_replies = l.adverts;
+    }
     if r.window.is_zero() {
         r.window = cfg.duration.min(r.elapsed);
     }
@@ -327,6 +388,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             spin: false,
             record: None,
+            links: Vec::new(),
         };
         let mac = mac_of(7);
         let sid = [0u8, 3, 0, 1, 1, 2, 3, 4, 5, 6];

@@ -43,7 +43,8 @@ pub struct LoadgenArgs {
     /// link: clients that keep their leases, renewing at T1 and rebinding at T2, for
     /// --duration seconds; the first leases are taken at --rate a second), or dns (queries
     /// from --queries to --server port --dns-port, --rate a second or --window outstanding),
-    /// or dhcpv6 (SOLICIT/ADVERTISE/REQUEST/REPLY as a relay from --relay6 to --server6).
+    /// or dhcpv6 (SOLICIT/ADVERTISE/REQUEST/REPLY as a relay from --relay6 to --server6, or
+    /// with --link as the clients on the link, from their EUI-64 link-local addresses).
     #[arg(long, default_value = "dora")]
     pub mode: String,
     /// File of `mac ip …` lines to renew (a --record file).
@@ -99,8 +100,33 @@ pub struct LoadgenArgs {
     pub link6: std::net::Ipv6Addr,
 }
 
-/// `--mode dhcpv6`: SOLICIT/ADVERTISE/REQUEST/REPLY through a relay ([`qdhcp_loadgen::v6`]).
+/// The links of --link and --links-from; Err is the exit code after an error said.
+fn links(a: &LoadgenArgs) -> Result<Vec<String>, i32> {
+    let mut links = a.links.clone();
+    if let Some(p) = &a.links_from {
+        match std::fs::read_to_string(p) {
+            Ok(t) => links.extend(
+                t.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .map(str::to_string),
+            ),
+            Err(e) => {
+                eprintln!("qdhcp loadgen: cannot read {}: {e}", p.display());
+                return Err(2);
+            }
+        }
+    }
+    Ok(links)
+}
+
+/// `--mode dhcpv6`: SOLICIT/ADVERTISE/REQUEST/REPLY through a relay, or from the clients on
+/// the links given ([`qdhcp_loadgen::v6`]).
 fn run_dhcpv6(a: &LoadgenArgs) -> i32 {
+    let links = match links(a) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
     let cfg = qdhcp_loadgen::v6::Config6 {
         server: std::net::SocketAddrV6::new(a.server6, 547, 0, 0),
         relay: a.relay6,
@@ -114,6 +140,7 @@ fn run_dhcpv6(a: &LoadgenArgs) -> i32 {
         timeout: Duration::from_millis(a.timeout_ms),
         spin: a.spin,
         record: a.record.clone(),
+        links,
     };
     match qdhcp_loadgen::v6::run6(&cfg) {
         Ok(r) if a.json => {
@@ -224,21 +251,10 @@ pub fn run(a: &LoadgenArgs) -> i32 {
             }
         }
     }
-    let mut links = a.links.clone();
-    if let Some(p) = &a.links_from {
-        match std::fs::read_to_string(p) {
-            Ok(t) => links.extend(
-                t.lines()
-                    .map(str::trim)
-                    .filter(|l| !l.is_empty())
-                    .map(str::to_string),
-            ),
-            Err(e) => {
-                eprintln!("qdhcp loadgen: cannot read {}: {e}", p.display());
-                return 2;
-            }
-        }
-    }
+    let links = match links(a) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
     let cfg = Config {
         server: SocketAddrV4::new(a.server, 67),
         giaddr: a.giaddr,

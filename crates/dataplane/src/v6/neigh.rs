@@ -25,6 +25,8 @@ pub(crate) struct Neighbours {
     seq: u32,
     buf: Vec<u8>,
     ping: Option<Socket>,
+    /// The kernel cannot look up one entry (before Linux 5.0): dump the table instead.
+    dump_only: bool,
 }
 
 impl Neighbours {
@@ -43,20 +45,47 @@ impl Neighbours {
             seq: 0,
             buf: vec![0; 64 * 1024],
             ping,
+            dump_only: false,
         })
     }
 
-    /// The MAC of `addr` on interface `ifindex`, if the kernel knows it.
+    /// The MAC of `addr` on interface `ifindex`, if the kernel knows it: one entry asked for
+    /// (`RTM_GETNEIGH` with the address, Linux 5.0 on), so a lookup costs the same with ten
+    /// or ten thousand neighbours; a kernel that cannot answer that is asked for the whole
+    /// table, as dnsmasq does, from then on.
     pub(crate) fn lookup(&mut self, ifindex: u32, addr: Ipv6Addr) -> io::Result<Option<Mac>> {
+        if !self.dump_only {
+            match self.ask(ifindex, addr, false) {
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EOPNOTSUPP)) => {
+                    self.dump_only = true;
+                }
+                r => return r,
+            }
+        }
+        self.ask(ifindex, addr, true)
+    }
+
+    /// One request: the entry of `addr` alone, or (`dump`) every entry of the family.
+    fn ask(&mut self, ifindex: u32, addr: Ipv6Addr, dump: bool) -> io::Result<Option<Mac>> {
         self.seq = self.seq.wrapping_add(1);
         let mut msg = NeighbourMessage::default();
         msg.header.family = AddressFamily::Inet6;
         msg.header.ifindex = ifindex;
+        if !dump {
+            msg.attributes
+                .push(NeighbourAttribute::Destination(NeighbourAddress::Inet6(
+                    addr,
+                )));
+        }
         let mut req = NetlinkMessage::new(
             NetlinkHeader::default(),
             NetlinkPayload::from(RouteNetlinkMessage::GetNeighbour(msg)),
         );
-        req.header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+        req.header.flags = if dump {
+            NLM_F_REQUEST | NLM_F_DUMP
+        } else {
+            NLM_F_REQUEST
+        };
         req.header.sequence_number = self.seq;
         req.finalize();
         let mut out = vec![0u8; req.buffer_len()];
@@ -75,37 +104,26 @@ impl Neighbours {
                     return Ok(found);
                 }
                 at += len;
+                if m.header.sequence_number != self.seq {
+                    // the answer to an earlier request given up on
+                    continue;
+                }
                 match m.payload {
                     NetlinkPayload::Done(_) => return Ok(found),
                     NetlinkPayload::Error(e) => {
-                        return Err(io::Error::other(format!("neighbour dump: {e:?}")))
+                        return match e.code.map(|c| -c.get()) {
+                            // no entry for the address asked for
+                            Some(libc::ENOENT) if !dump => Ok(None),
+                            Some(errno) => Err(io::Error::from_raw_os_error(errno)),
+                            None => Ok(found),
+                        };
                     }
                     NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewNeighbour(nm)) => {
-                        if nm.header.ifindex != ifindex
-                            || matches!(
-                                nm.header.state,
-                                NeighbourState::Incomplete | NeighbourState::Failed
-                            )
-                        {
-                            continue;
+                        if let Some(mac) = usable(&nm, ifindex, addr) {
+                            found.get_or_insert(mac);
                         }
-                        let mut dst = None;
-                        let mut lladdr = None;
-                        for a in &nm.attributes {
-                            match a {
-                                NeighbourAttribute::Destination(NeighbourAddress::Inet6(d)) => {
-                                    dst = Some(*d)
-                                }
-                                NeighbourAttribute::LinkLayerAddress(l) if l.len() == 6 => {
-                                    let mut m = [0u8; 6];
-                                    m.copy_from_slice(l);
-                                    lladdr = Some(Mac(m));
-                                }
-                                _ => {}
-                            }
-                        }
-                        if dst == Some(addr) && found.is_none() {
-                            found = lladdr;
+                        if !dump {
+                            return Ok(found);
                         }
                     }
                     _ => {}
@@ -122,5 +140,136 @@ impl Neighbours {
         let echo = [128u8, 0, 0, 0, 0x71, 0x64, 0, 1];
         let to = SockAddr::from(SocketAddrV6::new(addr, 0, 0, ifindex));
         let _ = p.send_to(&echo, &to);
+    }
+}
+
+/// The MAC of entry `nm` when it is `addr`'s on `ifindex` and resolved (not incomplete or
+/// failed).
+fn usable(nm: &NeighbourMessage, ifindex: u32, addr: Ipv6Addr) -> Option<Mac> {
+    if nm.header.ifindex != ifindex
+        || matches!(
+            nm.header.state,
+            NeighbourState::Incomplete | NeighbourState::Failed
+        )
+    {
+        return None;
+    }
+    let mut dst = None;
+    let mut lladdr = None;
+    for a in &nm.attributes {
+        match a {
+            NeighbourAttribute::Destination(NeighbourAddress::Inet6(d)) => dst = Some(*d),
+            NeighbourAttribute::LinkLayerAddress(l) if l.len() == 6 => {
+                let mut m = [0u8; 6];
+                m.copy_from_slice(l);
+                lladdr = Some(Mac(m));
+            }
+            _ => {}
+        }
+    }
+    if dst == Some(addr) {
+        lladdr
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+
+    /// Runs `f` on a thread in a fresh network namespace (gone when the thread ends); `None`
+    /// when one cannot be made outside CI (not root), which is said.
+    fn in_fresh_namespace<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+        std::thread::spawn(move || {
+            match nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET) {
+                Ok(()) => Some(f()),
+                Err(e) if std::env::var_os("CI").is_none() => {
+                    eprintln!("skipped: cannot make a network namespace ({e}); run as root");
+                    None
+                }
+                Err(e) => panic!("cannot make a network namespace in CI: {e}"),
+            }
+        })
+        .join()
+        .unwrap()
+    }
+
+    fn mac(i: u16) -> [u8; 6] {
+        let [a, b] = i.to_be_bytes();
+        [0xfa, 0x16, 0x3e, 0, a, b]
+    }
+
+    fn addr(i: u16) -> Ipv6Addr {
+        Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 1, i)
+    }
+
+    /// A table of 2,000 neighbours (permanent: the kernel's table limit, shared by every
+    /// namespace, does not count those): each is found with its MAC by a lookup of that one
+    /// entry (not a dump of the table), a missing one is `None`, and the dump that kernels
+    /// before 5.0 need answers the same.
+    #[test]
+    fn one_entry_is_looked_up_among_thousands_and_the_dump_agrees() {
+        let done = in_fresh_namespace(|| {
+            let ip = |args: &[&str]| {
+                let st = Command::new("ip").args(args).status().expect("run ip");
+                assert!(st.success(), "ip {args:?}");
+            };
+            ip(&[
+                "link", "add", "qtv0", "type", "veth", "peer", "name", "qtv1",
+            ]);
+            ip(&["link", "set", "qtv0", "up"]);
+            let mut batch = Command::new("ip")
+                .args(["-batch", "-"])
+                .stdin(Stdio::piped())
+                .spawn()
+                .expect("run ip -batch");
+            let mut cmds = String::new();
+            for i in 1..=2000u16 {
+                let m = mac(i);
+                cmds.push_str(&format!(
+                    "neigh add {} lladdr {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x} dev qtv0 nud permanent\n",
+                    addr(i), m[0], m[1], m[2], m[3], m[4], m[5]
+                ));
+            }
+            batch
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(cmds.as_bytes())
+                .unwrap();
+            assert!(batch.wait().unwrap().success());
+            let ifindex = nix::net::if_::if_nametoindex("qtv0").unwrap();
+            let other = nix::net::if_::if_nametoindex("qtv1").unwrap();
+            let mut n = Neighbours::open().unwrap();
+            for i in [1u16, 2, 999, 2000] {
+                assert_eq!(
+                    n.lookup(ifindex, addr(i)).unwrap(),
+                    Some(Mac(mac(i))),
+                    "{i}"
+                );
+            }
+            assert_eq!(n.lookup(ifindex, addr(2001)).unwrap(), None);
+            assert_eq!(
+                n.lookup(other, addr(1)).unwrap(),
+                None,
+                "another interface's"
+            );
+            assert!(!n.dump_only, "this kernel answers for one entry");
+            n.dump_only = true;
+            for i in [1u16, 1500] {
+                assert_eq!(
+                    n.lookup(ifindex, addr(i)).unwrap(),
+                    Some(Mac(mac(i))),
+                    "{i}"
+                );
+            }
+            assert_eq!(n.lookup(ifindex, addr(2001)).unwrap(), None);
+        });
+        if done.is_none() {
+            eprintln!("skipped: no namespace");
+        }
     }
 }

@@ -8,8 +8,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::{
-    count_in, die_with_test, neutron_args, script_at, sh, start_dnsmasq, DnsmasqSetup, Proc, Topo,
-    Vm,
+    count_in, die_with_test, neutron_args, qdhcp_bin, script_at, sh, start_dnsmasq, DnsmasqSetup,
+    Proc, Topo, Vm,
 };
 
 /// Waits until no address in namespace `ns` is tentative (duplicate address detection done).
@@ -302,4 +302,145 @@ pub fn dhclient_quoted_bytes(line: &str) -> Option<Vec<u8>> {
         }
     }
     None
+}
+/// A server namespace (`qt6s0`, 2001:db8::1/64) and a peer namespace (`qt6r0`, 2001:db8::2/64)
+/// joined by a veth pair, as bench/dhcpv6.sh: the peer is a relay agent for 2001:db8:1::/64
+/// (routed via 2001:db8::2) or the clients themselves on the link.
+pub struct Pair6 {
+    pub srv: String,
+    pub peer: String,
+}
+
+impl Pair6 {
+    pub fn up() -> Pair6 {
+        let id = format!("{:04x}", std::process::id() & 0xffff);
+        let r = Pair6 {
+            srv: format!("qt6s{id}"),
+            peer: format!("qt6r{id}"),
+        };
+        for ns in [&r.srv, &r.peer] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+            sh(&["ip", "netns", "add", ns]);
+            sh(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+            sh(&[
+                "ip",
+                "netns",
+                "exec",
+                ns,
+                "sysctl",
+                "-qw",
+                "net.ipv6.conf.all.accept_dad=0",
+                "net.ipv6.conf.default.accept_dad=0",
+            ]);
+        }
+        sh(&[
+            "ip", "-n", &r.srv, "link", "add", "qt6s0", "type", "veth", "peer", "name", "qt6r0",
+            "netns", &r.peer,
+        ]);
+        sh(&[
+            "ip",
+            "-n",
+            &r.srv,
+            "addr",
+            "add",
+            "2001:db8::1/64",
+            "dev",
+            "qt6s0",
+            "nodad",
+        ]);
+        sh(&[
+            "ip",
+            "-n",
+            &r.peer,
+            "addr",
+            "add",
+            "2001:db8::2/64",
+            "dev",
+            "qt6r0",
+            "nodad",
+        ]);
+        sh(&["ip", "-n", &r.srv, "link", "set", "qt6s0", "up"]);
+        sh(&["ip", "-n", &r.peer, "link", "set", "qt6r0", "up"]);
+        sh(&[
+            "ip",
+            "-n",
+            &r.srv,
+            "-6",
+            "route",
+            "add",
+            "2001:db8:1::/64",
+            "via",
+            "2001:db8::2",
+            "dev",
+            "qt6s0",
+        ]);
+        wait_no_tentative(&r.srv);
+        wait_no_tentative(&r.peer);
+        r
+    }
+}
+
+impl Drop for Pair6 {
+    fn drop(&mut self) {
+        for ns in [&self.srv, &self.peer] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        }
+    }
+}
+
+/// Client `i`'s MAC, as the load generator numbers them.
+pub fn mac(i: u32) -> String {
+    format!(
+        "fa:16:3e:{:02x}:{:02x}:{:02x}",
+        (i >> 16) & 255,
+        (i >> 8) & 255,
+        i & 255
+    )
+}
+
+impl Pair6 {
+    /// `qdhcp dnsmasq` in the server namespace on `qt6s0` for the /64 at `range` (`::`-ended),
+    /// with Neutron's hosts file `dir/hosts`, once it listens for DHCPv6.
+    pub fn start_dnsmasq(&self, dir: &std::path::Path, range: &str) -> Proc {
+        let r = self;
+        let log = dir.join("log");
+        let before = count_in(&log, "DHCPv6 listening on");
+        let mut cmd = Command::new("ip");
+        cmd.args([
+            "netns",
+            "exec",
+            &r.srv,
+            qdhcp_bin(),
+            "dnsmasq",
+            "-k",
+            "-u",
+            "root",
+            "--no-hosts",
+            "--no-resolv",
+            "--port=0",
+            "--interface=qt6s0",
+            "--bind-interfaces",
+            "--quiet-dhcp",
+            "--qdhcp-client-rate=0",
+        ])
+        .arg(format!("--dhcp-range=set:s6,{range},static,64,86400s"))
+        .arg(format!("--dhcp-hostsfile={}", dir.join("hosts").display()))
+        .arg(format!("--dhcp-leasefile={}", dir.join("leases").display()))
+        .arg(format!("--log-facility={}", log.display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
+        die_with_test(&mut cmd);
+        let p = Proc {
+            child: cmd.spawn().unwrap(),
+        };
+        let t0 = Instant::now();
+        while count_in(&log, "DHCPv6 listening on") <= before {
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        p
+    }
 }
