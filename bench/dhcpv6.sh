@@ -15,22 +15,25 @@
 # -m link: the generator is the clients themselves on the link (`--link qbc0`): each client
 # sends from its own MAC and EUI-64 link-local address to ff02::1:2 and answers the server's
 # neighbour solicitations; the reservations are in the server's own 2001:db8::/64. qdhcp and
-# dnsmasq find each client's MAC in the kernel's neighbour table, Kea derives it from the
-# EUI-64 link-local (`mac-sources: ipv6-link-local`). The kernel's IPv6 neighbour table is one
+# dnsmasq find each client's MAC in the kernel's neighbour table; Kea derives it from the
+# EUI-64 link-local only for universally administered MACs, which fa:16:3e is not, so there
+# it takes it from the client's DUID-LL (`mac-sources: ipv6-link-local, duid`). The kernel's IPv6 neighbour table is one
 # for every namespace and holds 1,024 entries by default, fewer than the clients: the script
 # raises net.ipv6.neigh.default.gc_thresh1/2/3 for the run (as operators of large networks do)
 # and puts the old values back at exit. A warm-up pass first makes each client known to the
 # server's kernel, as the VMs of a network are once they have booted; results go to
 # bench/dhcpv6-link-results.jsonl.
 #
-# Usage (as root): bench/dhcpv6.sh [-m relay|link] [-n RESERVATIONS] [-d SECONDS_PER_STEP] [-s "qdhcp-dnsmasq qdhcp-dnsmasq-shm dnsmasq kea"]
+# Usage (as root): bench/dhcpv6.sh [-m relay|link] [-n RESERVATIONS] [-d SECONDS_PER_STEP]
+#   [-s "qdhcp-dnsmasq qdhcp-dnsmasq-shm dnsmasq kea"] [-b QDHCP_BINARY (not built)] [-o RESULTS.jsonl]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=10000
 D=5
 SERVERS="qdhcp-dnsmasq qdhcp-dnsmasq-shm dnsmasq kea"
 MODE=relay
-while getopts "m:n:d:s:" o; do case $o in m) MODE=$OPTARG ;; n) N=$OPTARG ;; d) D=$OPTARG ;; s) SERVERS=$OPTARG ;; *) exit 2 ;; esac; done
+BIN=""
+while getopts "m:n:d:s:b:o:" o; do case $o in m) MODE=$OPTARG ;; n) N=$OPTARG ;; d) D=$OPTARG ;; s) SERVERS=$OPTARG ;; b) BIN=$OPTARG ;; o) OUT_AS=$OPTARG ;; *) exit 2 ;; esac; done
 case $MODE in
   relay) NET=2001:db8:1:: ;;
   link) NET=2001:db8:: ;;
@@ -44,12 +47,17 @@ done
 if [ ${#need[@]} -gt 0 ]; then
   apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${need[@]}"
 fi
-cargo build --release --bin qdhcp
-Q=$PWD/target/release/qdhcp
+if [ -n "$BIN" ]; then
+  Q=$(realpath "$BIN")
+else
+  cargo build --release --bin qdhcp
+  Q=$PWD/target/release/qdhcp
+fi
 W=$(mktemp -d /tmp/qdhcp-bench6.XXXX)
 SHM=$(mktemp -d /dev/shm/qdhcp-bench6.XXXX)
 OUT=bench/dhcpv6-results.jsonl
 [ "$MODE" = link ] && OUT=bench/dhcpv6-link-results.jsonl
+[ -n "${OUT_AS:-}" ] && OUT=$OUT_AS
 : > "$OUT"
 SRV_PID=""
 GC_OLD=""
@@ -96,7 +104,10 @@ kea = {"Dhcp6": {
     "server-id": {"type": "LL", "persist": False},
     "lease-database": {"type": "memfile", "persist": True, "name": shm + "/kea-leases6.csv", "lfc-interval": 0},
     "multi-threading": {"enable-multi-threading": True, "thread-pool-size": 2, "packet-queue-size": 64},
-    "mac-sources": ["client-link-addr-option", "duid"] if mode == "relay" else ["ipv6-link-local"],
+    # on the link: Kea derives a MAC from an EUI-64 link-local only when its universal bit is
+    # set, and OpenStack's fa:16:3e MACs are locally administered, so the clients' DUID-LL
+    # (which holds the MAC) is what it matches by there
+    "mac-sources": ["client-link-addr-option", "duid"] if mode == "relay" else ["ipv6-link-local", "duid"],
     "host-reservation-identifiers": ["hw-address"],
     "preferred-lifetime": 86400, "valid-lifetime": 86400,
     "subnet6": [dict({"id": 1, "subnet": net + "/64", "pools": [],

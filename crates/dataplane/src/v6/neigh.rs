@@ -4,8 +4,10 @@
 //! so this is how dnsmasq finds it too. A missing entry is made by sending the client an
 //! ICMPv6 echo request (the kernel solicits the neighbour first), then read again.
 
+use std::collections::HashMap;
 use std::io;
 use std::net::{Ipv6Addr, SocketAddrV6};
+use std::time::{Duration, Instant};
 
 use netlink_packet_core::{
     NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST,
@@ -174,6 +176,44 @@ fn usable(nm: &NeighbourMessage, ifindex: u32, addr: Ipv6Addr) -> Option<Mac> {
     }
 }
 
+/// How long a MAC read from the neighbour table is used without asking again: long enough for
+/// the REQUEST that follows its SOLICIT and for retransmissions, far shorter than the kernel's
+/// own confidence in a reachable entry (15-45 s).
+pub(crate) const MAC_TTL: Duration = Duration::from_secs(2);
+/// Most MACs remembered: past this the expired go, and if none has, all.
+const MAC_CACHE_MAX: usize = 16384;
+
+/// MACs lately read from the neighbour table, by source address: each lookup is a netlink
+/// round trip, a quarter of a serving core at 25,000 exchanges/s on the link
+/// (bench/DHCPV6.md), and a client's messages come in bursts. Only found MACs are kept: a
+/// source without an entry is asked (and probed) again every time.
+#[derive(Default)]
+pub(crate) struct MacCache {
+    seen: HashMap<Ipv6Addr, (Mac, Instant)>,
+}
+
+impl MacCache {
+    /// The MAC of `addr` if it was read less than [`MAC_TTL`] before `now`.
+    pub(crate) fn get(&self, addr: Ipv6Addr, now: Instant) -> Option<Mac> {
+        self.seen
+            .get(&addr)
+            .filter(|(_, at)| now.saturating_duration_since(*at) < MAC_TTL)
+            .map(|(m, _)| *m)
+    }
+
+    /// Remembers that `addr` was at `mac` at `now`.
+    pub(crate) fn put(&mut self, addr: Ipv6Addr, mac: Mac, now: Instant) {
+        if self.seen.len() >= MAC_CACHE_MAX && !self.seen.contains_key(&addr) {
+            self.seen
+                .retain(|_, (_, at)| now.saturating_duration_since(*at) < MAC_TTL);
+            if self.seen.len() >= MAC_CACHE_MAX {
+                self.seen.clear();
+            }
+        }
+        self.seen.insert(addr, (mac, now));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -271,5 +311,30 @@ mod tests {
         if done.is_none() {
             eprintln!("skipped: no namespace");
         }
+    }
+
+    #[test]
+    fn a_mac_is_used_again_only_for_its_time_and_the_cache_stays_bounded() {
+        let t0 = Instant::now();
+        let mut c = MacCache::default();
+        c.put(addr(1), Mac(mac(1)), t0);
+        assert_eq!(c.get(addr(1), t0 + MAC_TTL / 2), Some(Mac(mac(1))));
+        assert_eq!(
+            c.get(addr(1), t0 + MAC_TTL),
+            None,
+            "asked again after its time"
+        );
+        assert_eq!(c.get(addr(2), t0), None);
+        // a newer reading replaces the older
+        c.put(addr(1), Mac(mac(9)), t0 + MAC_TTL);
+        assert_eq!(c.get(addr(1), t0 + MAC_TTL), Some(Mac(mac(9))));
+        // full: the expired make room first, and it never grows past its bound
+        let later = t0 + MAC_TTL * 3;
+        for i in 0..MAC_CACHE_MAX as u32 + 10 {
+            let a = Ipv6Addr::from(0xfe80_0000_0000_0000_0000_0001_0000_0000u128 + u128::from(i));
+            c.put(a, Mac(mac(1)), later);
+            assert!(c.seen.len() <= MAC_CACHE_MAX);
+        }
+        assert_eq!(c.get(addr(1), later), None);
     }
 }

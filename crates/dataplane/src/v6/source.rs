@@ -18,7 +18,7 @@ use qdhcp_protocol::v6::{decide6, parse6, Change6, Context6, Lease6, Msg6, Outco
 use qdhcp_protocol::Mac;
 use qdhcp_reactor::{Source, Turn};
 
-use super::neigh::Neighbours;
+use super::neigh::{MacCache, Neighbours};
 use super::{iface_addrs6, Net6, CLIENT_PORT6, SERVER_PORT6};
 use crate::clock::now_secs;
 use crate::journal::Record;
@@ -83,6 +83,7 @@ pub(crate) struct Dhcp6Source {
     ifindex: u32,
     netns: Option<PathBuf>,
     neigh: Option<Neighbours>,
+    macs: MacCache,
     pending: Vec<Pending>,
     own: Vec<Ipv6Addr>,
     own_read: Option<Instant>,
@@ -121,6 +122,7 @@ impl Dhcp6Source {
             ifindex,
             netns,
             neigh,
+            macs: MacCache::default(),
             pending: Vec::new(),
             own: Vec::new(),
             own_read: None,
@@ -151,8 +153,15 @@ impl Dhcp6Source {
         let Some(n) = &mut self.neigh else {
             return Ok(None);
         };
+        let now = Instant::now();
+        if let Some(m) = self.macs.get(*from.ip(), now) {
+            return Ok(Some(m));
+        }
         match n.lookup(self.ifindex, *from.ip()) {
-            Ok(Some(m)) => Ok(Some(m)),
+            Ok(Some(m)) => {
+                self.macs.put(*from.ip(), m, now);
+                Ok(Some(m))
+            }
             Ok(None) if tries < PROBES => {
                 n.probe(self.ifindex, *from.ip());
                 Err(())
