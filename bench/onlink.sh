@@ -53,7 +53,7 @@ ramp() { # NAME CLIENTS NS ARGS...: raise the rate until two steps drop more tha
   for r in $RATES; do
     res=$(load "$ns" "$@" --clients "$pop" --rate "$r" --duration "$D")
     python3 -c "import json,sys; d=json.loads(sys.argv[1]); d.update(server='$name', path='on-link', clients=$pop); print(json.dumps(d))" "$res" >> "$OUT"
-    drop=$(python3 -c "import json,sys; print(json.loads(sys.argv[1])['drop_pct'])" "$res")
+    drop=$(python3 -c "import json,sys; d=json.loads(sys.argv[1]); print(100.0 * (d['started'] - d['acks']) / max(d['started'], 1))" "$res")
     if python3 -c "import sys; sys.exit(0 if $drop > 2.5 else 1)"; then
       fails=$((fails + 1)); [ $fails -ge 2 ] && break
     elif [ $fails -eq 0 ]; then best=$r; fi
@@ -61,8 +61,9 @@ ramp() { # NAME CLIENTS NS ARGS...: raise the rate until two steps drop more tha
   local at; at=$(python3 -c "
 import json, sys
 rows = [r for r in map(json.loads, open('$OUT')) if r.get('server') == '$name' and r.get('clients') == $pop and 'layout' not in r]
-first = next((r for r in rows if r['drop_pct'] > 2.5), None)
-ok = [r for r in rows if r['drop_pct'] <= 2.5]
+unbound = lambda r: 100.0 * (r['started'] - r['acks']) / max(r['started'], 1)
+first = next((r for r in rows if unbound(r) > 2.5), None)
+ok = [r for r in rows if unbound(r) <= 2.5]
 b = max(ok, key=lambda r: r['rate']) if ok else None
 print(('peak %.0f DORA/s (offered %s, drops %.2f%%, DISCOVER->OFFER p50 %sus p99 %sus, REQUEST->ACK p50 %sus p99 %sus, ARP answered %s)' % (b['rate'], b['offered_rate'], b['drop_pct'], b['offer_p50_us'], b['offer_p99_us'], b['ack_p50_us'], b['ack_p99_us'], b['arp_replies']) if b else 'no step under 2.5% drops') + ('; first step over 2.5%%: %s/s (%.1f%%)' % (first['offered_rate'], first['drop_pct']) if first else ''))
 ")
@@ -180,7 +181,7 @@ PY
 import json
 rows = [json.loads(l) for l in open('$OUT')]
 def peak(name):
-    ok = [r for r in rows if r.get('server') == name and r['drop_pct'] <= 2.5]
+    ok = [r for r in rows if r.get('server') == name and 100.0 * (r['started'] - r['acks']) / max(r['started'], 1) <= 2.5]
     return max((r['rate'] for r in ok), default=0)
 one, spread = peak('serve, 1 network'), peak('serve, $NETS networks')
 wrong = sum(r.get('wrong_link', 0) for r in rows if r.get('server') == 'serve, $NETS networks')
