@@ -60,6 +60,31 @@ fn set_rcvbuf(s: &Socket, bytes: usize) {
     }
 }
 
+/// `ICMP6_FILTER` of `<netinet/icmp6.h>` (RFC 3542 §3.2), which the libc crate does not name.
+const ICMP6_FILTER: libc::c_int = 1;
+
+/// Makes a raw ICMPv6 socket that only sends pass no ICMPv6 type in: without a filter the
+/// kernel queues it a copy of every ICMPv6 message the namespace receives (each neighbour
+/// solicitation and advertisement of a busy link), none of which is ever read.
+pub(crate) fn pass_no_icmp6(s: &Socket) -> io::Result<()> {
+    // struct icmp6_filter: 256 bits, one per type; a set bit blocks the type
+    let filter = [u32::MAX; 8];
+    // SAFETY: valid fd; the value is the 32-byte struct icmp6_filter, read by the kernel only.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_ICMPV6,
+            ICMP6_FILTER,
+            filter.as_ptr() as *const libc::c_void,
+            std::mem::size_of_val(&filter) as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 const SIOCSARP: libc::c_ulong = 0x8955;
 const ATF_COM: libc::c_int = 0x02;
 

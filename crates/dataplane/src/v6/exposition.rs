@@ -58,6 +58,8 @@ enum DropLabel {
     SendError,
     /// Answered without a MAC: no neighbour entry after every probe.
     NoMac,
+    /// Dropped: too many messages already wait for their senders' neighbour entries.
+    NeighbourBacklog,
 }
 
 impl EncodeLabelValue for DropLabel {
@@ -70,6 +72,7 @@ impl EncodeLabelValue for DropLabel {
                 DropLabel::LeaseNotDurable => "lease_not_durable",
                 DropLabel::SendError => "send_error",
                 DropLabel::NoMac => "no_mac",
+                DropLabel::NeighbourBacklog => "neighbour_backlog",
             },
         )
     }
@@ -105,8 +108,8 @@ pub(crate) struct Net6Snapshot {
     rx: Vec<(Msg6, u64)>,
     advertise: u64,
     reply: u64,
-    /// Malformed, ignored, not durable, send errors, without a MAC.
-    dropped: [(u64, u64, u64, u64, u64); 1],
+    /// Malformed, ignored, not durable, send errors, without a MAC, neighbour backlog.
+    dropped: [(u64, u64, u64, u64, u64, u64); 1],
     leases: u64,
 }
 
@@ -135,6 +138,7 @@ impl Snapshot6 {
                         g(&c.persist_failures),
                         g(&c.send_errors),
                         g(&c.no_mac),
+                        g(&c.neighbour_backlog),
                     )],
                     leases: n.leases().len() as u64,
                 }
@@ -192,13 +196,14 @@ impl Collector for Snapshot6 {
             counter,
         )?;
         for n in &self.nets {
-            let (m, i, p, s, x) = n.dropped[0];
+            let (m, i, p, s, x, b) = n.dropped[0];
             for (reason, v) in [
                 (DropLabel::Malformed, m),
                 (DropLabel::Ignored, i),
                 (DropLabel::LeaseNotDurable, p),
                 (DropLabel::SendError, s),
                 (DropLabel::NoMac, x),
+                (DropLabel::NeighbourBacklog, b),
             ] {
                 let l = DropLabels {
                     network: n.name.clone(),
@@ -236,7 +241,7 @@ mod tests {
                 rx,
                 advertise: 2,
                 reply: 1,
-                dropped: [(1, 0, 0, 0, 3)],
+                dropped: [(1, 0, 0, 0, 3, 4)],
                 leases: 1,
             }],
         };
@@ -246,6 +251,7 @@ mod tests {
             "qdhcp_dhcpv6_packets_out_total{network=\"n1\",type=\"advertise\"} 2",
             "qdhcp_dhcpv6_dropped_total{network=\"n1\",reason=\"malformed\"} 1",
             "qdhcp_dhcpv6_dropped_total{network=\"n1\",reason=\"no_mac\"} 3",
+            "qdhcp_dhcpv6_dropped_total{network=\"n1\",reason=\"neighbour_backlog\"} 4",
             "qdhcp_dhcpv6_leases_active{network=\"n1\"} 1",
         ] {
             assert!(

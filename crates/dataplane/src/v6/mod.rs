@@ -143,6 +143,9 @@ pub struct Counters6 {
     pub ignored: AtomicU64,
     /// Messages answered without a MAC (no neighbour entry after every probe).
     pub no_mac: AtomicU64,
+    /// Messages from the link dropped because as many as can wait for their senders' neighbour
+    /// entries already do (a burst of new clients, or a flood from random link-locals).
+    pub neighbour_backlog: AtomicU64,
     /// Binds whose commit failed (no REPLY sent).
     pub persist_failures: AtomicU64,
     /// Replies the kernel refused.

@@ -41,6 +41,7 @@ impl Neighbours {
         let ping = Socket::new(Domain::IPV6, Type::RAW, Some(Protocol::ICMPV6)).ok();
         if let Some(p) = &ping {
             p.set_nonblocking(true)?;
+            crate::listener::pass_no_icmp6(p)?;
         }
         Ok(Neighbours {
             nl,
@@ -336,5 +337,37 @@ mod tests {
             assert!(c.seen.len() <= MAC_CACHE_MAX);
         }
         assert_eq!(c.get(addr(1), later), None);
+    }
+
+    /// The probe socket only sends: ICMPv6 arriving in its namespace is not queued on it (an
+    /// unfiltered raw socket beside it gets the same echo request).
+    #[test]
+    fn the_probe_socket_is_queued_nothing() {
+        let done = in_fresh_namespace(|| {
+            let st = Command::new("ip")
+                .args(["link", "set", "lo", "up"])
+                .status();
+            assert!(st.unwrap().success());
+            let n = Neighbours::open().unwrap();
+            let probe = n.ping.as_ref().expect("raw ICMPv6 as root");
+            let plain = Socket::new(Domain::IPV6, Type::RAW, Some(Protocol::ICMPV6)).unwrap();
+            plain
+                .set_read_timeout(Some(Duration::from_secs(2)))
+                .unwrap();
+            n.probe(1, Ipv6Addr::LOCALHOST);
+            let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 256];
+            let got = plain
+                .recv(&mut buf)
+                .expect("the unfiltered socket sees ICMPv6");
+            assert!(got >= 8);
+            std::thread::sleep(Duration::from_millis(50));
+            let e = probe
+                .recv(&mut buf)
+                .expect_err("nothing queued on the probe socket");
+            assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+        });
+        if done.is_none() {
+            eprintln!("skipped: no namespace");
+        }
     }
 }

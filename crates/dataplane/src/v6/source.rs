@@ -210,6 +210,12 @@ impl Dhcp6Source {
                             tries: tries + 1,
                             due: Instant::now() + PROBE_GAP,
                         });
+                    } else {
+                        // the client sends again; known clients are not held up meanwhile
+                        c.neighbour_backlog.fetch_add(1, Ordering::Relaxed);
+                        if self.bad_log.allow("neighbour backlog lines") {
+                            tracing::warn!(target: "dhcp", "{}: dropped a DHCPv6 message from {}: {MAX_PENDING} messages already wait for their senders' neighbour entries", self.iface, from.ip());
+                        }
                     }
                     return;
                 }
