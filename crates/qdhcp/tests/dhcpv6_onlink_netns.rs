@@ -15,15 +15,8 @@ use serde_json::Value;
 /// One run of the generator as the clients on the server's link (`clients`: the first one's
 /// index and how many); its JSON report.
 fn load(r: &Pair6, clients: (u32, u32), rate: u32, secs: &str, record: &std::path::Path) -> Value {
-    let mut cmd = Command::new("ip");
+    let mut cmd = r.loadgen6();
     cmd.args([
-        "netns",
-        "exec",
-        &r.peer,
-        qdhcp_bin(),
-        "loadgen",
-        "--mode",
-        "dhcpv6",
         "--link",
         "qt6r0",
         "--first-client",
@@ -41,7 +34,6 @@ fn load(r: &Pair6, clients: (u32, u32), rate: u32, secs: &str, record: &std::pat
     .arg("--record")
     .arg(record)
     .stdout(Stdio::piped());
-    die_with_test(&mut cmd);
     let out = cmd.output().unwrap();
     assert!(out.status.success(), "{out:?}");
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {out:?}"))

@@ -5,7 +5,7 @@
 mod common;
 
 use std::collections::HashSet;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use common::v6::{mac, Pair6};
@@ -31,15 +31,8 @@ fn kill_9_under_dhcpv6_load_loses_no_replied_lease_and_keeps_the_duid() {
     std::fs::write(dir.path().join("hosts"), hosts).unwrap();
     let mut srv = r.start_dnsmasq(dir.path(), "2001:db8:1::");
     let record = dir.path().join("replied");
-    let mut load = Command::new("ip");
+    let mut load = r.loadgen6();
     load.args([
-        "netns",
-        "exec",
-        &r.peer,
-        qdhcp_bin(),
-        "loadgen",
-        "--mode",
-        "dhcpv6",
         "--server6",
         "2001:db8::1",
         "--relay6",
@@ -58,7 +51,6 @@ fn kill_9_under_dhcpv6_load_loses_no_replied_lease_and_keeps_the_duid() {
     .arg("--record")
     .arg(&record)
     .stdout(Stdio::piped());
-    die_with_test(&mut load);
     let load = load.spawn().unwrap();
     // in the middle of the load
     std::thread::sleep(Duration::from_millis(1000));
@@ -105,15 +97,9 @@ fn kill_9_under_dhcpv6_load_loses_no_replied_lease_and_keeps_the_duid() {
         );
     }
     // and it serves: a client renews what it was REPLYed
-    let out = Command::new("ip")
+    let out = r
+        .loadgen6()
         .args([
-            "netns",
-            "exec",
-            &r.peer,
-            qdhcp_bin(),
-            "loadgen",
-            "--mode",
-            "dhcpv6",
             "--server6",
             "2001:db8::1",
             "--relay6",

@@ -399,6 +399,23 @@ pub fn mac(i: u32) -> String {
 }
 
 impl Pair6 {
+    /// `qdhcp loadgen --mode dhcpv6` in the peer namespace, dying with the test; the caller
+    /// adds how it reaches the server (`--server6 … --relay6 …`, or `--link qt6r0`).
+    pub fn loadgen6(&self) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args([
+            "netns",
+            "exec",
+            &self.peer,
+            qdhcp_bin(),
+            "loadgen",
+            "--mode",
+            "dhcpv6",
+        ]);
+        die_with_test(&mut cmd);
+        cmd
+    }
+
     /// `qdhcp dnsmasq` in the server namespace on `qt6s0` for the /64 at `range` (`::`-ended),
     /// with Neutron's hosts file `dir/hosts`, once it listens for DHCPv6.
     pub fn start_dnsmasq(&self, dir: &std::path::Path, range: &str) -> Proc {
