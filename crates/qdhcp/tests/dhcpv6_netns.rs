@@ -483,6 +483,109 @@ fn dhcpcd6_gets_its_ports_address_and_dns() {
     );
 }
 
+/// busybox `udhcpc6` (Debian 13's static busybox; Debian 12 builds none): the stateful port
+/// gets its address, DNS and search list, renews on SIGUSR1 and releases on exit (`-R`), the
+/// lease leaving the leases file; a stateless one (`-l`) gets its subnet's DNS and its port's
+/// bootfile-url (PXE over IPv6) and no address.
+#[test]
+fn busybox_udhcpc6_binds_renews_and_releases_and_a_stateless_one_gets_its_options() {
+    if !netns_available("udhcpc6") {
+        return;
+    }
+    let (mut t, s) = dual_stack();
+    let mut opts = std::fs::read_to_string(&s.opts).unwrap();
+    opts.push_str("tag:port-p2,option6:bootfile-url,http://[2001:db8:7::1]/boot.ipxe\n");
+    std::fs::write(&s.opts, opts).unwrap();
+    let _srv = start(&t, &s);
+
+    let vm1 = t.vm(VM1_MAC);
+    // busybox's client identifier: a DUID-LL of the interface's MAC
+    let duid = format!("00:03:00:01:{VM1_MAC}");
+    let mut c = Udhcpc6::start(t.dir.path(), &vm1, &["-R"]);
+    let bound = c.wait("bound", 1, Duration::from_secs(20));
+    assert_eq!(addr6(&bound, "ipv6"), Some(ip6(VM1_V6)), "{bound:?}");
+    assert_eq!(
+        addr6(&bound, "dns"),
+        Some(ip6("2001:db8:6::53")),
+        "{bound:?}"
+    );
+    assert_eq!(
+        bound.get("search").map(|d| d.trim()),
+        Some("openstacklocal"),
+        "{bound:?}"
+    );
+    assert_eq!(
+        bound.get("lease").map(String::as_str),
+        Some("86400"),
+        "{bound:?}"
+    );
+    wait_for_log(
+        &s.log,
+        &format!(
+            "DHCPREPLY({}) {VM1_V6} {duid} host-2001-db8-6--103",
+            t.srv_if
+        ),
+        Duration::from_secs(5),
+    );
+    wait_until(
+        Duration::from_secs(10),
+        "the lease in the leases file",
+        || leases_text(&s).contains(&format!("{VM1_V6} host-2001-db8-6--103 {duid}")),
+    );
+
+    c.renew();
+    let renewed = c.wait("renew", 1, Duration::from_secs(15));
+    assert_eq!(addr6(&renewed, "ipv6"), Some(ip6(VM1_V6)), "{renewed:?}");
+    wait_for_log(
+        &s.log,
+        &format!("DHCPRENEW({}) {duid}", t.srv_if),
+        Duration::from_secs(5),
+    );
+
+    c.stop();
+    wait_for_log(
+        &s.log,
+        &format!("DHCPRELEASE({}) {duid}", t.srv_if),
+        Duration::from_secs(5),
+    );
+    wait_until(
+        Duration::from_secs(10),
+        "the released lease gone from the file",
+        || !leases_text(&s).contains(VM1_V6),
+    );
+
+    let vm2 = t.vm(VM2_MAC);
+    let c2 = Udhcpc6::start(t.dir.path(), &vm2, &["-l", "-O", "bootfile_url"]);
+    // busybox names the event of an answered INFORMATION-REQUEST "renew"
+    let info = c2.wait("renew", 1, Duration::from_secs(20));
+    assert_eq!(addr6(&info, "dns"), Some(ip6("2001:db8:7::53")), "{info:?}");
+    assert_eq!(
+        info.get("bootfile_url").map(String::as_str),
+        Some("http://[2001:db8:7::1]/boot.ipxe"),
+        "{info:?}"
+    );
+    assert!(
+        !info.contains_key("ipv6"),
+        "a stateless client got an address: {info:?}"
+    );
+    wait_for_log(
+        &s.log,
+        &format!("DHCPINFORMATION-REQUEST({})", t.srv_if),
+        Duration::from_secs(5),
+    );
+}
+
+/// busybox writes addresses in full (`2001:0db8:0006:…`): the one address in `key`, parsed.
+fn addr6(ev: &std::collections::HashMap<String, String>, key: &str) -> Option<std::net::Ipv6Addr> {
+    let v = ev.get(key)?.trim();
+    assert!(!v.contains(' '), "one address expected in {key}={v}");
+    v.parse().ok()
+}
+
+fn ip6(s: &str) -> std::net::Ipv6Addr {
+    s.parse().unwrap()
+}
+
 /// On a dual-stack network `qdhcp dnsmasq` answers DNS on IPv6 too, as dnsmasq does: the IPv6
 /// lines of Neutron's addn_hosts file give AAAA and ip6.arpa PTR, asked at the server's IPv6
 /// address by a VM that took its address with dhclient -6.

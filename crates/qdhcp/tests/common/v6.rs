@@ -222,6 +222,125 @@ pub fn dhclient6_in(
     (ok, d)
 }
 
+/// busybox's DHCPv6 client: the system's busybox when it has `udhcpc6` (Debian 13 on), else
+/// Debian 13's static busybox that `scripts/busybox-udhcpc6` installs (Debian 12 has none).
+pub fn udhcpc6_busybox() -> String {
+    let has = |b: &str| {
+        Command::new(b)
+            .arg("--list")
+            .output()
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .any(|l| l == "udhcpc6")
+            })
+            .unwrap_or(false)
+    };
+    let local = "/usr/local/lib/qdhcp-test/busybox";
+    if has("busybox") {
+        return "busybox".into();
+    }
+    assert!(
+        has(local),
+        "no busybox with udhcpc6: run scripts/busybox-udhcpc6 (scripts/test-all does)"
+    );
+    local.into()
+}
+
+/// A running busybox `udhcpc6` in the foreground, ended (SIGTERM) when dropped.
+pub struct Udhcpc6 {
+    child: Child,
+    pub events: PathBuf,
+    pub stderr: PathBuf,
+}
+
+impl Udhcpc6 {
+    /// Starts `udhcpc6 -f` on `vm` with `args` added (`-l` for stateless, `-R` to release on
+    /// exit, `-O bootfile_url`, …); its script records every event with the options busybox
+    /// exports (`ipv6`, `lease`, `dns`, `search`, `bootfile_url`) and applies `ipv6`.
+    pub fn start(dir: &std::path::Path, vm: &Vm, args: &[&str]) -> Udhcpc6 {
+        wait_no_tentative(&vm.ns);
+        let base = dir.join(format!("udhcpc6-{}", vm.ns));
+        let events = base.with_extension("events");
+        let stderr = base.with_extension("stderr");
+        let script = script_at(
+            dir,
+            &format!("udhcpc6-{}.sh", vm.ns),
+            &format!(
+                "case $1 in bound|renew) [ -n \"$ipv6\" ] && ip -6 addr replace $ipv6/128 dev $interface nodad ;; esac\n\
+                 {{ echo reason=$1; env | grep -E '^(ipv6|lease|dns|search|bootfile_url|interface)=' | sort; echo --; }} > {0}.part.$$ && cat {0}.part.$$ >> {0}; rm -f {0}.part.$$; exit 0",
+                events.display()
+            ),
+        );
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &vm.ns, &udhcpc6_busybox(), "udhcpc6", "-f"])
+            .args(["-i", &vm.iface, "-t", "10", "-T", "1", "-s"])
+            .arg(&script)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr).unwrap());
+        die_with_test(&mut cmd);
+        let child = cmd.spawn().expect("run udhcpc6");
+        Udhcpc6 {
+            child,
+            events,
+            stderr,
+        }
+    }
+
+    /// Every event the script saw, in order.
+    pub fn events(&self) -> Vec<HashMap<String, String>> {
+        super::script_events(&self.events)
+    }
+
+    /// Waits up to `timeout` for the `n`th event named `reason` and returns it; on timeout
+    /// panics with what the client saw and said.
+    pub fn wait(&self, reason: &str, n: usize, timeout: Duration) -> HashMap<String, String> {
+        let start = Instant::now();
+        loop {
+            let seen: Vec<_> = self
+                .events()
+                .into_iter()
+                .filter(|e| e.get("reason").map(String::as_str) == Some(reason))
+                .collect();
+            if seen.len() >= n {
+                return seen[n - 1].clone();
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "udhcpc6 never reached {reason} x{n}; events {:?}\n{}",
+                self.events(),
+                std::fs::read_to_string(&self.stderr).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGUSR1: busybox renews at once.
+    pub fn renew(&self) {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGUSR1,
+        )
+        .unwrap();
+    }
+
+    /// SIGTERM and wait for the exit (with `-R`, busybox sends RELEASE first).
+    pub fn stop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Udhcpc6 {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 // --- the dual-stack network of the dnsmasq-mode DHCPv6 tests -------------------------------
 
 pub const VM1_MAC: &str = "fa:16:3e:7a:06:03";
