@@ -11,13 +11,18 @@
 #              in bench/dhcpv6.sh (/tmp), batches that came meanwhile going into the next
 #              commit; no reply waits for it
 #   sync-shm   the same on /dev/shm (tmpfs: fdatasync returns at once)
+#   echo-spin  echo, but never asleep in poll: asks the socket again at once (no wakeups)
 # No server that keeps its leases on that disk can answer faster than sync-disk does.
-# Usage (as root): bench/dhcpv6_floor.sh [-r "RATES"] [-d SECONDS]
+# Usage (as root): bench/dhcpv6_floor.sh [-r "RATES"] [-d SECONDS] [-m "MODES"] [-o OUT]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RATES="10000 25000"
 D=5
-while getopts "r:d:" o; do case $o in r) RATES=$OPTARG ;; d) D=$OPTARG ;; *) exit 2 ;; esac; done
+MODES="echo sync-disk sync-shm"
+OUT=bench/dhcpv6-floor-last.jsonl
+while getopts "r:d:m:o:" o; do
+  case $o in r) RATES=$OPTARG ;; d) D=$OPTARG ;; m) MODES=$OPTARG ;; o) OUT=$OPTARG ;; *) exit 2 ;; esac
+done
 N=10000
 cargo build --release --bin qdhcp
 cargo build --release --example dhcpv6_floor -p qdhcp-loadgen
@@ -25,9 +30,15 @@ Q=$PWD/target/release/qdhcp
 F=$PWD/target/release/examples/dhcpv6_floor
 W=$(mktemp -d /tmp/qdhcp-floor6.XXXX)
 SHM=$(mktemp -d /dev/shm/qdhcp-floor6.XXXX)
-OUT=bench/dhcpv6-floor-last.jsonl
 : > "$OUT"
 SRV_PID=""
+# jiffies of CPU 0 (the server's) and CPU 1 (the generator's): busy (softirq included, steal
+# not), total, then CPU 0's user, system, softirq and steal
+cpu_busy() {
+  awk '$1=="cpu0"||$1=="cpu1"{t=0; for(i=2;i<=NF;i++) t+=$i; printf "%d %d ", t-$5-$6-$9, t}
+       $1=="cpu0"{c0=$2+$3" "$4" "$8" "$9}
+       END{print c0}' /proc/stat
+}
 del_netns() { for n in qtfs qtfc; do ip netns del "$n" 2>/dev/null || true; done; }
 cleanup() {
   [ -n "$SRV_PID" ] && kill "$SRV_PID" 2>/dev/null || true
@@ -47,9 +58,10 @@ ip -n qtfc addr add 2001:db8::2/64 dev qtfc0 nodad; ip -n qtfc link set qtfc0 up
 ip -n qtfs -6 route add 2001:db8:1::/64 via 2001:db8::2 dev qtfs0
 sleep 1
 
-for mode in echo sync-disk sync-shm; do
+for mode in $MODES; do
   case $mode in
     echo) extra=() ;;
+    echo-spin) extra=(--spin) ;;
     sync-disk) extra=(--sync "$W/journal") ;;
     sync-shm) extra=(--sync "$SHM/journal") ;;
   esac
@@ -58,9 +70,20 @@ for mode in echo sync-disk sync-shm; do
   for _ in $(seq 100); do ip netns exec qtfs ss -uln | grep -q ":547 " && break; sleep 0.1; done
   for r in $RATES; do
     for _ in 1 2 3; do
+      s0=$(cpu_busy)
       res=$(ip netns exec qtfc taskset -c 1 "$Q" loadgen --mode dhcpv6 --spin --server6 2001:db8::1 --relay6 2001:db8::2 \
         --link6 2001:db8:1::1 --device qtfc0 --clients "$N" --rate "$r" --duration "$D" --json)
-      python3 -c "import json,sys; d=json.loads(sys.argv[1]); d.update(server='dhcpv6_floor', mode='$mode'); print(json.dumps(d))" "$res" | tee -a "$OUT"
+      s1=$(cpu_busy)
+      python3 -c "
+import json,sys
+d=json.loads(sys.argv[1])
+a=[int(x) for x in sys.argv[2].split()]; b=[int(x) for x in sys.argv[3].split()]
+d.update(server='dhcpv6_floor', mode='$mode',
+         cpu0_busy_pct=round(100*(b[0]-a[0])/max(b[1]-a[1],1),1),
+         cpu1_busy_pct=round(100*(b[2]-a[2])/max(b[3]-a[3],1),1),
+         **{f'cpu0_{k}_pct': round(100*(b[i]-a[i])/max(b[1]-a[1],1),1)
+            for i, k in zip(range(4, 8), ['user', 'system', 'softirq', 'steal'])})
+print(json.dumps(d))" "$res" "$s0" "$s1" | tee -a "$OUT"
     done
   done
   kill "$SRV_PID"; wait "$SRV_PID" 2>/dev/null || true; SRV_PID=""
