@@ -13,15 +13,19 @@
 #   sync-shm   the same on /dev/shm (tmpfs: fdatasync returns at once)
 #   echo-spin  echo, but never asleep in poll: asks the socket again at once (no wakeups)
 # No server that keeps its leases on that disk can answer faster than sync-disk does.
-# Usage (as root): bench/dhcpv6_floor.sh [-r "RATES"] [-d SECONDS] [-m "MODES"] [-o OUT]
+# -l: the clients on the link instead of behind a relay, as `bench/dhcpv6.sh -m link` runs them
+# (`qdhcp loadgen --mode dhcpv6 --link`, every client once first so the server's kernel knows
+# each; the global IPv6 neighbour table's limits raised for them and restored after).
+# Usage (as root): bench/dhcpv6_floor.sh [-l] [-r "RATES"] [-d SECONDS] [-m "MODES"] [-o OUT]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RATES="10000 25000"
 D=5
 MODES="echo sync-disk sync-shm"
 OUT=bench/dhcpv6-floor-last.jsonl
-while getopts "r:d:m:o:" o; do
-  case $o in r) RATES=$OPTARG ;; d) D=$OPTARG ;; m) MODES=$OPTARG ;; o) OUT=$OPTARG ;; *) exit 2 ;; esac
+LINK=""
+while getopts "lr:d:m:o:" o; do
+  case $o in l) LINK=1 ;; r) RATES=$OPTARG ;; d) D=$OPTARG ;; m) MODES=$OPTARG ;; o) OUT=$OPTARG ;; *) exit 2 ;; esac
 done
 N=10000
 cargo build --release --bin qdhcp
@@ -40,13 +44,30 @@ cpu_busy() {
        END{print c0}' /proc/stat
 }
 del_netns() { for n in qtfs qtfc; do ip netns del "$n" 2>/dev/null || true; done; }
+GC_OLD=""
 cleanup() {
   [ -n "$SRV_PID" ] && kill "$SRV_PID" 2>/dev/null || true
   del_netns
   rm -rf "$W" "$SHM"
+  if [ -n "$GC_OLD" ]; then
+    read -r g1 g2 g3 <<<"$GC_OLD"
+    sysctl -qw net.ipv6.neigh.default.gc_thresh1="$g1" net.ipv6.neigh.default.gc_thresh2="$g2" net.ipv6.neigh.default.gc_thresh3="$g3"
+  fi
 }
 trap cleanup EXIT
 del_netns
+if [ -n "$LINK" ]; then
+  GC_OLD="$(sysctl -n net.ipv6.neigh.default.gc_thresh1) $(sysctl -n net.ipv6.neigh.default.gc_thresh2) $(sysctl -n net.ipv6.neigh.default.gc_thresh3)"
+  sysctl -qw net.ipv6.neigh.default.gc_thresh1=$((N + 1024)) net.ipv6.neigh.default.gc_thresh2=$((2 * N + 2048)) net.ipv6.neigh.default.gc_thresh3=$((4 * N + 4096))
+fi
+load() {
+  if [ -n "$LINK" ]; then
+    ip netns exec qtfc taskset -c 1 "$Q" loadgen --mode dhcpv6 --spin --link qtfc0 --clients "$N" --rate "$1" --duration "$2" --json
+  else
+    ip netns exec qtfc taskset -c 1 "$Q" loadgen --mode dhcpv6 --spin --server6 2001:db8::1 --relay6 2001:db8::2 \
+      --link6 2001:db8:1::1 --device qtfc0 --clients "$N" --rate "$1" --duration "$2" --json
+  fi
+}
 ip netns add qtfs; ip netns add qtfc
 ip -n qtfs link set lo up; ip -n qtfc link set lo up
 ip -n qtfs link add qtfs0 type veth peer name qtfc0 netns qtfc
@@ -65,20 +86,22 @@ for mode in $MODES; do
     sync-disk) extra=(--sync "$W/journal") ;;
     sync-shm) extra=(--sync "$SHM/journal") ;;
   esac
+  [ -n "$LINK" ] && extra+=(--link)
   ip netns exec qtfs taskset -c 0 "$F" qtfs0 "${extra[@]}" &
   SRV_PID=$!
   for _ in $(seq 100); do ip netns exec qtfs ss -uln | grep -q ":547 " && break; sleep 0.1; done
+  # on the link: every client once, so that the server's kernel knows each (not counted)
+  [ -n "$LINK" ] && load 1000 "$((N / 1000))" > /dev/null
   for r in $RATES; do
     for _ in 1 2 3; do
       s0=$(cpu_busy)
-      res=$(ip netns exec qtfc taskset -c 1 "$Q" loadgen --mode dhcpv6 --spin --server6 2001:db8::1 --relay6 2001:db8::2 \
-        --link6 2001:db8:1::1 --device qtfc0 --clients "$N" --rate "$r" --duration "$D" --json)
+      res=$(load "$r" "$D")
       s1=$(cpu_busy)
       python3 -c "
 import json,sys
 d=json.loads(sys.argv[1])
 a=[int(x) for x in sys.argv[2].split()]; b=[int(x) for x in sys.argv[3].split()]
-d.update(server='dhcpv6_floor', mode='$mode',
+d.update(server='dhcpv6_floor', mode='$mode', link=bool('$LINK'),
          cpu0_busy_pct=round(100*(b[0]-a[0])/max(b[1]-a[1],1),1),
          cpu1_busy_pct=round(100*(b[2]-a[2])/max(b[3]-a[3],1),1),
          **{f'cpu0_{k}_pct': round(100*(b[i]-a[i])/max(b[1]-a[1],1),1)

@@ -9,10 +9,15 @@
 //! taking whatever batches came meanwhile into the next commit (no reply waits for it): what
 //! the disk alone does to the replies' tail.
 //!
+//! With `--link`, the clients are on its link (`qdhcp loadgen --mode dhcpv6 --link`): it joins
+//! ff02::1:2, takes each SOLICIT/REQUEST straight from a client's EUI-64 link-local address,
+//! reads the MAC from that address (the kernel's neighbour table is not asked) and answers the
+//! client on port 546 with the address reserved for that MAC in 2001:db8::/64.
+//!
 //! With `--spin`, it never sleeps in poll: it asks the socket again at once, so no wakeup of a
 //! sleeping thread is in its path (what the kernel's receive and send cost without them).
 //!
-//! Usage: `dhcpv6_floor IFACE [--sync FILE] [--spin]` (port 547 on IFACE; runs until killed).
+//! Usage: `dhcpv6_floor IFACE [--sync FILE] [--spin] [--link]` (port 547 on IFACE; runs until killed).
 // Unsafe code here only to call the kernel directly (poll, as the server waits); every block
 // says why it is sound.
 #![allow(unsafe_code)]
@@ -49,28 +54,44 @@ fn answer(b: &[u8], out: &mut Vec<u8>) -> Option<()> {
         rest = &rest[4 + len..];
     }
     let (mac, inner) = (mac?, inner?);
+    let mut msg = Vec::with_capacity(96);
+    // the benchmark's reservations through the relay are in 2001:db8:1::/64
+    client_answer(inner, mac, 1, &mut msg)?;
+    out.clear();
+    out.push(13);
+    out.extend_from_slice(&b[1..34]);
+    opt(out, 9, &msg);
+    Some(())
+}
+
+/// The floor's answer to a SOLICIT/REQUEST from a client on the link, or `None` when it is
+/// neither or its source is not an EUI-64 link-local address.
+fn answer_link(b: &[u8], from: &SocketAddrV6, out: &mut Vec<u8>) -> Option<()> {
+    let mac = qdhcp_loadgen::link6::mac_of_link_local(*from.ip())?;
+    // the benchmark's reservations on the link are in 2001:db8::/64
+    client_answer(b, mac, 0, out)
+}
+
+/// ADVERTISE for a SOLICIT, REPLY for a REQUEST: the reservation of `mac` in
+/// 2001:db8:`subnet`::/64 (index + 16, as bench/dhcpv6.sh writes its hosts), into `out`.
+fn client_answer(inner: &[u8], mac: [u8; 6], subnet: u16, out: &mut Vec<u8>) -> Option<()> {
     let kind = match inner.first()? {
         1 => 2, // SOLICIT → ADVERTISE
         3 => 7, // REQUEST → REPLY
         _ => return None,
     };
-    // the benchmark's reservation for this MAC: 2001:db8:1:: + index + 16
     let i = u32::from_be_bytes([0, mac[3], mac[4], mac[5]]) + 16;
-    let addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, (i >> 16) as u16, i as u16);
-    let mut msg = Vec::with_capacity(96);
-    msg.push(kind);
-    msg.extend_from_slice(inner.get(1..4)?);
-    opt(&mut msg, 2, &[0, 3, 0, 1, 0xfa, 0x16, 0x3e, 0, 0, 1]);
+    let addr = Ipv6Addr::new(0x2001, 0xdb8, subnet, 0, 0, 0, (i >> 16) as u16, i as u16);
+    out.clear();
+    out.push(kind);
+    out.extend_from_slice(inner.get(1..4)?);
+    opt(out, 2, &[0, 3, 0, 1, 0xfa, 0x16, 0x3e, 0, 0, 1]);
     let mut ia = Vec::with_capacity(40);
     ia.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0x54, 0x60, 0, 1, 0x27, 0xa0]);
     let mut ad = addr.octets().to_vec();
     ad.extend_from_slice(&[0, 1, 0x51, 0x80, 0, 1, 0x51, 0x80]);
     opt(&mut ia, 5, &ad);
-    opt(&mut msg, 3, &ia);
-    out.clear();
-    out.push(13);
-    out.extend_from_slice(&b[1..34]);
-    opt(out, 9, &msg);
+    opt(out, 3, &ia);
     Some(())
 }
 
@@ -104,8 +125,10 @@ fn sync_forever(path: &str, batches: std::sync::mpsc::Receiver<usize>) -> std::i
 
 fn main() -> std::io::Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let usage = || std::io::Error::other("usage: dhcpv6_floor IFACE [--sync FILE] [--spin]");
+    let usage =
+        || std::io::Error::other("usage: dhcpv6_floor IFACE [--sync FILE] [--spin] [--link]");
     let spin = args.iter().any(|a| a == "--spin");
+    let link = args.iter().any(|a| a == "--link");
     let iface = args.get(1).ok_or_else(usage)?.clone();
     let mut commits = None;
     if let Some(i) = args.iter().position(|a| a == "--sync") {
@@ -127,6 +150,15 @@ fn main() -> std::io::Result<()> {
     sock.bind_device(Some(iface.as_bytes()))?;
     sock.set_nonblocking(true)?;
     sock.bind(&SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, 547, 0, 0).into())?;
+    if link {
+        let name = std::ffi::CString::new(iface.clone()).map_err(|_| usage())?;
+        // SAFETY: a valid NUL-terminated name; if_nametoindex only reads it.
+        let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+        if index == 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        sock.join_multicast_v6(&Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 1, 2), index)?;
+    }
     let fd = sock.as_raw_fd();
     let mut bufs = vec![[0u8; 1500]; BATCH];
     let mut lens = [0usize; BATCH];
@@ -150,8 +182,14 @@ fn main() -> std::io::Result<()> {
         }
         let mut requests = 0;
         for i in 0..k {
-            if answer(&bufs[i][..lens[i]], &mut reply).is_some() {
-                requests += usize::from(reply.get(REPLY_KIND_AT) == Some(&7));
+            let answered = if link {
+                answer_link(&bufs[i][..lens[i]], &froms[i], &mut reply)
+            } else {
+                answer(&bufs[i][..lens[i]], &mut reply)
+            };
+            if answered.is_some() {
+                let kind_at = if link { 0 } else { REPLY_KIND_AT };
+                requests += usize::from(reply.get(kind_at) == Some(&7));
                 outbox.push(froms[i], &reply);
             }
         }
