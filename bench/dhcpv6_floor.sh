@@ -12,6 +12,8 @@
 #              commit; no reply waits for it
 #   sync-shm   the same on /dev/shm (tmpfs: fdatasync returns at once)
 #   echo-spin  echo, but never asleep in poll: asks the socket again at once (no wakeups)
+#   echo-coalesce  echo, sleeping 50 µs after each wakeup so that it reads and answers in
+#              batches what arrives one datagram at a time
 # No server that keeps its leases on that disk can answer faster than sync-disk does.
 # -l: the clients on the link instead of behind a relay, as `bench/dhcpv6.sh -m link` runs them
 # (`qdhcp loadgen --mode dhcpv6 --link`, every client once first so the server's kernel knows
@@ -83,6 +85,7 @@ for mode in $MODES; do
   case $mode in
     echo) extra=() ;;
     echo-spin) extra=(--spin) ;;
+    echo-coalesce) extra=(--coalesce 50) ;;
     sync-disk) extra=(--sync "$W/journal") ;;
     sync-shm) extra=(--sync "$SHM/journal") ;;
   esac

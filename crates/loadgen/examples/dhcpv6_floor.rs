@@ -17,7 +17,11 @@
 //! With `--spin`, it never sleeps in poll: it asks the socket again at once, so no wakeup of a
 //! sleeping thread is in its path (what the kernel's receive and send cost without them).
 //!
-//! Usage: `dhcpv6_floor IFACE [--sync FILE] [--spin] [--link]` (port 547 on IFACE; runs until killed).
+//! With `--coalesce US`, it sleeps US microseconds after each wakeup before it reads, so that
+//! datagrams arriving one by one are read and answered in batches (a NIC's interrupt
+//! moderation, in user space): what the per-datagram system calls cost.
+//!
+//! Usage: `dhcpv6_floor IFACE [--sync FILE] [--spin] [--link] [--coalesce US]` (port 547 on IFACE; runs until killed).
 // Unsafe code here only to call the kernel directly (poll, as the server waits); every block
 // says why it is sound.
 #![allow(unsafe_code)]
@@ -125,10 +129,23 @@ fn sync_forever(path: &str, batches: std::sync::mpsc::Receiver<usize>) -> std::i
 
 fn main() -> std::io::Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let usage =
-        || std::io::Error::other("usage: dhcpv6_floor IFACE [--sync FILE] [--spin] [--link]");
+    let usage = || {
+        std::io::Error::other(
+            "usage: dhcpv6_floor IFACE [--sync FILE] [--spin] [--link] [--coalesce US]",
+        )
+    };
     let spin = args.iter().any(|a| a == "--spin");
     let link = args.iter().any(|a| a == "--link");
+    let coalesce = match args.iter().position(|a| a == "--coalesce") {
+        Some(i) => {
+            let us: u64 = args
+                .get(i + 1)
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(usage)?;
+            Some(std::time::Duration::from_micros(us))
+        }
+        None => None,
+    };
     let iface = args.get(1).ok_or_else(usage)?.clone();
     let mut commits = None;
     if let Some(i) = args.iter().position(|a| a == "--sync") {
@@ -178,6 +195,9 @@ fn main() -> std::io::Result<()> {
             };
             // SAFETY: one valid pollfd, count 1; poll writes only its revents.
             unsafe { libc::poll(&mut p, 1, -1) };
+            if let Some(d) = coalesce {
+                std::thread::sleep(d);
+            }
             continue;
         }
         let mut requests = 0;
