@@ -412,6 +412,37 @@ pub fn script_events(path: &Path) -> Vec<HashMap<String, String>> {
         .collect()
 }
 
+/// Waits up to `timeout` until the client script writing `events` (see [`script_events`]) has
+/// recorded `reason` `n` times and returns that event; else panics with every reason seen and
+/// `more()` (the client's own output, say).
+pub fn wait_script_event(
+    events: &Path,
+    client: &str,
+    reason: &str,
+    n: usize,
+    timeout: Duration,
+    more: impl Fn() -> String,
+) -> HashMap<String, String> {
+    let start = Instant::now();
+    loop {
+        let all = script_events(events);
+        let seen: Vec<_> = all
+            .iter()
+            .filter(|e| e.get("reason").map(String::as_str) == Some(reason))
+            .collect();
+        if seen.len() >= n {
+            return seen[n - 1].clone();
+        }
+        let reasons: Vec<_> = all.iter().filter_map(|e| e.get("reason")).collect();
+        assert!(
+            start.elapsed() < timeout,
+            "{client} never reached {reason} x{n}; saw {reasons:?}\n{}",
+            more()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 impl Dhclient {
     /// Every event the client-script saw, in order, as (reason, env).
     pub fn events(&self) -> Vec<HashMap<String, String>> {
@@ -430,23 +461,7 @@ impl Dhclient {
         n: usize,
         timeout: Duration,
     ) -> HashMap<String, String> {
-        let start = Instant::now();
-        loop {
-            let ev: Vec<_> = self
-                .events()
-                .into_iter()
-                .filter(|e| e.get("reason").map(String::as_str) == Some(reason))
-                .collect();
-            if ev.len() >= n {
-                return ev[n - 1].clone();
-            }
-            assert!(
-                start.elapsed() < timeout,
-                "dhclient never reached {reason} x{n}; saw {:?}",
-                self.reasons()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_script_event(&self.events, "dhclient", reason, n, timeout, String::new)
     }
     /// Sends DHCPRELEASE and stops (`dhclient -r`).
     pub fn release(&self) {

@@ -72,23 +72,7 @@ impl Dhclient6 {
         n: usize,
         timeout: Duration,
     ) -> HashMap<String, String> {
-        let start = Instant::now();
-        loop {
-            let ev: Vec<_> = self
-                .events()
-                .into_iter()
-                .filter(|e| e.get("reason").map(String::as_str) == Some(reason))
-                .collect();
-            if ev.len() >= n {
-                return ev[n - 1].clone();
-            }
-            assert!(
-                start.elapsed() < timeout,
-                "dhclient -6 never reached {reason} x{n}; saw {:?}",
-                self.reasons()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        super::wait_script_event(&self.events, "dhclient -6", reason, n, timeout, String::new)
     }
 
     /// The client's DUID, as dhclient stored it in its lease file (`default-duid "…";`),
@@ -296,24 +280,9 @@ impl Udhcpc6 {
     /// Waits up to `timeout` for the `n`th event named `reason` and returns it; on timeout
     /// panics with what the client saw and said.
     pub fn wait(&self, reason: &str, n: usize, timeout: Duration) -> HashMap<String, String> {
-        let start = Instant::now();
-        loop {
-            let seen: Vec<_> = self
-                .events()
-                .into_iter()
-                .filter(|e| e.get("reason").map(String::as_str) == Some(reason))
-                .collect();
-            if seen.len() >= n {
-                return seen[n - 1].clone();
-            }
-            assert!(
-                start.elapsed() < timeout,
-                "udhcpc6 never reached {reason} x{n}; events {:?}\n{}",
-                self.events(),
-                std::fs::read_to_string(&self.stderr).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        super::wait_script_event(&self.events, "udhcpc6", reason, n, timeout, || {
+            std::fs::read_to_string(&self.stderr).unwrap_or_default()
+        })
     }
 
     /// SIGUSR1: busybox renews at once.
