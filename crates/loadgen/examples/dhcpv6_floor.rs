@@ -21,7 +21,8 @@
 //! datagrams arriving one by one are read and answered in batches (a NIC's interrupt
 //! moderation, in user space): what the per-datagram system calls cost.
 //!
-//! Usage: `dhcpv6_floor IFACE [--sync FILE] [--spin] [--link] [--coalesce US]` (port 547 on IFACE; runs until killed).
+//! Usage: `dhcpv6_floor IFACE [--sync FILE] [--spin] [--link] [--coalesce US]` (port 547 on
+//! IFACE; runs until killed).
 // Unsafe code here only to call the kernel directly (poll, as the server waits); every block
 // says why it is sound.
 #![allow(unsafe_code)]
@@ -184,19 +185,18 @@ fn main() -> std::io::Result<()> {
     let mut reply = Vec::with_capacity(256);
     loop {
         let k = recv_batch_from(fd, &mut bufs, &mut lens, &mut froms)?;
-        if k == 0 && spin {
-            continue;
-        }
         if k == 0 {
-            let mut p = libc::pollfd {
-                fd,
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // SAFETY: one valid pollfd, count 1; poll writes only its revents.
-            unsafe { libc::poll(&mut p, 1, -1) };
-            if let Some(d) = coalesce {
-                std::thread::sleep(d);
+            if !spin {
+                let mut p = libc::pollfd {
+                    fd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                // SAFETY: one valid pollfd, count 1; poll writes only its revents.
+                unsafe { libc::poll(&mut p, 1, -1) };
+                if let Some(d) = coalesce {
+                    std::thread::sleep(d);
+                }
             }
             continue;
         }

@@ -412,6 +412,15 @@ pub fn script_events(path: &Path) -> Vec<HashMap<String, String>> {
         .collect()
 }
 
+/// Shell lines that append one event to `events` as [`script_events`] reads it: what `env_cmd`
+/// prints, then `--`, the block written whole so a reader never sees half of one.
+pub fn record_event(events: &Path, env_cmd: &str) -> String {
+    format!(
+        "{{ {env_cmd}; echo --; }} > {0}.part.$$ && cat {0}.part.$$ >> {0}; rm -f {0}.part.$$",
+        events.display()
+    )
+}
+
 /// Waits up to `timeout` until the client script writing `events` (see [`script_events`]) has
 /// recorded `reason` `n` times and returns that event; else panics with every reason seen and
 /// `more()` (the client's own output, say).
@@ -527,9 +536,8 @@ pub fn dhclient_at(dir: &Path, vm: &Vm, timeout_s: u32) -> (bool, Dhclient) {
     };
     let s = script_at(dir, &format!("dhclient-{}.sh", vm.ns), &format!(
         "case $reason in BOUND|RENEW|REBIND|REBOOT) ip addr replace $new_ip_address/24 dev $interface ;; \
-         RELEASE|EXPIRE|FAIL|STOP) ip addr flush dev $interface ;; esac\n\
-         {{ env | grep -E '^(reason|new_|old_)' | sort; echo --; }} > {0}.part.$$ && cat {0}.part.$$ >> {0}; rm -f {0}.part.$$",
-        d.events.display()
+         RELEASE|EXPIRE|FAIL|STOP) ip addr flush dev $interface ;; esac\n{}",
+        record_event(&d.events, "env | grep -E '^(reason|new_|old_)' | sort")
     ));
     // Foreground (-d) and our child, so it dies with the test; -1: give up after `timeout`.
     let mut cmd = Command::new("ip");

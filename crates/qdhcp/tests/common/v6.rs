@@ -160,9 +160,8 @@ pub fn dhclient6_in(
         &format!("dhclient6-{}.sh", vm.ns),
         &format!(
             "case $reason in BOUND6|RENEW6|REBIND6) [ -n \"$new_ip6_address\" ] && ip -6 addr replace $new_ip6_address/128 dev $interface nodad ;; \
-             RELEASE6|EXPIRE6|STOP6) [ -n \"$old_ip6_address\" ] && ip -6 addr del $old_ip6_address/128 dev $interface ;; esac\n\
-             {{ env | grep -E '^(reason|new_|old_|cur_)' | sort; echo --; }} > {0}.part.$$ && cat {0}.part.$$ >> {0}; rm -f {0}.part.$$; exit 0",
-            d.events.display()
+             RELEASE6|EXPIRE6|STOP6) [ -n \"$old_ip6_address\" ] && ip -6 addr del $old_ip6_address/128 dev $interface ;; esac\n{}; exit 0",
+            super::record_event(&d.events, "env | grep -E '^(reason|new_|old_|cur_)' | sort")
         ),
     );
     let mut cmd = Command::new("ip");
@@ -251,9 +250,11 @@ impl Udhcpc6 {
             dir,
             &format!("udhcpc6-{}.sh", vm.ns),
             &format!(
-                "case $1 in bound|renew) [ -n \"$ipv6\" ] && ip -6 addr replace $ipv6/128 dev $interface nodad ;; esac\n\
-                 {{ echo reason=$1; env | grep -E '^(ipv6|lease|dns|search|bootfile_url|interface)=' | sort; echo --; }} > {0}.part.$$ && cat {0}.part.$$ >> {0}; rm -f {0}.part.$$; exit 0",
-                events.display()
+                "case $1 in bound|renew) [ -n \"$ipv6\" ] && ip -6 addr replace $ipv6/128 dev $interface nodad ;; esac\n{}; exit 0",
+                super::record_event(
+                    &events,
+                    "echo reason=$1; env | grep -E '^(ipv6|lease|dns|search|bootfile_url|interface)=' | sort"
+                )
             ),
         );
         let mut cmd = Command::new("ip");
