@@ -10,7 +10,8 @@
 # (it matches by the MAC inside perfdhcp's DUID-LLT; qdhcp and dnsmasq never match by DUID).
 #
 # qdhcp-dnsmasq keeps its lease journal on disk (/tmp); qdhcp-dnsmasq-shm on /dev/shm, as Kea's
-# memfile and dnsmasq's leases file are here.
+# memfile and dnsmasq's leases file are here; qdhcp-dnsmasq-ciUS on disk with its commits at
+# least US microseconds apart (--qdhcp-commit-interval).
 #
 # -m link: the generator is the clients themselves on the link (`--link qbc0`): each client
 # sends from its own MAC and EUI-64 link-local address to ff02::1:2 and answers the server's
@@ -26,6 +27,7 @@
 #
 # Usage (as root): bench/dhcpv6.sh [-m relay|link] [-n RESERVATIONS] [-d SECONDS_PER_STEP]
 #   [-s "qdhcp-dnsmasq qdhcp-dnsmasq-shm dnsmasq kea"] [-b QDHCP_BINARY (not built)] [-o RESULTS.jsonl]
+#   [-r "RATES" (the ramp's steps; one rate: that step, then three runs at it)]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=10000
@@ -33,7 +35,8 @@ D=5
 SERVERS="qdhcp-dnsmasq qdhcp-dnsmasq-shm dnsmasq kea"
 MODE=relay
 BIN=""
-while getopts "m:n:d:s:b:o:" o; do case $o in m) MODE=$OPTARG ;; n) N=$OPTARG ;; d) D=$OPTARG ;; s) SERVERS=$OPTARG ;; b) BIN=$OPTARG ;; o) OUT_AS=$OPTARG ;; *) exit 2 ;; esac; done
+RATES="250 500 1000 2000 4000 6000 8000 10000 12000 16000 20000 25000 30000 35000 40000 50000 60000 70000 80000 90000 100000 120000 140000"
+while getopts "m:n:d:s:b:o:r:" o; do case $o in m) MODE=$OPTARG ;; n) N=$OPTARG ;; d) D=$OPTARG ;; s) SERVERS=$OPTARG ;; b) BIN=$OPTARG ;; o) OUT_AS=$OPTARG ;; r) RATES=$OPTARG ;; *) exit 2 ;; esac; done
 case $MODE in
   relay) NET=2001:db8:1:: ;;
   link) NET=2001:db8:: ;;
@@ -124,11 +127,13 @@ wait_port() { for _ in $(seq 100); do ip netns exec qbs ss -uln | grep -q ":547 
 
 start_server() {
   case $1 in
-    qdhcp-dnsmasq)
+    qdhcp-dnsmasq | qdhcp-dnsmasq-ci*)
+      # qdhcp-dnsmasq-ciUS: the journal's commits at least US microseconds apart
+      ci=(); [ "$1" != qdhcp-dnsmasq ] && ci=("--qdhcp-commit-interval=${1#qdhcp-dnsmasq-ci}")
       rm -f "$W"/qdhcp.leases*
       ip netns exec qbs taskset -c 0 "$Q" dnsmasq -k -u root --no-hosts --no-resolv --port=0 --interface=qbs0 --bind-interfaces \
         --dhcp-range=set:s6,$NET,static,64,86400s --dhcp-hostsfile="$W/hosts6" \
-        --dhcp-leasefile="$W/qdhcp.leases" --quiet-dhcp --qdhcp-client-rate=0 --log-facility="$W/qdhcp.log" &
+        --dhcp-leasefile="$W/qdhcp.leases" --quiet-dhcp --qdhcp-client-rate=0 --log-facility="$W/qdhcp.log" "${ci[@]}" &
       SRV_PID=$!; wait_port ;;
     qdhcp-dnsmasq-shm)
       # the lease journal and leases file on tmpfs, where Kea's memfile and dnsmasq's leases
@@ -164,7 +169,6 @@ load() {
   fi
 }
 
-RATES="250 500 1000 2000 4000 6000 8000 10000 12000 16000 20000 25000 30000 35000 40000 50000 60000 70000 80000 90000 100000 120000 140000"
 for s in $SERVERS; do
   echo "== $s"
   start_server "$s"

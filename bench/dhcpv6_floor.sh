@@ -7,10 +7,13 @@
 # ways, each at every rate three times:
 #   echo       the floor alone: what the kernel and the VM give a reply on one core
 #   sync-disk  plus a group-commit thread on the same core: for the REQUESTs of every batch it
-#              appends a 96-byte record each and fdatasyncs, on the disk qdhcp's journal uses
+#              writes a 96-byte record each over zeros synced ahead (as qdhcp's journal) and fdatasyncs, on the disk qdhcp's journal uses
 #              in bench/dhcpv6.sh (/tmp), batches that came meanwhile going into the next
 #              commit; no reply waits for it
 #   sync-shm   the same on /dev/shm (tmpfs: fdatasync returns at once)
+#   sync-disk-gapN  sync-disk with commits at least N ms apart (fewer, larger fdatasyncs)
+#   sync-disk-cpu1  sync-disk with the group-commit thread on CPU 1 (the generator's core) and
+#              the answering loop alone on CPU 0
 #   echo-spin  echo, but never asleep in poll: asks the socket again at once (no wakeups)
 #   echo-coalesce  echo, sleeping 50 µs after each wakeup so that it reads and answers in
 #              batches what arrives one datagram at a time
@@ -88,11 +91,19 @@ for mode in $MODES; do
     echo-coalesce) extra=(--coalesce 50) ;;
     sync-disk) extra=(--sync "$W/journal") ;;
     sync-shm) extra=(--sync "$SHM/journal") ;;
+    sync-disk-cpu1) extra=(--sync "$W/journal") ;;
+    sync-disk-gap*) extra=(--sync "$W/journal" --sync-gap "$((${mode#sync-disk-gap} * 1000))") ;;
   esac
   [ -n "$LINK" ] && extra+=(--link)
   ip netns exec qtfs taskset -c 0 "$F" qtfs0 "${extra[@]}" &
   SRV_PID=$!
   for _ in $(seq 100); do ip netns exec qtfs ss -uln | grep -q ":547 " && break; sleep 0.1; done
+  # sync-disk-cpu1: the group-commit thread moved to the generator's core, the loop alone on its own
+  if [ "$mode" = sync-disk-cpu1 ]; then
+    for t in /proc/"$SRV_PID"/task/*; do
+      [ "$(cat "$t/comm")" = sync ] && taskset -pc 1 "$(basename "$t")" > /dev/null
+    done
+  fi
   # on the link: every client once, so that the server's kernel knows each (not counted)
   [ -n "$LINK" ] && load 1000 "$((N / 1000))" > /dev/null
   for r in $RATES; do

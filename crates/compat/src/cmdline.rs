@@ -123,7 +123,12 @@ const FLAGS: &[(&str, Option<char>, Arity, Role)] = &[
     ("qdhcp-trust-option82", None, Arity::None, Role::Dhcp),
     ("qdhcp-realtime", None, Arity::None, Role::Dhcp),
     ("qdhcp-dns-rate", None, Arity::Required, Role::Dhcp),
+    ("qdhcp-commit-interval", None, Arity::Required, Role::Dhcp),
 ];
+
+/// The longest wait between lease-journal commits accepted: a second, past which replies would
+/// wait longer than clients retransmit.
+pub const MAX_COMMIT_INTERVAL_US: u32 = 1_000_000;
 
 /// Every long flag accepted, for `--help`.
 pub fn flag_names() -> Vec<String> {
@@ -208,6 +213,8 @@ pub struct DnsmasqConfig {
     pub trust_option82: bool,
     /// Serving threads at real-time priority, SCHED_FIFO (qdhcp extension).
     pub realtime: bool,
+    /// Least microseconds between the starts of two lease-journal commits (qdhcp extension).
+    pub commit_interval_us: Option<u32>,
     /// DNS queries one client may send per second, 0 = unlimited (qdhcp extension).
     pub dns_rate: Option<u32>,
     /// `--dhcp-match` and `--dhcp-userclass`: tags set by what the client's message shows.
@@ -428,6 +435,14 @@ where
             cfg.dns_rate = Some(
                 v.parse()
                     .map_err(|_| bad(format!("{v:?} is not a number")))?,
+            )
+        }
+        "qdhcp-commit-interval" => {
+            cfg.commit_interval_us = Some(
+                v.parse()
+                    .ok()
+                    .filter(|us| *us <= MAX_COMMIT_INTERVAL_US)
+                    .ok_or_else(|| bad(format!("{v:?} is not microseconds 0-1000000")))?,
             )
         }
         "qdhcp-client-rate" => {

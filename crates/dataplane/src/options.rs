@@ -23,6 +23,11 @@ pub struct ServeOptions {
     pub realtime: bool,
     /// Event-loop threads that serve every listener (default: one per core).
     pub loops: usize,
+    /// Least time from the start of one journal commit to the start of the next: on a disk
+    /// whose every flush takes time from the whole machine (a VM's), fewer and larger
+    /// fdatasyncs keep that time from the replies of other clients; zero commits again as soon
+    /// as the last commit ends.
+    pub commit_interval: std::time::Duration,
 }
 
 impl Default for ServeOptions {
@@ -34,6 +39,7 @@ impl Default for ServeOptions {
             client_rate: MacLimiter::PER_SECOND,
             realtime: false,
             loops: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            commit_interval: std::time::Duration::ZERO,
         }
     }
 }

@@ -129,6 +129,10 @@ impl Dataplane {
             if committed.is_ok() && !records.is_empty() {
                 self.shared.counters.commit_took(t0.elapsed());
             }
+            // batches that come meanwhile wait in the queue and go into the next commit
+            let rest = (!records.is_empty())
+                .then(|| self.shared.opts.commit_interval.checked_sub(t0.elapsed()))
+                .flatten();
             match committed {
                 Ok(()) => {
                     self.shared.counters.commits.fetch_add(1, Ordering::Relaxed);
@@ -208,6 +212,9 @@ impl Dataplane {
                         );
                     }
                 }
+            }
+            if let Some(rest) = rest {
+                std::thread::sleep(rest);
             }
         }
     }

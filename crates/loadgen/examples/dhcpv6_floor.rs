@@ -5,9 +5,10 @@
 //! so its latency is what the kernel and the machine give a reply on one core.
 //!
 //! With `--sync FILE`, a second thread on the same core is a durable lease store's group commit:
-//! for every batch that held a REQUEST it appends a record per REQUEST to FILE and fdatasyncs,
-//! taking whatever batches came meanwhile into the next commit (no reply waits for it): what
-//! the disk alone does to the replies' tail.
+//! for every batch that held a REQUEST it writes a record per REQUEST to FILE (over zeros synced
+//! ahead, as qdhcp's journal writes) and fdatasyncs, taking whatever batches came meanwhile into
+//! the next commit (no reply waits for it): what the disk alone does to the replies' tail. With
+//! `--sync-gap US`, commits begin at least US microseconds apart (fewer, larger flushes).
 //!
 //! With `--link`, the clients are on its link (`qdhcp loadgen --mode dhcpv6 --link`): it joins
 //! ff02::1:2, takes each SOLICIT/REQUEST straight from a client's EUI-64 link-local address,
@@ -21,13 +22,12 @@
 //! datagrams arriving one by one are read and answered in batches (a NIC's interrupt
 //! moderation, in user space): what the per-datagram system calls cost.
 //!
-//! Usage: `dhcpv6_floor IFACE [--sync FILE] [--spin] [--link] [--coalesce US]` (port 547 on
+//! Usage: `dhcpv6_floor IFACE [--sync FILE [--sync-gap US]] [--spin] [--link] [--coalesce US]` (port 547 on
 //! IFACE; runs until killed).
 // Unsafe code here only to call the kernel directly (poll, as the server waits); every block
 // says why it is sound.
 #![allow(unsafe_code)]
 
-use std::io::Write;
 use std::net::{Ipv6Addr, SocketAddrV6};
 use std::os::fd::AsRawFd;
 
@@ -106,24 +106,48 @@ fn opt(out: &mut Vec<u8>, code: u16, data: &[u8]) {
     out.extend_from_slice(data);
 }
 
-/// Group commit: waits for batches, appends a record for each REQUEST of every batch waiting,
-/// fdatasyncs; until the process is killed.
-fn sync_forever(path: &str, batches: std::sync::mpsc::Receiver<usize>) -> std::io::Result<()> {
-    let mut f = std::fs::OpenOptions::new()
+/// Group commit: waits for batches, writes a record for each REQUEST of every batch waiting,
+/// fdatasyncs; until the process is killed. As qdhcp's journal does, it overwrites zeros written
+/// and synced ahead (64 MiB, then it wraps), so each fdatasync carries data and no size change.
+/// With `gap`, a commit starts no sooner than `gap` after the one before began.
+fn sync_forever(
+    path: &str,
+    batches: std::sync::mpsc::Receiver<usize>,
+    gap: std::time::Duration,
+) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    const AHEAD: u64 = 64 << 20;
+    let f = std::fs::OpenOptions::new()
         .create(true)
-        .append(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
         .open(path)?;
+    let zeros = vec![0u8; 1 << 20];
+    for i in 0..AHEAD / zeros.len() as u64 {
+        f.write_all_at(&zeros, i * zeros.len() as u64)?;
+    }
+    f.sync_all()?;
     let mut line = [b'x'; 96];
     line[95] = b'\n';
     let mut buf = Vec::with_capacity(64 << 10);
+    let mut at = 0u64;
     while let Ok(first) = batches.recv() {
+        let began = std::time::Instant::now();
         let records = first + batches.try_iter().sum::<usize>();
         buf.clear();
         for _ in 0..records {
             buf.extend_from_slice(&line);
         }
-        f.write_all(&buf)?;
+        if at + buf.len() as u64 > AHEAD {
+            at = 0;
+        }
+        f.write_all_at(&buf, at)?;
+        at += buf.len() as u64;
         f.sync_data()?;
+        if let Some(rest) = gap.checked_sub(began.elapsed()) {
+            std::thread::sleep(rest);
+        }
     }
     Ok(())
 }
@@ -132,21 +156,21 @@ fn main() -> std::io::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let usage = || {
         std::io::Error::other(
-            "usage: dhcpv6_floor IFACE [--sync FILE] [--spin] [--link] [--coalesce US]",
+            "usage: dhcpv6_floor IFACE [--sync FILE [--sync-gap US]] [--spin] [--link] [--coalesce US]",
         )
     };
     let spin = args.iter().any(|a| a == "--spin");
     let link = args.iter().any(|a| a == "--link");
-    let coalesce = match args.iter().position(|a| a == "--coalesce") {
-        Some(i) => {
-            let us: u64 = args
-                .get(i + 1)
-                .and_then(|v| v.parse().ok())
-                .ok_or_else(usage)?;
-            Some(std::time::Duration::from_micros(us))
-        }
-        None => None,
+    let micros = |flag: &str| match args.iter().position(|a| a == flag) {
+        Some(i) => args
+            .get(i + 1)
+            .and_then(|v| v.parse().ok())
+            .map(|us| Some(std::time::Duration::from_micros(us)))
+            .ok_or_else(usage),
+        None => Ok(None),
     };
+    let coalesce = micros("--coalesce")?;
+    let gap = micros("--sync-gap")?.unwrap_or_default();
     let iface = args.get(1).ok_or_else(usage)?.clone();
     let mut commits = None;
     if let Some(i) = args.iter().position(|a| a == "--sync") {
@@ -156,7 +180,7 @@ fn main() -> std::io::Result<()> {
         std::thread::Builder::new()
             .name("sync".into())
             .spawn(move || {
-                if let Err(e) = sync_forever(&path, rx) {
+                if let Err(e) = sync_forever(&path, rx, gap) {
                     eprintln!("dhcpv6_floor: {path}: {e}");
                     std::process::exit(1);
                 }

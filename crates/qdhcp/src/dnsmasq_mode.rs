@@ -229,6 +229,9 @@ fn open_as_root(cfg: &DnsmasqConfig) -> anyhow::Result<(Server, Sockets)> {
         realtime: cfg.realtime,
         // one interface: one event loop serves it
         loops: 1,
+        commit_interval: std::time::Duration::from_micros(
+            cfg.commit_interval_us.unwrap_or(0).into(),
+        ),
     };
     // Until the privilege drop the process has one thread: the journal writer and the
     // listeners start after it (credentials are per thread).

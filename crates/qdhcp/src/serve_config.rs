@@ -62,6 +62,10 @@ pub struct ServeArgs {
     /// core delays a reply.
     #[arg(long)]
     pub realtime: bool,
+    /// Least microseconds from the start of one lease-journal commit to the next: fewer, larger
+    /// fdatasyncs where each flush slows the whole machine (a VM's disk) [default: 0].
+    #[arg(long)]
+    pub commit_interval_us: Option<u32>,
     /// Event-loop threads serving every network's DHCP sockets (and as many for DNS)
     /// [default: one per core].
     #[arg(long)]
@@ -140,6 +144,7 @@ struct FileConfig {
     client_rate: Option<u16>,
     quiet_dhcp: Option<bool>,
     realtime: Option<bool>,
+    commit_interval_us: Option<u32>,
     dhcp_threads: Option<usize>,
     dns_servers: Option<toml::Value>,
     dns_local_resolv: Option<bool>,
@@ -218,6 +223,8 @@ pub struct ServeConfig {
     pub quiet_dhcp: bool,
     /// Serving threads at real-time priority.
     pub realtime: bool,
+    /// Least time between the starts of two journal commits.
+    pub commit_interval: std::time::Duration,
     /// Event-loop threads for DHCP (and as many for DNS).
     pub loops: usize,
     /// The DNS service of the DHCP ports; `None` when off.
@@ -468,6 +475,13 @@ fn assemble(a: &ServeArgs, file: FileConfig, r: Resolved) -> anyhow::Result<Serv
             .unwrap_or(qdhcp_dataplane::MacLimiter::PER_SECOND),
         quiet_dhcp: a.quiet_dhcp || file.quiet_dhcp.unwrap_or(false),
         realtime: a.realtime || file.realtime.unwrap_or(false),
+        commit_interval: match a.commit_interval_us.or(file.commit_interval_us) {
+            Some(us) if us > qdhcp_compat::cmdline::MAX_COMMIT_INTERVAL_US => anyhow::bail!(
+                "commit_interval_us must be at most {} (a second)",
+                qdhcp_compat::cmdline::MAX_COMMIT_INTERVAL_US
+            ),
+            us => std::time::Duration::from_micros(us.unwrap_or(0).into()),
+        },
         loops: match a.dhcp_threads.or(file.dhcp_threads) {
             Some(0) => anyhow::bail!("dhcp_threads must be at least 1"),
             Some(n) => n,
@@ -495,6 +509,7 @@ pub fn serve_options(cfg: &ServeConfig) -> ServeOptions {
         quiet: cfg.quiet_dhcp,
         realtime: cfg.realtime,
         loops: cfg.loops,
+        commit_interval: cfg.commit_interval,
         ..ServeOptions::default()
     }
 }

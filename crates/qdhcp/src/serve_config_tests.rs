@@ -48,6 +48,36 @@ fn flags_override_the_toml_file_and_reach_the_dataplane() {
 }
 
 #[test]
+fn the_commit_interval_comes_from_the_flag_or_the_file_and_is_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = dir.path().join("qdhcp.toml");
+    std::fs::write(&toml, "commit_interval_us = 2000\n").unwrap();
+    let from_file = ServeArgs {
+        config: Some(toml.clone()),
+        ..Default::default()
+    };
+    let interval = |a: &ServeArgs| serve_options(&resolve(a).unwrap()).commit_interval;
+    assert_eq!(interval(&from_file), std::time::Duration::from_millis(2));
+    let flag = ServeArgs {
+        config: Some(toml),
+        commit_interval_us: Some(500),
+        ..Default::default()
+    };
+    assert_eq!(
+        interval(&flag),
+        std::time::Duration::from_micros(500),
+        "the flag wins"
+    );
+    assert_eq!(interval(&ServeArgs::default()), std::time::Duration::ZERO);
+    let too_long = ServeArgs {
+        commit_interval_us: Some(1_000_001),
+        ..Default::default()
+    };
+    let e = resolve(&too_long).unwrap_err().to_string();
+    assert!(e.contains("commit_interval_us"), "{e}");
+}
+
+#[test]
 fn the_readmes_two_node_toml_is_a_valid_configuration() {
     let readme =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();

@@ -195,21 +195,123 @@ fn kill_9_under_load_twenty_times_loses_no_acked_lease_and_never_double_assigns(
         "enough leases acknowledged to mean something: {}",
         by_mac.len()
     );
-    // every acknowledged lease survived the kills: it is in the lease table after restart...
+    // every acknowledged lease survived the kills
+    assert_acked_leases_survive_kill_9(&n, &mut srv, &leases, &record);
+}
+
+/// Kills the server with SIGKILL and starts it again: every lease the load generator recorded
+/// as ACKed is in the lease table, and its renewal is ACKed with the same address.
+fn assert_acked_leases_survive_kill_9(
+    n: &LoNs,
+    srv: &mut Proc,
+    leases: &std::path::Path,
+    record: &std::path::Path,
+) {
     srv.kill9();
-    let _srv = n.start(&leases, &[]);
+    *srv = n.start(leases, &[]);
     std::thread::sleep(Duration::from_millis(1500));
-    let table = std::fs::read_to_string(&leases).unwrap();
-    let missing: Vec<&&str> = by_mac.keys().filter(|m| !table.contains(**m)).collect();
+    let table = std::fs::read_to_string(leases).unwrap();
+    let acked = std::fs::read_to_string(record).unwrap();
+    let missing: Vec<&str> = acked
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|mac| !table.contains(mac))
+        .collect();
     assert!(
         missing.is_empty(),
         "{} acknowledged leases lost, e.g. {:?}",
         missing.len(),
         &missing[..missing.len().min(5)]
     );
-    // ...and its renewal is ACKed with the same address
-    let renew = n.loadgen(&renew_args(&record));
-    assert_every_renewal_acked(renew);
+    assert_every_renewal_acked(n.loadgen(&renew_args(record)));
+}
+
+/// The journal's commits of one server, from its SIGUSR1 statistics line (the `n`th such line
+/// of its log).
+fn journal_commits(n: &LoNs, srv: &Proc, nth: usize) -> u64 {
+    srv.signal(nix::sys::signal::Signal::SIGUSR1);
+    let start = Instant::now();
+    loop {
+        let log = std::fs::read_to_string(n.path("log")).unwrap_or_default();
+        if let Some(l) = log
+            .lines()
+            .filter(|l| l.contains("DHCP statistics"))
+            .nth(nth)
+        {
+            return l
+                .split("journal commits ")
+                .nth(1)
+                .and_then(|r| r.split_whitespace().next())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("no commit count in {l}"));
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "no statistics line:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `--qdhcp-commit-interval`: the journal commits at most once per interval, however fast the
+/// ACKs come, and still ACKs nothing before its lease is on disk (kill -9, restart: every ACKed
+/// lease is there and renews with its address).
+#[test]
+fn a_commit_interval_spaces_the_journal_commits_and_every_ack_is_still_durable() {
+    if !netns_available("commit interval") {
+        return;
+    }
+    let n = LoNs::new("c");
+    n.hosts(3000);
+    let leases = n.path("leases");
+    let record = n.path("acked");
+    let load = |first: &str| {
+        let out = n
+            .loadgen(&[
+                "--clients",
+                "1500",
+                "--first-client",
+                first,
+                "--rate",
+                "1000",
+                "--duration",
+                "3",
+                "--timeout-ms",
+                "1000",
+                "--record",
+                record.to_str().unwrap(),
+            ])
+            .wait_with_output()
+            .unwrap();
+        let out = String::from_utf8(out.stdout).unwrap();
+        assert_eq!(
+            json_field(&out, "acks"),
+            json_field(&out, "started"),
+            "{out}"
+        );
+        out
+    };
+    // without the interval: a commit for nearly every batch
+    let srv = n.start(&leases, &[]);
+    load("0");
+    let without = journal_commits(&n, &srv, 0);
+    drop(srv);
+    // 100 ms apart: at most one commit per 100 ms of the run (3 s of load and its tail)
+    let mut srv = n.start(&leases, &["--qdhcp-commit-interval=100000"]);
+    let t0 = Instant::now();
+    load("1500");
+    let with = journal_commits(&n, &srv, 1);
+    let most = t0.elapsed().as_millis() as u64 / 100 + 2;
+    assert!(
+        with >= 1 && with <= most,
+        "{with} commits in {:?} with 100 ms between them",
+        t0.elapsed()
+    );
+    assert!(
+        without > 3 * most,
+        "the same load commits {without} times without the interval: too few to tell them apart"
+    );
+    assert_acked_leases_survive_kill_9(&n, &mut srv, &leases, &record);
 }
 
 #[test]

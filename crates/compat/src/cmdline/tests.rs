@@ -77,6 +77,20 @@ fn qdhcp_own_flags_parse() {
     assert!(c.trust_option82);
     assert!(c.realtime);
     assert_eq!(c.decline_quarantine, Some(60));
+    assert_eq!(c.commit_interval_us, None);
+}
+
+#[test]
+fn the_commit_interval_is_microseconds_up_to_a_second() {
+    let c = parse_args(&args("--qdhcp-commit-interval=2000"), |_| unreachable!()).unwrap();
+    assert_eq!(c.commit_interval_us, Some(2000));
+    for bad in [
+        "--qdhcp-commit-interval=2ms",
+        "--qdhcp-commit-interval=1000001",
+    ] {
+        let e = parse_args(&args(bad), |_| unreachable!()).unwrap_err();
+        assert!(e.to_string().contains("microseconds"), "{bad}: {e}");
+    }
 }
 
 #[test]
