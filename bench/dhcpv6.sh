@@ -28,6 +28,7 @@
 # Usage (as root): bench/dhcpv6.sh [-m relay|link] [-n RESERVATIONS] [-d SECONDS_PER_STEP]
 #   [-s "qdhcp-dnsmasq qdhcp-dnsmasq-shm dnsmasq kea"] [-b QDHCP_BINARY (not built)] [-o RESULTS.jsonl]
 #   [-r "RATES" (the ramp's steps; one rate: that step, then three runs at it)]
+# QDHCP_EXTRA="--flag …" in the environment: more flags for the qdhcp servers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=10000
@@ -35,6 +36,7 @@ D=5
 SERVERS="qdhcp-dnsmasq qdhcp-dnsmasq-shm dnsmasq kea"
 MODE=relay
 BIN=""
+QDHCP_EXTRA=${QDHCP_EXTRA:-}
 RATES="250 500 1000 2000 4000 6000 8000 10000 12000 16000 20000 25000 30000 35000 40000 50000 60000 70000 80000 90000 100000 120000 140000"
 while getopts "m:n:d:s:b:o:r:" o; do case $o in m) MODE=$OPTARG ;; n) N=$OPTARG ;; d) D=$OPTARG ;; s) SERVERS=$OPTARG ;; b) BIN=$OPTARG ;; o) OUT_AS=$OPTARG ;; r) RATES=$OPTARG ;; *) exit 2 ;; esac; done
 case $MODE in
@@ -133,7 +135,7 @@ start_server() {
       rm -f "$W"/qdhcp.leases*
       ip netns exec qbs taskset -c 0 "$Q" dnsmasq -k -u root --no-hosts --no-resolv --port=0 --interface=qbs0 --bind-interfaces \
         --dhcp-range=set:s6,$NET,static,64,86400s --dhcp-hostsfile="$W/hosts6" \
-        --dhcp-leasefile="$W/qdhcp.leases" --quiet-dhcp --qdhcp-client-rate=0 --log-facility="$W/qdhcp.log" "${ci[@]}" &
+        --dhcp-leasefile="$W/qdhcp.leases" --quiet-dhcp --qdhcp-client-rate=0 --log-facility="$W/qdhcp.log" "${ci[@]}" $QDHCP_EXTRA &
       SRV_PID=$!; wait_port ;;
     qdhcp-dnsmasq-shm)
       # the lease journal and leases file on tmpfs, where Kea's memfile and dnsmasq's leases
@@ -141,7 +143,7 @@ start_server() {
       rm -f "$SHM"/qdhcp.leases*
       ip netns exec qbs taskset -c 0 "$Q" dnsmasq -k -u root --no-hosts --no-resolv --port=0 --interface=qbs0 --bind-interfaces \
         --dhcp-range=set:s6,$NET,static,64,86400s --dhcp-hostsfile="$W/hosts6" \
-        --dhcp-leasefile="$SHM/qdhcp.leases" --quiet-dhcp --qdhcp-client-rate=0 --log-facility="$W/qdhcp.log" &
+        --dhcp-leasefile="$SHM/qdhcp.leases" --quiet-dhcp --qdhcp-client-rate=0 --log-facility="$W/qdhcp.log" $QDHCP_EXTRA &
       SRV_PID=$!; wait_port ;;
     dnsmasq)
       ip netns exec qbs taskset -c 0 dnsmasq -k -u root --no-hosts --no-resolv --port=0 --interface=qbs0 --bind-interfaces \
