@@ -7,9 +7,9 @@
 # ways, each at every rate three times:
 #   echo       the floor alone: what the kernel and the VM give a reply on one core
 #   sync-disk  plus a group-commit thread on the same core: for the REQUESTs of every batch it
-#              writes a 96-byte record each over zeros synced ahead (as qdhcp's journal) and fdatasyncs, on the disk qdhcp's journal uses
-#              in bench/dhcpv6.sh (/tmp), batches that came meanwhile going into the next
-#              commit; no reply waits for it
+#              writes a 96-byte record each over zeros synced ahead (as qdhcp's journal does)
+#              and fdatasyncs, on the disk qdhcp's journal uses in bench/dhcpv6.sh (/tmp),
+#              batches that came meanwhile going into the next commit; no reply waits for it
 #   sync-shm   the same on /dev/shm (tmpfs: fdatasync returns at once)
 #   sync-disk-gapN  sync-disk with commits at least N ms apart (fewer, larger fdatasyncs)
 #   sync-disk-cpu1  sync-disk with the group-commit thread on CPU 1 (the generator's core) and

@@ -22,8 +22,8 @@
 //! datagrams arriving one by one are read and answered in batches (a NIC's interrupt
 //! moderation, in user space): what the per-datagram system calls cost.
 //!
-//! Usage: `dhcpv6_floor IFACE [--sync FILE [--sync-gap US]] [--spin] [--link] [--coalesce US]` (port 547 on
-//! IFACE; runs until killed).
+//! Usage: `dhcpv6_floor IFACE [--sync FILE [--sync-gap US]] [--spin] [--link] [--coalesce US]`
+//! (port 547 on IFACE; runs until killed).
 // Unsafe code here only to call the kernel directly (poll, as the server waits); every block
 // says why it is sound.
 #![allow(unsafe_code)]
