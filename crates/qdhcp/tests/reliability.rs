@@ -230,27 +230,22 @@ fn assert_acked_leases_survive_kill_9(
 /// of its log).
 fn journal_commits(n: &LoNs, srv: &Proc, nth: usize) -> u64 {
     srv.signal(nix::sys::signal::Signal::SIGUSR1);
-    let start = Instant::now();
-    loop {
+    let stats = || {
         let log = std::fs::read_to_string(n.path("log")).unwrap_or_default();
-        if let Some(l) = log
-            .lines()
+        log.lines()
             .filter(|l| l.contains("DHCP statistics"))
             .nth(nth)
-        {
-            return l
-                .split("journal commits ")
-                .nth(1)
-                .and_then(|r| r.split_whitespace().next())
-                .and_then(|v| v.parse().ok())
-                .unwrap_or_else(|| panic!("no commit count in {l}"));
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "no statistics line:\n{log}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+            .map(str::to_string)
+    };
+    common::v6::wait_until(Duration::from_secs(5), "the statistics line", || {
+        stats().is_some()
+    });
+    let l = stats().unwrap();
+    l.split("journal commits ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no commit count in {l}"))
 }
 
 /// `--qdhcp-commit-interval`: the journal commits at most once per interval, however fast the
