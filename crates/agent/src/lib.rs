@@ -23,9 +23,11 @@ use qdhcp_registry::dhcp::{reservation_for, subnets_for};
 use qdhcp_registry::{Effect, Port, Registry};
 
 mod leases;
+mod plan;
 mod segment;
 mod services;
 mod v6;
+use plan::Step;
 use segment::{bridge_of, segment_bridge};
 
 /// What the agent needs of the node's configuration (`qdhcp serve` resolves it from its
@@ -476,45 +478,19 @@ fn socket_in(ns: &str, iface: &str) -> anyhow::Result<socket2::Socket> {
 
 impl DhcpSink for DhcpSync {
     fn apply(&self, reg: &Registry, effects: &[Effect]) {
-        // Every effect is applied from the same registry, as it is after all of them: a
-        // network synced once is up to date for the rest (a subnet create tells of its
-        // network and of its DHCP port; each check of the plumbing costs a dozen netlink
-        // round trips).
-        let mut synced: std::collections::HashSet<&str> = Default::default();
-        for e in effects {
-            match e {
-                Effect::NetworkChanged(id) => {
-                    if synced.insert(id.as_str()) {
-                        self.sync_network(reg, id);
-                    }
-                }
-                Effect::NetworkDeleted(id) => {
-                    synced.remove(id.as_str());
-                    self.teardown(id);
-                }
-                Effect::PortChanged(before, after) => {
-                    let Some(net_id) = after
-                        .as_deref()
-                        .or(before.as_deref())
-                        .map(|p| p.network_id.as_str())
-                    else {
-                        continue;
-                    };
-                    let dhcp = [before, after]
-                        .iter()
-                        .any(|p| p.as_deref().is_some_and(Port::is_dhcp));
-                    if dhcp {
-                        if synced.insert(net_id) {
-                            self.sync_network(reg, net_id);
-                        }
-                        continue;
-                    }
-                    self.apply_port6(reg, before.as_deref(), after.as_deref());
+        // every step is applied from the same registry, as it is after all of the effects
+        for step in plan::steps(effects) {
+            match step {
+                Step::Sync(net_id) => self.sync_network(reg, net_id),
+                Step::Teardown(net_id) => self.teardown(net_id),
+                Step::Names(net_id) => self.refresh_names(reg, net_id),
+                Step::Port(net_id, before, after) => {
+                    self.apply_port6(reg, before, after);
                     let Some(net) = self.dp.network(net_id) else {
                         continue;
                     };
-                    let new = after.as_deref().and_then(|a| reservation_for(reg, a));
-                    if let Some(b) = before.as_deref() {
+                    let new = after.and_then(|a| reservation_for(reg, a));
+                    if let Some(b) = before {
                         if new.as_ref().is_none_or(|n| n.mac != Some(b.mac_address)) {
                             self.dp.remove_reservation(&net, b.mac_address);
                         }
@@ -522,7 +498,6 @@ impl DhcpSink for DhcpSync {
                     if let Some(r) = new {
                         self.dp.upsert_reservation(&net, r);
                     }
-                    self.refresh_names(reg, net_id);
                 }
             }
         }

@@ -312,6 +312,18 @@ impl Host {
 
 impl Drop for Host {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // the log goes with the temporary directory: show its end with the failure
+            let log = std::fs::read_to_string(self.log()).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            eprintln!(
+                "--- last lines of the qdhcp serve log ({}) ---",
+                self.log().display()
+            );
+            for l in &lines[lines.len().saturating_sub(80)..] {
+                eprintln!("{l}");
+            }
+        }
         self.remove_dhcp_namespaces();
         for ns in self.vms.iter().chain([&self.ns]) {
             let _ = Command::new("ip").args(["netns", "del", ns]).output();
