@@ -483,7 +483,7 @@ impl DhcpSink for DhcpSync {
             match step {
                 Step::Sync(net_id) => self.sync_network(reg, net_id),
                 Step::Teardown(net_id) => self.teardown(net_id),
-                Step::Names(net_id) => self.refresh_names(reg, net_id),
+                Step::Names(net_id, ports) => self.move_names(reg, net_id, &ports),
                 Step::Port(net_id, before, after) => {
                     self.apply_port6(reg, before, after);
                     let Some(net) = self.dp.network(net_id) else {

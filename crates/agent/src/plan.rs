@@ -1,11 +1,15 @@
 //! What one published change means for the DHCP side, step by step, decided without touching
 //! a namespace, a socket or a server: `DhcpSync::apply` walks these steps. Costly work is
-//! done once per network per change, however many effects name it: a bulk create of 1,000
-//! ports rebuilds its network's DNS names once, not once per port.
+//! done once per network per change, however many effects name it, and a port change touches
+//! only that port's names: a bulk create of 1,000 ports moves 1,000 ports' names, not 1,000
+//! times the network's.
 
 use std::collections::HashSet;
 
 use qdhcp_registry::{Effect, Port};
+
+/// A port as it was and as it is (`None`: not there).
+pub(crate) type PortPair<'a> = (Option<&'a Port>, Option<&'a Port>);
 
 /// One thing the DHCP side does, in order.
 #[derive(Debug, PartialEq)]
@@ -17,8 +21,10 @@ pub(crate) enum Step<'a> {
     Teardown(&'a str),
     /// Update one port's DHCPv4 reservation and DHCPv6 host (its names come with `Names`).
     Port(&'a str, Option<&'a Port>, Option<&'a Port>),
-    /// Rebuild the network's DNS names, after all of its ports' steps.
-    Names(&'a str),
+    /// Move the DNS names of the network's changed ports (before, after), after all of its
+    /// ports' steps: every old name out, then every new one in, so two ports trading
+    /// addresses in one change keep both their names.
+    Names(&'a str, Vec<PortPair<'a>>),
 }
 
 /// The steps for `effects`, all applied from the registry as it is after every one of them.
@@ -28,7 +34,7 @@ pub(crate) fn steps(effects: &[Effect]) -> Vec<Step<'_>> {
     // of its network and of its DHCP port; each check of the plumbing costs a dozen netlink
     // round trips)
     let mut synced: HashSet<&str> = HashSet::new();
-    let mut names: Vec<&str> = Vec::new();
+    let mut names: Vec<(&str, Vec<PortPair<'_>>)> = Vec::new();
     for e in effects {
         match e {
             Effect::NetworkChanged(id) => {
@@ -38,7 +44,7 @@ pub(crate) fn steps(effects: &[Effect]) -> Vec<Step<'_>> {
             }
             Effect::NetworkDeleted(id) => {
                 synced.remove(id.as_str());
-                names.retain(|n| *n != id.as_str());
+                names.retain(|(n, _)| *n != id.as_str());
                 out.push(Step::Teardown(id.as_str()));
             }
             Effect::PortChanged(before, after) => {
@@ -54,8 +60,9 @@ pub(crate) fn steps(effects: &[Effect]) -> Vec<Step<'_>> {
                     continue;
                 }
                 out.push(Step::Port(net, before, after));
-                if !names.contains(&net) {
-                    names.push(net);
+                match names.iter_mut().find(|(n, _)| *n == net) {
+                    Some((_, ports)) => ports.push((before, after)),
+                    None => names.push((net, vec![(before, after)])),
                 }
             }
         }
@@ -64,8 +71,8 @@ pub(crate) fn steps(effects: &[Effect]) -> Vec<Step<'_>> {
     out.extend(
         names
             .into_iter()
-            .filter(|n| !synced.contains(n))
-            .map(Step::Names),
+            .filter(|(n, _)| !synced.contains(n))
+            .map(|(n, ports)| Step::Names(n, ports)),
     );
     out
 }
@@ -109,7 +116,11 @@ mod tests {
         assert!(s[..1000]
             .iter()
             .all(|x| matches!(x, Step::Port("n1", None, Some(_)))));
-        assert_eq!(s[1000], Step::Names("n1"));
+        let Step::Names("n1", ports) = &s[1000] else {
+            panic!("{:?}", s[1000]);
+        };
+        assert_eq!(ports.len(), 1000);
+        assert!(ports.iter().all(|(b, a)| b.is_none() && a.is_some()));
     }
 
     #[test]
@@ -120,7 +131,14 @@ mod tests {
             Effect::PortChanged(Some(port("a", "", 1)), None),
         ];
         let s = steps(&effects);
-        assert_eq!(&s[3..], &[Step::Names("a"), Step::Names("b")]);
+        let nets: Vec<(&str, usize)> = s[3..]
+            .iter()
+            .map(|x| match x {
+                Step::Names(n, ports) => (*n, ports.len()),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(nets, [("a", 2), ("b", 1)]);
     }
 
     #[test]

@@ -8,9 +8,10 @@ use qdhcp_dns::server::{open_sockets as open_dns_sockets, DnsServer, Settings};
 use qdhcp_dns::Zone;
 use qdhcp_plumbing::{netns_path, DhcpPlug};
 use qdhcp_reactor::Reactor;
-use qdhcp_registry::dhcp::names_for;
-use qdhcp_registry::Registry;
+use qdhcp_registry::dhcp::{names_for, port_names};
+use qdhcp_registry::{Port, Registry};
 
+use crate::plan::PortPair;
 use crate::DhcpSync;
 
 impl DhcpSync {
@@ -142,11 +143,7 @@ impl DhcpSync {
         let Some(server) = server else { return };
         let mut zone = Zone::default();
         for (ip, fqdn, name) in names_for(reg, net_id, self.cfg.dhcp.domain.as_deref()) {
-            let names: Vec<Name> = [fqdn, format!("{name}.")]
-                .iter()
-                .filter_map(|n| Name::from_ascii(n).ok())
-                .collect();
-            zone.insert(ip, &names);
+            zone.insert(ip, &zone_names(&fqdn, &name));
         }
         server.set_zone(zone);
         // the network's own dns_domain is answered with authority too
@@ -161,6 +158,40 @@ impl DhcpSync {
             });
         server.set_network_domain(own);
     }
+
+    /// Moves the names of the network's changed ports in its DNS server: all the old ones
+    /// out, then the new ones in, in one update (a port change costs its own names, not the
+    /// network's).
+    pub(crate) fn move_names(&self, reg: &Registry, net_id: &str, ports: &[PortPair<'_>]) {
+        let server = self.dns.lock().get(net_id).cloned();
+        let Some(server) = server else { return };
+        let domain = self.cfg.dhcp.domain.as_deref();
+        let net_domain = reg.network(net_id).map(|n| n.dns_domain.as_str());
+        let names = |p: Option<&Port>| {
+            p.map(|p| port_names(p, net_domain, domain))
+                .unwrap_or_default()
+        };
+        server.update_zone(|z| {
+            for (before, _) in ports {
+                for (ip, fqdn, name) in names(*before) {
+                    z.remove(ip, &zone_names(&fqdn, &name));
+                }
+            }
+            for (_, after) in ports {
+                for (ip, fqdn, name) in names(*after) {
+                    z.insert(ip, &zone_names(&fqdn, &name));
+                }
+            }
+        });
+    }
+}
+
+/// The names a `names_for` row is answered by: its FQDN (the PTR target) and the bare name.
+fn zone_names(fqdn: &str, name: &str) -> Vec<Name> {
+    [fqdn.to_string(), format!("{name}.")]
+        .iter()
+        .filter_map(|n| Name::from_ascii(n).ok())
+        .collect()
 }
 
 /// A DNS server whose sockets (port 53 on `iface`, and the one it forwards from) live in

@@ -209,6 +209,12 @@ impl DnsServer {
         *self.zone.write() = Arc::new(z);
     }
 
+    /// Changes the names in place (a port's own names on a port change), instead of building
+    /// the whole zone again; queries in flight keep the zone they started with.
+    pub fn update_zone(&self, f: impl FnOnce(&mut Zone)) {
+        f(Arc::make_mut(&mut *self.zone.write()));
+    }
+
     /// The network's own domain (its `dns_domain`), answered with authority besides the
     /// server's; `None` drops it.
     pub fn set_network_domain(&self, d: Option<Name>) {

@@ -47,6 +47,27 @@ impl Zone {
         }
     }
 
+    /// Takes back what [`Zone::insert`] added for `ip` under `names`; other addresses of
+    /// the same names stay, and so does a PTR of `ip` under a name not in `names`.
+    pub fn remove(&mut self, ip: IpAddr, names: &[Name]) {
+        for n in names {
+            let key = LowerName::new(n);
+            if let Some(ips) = self.by_name.get_mut(&key) {
+                ips.retain(|a| *a != ip);
+                if ips.is_empty() {
+                    self.by_name.remove(&key);
+                }
+            }
+        }
+        if self.by_ip.get(&ip).is_some_and(|ptr| {
+            names
+                .iter()
+                .any(|n| LowerName::new(n) == LowerName::new(ptr))
+        }) {
+            self.by_ip.remove(&ip);
+        }
+    }
+
     /// Reads dnsmasq's hosts-file format (`IP NAME [NAME…]`, `#` comments; IPv4 and IPv6, as
     /// Neutron writes both into addn_hosts); unreadable lines are reported and skipped.
     pub fn parse_hosts(text: &str) -> (Zone, Vec<ZoneError>) {
@@ -141,6 +162,41 @@ impl Zone {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn names(v: &[&str]) -> Vec<Name> {
+        v.iter().map(|n| fqdn(n).unwrap()).collect()
+    }
+
+    #[test]
+    fn remove_takes_back_one_insert_and_leaves_the_rest() {
+        let mut z = Zone::default();
+        let a: IpAddr = "10.0.0.5".parse().unwrap();
+        let b: IpAddr = "fd00::5".parse().unwrap();
+        let c: IpAddr = "10.0.0.6".parse().unwrap();
+        z.insert(a, &names(&["vm1.example.", "vm1"]));
+        z.insert(b, &names(&["vm1.example.", "vm1"]));
+        z.insert(c, &names(&["host-10-0-0-6.example.", "host-10-0-0-6"]));
+        z.remove(a, &names(&["vm1.example.", "vm1"]));
+        let vm1 = LowerName::new(&fqdn("vm1").unwrap());
+        assert_eq!(z.addresses(&vm1), Some(&[b][..]));
+        assert_eq!(z.name_of(a), None);
+        assert_eq!(
+            z.name_of(b).map(|n| n.to_ascii()),
+            Some("vm1.example.".into())
+        );
+        z.remove(b, &names(&["VM1.example.", "vm1"]));
+        assert_eq!(z.addresses(&vm1), None);
+        assert_eq!(z.name_of(b), None);
+        assert_eq!(z.len(), 2, "the other port's names stay");
+        // a PTR under another name is not this removal's to take
+        z.insert(a, &names(&["x.example."]));
+        z.insert(a, &names(&["y.example."]));
+        z.remove(a, &names(&["y.example."]));
+        assert_eq!(
+            z.name_of(a).map(|n| n.to_ascii()),
+            Some("x.example.".into())
+        );
+    }
 
     #[test]
     fn neutrons_addn_hosts_lines_give_fqdn_bare_name_and_ptr() {

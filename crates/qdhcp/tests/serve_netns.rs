@@ -584,9 +584,45 @@ fn dhcp_port_serves_dns_names_from_the_registry_and_follows_port_changes() {
     );
     assert_eq!(s, 400, "{e}");
     assert_eq!(e["NeutronError"]["type"], "HTTPBadRequest", "{e}");
+    // a re-address moves the name and the PTR; the old address answers nothing
+    let (s, p2) = h.http(
+        "PUT",
+        &format!("/v2.0/ports/{id2}"),
+        Some(&json!({"port": {"fixed_ips": [{"ip_address": "172.16.1.105"}]}})),
+    );
+    assert_eq!(s, 200, "{p2}");
+    assert_eq!(short("web.openstacklocal"), "172.16.1.105");
+    assert_eq!(
+        dig(&["+short", "-x", "172.16.1.105"]).trim(),
+        "web.openstacklocal."
+    );
+    assert!(dig(&["-x", "172.16.1.104"]).contains("status: NXDOMAIN"));
     let (s, _) = h.http("DELETE", &format!("/v2.0/ports/{id2}"), None);
     assert_eq!(s, 204);
     assert!(dig(&["web.openstacklocal"]).contains("status: NXDOMAIN"));
+    assert!(dig(&["web.example.org"]).contains("status: NXDOMAIN"));
+    assert!(dig(&["-x", "172.16.1.105"]).contains("status: NXDOMAIN"));
+    // ports created in one bulk POST are all answered
+    let (s, b) = h.http(
+        "POST",
+        "/v2.0/ports",
+        Some(&json!({"ports": [
+            {"network_id": net, "fixed_ips": [{"ip_address": "172.16.1.110"}]},
+            {"network_id": net, "fixed_ips": [{"ip_address": "172.16.1.111"}], "dns_name": "db"},
+        ]})),
+    );
+    assert_eq!(s, 201, "{b}");
+    assert_eq!(short("host-172-16-1-110.example.org"), "172.16.1.110");
+    assert_eq!(short("db.openstacklocal"), "172.16.1.111");
+    assert_eq!(
+        dig(&["+short", "-x", "172.16.1.111"]).trim(),
+        "db.openstacklocal."
+    );
+    for p in b["ports"].as_array().unwrap() {
+        let id = p["id"].as_str().unwrap();
+        let (s, _) = h.http("DELETE", &format!("/v2.0/ports/{id}"), None);
+        assert_eq!(s, 204);
+    }
     // no upstream configured: other names are refused, not hung
     assert!(dig(&["www.example.test"]).contains("status: REFUSED"));
     // counted in /metrics, per network, by type and by answer

@@ -142,27 +142,37 @@ pub fn names_for(
     net_id: &str,
     domain: Option<&str>,
 ) -> Vec<(IpAddr, String, String)> {
+    let net_domain = reg.network(net_id).map(|n| n.dns_domain.as_str());
+    reg.ports_of(net_id)
+        .flat_map(|p| port_names(p, net_domain, domain))
+        .collect()
+}
+
+/// [`names_for`] of one port, so that a port change moves only its own names; `net_domain`
+/// is its network's `dns_domain`.
+pub fn port_names(
+    p: &Port,
+    net_domain: Option<&str>,
+    domain: Option<&str>,
+) -> Vec<(IpAddr, String, String)> {
+    let also_under = net_domain
+        .map(|nd| nd.trim_end_matches('.'))
+        .filter(|nd| !nd.is_empty() && Some(*nd) != domain.map(|d| d.trim_end_matches('.')));
     let mut out = Vec::new();
-    for p in reg.ports_of(net_id) {
-        for f in &p.fixed_ips {
-            let name = if p.dns_name.is_empty() {
-                host_name_of(f.ip_address)
-            } else {
-                p.dns_name.clone()
-            };
-            let fqdn = match domain {
-                Some(d) => format!("{name}.{}.", d.trim_end_matches('.')),
-                None => format!("{name}."),
-            };
-            let also = reg
-                .network(net_id)
-                .map(|n| n.dns_domain.trim_end_matches('.'))
-                .filter(|nd| !nd.is_empty() && Some(*nd) != domain.map(|d| d.trim_end_matches('.')))
-                .map(|nd| format!("{name}.{nd}."));
-            out.push((f.ip_address, fqdn, name.clone()));
-            if let Some(a) = also {
-                out.push((f.ip_address, a, name));
-            }
+    for f in &p.fixed_ips {
+        let name = if p.dns_name.is_empty() {
+            host_name_of(f.ip_address)
+        } else {
+            p.dns_name.clone()
+        };
+        let fqdn = match domain {
+            Some(d) => format!("{name}.{}.", d.trim_end_matches('.')),
+            None => format!("{name}."),
+        };
+        let also = also_under.map(|nd| format!("{name}.{nd}."));
+        out.push((f.ip_address, fqdn, name.clone()));
+        if let Some(a) = also {
+            out.push((f.ip_address, a, name));
         }
     }
     out
