@@ -232,6 +232,12 @@ pub fn open_listener(addr: SocketAddr, iface: &str) -> io::Result<TcpListener> {
     let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     s.set_reuse_address(true)?;
     s.bind_device(Some(iface.as_bytes()))?;
+    if addr.is_ipv6() {
+        // fe80::a9fe:a9fe is added with duplicate address detection, as Neutron adds it:
+        // tentative for a second or so, when a plain bind fails; it answers once detection
+        // is done (and stays silent on the node whose copy detection failed)
+        s.set_freebind_ipv6(true)?;
+    }
     s.bind(&addr.into())
         .map_err(|e| io::Error::new(e.kind(), format!("metadata {addr} on {iface}: {e}")))?;
     s.listen(128)?;

@@ -761,3 +761,83 @@ fn a_client_scripts_event_is_read_only_once_its_block_is_finished() {
     assert_eq!(ev.len(), 2, "{ev:?}");
     assert_eq!(ev[1]["new_ip_address"], "172.16.1.5");
 }
+
+/// A namespace with a veth pair, removed on drop.
+struct Ns(String);
+
+impl Drop for Ns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
+    }
+}
+
+/// The IPv6 metadata address is added as Neutron adds it, with duplicate address detection:
+/// for a second or so it is tentative, and a plain bind to it fails ("Cannot assign requested
+/// address"; seen in CI, where the network's IPv6 metadata then stayed unserved). The
+/// listener opens while it is tentative and answers once detection is done.
+#[test]
+fn the_ipv6_metadata_listener_opens_while_its_address_is_tentative() {
+    if !netns_available("metadata on a tentative address") {
+        return;
+    }
+    let id = format!("{:04x}", std::process::id() & 0xffff);
+    let ns = Ns(format!("qtmd{id}"));
+    let (a, b) = (format!("qtmda{id}"), format!("qtmdb{id}"));
+    sh(&["ip", "netns", "add", &ns.0]);
+    for args in [
+        vec!["link", "add", &a, "type", "veth", "peer", "name", &b],
+        vec!["link", "set", "lo", "up"],
+        vec!["link", "set", &b, "up"],
+    ] {
+        let mut full = vec!["ip", "-n", &ns.0];
+        full.extend(args);
+        sh(&full);
+    }
+    sh(&[
+        "ip",
+        "netns",
+        "exec",
+        &ns.0,
+        "sysctl",
+        "-qw",
+        &format!("net.ipv6.conf.{a}.accept_dad=1"),
+        &format!("net.ipv6.conf.{a}.dad_transmits=3"),
+    ]);
+    sh(&[
+        "ip",
+        "-n",
+        &ns.0,
+        "addr",
+        "add",
+        "fe80::a9fe:a9fe/64",
+        "dev",
+        &a,
+    ]);
+    sh(&["ip", "-n", &ns.0, "link", "set", &a, "up"]);
+    let tentative = Command::new("ip")
+        .args(["-n", &ns.0, "-6", "addr", "show", "dev", &a, "tentative"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&tentative.stdout).contains("fe80::a9fe:a9fe"),
+        "the address should still be tentative here"
+    );
+    let addr = std::net::SocketAddr::from((qdhcp_metadata::METADATA_V6, 80));
+    let listener = qdhcp_plumbing::within_netns(&ns.0, || qdhcp_metadata::open_listener(addr, &a))
+        .unwrap()
+        .expect("the listener opens on a tentative address");
+    common::v6::wait_no_tentative(&ns.0);
+    // a client on the peer end reaches it once detection is done
+    let b2 = b.clone();
+    let client = std::thread::spawn(move || {
+        qdhcp_plumbing::within_netns(&format!("qtmd{id}"), || {
+            let scope = nix::net::if_::if_nametoindex(b2.as_str()).unwrap();
+            let to = std::net::SocketAddrV6::new(qdhcp_metadata::METADATA_V6, 80, 0, scope);
+            std::net::TcpStream::connect_timeout(&to.into(), Duration::from_secs(5)).map(|_| ())
+        })
+        .unwrap()
+    });
+    let (_conn, peer) = listener.accept().expect("a connection");
+    assert!(peer.ip().to_string().starts_with("fe80::"), "{peer}");
+    client.join().unwrap().expect("connected");
+}
