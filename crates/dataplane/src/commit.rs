@@ -4,6 +4,7 @@
 
 use parking_lot::{Condvar, Mutex};
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -62,24 +63,33 @@ impl Batch {
     }
 }
 
-/// Batches waiting for the journal writer at most: when the disk is slower than the clients,
-/// receiving slows down too.
+/// Batches waiting for the journal writer at most, without a commit interval: when the disk
+/// is slower than the clients, receiving slows down too.
 pub(crate) const QUEUE_CAP: usize = 256;
+
+/// The queue's room for a commit interval: [`QUEUE_CAP`] and an interval's worth of batches
+/// at 100,000 a second (a batch per loop wake-up), so that the batches a spaced commit lets
+/// wait do not fill it and hold the loops, ADVERTISEs and OFFERs behind them included.
+pub(crate) fn queue_cap(commit_interval: std::time::Duration) -> usize {
+    QUEUE_CAP + (commit_interval.as_micros() / 10).min(100_000) as usize
+}
 
 /// The bounded queue from the serving threads to the journal writer: a mutex and two condition
 /// variables. Not std's channel: its receiver spins while a sender that claimed a slot finishes
 /// writing it, and with the writer at real-time priority on the sender's core the sender never
 /// ran again (a livelock, seen with both at SCHED_FIFO). Here a waiter sleeps.
-#[derive(Default)]
-pub(crate) struct CommitQueue {
-    state: Mutex<QueueState>,
+pub(crate) struct CommitQueue<T = Batch> {
+    state: Mutex<QueueState<T>>,
     not_empty: Condvar,
     not_full: Condvar,
+    /// Batches it holds at most.
+    cap: usize,
+    /// Sends that waited for room: the journal behind the clients.
+    pub(crate) full_waits: AtomicU64,
 }
 
-#[derive(Default)]
-struct QueueState {
-    items: VecDeque<Batch>,
+struct QueueState<T> {
+    items: VecDeque<T>,
     closed: bool,
     /// The writer waits for a batch: a send wakes it. Otherwise no wake-up is made, since each
     /// costs a futex syscall and a send happens once per received batch.
@@ -88,15 +98,34 @@ struct QueueState {
     senders_waiting: usize,
 }
 
-impl CommitQueue {
-    fn state(&self) -> parking_lot::MutexGuard<'_, QueueState> {
+impl<T> CommitQueue<T> {
+    /// An empty queue of `cap` batches.
+    pub(crate) fn new(cap: usize) -> CommitQueue<T> {
+        CommitQueue {
+            state: Mutex::new(QueueState {
+                items: VecDeque::new(),
+                closed: false,
+                writer_waiting: false,
+                senders_waiting: 0,
+            }),
+            not_empty: Condvar::new(),
+            not_full: Condvar::new(),
+            cap: cap.max(1),
+            full_waits: AtomicU64::new(0),
+        }
+    }
+
+    fn state(&self) -> parking_lot::MutexGuard<'_, QueueState<T>> {
         self.state.lock()
     }
 
     /// Queues `c`, waiting while the queue is full; gives it back once the queue is closed.
-    pub(crate) fn send(&self, c: Batch) -> Result<(), Batch> {
+    pub(crate) fn send(&self, c: T) -> Result<(), T> {
         let mut s = self.state();
-        while s.items.len() >= QUEUE_CAP && !s.closed {
+        if s.items.len() >= self.cap && !s.closed {
+            self.full_waits.fetch_add(1, Ordering::Relaxed);
+        }
+        while s.items.len() >= self.cap && !s.closed {
             s.senders_waiting += 1;
             self.not_full.wait(&mut s);
             s.senders_waiting -= 1;
@@ -115,7 +144,7 @@ impl CommitQueue {
 
     /// Waits for batches (without waking while none comes) and moves all that are queued
     /// into `out`; false once the queue is closed and drained.
-    pub(crate) fn recv(&self, out: &mut Vec<Batch>) -> bool {
+    pub(crate) fn recv(&self, out: &mut Vec<T>) -> bool {
         let mut s = self.state();
         while s.items.is_empty() && !s.closed {
             s.writer_waiting = true;
@@ -139,5 +168,40 @@ impl CommitQueue {
         self.state().closed = true;
         self.not_empty.notify_all();
         self.not_full.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_send_to_a_full_queue_waits_for_the_writer_and_is_counted() {
+        let q = Arc::new(CommitQueue::<u32>::new(2));
+        assert!(q.send(1).is_ok() && q.send(2).is_ok());
+        assert_eq!(q.full_waits.load(Ordering::Relaxed), 0);
+        let q2 = q.clone();
+        let sender = std::thread::spawn(move || q2.send(3).is_ok());
+        while q.full_waits.load(Ordering::Relaxed) == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert!(!sender.is_finished(), "the third send waits for room");
+        let mut out = Vec::new();
+        assert!(q.recv(&mut out));
+        assert_eq!(out, [1, 2]);
+        assert!(sender.join().unwrap());
+        out.clear();
+        assert!(q.recv(&mut out));
+        assert_eq!(out, [3]);
+        assert_eq!(q.full_waits.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn a_commit_interval_gets_room_for_the_batches_it_lets_wait() {
+        assert_eq!(queue_cap(Duration::ZERO), QUEUE_CAP);
+        assert_eq!(queue_cap(Duration::from_millis(5)), QUEUE_CAP + 500);
+        assert_eq!(queue_cap(Duration::from_millis(20)), QUEUE_CAP + 2_000);
+        assert_eq!(queue_cap(Duration::from_secs(1)), QUEUE_CAP + 100_000);
     }
 }

@@ -107,6 +107,8 @@ pub(crate) struct Snapshot {
     pub(crate) renewed_from_durable: u64,
     pub(crate) log_suppressed: u64,
     pub(crate) commits: u64,
+    /// Batches that waited for room in the journal's queue.
+    pub(crate) queue_full: u64,
     pub(crate) records: u64,
     /// Journal commits per duration bucket (`COMMIT_BUCKETS`, then +Inf), not cumulated.
     pub(crate) commit_time: Vec<u64>,
@@ -192,6 +194,11 @@ impl Collector for Snapshot {
                 "qdhcp_journal_records",
                 "Lease records made durable",
                 self.records,
+            ),
+            (
+                "qdhcp_journal_queue_full",
+                "Batches that waited for room in the journal's queue (receiving held back by the disk)",
+                self.queue_full,
             ),
         ] {
             let f = e.encode_descriptor(name, help, None, counter)?;
@@ -328,6 +335,7 @@ impl Dataplane {
             renewed_from_durable: g(&c.renewed_from_durable),
             log_suppressed: g(&c.log_suppressed),
             commits: g(&c.commits),
+            queue_full: g(&self.shared.queue.full_waits),
             records: g(&c.records),
             commit_time: c.commit_time.iter().map(g).collect(),
             commit_sum_secs: g(&c.commit_us_sum) as f64 / 1e6,
@@ -342,10 +350,11 @@ impl Dataplane {
         let (rx, tx) = (|m| c.rx.get(m), |k| c.tx.get(k));
         format!(
             "DHCP statistics: discover {} request {} decline {} release {} inform {}; offer {} ack {} nak {}; \
-             no-address {} malformed {} persist-failures {} journal commits {} records {}",
+             no-address {} malformed {} persist-failures {} journal commits {} records {} queue-full {}",
             rx(ClientMsg::Discover), rx(ClientMsg::Request), rx(ClientMsg::Decline), rx(ClientMsg::Release), rx(ClientMsg::Inform),
             tx(ReplyKind::Offer), tx(ReplyKind::Ack), tx(ReplyKind::Nak),
-            g(&c.no_address), malformed, g(&c.persist_failures), g(&c.commits), g(&c.records)
+            g(&c.no_address), malformed, g(&c.persist_failures), g(&c.commits), g(&c.records),
+            g(&self.shared.queue.full_waits)
         )
     }
 }
@@ -375,6 +384,7 @@ mod tests {
                     (DropReason::NoAddress, 4),
                 ],
                 commits: 7,
+                queue_full: 3,
                 ..Default::default()
             },
             Default::default(),
@@ -387,6 +397,7 @@ mod tests {
             "qdhcp_dhcp_dropped_total{reason=\"too_short\"} 1",
             "qdhcp_dhcp_dropped_total{reason=\"no_address\"} 4",
             "qdhcp_journal_commits_total 7",
+            "qdhcp_journal_queue_full_total 3",
             "qdhcp_leases_active{network=\"n1\",subnet=\"10.0.0.0/24\"} 2",
             "qdhcp_dhcp_reply_latency_seconds_count{network=\"n1\"} 4",
             "qdhcp_dhcp_reply_latency_seconds_bucket{le=\"+Inf\",network=\"n1\"} 4",

@@ -85,13 +85,14 @@ impl Dataplane {
         }
         let recovered = replay(&loaded.records, now_secs());
         let recovered6 = replay6(&loaded.records, now_secs());
+        let queue_cap = crate::commit::queue_cap(opts.commit_interval);
         let dp = Arc::new(Dataplane {
             shared: Arc::new(Shared {
                 counters: Counters::default(),
                 policy,
                 opts,
                 shutdown: AtomicBool::new(false),
-                queue: Arc::new(CommitQueue::default()),
+                queue: Arc::new(CommitQueue::new(queue_cap)),
             }),
             journal: Arc::new(j),
             networks: Mutex::new(HashMap::default()),
