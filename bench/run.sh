@@ -8,12 +8,19 @@
 # reply within 1 s. Writes bench/results.jsonl, bench/RESULTS.md and bench/chart.svg.
 #
 # Usage (as root): bench/run.sh [-n RESERVATIONS] [-d SECONDS_PER_STEP] [-s "qdhcp-dnsmasq qdhcp-serve dnsmasq kea"]
+#   [-b QDHCP_BINARY (not built)] [-r "RATES" (one rate: that step, then three runs at it)]
+#   [-o RESULTS.jsonl (then RESULTS.md and chart.svg are left as they are)]
+# qdhcp-dnsmasq-ciUS: dnsmasq mode with its journal's commits at least US microseconds apart
+# (--qdhcp-commit-interval).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=10000
 D=5
 SERVERS="qdhcp-dnsmasq qdhcp-dnsmasq-rt qdhcp-serve dnsmasq kea"
-while getopts "n:d:s:" o; do case $o in n) N=$OPTARG ;; d) D=$OPTARG ;; s) SERVERS=$OPTARG ;; *) exit 2 ;; esac; done
+BIN=""
+OUT_AS=""
+RATES="250 500 1000 2000 4000 5000 8000 12000 16000 20000 22500 25000 27500 30000 35000 40000 45000 50000 55000 60000 65000 70000 75000 80000 90000 100000 110000 120000 130000 140000 150000 160000 180000 200000 220000 240000"
+while getopts "n:d:s:b:o:r:" o; do case $o in n) N=$OPTARG ;; d) D=$OPTARG ;; s) SERVERS=$OPTARG ;; b) BIN=$OPTARG ;; o) OUT_AS=$OPTARG ;; r) RATES=$OPTARG ;; *) exit 2 ;; esac; done
 
 need=()
 for pair in dnsmasq:dnsmasq-base kea-dhcp4:kea-dhcp4-server perfdhcp:kea-admin ip:iproute2; do
@@ -22,11 +29,16 @@ done
 if [ ${#need[@]} -gt 0 ]; then
   apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${need[@]}"
 fi
-cargo build --release --bin qdhcp
-Q=$PWD/target/release/qdhcp
+if [ -n "$BIN" ]; then
+  Q=$(realpath "$BIN")
+else
+  cargo build --release --bin qdhcp
+  Q=$PWD/target/release/qdhcp
+fi
 W=$(mktemp -d /tmp/qdhcp-bench.XXXX)
 SHM=$(mktemp -d /dev/shm/qdhcp-bench.XXXX)
 OUT=bench/results.jsonl
+[ -n "$OUT_AS" ] && OUT=$OUT_AS
 : > "$OUT"
 SRV_PID=""
 del_netns() { for n in $(ip netns list | awk '{print $1}' | grep -E '^qb'); do ip netns del "$n" 2>/dev/null || true; done; }
@@ -83,13 +95,14 @@ LOADNS=qbc
 LOADDEV=qbc0
 start_server() {
   case $1 in
-    qdhcp-dnsmasq|qdhcp-dnsmasq-rt)
+    qdhcp-dnsmasq|qdhcp-dnsmasq-rt|qdhcp-dnsmasq-ci*)
       # -rt: the same server with its listener and journal writer at SCHED_FIFO (--qdhcp-realtime)
       rm -f "$W"/qdhcp.leases*
       ip netns exec qbs taskset -c 0 "$Q" dnsmasq -k -u root --no-hosts --no-resolv --port=0 --interface=qbs0 --bind-interfaces \
         --dhcp-range=set:s,10.0.0.0,static,255.0.0.0,86400s --dhcp-hostsfile="$W/hosts" \
         --dhcp-leasefile="$W/qdhcp.leases" --dhcp-lease-max=4000000 --quiet-dhcp --qdhcp-client-rate=0 --log-facility="$W/qdhcp.log" \
-        $([ "$1" = qdhcp-dnsmasq-rt ] && echo --qdhcp-realtime) &
+        $([ "$1" = qdhcp-dnsmasq-rt ] && echo --qdhcp-realtime) \
+        $(case $1 in qdhcp-dnsmasq-ci*) echo "--qdhcp-commit-interval=${1#qdhcp-dnsmasq-ci}" ;; esac) &
       SRV_PID=$!; wait_port qbs ;;
     dnsmasq)
       ip netns exec qbs taskset -c 0 dnsmasq -k -u root --no-hosts --no-resolv --port=0 --interface=qbs0 --bind-interfaces \
@@ -150,7 +163,6 @@ stop_server() {
 }
 
 best_ok=0
-RATES="250 500 1000 2000 4000 5000 8000 12000 16000 20000 22500 25000 27500 30000 35000 40000 45000 50000 55000 60000 65000 70000 75000 80000 90000 100000 110000 120000 130000 140000 150000 160000 180000 200000 220000 240000"
 for s in $SERVERS; do
   echo "== $s"
   start_server "$s"
@@ -197,5 +209,6 @@ for s in $SERVERS; do
   fi
   stop_server
 done
-python3 bench/report.py "$OUT" bench/RESULTS.md bench/chart.svg "$N" "$D"
+[ -z "$OUT_AS" ] && python3 bench/report.py "$OUT" bench/RESULTS.md bench/chart.svg "$N" "$D"
+echo "wrote $OUT"
 echo "wrote bench/RESULTS.md and bench/chart.svg"

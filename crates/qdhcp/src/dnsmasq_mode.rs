@@ -230,7 +230,9 @@ fn open_as_root(cfg: &DnsmasqConfig) -> anyhow::Result<(Server, Sockets)> {
         // one interface: one event loop serves it
         loops: 1,
         commit_interval: std::time::Duration::from_micros(
-            cfg.commit_interval_us.unwrap_or(0).into(),
+            cfg.commit_interval_us
+                .unwrap_or(qdhcp_compat::cmdline::DEFAULT_COMMIT_INTERVAL_US)
+                .into(),
         ),
     };
     // Until the privilege drop the process has one thread: the journal writer and the

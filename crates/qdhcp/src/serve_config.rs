@@ -63,7 +63,7 @@ pub struct ServeArgs {
     #[arg(long)]
     pub realtime: bool,
     /// Least microseconds from the start of one lease-journal commit to the next: fewer, larger
-    /// fdatasyncs where each flush slows the whole machine (a VM's disk) [default: 0].
+    /// fdatasyncs where each flush slows the whole machine (a VM's disk); 0: none [default: 2000].
     #[arg(long)]
     pub commit_interval_us: Option<u32>,
     /// Event-loop threads serving every network's DHCP sockets (and as many for DNS)
@@ -480,7 +480,10 @@ fn assemble(a: &ServeArgs, file: FileConfig, r: Resolved) -> anyhow::Result<Serv
                 "commit_interval_us must be at most {} (a second)",
                 qdhcp_compat::cmdline::MAX_COMMIT_INTERVAL_US
             ),
-            us => std::time::Duration::from_micros(us.unwrap_or(0).into()),
+            us => std::time::Duration::from_micros(
+                us.unwrap_or(qdhcp_compat::cmdline::DEFAULT_COMMIT_INTERVAL_US)
+                    .into(),
+            ),
         },
         loops: match a.dhcp_threads.or(file.dhcp_threads) {
             Some(0) => anyhow::bail!("dhcp_threads must be at least 1"),

@@ -68,7 +68,16 @@ fn the_commit_interval_comes_from_the_flag_or_the_file_and_is_bounded() {
         std::time::Duration::from_micros(500),
         "the flag wins"
     );
-    assert_eq!(interval(&ServeArgs::default()), std::time::Duration::ZERO);
+    assert_eq!(
+        interval(&ServeArgs::default()),
+        std::time::Duration::from_millis(2),
+        "2 ms when none is given"
+    );
+    let off = ServeArgs {
+        commit_interval_us: Some(0),
+        ..Default::default()
+    };
+    assert_eq!(interval(&off), std::time::Duration::ZERO, "0 turns it off");
     let too_long = ServeArgs {
         commit_interval_us: Some(1_000_001),
         ..Default::default()
