@@ -11,7 +11,8 @@
 #
 # qdhcp-dnsmasq keeps its lease journal on disk (/tmp); qdhcp-dnsmasq-shm on /dev/shm, as Kea's
 # memfile and dnsmasq's leases file are here; qdhcp-dnsmasq-ciUS on disk with its commits at
-# least US microseconds apart (--qdhcp-commit-interval).
+# least US microseconds apart (--qdhcp-commit-interval). Since 128388d the default is 2 ms:
+# qdhcp-dnsmasq has it, qdhcp-dnsmasq-ci0 commits without one (runs before that: no interval).
 #
 # -m link: the generator is the clients themselves on the link (`--link qbc0`): each client
 # sends from its own MAC and EUI-64 link-local address to ff02::1:2 and answers the server's

@@ -11,7 +11,8 @@
 #   [-b QDHCP_BINARY (not built)] [-r "RATES" (one rate: that step, then three runs at it)]
 #   [-o RESULTS.jsonl (then RESULTS.md and chart.svg are left as they are)]
 # qdhcp-dnsmasq-ciUS: dnsmasq mode with its journal's commits at least US microseconds apart
-# (--qdhcp-commit-interval).
+# (--qdhcp-commit-interval). Since 128388d the default is 2 ms: qdhcp-dnsmasq has it,
+# qdhcp-dnsmasq-ci0 commits without one (RESULTS.md's runs were made before, with none).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=10000
