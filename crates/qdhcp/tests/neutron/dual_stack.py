@@ -158,9 +158,16 @@ def leases_text(net):
         return ''
 
 
-def server_duid(net):
-    return next((ln.split()[1] for ln in leases_text(net).splitlines()
-                 if ln.startswith('duid ')), None)
+def server_duid(net, wait=5.0):
+    # a server (re)started a moment ago may not have rewritten its leases file yet: the real
+    # dnsmasq's control run once read it between restart() and that write
+    end = time.time() + wait
+    while True:
+        duid = next((ln.split()[1] for ln in leases_text(net).splitlines()
+                     if ln.startswith('duid ')), None)
+        if duid is not None or time.time() >= end:
+            return duid
+        time.sleep(0.1)
 
 
 def case_dual_stack(s):
