@@ -236,7 +236,7 @@ impl Dhcp6Source {
         // the interface's addresses, refreshed at most every ADDRS_TTL, lent to the decision
         self.own_addrs();
         let own = std::mem::take(&mut self.own);
-        let d = {
+        let mut d = {
             let table = net.table();
             let ctx = Context6 {
                 table: &table,
@@ -258,16 +258,16 @@ impl Dhcp6Source {
             self.log(l);
         }
         let binds = d.changes.iter().any(|c| matches!(c, Change6::Bind(_)));
-        {
+        if !d.changes.is_empty() {
             let mut leases = net.leases();
-            for ch in &d.changes {
-                let before = leases.apply(ch);
-                if let Change6::Bind(l) = ch {
+            for ch in std::mem::take(&mut d.changes) {
+                let before = leases.apply(&ch);
+                if let Change6::Bind(l) = &ch {
                     self.undo.push((l.addr, before));
                 }
                 self.records.push(Record {
                     network: net.name.clone(),
-                    change: ch.clone().into(),
+                    change: ch.into(),
                 });
             }
         }

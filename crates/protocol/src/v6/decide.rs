@@ -4,6 +4,7 @@
 //! INFORMATION-REQUEST → options only. Pure: the client's MAC (which the dataplane found from
 //! the neighbour table or a relay), the leases and `now` are arguments.
 
+use std::borrow::Cow;
 use std::net::Ipv6Addr;
 
 use dhcproto::v6::{
@@ -90,9 +91,9 @@ pub struct Context6<'a> {
 
 /// The outcome of one client message.
 #[derive(Debug, Clone)]
-pub struct Decision6 {
+pub struct Decision6<'m> {
     /// What to send, if anything.
-    pub reply: Option<Reply6>,
+    pub reply: Option<Reply6<'m>>,
     /// Lease changes to apply (binds made durable before the reply leaves).
     pub changes: Vec<Change6>,
     /// The log line for the message received.
@@ -103,7 +104,7 @@ pub struct Decision6 {
     pub outcome: Outcome6,
 }
 
-fn ignored(why: Ignored6) -> Decision6 {
+fn ignored(why: Ignored6) -> Decision6<'static> {
     Decision6 {
         reply: None,
         changes: Vec::new(),
@@ -140,16 +141,17 @@ fn status(code: Status, msg: &str) -> DhcpOption {
     })
 }
 
-/// The addresses of a host that this link serves.
-fn served_addrs<'t>(table: &'t Table6, host: Option<&'t Host6>) -> Vec<Ipv6Addr> {
-    host.map(|h| {
-        h.addrs
-            .iter()
-            .copied()
-            .filter(|a| table.subnet_of(*a).is_some())
-            .collect()
-    })
-    .unwrap_or_default()
+/// The addresses of a host that this link serves (the host's own list when it serves all).
+fn served_addrs<'t>(table: &'t Table6, host: Option<&'t Host6>) -> Cow<'t, [Ipv6Addr]> {
+    let Some(h) = host else {
+        return Cow::Borrowed(&[]);
+    };
+    let served = |a: &&Ipv6Addr| table.subnet_of(**a).is_some();
+    if h.addrs.iter().all(|a| served(&a)) {
+        Cow::Borrowed(&h.addrs)
+    } else {
+        Cow::Owned(h.addrs.iter().filter(served).copied().collect())
+    }
 }
 
 /// The subnet whose options a client gets: the one holding its addresses, else the one its
@@ -256,17 +258,18 @@ fn with_own_addrs(o: &DhcpOption, own: &[Ipv6Addr]) -> DhcpOption {
 }
 
 /// Decides the answer to one validated client message.
-pub fn decide6(m: &Inbound6, ctx: &Context6<'_>, leases: &dyn LeaseView6) -> Decision6 {
+pub fn decide6<'m>(m: &'m Inbound6, ctx: &Context6<'_>, leases: &dyn LeaseView6) -> Decision6<'m> {
     // RFC 8415 §16: which messages carry which identifiers.
     let needs_server_id = matches!(
         m.kind,
         Msg6::Request | Msg6::Renew | Msg6::Release | Msg6::Decline
     );
     let forbids_server_id = matches!(m.kind, Msg6::Solicit | Msg6::Confirm | Msg6::Rebind);
+    let anonymous = Duid(Vec::new());
     let Some(client) = m
         .client_id
-        .clone()
-        .or_else(|| (m.kind == Msg6::InformationRequest).then(|| Duid(Vec::new())))
+        .as_ref()
+        .or_else(|| (m.kind == Msg6::InformationRequest).then_some(&anonymous))
     else {
         return ignored(Ignored6::NoClientId);
     };
@@ -278,7 +281,7 @@ pub fn decide6(m: &Inbound6, ctx: &Context6<'_>, leases: &dyn LeaseView6) -> Dec
     }
     let t = ctx.table;
     let host = ctx.mac.and_then(|mac| t.host(mac));
-    let received = Log6::new(m.kind.log_name(), None, &client);
+    let received = Log6::new(m.kind.log_name(), None, client);
     let msg_type = if m.kind == Msg6::Solicit && !(m.rapid_commit && t.rapid_commit) {
         MessageType::Advertise
     } else {
@@ -296,11 +299,11 @@ pub fn decide6(m: &Inbound6, ctx: &Context6<'_>, leases: &dyn LeaseView6) -> Dec
     } else {
         "DHCPREPLY"
     };
-    let name = host.and_then(Host6::short_name).map(str::to_string);
+    let name = host.and_then(Host6::short_name);
+    let addrs = served_addrs(t, host);
     let mut first_addr = None;
     let outcome = match m.kind {
         Msg6::Solicit | Msg6::Request | Msg6::Renew | Msg6::Rebind => {
-            let addrs = served_addrs(t, host);
             let binding = msg_type == MessageType::Reply;
             if m.kind == Msg6::Solicit && (addrs.is_empty() || m.ias.is_empty()) {
                 opts.insert(status(Status::NoAddrsAvail, "no addresses available"));
@@ -316,7 +319,7 @@ pub fn decide6(m: &Inbound6, ctx: &Context6<'_>, leases: &dyn LeaseView6) -> Dec
                         addrs.iter().any(|a| {
                             leases
                                 .by_addr(*a)
-                                .is_some_and(|l| l.duid == client && l.iaid == ia.iaid)
+                                .is_some_and(|l| l.duid == *client && l.iaid == ia.iaid)
                         })
                     })
                     .unwrap_or(0);
@@ -326,9 +329,9 @@ pub fn decide6(m: &Inbound6, ctx: &Context6<'_>, leases: &dyn LeaseView6) -> Dec
                         ia,
                         mine,
                         m.kind,
-                        &client,
+                        client,
                         ctx,
-                        name.as_deref(),
+                        name,
                         binding.then_some(&mut changes),
                     );
                     if gave && first_addr.is_none() {
@@ -356,7 +359,7 @@ pub fn decide6(m: &Inbound6, ctx: &Context6<'_>, leases: &dyn LeaseView6) -> Dec
                 for a in &ia.addrs {
                     if leases
                         .by_addr(a.addr)
-                        .is_some_and(|l| l.duid == client && l.iaid == ia.iaid)
+                        .is_some_and(|l| l.duid == *client && l.iaid == ia.iaid)
                     {
                         any = true;
                         first_addr.get_or_insert(a.addr);
@@ -410,19 +413,18 @@ pub fn decide6(m: &Inbound6, ctx: &Context6<'_>, leases: &dyn LeaseView6) -> Dec
         }
         Msg6::InformationRequest => Outcome6::Informed,
     };
-    let addrs = served_addrs(t, host);
     let subnet = subnet_for(ctx, m, &addrs);
     asked_options(ctx, m, host, subnet, reply.opts_mut());
-    let mut sent = Log6::new(sent_name, first_addr, &client);
+    let mut sent = Log6::new(sent_name, first_addr, client);
     if outcome == Outcome6::NoAddrs {
         sent.note = Some("no addresses available".into());
     } else if first_addr.is_some() {
-        sent.note = name.clone();
+        sent.note = name.map(str::to_string);
     }
     Decision6 {
         reply: Some(Reply6 {
             msg: reply,
-            relays: m.relays.clone(),
+            relays: &m.relays,
         }),
         changes,
         received: Some(received),

@@ -4,13 +4,14 @@
 //! before (so one bad option silently removes every later one), subtracts from option lengths
 //! without checking them (status code, vendor class), and reads a RELAY-FORW's inner message
 //! as another relay message. So relay framing (RFC 8415 §9) is read here, every option TLV of
-//! the client's message is walked with the lengths its type allows, nesting included, and the
-//! decoded message must hold as many options as the walk found. No I/O here.
+//! the client's message is walked with the lengths its type allows, nesting included; then
+//! `dhcproto` decodes, one by one, the options the server acts on (an IA_NA must decode with
+//! as many options as the walk found in it). No I/O here.
 
 use std::fmt;
 use std::net::Ipv6Addr;
 
-use dhcproto::v6::{DhcpOption, Message, MessageType};
+use dhcproto::v6::{DhcpOption, MessageType};
 use dhcproto::{Decodable, Decoder};
 
 use crate::types::Mac;
@@ -306,6 +307,18 @@ fn walk(buf: &[u8], depth: usize) -> Result<usize, Malformed6> {
     Ok(n)
 }
 
+/// The option TLVs of an options area the walk has checked: each code with its whole TLV.
+fn tlvs(buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    let mut i = 0;
+    std::iter::from_fn(move || {
+        let head = buf.get(i..i + 4)?;
+        let end = i + 4 + u16_at(head, 2) as usize;
+        let tlv = buf.get(i..end)?;
+        i = end;
+        Some((u16_at(head, 0), tlv))
+    })
+}
+
 /// RFC 5908 suboptions: server or multicast addresses (16 bytes) or a name.
 fn walk_ntp(body: &[u8], code: u16) -> Result<(), Malformed6> {
     let mut i = 0;
@@ -393,14 +406,10 @@ pub fn parse6(bytes: &[u8]) -> Result<Inbound6, Malformed6> {
         MessageType::InformationRequest => Msg6::InformationRequest,
         _ => return Err(Malformed6::UnsupportedType(msg[0])),
     };
-    let count = walk(&msg[4..], 0)?;
-    let decoded = Message::decode(&mut Decoder::new(msg)).map_err(|_| Malformed6::Undecodable)?;
-    if decoded.opts().iter().count() != count {
-        return Err(Malformed6::Undecodable);
-    }
+    walk(&msg[4..], 0)?;
     let mut m = Inbound6 {
         kind,
-        xid: decoded.xid(),
+        xid: [msg[1], msg[2], msg[3]],
         client_id: None,
         server_id: None,
         ias: Vec::new(),
@@ -408,30 +417,41 @@ pub fn parse6(bytes: &[u8]) -> Result<Inbound6, Malformed6> {
         rapid_commit: false,
         relays,
     };
-    for o in decoded.opts().iter() {
+    // The walk checked every length; `dhcproto` decodes each option the server acts on, one
+    // at a time (no sorted copy of the others), and must read an IA_NA's options whole.
+    for (code, tlv) in tlvs(&msg[4..]) {
+        if !matches!(code, 1 | 2 | 3 | 6 | 14) {
+            continue;
+        }
+        let o = DhcpOption::decode(&mut Decoder::new(tlv)).map_err(|_| Malformed6::Undecodable)?;
         match o {
-            DhcpOption::ClientId(d) => m.client_id = Some(Duid(d.clone())),
-            DhcpOption::ServerId(d) => m.server_id = Some(Duid(d.clone())),
+            DhcpOption::ClientId(d) => m.client_id = Some(Duid(d)),
+            DhcpOption::ServerId(d) => m.server_id = Some(Duid(d)),
             DhcpOption::ORO(oro) => m.oro = oro.opts.iter().map(|c| u16::from(*c)).collect(),
             DhcpOption::RapidCommit => m.rapid_commit = true,
-            DhcpOption::IANA(ia) => m.ias.push(IaNa {
-                iaid: ia.id,
-                t1: ia.t1,
-                t2: ia.t2,
-                addrs: ia
-                    .opts
-                    .iter()
-                    .filter_map(|o| match o {
-                        DhcpOption::IAAddr(a) => Some(IaAddr {
-                            addr: a.addr,
-                            preferred: a.preferred_life,
-                            valid: a.valid_life,
-                        }),
-                        _ => None,
-                    })
-                    .collect(),
-            }),
-            _ => {}
+            DhcpOption::IANA(ia) => {
+                if ia.opts.iter().count() != walk(&tlv[16..], 1)? {
+                    return Err(Malformed6::Undecodable);
+                }
+                m.ias.push(IaNa {
+                    iaid: ia.id,
+                    t1: ia.t1,
+                    t2: ia.t2,
+                    addrs: ia
+                        .opts
+                        .iter()
+                        .filter_map(|o| match o {
+                            DhcpOption::IAAddr(a) => Some(IaAddr {
+                                addr: a.addr,
+                                preferred: a.preferred_life,
+                                valid: a.valid_life,
+                            }),
+                            _ => None,
+                        })
+                        .collect(),
+                })
+            }
+            _ => return Err(Malformed6::Undecodable),
         }
     }
     Ok(m)

@@ -14,7 +14,9 @@ pub mod table;
 pub use decide::{
     decide6, Change6, Context6, Decision6, Ignored6, Lease6, LeaseView6, Outcome6, Reply6,
 };
-pub use frontdoor::{parse6, Duid, IaAddr, IaNa, Inbound6, Malformed6, Msg6, Relay};
+pub use frontdoor::{
+    parse6, Duid, IaAddr, IaNa, Inbound6, Malformed6, Msg6, Relay, HOP_COUNT_LIMIT,
+};
 pub use log::Log6;
 pub use options::Options6;
 pub use table::{Host6, Subnet6, Table6};

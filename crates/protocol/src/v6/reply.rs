@@ -5,36 +5,46 @@ use dhcproto::v6::{Message, MessageType};
 
 use crate::v6::frontdoor::Relay;
 
-/// A decided reply: the message, and the relays to wrap it for on the way back.
+/// A decided reply: the message, and the relays (borrowed from the client's message) to wrap
+/// it for on the way back.
 #[derive(Debug, Clone)]
-pub struct Reply6 {
+pub struct Reply6<'m> {
     /// The message to the client.
     pub msg: Message,
     /// The relays it came through (outermost first).
-    pub relays: Vec<Relay>,
+    pub relays: &'m [Relay],
 }
 
-impl Reply6 {
-    /// Encodes the reply, wrapped in one RELAY-REPL per relay (RFC 8415 §19.3).
+impl Reply6<'_> {
+    /// Encodes the reply, wrapped in one RELAY-REPL per relay (RFC 8415 §19.3): the message
+    /// first, then moved up once to make room for every relay's header (`dhcproto`'s encoder
+    /// writes from the start of its buffer, so it cannot append after them).
     pub fn encode_into(&self, out: &mut Vec<u8>) {
         out.clear();
-        let mut e = dhcproto::Encoder::new(out);
         // Encoding a message we built ourselves into a Vec cannot fail.
-        let _ = dhcproto::Encodable::encode(&self.msg, &mut e);
-        for r in self.relays.iter().rev() {
-            let inner = std::mem::take(out);
-            out.push(u8::from(MessageType::RelayRepl));
-            out.push(r.hop_count);
-            out.extend_from_slice(&r.link.octets());
-            out.extend_from_slice(&r.peer.octets());
+        let _ = dhcproto::Encodable::encode(&self.msg, &mut dhcproto::Encoder::new(out));
+        if self.relays.is_empty() {
+            return;
+        }
+        let header = |r: &Relay| 34 + r.interface_id.as_ref().map_or(0, |id| 4 + id.len()) + 4;
+        let head: usize = self.relays.iter().map(header).sum();
+        let total = out.len() + head;
+        out.resize(total, 0);
+        out.copy_within(0..total - head, head);
+        let mut w = Cursor(&mut out[..head]);
+        for r in self.relays {
+            w.put(&[u8::from(MessageType::RelayRepl), r.hop_count]);
+            w.put(&r.link.octets());
+            w.put(&r.peer.octets());
             if let Some(id) = &r.interface_id {
-                out.extend_from_slice(&18u16.to_be_bytes());
-                out.extend_from_slice(&(id.len() as u16).to_be_bytes());
-                out.extend_from_slice(id);
+                w.put(&18u16.to_be_bytes());
+                w.put(&(id.len() as u16).to_be_bytes());
+                w.put(id);
             }
-            out.extend_from_slice(&9u16.to_be_bytes());
-            out.extend_from_slice(&(inner.len() as u16).to_be_bytes());
-            out.extend_from_slice(&inner);
+            w.put(&9u16.to_be_bytes());
+            // RELAY-MSG: everything after its length field
+            let inner = total - (head - w.0.len()) - 2;
+            w.put(&(inner as u16).to_be_bytes());
         }
     }
 
@@ -42,5 +52,16 @@ impl Reply6 {
     /// the one that sent it to us), else the client.
     pub fn via_relay(&self) -> bool {
         !self.relays.is_empty()
+    }
+}
+
+/// Writes into the front of a slice, moving past what it wrote.
+struct Cursor<'a>(&'a mut [u8]);
+
+impl Cursor<'_> {
+    fn put(&mut self, b: &[u8]) {
+        let (head, rest) = std::mem::take(&mut self.0).split_at_mut(b.len());
+        head.copy_from_slice(b);
+        self.0 = rest;
     }
 }

@@ -110,8 +110,9 @@ fn msg(kind: MessageType, server: bool, ias: Vec<(u32, Vec<Ipv6Addr>)>, oro: &[u
     buf
 }
 
-fn run(bytes: &[u8], t: &Table6, mac: Option<Mac>, leases: &Leases) -> Decision6 {
-    let m = parse6(bytes).unwrap();
+fn run(bytes: &[u8], t: &Table6, mac: Option<Mac>, leases: &Leases) -> Decision6<'static> {
+    // the reply borrows the message's relays; a test's few messages may live to its end
+    let m: &'static Inbound6 = Box::leak(Box::new(parse6(bytes).unwrap()));
     let sid = server_duid();
     let own = [a("2001:db8:6::2")];
     let ctx = Context6 {
@@ -122,7 +123,7 @@ fn run(bytes: &[u8], t: &Table6, mac: Option<Mac>, leases: &Leases) -> Decision6
         own_addrs: &own,
         now: 1_000,
     };
-    decide6(&m, &ctx, leases)
+    decide6(m, &ctx, leases)
 }
 
 fn reply(d: &Decision6) -> Message {
@@ -728,4 +729,51 @@ fn with_no_dns_servers_configured_our_own_address_is_announced_unless_dns_is_off
         r.opts().get(OptionCode::DomainNameServers),
         Some(&DhcpOption::DomainNameServers(vec![a("2001:db8:6::2")]))
     );
+}
+
+/// RELAY-REPL framing as RFC 8415 §9.2 lays it out, built from the inside out with a copy per
+/// relay: the reference the in-place encoder must match byte for byte.
+fn wrapped_from_inside(msg: &Message, relays: &[Relay]) -> Vec<u8> {
+    let mut out = Vec::new();
+    msg.encode(&mut Encoder::new(&mut out)).unwrap();
+    for r in relays.iter().rev() {
+        let mut o = vec![13, r.hop_count];
+        o.extend_from_slice(&r.link.octets());
+        o.extend_from_slice(&r.peer.octets());
+        if let Some(id) = &r.interface_id {
+            o.extend_from_slice(&18u16.to_be_bytes());
+            o.extend_from_slice(&(id.len() as u16).to_be_bytes());
+            o.extend_from_slice(id);
+        }
+        o.extend_from_slice(&9u16.to_be_bytes());
+        o.extend_from_slice(&(out.len() as u16).to_be_bytes());
+        o.extend_from_slice(&out);
+        out = o;
+    }
+    out
+}
+
+proptest! {
+    #[test]
+    fn a_reply_is_wrapped_for_any_relays_as_the_rfc_frames_it(
+        ids in proptest::collection::vec(proptest::option::of(proptest::collection::vec(any::<u8>(), 0..40)), 0..=HOP_COUNT_LIMIT),
+        xid in any::<[u8; 3]>(),
+    ) {
+        let relays: Vec<Relay> = ids
+            .into_iter()
+            .enumerate()
+            .map(|(i, interface_id)| Relay {
+                hop_count: i as u8,
+                link: Ipv6Addr::from(0x2001_0db8_0000_0000_0000_0000_0000_0001u128 + i as u128),
+                peer: Ipv6Addr::from(0xfe80_0000_0000_0000_0000_0000_0000_0002u128 + i as u128),
+                interface_id,
+                client_link_addr: None,
+            })
+            .collect();
+        let mut msg = Message::new_with_id(MessageType::Advertise, xid);
+        msg.opts_mut().insert(DhcpOption::ServerId(server_duid().0));
+        let mut out = vec![0xee; 7];
+        Reply6 { msg: msg.clone(), relays: &relays }.encode_into(&mut out);
+        prop_assert_eq!(out, wrapped_from_inside(&msg, &relays));
+    }
 }
