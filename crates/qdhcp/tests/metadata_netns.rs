@@ -762,15 +762,6 @@ fn a_client_scripts_event_is_read_only_once_its_block_is_finished() {
     assert_eq!(ev[1]["new_ip_address"], "172.16.1.5");
 }
 
-/// A namespace with a veth pair, removed on drop.
-struct Ns(String);
-
-impl Drop for Ns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
-    }
-}
-
 /// The IPv6 metadata address is added as Neutron adds it, with duplicate address detection:
 /// for a second or so it is tentative, and a plain bind to it fails ("Cannot assign requested
 /// address"; seen in CI, where the network's IPv6 metadata then stayed unserved). The
@@ -781,12 +772,10 @@ fn the_ipv6_metadata_listener_opens_while_its_address_is_tentative() {
         return;
     }
     let id = format!("{:04x}", std::process::id() & 0xffff);
-    let ns = Ns(format!("qtmd{id}"));
+    let ns = common::NetnsGuard::fresh(format!("qtmd{id}"));
     let (a, b) = (format!("qtmda{id}"), format!("qtmdb{id}"));
-    sh(&["ip", "netns", "add", &ns.0]);
     for args in [
         vec!["link", "add", &a, "type", "veth", "peer", "name", &b],
-        vec!["link", "set", "lo", "up"],
         vec!["link", "set", &b, "up"],
     ] {
         let mut full = vec!["ip", "-n", &ns.0];

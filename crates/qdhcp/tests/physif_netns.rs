@@ -35,21 +35,11 @@ fn links(ns: &str) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-struct Ns(String);
-impl Drop for Ns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
-    }
-}
-
 /// The host's "physical interface" `wire_h` in `h`'s namespace, its peer `wire_c` in a new
 /// compute-host namespace.
-fn wire(h: &Host, tag: &str) -> (Ns, String, String) {
+fn wire(h: &Host, tag: &str) -> (common::NetnsGuard, String, String) {
     let id = format!("{:04x}", std::process::id() & 0xffff);
-    let c = Ns(format!("qtc{tag}{id}"));
-    let _ = Command::new("ip").args(["netns", "del", &c.0]).output();
-    ip(&["netns", "add", &c.0]);
-    ip(&["-n", &c.0, "link", "set", "lo", "up"]);
+    let c = common::NetnsGuard::fresh(format!("qtc{tag}{id}"));
     let (wh, wc) = (format!("qtwh{tag}{id}"), format!("qtwc{tag}{id}"));
     ip(&[
         "-n", &h.ns, "link", "add", &wh, "type", "veth", "peer", "name", &wc, "netns", &c.0,
@@ -59,9 +49,7 @@ fn wire(h: &Host, tag: &str) -> (Ns, String, String) {
 
 /// Why this kernel cannot make VLAN sub-interfaces, if it cannot.
 fn no_8021q() -> Option<String> {
-    let ns = Ns(format!("qtq{:04x}", std::process::id() & 0xffff));
-    let _ = Command::new("ip").args(["netns", "del", &ns.0]).output();
-    ip(&["netns", "add", &ns.0]);
+    let ns = common::NetnsGuard::fresh(format!("qtq{:04x}", std::process::id() & 0xffff));
     ip(&[
         "-n", &ns.0, "link", "add", "qtq0", "type", "veth", "peer", "name", "qtq1",
     ]);
@@ -180,9 +168,7 @@ fn a_vlan_network_serves_a_vm_behind_the_same_vlan_on_another_host() {
     ip(&["-n", &c.0, "link", "add", "qtcb101", "type", "bridge"]);
     ip(&["-n", &c.0, "link", "set", &cv, "master", "qtcb101", "up"]);
     ip(&["-n", &c.0, "link", "set", "qtcb101", "up"]);
-    let vm = Ns(format!("{}v", c.0));
-    let _ = Command::new("ip").args(["netns", "del", &vm.0]).output();
-    ip(&["netns", "add", &vm.0]);
+    let vm = common::NetnsGuard::fresh(format!("{}v", c.0));
     ip(&[
         "-n", &c.0, "link", "add", "qtct101", "type", "veth", "peer", "name", "qteth0", "netns",
         &vm.0,

@@ -100,13 +100,6 @@ impl Compute {
     }
 }
 
-struct VmNs(String);
-impl Drop for VmNs {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
-    }
-}
-
 #[test]
 fn vms_on_another_host_get_their_addresses_over_vxlan_and_same_cidr_networks_stay_apart() {
     if !netns_available("vxlan") {
@@ -168,9 +161,9 @@ fn vms_on_another_host_get_their_addresses_over_vxlan_and_same_cidr_networks_sta
     c.segment(101, &uc);
 
     let vm_a = c.vm("a", 100, &nets[0].2);
-    let _a = VmNs(vm_a.ns.clone());
+    let _a = common::NetnsGuard(vm_a.ns.clone());
     let vm_b = c.vm("b", 101, &nets[1].2);
-    let _b = VmNs(vm_b.ns.clone());
+    let _b = common::NetnsGuard(vm_b.ns.clone());
     for vm in [&vm_a, &vm_b] {
         let dir = tempfile::tempdir().unwrap();
         let (ok, d) = dhclient_at(dir.path(), vm, 20);
@@ -211,7 +204,7 @@ fn vms_on_another_host_get_their_addresses_over_vxlan_and_same_cidr_networks_sta
 
     // network b's port plugged into network a's segment: a's server does not know it
     let stray = c.vm("s", 100, &nets[1].2);
-    let _s = VmNs(stray.ns.clone());
+    let _s = common::NetnsGuard(stray.ns.clone());
     let dir = tempfile::tempdir().unwrap();
     let (ok, _d) = dhclient_at(dir.path(), &stray, 4);
     assert!(!ok, "a VM of network b got a lease on network a's segment");

@@ -64,6 +64,27 @@ pub fn sh(args: &[&str]) {
     );
 }
 
+/// A test's own namespace, deleted on drop (with every link in it), even when the test fails.
+pub struct NetnsGuard(pub String);
+
+impl NetnsGuard {
+    /// A new namespace `name` (a stale one of that name from a killed run is removed first),
+    /// its loopback up.
+    pub fn fresh(name: String) -> NetnsGuard {
+        let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        sh(&["ip", "netns", "add", &name]);
+        let g = NetnsGuard(name);
+        sh(&["ip", "-n", &g.0, "link", "set", "lo", "up"]);
+        g
+    }
+}
+
+impl Drop for NetnsGuard {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).output();
+    }
+}
+
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
 /// Makes a spawned process die with the test process, even when the test is killed before
