@@ -57,7 +57,7 @@ pub fn lease_rows(
         };
         // DHCPv6 leases, with the client's DUID and IAID
         if let Some(net6) = dp.network6(&n.id) {
-            let leases: Vec<_> = net6.leases().iter().cloned().collect();
+            let leases = net6.copy_leases(Clone::clone, || {});
             for l in leases {
                 let state = if l.expires.is_some_and(|e| e <= now) {
                     "expired"

@@ -127,21 +127,19 @@ pub(crate) fn listen_on6(
 }
 
 /// The v6 lines of the leases file, in address order. Called from the leases-file thread at
-/// idle priority: the copy is made at normal priority, since the serving loop waits for the
-/// lock it holds (see `qdhcp_dataplane::priority`), and sorted after the lock is let go.
+/// idle priority: the serving loop waits for the lock the copy holds, so it is taken for a
+/// chunk of leases at a time (`Net6::copy_leases`), and the lines are sorted after.
 pub(crate) fn lease_lines6(net: &Net6) -> Vec<LeaseLine6> {
-    let mut v: Vec<LeaseLine6> = qdhcp_dataplane::priority::at_normal_priority(|| {
-        net.leases()
-            .iter()
-            .map(|l| LeaseLine6 {
-                expiry: l.expires.unwrap_or(0),
-                iaid: l.iaid,
-                addr: l.addr,
-                hostname: l.hostname.clone(),
-                duid: l.duid.clone(),
-            })
-            .collect()
-    });
+    let mut v = net.copy_leases(
+        |l| LeaseLine6 {
+            expiry: l.expires.unwrap_or(0),
+            iaid: l.iaid,
+            addr: l.addr,
+            hostname: l.hostname.clone(),
+            duid: l.duid.clone(),
+        },
+        qdhcp_dataplane::priority::yield_to_serving,
+    );
     qdhcp_dataplane::priority::yield_to_serving();
     v.sort_by_key(|l| l.addr);
     v
