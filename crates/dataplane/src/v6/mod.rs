@@ -33,13 +33,27 @@ pub const CLIENT_PORT6: u16 = 546;
 pub const COPY_CHUNK: usize = 256;
 
 /// The DHCPv6 leases of one network, by address.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Leases6 {
     by_addr: HashMap<Ipv6Addr, Lease6>,
     /// Bumped on every change: the leases file is rewritten when it moves.
     generation: u64,
+    /// No lease expires before this (a lower bound: a lease renewed or gone since may have set
+    /// it), so the once-a-second reap looks at no lease until one may have expired.
+    earliest: u64,
     /// Told when a lease goes away, so the leases file shows it at once (dhcp_release6).
     wake: Option<std::sync::mpsc::SyncSender<()>>,
+}
+
+impl Default for Leases6 {
+    fn default() -> Leases6 {
+        Leases6 {
+            by_addr: HashMap::default(),
+            generation: 0,
+            earliest: u64::MAX,
+            wake: None,
+        }
+    }
 }
 
 impl LeaseView6 for Leases6 {
@@ -53,7 +67,10 @@ impl Leases6 {
     pub fn apply(&mut self, c: &Change6) -> Option<Lease6> {
         self.generation += 1;
         match c {
-            Change6::Bind(l) => self.by_addr.insert(l.addr, l.clone()),
+            Change6::Bind(l) => {
+                self.note_expiry(l);
+                self.by_addr.insert(l.addr, l.clone())
+            }
             Change6::Release { duid, iaid, addr } | Change6::Decline { duid, iaid, addr } => {
                 let held = self
                     .by_addr
@@ -74,16 +91,34 @@ impl Leases6 {
     pub(crate) fn undo(&mut self, addr: Ipv6Addr, before: Option<Lease6>) {
         self.generation += 1;
         match before {
-            Some(l) => self.by_addr.insert(addr, l),
+            Some(l) => {
+                self.note_expiry(&l);
+                self.by_addr.insert(addr, l)
+            }
             None => self.by_addr.remove(&addr),
         };
     }
 
+    fn note_expiry(&mut self, l: &Lease6) {
+        if let Some(e) = l.expires {
+            self.earliest = self.earliest.min(e);
+        }
+    }
+
     /// Drops leases expired by `now`; returns how many.
     pub fn reap(&mut self, now: u64) -> usize {
+        if now < self.earliest {
+            return 0;
+        }
         let before = self.by_addr.len();
         self.by_addr
             .retain(|_, l| l.expires.is_none_or(|e| e > now));
+        self.earliest = self
+            .by_addr
+            .values()
+            .filter_map(|l| l.expires)
+            .min()
+            .unwrap_or(u64::MAX);
         let n = before - self.by_addr.len();
         if n > 0 {
             self.generation += 1;
@@ -341,6 +376,36 @@ mod tests {
             expires: Some(1_000_000),
             hostname: Some(format!("host-{i}")),
         }
+    }
+
+    #[test]
+    fn reaping_looks_at_no_lease_until_one_may_have_expired_and_misses_none() {
+        let mut t = Leases6::default();
+        let at = |i: u32, e: u64| Lease6 {
+            expires: Some(e),
+            ..lease(i)
+        };
+        t.apply(&Change6::Bind(at(1, 100)));
+        t.apply(&Change6::Bind(at(2, 200)));
+        t.apply(&Change6::Bind(Lease6 {
+            expires: None,
+            ..lease(3)
+        }));
+        assert_eq!(t.reap(99), 0);
+        assert_eq!(t.reap(100), 1);
+        // renewed: its old expiry passes without it going
+        t.apply(&Change6::Bind(at(2, 400)));
+        assert_eq!(t.reap(250), 0);
+        assert_eq!(t.len(), 2);
+        // a bind that expires sooner than every other lease is not skipped
+        t.apply(&Change6::Bind(at(4, 300)));
+        assert_eq!(t.reap(300), 1);
+        assert_eq!(t.reap(400), 1);
+        assert_eq!(t.len(), 1, "the lease without expiry stays");
+        assert_eq!(t.reap(u64::MAX - 1), 0);
+        // a failed commit puts back a lease that expires soon
+        t.undo(lease(5).addr, Some(at(5, 500)));
+        assert_eq!(t.reap(500), 1);
     }
 
     #[test]
