@@ -8,6 +8,8 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 /// Ethertypes the callers name.
 pub const ETH_P_IP: u16 = libc::ETH_P_IP as u16;
+/// IPv6.
+pub const ETH_P_IPV6: u16 = libc::ETH_P_IPV6 as u16;
 /// ARP.
 pub const ETH_P_ARP: u16 = libc::ETH_P_ARP as u16;
 /// Every protocol (for binding a receiver).

@@ -161,6 +161,15 @@ fn a_vm_on_a_dhcpv6_stateful_subnet_gets_its_ports_address_dns_and_metadata_and_
     assert!(log.contains("DHCPSOLICIT(ns-"), "{log}");
     assert!(log.contains("DHCPADVERTISE(ns-"), "{log}");
     assert!(log.contains(&v6), "{log}");
+    // its ADVERTISE and REPLY left as frames to its MAC, not through the UDP socket's route
+    // and neighbour lookups (dataplane::linkout)
+    let (_, metrics) = h.http_text("/metrics");
+    let frames: u64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("qdhcp_dhcpv6_frames_out_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert!(frames >= 2, "{frames} DHCPv6 frames out:\n{metrics}");
 
     // the lease in the operators' view, with the client's DUID
     let (code, leases) = h.http("GET", "/v2.0/leases", None);

@@ -108,6 +108,8 @@ pub(crate) struct Net6Snapshot {
     rx: Vec<(Msg6, u64)>,
     advertise: u64,
     reply: u64,
+    /// Replies sent as frames to clients on the link.
+    frames: u64,
     /// Malformed, ignored, not durable, send errors, without a MAC, neighbour backlog.
     dropped: [(u64, u64, u64, u64, u64, u64); 1],
     leases: u64,
@@ -132,6 +134,7 @@ impl Snapshot6 {
                     rx: c.rx.snapshot(),
                     advertise: g(&c.advertise),
                     reply: g(&c.reply),
+                    frames: g(&c.frames),
                     dropped: [(
                         g(&c.malformed),
                         g(&c.ignored),
@@ -190,6 +193,18 @@ impl Collector for Snapshot6 {
             }
         }
         let mut f = e.encode_descriptor(
+            "qdhcp_dhcpv6_frames_out",
+            "DHCPv6 replies sent as frames to the MAC of a client on the link, by network (the others left through the UDP socket)",
+            None,
+            counter,
+        )?;
+        for n in &self.nets {
+            let l = NetworkLabel {
+                network: n.name.clone(),
+            };
+            ConstCounter::new(n.frames).encode(f.encode_family(&l)?)?;
+        }
+        let mut f = e.encode_descriptor(
             "qdhcp_dhcpv6_dropped",
             "DHCPv6 messages dropped, not answered, or answered without a MAC, by network and reason",
             None,
@@ -241,6 +256,7 @@ mod tests {
                 rx,
                 advertise: 2,
                 reply: 1,
+                frames: 2,
                 dropped: [(1, 0, 0, 0, 3, 4)],
                 leases: 1,
             }],
@@ -249,6 +265,7 @@ mod tests {
         for line in [
             "qdhcp_dhcpv6_packets_in_total{network=\"n1\",type=\"solicit\"} 2",
             "qdhcp_dhcpv6_packets_out_total{network=\"n1\",type=\"advertise\"} 2",
+            "qdhcp_dhcpv6_frames_out_total{network=\"n1\"} 2",
             "qdhcp_dhcpv6_dropped_total{network=\"n1\",reason=\"malformed\"} 1",
             "qdhcp_dhcpv6_dropped_total{network=\"n1\",reason=\"no_mac\"} 3",
             "qdhcp_dhcpv6_dropped_total{network=\"n1\",reason=\"neighbour_backlog\"} 4",

@@ -189,6 +189,8 @@ pub struct Counters6 {
     pub persist_failures: AtomicU64,
     /// Replies the kernel refused.
     pub send_errors: AtomicU64,
+    /// Replies sent as frames to clients on the link (the rest go through the UDP socket).
+    pub frames: AtomicU64,
 }
 
 impl Kind for Msg6 {

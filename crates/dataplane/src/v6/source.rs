@@ -23,6 +23,7 @@ use super::{iface_addrs6, Net6, CLIENT_PORT6, SERVER_PORT6};
 use crate::clock::now_secs;
 use crate::journal::Record;
 use crate::limits::{MacLimiter, RateLimit};
+use crate::linkout::{datagram6, LinkOut};
 use crate::options::BATCH;
 use crate::shared::Shared;
 
@@ -55,6 +56,8 @@ thread_local! {
     /// Replies of a batch, sent with as few syscalls as the kernel allows (`sendmmsg`, and one
     /// segmented send for a run to one relay).
     static OUT6: RefCell<Outbox<SocketAddrV6>> = RefCell::new(Outbox::new(true));
+    /// The IPv6 datagrams of a batch's replies to clients on the link, buffers kept for reuse.
+    static FRAMES6: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
 }
 
 /// A message waiting for its sender's neighbour entry.
@@ -69,6 +72,9 @@ struct Pending {
 struct Out {
     bytes: Vec<u8>,
     to: SocketAddrV6,
+    /// For a client on the link whose MAC is known: our link-local address and its MAC, to
+    /// send the reply as a frame (see `crate::linkout`); else through the UDP socket.
+    frame: Option<(Ipv6Addr, Mac)>,
     binds: bool,
     sent: Option<qdhcp_protocol::v6::Log6>,
     advertise: bool,
@@ -79,6 +85,7 @@ pub(crate) struct Dhcp6Source {
     shared: Arc<Shared>,
     net: Arc<Net6>,
     sock: Arc<UdpSocket>,
+    link: Arc<LinkOut>,
     iface: Arc<str>,
     ifindex: u32,
     netns: Option<PathBuf>,
@@ -118,6 +125,7 @@ impl Dhcp6Source {
             shared,
             net,
             sock: Arc::new(sock.into()),
+            link: Arc::new(LinkOut::new(netns.clone(), Arc::from(iface))),
             iface: Arc::from(iface),
             ifindex,
             netns,
@@ -278,11 +286,21 @@ impl Dhcp6Source {
         } else {
             SocketAddrV6::new(*from.ip(), CLIENT_PORT6, 0, self.ifindex)
         };
+        // a client on the link, its MAC known: as a frame from our link-local address
+        let frame = match (relayed, mac) {
+            (false, Some(mac)) => self
+                .own
+                .iter()
+                .find(|a| a.segments()[0] & 0xffc0 == 0xfe80)
+                .map(|ll| (*ll, mac)),
+            _ => None,
+        };
         let mut bytes = Vec::with_capacity(256);
         reply.encode_into(&mut bytes);
         self.out.push(Out {
             bytes,
             to,
+            frame,
             binds,
             sent: d.sent,
             advertise: reply.msg.msg_type() == dhcproto::v6::MessageType::Advertise,
@@ -309,6 +327,7 @@ impl Dhcp6Source {
         let sender = Sender {
             net: self.net.clone(),
             sock: self.sock.clone(),
+            link: self.link.clone(),
             iface: self.iface.clone(),
             quiet: self.shared.opts.quiet,
         };
@@ -335,6 +354,7 @@ impl Dhcp6Source {
 pub(crate) struct Sender {
     net: Arc<Net6>,
     sock: Arc<UdpSocket>,
+    link: Arc<LinkOut>,
     iface: Arc<str>,
     quiet: bool,
 }
@@ -344,36 +364,83 @@ impl Sender {
         if out.is_empty() {
             return;
         }
-        let c = &self.net.counters;
+        // Replies to clients on the link as frames first; what cannot leave that way (no
+        // packet socket, a send refused) goes through the UDP socket with the rest.
+        let mut by_socket: Vec<usize> = Vec::new();
+        FRAMES6.with(|frames| {
+            let frames = &mut *frames.borrow_mut();
+            let mut framed: Vec<(usize, Mac)> = Vec::new();
+            for (i, o) in out.iter().enumerate() {
+                let Some((src, mac)) = o.frame else {
+                    by_socket.push(i);
+                    continue;
+                };
+                if frames.len() <= framed.len() {
+                    frames.push(Vec::with_capacity(512));
+                }
+                let ports = (SERVER_PORT6, CLIENT_PORT6);
+                datagram6(src, *o.to.ip(), ports, &o.bytes, &mut frames[framed.len()]);
+                framed.push((i, mac));
+            }
+            if framed.is_empty() {
+                return;
+            }
+            let batch: Vec<(&[u8], Mac)> = framed
+                .iter()
+                .zip(frames.iter())
+                .map(|((_, mac), f)| (f.as_slice(), *mac))
+                .collect();
+            let sent = self
+                .link
+                .send_batch(qdhcp_batchio::packet::ETH_P_IPV6, &batch)
+                .unwrap_or(0);
+            let c = &self.net.counters;
+            c.frames.fetch_add(sent as u64, Ordering::Relaxed);
+            for (k, (i, _)) in framed.iter().enumerate() {
+                if k < sent {
+                    self.sent(&out[*i], Ok(()));
+                } else {
+                    by_socket.push(*i);
+                }
+            }
+        });
+        if by_socket.is_empty() {
+            return;
+        }
         OUT6.with(|box6| {
             let box6 = &mut *box6.borrow_mut();
-            for o in &out {
-                box6.push(o.to, &o.bytes);
+            for &i in &by_socket {
+                box6.push(out[i].to, &out[i].bytes);
             }
-            box6.flush(self.sock.as_raw_fd(), |i, r| {
-                let o = &out[i];
-                match r {
-                    Ok(()) => {
-                        if o.advertise {
-                            c.advertise.fetch_add(1, Ordering::Relaxed);
-                        } else {
-                            c.reply.fetch_add(1, Ordering::Relaxed);
-                        }
-                        if let (Some(l), false) = (&o.sent, self.quiet) {
-                            tracing::info!(target: "dhcp", "{}", l.render(&self.iface));
-                        }
-                    }
-                    Err(e) => {
-                        if c.send_errors
-                            .fetch_add(1, Ordering::Relaxed)
-                            .is_multiple_of(1000)
-                        {
-                            tracing::warn!(target: "dhcp", "{}: DHCPv6 reply to {} failed: {e}", self.iface, o.to);
-                        }
-                    }
-                }
+            box6.flush(self.sock.as_raw_fd(), |k, r| {
+                self.sent(&out[by_socket[k]], r)
             });
         });
+    }
+
+    /// Counts and logs one reply sent (or not).
+    fn sent(&self, o: &Out, r: std::io::Result<()>) {
+        let c = &self.net.counters;
+        match r {
+            Ok(()) => {
+                if o.advertise {
+                    c.advertise.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    c.reply.fetch_add(1, Ordering::Relaxed);
+                }
+                if let (Some(l), false) = (&o.sent, self.quiet) {
+                    tracing::info!(target: "dhcp", "{}", l.render(&self.iface));
+                }
+            }
+            Err(e) => {
+                if c.send_errors
+                    .fetch_add(1, Ordering::Relaxed)
+                    .is_multiple_of(1000)
+                {
+                    tracing::warn!(target: "dhcp", "{}: DHCPv6 reply to {} failed: {e}", self.iface, o.to);
+                }
+            }
+        }
     }
 }
 
