@@ -56,7 +56,7 @@ impl Neighbours {
     /// (`RTM_GETNEIGH` with the address, Linux 5.0 on), so a lookup costs the same with ten
     /// or ten thousand neighbours; a kernel that cannot answer that is asked for the whole
     /// table, as dnsmasq does, from then on.
-    pub(crate) fn lookup(&mut self, ifindex: u32, addr: Ipv6Addr) -> io::Result<Option<Mac>> {
+    pub(crate) fn lookup(&mut self, ifindex: u32, addr: Ipv6Addr) -> io::Result<Option<Neighbour>> {
         if !self.dump_only {
             match self.ask(ifindex, addr, false) {
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EOPNOTSUPP)) => {
@@ -69,7 +69,7 @@ impl Neighbours {
     }
 
     /// One request: the entry of `addr` alone, or (`dump`) every entry of the family.
-    fn ask(&mut self, ifindex: u32, addr: Ipv6Addr, dump: bool) -> io::Result<Option<Mac>> {
+    fn ask(&mut self, ifindex: u32, addr: Ipv6Addr, dump: bool) -> io::Result<Option<Neighbour>> {
         self.seq = self.seq.wrapping_add(1);
         let mut msg = NeighbourMessage::default();
         msg.header.family = AddressFamily::Inet6;
@@ -122,8 +122,8 @@ impl Neighbours {
                         };
                     }
                     NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewNeighbour(nm)) => {
-                        if let Some(mac) = usable(&nm, ifindex, addr) {
-                            found.get_or_insert(mac);
+                        if let Some(n) = usable(&nm, ifindex, addr) {
+                            found.get_or_insert(n);
                         }
                         if !dump {
                             return Ok(found);
@@ -146,9 +146,8 @@ impl Neighbours {
     }
 }
 
-/// The MAC of entry `nm` when it is `addr`'s on `ifindex` and resolved (not incomplete or
-/// failed).
-fn usable(nm: &NeighbourMessage, ifindex: u32, addr: Ipv6Addr) -> Option<Mac> {
+/// Entry `nm` when it is `addr`'s on `ifindex` and resolved (not incomplete or failed).
+fn usable(nm: &NeighbourMessage, ifindex: u32, addr: Ipv6Addr) -> Option<Neighbour> {
     if nm.header.ifindex != ifindex
         || matches!(
             nm.header.state,
@@ -170,11 +169,23 @@ fn usable(nm: &NeighbourMessage, ifindex: u32, addr: Ipv6Addr) -> Option<Mac> {
             _ => {}
         }
     }
-    if dst == Some(addr) {
-        lladdr
-    } else {
-        None
+    if dst != Some(addr) {
+        return None;
     }
+    let confirmed = nm.header.state != NeighbourState::Stale;
+    lladdr.map(|mac| Neighbour { mac, confirmed })
+}
+
+/// A neighbour entry as the server uses it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Neighbour {
+    /// Its link-layer address.
+    pub(crate) mac: Mac,
+    /// The kernel holds it confirmed (reachable, or being confirmed, or set by hand), not
+    /// stale. A reply sent as a frame does not refresh the entry as one through the kernel
+    /// does, so the reply to a stale neighbour goes through the UDP socket: the kernel then
+    /// confirms the entry and keeps it, instead of dropping it a minute later.
+    pub(crate) confirmed: bool,
 }
 
 /// How long a MAC read from the neighbour table is used without asking again: long enough for
@@ -190,20 +201,20 @@ const MAC_CACHE_MAX: usize = 16384;
 /// source without an entry is asked (and probed) again every time.
 #[derive(Default)]
 pub(crate) struct MacCache {
-    seen: HashMap<Ipv6Addr, (Mac, Instant)>,
+    seen: HashMap<Ipv6Addr, (Neighbour, Instant)>,
 }
 
 impl MacCache {
-    /// The MAC of `addr` if it was read less than [`MAC_TTL`] before `now`.
-    pub(crate) fn get(&self, addr: Ipv6Addr, now: Instant) -> Option<Mac> {
+    /// The entry of `addr` if it was read less than [`MAC_TTL`] before `now`.
+    pub(crate) fn get(&self, addr: Ipv6Addr, now: Instant) -> Option<Neighbour> {
         self.seen
             .get(&addr)
             .filter(|(_, at)| now.saturating_duration_since(*at) < MAC_TTL)
             .map(|(m, _)| *m)
     }
 
-    /// Remembers that `addr` was at `mac` at `now`.
-    pub(crate) fn put(&mut self, addr: Ipv6Addr, mac: Mac, now: Instant) {
+    /// Remembers the entry `n` of `addr` read at `now`.
+    pub(crate) fn put(&mut self, addr: Ipv6Addr, n: Neighbour, now: Instant) {
         if self.seen.len() >= MAC_CACHE_MAX && !self.seen.contains_key(&addr) {
             self.seen
                 .retain(|_, (_, at)| now.saturating_duration_since(*at) < MAC_TTL);
@@ -211,7 +222,7 @@ impl MacCache {
                 self.seen.clear();
             }
         }
-        self.seen.insert(addr, (mac, now));
+        self.seen.insert(addr, (n, now));
     }
 }
 
@@ -275,6 +286,11 @@ mod tests {
                     addr(i), m[0], m[1], m[2], m[3], m[4], m[5]
                 ));
             }
+            // one the kernel holds stale: found, but not confirmed
+            cmds.push_str(&format!(
+                "neigh add {} lladdr fa:16:3e:00:0b:b8 dev qtv0 nud stale\n",
+                addr(3000)
+            ));
             batch
                 .stdin
                 .take()
@@ -288,11 +304,21 @@ mod tests {
             for i in [1u16, 2, 999, 2000] {
                 assert_eq!(
                     n.lookup(ifindex, addr(i)).unwrap(),
-                    Some(Mac(mac(i))),
+                    Some(Neighbour {
+                        mac: Mac(mac(i)),
+                        confirmed: true
+                    }),
                     "{i}"
                 );
             }
             assert_eq!(n.lookup(ifindex, addr(2001)).unwrap(), None);
+            assert_eq!(
+                n.lookup(ifindex, addr(3000)).unwrap(),
+                Some(Neighbour {
+                    mac: Mac(mac(3000)),
+                    confirmed: false
+                })
+            );
             assert_eq!(
                 n.lookup(other, addr(1)).unwrap(),
                 None,
@@ -303,7 +329,10 @@ mod tests {
             for i in [1u16, 1500] {
                 assert_eq!(
                     n.lookup(ifindex, addr(i)).unwrap(),
-                    Some(Mac(mac(i))),
+                    Some(Neighbour {
+                        mac: Mac(mac(i)),
+                        confirmed: true
+                    }),
                     "{i}"
                 );
             }
@@ -315,8 +344,12 @@ mod tests {
     fn a_mac_is_used_again_only_for_its_time_and_the_cache_stays_bounded() {
         let t0 = Instant::now();
         let mut c = MacCache::default();
-        c.put(addr(1), Mac(mac(1)), t0);
-        assert_eq!(c.get(addr(1), t0 + MAC_TTL / 2), Some(Mac(mac(1))));
+        let at = |i: u16| Neighbour {
+            mac: Mac(mac(i)),
+            confirmed: true,
+        };
+        c.put(addr(1), at(1), t0);
+        assert_eq!(c.get(addr(1), t0 + MAC_TTL / 2), Some(at(1)));
         assert_eq!(
             c.get(addr(1), t0 + MAC_TTL),
             None,
@@ -324,13 +357,13 @@ mod tests {
         );
         assert_eq!(c.get(addr(2), t0), None);
         // a newer reading replaces the older
-        c.put(addr(1), Mac(mac(9)), t0 + MAC_TTL);
-        assert_eq!(c.get(addr(1), t0 + MAC_TTL), Some(Mac(mac(9))));
+        c.put(addr(1), at(9), t0 + MAC_TTL);
+        assert_eq!(c.get(addr(1), t0 + MAC_TTL), Some(at(9)));
         // full: the expired make room first, and it never grows past its bound
         let later = t0 + MAC_TTL * 3;
         for i in 0..MAC_CACHE_MAX as u32 + 10 {
             let a = Ipv6Addr::from(0xfe80_0000_0000_0000_0000_0001_0000_0000u128 + u128::from(i));
-            c.put(a, Mac(mac(1)), later);
+            c.put(a, at(1), later);
             assert!(c.seen.len() <= MAC_CACHE_MAX);
         }
         assert_eq!(c.get(addr(1), later), None);

@@ -18,7 +18,7 @@ use qdhcp_protocol::v6::{decide6, parse6, Change6, Context6, Lease6, Msg6, Outco
 use qdhcp_protocol::Mac;
 use qdhcp_reactor::{Source, Turn};
 
-use super::neigh::{MacCache, Neighbours};
+use super::neigh::{MacCache, Neighbour, Neighbours};
 use super::{iface_addrs6, Net6, CLIENT_PORT6, SERVER_PORT6};
 use crate::clock::now_secs;
 use crate::journal::Record;
@@ -156,19 +156,19 @@ impl Dhcp6Source {
         &self.own
     }
 
-    /// The MAC of a message from the link: `Ok(None)` when it should wait for a probe.
-    fn mac_of(&mut self, from: &SocketAddrV6, tries: u8) -> Result<Option<Mac>, ()> {
+    /// The neighbour entry of a message from the link: `Err` when it should wait for a probe.
+    fn neighbour_of(&mut self, from: &SocketAddrV6, tries: u8) -> Result<Option<Neighbour>, ()> {
         let Some(n) = &mut self.neigh else {
             return Ok(None);
         };
         let now = Instant::now();
-        if let Some(m) = self.macs.get(*from.ip(), now) {
-            return Ok(Some(m));
+        if let Some(e) = self.macs.get(*from.ip(), now) {
+            return Ok(Some(e));
         }
         match n.lookup(self.ifindex, *from.ip()) {
-            Ok(Some(m)) => {
-                self.macs.put(*from.ip(), m, now);
-                Ok(Some(m))
+            Ok(Some(e)) => {
+                self.macs.put(*from.ip(), e, now);
+                Ok(Some(e))
             }
             Ok(None) if tries < PROBES => {
                 n.probe(self.ifindex, *from.ip());
@@ -205,11 +205,15 @@ impl Dhcp6Source {
         // A RELEASE, DECLINE or CONFIRM needs no host: no waiting for a neighbour entry (a
         // RELEASE from dhcp_release6 comes from the server's own address).
         let needs_mac = !matches!(m.kind, Msg6::Release | Msg6::Decline | Msg6::Confirm);
+        let mut on_link = None;
         let mac = if relayed {
             m.relayed_mac()
         } else if needs_mac {
-            match self.mac_of(&from, tries) {
-                Ok(mac) => mac,
+            match self.neighbour_of(&from, tries) {
+                Ok(e) => {
+                    on_link = e;
+                    e.map(|e| e.mac)
+                }
                 Err(()) => {
                     if self.pending.len() < MAX_PENDING {
                         self.pending.push(Pending {
@@ -286,13 +290,14 @@ impl Dhcp6Source {
         } else {
             SocketAddrV6::new(*from.ip(), CLIENT_PORT6, 0, self.ifindex)
         };
-        // a client on the link, its MAC known: as a frame from our link-local address
-        let frame = match (relayed, mac) {
-            (false, Some(mac)) => self
+        // a client on the link whose entry the kernel holds confirmed: as a frame from our
+        // link-local address (a stale one through the socket, see `Neighbour::confirmed`)
+        let frame = match on_link {
+            Some(e) if e.confirmed => self
                 .own
                 .iter()
                 .find(|a| a.segments()[0] & 0xffc0 == 0xfe80)
-                .map(|ll| (*ll, mac)),
+                .map(|ll| (*ll, e.mac)),
             _ => None,
         };
         let mut bytes = Vec::with_capacity(256);
