@@ -72,8 +72,9 @@ struct Pending {
 struct Out {
     bytes: Vec<u8>,
     to: SocketAddrV6,
-    /// For a client on the link whose MAC is known: our link-local address and its MAC, to
-    /// send the reply as a frame (see `crate::linkout`); else through the UDP socket.
+    /// For a client on the link whose neighbour entry the kernel holds confirmed: our
+    /// link-local address and its MAC, to send the reply as a frame (see `crate::linkout`);
+    /// else through the UDP socket.
     frame: Option<(Ipv6Addr, Mac)>,
     binds: bool,
     sent: Option<qdhcp_protocol::v6::Log6>,
