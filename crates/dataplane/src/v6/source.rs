@@ -297,7 +297,7 @@ impl Dhcp6Source {
             Some(e) if e.confirmed => self
                 .own
                 .iter()
-                .find(|a| a.segments()[0] & 0xffc0 == 0xfe80)
+                .find(|a| a.is_unicast_link_local())
                 .map(|ll| (*ll, e.mac)),
             _ => None,
         };
@@ -371,8 +371,29 @@ impl Sender {
             return;
         }
         // Replies to clients on the link as frames first; what cannot leave that way (no
-        // packet socket, a send refused) goes through the UDP socket with the rest.
-        let mut by_socket: Vec<usize> = Vec::new();
+        // packet socket, a send refused) goes through the UDP socket with the rest. A batch
+        // with no frame (every relayed one) goes to the socket as it is.
+        let left = out
+            .iter()
+            .any(|o| o.frame.is_some())
+            .then(|| self.send_frames(&out));
+        let at = |k: usize| left.as_ref().map_or(k, |l| l[k]);
+        let n = left.as_ref().map_or(out.len(), Vec::len);
+        if n == 0 {
+            return;
+        }
+        OUT6.with(|box6| {
+            let box6 = &mut *box6.borrow_mut();
+            for k in 0..n {
+                box6.push(out[at(k)].to, &out[at(k)].bytes);
+            }
+            box6.flush(self.sock.as_raw_fd(), |k, r| self.sent(&out[at(k)], r));
+        });
+    }
+
+    /// Sends the replies that have a frame as frames; returns the indices of the rest.
+    fn send_frames(&self, out: &[Out]) -> Vec<usize> {
+        let mut by_socket = Vec::new();
         FRAMES6.with(|frames| {
             let frames = &mut *frames.borrow_mut();
             let mut framed: Vec<(usize, Mac)> = Vec::new();
@@ -387,9 +408,6 @@ impl Sender {
                 let ports = (SERVER_PORT6, CLIENT_PORT6);
                 datagram6(src, *o.to.ip(), ports, &o.bytes, &mut frames[framed.len()]);
                 framed.push((i, mac));
-            }
-            if framed.is_empty() {
-                return;
             }
             let batch: Vec<(&[u8], Mac)> = framed
                 .iter()
@@ -410,18 +428,7 @@ impl Sender {
                 }
             }
         });
-        if by_socket.is_empty() {
-            return;
-        }
-        OUT6.with(|box6| {
-            let box6 = &mut *box6.borrow_mut();
-            for &i in &by_socket {
-                box6.push(out[i].to, &out[i].bytes);
-            }
-            box6.flush(self.sock.as_raw_fd(), |k, r| {
-                self.sent(&out[by_socket[k]], r)
-            });
-        });
+        by_socket
     }
 
     /// Counts and logs one reply sent (or not).

@@ -146,11 +146,11 @@ fn served_addrs<'t>(table: &'t Table6, host: Option<&'t Host6>) -> Cow<'t, [Ipv6
     let Some(h) = host else {
         return Cow::Borrowed(&[]);
     };
-    let served = |a: &&Ipv6Addr| table.subnet_of(**a).is_some();
-    if h.addrs.iter().all(|a| served(&a)) {
+    let served = |a: &Ipv6Addr| table.subnet_of(*a).is_some();
+    if h.addrs.iter().all(served) {
         Cow::Borrowed(&h.addrs)
     } else {
-        Cow::Owned(h.addrs.iter().filter(served).copied().collect())
+        Cow::Owned(h.addrs.iter().copied().filter(served).collect())
     }
 }
 
@@ -166,7 +166,7 @@ fn subnet_for<'t>(ctx: &Context6<'t>, m: &Inbound6, addrs: &[Ipv6Addr]) -> Optio
     if let Some(s) = told
         .into_iter()
         .flatten()
-        .filter(|a| !is_link_local(*a))
+        .filter(|a| !a.is_unicast_link_local())
         .find_map(|a| t.subnet_of(a))
     {
         return Some(s);
@@ -181,10 +181,6 @@ fn subnet_for<'t>(ctx: &Context6<'t>, m: &Inbound6, addrs: &[Ipv6Addr]) -> Optio
         (Some(s), None) => Some(s),
         _ => None,
     }
-}
-
-fn is_link_local(a: Ipv6Addr) -> bool {
-    a.segments()[0] & 0xffc0 == 0xfe80
 }
 
 /// The options asked for (ORO) that are configured: the host's first, then the subnet's, then
@@ -216,7 +212,7 @@ fn asked_options(
             }
             None if code == 23 && t.default_dns_self => {
                 // our own address on the client's subnet, else any of ours that is not link-local
-                let global = ctx.own_addrs.iter().filter(|a| !is_link_local(**a));
+                let global = ctx.own_addrs.iter().filter(|a| !a.is_unicast_link_local());
                 let mine: Vec<Ipv6Addr> = match subnet {
                     Some(s) => global
                         .clone()
@@ -246,7 +242,7 @@ fn with_own_addrs(o: &DhcpOption, own: &[Ipv6Addr]) -> DhcpOption {
             let mut out = Vec::with_capacity(v.len());
             for a in v {
                 if a.is_unspecified() {
-                    out.extend(own.iter().filter(|a| !is_link_local(**a)).copied());
+                    out.extend(own.iter().filter(|a| !a.is_unicast_link_local()).copied());
                 } else {
                     out.push(*a);
                 }
