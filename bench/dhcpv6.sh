@@ -163,12 +163,19 @@ stop_server() {
   [ -n "$SRV_PID" ] && kill "$SRV_PID" 2>/dev/null && wait "$SRV_PID" 2>/dev/null || true
   SRV_PID=""
 }
+# SLOW_DIR=DIR in the environment: every load run also writes the replies slower than 500 µs
+# to DIR/<server>-<rate>-<ns time>.txt (`qdhcp loadgen --slow-log`; bench/dhcpv6_stalls.py reads them).
+slow_args() {
+  [ -n "${SLOW_DIR:-}" ] || return 0
+  mkdir -p "$SLOW_DIR"
+  echo "--slow-log $SLOW_DIR/$s-$1-$(date +%s%N).txt"
+}
 load() {
   if [ "$MODE" = link ]; then
-    ip netns exec qbc taskset -c 1 "$Q" loadgen --mode dhcpv6 --spin --link qbc0 --clients "$N" --rate "$1" --duration "${2:-$D}" --json
+    ip netns exec qbc taskset -c 1 "$Q" loadgen --mode dhcpv6 --spin --link qbc0 --clients "$N" --rate "$1" --duration "${2:-$D}" --json $(slow_args "$1")
   else
     ip netns exec qbc taskset -c 1 "$Q" loadgen --mode dhcpv6 --spin --server6 2001:db8::1 --relay6 2001:db8::2 \
-      --link6 2001:db8:1::1 --device qbc0 --clients "$N" --rate "$1" --duration "${2:-$D}" --json
+      --link6 2001:db8:1::1 --device qbc0 --clients "$N" --rate "$1" --duration "${2:-$D}" --json $(slow_args "$1")
   fi
 }
 

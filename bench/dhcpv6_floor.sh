@@ -65,12 +65,19 @@ if [ -n "$LINK" ]; then
   GC_OLD="$(sysctl -n net.ipv6.neigh.default.gc_thresh1) $(sysctl -n net.ipv6.neigh.default.gc_thresh2) $(sysctl -n net.ipv6.neigh.default.gc_thresh3)"
   sysctl -qw net.ipv6.neigh.default.gc_thresh1=$((N + 1024)) net.ipv6.neigh.default.gc_thresh2=$((2 * N + 2048)) net.ipv6.neigh.default.gc_thresh3=$((4 * N + 4096))
 fi
+# SLOW_DIR=DIR in the environment: every load run also writes the replies slower than 500 µs
+# to DIR/<server>-<rate>-<ns time>.txt (`qdhcp loadgen --slow-log`; bench/dhcpv6_stalls.py reads them).
+slow_args() {
+  [ -n "${SLOW_DIR:-}" ] || return 0
+  mkdir -p "$SLOW_DIR"
+  echo "--slow-log $SLOW_DIR/$mode-$1-$(date +%s%N).txt"
+}
 load() {
   if [ -n "$LINK" ]; then
-    ip netns exec qtfc taskset -c 1 "$Q" loadgen --mode dhcpv6 --spin --link qtfc0 --clients "$N" --rate "$1" --duration "$2" --json
+    ip netns exec qtfc taskset -c 1 "$Q" loadgen --mode dhcpv6 --spin --link qtfc0 --clients "$N" --rate "$1" --duration "$2" --json $(slow_args "$1")
   else
     ip netns exec qtfc taskset -c 1 "$Q" loadgen --mode dhcpv6 --spin --server6 2001:db8::1 --relay6 2001:db8::2 \
-      --link6 2001:db8:1::1 --device qtfc0 --clients "$N" --rate "$1" --duration "$2" --json
+      --link6 2001:db8:1::1 --device qtfc0 --clients "$N" --rate "$1" --duration "$2" --json $(slow_args "$1")
   fi
 }
 ip netns add qtfs; ip netns add qtfc

@@ -54,6 +54,12 @@ pub struct Report {
     pub offer_latency: Latencies,
     /// REQUEST→ACK.
     pub ack_latency: Latencies,
+    /// DHCPv6 through a relay: SOLICIT→ADVERTISE up to the reply's arrival in the generator's
+    /// socket (the kernel's time stamp), leaving out how long it then waited for the generator
+    /// to read it, as a capture on the client's side would see it.
+    pub offer_arrival: Latencies,
+    /// The same for REQUEST→REPLY.
+    pub ack_arrival: Latencies,
     /// Datagrams sent and received (for the generator's own ceiling).
     pub sent: u64,
     /// Datagrams received.
@@ -101,12 +107,13 @@ impl Report {
                 .unwrap_or_else(|| "null".into())
         };
         format!(
-            "{{\"offered_rate\":{offered_rate},\"started\":{},\"offers\":{},\"acks\":{},\"naks\":{},\"drops\":{},\"drop_pct\":{:.3},\"elapsed_s\":{:.3},\"rate\":{:.1},\"offer_p50_us\":{},\"offer_p99_us\":{},\"ack_p50_us\":{},\"ack_p99_us\":{},\"sent\":{},\"received\":{},\"loadgen_cpu_pct\":{:.1},\"loadgen_busy_pct\":{:.1},\"gso\":{},\"wrong_link\":{},\"arp_replies\":{}}}",
+            "{{\"offered_rate\":{offered_rate},\"started\":{},\"offers\":{},\"acks\":{},\"naks\":{},\"drops\":{},\"drop_pct\":{:.3},\"elapsed_s\":{:.3},\"rate\":{:.1},\"offer_p50_us\":{},\"offer_p99_us\":{},\"ack_p50_us\":{},\"ack_p99_us\":{},\"sent\":{},\"received\":{},\"loadgen_cpu_pct\":{:.1},\"loadgen_busy_pct\":{:.1},\"gso\":{},\"wrong_link\":{},\"arp_replies\":{},\"offer_arrival_p50_us\":{},\"offer_arrival_p99_us\":{},\"ack_arrival_p50_us\":{},\"ack_arrival_p99_us\":{}}}",
             self.started, self.offers, self.acks, self.naks, self.drops, self.drop_pct(), self.elapsed.as_secs_f64(),
             self.rate(mode), p(&self.offer_latency, 50.0), p(&self.offer_latency, 99.0), p(&self.ack_latency, 50.0), p(&self.ack_latency, 99.0),
             self.sent, self.received, 100.0 * self.cpu_s / self.elapsed.as_secs_f64().max(1e-9),
             100.0 * (1.0 - self.idle_s / self.elapsed.as_secs_f64().max(1e-9)).max(0.0),
-            self.gso, self.wrong_link, self.arp_replies
+            self.gso, self.wrong_link, self.arp_replies,
+            p(&self.offer_arrival, 50.0), p(&self.offer_arrival, 99.0), p(&self.ack_arrival, 50.0), p(&self.ack_arrival, 99.0)
         )
     }
 }

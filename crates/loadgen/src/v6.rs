@@ -11,6 +11,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6, UdpSocket};
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use crate::link6::Links6;
@@ -46,6 +47,39 @@ pub struct Config6 {
     pub record: Option<std::path::PathBuf>,
     /// Be the clients on these links instead of a relay ([`crate::link6`]); empty: a relay.
     pub links: Vec<String>,
+    /// Where to write one line per reply slower than the given time (see [`SlowLog`]), to
+    /// tell a server's own tail from stalls every server on the machine meets.
+    pub slow_log: Option<(std::path::PathBuf, Duration)>,
+}
+
+/// Replies slower than a threshold, as `<advertise|reply> <µs from the start the request was
+/// sent> <latency µs>` lines (to the reply's arrival through a relay, to its reading on the
+/// link): a stall of the machine shows as a run of them sent within a few milliseconds,
+/// whatever the server (`bench/dhcpv6_stalls.py`).
+struct SlowLog {
+    over: Option<Duration>,
+    lines: String,
+}
+
+impl SlowLog {
+    fn new(over: Option<Duration>) -> SlowLog {
+        SlowLog {
+            over,
+            lines: String::new(),
+        }
+    }
+
+    fn note(&mut self, kind: &str, sent: Duration, latency: Duration) {
+        if self.over.is_some_and(|o| latency > o) {
+            use std::fmt::Write as _;
+            let _ = writeln!(
+                self.lines,
+                "{kind} {} {}",
+                sent.as_micros(),
+                latency.as_micros()
+            );
+        }
+    }
 }
 
 /// How client messages reach the server and replies come back.
@@ -62,8 +96,56 @@ enum Got {
     Nothing,
     /// A datagram that is no reply to a client.
     Other,
-    /// A server message to a client: its bytes in the buffer.
-    Msg(std::ops::Range<usize>),
+    /// A server message to a client: its bytes in the buffer, and how long it had waited in
+    /// our socket when we read it (from the kernel's arrival time stamp; `None` where there is
+    /// none), so that a reply's latency can be told apart from the generator's own backlog.
+    Msg(std::ops::Range<usize>, Option<Duration>),
+}
+
+/// Has the kernel stamp every datagram's arrival on `sock` (see `Got::Msg`). The kernel
+/// starts stamping at arrival a moment later; what comes before is stamped when read (so its
+/// latency counts in full, never less).
+fn stamp_arrivals(sock: &impl std::os::fd::AsFd) -> io::Result<()> {
+    use nix::sys::socket::{setsockopt, sockopt::ReceiveTimestampns};
+    setsockopt(sock, ReceiveTimestampns, &true).map_err(io::Error::from)
+}
+
+/// One datagram from a non-blocking socket with its arrival stamp: its length and how long it
+/// waited in the socket; `None` when nothing is queued.
+fn recv_stamped(sock: &UdpSocket, buf: &mut [u8]) -> io::Result<Option<(usize, Option<Duration>)>> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, SockaddrIn6};
+    let mut cmsg = nix::cmsg_space!(nix::sys::time::TimeSpec);
+    let mut iov = [io::IoSliceMut::new(buf)];
+    match recvmsg::<SockaddrIn6>(
+        sock.as_raw_fd(),
+        &mut iov,
+        Some(&mut cmsg),
+        MsgFlags::empty(),
+    ) {
+        Ok(m) => {
+            let waited = m.cmsgs().ok().and_then(|mut c| {
+                c.find_map(|c| match c {
+                    ControlMessageOwned::ScmTimestampns(ts) => waited_since(ts),
+                    _ => None,
+                })
+            });
+            Ok(Some((m.bytes, waited)))
+        }
+        Err(nix::errno::Errno::EAGAIN) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// How long ago the kernel stamped a datagram's arrival (`SO_TIMESTAMPNS`, the realtime
+/// clock), read at once after it was received.
+fn waited_since(ts: nix::sys::time::TimeSpec) -> Option<Duration> {
+    let at = std::time::UNIX_EPOCH
+        + Duration::new(u64::try_from(ts.tv_sec()).ok()?, ts.tv_nsec() as u32);
+    Some(
+        std::time::SystemTime::now()
+            .duration_since(at)
+            .unwrap_or_default(),
+    )
 }
 
 impl Path6 {
@@ -87,6 +169,7 @@ impl Path6 {
         }
         s.bind(&SocketAddr::V6(SocketAddrV6::new(cfg.relay, 547, 0, 0)).into())?;
         s.set_nonblocking(true)?;
+        stamp_arrivals(&s)?;
         Ok(Path6::Relay {
             sock: s.into(),
             server: SocketAddr::V6(cfg.server),
@@ -103,19 +186,20 @@ impl Path6 {
 
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<Got> {
         match self {
-            Path6::Relay { sock, .. } => match sock.recv_from(buf) {
-                Ok((n, _)) => Ok(match relay_inner(&buf[..n]) {
+            Path6::Relay { sock, .. } => {
+                let Some((n, waited)) = recv_stamped(sock, buf)? else {
+                    return Ok(Got::Nothing);
+                };
+                Ok(match relay_inner(&buf[..n]) {
                     Some(inner) => {
                         let at = inner.as_ptr() as usize - buf.as_ptr() as usize;
-                        Got::Msg(at..at + inner.len())
+                        Got::Msg(at..at + inner.len(), waited)
                     }
                     None => Got::Other,
-                }),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Got::Nothing),
-                Err(e) => Err(e),
-            },
+                })
+            }
             Path6::Link(l) => Ok(match l.recv(buf) {
-                Some(n) => Got::Msg(0..n),
+                Some(n) => Got::Msg(0..n, None),
                 None => Got::Nothing,
             }),
         }
@@ -242,6 +326,7 @@ pub fn run6(cfg: &Config6) -> io::Result<Report> {
     let mut last_sweep = start;
     let mut idle = Duration::ZERO;
     let mut record = String::new();
+    let mut slow = SlowLog::new(cfg.slow_log.as_ref().map(|(_, over)| *over));
     loop {
         let now = Instant::now();
         let elapsed = now - start;
@@ -284,7 +369,7 @@ pub fn run6(cfg: &Config6) -> io::Result<Report> {
                     got = true;
                     r.received += 1;
                 }
-                Got::Msg(at) => {
+                Got::Msg(at, waited) => {
                     got = true;
                     r.received += 1;
                     let Some((kind, xid, sid, addr)) = parse_reply(&buf[at]) else {
@@ -298,6 +383,11 @@ pub fn run6(cfg: &Config6) -> io::Result<Report> {
                         (2, false, Some(a)) => {
                             r.offers += 1;
                             r.offer_latency.push(t - f.sent);
+                            let lat = (t - f.sent).saturating_sub(waited.unwrap_or_default());
+                            if waited.is_some() {
+                                r.offer_arrival.push(lat);
+                            }
+                            slow.note("advertise", f.sent - start, lat);
                             let msg = client_msg(3, xid, mac_of(f.client), Some((&sid, a)));
                             if path.send(cfg, f.client, &msg) {
                                 r.sent += 1;
@@ -308,6 +398,11 @@ pub fn run6(cfg: &Config6) -> io::Result<Report> {
                         (7, true, Some(a)) => {
                             r.acks += 1;
                             r.ack_latency.push(t - f.sent);
+                            let lat = (t - f.sent).saturating_sub(waited.unwrap_or_default());
+                            if waited.is_some() {
+                                r.ack_arrival.push(lat);
+                            }
+                            slow.note("reply", f.sent - start, lat);
                             if cfg.record.is_some() {
                                 let m = mac_of(f.client);
                                 use std::fmt::Write as _;
@@ -358,6 +453,9 @@ pub fn run6(cfg: &Config6) -> io::Result<Report> {
     }
     r.cpu_s = crate::cpu_seconds() - cpu0;
     r.idle_s = idle.as_secs_f64();
+    if let Some((p, _)) = &cfg.slow_log {
+        std::fs::write(p, slow.lines)?;
+    }
     if let Some(p) = &cfg.record {
         use std::io::Write as _;
         std::fs::OpenOptions::new()
@@ -372,6 +470,46 @@ pub fn run6(cfg: &Config6) -> io::Result<Report> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_slow_log_keeps_only_replies_over_its_threshold() {
+        let mut s = SlowLog::new(Some(Duration::from_micros(500)));
+        s.note(
+            "advertise",
+            Duration::from_micros(10),
+            Duration::from_micros(499),
+        );
+        s.note(
+            "advertise",
+            Duration::from_micros(20),
+            Duration::from_micros(501),
+        );
+        s.note("reply", Duration::from_micros(30), Duration::from_millis(3));
+        assert_eq!(s.lines, "advertise 20 501\nreply 30 3000\n");
+        let mut off = SlowLog::new(None);
+        off.note("reply", Duration::ZERO, Duration::from_secs(1));
+        assert!(off.lines.is_empty());
+    }
+
+    #[test]
+    fn a_reply_read_late_says_how_long_it_waited_in_the_socket() {
+        let rx = UdpSocket::bind("[::1]:0").unwrap();
+        stamp_arrivals(&rx).unwrap();
+        // the kernel turns arrival stamping on for everyone a moment later (deferred work);
+        // until then a datagram is stamped when it is read
+        std::thread::sleep(Duration::from_millis(200));
+        rx.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 64];
+        assert!(recv_stamped(&rx, &mut buf).unwrap().is_none());
+        let tx = UdpSocket::bind("[::1]:0").unwrap();
+        tx.send_to(b"late", rx.local_addr().unwrap()).unwrap();
+        std::thread::sleep(Duration::from_millis(30));
+        let (n, waited) = recv_stamped(&rx, &mut buf).unwrap().expect("queued");
+        assert_eq!(&buf[..n], b"late");
+        let waited = waited.expect("the kernel stamped its arrival");
+        assert!(waited >= Duration::from_millis(25), "{waited:?}");
+        assert!(waited < Duration::from_secs(5), "{waited:?}");
+    }
 
     #[test]
     fn a_relayed_request_is_read_by_the_servers_front_door() {
@@ -389,6 +527,7 @@ mod tests {
             spin: false,
             record: None,
             links: Vec::new(),
+            slow_log: None,
         };
         let mac = mac_of(7);
         let sid = [0u8, 3, 0, 1, 1, 2, 3, 4, 5, 6];

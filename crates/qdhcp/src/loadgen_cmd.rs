@@ -98,6 +98,13 @@ pub struct LoadgenArgs {
     /// --mode dhcpv6: the link-address in each RELAY-FORW (an address of the served subnet).
     #[arg(long, default_value = "2001:db8:1::1")]
     pub link6: std::net::Ipv6Addr,
+    /// --mode dhcpv6: write `<advertise|reply> <sent µs> <latency µs>` for every reply slower
+    /// than --slow-us to this file (stalls of the machine show as runs of them).
+    #[arg(long)]
+    pub slow_log: Option<PathBuf>,
+    /// The threshold of --slow-log, in microseconds.
+    #[arg(long, default_value_t = 500)]
+    pub slow_us: u64,
 }
 
 /// The links of --link and --links-from; Err is the exit code after an error said.
@@ -141,6 +148,10 @@ fn run_dhcpv6(a: &LoadgenArgs) -> i32 {
         spin: a.spin,
         record: a.record.clone(),
         links,
+        slow_log: a
+            .slow_log
+            .clone()
+            .map(|p| (p, Duration::from_micros(a.slow_us))),
     };
     match qdhcp_loadgen::v6::run6(&cfg) {
         Ok(r) if a.json => {
