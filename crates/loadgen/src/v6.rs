@@ -15,7 +15,7 @@ use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use crate::link6::Links6;
-use crate::report::Report;
+use crate::report::{Latencies, Report};
 use crate::wire::mac_of;
 
 /// Load parameters for DHCPv6.
@@ -134,6 +134,24 @@ fn recv_stamped(sock: &UdpSocket, buf: &mut [u8]) -> io::Result<Option<(usize, O
         Err(nix::errno::Errno::EAGAIN) => Ok(None),
         Err(e) => Err(e.into()),
     }
+}
+
+/// Counts a reply that came `read` after its request (when the generator read it): in `all`,
+/// and less the time it `waited` in our socket in `arrival` when that is known. Returns the
+/// latency to its arrival (to its reading when not known).
+fn took(
+    all: &mut Latencies,
+    arrival: &mut Latencies,
+    read: Duration,
+    waited: Option<Duration>,
+) -> Duration {
+    all.push(read);
+    let Some(w) = waited else {
+        return read;
+    };
+    let lat = read.saturating_sub(w);
+    arrival.push(lat);
+    lat
 }
 
 /// How long ago the kernel stamped a datagram's arrival (`SO_TIMESTAMPNS`, the realtime
@@ -382,11 +400,12 @@ pub fn run6(cfg: &Config6) -> io::Result<Report> {
                     match (kind, f.requesting, addr) {
                         (2, false, Some(a)) => {
                             r.offers += 1;
-                            r.offer_latency.push(t - f.sent);
-                            let lat = (t - f.sent).saturating_sub(waited.unwrap_or_default());
-                            if waited.is_some() {
-                                r.offer_arrival.push(lat);
-                            }
+                            let lat = took(
+                                &mut r.offer_latency,
+                                &mut r.offer_arrival,
+                                t - f.sent,
+                                waited,
+                            );
                             slow.note("advertise", f.sent - start, lat);
                             let msg = client_msg(3, xid, mac_of(f.client), Some((&sid, a)));
                             if path.send(cfg, f.client, &msg) {
@@ -397,11 +416,8 @@ pub fn run6(cfg: &Config6) -> io::Result<Report> {
                         }
                         (7, true, Some(a)) => {
                             r.acks += 1;
-                            r.ack_latency.push(t - f.sent);
-                            let lat = (t - f.sent).saturating_sub(waited.unwrap_or_default());
-                            if waited.is_some() {
-                                r.ack_arrival.push(lat);
-                            }
+                            let lat =
+                                took(&mut r.ack_latency, &mut r.ack_arrival, t - f.sent, waited);
                             slow.note("reply", f.sent - start, lat);
                             if cfg.record.is_some() {
                                 let m = mac_of(f.client);
