@@ -316,7 +316,7 @@ impl Dataplane {
                         n.table().subnets.iter().map(|s| s.net).collect();
                     let leases = n.leases();
                     NetSnapshot {
-                        name: n.name.clone(),
+                        name: n.name.to_string(),
                         rx: n.counters.rx.snapshot(),
                         tx: n.counters.tx.snapshot(),
                         leases: subnets

@@ -455,7 +455,7 @@ pub fn replay(records: &[Record], now: u64) -> HashMap<String, crate::leases::Le
     let mut out: HashMap<String, crate::leases::LeaseTable> = HashMap::default();
     for r in records {
         if let Change::V4(c) = &r.change {
-            out.entry(r.network.clone()).or_default().apply(c);
+            out.entry(r.network.to_string()).or_default().apply(c);
         }
     }
     for t in out.values_mut() {

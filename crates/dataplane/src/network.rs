@@ -3,6 +3,7 @@
 
 use parking_lot::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 use ipnet::Ipv4Net;
 use qdhcp_protocol::NetworkTable;
@@ -12,8 +13,8 @@ use crate::metrics::NetCounters;
 
 /// One network: its reservation table and its leases.
 pub struct Network {
-    /// Name used in the journal and logs.
-    pub name: String,
+    /// Name used in the journal and logs (shared: every lease record names it).
+    pub name: Arc<str>,
     /// Packet counters of this network.
     pub counters: NetCounters,
     pub(crate) table: RwLock<NetworkTable>,

@@ -136,7 +136,7 @@ impl Dataplane {
         table.shrink_options();
         let leases = self.recovered.lock().remove(name).unwrap_or_default();
         let n = Arc::new(Network {
-            name: name.to_string(),
+            name: Arc::from(name),
             table: RwLock::new(table),
             counters: NetCounters::default(),
             leases: Mutex::new(leases),

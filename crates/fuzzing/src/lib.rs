@@ -164,6 +164,7 @@ pub fn packet6(data: &[u8]) {
         source: "fe80::1".parse().expect("static"),
         own_addrs: &own,
         now: 1_700_000_000,
+        log: true,
     };
     let d = decide6(&m, &ctx, &leases);
     if let Some(r) = d.reply {

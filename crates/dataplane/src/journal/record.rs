@@ -2,6 +2,7 @@
 //! line of text (`B`/`R`/`D` for DHCPv4, `B6`/`R6`/`D6` for DHCPv6).
 
 use std::net::{Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 
 use qdhcp_protocol::v6::{Change6, Lease6};
 use qdhcp_protocol::{ClientId, Lease, LeaseChange, Mac};
@@ -9,8 +10,9 @@ use qdhcp_protocol::{ClientId, Lease, LeaseChange, Mac};
 /// One journal record: a lease change in a named network.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
-    /// Network name (`default` in dnsmasq mode, the network id in serve mode).
-    pub network: String,
+    /// Network name (`default` in dnsmasq mode, the network id in serve mode), shared with the
+    /// network's own: a record per lease change costs no copy of it.
+    pub network: Arc<str>,
     /// The change.
     pub change: Change,
 }
@@ -279,7 +281,7 @@ pub fn decode(line: &str) -> Option<Record> {
         _ => return None,
     };
     Some(Record {
-        network: f[1].to_string(),
+        network: Arc::from(f[1]),
         change,
     })
 }

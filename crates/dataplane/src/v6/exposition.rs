@@ -130,7 +130,7 @@ impl Snapshot6 {
             .map(|n| {
                 let c = &n.counters;
                 Net6Snapshot {
-                    name: n.name.clone(),
+                    name: n.name.to_string(),
                     rx: c.rx.snapshot(),
                     advertise: g(&c.advertise),
                     reply: g(&c.reply),

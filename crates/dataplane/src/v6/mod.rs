@@ -12,6 +12,7 @@ use parking_lot::{Mutex, MutexGuard, RwLock, RwLockReadGuard};
 use std::io;
 use std::net::{Ipv6Addr, SocketAddrV6};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use ahash::HashMap;
 use qdhcp_protocol::v6::{Change6, Duid, Lease6, LeaseView6, Malformed6, Msg6, Table6};
@@ -159,7 +160,7 @@ pub fn replay6(records: &[crate::journal::Record], now: u64) -> HashMap<String, 
     let mut out: HashMap<String, Leases6> = HashMap::default();
     for r in records {
         if let crate::journal::Change::V6(c) = &r.change {
-            out.entry(r.network.clone()).or_default().apply(c);
+            out.entry(r.network.to_string()).or_default().apply(c);
         }
     }
     for t in out.values_mut() {
@@ -232,8 +233,8 @@ impl Counters6 {
 
 /// The DHCPv6 side of one network: its table (changed in place on reload), leases and DUID.
 pub struct Net6 {
-    /// Name in the journal (the same as the network's DHCPv4 name).
-    pub name: String,
+    /// Name in the journal (the same as the network's DHCPv4 name; shared with every record).
+    pub name: Arc<str>,
     table: RwLock<Table6>,
     leases: Mutex<Leases6>,
     server_id: Duid,
@@ -245,7 +246,7 @@ impl Net6 {
     /// A network served with `table`, as `server_id`, holding `leases`.
     pub(crate) fn new(name: &str, table: Table6, server_id: Duid, leases: Leases6) -> Net6 {
         Net6 {
-            name: name.to_string(),
+            name: Arc::from(name),
             table: RwLock::new(table),
             leases: Mutex::new(leases),
             server_id,

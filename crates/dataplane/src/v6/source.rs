@@ -58,6 +58,21 @@ thread_local! {
     static OUT6: RefCell<Outbox<SocketAddrV6>> = RefCell::new(Outbox::new(true));
     /// The IPv6 datagrams of a batch's replies to clients on the link, buffers kept for reuse.
     static FRAMES6: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+    /// The replies of the batch being served, buffers kept for reuse.
+    static REPLIES6: RefCell<Replies6> = const { RefCell::new(Replies6 {
+        out: Vec::new(),
+        now: Vec::new(),
+        spare: Vec::new(),
+    }) };
+}
+
+/// A batch's replies: decided, then those that leave at once; and the buffers of replies
+/// sent, for the next ones (a reply costs no allocation of its own unless it waits for the
+/// journal).
+struct Replies6 {
+    out: Vec<Out>,
+    now: Vec<Out>,
+    spare: Vec<Vec<u8>>,
 }
 
 /// A message waiting for its sender's neighbour entry.
@@ -99,7 +114,6 @@ pub(crate) struct Dhcp6Source {
     bad_log: RateLimit,
     records: Vec<Record>,
     undo: Vec<(Ipv6Addr, Option<Lease6>)>,
-    out: Vec<Out>,
 }
 
 impl Dhcp6Source {
@@ -139,7 +153,6 @@ impl Dhcp6Source {
             bad_log: RateLimit::new(),
             records: Vec::new(),
             undo: Vec::new(),
-            out: Vec::new(),
         })
     }
 
@@ -258,6 +271,7 @@ impl Dhcp6Source {
                 source: *from.ip(),
                 own_addrs: &own,
                 now,
+                log: !self.shared.opts.quiet,
             };
             let leases = net.leases();
             decide6(&m, &ctx, &*leases)
@@ -301,15 +315,18 @@ impl Dhcp6Source {
                 .map(|ll| (*ll, e.mac)),
             _ => None,
         };
-        let mut bytes = Vec::with_capacity(256);
-        reply.encode_into(&mut bytes);
-        self.out.push(Out {
-            bytes,
-            to,
-            frame,
-            binds,
-            sent: d.sent,
-            advertise: reply.msg.msg_type() == dhcproto::v6::MessageType::Advertise,
+        REPLIES6.with(|r| {
+            let r = &mut *r.borrow_mut();
+            let mut bytes = r.spare.pop().unwrap_or_else(|| Vec::with_capacity(256));
+            reply.encode_into(&mut bytes);
+            r.out.push(Out {
+                bytes,
+                to,
+                frame,
+                binds,
+                sent: d.sent,
+                advertise: reply.msg.msg_type() == dhcproto::v6::MessageType::Advertise,
+            });
         });
     }
 
@@ -324,12 +341,6 @@ impl Dhcp6Source {
     /// wait for them to the journal writer, which sends those after the batch's fdatasync
     /// (group commit with every other interface, DHCPv4 and DHCPv6 alike).
     fn finish_batch(&mut self) {
-        let out = std::mem::take(&mut self.out);
-        let (held, now): (Vec<Out>, Vec<Out>) = if self.records.is_empty() {
-            (Vec::new(), out)
-        } else {
-            out.into_iter().partition(|o| o.binds)
-        };
         let sender = Sender {
             net: self.net.clone(),
             sock: self.sock.clone(),
@@ -337,8 +348,26 @@ impl Dhcp6Source {
             iface: self.iface.clone(),
             quiet: self.shared.opts.quiet,
         };
-        sender.send_all(now);
-        if self.records.is_empty() {
+        let waits = !self.records.is_empty();
+        let held = REPLIES6.with(|r| {
+            let r = &mut *r.borrow_mut();
+            let mut held = Vec::new();
+            for o in r.out.drain(..) {
+                if waits && o.binds {
+                    held.push(o);
+                } else {
+                    r.now.push(o);
+                }
+            }
+            sender.send_all(&r.now);
+            for o in r.now.drain(..) {
+                if r.spare.len() < BATCH {
+                    r.spare.push(o.bytes);
+                }
+            }
+            held
+        });
+        if !waits {
             return;
         }
         let c = Commit6 {
@@ -366,7 +395,7 @@ pub(crate) struct Sender {
 }
 
 impl Sender {
-    fn send_all(&self, out: Vec<Out>) {
+    fn send_all(&self, out: &[Out]) {
         if out.is_empty() {
             return;
         }
@@ -376,7 +405,7 @@ impl Sender {
         let left = out
             .iter()
             .any(|o| o.frame.is_some())
-            .then(|| self.send_frames(&out));
+            .then(|| self.send_frames(out));
         let at = |k: usize| left.as_ref().map_or(k, |l| l[k]);
         let n = left.as_ref().map_or(out.len(), Vec::len);
         if n == 0 {
@@ -471,7 +500,7 @@ impl Commit6 {
     /// to what is durable and sends none of them (the clients retry).
     pub(crate) fn deliver(self, committed: bool) {
         if committed {
-            self.sender.send_all(self.held);
+            self.sender.send_all(&self.held);
             return;
         }
         let n = self.held.len() as u64;

@@ -87,6 +87,9 @@ pub struct Context6<'a> {
     pub own_addrs: &'a [Ipv6Addr],
     /// Seconds since the epoch.
     pub now: u64,
+    /// Whether to make the log lines: a server logging no DHCP lines (`--quiet-dhcp`) does not
+    /// pay for them (a DUID copy each, and the host name).
+    pub log: bool,
 }
 
 /// The outcome of one client message.
@@ -96,9 +99,9 @@ pub struct Decision6<'m> {
     pub reply: Option<Reply6<'m>>,
     /// Lease changes to apply (binds made durable before the reply leaves).
     pub changes: Vec<Change6>,
-    /// The log line for the message received.
+    /// The log line for the message received (when the context asks for log lines).
     pub received: Option<Log6>,
-    /// The log line for the reply.
+    /// The log line for the reply (when the context asks for log lines).
     pub sent: Option<Log6>,
     /// What became of it.
     pub outcome: Outcome6,
@@ -190,7 +193,7 @@ fn asked_options(
     m: &Inbound6,
     host: Option<&Host6>,
     subnet: Option<&Subnet6>,
-    out: &mut DhcpOptions,
+    out: &mut Vec<DhcpOption>,
 ) {
     let t = ctx.table;
     for &code in &m.oro {
@@ -199,15 +202,11 @@ fn asked_options(
             .or_else(|| subnet.and_then(|s| s.options.get(code)))
             .or_else(|| t.global.get(code));
         match configured {
-            Some(Some(o)) => out.insert(with_own_addrs(o, ctx.own_addrs)),
+            Some(Some(o)) => out.push(with_own_addrs(o, ctx.own_addrs)),
             Some(None) => {}
             None if code == 24 => {
-                if let Some(d) = t
-                    .domain
-                    .as_deref()
-                    .and_then(|d| dhcproto::Name::from_utf8(d).ok())
-                {
-                    out.insert(DhcpOption::DomainSearchList(vec![d]));
+                if let Some(o) = t.domain_search() {
+                    out.push(o.clone());
                 }
             }
             None if code == 23 && t.default_dns_self => {
@@ -227,7 +226,7 @@ fn asked_options(
                     mine
                 };
                 if !v.is_empty() {
-                    out.insert(DhcpOption::DomainNameServers(v));
+                    out.push(DhcpOption::DomainNameServers(v));
                 }
             }
             None => {}
@@ -277,18 +276,20 @@ pub fn decide6<'m>(m: &'m Inbound6, ctx: &Context6<'_>, leases: &dyn LeaseView6)
     }
     let t = ctx.table;
     let host = ctx.mac.and_then(|mac| t.host(mac));
-    let received = Log6::new(m.kind.log_name(), None, client);
+    let received = ctx.log.then(|| Log6::new(m.kind.log_name(), None, client));
     let msg_type = if m.kind == Msg6::Solicit && !(m.rapid_commit && t.rapid_commit) {
         MessageType::Advertise
     } else {
         MessageType::Reply
     };
     let mut reply = Message::new_with_id(msg_type, m.xid);
-    let opts = reply.opts_mut();
+    // The reply's options gathered unsorted in one buffer with room for a usual reply, sorted
+    // once at the end (`DhcpOptions::insert` keeps them sorted, and its vector grows as it goes).
+    let mut opts: Vec<DhcpOption> = Vec::with_capacity(8);
     if !client.0.is_empty() {
-        opts.insert(DhcpOption::ClientId(client.0.clone()));
+        opts.push(DhcpOption::ClientId(client.0.clone()));
     }
-    opts.insert(DhcpOption::ServerId(ctx.server_id.0.clone()));
+    opts.push(DhcpOption::ServerId(ctx.server_id.0.clone()));
     let mut changes = Vec::new();
     let sent_name = if msg_type == MessageType::Advertise {
         "DHCPADVERTISE"
@@ -302,7 +303,7 @@ pub fn decide6<'m>(m: &'m Inbound6, ctx: &Context6<'_>, leases: &dyn LeaseView6)
         Msg6::Solicit | Msg6::Request | Msg6::Renew | Msg6::Rebind => {
             let binding = msg_type == MessageType::Reply;
             if m.kind == Msg6::Solicit && (addrs.is_empty() || m.ias.is_empty()) {
-                opts.insert(status(Status::NoAddrsAvail, "no addresses available"));
+                opts.push(status(Status::NoAddrsAvail, "no addresses available"));
                 Outcome6::NoAddrs
             } else {
                 let mut given = false;
@@ -337,10 +338,10 @@ pub fn decide6<'m>(m: &'m Inbound6, ctx: &Context6<'_>, leases: &dyn LeaseView6)
                     if let Some(s) = state {
                         outcome = s;
                     }
-                    opts.insert(ia_opt);
+                    opts.push(ia_opt);
                 }
                 if m.kind == Msg6::Solicit && binding {
-                    opts.insert(DhcpOption::RapidCommit);
+                    opts.push(DhcpOption::RapidCommit);
                 }
                 match (m.kind, given) {
                     (Msg6::Solicit, _) => Outcome6::Advertised.or_bound(binding),
@@ -370,7 +371,7 @@ pub fn decide6<'m>(m: &'m Inbound6, ctx: &Context6<'_>, leases: &dyn LeaseView6)
                 if !any {
                     let mut o = DhcpOptions::new();
                     o.insert(status(Status::NoBinding, "no binding found"));
-                    opts.insert(DhcpOption::IANA(IANA {
+                    opts.push(DhcpOption::IANA(IANA {
                         id: ia.iaid,
                         t1: 0,
                         t2: 0,
@@ -383,7 +384,7 @@ pub fn decide6<'m>(m: &'m Inbound6, ctx: &Context6<'_>, leases: &dyn LeaseView6)
             } else {
                 "decline received"
             };
-            opts.insert(status(Status::Success, what));
+            opts.push(status(Status::Success, what));
             if m.kind == Msg6::Release {
                 Outcome6::Released
             } else {
@@ -400,9 +401,9 @@ pub fn decide6<'m>(m: &'m Inbound6, ctx: &Context6<'_>, leases: &dyn LeaseView6)
                 return ignored(Ignored6::NothingToConfirm);
             }
             if all.iter().all(|a| t.subnet_of(*a).is_some()) {
-                opts.insert(status(Status::Success, "all addresses still on link"));
+                opts.push(status(Status::Success, "all addresses still on link"));
             } else {
-                opts.insert(status(Status::NotOnLink, "confirm failed"));
+                opts.push(status(Status::NotOnLink, "confirm failed"));
             }
             first_addr = all.first().copied();
             Outcome6::Confirmed
@@ -410,21 +411,29 @@ pub fn decide6<'m>(m: &'m Inbound6, ctx: &Context6<'_>, leases: &dyn LeaseView6)
         Msg6::InformationRequest => Outcome6::Informed,
     };
     let subnet = subnet_for(ctx, m, &addrs);
-    asked_options(ctx, m, host, subnet, reply.opts_mut());
-    let mut sent = Log6::new(sent_name, first_addr, client);
-    if outcome == Outcome6::NoAddrs {
-        sent.note = Some("no addresses available".into());
-    } else if first_addr.is_some() {
-        sent.note = name.map(str::to_string);
-    }
+    asked_options(ctx, m, host, subnet, &mut opts);
+    // Sorted by code, stably: several IA_NAs keep the client's order (`dhcproto` orders by
+    // code only and sorts again on collecting, which leaves a sorted vector as it is); the
+    // collected vector keeps its buffer.
+    opts.sort();
+    *reply.opts_mut() = opts.into_iter().collect::<DhcpOptions>();
+    let sent = ctx.log.then(|| {
+        let mut sent = Log6::new(sent_name, first_addr, client);
+        if outcome == Outcome6::NoAddrs {
+            sent.note = Some("no addresses available".into());
+        } else if first_addr.is_some() {
+            sent.note = name.map(str::to_string);
+        }
+        sent
+    });
     Decision6 {
         reply: Some(Reply6 {
             msg: reply,
             relays: &m.relays,
         }),
         changes,
-        received: Some(received),
-        sent: Some(sent),
+        received,
+        sent,
         outcome,
     }
 }

@@ -5,6 +5,7 @@
 use std::net::Ipv6Addr;
 
 use ahash::HashMap;
+use dhcproto::v6::DhcpOption;
 use ipnet::Ipv6Net;
 
 use crate::types::Mac;
@@ -55,7 +56,9 @@ pub struct Table6 {
     /// Options for everyone (untagged `option6:` lines).
     pub global: Options6,
     /// `--domain`: sent as the domain search list when none is configured.
-    pub domain: Option<String>,
+    domain: Option<String>,
+    /// `domain` as that option, made once rather than for every message that asks for it.
+    domain_search: Option<DhcpOption>,
     /// `--dhcp-rapid-commit`: a SOLICIT with Rapid Commit is answered with a REPLY at once.
     pub rapid_commit: bool,
     /// With no DNS servers configured, announce our own address (dnsmasq does, unless its DNS
@@ -128,6 +131,26 @@ impl Table6 {
     /// The subnet holding an address.
     pub fn subnet_of(&self, a: Ipv6Addr) -> Option<&Subnet6> {
         self.subnets.iter().find(|s| s.net.contains(&a))
+    }
+
+    /// Sets `--domain`, the domain search list of clients with none configured (a name that
+    /// is not a valid domain name is never sent).
+    pub fn set_domain(&mut self, domain: Option<String>) {
+        self.domain_search = domain
+            .as_deref()
+            .and_then(|d| dhcproto::Name::from_utf8(d).ok())
+            .map(|n| DhcpOption::DomainSearchList(vec![n]));
+        self.domain = domain;
+    }
+
+    /// `--domain`, when set.
+    pub fn domain(&self) -> Option<&str> {
+        self.domain.as_deref()
+    }
+
+    /// The domain search list option made from `--domain`.
+    pub fn domain_search(&self) -> Option<&DhcpOption> {
+        self.domain_search.as_ref()
     }
 
     /// True when the table serves nothing (no DHCPv6 range).

@@ -122,6 +122,7 @@ fn run(bytes: &[u8], t: &Table6, mac: Option<Mac>, leases: &Leases) -> Decision6
         source: a("fe80::5054:ff:fe00:1"),
         own_addrs: &own,
         now: 1_000,
+        log: true,
     };
     decide6(m, &ctx, leases)
 }
@@ -349,6 +350,7 @@ fn request_renew_and_release_follow_the_server_id_and_the_holder() {
         source: a("fe80::1"),
         own_addrs: &[],
         now: 1_000,
+        log: true,
     };
     assert_eq!(
         decide6(&m, &ctx, &leases).outcome,
@@ -520,6 +522,7 @@ fn an_information_request_gets_the_stateless_subnets_options_where_dnsmasq_sends
         source: a("fe80::1"),
         own_addrs: &[],
         now: 0,
+        log: true,
     };
     let d = decide6(&m, &ctx, &Leases::default());
     assert_eq!(d.outcome, Outcome6::Informed);
@@ -618,6 +621,7 @@ fn a_relayed_solicit_is_matched_by_option_79_and_answered_in_relay_replies() {
         source: a("2001:db8:99::1"),
         own_addrs: &[],
         now: 0,
+        log: true,
     };
     let d = decide6(&m, &ctx, &Leases::default());
     assert_eq!(d.outcome, Outcome6::Advertised);
@@ -688,6 +692,7 @@ fn a_message_without_a_client_id_is_dropped() {
         source: a("fe80::1"),
         own_addrs: &[],
         now: 0,
+        log: true,
     };
     assert_eq!(
         decide6(&m, &ctx, &Leases::default()).outcome,
@@ -710,7 +715,7 @@ proptest! {
         if let Ok(m) = parse6(&b) {
             let t = table();
             let sid = server_duid();
-            let ctx = Context6 { table: &t, server_id: &sid, mac: Some(MAC), source: a("fe80::1"), own_addrs: &[], now: 0 };
+            let ctx = Context6 { table: &t, server_id: &sid, mac: Some(MAC), source: a("fe80::1"), own_addrs: &[], now: 0, log: true };
             let _ = decide6(&m, &ctx, &Leases::default());
         }
     }
@@ -775,5 +780,44 @@ proptest! {
         let mut out = vec![0xee; 7];
         Reply6 { msg: msg.clone(), relays: &relays }.encode_into(&mut out);
         prop_assert_eq!(out, wrapped_from_inside(&msg, &relays));
+    }
+}
+
+/// The option codes and IAIDs of a reply's IA_NAs, in the order they are on the wire.
+fn wire_iaids(d: &Decision6) -> Vec<u32> {
+    let mut out = Vec::new();
+    d.reply.as_ref().expect("a reply").encode_into(&mut out);
+    let mut ids = Vec::new();
+    let mut i = 4;
+    while i + 4 <= out.len() {
+        let code = u16::from_be_bytes([out[i], out[i + 1]]);
+        let len = u16::from_be_bytes([out[i + 2], out[i + 3]]) as usize;
+        if code == 3 {
+            ids.push(u32::from_be_bytes(out[i + 4..i + 8].try_into().unwrap()));
+        }
+        i += 4 + len;
+    }
+    ids
+}
+
+#[test]
+fn several_ia_nas_are_answered_in_the_clients_order() {
+    let t = table();
+    for kind in [MessageType::Solicit, MessageType::Request] {
+        let bytes = msg(
+            kind,
+            kind == MessageType::Request,
+            vec![(7, vec![]), (9, vec![])],
+            &[],
+        );
+        let asked: Vec<u32> = parse6(&bytes)
+            .unwrap()
+            .ias
+            .iter()
+            .map(|ia| ia.iaid)
+            .collect();
+        assert_eq!(asked.len(), 2);
+        let d = run(&bytes, &t, Some(MAC), &Leases::default());
+        assert_eq!(wire_iaids(&d), asked, "{kind:?}");
     }
 }
