@@ -126,7 +126,7 @@ pub fn build_table6(
     }
     let mut table = Table6::new(subnets, hosts.into_values());
     table.global = global;
-    table.set_domain(cfg.domain.clone());
+    table.set_domain(cfg.domain.as_deref());
     table.rapid_commit = cfg.rapid_commit;
     table.default_dns_self = cfg.dns_port != Some(0);
     (table, warnings)

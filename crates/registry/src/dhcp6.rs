@@ -26,7 +26,7 @@ pub fn table6_for(reg: &Registry, net_id: &str, cfg: &DhcpSettings) -> Table6 {
             .collect()
     };
     let mut t = Table6::new(subnets, hosts);
-    t.set_domain(cfg.domain.clone());
+    t.set_domain(cfg.domain.as_deref());
     // option 23 is set per subnet above (the DHCP ports' global addresses, not ours on the
     // link, which may be link-local)
     t.default_dns_self = false;

@@ -55,9 +55,8 @@ pub struct Table6 {
     addrs_in: Vec<usize>,
     /// Options for everyone (untagged `option6:` lines).
     pub global: Options6,
-    /// `--domain`: sent as the domain search list when none is configured.
-    domain: Option<String>,
-    /// `domain` as that option, made once rather than for every message that asks for it.
+    /// `--domain` as the domain search list sent when none is configured: made once, not for
+    /// every message that asks for it.
     domain_search: Option<DhcpOption>,
     /// `--dhcp-rapid-commit`: a SOLICIT with Rapid Commit is answered with a REPLY at once.
     pub rapid_commit: bool,
@@ -135,17 +134,10 @@ impl Table6 {
 
     /// Sets `--domain`, the domain search list of clients with none configured (a name that
     /// is not a valid domain name is never sent).
-    pub fn set_domain(&mut self, domain: Option<String>) {
+    pub fn set_domain(&mut self, domain: Option<&str>) {
         self.domain_search = domain
-            .as_deref()
             .and_then(|d| dhcproto::Name::from_utf8(d).ok())
             .map(|n| DhcpOption::DomainSearchList(vec![n]));
-        self.domain = domain;
-    }
-
-    /// `--domain`, when set.
-    pub fn domain(&self) -> Option<&str> {
-        self.domain.as_deref()
     }
 
     /// The domain search list option made from `--domain`.

@@ -91,6 +91,6 @@ pub fn table(n: u32) -> Table6 {
         options: Options6::default(),
     });
     let mut t = Table6::new(vec![s], hosts);
-    t.set_domain(Some("openstacklocal".into()));
+    t.set_domain(Some("openstacklocal"));
     t
 }
