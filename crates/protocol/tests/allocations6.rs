@@ -60,11 +60,11 @@ fn per_message(bytes: &[u8], ctx: &Context6<'_>, leases: &Leases) -> (u64, u64, 
 }
 
 /// What each step allocates now; a change that makes one allocate more fails here (and should
-/// say in bench/DHCPV6.md what it buys). Encoding is `dhcproto`'s (an IA_NA and each address
+/// say in bench/MICRO.md what it buys). Encoding is `dhcproto`'s (an IA_NA and each address
 /// in it are encoded into vectors of their own first).
 const SOLICIT: (u64, u64, u64) = (6, 9, 7);
 const REQUEST: (u64, u64, u64) = (9, 12, 7);
-/// The log lines' share of the decision: both lines' DUIDs, and the host name on the REPLY.
+/// The log lines' share of the decision: both lines' DUIDs, and the host name on the reply's.
 const LOG_LINES: (u64, u64) = (3, 3);
 
 #[test]
