@@ -308,7 +308,7 @@ fn walk(buf: &[u8], depth: usize) -> Result<usize, Malformed6> {
 }
 
 /// The option TLVs of an options area the walk has checked: each code with its whole TLV.
-fn tlvs(buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+pub(super) fn tlvs(buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
     let mut i = 0;
     std::iter::from_fn(move || {
         let head = buf.get(i..i + 4)?;

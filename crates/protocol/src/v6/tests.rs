@@ -783,21 +783,14 @@ proptest! {
     }
 }
 
-/// The option codes and IAIDs of a reply's IA_NAs, in the order they are on the wire.
+/// The IAIDs of a reply's IA_NAs, in the order they are on the wire.
 fn wire_iaids(d: &Decision6) -> Vec<u32> {
     let mut out = Vec::new();
     d.reply.as_ref().expect("a reply").encode_into(&mut out);
-    let mut ids = Vec::new();
-    let mut i = 4;
-    while i + 4 <= out.len() {
-        let code = u16::from_be_bytes([out[i], out[i + 1]]);
-        let len = u16::from_be_bytes([out[i + 2], out[i + 3]]) as usize;
-        if code == 3 {
-            ids.push(u32::from_be_bytes(out[i + 4..i + 8].try_into().unwrap()));
-        }
-        i += 4 + len;
-    }
-    ids
+    frontdoor::tlvs(&out[4..])
+        .filter(|(code, _)| *code == 3)
+        .map(|(_, tlv)| u32::from_be_bytes(tlv[4..8].try_into().unwrap()))
+        .collect()
 }
 
 #[test]
